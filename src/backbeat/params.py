@@ -1,0 +1,194 @@
+"""What a handler asks for, worked out once from its signature.
+
+A parameter is bound, in this order of precedence, as:
+
+* ``request`` — annotated ``Request`` (or named ``request`` with no annotation);
+* injected tasks — annotated ``BackgroundTasks``: a fresh collection per request;
+* a path parameter — its name appears in the path (``/users/{id:int}``);
+* the JSON body — named ``data``, or annotated with a pydantic model;
+* a query parameter — anything else (``str``/``int``/``float``/``bool``, with defaults).
+
+Path, query and body values are validated by pydantic; all failures of a
+request are reported together as one 422.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
+from starlette.requests import Request
+
+from backbeat.tasks import BackgroundTasks
+
+BODY_PARAMETER_NAME = "data"
+
+
+class BadRequest(Exception):
+    """The body is not JSON (→ 400)."""
+
+
+class InvalidParameters(Exception):
+    """Path, query or body values failed validation (→ 422); `errors` lists each field."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+@dataclass(slots=True)
+class ValueParameter:
+    name: str
+    adapter: TypeAdapter[Any]
+    default: Any
+    required: bool
+
+
+@dataclass(slots=True)
+class HandlerSignature:
+    request: str | None = None
+    tasks: list[str] = field(default_factory=list)
+    path: list[ValueParameter] = field(default_factory=list)
+    query: list[ValueParameter] = field(default_factory=list)
+    body: str | None = None
+    body_adapter: TypeAdapter[Any] | None = None
+    body_model: type[BaseModel] | None = None
+
+    async def bind(self, request: Request) -> tuple[dict[str, Any], BackgroundTasks | None]:
+        """Build the handler's keyword arguments; also return the injected tasks, if any."""
+        kwargs: dict[str, Any] = {}
+        errors: list[dict[str, Any]] = []
+        if self.request:
+            kwargs[self.request] = request
+        injected = None
+        if self.tasks:
+            injected = BackgroundTasks()
+            for name in self.tasks:
+                kwargs[name] = injected
+        if self.path:
+            _validate_values(self.path, request.path_params, "path", kwargs, errors)
+        if self.query:
+            _validate_values(self.query, request.query_params, "query", kwargs, errors)
+        if self.body:
+            body = await request.body()
+            if not body.strip():
+                errors.append(
+                    {"loc": ["body"], "msg": "A JSON request body is required", "type": "missing"}
+                )
+            else:
+                try:
+                    kwargs[self.body] = self._parse_body(body)
+                except ValidationError as exc:
+                    details = exc.errors(include_url=False, include_input=False)
+                    errors.extend(_error_list(details, "body"))
+        if errors:
+            raise InvalidParameters(errors)
+        return kwargs, injected
+
+    def _parse_body(self, body: bytes) -> Any:
+        try:
+            if self.body_model is not None:
+                return self.body_model.model_validate_json(body)
+            assert self.body_adapter is not None
+            return self.body_adapter.validate_json(body)
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False, include_input=False):
+                if error["type"] == "json_invalid":
+                    raise BadRequest(f"Malformed JSON body: {error['msg']}") from None
+            raise
+
+
+def _validate_values(
+    parameters: list[ValueParameter],
+    source: typing.Mapping[str, Any],
+    where: str,
+    kwargs: dict[str, Any],
+    errors: list[dict[str, Any]],
+) -> None:
+    for parameter in parameters:
+        raw = source.get(parameter.name)
+        if raw is None:
+            if parameter.required:
+                errors.append(
+                    {"loc": [where, parameter.name], "msg": "Field required", "type": "missing"}
+                )
+            else:
+                kwargs[parameter.name] = parameter.default
+            continue
+        try:
+            kwargs[parameter.name] = parameter.adapter.validate_python(raw)
+        except ValidationError as exc:
+            details = exc.errors(include_url=False, include_input=False)
+            errors.extend(_error_list(details, where, parameter.name))
+
+
+def _error_list(details: list[ErrorDetails], *prefix: str) -> list[dict[str, Any]]:
+    return [
+        {"loc": [*prefix, *detail["loc"]], "msg": detail["msg"], "type": detail["type"]}
+        for detail in details
+    ]
+
+
+def analyse(handler: Callable[..., Any], path_parameters: typing.Iterable[str]) -> HandlerSignature:
+    """Read the handler's signature once, at decoration time."""
+    path_names = set(path_parameters)
+    try:
+        hints = typing.get_type_hints(handler)
+    except NameError as exc:
+        raise TypeError(
+            f"cannot resolve the annotations of handler {handler.__qualname__}: {exc}; "
+            "define the types it uses before the handler"
+        ) from None
+    signature = HandlerSignature()
+    for parameter in inspect.signature(handler).parameters.values():
+        name = parameter.name
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise TypeError(f"handler {handler.__qualname__}: *{name} parameters are not supported")
+        annotation = hints.get(name, inspect.Parameter.empty)
+        if _is_subclass(annotation, Request) or (
+            name == "request" and annotation is inspect.Parameter.empty
+        ):
+            signature.request = name
+        elif _is_subclass(annotation, BackgroundTasks):
+            signature.tasks.append(name)
+        elif name in path_names:
+            signature.path.append(_value_parameter(parameter, annotation))
+        elif name == BODY_PARAMETER_NAME or _is_subclass(annotation, BaseModel):
+            if signature.body is not None:
+                raise TypeError(
+                    f"handler {handler.__qualname__} has two body parameters: "
+                    f"{signature.body!r} and {name!r}"
+                )
+            signature.body = name
+            if _is_subclass(annotation, BaseModel):
+                signature.body_model = annotation
+            else:
+                empty = annotation is inspect.Parameter.empty
+                signature.body_adapter = TypeAdapter(Any if empty else annotation)
+        else:
+            signature.query.append(_value_parameter(parameter, annotation))
+    return signature
+
+
+def _value_parameter(parameter: inspect.Parameter, annotation: Any) -> ValueParameter:
+    required = parameter.default is inspect.Parameter.empty
+    target = str if annotation is inspect.Parameter.empty else annotation
+    try:
+        adapter: TypeAdapter[Any] = TypeAdapter(target)
+    except Exception as exc:
+        raise TypeError(f"parameter {parameter.name!r}: unsupported annotation {target!r}") from exc
+    return ValueParameter(
+        name=parameter.name,
+        adapter=adapter,
+        default=None if required else parameter.default,
+        required=required,
+    )
+
+
+def _is_subclass(annotation: Any, cls: type) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, cls)

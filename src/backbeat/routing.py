@@ -1,0 +1,250 @@
+"""Esmerald-style route decorators: ``@post("/register", background=...)``.
+
+A decorated handler becomes a Starlette `Route`, so it goes straight into
+``App(routes=[...])`` (or any Starlette router). What backbeat adds:
+
+* parameters bound from the signature (see `backbeat.params`);
+* return values turned into responses (dict/list/model → JSON, None → empty);
+* nothing dropped: the decorator's ``background=``, the injected
+  `BackgroundTasks` and the response's own ``background`` all run, in that
+  order, after the last body byte is sent — and none of them when the handler
+  raises or for HEAD/OPTIONS requests;
+* errors: 400 for malformed JSON, 422 listing the fields, 500 without
+  internals (unless the app has ``debug=True``), each as JSON.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+from pydantic_core import to_json
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response as StarletteResponse
+from starlette.routing import Route, compile_path
+from starlette.types import Receive, Scope, Send
+
+from backbeat.params import BadRequest, InvalidParameters, analyse
+from backbeat.responses import JSONResponse, Response
+from backbeat.tasks import BackgroundTask, BackgroundTasks
+
+logger = logging.getLogger("backbeat")
+
+Handler = Callable[..., Any]
+
+_NO_TASKS_METHODS = frozenset({"HEAD", "OPTIONS"})
+_BODYLESS_STATUSES = frozenset({204, 304})
+
+
+def default_status(methods: Sequence[str]) -> int:
+    upper = {method.upper() for method in methods}
+    if upper == {"POST"}:
+        return 201
+    if upper == {"DELETE"}:
+        return 204
+    return 200
+
+
+class HandlerRoute(Route):
+    """A Starlette route that runs an Esmerald-style handler."""
+
+    def __init__(
+        self,
+        path: str,
+        handler: Handler,
+        *,
+        methods: Sequence[str],
+        background: BackgroundTask | None = None,
+        status_code: int | None = None,
+        name: str | None = None,
+        include_in_schema: bool = True,
+    ) -> None:
+        if not callable(handler):
+            raise TypeError(f"a route handler must be callable, got {handler!r}")
+        super().__init__(
+            path, handler, methods=list(methods), name=name, include_in_schema=include_in_schema
+        )
+        self.handler = handler
+        self.background = _route_background(background)
+        self.status_code = status_code if status_code is not None else default_status(methods)
+        self.signature = analyse(handler, compile_path(path)[2].keys())
+        self.is_async = inspect.iscoroutinefunction(handler)
+        self.app = self.handle_request
+
+    async def handle_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        try:
+            response, injected = await self._respond(request)
+        except ClientDisconnect:
+            return
+        if scope["method"] in _NO_TASKS_METHODS:
+            response.background = None
+        else:
+            response.background = self._tasks_for(injected, response)
+        await response(scope, receive, send)
+
+    async def _respond(self, request: Request) -> tuple[StarletteResponse, BackgroundTasks | None]:
+        """The handler's response and its injected tasks; an error response and no tasks."""
+        try:
+            kwargs, injected = await self.signature.bind(request)
+            if self.is_async:
+                result = await self.handler(**kwargs)
+            else:
+                result = await run_in_threadpool(self.handler, **kwargs)
+            return self._to_response(result), injected
+        except BadRequest as exc:
+            return JSONResponse({"detail": str(exc)}, 400), None
+        except InvalidParameters as exc:
+            return JSONResponse({"detail": exc.errors}, 422), None
+        except HTTPException as exc:
+            detail = JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+            return detail, None
+        except ClientDisconnect:
+            raise
+        except Exception as exc:
+            return self._server_error(request, exc), None
+
+    def _tasks_for(
+        self, injected: BackgroundTasks | None, response: StarletteResponse
+    ) -> BackgroundTask | None:
+        parts: list[BackgroundTask] = []
+        if self.background is not None:
+            parts.append(self.background)
+        if injected is not None and injected.tasks:
+            parts.append(injected)
+        own = response.background
+        if own is not None:
+            parts.append(own if isinstance(own, BackgroundTask) else BackgroundTask(own))
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else BackgroundTasks(parts)
+
+    def _to_response(self, result: Any) -> StarletteResponse:
+        if isinstance(result, StarletteResponse):
+            if isinstance(result, Response) and not result.status_explicit:
+                _apply_default_status(result, self.status_code)
+            return result
+        if result is None:
+            return Response(b"", self.status_code)
+        body = result.model_dump_json().encode() if isinstance(result, BaseModel) else None
+        if body is None:
+            body = to_json(result, inf_nan_mode="null")
+        status = 200 if self.status_code in _BODYLESS_STATUSES else self.status_code
+        return Response(body, status, media_type="application/json")
+
+    def _server_error(self, request: Request, exc: Exception) -> StarletteResponse:
+        logger.error(
+            "Unhandled exception in handler %s for %s %s",
+            getattr(self.handler, "__qualname__", self.handler),
+            request.method,
+            request.url.path,
+            exc_info=exc,
+        )
+        content: dict[str, Any] = {"detail": "Internal Server Error"}
+        if getattr(request.scope.get("app"), "debug", False):
+            content["error"] = f"{type(exc).__name__}: {exc}"
+            content["traceback"] = traceback.format_exception(exc)
+        return JSONResponse(content, 500)
+
+
+def _apply_default_status(response: Response, status: int) -> None:
+    if status in _BODYLESS_STATUSES:
+        if response.body:
+            status = 200  # a DELETE that returns content is a 200, not a 204 with a body
+        else:
+            response.raw_headers = [
+                header for header in response.raw_headers if header[0] != b"content-length"
+            ]
+    response.status_code = status
+
+
+def _route_background(background: object) -> BackgroundTask | None:
+    if background is None:
+        return None
+    if not isinstance(background, BackgroundTask):
+        raise TypeError(
+            f"background= expects a BackgroundTask or BackgroundTasks, got {background!r}"
+        )
+    # Declared once, run for every request: each run takes the request's context.
+    _run_in_caller_context(background)
+    return background
+
+
+def _run_in_caller_context(background: BackgroundTask) -> None:
+    background.context = None
+    if isinstance(background, BackgroundTasks):
+        for member in background.tasks:
+            _run_in_caller_context(member)
+
+
+def route(
+    path: str,
+    methods: Sequence[str] | None = None,
+    *,
+    background: BackgroundTask | None = None,
+    status_code: int | None = None,
+    name: str | None = None,
+    include_in_schema: bool = True,
+) -> Callable[[Handler], HandlerRoute]:
+    """Turn a handler into a route for ``methods`` (default ``["GET"]``)."""
+
+    def decorate(handler: Handler) -> HandlerRoute:
+        return HandlerRoute(
+            path,
+            handler,
+            methods=methods or ["GET"],
+            background=background,
+            status_code=status_code,
+            name=name,
+            include_in_schema=include_in_schema,
+        )
+
+    return decorate
+
+
+class MethodDecorator(Protocol):
+    def __call__(
+        self,
+        path: str,
+        *,
+        background: BackgroundTask | None = None,
+        status_code: int | None = None,
+        name: str | None = None,
+        include_in_schema: bool = True,
+    ) -> Callable[[Handler], HandlerRoute]: ...
+
+
+def _method_decorator(method: str) -> MethodDecorator:
+    def decorator(
+        path: str,
+        *,
+        background: BackgroundTask | None = None,
+        status_code: int | None = None,
+        name: str | None = None,
+        include_in_schema: bool = True,
+    ) -> Callable[[Handler], HandlerRoute]:
+        return route(
+            path,
+            [method],
+            background=background,
+            status_code=status_code,
+            name=name,
+            include_in_schema=include_in_schema,
+        )
+
+    decorator.__name__ = decorator.__qualname__ = method.lower()
+    decorator.__doc__ = f"Turn a handler into a {method} route."
+    return decorator
+
+
+get = _method_decorator("GET")
+post = _method_decorator("POST")
+put = _method_decorator("PUT")
+patch = _method_decorator("PATCH")
+delete = _method_decorator("DELETE")

@@ -1,0 +1,216 @@
+"""BackgroundTask, BackgroundTasks and the `@task` decorator.
+
+The seed API of Esmerald (and Lilya, as `Task`/`Tasks`), kept exactly, with
+backbeat's rules on top:
+
+* Isolation: a task that raises is logged on the ``backbeat`` logger and never
+  stops, skips or cancels its siblings; nothing it raises escapes ``await t()``.
+  Cancellation is never swallowed.
+* Context: a task sees the contextvars as they were when it was created.
+* Every task has an ``id``: a ULID, unique and sorted by creation time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar, overload
+
+import anyio
+from starlette.background import BackgroundTask as StarletteBackgroundTask
+
+from backbeat.concurrency import enforce_async_callable
+from backbeat.ids import new_id
+
+logger = logging.getLogger("backbeat")
+
+P = ParamSpec("P")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_OPTIONS_ATTRIBUTE = "__backbeat_task__"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """What `@task` attaches to a function."""
+
+    name: str
+
+
+@overload
+def task(func: F, /) -> F: ...
+@overload
+def task(*, name: str | None = None) -> Callable[[F], F]: ...
+def task(func: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+    """Declare a task function's policy where the function is defined.
+
+    The function itself is returned, unchanged and directly callable; any
+    `BackgroundTask` made from it picks the policy up::
+
+        @task(name="emails.send")
+        async def send_email(message: str) -> None: ...
+    """
+
+    def decorate(fn: F) -> F:
+        if not callable(fn):
+            raise TypeError(f"@task needs a function, got {fn!r}")
+        setattr(fn, _OPTIONS_ATTRIBUTE, TaskOptions(name=name or qualified_name(fn)))
+        return fn
+
+    return decorate(func) if func is not None else decorate
+
+
+def task_options(func: Callable[..., Any]) -> TaskOptions | None:
+    options = getattr(func, _OPTIONS_ATTRIBUTE, None)
+    return options if isinstance(options, TaskOptions) else None
+
+
+def qualified_name(func: object) -> str:
+    """`module:qualname` of a function, of a partial's function, or of a callable's class."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    target = func if hasattr(func, "__qualname__") else type(func)
+    module = getattr(target, "__module__", None) or "?"
+    return f"{module}:{getattr(target, '__qualname__', repr(target))}"
+
+
+def _log_failure(task: BackgroundTask, exc: BaseException) -> None:
+    logger.error(
+        "Background task %r (id %s) failed: %s: %s",
+        task.name,
+        task.id,
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+    )
+
+
+class BackgroundTask(StarletteBackgroundTask):
+    """One function call to run after the response: ``BackgroundTask(func, *args, **kwargs)``.
+
+    ``await task()`` runs it; an exception is logged and never escapes. It
+    subclasses Starlette's class only so that type checkers accept it wherever
+    a Starlette/FastAPI response takes ``background=``.
+    """
+
+    func: Callable[..., Awaitable[Any]]
+    is_async = True
+
+    def __init__(self, func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> None:
+        async_func = enforce_async_callable(func)
+        super().__init__(func, *args, **kwargs)
+        self.func = async_func
+        self.is_async = True
+        self.id = new_id()
+        options = task_options(func)
+        self.name = options.name if options else qualified_name(func)
+        # The task runs in a copy of the context it was made in; None means "in
+        # the caller's context" (used for a route's `background=`, made once at
+        # import time but run for every request).
+        self.context: contextvars.Context | None = contextvars.copy_context()
+
+    async def __call__(self) -> None:
+        try:
+            await self.run()
+        except Exception as exc:
+            _log_failure(self, exc)
+
+    async def run(self) -> None:
+        """Run the task once and let its exception propagate (the runner's primitive)."""
+        if self.context is None:
+            await self.func(*self.args, **self.kwargs)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - another anyio backend (trio)
+            await self.func(*self.args, **self.kwargs)
+            return
+        # A separate asyncio task is the only way to run a coroutine in a given
+        # context. Awaiting it forwards our cancellation to it. A fresh copy per
+        # run keeps runs from seeing each other's changes.
+        await loop.create_task(self._invoke(), context=self.context.copy())
+
+    async def _invoke(self) -> None:
+        await self.func(*self.args, **self.kwargs)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} id={self.id}>"
+
+
+class BackgroundTasks(BackgroundTask):
+    """An ordered collection of tasks: ``BackgroundTasks(tasks=None, as_group=False)``.
+
+    Run one after another (``run_single``) or concurrently (``run_as_group``,
+    when ``as_group`` is true). Either way a failing task affects no other.
+    """
+
+    def __init__(
+        self, tasks: Iterable[BackgroundTask] | None = None, as_group: bool = False
+    ) -> None:
+        self.tasks: list[BackgroundTask] = _task_list(tasks)
+        self.as_group = as_group
+        StarletteBackgroundTask.__init__(self, self._run_tasks)
+        self.id = new_id()
+        self.name = type(self).__name__
+        # Each member carries its own context; the collection needs none.
+        self.context = None
+
+    def add_task(self, func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> BackgroundTask:
+        new_task = BackgroundTask(func, *args, **kwargs)
+        self.tasks.append(new_task)
+        return new_task
+
+    async def _run_tasks(self) -> None:
+        if self.as_group:
+            await self.run_as_group()
+        else:
+            await self.run_single()
+
+    async def run_single(self) -> None:
+        for member in self.tasks:
+            await _run_isolated(member)
+
+    async def run_as_group(self) -> None:
+        async with anyio.create_task_group() as group:
+            for member in self.tasks:
+                group.start_soon(_run_isolated, member)
+
+    def __repr__(self) -> str:
+        mode = "group" if self.as_group else "sequence"
+        return f"<{type(self).__name__} {mode} of {len(self.tasks)} id={self.id}>"
+
+
+async def _run_isolated(member: BackgroundTask) -> None:
+    # Members are normally BackgroundTasks that isolate themselves; this also
+    # covers anything appended to `.tasks` by hand.
+    try:
+        await member()
+    except Exception as exc:
+        _log_failure(member, exc)
+
+
+def _task_list(tasks: Iterable[BackgroundTask] | None) -> list[BackgroundTask]:
+    if tasks is None:
+        return []
+    if isinstance(tasks, BackgroundTask) or not isinstance(tasks, Iterable):
+        raise TypeError(
+            f"BackgroundTasks(tasks=...) expects a list of BackgroundTask, got {tasks!r}"
+            + ("; wrap a single task in a list" if isinstance(tasks, BackgroundTask) else "")
+        )
+    result = list(tasks)
+    for index, item in enumerate(result):
+        if not isinstance(item, BackgroundTask):
+            raise TypeError(
+                f"BackgroundTasks(tasks=...) expects BackgroundTask items, "
+                f"got {item!r} ({type(item).__name__}) at index {index}"
+            )
+    return result
+
+
+# Lilya's names for the same classes.
+Task = BackgroundTask
+Tasks = BackgroundTasks
