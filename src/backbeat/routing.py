@@ -80,35 +80,35 @@ class HandlerRoute(Route):
     async def handle_request(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, send)
         try:
-            response, injected = await self._respond(request)
+            response = await self._respond(request)
         except ClientDisconnect:
             return
-        if scope["method"] in _NO_TASKS_METHODS:
-            response.background = None
-        else:
-            response.background = self._tasks_for(injected, response)
         await response(scope, receive, send)
 
-    async def _respond(self, request: Request) -> tuple[StarletteResponse, BackgroundTasks | None]:
-        """The handler's response and its injected tasks; an error response and no tasks."""
+    async def _respond(self, request: Request) -> StarletteResponse:
+        """The handler's response, carrying every task to run; an error response, none."""
         try:
             kwargs, injected = await self.signature.bind(request)
             if self.is_async:
                 result = await self.handler(**kwargs)
             else:
                 result = await run_in_threadpool(self.handler, **kwargs)
-            return self._to_response(result), injected
+            response = self._to_response(result)
         except BadRequest as exc:
-            return JSONResponse({"detail": str(exc)}, 400), None
+            return JSONResponse({"detail": str(exc)}, 400)
         except InvalidParameters as exc:
-            return JSONResponse({"detail": exc.errors}, 422), None
+            return JSONResponse({"detail": exc.errors}, 422)
         except HTTPException as exc:
-            detail = JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
-            return detail, None
+            return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
         except ClientDisconnect:
             raise
         except Exception as exc:
-            return self._server_error(request, exc), None
+            return self._server_error(request, exc)
+        if request.method in _NO_TASKS_METHODS:
+            response.background = None
+        else:
+            response.background = self._tasks_for(injected, response)
+        return response
 
     def _tasks_for(
         self, injected: BackgroundTasks | None, response: StarletteResponse

@@ -78,11 +78,11 @@ def qualified_name(func: object) -> str:
     return f"{module}:{getattr(target, '__qualname__', repr(target))}"
 
 
-def _log_failure(task: BackgroundTask, exc: BaseException) -> None:
+def _log_failure(task: object, exc: BaseException) -> None:
     logger.error(
         "Background task %r (id %s) failed: %s: %s",
-        task.name,
-        task.id,
+        getattr(task, "name", None) or qualified_name(task),
+        getattr(task, "id", None),
         type(exc).__name__,
         exc,
         exc_info=exc,
