@@ -1,8 +1,38 @@
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import pytest
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+class RecordList(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self, level: int = logging.ERROR) -> list[str]:
+        return [r.getMessage() for r in self.records if r.levelno >= level]
+
+
+@pytest.fixture
+def backbeat_log() -> Iterator[RecordList]:
+    """Records from the `backbeat` logger, whatever other libraries did to logging.
+
+    (Lilya reconfigures logging when imported, which defeats pytest's caplog.)
+    """
+    handler = RecordList()
+    logger = logging.getLogger("backbeat")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
