@@ -1,0 +1,42 @@
+"""The seed endpoint written by hand on Starlette, with the same validation rules."""
+
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+sent = 0
+
+
+class UserIn(BaseModel):
+    email: str
+    password: str
+
+
+async def send_email_notification(message: str) -> None:
+    global sent
+    sent += 1
+
+
+async def create_user(request: Request) -> JSONResponse:
+    try:
+        data = UserIn.model_validate_json(await request.body())
+    except ValidationError as exc:
+        return JSONResponse({"detail": exc.errors(include_url=False)}, status_code=422)
+    assert data.email
+    return JSONResponse(
+        {"message": "Created"},
+        status_code=201,
+        background=BackgroundTask(send_email_notification, message="Account created"),
+    )
+
+
+async def sent_count(request: Request) -> JSONResponse:
+    return JSONResponse({"sent": sent})
+
+
+app = Starlette(
+    routes=[Route("/register", create_user, methods=["POST"]), Route("/sent", sent_count)]
+)

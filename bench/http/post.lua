@@ -1,0 +1,3 @@
+wrk.method = "POST"
+wrk.body = '{"email": "ann@example.com", "password": "s3cret"}'
+wrk.headers["Content-Type"] = "application/json"
