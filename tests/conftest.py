@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -23,16 +24,26 @@ class RecordList(logging.Handler):
         return [r.getMessage() for r in self.records if r.levelno >= level]
 
 
-@pytest.fixture
-def backbeat_log() -> Iterator[RecordList]:
-    """Records from the `backbeat` logger, whatever other libraries did to logging.
+@contextmanager
+def recording(logger_name: str) -> Iterator[RecordList]:
+    """Records from one logger, whatever other libraries did to logging.
 
     (Lilya reconfigures logging when imported, which defeats pytest's caplog.)
     """
     handler = RecordList()
-    logger = logging.getLogger("backbeat")
+    logger = logging.getLogger(logger_name)
+    previous = logger.level, logger.disabled
     logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.disabled = False
     try:
         yield handler
     finally:
         logger.removeHandler(handler)
+        logger.level, logger.disabled = previous
+
+
+@pytest.fixture
+def backbeat_log() -> Iterator[RecordList]:
+    with recording("backbeat") as handler:
+        yield handler

@@ -156,6 +156,13 @@ def test_task_decorator_names_the_function_and_leaves_it_callable():
     assert asyncio.run(send("hi")) == "HI"
 
 
+def test_task_decorator_rejects_what_it_cannot_mark():
+    with pytest.raises(TypeError, match="needs a function"):
+        task(name="x")(42)  # type: ignore[type-var]
+    with pytest.raises(TypeError, match="cannot mark <built-in function len>"):
+        task(len)
+
+
 # --- isolation ------------------------------------------------------------------------
 
 

@@ -58,7 +58,12 @@ def task(func: F | None = None, /, *, name: str | None = None) -> F | Callable[[
     def decorate(fn: F) -> F:
         if not callable(fn):
             raise TypeError(f"@task needs a function, got {fn!r}")
-        setattr(fn, _OPTIONS_ATTRIBUTE, TaskOptions(name=name or qualified_name(fn)))
+        try:
+            setattr(fn, _OPTIONS_ATTRIBUTE, TaskOptions(name=name or qualified_name(fn)))
+        except AttributeError:
+            raise TypeError(
+                f"@task cannot mark {fn!r}: it takes no attributes; wrap it in a def"
+            ) from None
         return fn
 
     return decorate(func) if func is not None else decorate
