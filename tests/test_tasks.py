@@ -19,6 +19,14 @@ async def record(log: list[str], item: str) -> None:
     log.append(item)
 
 
+async def sleep_forever(log: list[str]) -> None:
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        log.append("cancelled")
+        raise
+
+
 async def explode(message: str = "boom") -> None:
     raise RuntimeError(message)
 
@@ -231,15 +239,9 @@ async def test_things_appended_to_tasks_by_hand_are_isolated(backbeat_log):
 async def test_cancellation_is_never_swallowed(as_group):
     log: list[str] = []
 
-    async def forever() -> None:
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            log.append("cancelled")
-            raise
-
     tasks = BackgroundTasks(
-        [BackgroundTask(forever), BackgroundTask(record, log, "after")], as_group=as_group
+        [BackgroundTask(sleep_forever, log), BackgroundTask(record, log, "after")],
+        as_group=as_group,
     )
     with anyio.move_on_after(0.1) as scope:
         await tasks()
@@ -251,14 +253,7 @@ async def test_cancellation_is_never_swallowed(as_group):
 async def test_cancelling_the_awaiting_task_cancels_a_context_task():
     log: list[str] = []
 
-    async def forever() -> None:
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            log.append("cancelled")
-            raise
-
-    runner = asyncio.create_task(BackgroundTask(forever)())
+    runner = asyncio.create_task(BackgroundTask(sleep_forever, log)())
     await asyncio.sleep(0.05)
     runner.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -1,20 +1,8 @@
 """The seed endpoint on backbeat: pydantic body, decorator task, 201 JSON."""
 
-from pydantic import BaseModel
+from common import Sent, UserIn, send_email_notification
 
 from backbeat import App, BackgroundTask, JSONResponse, get, post
-
-sent = 0
-
-
-class UserIn(BaseModel):
-    email: str
-    password: str
-
-
-async def send_email_notification(message: str) -> None:
-    global sent
-    sent += 1
 
 
 @post("/register", background=BackgroundTask(send_email_notification, message="Account created"))
@@ -24,7 +12,7 @@ async def create_user(data: UserIn) -> JSONResponse:
 
 @get("/sent")
 async def sent_count() -> dict[str, int]:
-    return {"sent": sent}
+    return {"sent": Sent.count}
 
 
 app = App(routes=[create_user, sent_count])

@@ -2,14 +2,10 @@
 
 import json
 
-sent = 0
+from common import Sent, send_email_notification
+
 CREATED = b'{"message":"Created"}'
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"21")]
-
-
-async def send_email_notification(message: str) -> None:
-    global sent
-    sent += 1
 
 
 async def app(scope, receive, send):  # type: ignore[no-untyped-def]
@@ -20,7 +16,7 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
             await send({"type": "lifespan.shutdown.complete"})
         return
     if scope["path"] == "/sent":
-        body = json.dumps({"sent": sent}).encode()
+        body = json.dumps({"sent": Sent.count}).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -4,20 +4,8 @@ Returning a `JSONResponse` as the reference page does makes Esmerald drop the
 decorator's task, so this returns a dict: the task runs (the harness checks).
 """
 
+from common import Sent, UserIn, send_email_notification
 from esmerald import BackgroundTask, Esmerald, Gateway, get, post
-from pydantic import BaseModel
-
-sent = 0
-
-
-class UserIn(BaseModel):
-    email: str
-    password: str
-
-
-async def send_email_notification(message: str) -> None:
-    global sent
-    sent += 1
 
 
 @post("/register", background=BackgroundTask(send_email_notification, message="Account created"))
@@ -27,7 +15,7 @@ async def create_user(data: UserIn) -> dict[str, str]:
 
 @get("/sent")
 async def sent_count() -> dict[str, int]:
-    return {"sent": sent}
+    return {"sent": Sent.count}
 
 
 app = Esmerald(routes=[Gateway(handler=create_user), Gateway(handler=sent_count)])

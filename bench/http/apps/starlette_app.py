@@ -1,23 +1,12 @@
 """The seed endpoint written by hand on Starlette, with the same validation rules."""
 
-from pydantic import BaseModel, ValidationError
+from common import Sent, UserIn, send_email_notification
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-
-sent = 0
-
-
-class UserIn(BaseModel):
-    email: str
-    password: str
-
-
-async def send_email_notification(message: str) -> None:
-    global sent
-    sent += 1
 
 
 async def create_user(request: Request) -> JSONResponse:
@@ -34,7 +23,7 @@ async def create_user(request: Request) -> JSONResponse:
 
 
 async def sent_count(request: Request) -> JSONResponse:
-    return JSONResponse({"sent": sent})
+    return JSONResponse({"sent": Sent.count})
 
 
 app = Starlette(
