@@ -2,20 +2,28 @@
 
 from backbeat.applications import App
 from backbeat.concurrency import enforce_async_callable, set_thread_limit
+from backbeat.middleware import BackbeatMiddleware
 from backbeat.responses import JSONResponse, Request, Response
 from backbeat.routing import delete, get, patch, post, put, route
+from backbeat.runner import Runner, RunnerFull
+from backbeat.status import TaskInfo, TaskState
 from backbeat.tasks import BackgroundTask, BackgroundTasks, Task, Tasks, task
 
 __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "BackbeatMiddleware",
     "BackgroundTask",
     "BackgroundTasks",
     "JSONResponse",
     "Request",
     "Response",
+    "Runner",
+    "RunnerFull",
     "Task",
+    "TaskInfo",
+    "TaskState",
     "Tasks",
     "delete",
     "enforce_async_callable",

@@ -1,19 +1,25 @@
-"""`App`: a Starlette application for Esmerald-style handlers.
+"""`App`: a Starlette application for Esmerald-style handlers, with a supervised runner.
 
 Everything Starlette's application does (middleware, exception handlers,
 lifespan, mounting) works unchanged; routes made with `backbeat.post` & co.
-add parameter binding and backbeat's background-task rules.
+add parameter binding and backbeat's background-task rules. By default the
+app owns a `Runner` (``app.runner``): tasks leave the request after the last
+body byte and run under it; the lifespan starts it and drains it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
-from starlette.types import Lifespan
+from starlette.types import Lifespan, Receive, Scope, Send
+
+from backbeat.runner import Runner
+from backbeat.tasks import current_runner
 
 
 class App(Starlette):
@@ -21,17 +27,24 @@ class App(Starlette):
         self,
         routes: Sequence[BaseRoute] | None = None,
         *,
+        runner: Runner | Literal[False] | None = None,
         debug: bool = False,
         middleware: Sequence[Middleware] | None = None,
         exception_handlers: Mapping[Any, Any] | None = None,
         lifespan: Lifespan[Any] | None = None,
     ) -> None:
+        """``runner=None`` makes a default `Runner()`; ``runner=False`` runs tasks inline."""
         for index, item in enumerate(routes or ()):
             if not isinstance(item, BaseRoute):
                 raise TypeError(
                     f"App(routes=...) expects routes (handlers decorated with @get/@post/...), "
                     f"got {item!r} at index {index}"
                 )
+        if runner is not None and runner is not False and not isinstance(runner, Runner):
+            raise TypeError(f"App(runner=...) expects a Runner, None or False, got {runner!r}")
+        self.runner: Runner | None = Runner() if runner is None else (runner or None)
+        if self.runner is not None:
+            lifespan = with_runner(self.runner, lifespan)
         super().__init__(
             debug=debug,
             routes=routes,
@@ -39,3 +52,32 @@ class App(Starlette):
             exception_handlers=exception_handlers,
             lifespan=lifespan,
         )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.runner is None or scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        token = current_runner.set(self.runner)
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            current_runner.reset(token)
+
+
+def with_runner(runner: Runner, lifespan: Lifespan[Any] | None) -> Lifespan[Any]:
+    """The app's lifespan with the runner inside it.
+
+    The runner starts after the app's own start-up (so tasks can use what it
+    opens) and drains before the app's own shutdown (so tasks still have it).
+    """
+
+    @asynccontextmanager
+    async def lifespan_with_runner(app: Any) -> AsyncIterator[Any]:
+        if lifespan is None:
+            async with runner:
+                yield None
+            return
+        async with lifespan(app) as state, runner:
+            yield state
+
+    return lifespan_with_runner

@@ -70,11 +70,15 @@ class AsyncCallable:
 async def run_in_thread(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a sync callable in a worker thread under backbeat's limiter.
 
-    The caller's contextvars are copied into the thread (anyio does this).
+    The caller's contextvars are copied into the thread (anyio does this). A
+    thread cannot be interrupted: when the caller is cancelled (a timeout, a
+    shutdown) it stops waiting at once and the thread finishes on its own.
     """
     if kwargs:
         func = functools.partial(func, **kwargs)
-    return await anyio.to_thread.run_sync(func, *args, limiter=thread_limiter())
+    return await anyio.to_thread.run_sync(
+        func, *args, limiter=thread_limiter(), abandon_on_cancel=True
+    )
 
 
 def enforce_async_callable(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:

@@ -16,50 +16,77 @@ import asyncio
 import contextvars
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, Self, TypeVar, overload
 
 import anyio
 from starlette.background import BackgroundTask as StarletteBackgroundTask
 
 from backbeat.concurrency import enforce_async_callable
 from backbeat.ids import new_id
+from backbeat.policy import DEFAULT_POLICY, TaskPolicy
 
 logger = logging.getLogger("backbeat")
 
 P = ParamSpec("P")
 F = TypeVar("F", bound=Callable[..., Any])
 
-_OPTIONS_ATTRIBUTE = "__backbeat_task__"
-
-
-@dataclass(frozen=True, slots=True)
-class TaskOptions:
-    """What `@task` attaches to a function."""
-
-    name: str
+_POLICY_ATTRIBUTE = "__backbeat_task__"
 
 
 @overload
 def task(func: F, /) -> F: ...
 @overload
-def task(*, name: str | None = None) -> Callable[[F], F]: ...
-def task(func: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+def task(
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    backoff: float = 1.0,
+    max_backoff: float = 60.0,
+    timeout: float | None = None,
+    delay: float | None = None,
+) -> Callable[[F], F]: ...
+def task(
+    func: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    backoff: float = 1.0,
+    max_backoff: float = 60.0,
+    timeout: float | None = None,
+    delay: float | None = None,
+) -> F | Callable[[F], F]:
     """Declare a task function's policy where the function is defined.
 
     The function itself is returned, unchanged and directly callable; any
     `BackgroundTask` made from it picks the policy up::
 
-        @task(name="emails.send")
+        @task(name="emails.send", retries=3, timeout=30)
         async def send_email(message: str) -> None: ...
+
+    ``retries`` extra attempts after a failure, waiting ``backoff * 2**(n-1)``
+    seconds (jittered, capped at ``max_backoff``); ``timeout`` seconds per
+    attempt; ``delay`` seconds after creation before the first attempt. The
+    supervised runner applies them; inline (no runner) a task runs once.
     """
+    options = {
+        "retries": retries,
+        "backoff": backoff,
+        "max_backoff": max_backoff,
+        "timeout": timeout,
+        "delay": delay,
+    }
+    # Validate now, so a bad option fails at import time, not at the first request.
+    TaskPolicy(**options)  # type: ignore[arg-type]
 
     def decorate(fn: F) -> F:
         if not callable(fn):
             raise TypeError(f"@task needs a function, got {fn!r}")
+        policy = TaskPolicy(name=name or qualified_name(fn), **options)  # type: ignore[arg-type]
         try:
-            setattr(fn, _OPTIONS_ATTRIBUTE, TaskOptions(name=name or qualified_name(fn)))
+            setattr(fn, _POLICY_ATTRIBUTE, policy)
         except AttributeError:
             raise TypeError(
                 f"@task cannot mark {fn!r}: it takes no attributes; wrap it in a def"
@@ -69,9 +96,10 @@ def task(func: F | None = None, /, *, name: str | None = None) -> F | Callable[[
     return decorate(func) if func is not None else decorate
 
 
-def task_options(func: Callable[..., Any]) -> TaskOptions | None:
-    options = getattr(func, _OPTIONS_ATTRIBUTE, None)
-    return options if isinstance(options, TaskOptions) else None
+def task_policy(func: Callable[..., Any]) -> TaskPolicy | None:
+    """The policy `@task` attached to a function, if any."""
+    policy = getattr(func, _POLICY_ATTRIBUTE, None)
+    return policy if isinstance(policy, TaskPolicy) else None
 
 
 def qualified_name(func: object) -> str:
@@ -83,15 +111,37 @@ def qualified_name(func: object) -> str:
     return f"{module}:{getattr(target, '__qualname__', repr(target))}"
 
 
-def _log_failure(task: object, exc: BaseException) -> None:
+def log_failure(task: object, exc: BaseException, attempts: int | None = None) -> None:
+    """Log a task's (final) failure at ERROR on the `backbeat` logger, with the traceback."""
     logger.error(
-        "Background task %r (id %s) failed: %s: %s",
+        "Background task %r (id %s) failed%s: %s: %s",
         getattr(task, "name", None) or qualified_name(task),
         getattr(task, "id", None),
+        f" after {attempts} attempts" if attempts and attempts > 1 else "",
         type(exc).__name__,
         exc,
         exc_info=exc,
     )
+
+
+class TaskSink(Protocol):
+    """Where `await task()` hands a task to instead of running it (a `Runner`)."""
+
+    async def hand_off(self, task: BackgroundTask) -> None: ...
+
+
+# Set for the duration of a request by `App` and `BackbeatMiddleware`; unset
+# (None) everywhere else, including inside the runner's own task executions.
+current_runner: contextvars.ContextVar[TaskSink | None] = contextvars.ContextVar(
+    "backbeat_current_runner", default=None
+)
+
+
+class _Unset:
+    pass
+
+
+_UNSET = _Unset()
 
 
 class BackgroundTask(StarletteBackgroundTask):
@@ -111,18 +161,48 @@ class BackgroundTask(StarletteBackgroundTask):
         self.func = async_func
         self.is_async = True
         self.id = new_id()
-        options = task_options(func)
-        self.name = options.name if options else qualified_name(func)
+        self.created = time.time()
+        self.policy = task_policy(func) or DEFAULT_POLICY
+        self.name = self.policy.name or qualified_name(func)
         # The task runs in a copy of the context it was made in; None means "in
         # the caller's context" (used for a route's `background=`, made once at
         # import time but run for every request).
         self.context: contextvars.Context | None = contextvars.copy_context()
 
     async def __call__(self) -> None:
+        runner = current_runner.get()
+        if runner is not None:
+            await runner.hand_off(self)
+            return
         try:
             await self.run()
         except Exception as exc:
-            _log_failure(self, exc)
+            log_failure(self, exc)
+
+    def using(
+        self,
+        *,
+        retries: int | None = None,
+        backoff: float | None = None,
+        max_backoff: float | None = None,
+        timeout: float | _Unset | None = _UNSET,
+        delay: float | _Unset | None = _UNSET,
+    ) -> Self:
+        """Override this task's policy (from `@task` or the defaults); returns the task."""
+        changes: dict[str, Any] = {
+            key: value
+            for key, value in (
+                ("retries", retries),
+                ("backoff", backoff),
+                ("max_backoff", max_backoff),
+            )
+            if value is not None
+        }
+        for key, option in (("timeout", timeout), ("delay", delay)):
+            if not isinstance(option, _Unset):
+                changes[key] = option
+        self.policy = self.policy.replace(**changes)
+        return self
 
     async def run(self) -> None:
         """Run the task once and let its exception propagate (the runner's primitive)."""
@@ -160,6 +240,8 @@ class BackgroundTasks(BackgroundTask):
         self.as_group = as_group
         StarletteBackgroundTask.__init__(self, self._run_tasks)
         self.id = new_id()
+        self.created = time.time()
+        self.policy = DEFAULT_POLICY
         self.name = type(self).__name__
         # Each member carries its own context; the collection needs none.
         self.context = None
@@ -176,10 +258,16 @@ class BackgroundTasks(BackgroundTask):
             await self.run_single()
 
     async def run_single(self) -> None:
+        if (runner := current_runner.get()) is not None:
+            await runner.hand_off(BackgroundTasks(self.tasks))
+            return
         for member in self.tasks:
             await _run_isolated(member)
 
     async def run_as_group(self) -> None:
+        if (runner := current_runner.get()) is not None:
+            await runner.hand_off(BackgroundTasks(self.tasks, as_group=True))
+            return
         async with anyio.create_task_group() as group:
             for member in self.tasks:
                 group.start_soon(_run_isolated, member)
@@ -195,7 +283,7 @@ async def _run_isolated(member: BackgroundTask) -> None:
     try:
         await member()
     except Exception as exc:
-        _log_failure(member, exc)
+        log_failure(member, exc)
 
 
 def _task_list(tasks: Iterable[BackgroundTask] | None) -> list[BackgroundTask]:

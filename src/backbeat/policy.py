@@ -1,0 +1,64 @@
+"""A task's policy: its name, retries with backoff, timeout and delay.
+
+Declared where the function is defined (`@task(...)`), overridden per use
+(`BackgroundTask(...).using(...)`). The supervised runner applies it; a task
+awaited inline (outside any runner) runs once, as in the seed API.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPolicy:
+    name: str | None = None
+    retries: int = 0
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+    timeout: float | None = None
+    delay: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_int("retries", self.retries)
+        _check_number("backoff", self.backoff, allow_zero=True)
+        _check_number("max_backoff", self.max_backoff, allow_zero=True)
+        if self.timeout is not None:
+            _check_number("timeout", self.timeout, allow_zero=False)
+        if self.delay is not None:
+            _check_number("delay", self.delay, allow_zero=True)
+
+    def replace(self, **changes: Any) -> TaskPolicy:
+        unknown = set(changes) - {field.name for field in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"unknown task option(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    def retry_delay(self, failed_attempts: int) -> float:
+        """Seconds to wait after the n-th failed attempt: exponential, capped, jittered.
+
+        The un-jittered delay is ``backoff * 2 ** (n - 1)`` capped at ``max_backoff``;
+        the wait is uniformly random between half of it and all of it, so that
+        tasks failing together do not retry in lockstep.
+        """
+        base = min(float(self.max_backoff), self.backoff * 2.0 ** (failed_attempts - 1))
+        return base / 2 + random.uniform(0, base / 2)
+
+
+def _check_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"task option {name} must be an int >= 0, got {value!r}")
+
+
+def _check_number(name: str, value: object, *, allow_zero: bool) -> None:
+    valid = isinstance(value, int | float) and not isinstance(value, bool)
+    if valid and (value > 0 or (allow_zero and value == 0)):  # type: ignore[operator]
+        return
+    bound = ">= 0" if allow_zero else "> 0"
+    raise ValueError(f"task option {name} must be a number {bound}, got {value!r}")
+
+
+DEFAULT_POLICY = TaskPolicy()

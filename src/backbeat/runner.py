@@ -1,0 +1,493 @@
+"""The supervised runner: tasks leave the request and run under one app-wide supervisor.
+
+A `Runner` lives in the ASGI lifespan (or in ``async with runner:``). Tasks
+handed to it run in their own asyncio tasks with:
+
+* at most ``concurrency`` running at once, at most ``max_pending`` waiting;
+* each task's policy (`@task(...)`, `.using(...)`): retries with jittered
+  exponential backoff, a timeout per attempt, a delay before the first;
+* a status per task id (`get`, `aget`), counts (`stats`), hooks, `join`;
+* a drain on shutdown: no new tasks, ``shutdown_timeout`` seconds for the
+  running and waiting ones, then whatever is left is cancelled and logged.
+
+Sequences keep their order: the members of a `BackgroundTasks` without
+``as_group`` start one after another; a group's members are independent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import copy
+import inspect
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from backbeat.ids import new_id
+from backbeat.status import FINISHED, TaskInfo, TaskRecord, TaskState, TaskTable
+from backbeat.tasks import BackgroundTask, BackgroundTasks, current_runner, log_failure
+
+if TYPE_CHECKING:
+    from backbeat.routing import HandlerRoute
+
+logger = logging.getLogger("backbeat")
+
+Hook = Callable[..., Any]
+
+
+class RunnerFull(Exception):
+    """`Runner.submit` was called while ``max_pending`` tasks were already waiting."""
+
+
+class _Job:
+    """One task's place in the runner: its record and what to do when it is done."""
+
+    __slots__ = ("on_done", "record", "task", "timer")
+
+    def __init__(self, task: BackgroundTask, record: TaskRecord) -> None:
+        self.task = task
+        self.record = record
+        self.on_done: Callable[[], None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class _Collection:
+    __slots__ = ("as_group", "members")
+
+    def __init__(self, as_group: bool, members: list[_Job | _Collection]) -> None:
+        self.as_group = as_group
+        self.members = members
+
+
+class Runner:
+    """Runs handed-over tasks with limits, retries, timeouts and status; drains on shutdown."""
+
+    def __init__(
+        self,
+        *,
+        concurrency: int = 100,
+        max_pending: int = 10_000,
+        shutdown_timeout: float = 30.0,
+        overflow_timeout: float = 10.0,
+        keep_finished: int = 10_000,
+        finished_ttl: float = 3600.0,
+        eager: bool = False,
+        on_start: Hook | None = None,
+        on_success: Hook | None = None,
+        on_error: Hook | None = None,
+        on_retry: Hook | None = None,
+    ) -> None:
+        for name, value in (
+            ("concurrency", concurrency),
+            ("max_pending", max_pending),
+            ("keep_finished", keep_finished),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Runner({name}=...) must be an int >= 1, got {value!r}")
+        for name, number in (
+            ("shutdown_timeout", shutdown_timeout),
+            ("overflow_timeout", overflow_timeout),
+            ("finished_ttl", finished_ttl),
+        ):
+            if not isinstance(number, int | float) or isinstance(number, bool) or number < 0:
+                raise ValueError(f"Runner({name}=...) must be a number >= 0, got {number!r}")
+        self.concurrency = concurrency
+        self.max_pending = max_pending
+        self.shutdown_timeout = float(shutdown_timeout)
+        self.overflow_timeout = float(overflow_timeout)
+        self.eager = eager
+        self.on_start = on_start
+        self.on_success = on_success
+        self.on_error = on_error
+        self.on_retry = on_retry
+        self._table = TaskTable(keep_finished, finished_ttl)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._accepting = False
+        self._running = 0
+        self._queue: deque[_Job] = deque()
+        self._timers: set[_Job] = set()
+        self._executions: set[asyncio.Task[None]] = set()
+        self._idle: asyncio.Event | None = None
+        self._room: asyncio.Event | None = None
+        self._warned: set[str] = set()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """True between `start()` and the end of `drain()`'s accepting phase."""
+        return self._accepting
+
+    async def start(self) -> None:
+        if self._loop is not None:
+            raise RuntimeError("this Runner is already started")
+        self._loop = asyncio.get_running_loop()
+        self._idle = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        if self._table.active == 0:
+            self._idle.set()
+        self._accepting = True
+
+    async def drain(self) -> None:
+        """Stop taking tasks; give the others `shutdown_timeout` s; cancel and log the rest."""
+        if self._loop is None:
+            return
+        self._accepting = False
+        if self._table.active:
+            assert self._idle is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), self.shutdown_timeout)
+        left = self._table.unfinished()
+        for job in self._timers:
+            assert job.timer is not None
+            job.timer.cancel()
+        self._timers.clear()
+        self._queue.clear()
+        for execution in self._executions:
+            execution.cancel()
+        if self._executions:
+            await asyncio.gather(*self._executions, return_exceptions=True)
+        for record in left:
+            was = record.state
+            if was not in FINISHED:
+                record.error = f"cancelled at shutdown while {was.value}"
+                self._table.move(record, TaskState.CANCELLED)
+            logger.error("Task %r (id %s) lost at shutdown: it was %s", record.name, record.id, was)
+        if left:
+            logger.error(
+                "backbeat runner: %d task(s) not finished within shutdown_timeout=%.1fs were "
+                "cancelled and lost (this runner has no store)",
+                len(left),
+                self.shutdown_timeout,
+            )
+        self._loop = None
+
+    async def __aenter__(self) -> Runner:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.drain()
+
+    # --- taking tasks ------------------------------------------------------------------
+
+    def submit(self, task: BackgroundTask) -> str:
+        """Take a task (or a `BackgroundTasks`) now; returns its id.
+
+        Raises `RunnerFull` when ``max_pending`` tasks are waiting, and
+        RuntimeError when the runner is not running. Call it on the runner's loop.
+        """
+        if not isinstance(task, BackgroundTask):
+            raise TypeError(f"Runner.submit expects a BackgroundTask, got {task!r}")
+        if not self._accepting:
+            raise RuntimeError(
+                "this Runner is not running: start it with `async with runner:` or the "
+                "app's lifespan"
+            )
+        if self._waiting() >= self.max_pending:
+            raise RunnerFull(f"{self.max_pending} tasks are already waiting (max_pending)")
+        self._accept(task, contextvars.copy_context())
+        return task.id
+
+    async def hand_off(self, task: BackgroundTask) -> None:
+        """What `await task()` does inside a request served under this runner."""
+        token = current_runner.set(None)
+        try:
+            if self.eager:
+                await self._run_eagerly(task)
+            elif not self._accepting:
+                self._warn_once("not-running", "the runner is not running")
+                await task()
+            elif self._waiting() < self.max_pending or await self._wait_for_room():
+                self._accept(task, contextvars.copy_context())
+            else:
+                self._warn_once(
+                    "overflow",
+                    f"max_pending={self.max_pending} tasks waited for over "
+                    f"overflow_timeout={self.overflow_timeout}s",
+                )
+                await task()
+        finally:
+            current_runner.reset(token)
+
+    def _warn_once(self, key: str, reason: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(
+                "backbeat: %s, so tasks run inline in the request, as without a runner "
+                "(logged once)",
+                reason,
+            )
+
+    async def _wait_for_room(self) -> bool:
+        assert self._room is not None
+        deadline = time.monotonic() + self.overflow_timeout
+        while self._waiting() >= self.max_pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._accepting:
+                return False
+            self._room.clear()
+            try:
+                await asyncio.wait_for(self._room.wait(), remaining)
+            except TimeoutError:
+                return False
+        return self._accepting
+
+    def _waiting(self) -> int:
+        counts = self._table.counts
+        return counts[TaskState.PENDING] + counts[TaskState.SCHEDULED]
+
+    def _accept(self, task: BackgroundTask, context: contextvars.Context) -> None:
+        assert self._idle is not None
+        self._idle.clear()
+        self._start(self._plan(task, context), None)
+
+    def _plan(self, task: object, context: contextvars.Context) -> _Job | _Collection:
+        """Register every task in the tree, so each id has a status at once."""
+        if isinstance(task, BackgroundTasks):
+            return _Collection(task.as_group, [self._plan(m, context) for m in task.tasks])
+        if not isinstance(task, BackgroundTask):
+            task = BackgroundTask(task)  # type: ignore[arg-type]  # appended to .tasks by hand
+        if task.context is None or self._table.get(task.id) is not None:
+            # A route's task (one object for every request) or a task handed over
+            # again: this run is a new task with its own id and the caller's context.
+            original = task
+            task = copy.copy(original)
+            task.id = new_id()
+            task.created = time.time()
+            task.context = original.context or context
+        return _Job(task, self._table.add(task.id, task.name, task.created))
+
+    def _start(self, unit: _Job | _Collection, on_done: Callable[[], None] | None) -> None:
+        if isinstance(unit, _Job):
+            unit.on_done = on_done
+            delay = unit.task.policy.delay
+            wait = (unit.task.created + delay - time.time()) if delay else 0.0
+            if wait > 0:
+                self._schedule(unit, wait)
+            else:
+                self._ready(unit)
+            return
+        members = unit.members
+        if not members:
+            if on_done is not None:
+                on_done()
+            return
+        if unit.as_group:
+            remaining = len(members)
+
+            def member_done() -> None:
+                nonlocal remaining
+                remaining -= 1
+                if remaining == 0 and on_done is not None:
+                    on_done()
+
+            for member in members:
+                self._start(member, member_done)
+        else:
+            following = iter(members)
+
+            def start_next() -> None:
+                member = next(following, None)
+                if member is not None:
+                    self._start(member, start_next)
+                elif on_done is not None:
+                    on_done()
+
+            start_next()
+
+    def _schedule(self, job: _Job, wait: float) -> None:
+        assert self._loop is not None
+        if job.record.state is not TaskState.SCHEDULED:
+            self._table.move(job.record, TaskState.SCHEDULED)
+        job.timer = self._loop.call_later(wait, self._wake, job)
+        self._timers.add(job)
+
+    def _wake(self, job: _Job) -> None:
+        self._timers.discard(job)
+        job.timer = None
+        self._ready(job)
+
+    def _ready(self, job: _Job) -> None:
+        if job.record.state is not TaskState.PENDING:
+            self._table.move(job.record, TaskState.PENDING)
+        if self._running < self.concurrency:
+            self._spawn(job)
+        else:
+            self._queue.append(job)
+
+    def _spawn(self, job: _Job) -> None:
+        assert self._loop is not None and job.task.context is not None
+        self._running += 1
+        execution = self._loop.create_task(self._execute(job), context=job.task.context.copy())
+        self._executions.add(execution)
+        execution.add_done_callback(self._executions.discard)
+
+    # --- running -------------------------------------------------------------------------
+
+    async def _execute(self, job: _Job) -> None:
+        # Inside the runner, `await other_task()` runs inline rather than handing off again.
+        current_runner.set(None)
+        task, record, policy = job.task, job.record, job.task.policy
+        record.attempts += 1
+        record.started = time.time()
+        self._table.move(record, TaskState.RUNNING)
+        self._room_made()
+        if self.on_start is not None:
+            await self._hook(self.on_start, record.snapshot())
+        failure: BaseException | None = None
+        try:
+            if policy.timeout is None:
+                await task.func(*task.args, **task.kwargs)
+            else:
+                async with asyncio.timeout(policy.timeout) as deadline:
+                    await task.func(*task.args, **task.kwargs)
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                self._running -= 1
+                raise  # the drain cancelled us; it records and logs the loss
+            failure = exc  # the task raised CancelledError on its own: a failure
+        except Exception as exc:
+            failure = exc
+            if policy.timeout is not None and isinstance(exc, TimeoutError) and deadline.expired():
+                failure = TimeoutError(f"timed out after {policy.timeout:g}s")
+                failure.__cause__ = exc
+        self._running -= 1
+        if failure is None:
+            self._table.move(record, TaskState.SUCCEEDED)
+            if self.on_success is not None:
+                await self._hook(self.on_success, record.snapshot())
+            self._done(job)
+        else:
+            await self._attempt_failed(job, failure)
+        self._fill_slots()
+
+    async def _attempt_failed(self, job: _Job, exc: BaseException) -> None:
+        record, policy = job.record, job.task.policy
+        record.error = f"{type(exc).__name__}: {exc}"
+        if self.on_error is not None:
+            await self._hook(self.on_error, record.snapshot(), exc)
+        if record.attempts <= policy.retries:
+            wait = policy.retry_delay(record.attempts)
+            logger.warning(
+                "Background task %r (id %s) attempt %d of %d failed (%s); retrying in %.2fs",
+                record.name,
+                record.id,
+                record.attempts,
+                policy.retries + 1,
+                record.error,
+                wait,
+            )
+            self._schedule(job, wait)
+            if self.on_retry is not None:
+                await self._hook(self.on_retry, record.snapshot(), exc)
+            return
+        self._table.move(record, TaskState.FAILED)
+        log_failure(job.task, exc, attempts=record.attempts)
+        self._done(job)
+
+    def _done(self, job: _Job) -> None:
+        if job.on_done is not None:
+            job.on_done()
+        if self._table.active == 0 and self._idle is not None:
+            self._idle.set()
+
+    def _fill_slots(self) -> None:
+        queue = self._queue
+        while queue and self._running < self.concurrency:
+            self._spawn(queue.popleft())
+
+    def _room_made(self) -> None:
+        if self._room is not None and self._waiting() < self.max_pending:
+            self._room.set()
+
+    async def _hook(self, hook: Hook, *args: Any) -> None:
+        try:
+            result = hook(*args)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("backbeat runner hook %r failed", hook)
+
+    async def _run_eagerly(self, task: BackgroundTask) -> None:
+        """Eager mode (tests): run now, in order, retries without waiting; re-raise."""
+        if isinstance(task, BackgroundTasks):
+            for member in task.tasks:
+                await self._run_eagerly(member)
+            return
+        record = self._table.add(
+            task.id if self._table.get(task.id) is None else new_id(), task.name, task.created
+        )
+        policy = task.policy
+        while True:
+            record.attempts += 1
+            record.started = time.time()
+            self._table.move(record, TaskState.RUNNING)
+            try:
+                if policy.timeout is None:
+                    await task.run()
+                else:
+                    async with asyncio.timeout(policy.timeout):
+                        await task.run()
+            except Exception as exc:
+                record.error = f"{type(exc).__name__}: {exc}"
+                if record.attempts <= policy.retries:
+                    self._table.move(record, TaskState.SCHEDULED)
+                    continue
+                self._table.move(record, TaskState.FAILED)
+                raise
+            self._table.move(record, TaskState.SUCCEEDED)
+            return
+
+    # --- looking -------------------------------------------------------------------------
+
+    def get(self, task_id: str) -> TaskInfo | None:
+        """The status of a task by id, or None (unknown, or finished and forgotten).
+
+        Safe to call from any thread.
+        """
+        record = self._table.get(task_id)
+        return None if record is None else record.snapshot()
+
+    async def aget(self, task_id: str) -> TaskInfo | None:
+        """`get` for handlers (stores that do I/O make this the one to use)."""
+        return self.get(task_id)
+
+    def stats(self) -> dict[str, int]:
+        """Counts by state: live for pending/scheduled/running, totals for finished states."""
+        return {state.value: count for state, count in self._table.counts.items()}
+
+    async def join(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - the brief's API
+        """Wait until no task is pending, scheduled or running (TimeoutError after `timeout`)."""
+        if self._table.active == 0:
+            return
+        if self._idle is None or self._loop is None:
+            raise RuntimeError("this Runner is not running")
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
+    def status_route(
+        self, path: str = "/tasks/{task_id}", *, name: str = "task_status"
+    ) -> HandlerRoute:
+        """A GET route serving `TaskInfo.as_dict()` as JSON; 404 for an unknown id."""
+        from starlette.exceptions import HTTPException
+        from starlette.routing import compile_path
+
+        from backbeat.responses import JSONResponse
+        from backbeat.routing import get
+
+        if "task_id" not in compile_path(path)[2]:
+            raise ValueError(f"status_route path must contain {{task_id}}, got {path!r}")
+
+        async def task_status(task_id: str) -> JSONResponse:
+            info = await self.aget(task_id)
+            if info is None:
+                raise HTTPException(404, f"no task with id {task_id}")
+            return JSONResponse(info.as_dict(), status_code=200)
+
+        return get(path, name=name)(task_status)

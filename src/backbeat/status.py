@@ -1,0 +1,134 @@
+"""What the runner knows about each task: `TaskInfo`, and the bounded table behind it.
+
+Finished entries are kept for a bounded count and time, so memory stays flat
+under load; counts by state are kept as the tasks move, so `stats()` is O(1).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class TaskState(StrEnum):
+    PENDING = "pending"  # waiting for a free slot (or for the task before it in a sequence)
+    SCHEDULED = "scheduled"  # waiting for its delay or its next retry
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # every attempt failed; `error` says how the last one did
+    CANCELLED = "cancelled"  # stopped by shutdown, or never delivered
+
+
+FINISHED = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+
+
+def _utc(timestamp: float | None) -> datetime | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """A snapshot of one task's status."""
+
+    id: str
+    name: str
+    state: TaskState
+    attempts: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: datetimes as ISO 8601 strings."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "error": self.error,
+            "created_at": self.created_at.isoformat(),
+            "started_at": self.started_at and self.started_at.isoformat(),
+            "finished_at": self.finished_at and self.finished_at.isoformat(),
+        }
+
+
+class TaskRecord:
+    """The runner's mutable entry for a task; read through `snapshot()`."""
+
+    __slots__ = ("attempts", "created", "error", "finished", "id", "name", "started", "state")
+
+    def __init__(self, task_id: str, name: str, created: float) -> None:
+        self.id = task_id
+        self.name = name
+        self.state = TaskState.PENDING
+        self.attempts = 0
+        self.error: str | None = None
+        self.created = created
+        self.started: float | None = None
+        self.finished: float | None = None
+
+    def snapshot(self) -> TaskInfo:
+        created_at = _utc(self.created)
+        assert created_at is not None
+        return TaskInfo(
+            id=self.id,
+            name=self.name,
+            state=self.state,
+            attempts=self.attempts,
+            error=self.error,
+            created_at=created_at,
+            started_at=_utc(self.started),
+            finished_at=_utc(self.finished),
+        )
+
+
+class TaskTable:
+    """Records by id, with counts by state and bounded retention of finished ones."""
+
+    def __init__(self, keep_finished: int, finished_ttl: float) -> None:
+        self.keep_finished = keep_finished
+        self.finished_ttl = finished_ttl
+        self._records: dict[str, TaskRecord] = {}
+        self._finished: deque[tuple[float, str]] = deque()
+        self.counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
+        # Unfinished tasks: the runner is idle when this is 0.
+        self.active = 0
+
+    def add(self, task_id: str, name: str, created: float) -> TaskRecord:
+        record = TaskRecord(task_id, name, created)
+        self._records[task_id] = record
+        self.counts[TaskState.PENDING] += 1
+        self.active += 1
+        return record
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        return self._records.get(task_id)
+
+    def unfinished(self) -> list[TaskRecord]:
+        return [r for r in self._records.values() if r.state not in FINISHED]
+
+    def move(self, record: TaskRecord, state: TaskState) -> None:
+        counts = self.counts
+        counts[record.state] -= 1
+        counts[state] += 1
+        if state in FINISHED:
+            now = time.time()
+            record.finished = now
+            self.active -= 1
+            self._finished.append((now, record.id))
+            self._forget_old(now)
+        # Set last, so a reader on another thread that sees a finished state
+        # also sees its finish time.
+        record.state = state
+
+    def _forget_old(self, now: float) -> None:
+        finished = self._finished
+        horizon = now - self.finished_ttl
+        while finished and (len(finished) > self.keep_finished or finished[0][0] < horizon):
+            _, task_id = finished.popleft()
+            self._records.pop(task_id, None)
