@@ -472,3 +472,17 @@ def test_app_rejects_things_that_are_not_routes():
 
     with pytest.raises(TypeError, match="expects routes"):
         App(routes=[handler])  # type: ignore[list-item]
+
+
+def test_a_return_annotation_that_cannot_be_resolved_is_ignored():
+    from tests.apps.factories import make_handler
+
+    client = client_for(make_handler())
+    assert client.get("/made").json() == {"made": True}
+
+
+def test_an_unresolvable_parameter_annotation_is_a_clear_error():
+    from tests.apps.factories import make_broken_handler
+
+    with pytest.raises(TypeError, match="parameter 'data' of handler"):
+        make_broken_handler()

@@ -137,13 +137,7 @@ def _error_list(details: list[ErrorDetails], *prefix: str) -> list[dict[str, Any
 def analyse(handler: Callable[..., Any], path_parameters: typing.Iterable[str]) -> HandlerSignature:
     """Read the handler's signature once, at decoration time."""
     path_names = set(path_parameters)
-    try:
-        hints = typing.get_type_hints(handler)
-    except NameError as exc:
-        raise TypeError(
-            f"cannot resolve the annotations of handler {handler.__qualname__}: {exc}; "
-            "define the types it uses before the handler"
-        ) from None
+    hints = _parameter_hints(handler)
     signature = HandlerSignature()
     for parameter in inspect.signature(handler).parameters.values():
         name = parameter.name
@@ -173,6 +167,30 @@ def analyse(handler: Callable[..., Any], path_parameters: typing.Iterable[str]) 
         else:
             signature.query.append(_value_parameter(parameter, annotation))
     return signature
+
+
+def _parameter_hints(handler: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(handler)
+    except NameError:
+        pass
+    # Only the parameters matter: a return annotation naming a type imported
+    # inside a function (common in factories) must not stop the handler.
+    hints: dict[str, Any] = {}
+    namespace = getattr(handler, "__globals__", {})
+    for name, annotation in getattr(handler, "__annotations__", {}).items():
+        if name == "return":
+            continue
+        if isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, namespace)
+            except NameError as exc:
+                raise TypeError(
+                    f"cannot resolve the annotation of parameter {name!r} of handler "
+                    f"{handler.__qualname__}: {exc}; define the types it uses at module level"
+                ) from None
+        hints[name] = annotation
+    return hints
 
 
 def _value_parameter(parameter: inspect.Parameter, annotation: Any) -> ValueParameter:

@@ -25,14 +25,16 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.routing import compile_path
 
 from backbeat.ids import new_id
+from backbeat.responses import JSONResponse
+from backbeat.routing import HandlerRoute, get
 from backbeat.status import FINISHED, TaskInfo, TaskRecord, TaskState, TaskTable
 from backbeat.tasks import BackgroundTask, BackgroundTasks, current_runner, log_failure
-
-if TYPE_CHECKING:
-    from backbeat.routing import HandlerRoute
 
 logger = logging.getLogger("backbeat")
 
@@ -475,12 +477,6 @@ class Runner:
         self, path: str = "/tasks/{task_id}", *, name: str = "task_status"
     ) -> HandlerRoute:
         """A GET route serving `TaskInfo.as_dict()` as JSON; 404 for an unknown id."""
-        from starlette.exceptions import HTTPException
-        from starlette.routing import compile_path
-
-        from backbeat.responses import JSONResponse
-        from backbeat.routing import get
-
         if "task_id" not in compile_path(path)[2]:
             raise ValueError(f"status_route path must contain {{task_id}}, got {path!r}")
 
