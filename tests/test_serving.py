@@ -1,5 +1,6 @@
 """backbeat behind a real uvicorn process on 127.0.0.1."""
 
+import signal
 import socket
 import time
 
@@ -54,3 +55,45 @@ def test_control_starlettes_own_tasks_break_the_connection(tmp_path):
             request(sock, "GET", "/ping")
         assert "sibling" not in server.marks()
         assert "Exception in ASGI application" in server.log()
+
+
+def eight_requests_starting_two_second_tasks(server) -> list[int]:
+    statuses = []
+    for _ in range(8):
+        response = httpx.post(f"{server.url}/sleep", params={"seconds": 2})
+        statuses.append(response.status_code)
+    return statuses
+
+
+def test_tasks_do_not_count_against_uvicorns_concurrency_limit(tmp_path):
+    with uvicorn("tests.apps.serving:app", tmp_path, "--limit-concurrency", "3") as server:
+        assert eight_requests_starting_two_second_tasks(server) == [201] * 8
+        for _ in range(8):
+            server.wait_for_mark("slept-2")
+
+
+def test_control_inline_tasks_hold_the_request_open_and_get_503(tmp_path):
+    with uvicorn("tests.apps.serving:inline_app", tmp_path, "--limit-concurrency", "3") as server:
+        statuses = eight_requests_starting_two_second_tasks(server)
+    assert 503 in statuses
+
+
+def test_sigterm_drains_then_cancels_and_logs_what_is_left(tmp_path):
+    with uvicorn("tests.apps.serving:shutdown_app", tmp_path) as server:
+        short = httpx.post(f"{server.url}/sleep", params={"seconds": 0.5}).json()["id"]
+        long = httpx.post(f"{server.url}/sleep", params={"seconds": 60}).json()["id"]
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=10)
+        elapsed = time.monotonic() - started
+        log = server.log()
+        assert "slept-0.5" in server.marks()
+        assert "slept-60" not in server.marks()
+    # shutdown_timeout is 2 s: the drain waits that long for the 60 s task, then cancels it.
+    assert 1.9 < elapsed < 2 + 1.5, f"exit took {elapsed:.2f}s"
+    # A clean exit (uvicorn >= 0.29 re-raises the SIGTERM it handled, hence -15).
+    assert server.process.returncode in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in log
+    assert f"Task 'tests.apps.serving:sleep_and_mark' (id {long}) lost at shutdown" in log
+    assert short not in log
+    assert "1 task(s) not finished within shutdown_timeout=2.0s" in log

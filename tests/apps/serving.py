@@ -14,7 +14,7 @@ from starlette.background import BackgroundTasks as StarletteTasks
 from starlette.responses import JSONResponse as StarletteJSONResponse
 from starlette.routing import Route
 
-from backbeat import App, BackgroundTask, BackgroundTasks, JSONResponse, get, post
+from backbeat import App, BackgroundTask, BackgroundTasks, JSONResponse, Runner, get, post
 
 
 def mark(line: str) -> None:
@@ -48,7 +48,23 @@ async def ping() -> dict[str, str]:
     return {"pong": "yes"}
 
 
-app = App(routes=[slow, fail, ping])
+async def sleep_and_mark(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+    mark(f"slept-{seconds:g}")
+
+
+@post("/sleep")
+async def sleep(seconds: float, tasks: BackgroundTasks) -> dict[str, str]:
+    job = tasks.add_task(sleep_and_mark, seconds)
+    return {"id": job.id}
+
+
+routes = [slow, fail, ping, sleep]
+app = App(routes=routes)
+# Without a runner (tasks inline in the request), for the control tests.
+inline_app = App(routes=routes, runner=False)
+# A short drain, for the SIGTERM test.
+shutdown_app = App(routes=routes, runner=Runner(shutdown_timeout=2))
 
 
 async def starlette_fail(request):  # type: ignore[no-untyped-def]
