@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
+from inspect import CO_COROUTINE
+from types import FunctionType
 from typing import Any, TypeVar
 
 import anyio
@@ -86,6 +88,8 @@ def enforce_async_callable(func: Callable[..., Any]) -> Callable[..., Awaitable[
 
     Raises TypeError, naming the object, for anything that is not callable.
     """
+    if type(func) is FunctionType:  # the common case, without inspect's generality
+        return func if func.__code__.co_flags & CO_COROUTINE else AsyncCallable(func)
     if not callable(func):
         raise TypeError(f"a background task needs a callable, got {func!r} ({type(func).__name__})")
     if is_async_callable(func):

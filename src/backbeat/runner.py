@@ -48,13 +48,14 @@ class RunnerFull(Exception):
 class _Job:
     """One task's place in the runner: its record and what to do when it is done."""
 
-    __slots__ = ("on_done", "record", "task", "timer")
+    __slots__ = ("execution", "on_done", "record", "task", "timer")
 
     def __init__(self, task: BackgroundTask, record: TaskRecord) -> None:
         self.task = task
         self.record = record
         self.on_done: Callable[[], None] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.execution: asyncio.Task[None] | None = None
 
 
 class _Collection:
@@ -115,6 +116,7 @@ class Runner:
         self._executions: set[asyncio.Task[None]] = set()
         self._idle: asyncio.Event | None = None
         self._room: asyncio.Event | None = None
+        self._room_waiters = 0
         self._warned: set[str] = set()
 
     # --- lifecycle -------------------------------------------------------------------
@@ -234,10 +236,13 @@ class Runner:
             if remaining <= 0 or not self._accepting:
                 return False
             self._room.clear()
+            self._room_waiters += 1
             try:
                 await asyncio.wait_for(self._room.wait(), remaining)
             except TimeoutError:
                 return False
+            finally:
+                self._room_waiters -= 1
         return self._accepting
 
     def _waiting(self) -> int:
@@ -247,6 +252,19 @@ class Runner:
     def _accept(self, task: BackgroundTask, context: contextvars.Context) -> None:
         assert self._idle is not None
         self._idle.clear()
+        if (
+            type(task) is BackgroundTask
+            and task.context is not None
+            and not task.policy.delay
+            and self._table.get(task.id) is None
+        ):
+            # The common case, a single task ready to run, without the general planning.
+            job = _Job(task, self._table.add(task.id, task.name, task.created))
+            if self._running < self.concurrency:
+                self._spawn(job)
+            else:
+                self._queue.append(job)
+            return
         self._start(self._plan(task, context), None)
 
     def _plan(self, task: object, context: contextvars.Context) -> _Job | _Collection:
@@ -327,23 +345,26 @@ class Runner:
         assert self._loop is not None and job.task.context is not None
         self._running += 1
         execution = self._loop.create_task(self._execute(job), context=job.task.context.copy())
+        job.execution = execution
         self._executions.add(execution)
-        execution.add_done_callback(self._executions.discard)
 
     # --- running -------------------------------------------------------------------------
 
     async def _execute(self, job: _Job) -> None:
         # Inside the runner, `await other_task()` runs inline rather than handing off again.
-        current_runner.set(None)
+        if current_runner.get() is not None:
+            current_runner.set(None)
         task, record, policy = job.task, job.record, job.task.policy
+        table = self._table
         record.attempts += 1
         record.started = time.time()
-        self._table.move(record, TaskState.RUNNING)
-        self._room_made()
-        if self.on_start is not None:
-            await self._hook(self.on_start, record.snapshot())
+        table.move(record, TaskState.RUNNING)
+        if self._room_waiters:
+            self._room_made()
         failure: BaseException | None = None
         try:
+            if self.on_start is not None:
+                await self._hook(self.on_start, record.snapshot())
             if policy.timeout is None:
                 await task.func(*task.args, **task.kwargs)
             else:
@@ -353,6 +374,7 @@ class Runner:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 self._running -= 1
+                self._executions.discard(job.execution)
                 raise  # the drain cancelled us; it records and logs the loss
             failure = exc  # the task raised CancelledError on its own: a failure
         except Exception as exc:
@@ -361,14 +383,16 @@ class Runner:
                 failure = TimeoutError(f"timed out after {policy.timeout:g}s")
                 failure.__cause__ = exc
         self._running -= 1
+        self._executions.discard(job.execution)
         if failure is None:
-            self._table.move(record, TaskState.SUCCEEDED)
+            table.move(record, TaskState.SUCCEEDED)
             if self.on_success is not None:
                 await self._hook(self.on_success, record.snapshot())
             self._done(job)
         else:
             await self._attempt_failed(job, failure)
-        self._fill_slots()
+        if self._queue:
+            self._fill_slots()
 
     async def _attempt_failed(self, job: _Job, exc: BaseException) -> None:
         record, policy = job.record, job.task.policy
@@ -406,7 +430,8 @@ class Runner:
             self._spawn(queue.popleft())
 
     def _room_made(self) -> None:
-        if self._room is not None and self._waiting() < self.max_pending:
+        if self._waiting() < self.max_pending:
+            assert self._room is not None
             self._room.set()
 
     async def _hook(self, hook: Hook, *args: Any) -> None:

@@ -120,8 +120,10 @@ class TaskTable:
             now = time.time()
             record.finished = now
             self.active -= 1
-            self._finished.append((now, record.id))
-            self._forget_old(now)
+            finished = self._finished
+            finished.append((now, record.id))
+            if len(finished) > self.keep_finished or finished[0][0] < now - self.finished_ttl:
+                self._forget_old(now)
         # Set last, so a reader on another thread that sees a finished state
         # also sees its finish time.
         record.state = state

@@ -106,9 +106,10 @@ def qualified_name(func: object) -> str:
     """`module:qualname` of a function, of a partial's function, or of a callable's class."""
     while isinstance(func, functools.partial):
         func = func.func
-    target = func if hasattr(func, "__qualname__") else type(func)
+    qualname = getattr(func, "__qualname__", None)
+    target = func if isinstance(qualname, str) else type(func)
     module = getattr(target, "__module__", None) or "?"
-    return f"{module}:{getattr(target, '__qualname__', repr(target))}"
+    return f"{module}:{getattr(target, '__qualname__', '?')}"
 
 
 def log_failure(task: object, exc: BaseException, attempts: int | None = None) -> None:
@@ -156,10 +157,10 @@ class BackgroundTask(StarletteBackgroundTask):
     is_async = True
 
     def __init__(self, func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> None:
-        async_func = enforce_async_callable(func)
-        super().__init__(func, *args, **kwargs)
-        self.func = async_func
-        self.is_async = True
+        # Starlette's __init__ is not called: it would inspect `func` a second time.
+        self.func = enforce_async_callable(func)
+        self.args = args  # type: ignore[assignment]
+        self.kwargs = kwargs  # type: ignore[assignment]
         self.id = new_id()
         self.created = time.time()
         self.policy = task_policy(func) or DEFAULT_POLICY
