@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +41,8 @@ class Contender:
 
 
 CONTENDERS = [
-    Contender("backbeat", "backbeat_app:app", OURS, "backbeat App, decorator task"),
+    Contender("backbeat", "backbeat_app:app", OURS, "backbeat App, supervised (default)"),
+    Contender("backbeat-inline", "backbeat_app:inline_app", OURS, "backbeat App, runner=False"),
     Contender("starlette", "starlette_app:app", OURS, "hand-written Starlette (same version)"),
     Contender("litestar", "litestar_app:app", PEERS, "Litestar"),
     Contender("fastapi", "fastapi_app:app", PEERS, "FastAPI, injected BackgroundTasks"),
@@ -112,8 +115,22 @@ def check(contender: Contender, base: str) -> None:
         raise RuntimeError(f"{contender.name}: the background task did not run")
 
 
-def wrk(base: str, duration: int, connections: int, threads: int) -> tuple[float, float, int]:
-    script = HERE / "post.lua"
+@dataclass
+class Load:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def wrk(
+    base: str,
+    duration: int,
+    connections: int,
+    threads: int,
+    path: str = "/register",
+    script: str = "post.lua",
+) -> Load:
     command = [
         "wrk",
         f"-t{threads}",
@@ -121,16 +138,24 @@ def wrk(base: str, duration: int, connections: int, threads: int) -> tuple[float
         f"-d{duration}s",
         "--latency",
         "-s",
-        str(script),
-        f"{base}/register",
+        str(HERE / script),
+        f"{base}{path}",
     ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", output)
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-    p99_ms = float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return rps, p99_ms, int(errors.group(1)) if errors else 0
+    return Load(
+        rps,
+        percentile(output, "50"),
+        percentile(output, "99"),
+        int(errors.group(1)) if errors else 0,
+    )
+
+
+def percentile(output: str, which: str) -> float:
+    found = re.search(which + r"%\s+([\d.]+)(us|ms|s)\b", output)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    return float(found.group(1)) * scale[found.group(2)] if found else float("nan")
 
 
 def main() -> None:
@@ -141,6 +166,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (2 cores: keep 1)")
     parser.add_argument("--only", help="comma-separated contender names")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--skip-latency", action="store_true", help="only the throughput table")
     args = parser.parse_args()
 
     chosen = CONTENDERS
@@ -152,21 +178,16 @@ def main() -> None:
         if contender.python == PEERS and not Path(PEERS).exists():
             print(f"skipping {contender.name}: no peers venv (run bench/http/run.sh)")
             continue
-        port = free_port()
-        process = serve(contender, port)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            check(contender, base)
+        with served(contender) as base:
             wrk(base, args.warmup, args.connections, args.threads)
-            rps, p99_ms, errors = wrk(base, args.duration, args.connections, args.threads)
+            load = wrk(base, args.duration, args.connections, args.threads)
             check(contender, base)
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
-        if errors:
-            raise RuntimeError(f"{contender.name}: {errors} non-2xx responses under load")
-        results[contender.name] = {"rps": rps, "p99_ms": p99_ms}
-        print(f"  {contender.name:<10} {rps:>9.0f} req/s  p99 {p99_ms:6.2f} ms", flush=True)
+        if load.errors:
+            raise RuntimeError(f"{contender.name}: {load.errors} non-2xx responses under load")
+        results[contender.name] = {"rps": load.rps, "p99_ms": load.p99_ms}
+        print(
+            f"  {contender.name:<16} {load.rps:>9.0f} req/s  p99 {load.p99_ms:6.2f} ms", flush=True
+        )
 
     reference = results.get("backbeat", {}).get("rps")
     print()
@@ -180,6 +201,7 @@ def main() -> None:
     print("|---|---|---:|---:|---:|")
     packages = {
         "backbeat": "backbeat",
+        "backbeat-inline": "backbeat",
         "starlette": "starlette",
         "litestar": "litestar",
         "fastapi": "fastapi",
@@ -195,8 +217,49 @@ def main() -> None:
         print(
             f"| {contender.note} | {version} | {row['rps']:.0f} | {row['p99_ms']:.2f} | {ratio} |"
         )
+    if not args.skip_latency:
+        results["latency"] = latency(args)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+
+
+LATENCY_ROWS = [
+    ("backbeat, no task", "backbeat", "/register/no-task"),
+    ("backbeat, task sleeping 1 s (supervised)", "backbeat", "/register/slow-task"),
+    ("backbeat runner=False, task sleeping 1 s", "backbeat-inline", "/register/slow-task"),
+    ("hand-written Starlette, task sleeping 1 s", "starlette", "/register/slow-task"),
+]
+
+
+def latency(args: argparse.Namespace) -> dict[str, float]:
+    """p50/p99 at a steady ~1,500 req/s: does a slow task cost the client anything?"""
+    by_name = {c.name: c for c in CONTENDERS}
+    rows: dict[str, Load] = {}
+    for label, name, path in LATENCY_ROWS:
+        with served(by_name[name]) as base:
+            wrk(base, args.warmup, 32, 1, path, "post-paced.lua")
+            rows[label] = wrk(base, args.duration, 32, 1, path, "post-paced.lua")
+    print()
+    print("Latency at a steady load (wrk -t1 -c32, 20 ms pause per connection between requests):")
+    print()
+    print("| endpoint | req/s | p50 ms | p99 ms |")
+    print("|---|---:|---:|---:|")
+    for label, load in rows.items():
+        print(f"| {label} | {load.rps:.0f} | {load.p50_ms:.2f} | {load.p99_ms:.2f} |")
+    return {f"{label} p99_ms": load.p99_ms for label, load in rows.items()}
+
+
+@contextmanager
+def served(contender: Contender) -> Iterator[str]:
+    port = free_port()
+    process = serve(contender, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        check(contender, base)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 if __name__ == "__main__":

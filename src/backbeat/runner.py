@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import copy
 import inspect
 import logging
 import time
@@ -33,7 +32,18 @@ from starlette.routing import compile_path
 from backbeat.ids import new_id
 from backbeat.responses import JSONResponse
 from backbeat.routing import HandlerRoute, get
-from backbeat.status import FINISHED, TaskInfo, TaskRecord, TaskState, TaskTable
+from backbeat.status import (
+    CANCELLED,
+    FAILED,
+    FINISHED,
+    PENDING,
+    RUNNING,
+    SCHEDULED,
+    SUCCEEDED,
+    TaskInfo,
+    TaskRecord,
+    TaskTable,
+)
 from backbeat.tasks import BackgroundTask, BackgroundTasks, current_runner, log_failure
 
 logger = logging.getLogger("backbeat")
@@ -48,11 +58,15 @@ class RunnerFull(Exception):
 class _Job:
     """One task's place in the runner: its record and what to do when it is done."""
 
-    __slots__ = ("execution", "on_done", "record", "task", "timer")
+    __slots__ = ("context", "execution", "on_done", "record", "task", "timer")
 
-    def __init__(self, task: BackgroundTask, record: TaskRecord) -> None:
+    def __init__(
+        self, task: BackgroundTask, record: TaskRecord, context: contextvars.Context
+    ) -> None:
         self.task = task
         self.record = record
+        # A fresh copy per run: what the task sets stays in this run.
+        self.context = context
         self.on_done: Callable[[], None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.execution: asyncio.Task[None] | None = None
@@ -160,7 +174,7 @@ class Runner:
             was = record.state
             if was not in FINISHED:
                 record.error = f"cancelled at shutdown while {was.value}"
-                self._table.move(record, TaskState.CANCELLED)
+                self._table.move(record, CANCELLED)
             logger.error("Task %r (id %s) lost at shutdown: it was %s", record.name, record.id, was)
         if left:
             logger.error(
@@ -195,11 +209,22 @@ class Runner:
             )
         if self._waiting() >= self.max_pending:
             raise RunnerFull(f"{self.max_pending} tasks are already waiting (max_pending)")
-        self._accept(task, contextvars.copy_context())
+        self._accept(task, None)
         return task.id
 
     async def hand_off(self, task: BackgroundTask) -> None:
         """What `await task()` does inside a request served under this runner."""
+        counts = self._table.counts
+        if (
+            self._accepting
+            and not self.eager
+            and counts[PENDING] + counts[SCHEDULED] < self.max_pending
+        ):
+            if type(task) is BackgroundTask and task.context is None and not task.policy.delay:
+                self._hand_off_route_task(task)
+            else:
+                self._accept(task, contextvars.copy_context())
+            return
         token = current_runner.set(None)
         try:
             if self.eager:
@@ -207,7 +232,7 @@ class Runner:
             elif not self._accepting:
                 self._warn_once("not-running", "the runner is not running")
                 await task()
-            elif self._waiting() < self.max_pending or await self._wait_for_room():
+            elif await self._wait_for_room():
                 self._accept(task, contextvars.copy_context())
             else:
                 self._warn_once(
@@ -247,47 +272,61 @@ class Runner:
 
     def _waiting(self) -> int:
         counts = self._table.counts
-        return counts[TaskState.PENDING] + counts[TaskState.SCHEDULED]
+        return counts[PENDING] + counts[SCHEDULED]
 
-    def _accept(self, task: BackgroundTask, context: contextvars.Context) -> None:
+    def _accept(self, task: BackgroundTask, caller: contextvars.Context | None) -> None:
+        """Register and start a task tree; `caller` is the hand-off context, if any."""
         assert self._idle is not None
         self._idle.clear()
-        if (
-            type(task) is BackgroundTask
-            and task.context is not None
-            and not task.policy.delay
-            and self._table.get(task.id) is None
-        ):
+        if type(task) is BackgroundTask and not task.policy.delay:
             # The common case, a single task ready to run, without the general planning.
-            job = _Job(task, self._table.add(task.id, task.name, task.created))
+            job = self._job(task, caller)
             if self._running < self.concurrency:
                 self._spawn(job)
             else:
                 self._queue.append(job)
             return
-        self._start(self._plan(task, context), None)
+        self._start(self._plan(task, caller), None)
 
-    def _plan(self, task: object, context: contextvars.Context) -> _Job | _Collection:
+    def _hand_off_route_task(self, task: BackgroundTask) -> None:
+        """`_accept` for the hot path of a route's single task: one call, no planning."""
+        assert self._idle is not None and self._loop is not None
+        self._idle.clear()
+        record = self._table.add(new_id(), task.name, time.time())
+        job = _Job(task, record, contextvars.copy_context())
+        if self._running < self.concurrency:
+            self._running += 1
+            job.execution = self._loop.create_task(self._execute(job), context=job.context)
+            self._executions.add(job.execution)
+        else:
+            self._queue.append(job)
+
+    def _plan(self, task: object, caller: contextvars.Context | None) -> _Job | _Collection:
         """Register every task in the tree, so each id has a status at once."""
         if isinstance(task, BackgroundTasks):
-            return _Collection(task.as_group, [self._plan(m, context) for m in task.tasks])
+            return _Collection(task.as_group, [self._plan(m, caller) for m in task.tasks])
         if not isinstance(task, BackgroundTask):
             task = BackgroundTask(task)  # type: ignore[arg-type]  # appended to .tasks by hand
-        if task.context is None or self._table.get(task.id) is not None:
+        return self._job(task, caller)
+
+    def _job(self, task: BackgroundTask, caller: contextvars.Context | None) -> _Job:
+        table = self._table
+        if task.context is None or table.get(task.id) is not None:
             # A route's task (one object for every request) or a task handed over
-            # again: this run is a new task with its own id and the caller's context.
-            original = task
-            task = copy.copy(original)
-            task.id = new_id()
-            task.created = time.time()
-            task.context = original.context or context
-        return _Job(task, self._table.add(task.id, task.name, task.created))
+            # again: this run is a new task, with its own id, created now.
+            record = table.add(new_id(), task.name, time.time())
+        else:
+            record = table.add(task.id, task.name, task.created)
+        # A route's task runs in the context of the request that handed it over.
+        source = task.context or caller
+        context = source.copy() if source is not None else contextvars.copy_context()
+        return _Job(task, record, context)
 
     def _start(self, unit: _Job | _Collection, on_done: Callable[[], None] | None) -> None:
         if isinstance(unit, _Job):
             unit.on_done = on_done
             delay = unit.task.policy.delay
-            wait = (unit.task.created + delay - time.time()) if delay else 0.0
+            wait = (unit.record.created + delay - time.time()) if delay else 0.0
             if wait > 0:
                 self._schedule(unit, wait)
             else:
@@ -323,8 +362,8 @@ class Runner:
 
     def _schedule(self, job: _Job, wait: float) -> None:
         assert self._loop is not None
-        if job.record.state is not TaskState.SCHEDULED:
-            self._table.move(job.record, TaskState.SCHEDULED)
+        if job.record.state is not SCHEDULED:
+            self._table.move(job.record, SCHEDULED)
         job.timer = self._loop.call_later(wait, self._wake, job)
         self._timers.add(job)
 
@@ -334,17 +373,17 @@ class Runner:
         self._ready(job)
 
     def _ready(self, job: _Job) -> None:
-        if job.record.state is not TaskState.PENDING:
-            self._table.move(job.record, TaskState.PENDING)
+        if job.record.state is not PENDING:
+            self._table.move(job.record, PENDING)
         if self._running < self.concurrency:
             self._spawn(job)
         else:
             self._queue.append(job)
 
     def _spawn(self, job: _Job) -> None:
-        assert self._loop is not None and job.task.context is not None
+        assert self._loop is not None
         self._running += 1
-        execution = self._loop.create_task(self._execute(job), context=job.task.context.copy())
+        execution = self._loop.create_task(self._execute(job), context=job.context)
         job.execution = execution
         self._executions.add(execution)
 
@@ -358,7 +397,7 @@ class Runner:
         table = self._table
         record.attempts += 1
         record.started = time.time()
-        table.move(record, TaskState.RUNNING)
+        table.move(record, RUNNING)
         if self._room_waiters:
             self._room_made()
         failure: BaseException | None = None
@@ -385,7 +424,7 @@ class Runner:
         self._running -= 1
         self._executions.discard(job.execution)
         if failure is None:
-            table.move(record, TaskState.SUCCEEDED)
+            table.move(record, SUCCEEDED)
             if self.on_success is not None:
                 await self._hook(self.on_success, record.snapshot())
             self._done(job)
@@ -414,7 +453,7 @@ class Runner:
             if self.on_retry is not None:
                 await self._hook(self.on_retry, record.snapshot(), exc)
             return
-        self._table.move(record, TaskState.FAILED)
+        self._table.move(record, FAILED)
         log_failure(job.task, exc, attempts=record.attempts)
         self._done(job)
 
@@ -455,7 +494,7 @@ class Runner:
         while True:
             record.attempts += 1
             record.started = time.time()
-            self._table.move(record, TaskState.RUNNING)
+            self._table.move(record, RUNNING)
             try:
                 if policy.timeout is None:
                     await task.run()
@@ -465,11 +504,11 @@ class Runner:
             except Exception as exc:
                 record.error = f"{type(exc).__name__}: {exc}"
                 if record.attempts <= policy.retries:
-                    self._table.move(record, TaskState.SCHEDULED)
+                    self._table.move(record, SCHEDULED)
                     continue
-                self._table.move(record, TaskState.FAILED)
+                self._table.move(record, FAILED)
                 raise
-            self._table.move(record, TaskState.SUCCEEDED)
+            self._table.move(record, SUCCEEDED)
             return
 
     # --- looking -------------------------------------------------------------------------

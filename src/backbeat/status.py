@@ -23,7 +23,14 @@ class TaskState(StrEnum):
     CANCELLED = "cancelled"  # stopped by shutdown, or never delivered
 
 
-FINISHED = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+# Module-level names: looking a member up on an Enum class costs ~20x a global.
+PENDING = TaskState.PENDING
+SCHEDULED = TaskState.SCHEDULED
+RUNNING = TaskState.RUNNING
+SUCCEEDED = TaskState.SUCCEEDED
+FAILED = TaskState.FAILED
+CANCELLED = TaskState.CANCELLED
+FINISHED = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
 
 def _utc(timestamp: float | None) -> datetime | None:
@@ -65,7 +72,7 @@ class TaskRecord:
     def __init__(self, task_id: str, name: str, created: float) -> None:
         self.id = task_id
         self.name = name
-        self.state = TaskState.PENDING
+        self.state = PENDING
         self.attempts = 0
         self.error: str | None = None
         self.created = created
@@ -102,7 +109,7 @@ class TaskTable:
     def add(self, task_id: str, name: str, created: float) -> TaskRecord:
         record = TaskRecord(task_id, name, created)
         self._records[task_id] = record
-        self.counts[TaskState.PENDING] += 1
+        self.counts[PENDING] += 1
         self.active += 1
         return record
 

@@ -1,5 +1,7 @@
 """The seed endpoint written by hand on Starlette, with the same validation rules."""
 
+import asyncio
+
 from common import Sent, UserIn, send_email_notification
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -22,10 +24,31 @@ async def create_user(request: Request) -> JSONResponse:
     )
 
 
+async def slow_email(message: str) -> None:
+    await asyncio.sleep(1)
+    await send_email_notification(message)
+
+
+async def create_user_slow_task(request: Request) -> JSONResponse:
+    try:
+        UserIn.model_validate_json(await request.body())
+    except ValidationError as exc:
+        return JSONResponse({"detail": exc.errors(include_url=False)}, status_code=422)
+    return JSONResponse(
+        {"message": "Created"},
+        status_code=201,
+        background=BackgroundTask(slow_email, message="Account created"),
+    )
+
+
 async def sent_count(request: Request) -> JSONResponse:
     return JSONResponse({"sent": Sent.count})
 
 
 app = Starlette(
-    routes=[Route("/register", create_user, methods=["POST"]), Route("/sent", sent_count)]
+    routes=[
+        Route("/register", create_user, methods=["POST"]),
+        Route("/register/slow-task", create_user_slow_task, methods=["POST"]),
+        Route("/sent", sent_count),
+    ]
 )
