@@ -36,6 +36,7 @@ test: lint
 
 bench: venv
 	bash bench/http/run.sh
+	$(BIN)/python bench/runner/run.py
 
 clean:
 	rm -rf $(VENV) bench/.venv-peers .mypy_cache .ruff_cache .pytest_cache
