@@ -2,13 +2,13 @@ import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 from starlette.testclient import TestClient as StarletteTestClient
 
 from backbeat import App, BackgroundTask, BackgroundTasks, JSONResponse, Runner, get, post
 from backbeat.testing import TestClient
+from tests.helpers import asgi_call
 
 
 def test_an_app_has_a_runner_unless_told_otherwise():
@@ -18,32 +18,6 @@ def test_an_app_has_a_runner_unless_told_otherwise():
     assert App(runner=False).runner is None
     with pytest.raises(TypeError, match="expects a Runner"):
         App(runner="yes")  # type: ignore[arg-type]
-
-
-async def asgi_post(app: App, path: str) -> list[dict[str, Any]]:
-    sent: list[dict[str, Any]] = []
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [],
-        "http_version": "1.1",
-        "scheme": "http",
-        "server": ("test", 80),
-        "client": ("test", 1),
-    }
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    return sent
 
 
 @pytest.mark.anyio
@@ -61,7 +35,7 @@ async def test_the_requests_asgi_call_ends_before_its_tasks_do():
     app = App(routes=[handler])
     async with app.runner:
         started = time.monotonic()
-        sent = await asgi_post(app, "/x")
+        sent = await asgi_call(app)
         assert time.monotonic() - started < 0.1
         assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
         assert log == []

@@ -1,7 +1,6 @@
 import asyncio
 import functools
 import threading
-import time
 
 import anyio
 import anyio.to_thread
@@ -9,6 +8,7 @@ import pytest
 
 from backbeat import enforce_async_callable, set_thread_limit
 from backbeat.concurrency import DEFAULT_THREAD_LIMIT, AsyncCallable, thread_limiter
+from tests.helpers import ThreadProbe
 
 pytestmark = pytest.mark.anyio
 
@@ -57,28 +57,16 @@ def test_non_callables_are_a_type_error_naming_the_object(not_callable):
 async def test_sync_tasks_use_backbeats_own_limiter_not_anyios_default():
     set_thread_limit(2)
     try:
-        running = 0
-        peak = 0
-        lock = threading.Lock()
-
-        def slow() -> None:
-            nonlocal running, peak
-            with lock:
-                running += 1
-                peak = max(peak, running)
-            time.sleep(0.1)
-            with lock:
-                running -= 1
-
+        probe = ThreadProbe(seconds=0.1)
         default = anyio.to_thread.current_default_thread_limiter()
         async with anyio.create_task_group() as group:
             for _ in range(6):
-                group.start_soon(enforce_async_callable(slow))
+                group.start_soon(enforce_async_callable(probe))
             await anyio.sleep(0.05)
             # The app's own threads are untouched by backbeat's work.
             assert default.borrowed_tokens == 0
             assert thread_limiter().borrowed_tokens == 2
-        assert peak == 2
+        assert probe.peak == 2
     finally:
         set_thread_limit(DEFAULT_THREAD_LIMIT)
 

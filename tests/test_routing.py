@@ -22,6 +22,7 @@ from backbeat import (
     put,
     route,
 )
+from tests.helpers import asgi_call
 
 
 class UserIn(BaseModel):
@@ -414,36 +415,11 @@ async def test_tasks_start_only_after_the_final_body_message():
         tasks.add_task(snapshot)
         return JSONResponse({"a": 1}, background=BackgroundTask(snapshot))
 
-    app = App(routes=[handler])
-    sent = await _collect(app, messages)
+    app = App(routes=[handler], runner=False)
+    sent = await asgi_call(app, sent=messages)
     assert sent[-1]["type"] == "http.response.body"
     expected = ["http.response.start:final", "http.response.body:final"]
     assert observed == [expected, expected, expected]
-
-
-async def _collect(app: App, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/x",
-        "raw_path": b"/x",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [],
-        "http_version": "1.1",
-        "scheme": "http",
-        "server": ("test", 80),
-        "client": ("test", 1),
-    }
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    await app(scope, receive, send)
-    return messages
 
 
 def test_decorator_tasks_run_in_each_requests_context():

@@ -1,6 +1,5 @@
 import asyncio
 import contextvars
-import threading
 import time
 from datetime import UTC
 
@@ -11,6 +10,7 @@ import pytest
 from backbeat import BackgroundTask, BackgroundTasks, Runner, RunnerFull, TaskState, task
 from backbeat.concurrency import DEFAULT_THREAD_LIMIT, set_thread_limit
 from backbeat.tasks import current_runner
+from tests.helpers import ThreadProbe, WaiterAndStarter
 
 pytestmark = pytest.mark.anyio
 
@@ -151,26 +151,15 @@ async def test_at_most_concurrency_tasks_run_at_once():
 
 async def test_sync_tasks_also_respect_the_thread_limiter():
     set_thread_limit(2)
-    running = peak = 0
-    lock = threading.Lock()
-
-    def tracked() -> None:
-        nonlocal running, peak
-        with lock:
-            running += 1
-            peak = max(peak, running)
-        time.sleep(0.05)
-        with lock:
-            running -= 1
-
+    probe = ThreadProbe(seconds=0.05)
     try:
         async with Runner(concurrency=10) as runner:
             for _ in range(6):
-                runner.submit(BackgroundTask(tracked))
+                runner.submit(BackgroundTask(probe))
             await runner.join(timeout=5)
     finally:
         set_thread_limit(DEFAULT_THREAD_LIMIT)
-    assert peak == 2
+    assert probe.peak == 2
 
 
 async def test_submit_beyond_max_pending_raises_runner_full():
@@ -402,23 +391,14 @@ async def test_a_sequence_keeps_its_order_under_the_runner():
 
 
 async def test_a_groups_members_are_independent():
-    started = anyio.Event()
-    log: list[str] = []
-
-    async def waiter() -> None:
-        await started.wait()
-        log.append("waiter")
-
-    async def starter() -> None:
-        started.set()
-        log.append("starter")
-
+    pair = WaiterAndStarter()
+    group = BackgroundTasks(
+        [BackgroundTask(pair.waiter), BackgroundTask(pair.starter)], as_group=True
+    )
     async with Runner() as runner:
-        runner.submit(
-            BackgroundTasks([BackgroundTask(waiter), BackgroundTask(starter)], as_group=True)
-        )
+        runner.submit(group)
         await runner.join(timeout=2)
-    assert sorted(log) == ["starter", "waiter"]
+    assert sorted(pair.log) == ["starter", "waiter"]
 
 
 async def test_nested_collections_and_hand_added_callables():

@@ -9,6 +9,7 @@ import pytest
 
 from backbeat import BackgroundTask, BackgroundTasks, Task, Tasks, task
 from backbeat.concurrency import AsyncCallable
+from tests.helpers import WaiterAndStarter
 
 pytestmark = pytest.mark.anyio
 
@@ -113,22 +114,14 @@ async def test_run_single_runs_in_order():
 
 
 async def test_run_as_group_runs_concurrently():
-    started = anyio.Event()
-    log: list[str] = []
-
-    async def waiter() -> None:
-        await started.wait()
-        log.append("waiter")
-
-    async def starter() -> None:
-        started.set()
-        log.append("starter")
-
     # In sequence the waiter would wait forever; as a group it is released.
-    tasks = BackgroundTasks([BackgroundTask(waiter), BackgroundTask(starter)], as_group=True)
+    pair = WaiterAndStarter()
+    tasks = BackgroundTasks(
+        [BackgroundTask(pair.waiter), BackgroundTask(pair.starter)], as_group=True
+    )
     with anyio.fail_after(2):
         await tasks()
-    assert sorted(log) == ["starter", "waiter"]
+    assert sorted(pair.log) == ["starter", "waiter"]
 
 
 # --- ids and names ------------------------------------------------------------------
