@@ -540,3 +540,14 @@ async def test_eager_mode_runs_inline_retries_at_once_and_reraises():
     assert runner.get(t.id).state == "succeeded" and flaky.calls == 2
     with pytest.raises(ConnectionError, match="failure 1"):
         await hand_off(runner, BackgroundTask(Flaky(failures=5)))
+
+
+async def test_submit_returns_the_id_each_run_is_kept_under():
+    t = BackgroundTask(noop)
+    async with Runner() as runner:
+        first = runner.submit(t)
+        second = runner.submit(t)
+        await runner.join(timeout=5)
+    assert first == t.id
+    assert second != first
+    assert runner.get(second).state == "succeeded"

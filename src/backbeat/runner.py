@@ -35,7 +35,6 @@ from backbeat.routing import HandlerRoute, get
 from backbeat.status import (
     CANCELLED,
     FAILED,
-    FINISHED,
     PENDING,
     RUNNING,
     SCHEDULED,
@@ -160,7 +159,6 @@ class Runner:
             assert self._idle is not None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), self.shutdown_timeout)
-        left = self._table.unfinished()
         for job in self._timers:
             assert job.timer is not None
             job.timer.cancel()
@@ -170,17 +168,17 @@ class Runner:
             execution.cancel()
         if self._executions:
             await asyncio.gather(*self._executions, return_exceptions=True)
-        for record in left:
+        lost = self._table.unfinished()
+        for record in lost:
             was = record.state
-            if was not in FINISHED:
-                record.error = f"cancelled at shutdown while {was.value}"
-                self._table.move(record, CANCELLED)
+            record.error = f"cancelled at shutdown while {was.value}"
+            self._table.move(record, CANCELLED)
             logger.error("Task %r (id %s) lost at shutdown: it was %s", record.name, record.id, was)
-        if left:
+        if lost:
             logger.error(
                 "backbeat runner: %d task(s) not finished within shutdown_timeout=%.1fs were "
                 "cancelled and lost (this runner has no store)",
-                len(left),
+                len(lost),
                 self.shutdown_timeout,
             )
         self._loop = None
@@ -195,7 +193,10 @@ class Runner:
     # --- taking tasks ------------------------------------------------------------------
 
     def submit(self, task: BackgroundTask) -> str:
-        """Take a task (or a `BackgroundTasks`) now; returns its id.
+        """Take a task (or a `BackgroundTasks`) now; returns the id its status is kept under.
+
+        That is the task's own id, except for a task object already handed over
+        (or a route's task): each run of it gets a new id.
 
         Raises `RunnerFull` when ``max_pending`` tasks are waiting, and
         RuntimeError when the runner is not running. Call it on the runner's loop.
@@ -209,21 +210,12 @@ class Runner:
             )
         if self._waiting() >= self.max_pending:
             raise RunnerFull(f"{self.max_pending} tasks are already waiting (max_pending)")
-        self._accept(task, None)
-        return task.id
+        return self._accept(task, None)
 
     async def hand_off(self, task: BackgroundTask) -> None:
         """What `await task()` does inside a request served under this runner."""
-        counts = self._table.counts
-        if (
-            self._accepting
-            and not self.eager
-            and counts[PENDING] + counts[SCHEDULED] < self.max_pending
-        ):
-            if type(task) is BackgroundTask and task.context is None and not task.policy.delay:
-                self._hand_off_route_task(task)
-            else:
-                self._accept(task, contextvars.copy_context())
+        if self._accepting and not self.eager and self._waiting() < self.max_pending:
+            self._accept(task, contextvars.copy_context())
             return
         token = current_runner.set(None)
         try:
@@ -274,7 +266,7 @@ class Runner:
         counts = self._table.counts
         return counts[PENDING] + counts[SCHEDULED]
 
-    def _accept(self, task: BackgroundTask, caller: contextvars.Context | None) -> None:
+    def _accept(self, task: BackgroundTask, caller: contextvars.Context | None) -> str:
         """Register and start a task tree; `caller` is the hand-off context, if any."""
         assert self._idle is not None
         self._idle.clear()
@@ -285,21 +277,10 @@ class Runner:
                 self._spawn(job)
             else:
                 self._queue.append(job)
-            return
-        self._start(self._plan(task, caller), None)
-
-    def _hand_off_route_task(self, task: BackgroundTask) -> None:
-        """`_accept` for the hot path of a route's single task: one call, no planning."""
-        assert self._idle is not None and self._loop is not None
-        self._idle.clear()
-        record = self._table.add(new_id(), task.name, time.time())
-        job = _Job(task, record, contextvars.copy_context())
-        if self._running < self.concurrency:
-            self._running += 1
-            job.execution = self._loop.create_task(self._execute(job), context=job.context)
-            self._executions.add(job.execution)
-        else:
-            self._queue.append(job)
+            return job.record.id
+        unit = self._plan(task, caller)
+        self._start(unit, None)
+        return unit.record.id if isinstance(unit, _Job) else task.id
 
     def _plan(self, task: object, caller: contextvars.Context | None) -> _Job | _Collection:
         """Register every task in the tree, so each id has a status at once."""
