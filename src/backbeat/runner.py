@@ -212,10 +212,17 @@ class Runner:
             raise RunnerFull(f"{self.max_pending} tasks are already waiting (max_pending)")
         return self._accept(task, None)
 
-    async def hand_off(self, task: BackgroundTask) -> None:
-        """What `await task()` does inside a request served under this runner."""
+    def take(self, task: BackgroundTask) -> bool:
+        """What `await task()` does first inside a request served under this runner:
+        take the task if there is room (no await on this path). False: call `hand_off`."""
         if self._accepting and not self.eager and self._waiting() < self.max_pending:
             self._accept(task, contextvars.copy_context())
+            return True
+        return False
+
+    async def hand_off(self, task: BackgroundTask) -> None:
+        """Take the task, or wait for room, or run it inline; eager mode runs it here."""
+        if self.take(task):
             return
         token = current_runner.set(None)
         try:

@@ -128,7 +128,13 @@ def log_failure(task: object, exc: BaseException, attempts: int | None = None) -
 class TaskSink(Protocol):
     """Where `await task()` hands a task to instead of running it (a `Runner`)."""
 
-    async def hand_off(self, task: BackgroundTask) -> None: ...
+    def take(self, task: BackgroundTask) -> bool:
+        """Take the task now if possible (the usual case, no await); False if not."""
+        ...
+
+    async def hand_off(self, task: BackgroundTask) -> None:
+        """Take the task, waiting for room or running it inline as the sink decides."""
+        ...
 
 
 # Set for the duration of a request by `App` and `BackbeatMiddleware`; unset
@@ -173,7 +179,8 @@ class BackgroundTask(StarletteBackgroundTask):
     async def __call__(self) -> None:
         runner = current_runner.get()
         if runner is not None:
-            await runner.hand_off(self)
+            if not runner.take(self):
+                await runner.hand_off(self)
             return
         try:
             await self.run()
