@@ -1,0 +1,99 @@
+"""Task arguments as JSON, for stores: never pickle.
+
+`encode_arguments` turns a task's positional and keyword arguments into one
+JSON document; what JSON cannot hold is a `TypeError` naming the argument.
+Supported: JSON values (dict, list, str, int, float, bool, None), pydantic
+models, dataclasses, `datetime`, `date`, `time`, `timedelta`, `UUID`, `Decimal`,
+`Enum`, tuples and sets (as lists), and nestings of these.
+
+`decode_arguments` reads them back for a function, validating each argument
+against the function's annotation with pydantic, so a `UUID`, a `Decimal` or a
+model comes back as one. An unannotated parameter gets the plain JSON value.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError, from_json, to_json
+
+__all__ = ["ArgumentError", "decode_arguments", "encode_arguments"]
+
+
+class ArgumentError(TypeError):
+    """Arguments that cannot be stored, or a stored document that does not fit the function."""
+
+
+def encode_arguments(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    try:
+        return to_json({"args": args, "kwargs": kwargs}).decode()
+    except (PydanticSerializationError, TypeError, ValueError):
+        pass
+    # Find the culprit, to name it.
+    for index, value in enumerate(args):
+        _check(task_name, f"positional argument {index}", value)
+    for key, value in kwargs.items():
+        _check(task_name, f"argument {key!r}", value)
+    raise ArgumentError(f"the arguments of task {task_name!r} cannot be stored as JSON")
+
+
+def _check(task_name: str, label: str, value: Any) -> None:
+    try:
+        to_json(value)
+    except (PydanticSerializationError, TypeError, ValueError) as exc:
+        raise ArgumentError(
+            f"{label} of task {task_name!r} cannot be stored as JSON: "
+            f"{type(value).__module__}.{type(value).__qualname__} ({exc})"
+        ) from None
+
+
+def decode_arguments(
+    func: Callable[..., Any], document: str | bytes
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    try:
+        data = from_json(document)
+        raw_args, raw_kwargs = data["args"], data["kwargs"]
+        if not isinstance(raw_args, list) or not isinstance(raw_kwargs, dict):
+            raise TypeError("args must be a list and kwargs an object")
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ArgumentError(f"stored arguments are not a valid document: {exc}") from None
+    adapters = _adapters(func)
+    try:
+        bound = inspect.signature(func).bind(*raw_args, **raw_kwargs)
+    except TypeError as exc:
+        raise ArgumentError(f"stored arguments do not fit {_name(func)}: {exc}") from None
+    for name, value in bound.arguments.items():
+        adapter = adapters.get(name)
+        if adapter is None:
+            continue
+        try:
+            bound.arguments[name] = adapter.validate_python(value)
+        except ValidationError as exc:
+            raise ArgumentError(
+                f"stored argument {name!r} does not fit {_name(func)}: {exc}"
+            ) from None
+    return bound.args, bound.kwargs
+
+
+@functools.lru_cache(maxsize=1024)
+def _adapters(func: Callable[..., Any]) -> dict[str, TypeAdapter[Any]]:
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:
+        hints = {}
+    adapters: dict[str, TypeAdapter[Any]] = {}
+    for name, parameter in inspect.signature(func).parameters.items():
+        hint = hints.get(name)
+        if hint is None or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        adapters[name] = TypeAdapter(hint)
+    return adapters
+
+
+def _name(func: Callable[..., Any]) -> str:
+    return getattr(func, "__qualname__", repr(func))
