@@ -1,0 +1,136 @@
+"""What a durable store keeps, and the operations a runner needs from one.
+
+A stored task is a named function plus its arguments as JSON (see
+`backbeat.serialization`), its policy, and its progress. A store hands tasks
+out under a *lease*: a worker that claims a task owns it until the lease
+expires, renews the lease while the task runs, and reports the outcome. A
+task whose worker died is claimed again once its lease has expired, so
+execution is at-least-once.
+
+States as stored: ``pending`` (runnable from ``due_at`` on; shown as
+``scheduled`` while ``due_at`` is in the future), ``running`` (leased),
+``succeeded``, ``failed`` (the dead letter: kept with its error and traceback
+until retried or purged) and ``cancelled``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from backbeat.status import TaskInfo, TaskState
+
+
+@dataclass(slots=True)
+class NewTask:
+    """A task to enqueue."""
+
+    id: str
+    name: str
+    payload: str  # {"args": [...], "kwargs": {...}} as JSON
+    created_at: float
+    due_at: float
+    retries: int = 0
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+    timeout: float | None = None
+
+
+@dataclass(slots=True)
+class ClaimedTask:
+    """A task a worker now holds under a lease."""
+
+    id: str
+    name: str
+    payload: str
+    attempts: int  # including this one
+    created_at: float
+    retries: int
+    backoff: float
+    max_backoff: float
+    timeout: float | None
+
+
+@dataclass(slots=True)
+class StoredStatus:
+    id: str
+    name: str
+    state: str
+    attempts: int
+    error: str | None
+    traceback: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    due_at: float
+
+    def info(self, now: float) -> TaskInfo:
+        state = TaskState(self.state)
+        if state is TaskState.PENDING and self.due_at > now:
+            state = TaskState.SCHEDULED
+        return TaskInfo(
+            id=self.id,
+            name=self.name,
+            state=state,
+            attempts=self.attempts,
+            error=self.error,
+            created_at=_utc(self.created_at),
+            started_at=None if self.started_at is None else _utc(self.started_at),
+            finished_at=None if self.finished_at is None else _utc(self.finished_at),
+        )
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used (bad URL, unreadable file, corrupt data)."""
+
+
+class Store(Protocol):
+    """The operations the runner, the workers and the CLI use."""
+
+    async def enqueue(self, tasks: list[NewTask]) -> None: ...
+
+    async def activate(self, ids: list[str], now: float) -> None:
+        """Make tasks written ahead (due far in the future) runnable now."""
+
+    async def claim(self, worker: str, limit: int, lease: float) -> list[ClaimedTask]: ...
+
+    async def renew(self, worker: str, ids: list[str], lease: float) -> list[str]:
+        """Extend leases still held; returns the ids whose lease was lost."""
+        ...
+
+    async def complete(self, worker: str, task_id: str) -> bool: ...
+
+    async def fail(
+        self,
+        worker: str,
+        task_id: str,
+        error: str,
+        traceback: str | None,
+        retry_at: float | None,
+    ) -> bool:
+        """Record a failed attempt: retry at `retry_at`, or (None) dead-letter it."""
+        ...
+
+    async def release(self, worker: str, ids: list[str]) -> None:
+        """Give tasks back unfinished (shutdown): pending again, attempt not counted."""
+
+    async def cancel(self, ids: list[str], reason: str) -> None: ...
+
+    async def get(self, task_id: str) -> StoredStatus | None: ...
+
+    async def counts(self) -> dict[str, int]: ...
+
+    async def failures(self, limit: int) -> list[StoredStatus]: ...
+
+    async def retry(self, ids: list[str] | None) -> int:
+        """Failed tasks (these ids, or all with None) back to pending; returns how many."""
+        ...
+
+    async def purge(self, finished_before: float, states: tuple[str, ...]) -> int: ...
+
+    async def close(self) -> None: ...

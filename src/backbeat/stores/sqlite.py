@@ -1,0 +1,423 @@
+"""The embedded store: one SQLite file (stdlib `sqlite3`), shared by processes on one host.
+
+* WAL journal, ``synchronous=NORMAL`` and a busy timeout, so readers never wait
+  for the writer and several processes can share the file.
+* Every write goes through one writer thread per store, off the event loop.
+  It takes whatever operations are queued, runs them in one ``BEGIN IMMEDIATE``
+  transaction (each in a savepoint, so one bad operation fails alone) and
+  commits once: many concurrent requests share one fsync (group commit).
+* A claim is one ``UPDATE … RETURNING`` that takes runnable tasks and sets
+  their lease in the same statement, so two workers never hold one task.
+* Reads use a connection per thread and see what any process committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+from backbeat.stores.base import ClaimedTask, NewTask, StoredStatus, StoreError
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS backbeat_tasks (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    retries INTEGER NOT NULL DEFAULT 0,
+    backoff REAL NOT NULL DEFAULT 1.0,
+    max_backoff REAL NOT NULL DEFAULT 60.0,
+    timeout REAL,
+    created_at REAL NOT NULL,
+    due_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    lease_until REAL,
+    worker TEXT,
+    error TEXT,
+    traceback TEXT
+);
+CREATE INDEX IF NOT EXISTS backbeat_tasks_runnable ON backbeat_tasks (state, due_at);
+CREATE INDEX IF NOT EXISTS backbeat_tasks_leases ON backbeat_tasks (state, lease_until);
+CREATE INDEX IF NOT EXISTS backbeat_tasks_finished ON backbeat_tasks (state, finished_at);
+"""
+
+_STATUS_COLUMNS = (
+    "id, name, state, attempts, error, traceback, created_at, started_at, finished_at, due_at"
+)
+FINISHED_STATES = ("succeeded", "failed", "cancelled")
+
+
+def path_from_url(url: str) -> Path:
+    """``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` (as in SQLAlchemy)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise StoreError(
+            f"not a SQLite store URL: {url!r} (expected sqlite:///relative/path.db or "
+            "sqlite:////absolute/path.db)"
+        )
+    return Path(url[len(prefix) :])
+
+
+class _Write:
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        self.fn = fn
+        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+
+class SQLiteStore:
+    def __init__(self, path: str | Path, *, busy_timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self.transactions = 0  # commits made: tells how well writes were grouped
+        self._writes: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
+        self._local = threading.local()
+        self._closed = False
+        # Open now: a bad path or a corrupt file is an error here, not at the first task.
+        self._connection()
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        return cls(path_from_url(url))
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+    # --- connections -----------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            if self.path.parent != Path():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
+                check_same_thread=False,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the SQLite store {str(self.path)!r}: {exc}") from exc
+        return conn
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's read connection."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    # --- the writer ----------------------------------------------------------------------
+
+    def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
+        if self._writer is None:
+            with self._writer_lock:
+                if self._writer is None:
+                    self._writer = threading.Thread(
+                        target=self._write_loop,
+                        name=f"backbeat-sqlite-{self.path.name}",
+                        daemon=True,
+                    )
+                    self._writer.start()
+        write = _Write(fn)
+        self._writes.put(write)
+        return write.future
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.wrap_future(self._submit(fn))
+
+    def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return self._submit(fn).result()
+
+    def _write_loop(self) -> None:
+        conn = self._connect()
+        try:
+            while True:
+                first = self._writes.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while True:
+                    try:
+                        more = self._writes.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                        break
+                    batch.append(more)
+                self._commit(conn, batch)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
+        results: list[tuple[_Write, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for write in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = write.fn(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((write, None, exc))
+                else:
+                    conn.execute("RELEASE op")
+                    results.append((write, result, None))
+            conn.execute("COMMIT")
+            self.transactions += 1
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = StoreError(f"write to {str(self.path)!r} failed: {exc}")
+            for write in batch:
+                write.future.set_exception(error)
+            return
+        for write, result, error_or_none in results:
+            if error_or_none is None:
+                write.future.set_result(result)
+            else:
+                write.future.set_exception(error_or_none)
+
+    async def close(self) -> None:
+        await anyio.to_thread.run_sync(self.close_sync)
+
+    def close_sync(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            self._writes.put(None)
+            self._writer.join()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # --- writes ---------------------------------------------------------------------------
+
+    async def enqueue(self, tasks: list[NewTask]) -> None:
+        rows = [
+            (
+                t.id,
+                t.name,
+                t.payload,
+                t.retries,
+                t.backoff,
+                t.max_backoff,
+                t.timeout,
+                t.created_at,
+                t.due_at,
+            )
+            for t in tasks
+        ]
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO backbeat_tasks (id, name, payload, state, retries, backoff, "
+                "max_backoff, timeout, created_at, due_at) "
+                "VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+        await self._write(insert)
+
+    async def activate(self, ids: list[str], now: float) -> None:
+        def update(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE backbeat_tasks SET due_at = MIN(due_at, ?) "
+                "WHERE id = ? AND state = 'pending'",
+                [(now, task_id) for task_id in ids],
+            )
+
+        await self._write(update)
+
+    async def claim(self, worker: str, limit: int, lease: float) -> list[ClaimedTask]:
+        def take(conn: sqlite3.Connection) -> list[ClaimedTask]:
+            now = time.time()
+            rows = conn.execute(
+                "UPDATE backbeat_tasks SET state = 'running', attempts = attempts + 1, "
+                "started_at = :now, lease_until = :until, worker = :worker "
+                "WHERE id IN (SELECT id FROM ("
+                "  SELECT id, due_at FROM backbeat_tasks WHERE state = 'pending' AND due_at <= :now"
+                "  UNION ALL "
+                "  SELECT id, due_at FROM backbeat_tasks "
+                "  WHERE state = 'running' AND lease_until < :now"
+                ") ORDER BY due_at LIMIT :limit) "
+                "RETURNING id, name, payload, attempts, created_at, retries, backoff, "
+                "max_backoff, timeout",
+                {"now": now, "until": now + lease, "worker": worker, "limit": limit},
+            ).fetchall()
+            return [ClaimedTask(*row) for row in rows]
+
+        return await self._write(take)
+
+    async def renew(self, worker: str, ids: list[str], lease: float) -> list[str]:
+        def extend(conn: sqlite3.Connection) -> list[str]:
+            until = time.time() + lease
+            lost = []
+            for task_id in ids:
+                cursor = conn.execute(
+                    "UPDATE backbeat_tasks SET lease_until = ? "
+                    "WHERE id = ? AND worker = ? AND state = 'running'",
+                    (until, task_id, worker),
+                )
+                if cursor.rowcount == 0:
+                    lost.append(task_id)
+            return lost
+
+        return await self._write(extend)
+
+    async def complete(self, worker: str, task_id: str) -> bool:
+        def finish(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE backbeat_tasks SET state = 'succeeded', finished_at = ?, "
+                "lease_until = NULL WHERE id = ? AND worker = ? AND state = 'running'",
+                (time.time(), task_id, worker),
+            )
+            return cursor.rowcount == 1
+
+        return await self._write(finish)
+
+    async def fail(
+        self,
+        worker: str,
+        task_id: str,
+        error: str,
+        traceback: str | None,
+        retry_at: float | None,
+    ) -> bool:
+        def record(conn: sqlite3.Connection) -> bool:
+            if retry_at is None:
+                cursor = conn.execute(
+                    "UPDATE backbeat_tasks SET state = 'failed', finished_at = ?, "
+                    "lease_until = NULL, error = ?, traceback = ? "
+                    "WHERE id = ? AND worker = ? AND state = 'running'",
+                    (time.time(), error, traceback, task_id, worker),
+                )
+            else:
+                cursor = conn.execute(
+                    "UPDATE backbeat_tasks SET state = 'pending', due_at = ?, "
+                    "lease_until = NULL, worker = NULL, error = ?, traceback = ? "
+                    "WHERE id = ? AND worker = ? AND state = 'running'",
+                    (retry_at, error, traceback, task_id, worker),
+                )
+            return cursor.rowcount == 1
+
+        return await self._write(record)
+
+    async def release(self, worker: str, ids: list[str]) -> None:
+        def give_back(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE backbeat_tasks SET state = 'pending', attempts = MAX(attempts - 1, 0), "
+                "lease_until = NULL, worker = NULL WHERE id = ? AND worker = ? "
+                "AND state = 'running'",
+                [(task_id, worker) for task_id in ids],
+            )
+
+        await self._write(give_back)
+
+    async def cancel(self, ids: list[str], reason: str) -> None:
+        def stop(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE backbeat_tasks SET state = 'cancelled', finished_at = ?, error = ?, "
+                "lease_until = NULL WHERE id = ? AND state IN ('pending', 'running')",
+                [(time.time(), reason, task_id) for task_id in ids],
+            )
+
+        await self._write(stop)
+
+    async def retry(self, ids: list[str] | None) -> int:
+        def again(conn: sqlite3.Connection) -> int:
+            reset = (
+                "UPDATE backbeat_tasks SET state = 'pending', attempts = 0, due_at = ?, "
+                "finished_at = NULL, started_at = NULL, worker = NULL WHERE state = 'failed'"
+            )
+            now = time.time()
+            if ids is None:
+                return conn.execute(reset, (now,)).rowcount
+            return sum(conn.execute(reset + " AND id = ?", (now, i)).rowcount for i in ids)
+
+        return await self._write(again)
+
+    async def purge(self, finished_before: float, states: tuple[str, ...] = FINISHED_STATES) -> int:
+        unknown = set(states) - set(FINISHED_STATES)
+        if unknown:
+            raise ValueError(f"only finished tasks can be purged, not {sorted(unknown)}")
+
+        def delete(conn: sqlite3.Connection) -> int:
+            marks = ", ".join("?" for _ in states)
+            return conn.execute(
+                f"DELETE FROM backbeat_tasks WHERE state IN ({marks}) AND finished_at < ?",
+                (*states, finished_before),
+            ).rowcount
+
+        return await self._write(delete)
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def get_sync(self, task_id: str) -> StoredStatus | None:
+        row = self._read(f"SELECT {_STATUS_COLUMNS} FROM backbeat_tasks WHERE id = ?", (task_id,))
+        return StoredStatus(*row[0]) if row else None
+
+    async def get(self, task_id: str) -> StoredStatus | None:
+        return await anyio.to_thread.run_sync(self.get_sync, task_id)
+
+    def counts_sync(self) -> dict[str, int]:
+        rows = self._read(
+            "SELECT CASE WHEN state = 'pending' AND due_at > ? THEN 'scheduled' ELSE state END, "
+            "count(*) FROM backbeat_tasks GROUP BY 1",
+            (time.time(),),
+        )
+        counts = dict.fromkeys(
+            ("pending", "scheduled", "running", "succeeded", "failed", "cancelled"), 0
+        )
+        counts.update({state: count for state, count in rows})
+        return counts
+
+    async def counts(self) -> dict[str, int]:
+        return await anyio.to_thread.run_sync(self.counts_sync)
+
+    def failures_sync(self, limit: int) -> list[StoredStatus]:
+        rows = self._read(
+            f"SELECT {_STATUS_COLUMNS} FROM backbeat_tasks WHERE state = 'failed' "
+            "ORDER BY finished_at DESC LIMIT ?",
+            (limit,),
+        )
+        return [StoredStatus(*row) for row in rows]
+
+    async def failures(self, limit: int) -> list[StoredStatus]:
+        return await anyio.to_thread.run_sync(self.failures_sync, limit)
+
+    def _read(self, sql: str, parameters: tuple[Any, ...]) -> list[Any]:
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
+        try:
+            return self._connection().execute(sql, parameters).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the SQLite store {str(self.path)!r}: {exc}") from exc

@@ -1,0 +1,201 @@
+"""The SQLite store, on real files."""
+
+import asyncio
+import time
+
+import pytest
+
+from backbeat.ids import new_id
+from backbeat.stores import NewTask, SQLiteStore, StoreError, open_store
+from backbeat.stores.sqlite import path_from_url
+
+pytestmark = pytest.mark.anyio
+
+
+def new_task(name: str = "emails.send", due_in: float = 0.0, **policy) -> NewTask:
+    now = time.time()
+    return NewTask(
+        id=new_id(),
+        name=name,
+        payload='{"args": ["hi"], "kwargs": {}}',
+        created_at=now,
+        due_at=now + due_in,
+        **policy,
+    )
+
+
+@pytest.fixture
+async def store(tmp_path):
+    opened = SQLiteStore(tmp_path / "tasks.db")
+    yield opened
+    await opened.close()
+
+
+async def test_enqueue_then_get_and_counts(store):
+    task = new_task(retries=2, timeout=5.0)
+    later = new_task(due_in=60)
+    await store.enqueue([task, later])
+    status = await store.get(task.id)
+    assert (status.id, status.name, status.state, status.attempts) == (
+        task.id,
+        "emails.send",
+        "pending",
+        0,
+    )
+    assert status.info(time.time()).state == "pending"
+    assert (await store.get(later.id)).info(time.time()).state == "scheduled"
+    assert await store.get("nope") is None
+    counts = await store.counts()
+    assert (counts["pending"], counts["scheduled"], counts["running"]) == (1, 1, 0)
+
+
+async def test_the_file_is_in_wal_mode_and_shared_with_other_connections(store, tmp_path):
+    await store.enqueue([new_task()])
+    other = SQLiteStore(tmp_path / "tasks.db")
+    try:
+        assert other.counts_sync()["pending"] == 1
+        mode = other._connection().execute("PRAGMA journal_mode").fetchone()[0]
+        assert mode == "wal"
+    finally:
+        other.close_sync()
+
+
+async def test_claim_takes_due_tasks_once_with_a_lease(store):
+    ready, later = new_task(retries=3, backoff=0.5), new_task(due_in=60)
+    await store.enqueue([ready, later])
+    [claimed] = await store.claim("w1", limit=10, lease=30)
+    assert (claimed.id, claimed.attempts, claimed.retries, claimed.backoff) == (ready.id, 1, 3, 0.5)
+    assert claimed.payload == ready.payload
+    assert await store.claim("w2", limit=10, lease=30) == []
+    assert (await store.get(ready.id)).state == "running"
+
+
+async def test_an_expired_lease_is_claimed_again_and_the_old_holder_loses_it(store):
+    task = new_task()
+    await store.enqueue([task])
+    await store.claim("dead-worker", limit=1, lease=0.05)
+    await asyncio.sleep(0.1)
+    [again] = await store.claim("w2", limit=1, lease=30)
+    assert (again.id, again.attempts) == (task.id, 2)
+    assert await store.complete("dead-worker", task.id) is False
+    assert await store.renew("dead-worker", [task.id], lease=30) == [task.id]
+    assert await store.complete("w2", task.id) is True
+    assert (await store.get(task.id)).state == "succeeded"
+
+
+async def test_renewing_keeps_a_long_task_from_being_claimed_twice(store):
+    task = new_task()
+    await store.enqueue([task])
+    await store.claim("w1", limit=1, lease=0.1)
+    for _ in range(3):
+        await asyncio.sleep(0.05)
+        assert await store.renew("w1", [task.id], lease=0.1) == []
+        assert await store.claim("w2", limit=1, lease=0.1) == []
+
+
+async def test_a_failed_attempt_is_retried_later_or_dead_lettered(store):
+    task = new_task(retries=1)
+    await store.enqueue([task])
+    await store.claim("w1", 1, 30)
+    assert await store.fail("w1", task.id, "ValueError: one", "Traceback…", time.time() + 60)
+    status = await store.get(task.id)
+    assert (status.info(time.time()).state, status.error) == ("scheduled", "ValueError: one")
+    await store.activate([task.id], time.time())  # due now
+    [claimed] = await store.claim("w1", 1, 30)
+    assert claimed.attempts == 2
+    assert await store.fail("w1", task.id, "ValueError: two", "Traceback (most recent…", None)
+    dead = await store.get(task.id)
+    assert (dead.state, dead.attempts, dead.error) == ("failed", 2, "ValueError: two")
+    assert dead.traceback.startswith("Traceback")
+    assert [f.id for f in await store.failures(10)] == [task.id]
+
+
+async def test_retry_brings_dead_letters_back(store):
+    first, second = new_task(), new_task()
+    await store.enqueue([first, second])
+    for _ in range(2):
+        [claimed] = await store.claim("w", 1, 30)
+        await store.fail("w", claimed.id, "boom", None, None)
+    assert await store.retry([first.id]) == 1
+    assert (await store.get(first.id)).state == "pending"
+    assert (await store.get(first.id)).attempts == 0
+    assert await store.retry(None) == 1
+    assert (await store.counts())["failed"] == 0
+
+
+async def test_release_gives_tasks_back_without_burning_the_attempt(store):
+    task = new_task()
+    await store.enqueue([task])
+    await store.claim("w1", 1, 30)
+    await store.release("w1", [task.id])
+    status = await store.get(task.id)
+    assert (status.state, status.attempts) == ("pending", 0)
+
+
+async def test_tasks_written_ahead_run_only_once_activated(store):
+    task = new_task(due_in=3600)  # written before the response, held
+    await store.enqueue([task])
+    assert await store.claim("w", 1, 30) == []
+    await store.activate([task.id], time.time())
+    assert [c.id for c in await store.claim("w", 1, 30)] == [task.id]
+
+
+async def test_cancel_and_purge(store):
+    done, cancelled, failed = new_task(), new_task(), new_task()
+    await store.enqueue([done, cancelled, failed])
+    for claimed in await store.claim("w", 3, 30):
+        if claimed.id == done.id:
+            await store.complete("w", done.id)
+        elif claimed.id == failed.id:
+            await store.fail("w", failed.id, "boom", None, None)
+    await store.cancel([cancelled.id], "cancelled by test")
+    assert (await store.get(cancelled.id)).state == "cancelled"
+    assert await store.purge(time.time() + 1, ("succeeded", "cancelled")) == 2
+    assert await store.get(failed.id) is not None  # dead letters stay
+    assert await store.purge(time.time() + 1) == 1
+    with pytest.raises(ValueError, match="only finished"):
+        await store.purge(time.time(), ("running",))
+
+
+async def test_concurrent_writes_share_transactions(store):
+    before = store.transactions
+    await asyncio.gather(*(store.enqueue([new_task()]) for _ in range(200)))
+    assert (await store.counts())["pending"] == 200
+    assert store.transactions - before < 200  # grouped: fewer commits than writes
+
+
+async def test_one_bad_write_fails_alone(store):
+    task = new_task()
+    await store.enqueue([task])
+    results = await asyncio.gather(
+        store.enqueue([task]),  # duplicate id
+        store.enqueue([new_task()]),
+        return_exceptions=True,
+    )
+    assert "UNIQUE constraint failed" in str(results[0])
+    assert results[1] is None
+    assert (await store.counts())["pending"] == 2
+
+
+def test_urls(tmp_path):
+    assert str(path_from_url("sqlite:///tasks.db")) == "tasks.db"
+    assert str(path_from_url("sqlite:////var/lib/x.db")) == "/var/lib/x.db"
+    for bad in ("sqlite://tasks.db", "sqlite:///", "postgres://x"):
+        with pytest.raises(StoreError):
+            path_from_url(bad)
+    with pytest.raises(StoreError, match="unknown store 'redis'"):
+        open_store("redis://localhost")
+    store = open_store(f"sqlite:///{tmp_path}/nested/dir/t.db")
+    assert (tmp_path / "nested" / "dir" / "t.db").exists()
+    store.close_sync()
+
+
+def test_a_corrupt_or_unreadable_file_is_a_clear_error(tmp_path):
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(StoreError, match=r"cannot open the SQLite store .*corrupt\.db"):
+        SQLiteStore(corrupt)
+    directory = tmp_path / "a-directory.db"
+    directory.mkdir()
+    with pytest.raises(StoreError, match="cannot open"):
+        SQLiteStore(directory)
