@@ -84,7 +84,7 @@ def task(
     def decorate(fn: F) -> F:
         if not callable(fn):
             raise TypeError(f"@task needs a function, got {fn!r}")
-        policy = TaskPolicy(name=name or qualified_name(fn), **options)  # type: ignore[arg-type]
+        policy = TaskPolicy(name=name, **options)  # type: ignore[arg-type]
         try:
             setattr(fn, _POLICY_ATTRIBUTE, policy)
         except AttributeError:

@@ -199,3 +199,13 @@ def test_a_corrupt_or_unreadable_file_is_a_clear_error(tmp_path):
     directory.mkdir()
     with pytest.raises(StoreError, match="cannot open"):
         SQLiteStore(directory)
+
+
+async def test_a_task_waits_for_the_ones_it_comes_after(store):
+    first, second = new_task(), new_task()
+    second.after = f'["{first.id}"]'
+    await store.enqueue([first, second])
+    assert [c.id for c in await store.claim("w", 10, 30)] == [first.id]
+    assert await store.claim("w", 10, 30) == []
+    await store.fail("w", first.id, "boom", None, None)  # finished, even if failed
+    assert [c.id for c in await store.claim("w", 10, 30)] == [second.id]

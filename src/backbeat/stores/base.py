@@ -35,6 +35,8 @@ class NewTask:
     backoff: float = 1.0
     max_backoff: float = 60.0
     timeout: float | None = None
+    # Ids of tasks that must finish first (a sequence's earlier members), as JSON.
+    after: str | None = None
 
 
 @dataclass(slots=True)
@@ -122,6 +124,12 @@ class Store(Protocol):
     async def cancel(self, ids: list[str], reason: str) -> None: ...
 
     async def get(self, task_id: str) -> StoredStatus | None: ...
+
+    def get_sync(self, task_id: str) -> StoredStatus | None:
+        """`get` for sync callers (any thread); blocks on the read."""
+        ...
+
+    def counts_sync(self) -> dict[str, int]: ...
 
     async def counts(self) -> dict[str, int]: ...
 

@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS backbeat_tasks (
     lease_until REAL,
     worker TEXT,
     error TEXT,
-    traceback TEXT
+    traceback TEXT,
+    after TEXT
 );
 CREATE INDEX IF NOT EXISTS backbeat_tasks_runnable ON backbeat_tasks (state, due_at);
 CREATE INDEX IF NOT EXISTS backbeat_tasks_leases ON backbeat_tasks (state, lease_until);
@@ -233,6 +234,7 @@ class SQLiteStore:
                 t.timeout,
                 t.created_at,
                 t.due_at,
+                t.after,
             )
             for t in tasks
         ]
@@ -240,8 +242,8 @@ class SQLiteStore:
         def insert(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 "INSERT INTO backbeat_tasks (id, name, payload, state, retries, backoff, "
-                "max_backoff, timeout, created_at, due_at) "
-                "VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
+                "max_backoff, timeout, created_at, due_at, after) "
+                "VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
 
@@ -264,7 +266,10 @@ class SQLiteStore:
                 "UPDATE backbeat_tasks SET state = 'running', attempts = attempts + 1, "
                 "started_at = :now, lease_until = :until, worker = :worker "
                 "WHERE id IN (SELECT id FROM ("
-                "  SELECT id, due_at FROM backbeat_tasks WHERE state = 'pending' AND due_at <= :now"
+                "  SELECT id, due_at FROM backbeat_tasks t WHERE state = 'pending' "
+                "  AND due_at <= :now AND (after IS NULL OR NOT EXISTS ("
+                "    SELECT 1 FROM json_each(t.after) j JOIN backbeat_tasks p ON p.id = j.value"
+                "    WHERE p.state IN ('pending', 'running')))"
                 "  UNION ALL "
                 "  SELECT id, due_at FROM backbeat_tasks "
                 "  WHERE state = 'running' AND lease_until < :now"
