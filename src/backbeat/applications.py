@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute
 from starlette.types import Lifespan, Receive, Scope, Send
 
 from backbeat.runner import Runner
-from backbeat.tasks import current_runner
+from backbeat.tasks import BackgroundTask, current_runner
 
 
 class App(Starlette):
@@ -45,6 +45,12 @@ class App(Starlette):
         self.runner: Runner | None = Runner() if runner is None else (runner or None)
         if self.runner is not None:
             lifespan = with_runner(self.runner, lifespan)
+            if self.runner.durable:
+                # A route's task that cannot be stored by name fails here, at start-up.
+                for item in routes or ():
+                    background = getattr(item, "background", None)
+                    if isinstance(background, BackgroundTask):
+                        self.runner.register_tasks(background)
         super().__init__(
             debug=debug,
             routes=routes,

@@ -15,6 +15,7 @@ A decorated handler becomes a Starlette `Route`, so it goes straight into
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import traceback
@@ -32,7 +33,7 @@ from starlette.types import Receive, Scope, Send
 
 from backbeat.params import BadRequest, InvalidParameters, analyse
 from backbeat.responses import JSONResponse, Response
-from backbeat.tasks import BackgroundTask, BackgroundTasks
+from backbeat.tasks import BackgroundTask, BackgroundTasks, TaskSink, current_runner
 
 logger = logging.getLogger("backbeat")
 
@@ -83,7 +84,32 @@ class HandlerRoute(Route):
             response = await self._respond(request)
         except ClientDisconnect:
             return
+        runner = current_runner.get()
+        if runner is not None and runner.durable and response.background is not None:
+            await self._respond_durably(request, response, runner)
+            return
         await response(scope, receive, send)
+
+    async def _respond_durably(
+        self, request: Request, response: StarletteResponse, runner: TaskSink
+    ) -> None:
+        """Store the tasks before the response starts: a 2xx is a promise kept."""
+        tasks = response.background
+        assert isinstance(tasks, BackgroundTask)  # _tasks_for made it one
+        try:
+            response.background = prepared = await runner.prepare(tasks)
+        except Exception as exc:
+            # Nothing was stored (bad argument, unnamed function, store down): no 2xx.
+            await self._server_error(request, exc)(request.scope, request.receive, request._send)
+            return
+        try:
+            await response(request.scope, request.receive, request._send)
+        except BaseException:
+            abandon = getattr(prepared, "abandon", None)
+            if abandon is not None:
+                with contextlib.suppress(Exception):
+                    await abandon("the response was not delivered")
+            raise
 
     async def _respond(self, request: Request) -> StarletteResponse:
         """The handler's response, carrying every task to run; an error response, none."""

@@ -29,7 +29,9 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
+from backbeat.durable import DurableEngine
 from backbeat.ids import new_id
+from backbeat.registry import durable_name
 from backbeat.responses import JSONResponse
 from backbeat.routing import HandlerRoute, get
 from backbeat.status import (
@@ -43,6 +45,7 @@ from backbeat.status import (
     TaskRecord,
     TaskTable,
 )
+from backbeat.stores import Store, open_store
 from backbeat.tasks import BackgroundTask, BackgroundTasks, current_runner, log_failure
 
 logger = logging.getLogger("backbeat")
@@ -92,6 +95,10 @@ class Runner:
         keep_finished: int = 10_000,
         finished_ttl: float = 3600.0,
         eager: bool = False,
+        store: str | Store | None = None,
+        execute: bool = True,
+        lease: float = 30.0,
+        poll_interval: float = 1.0,
         on_start: Hook | None = None,
         on_success: Hook | None = None,
         on_error: Hook | None = None,
@@ -108,11 +115,14 @@ class Runner:
             ("shutdown_timeout", shutdown_timeout),
             ("overflow_timeout", overflow_timeout),
             ("finished_ttl", finished_ttl),
+            ("lease", lease),
+            ("poll_interval", poll_interval),
         ):
             if not isinstance(number, int | float) or isinstance(number, bool) or number < 0:
                 raise ValueError(f"Runner({name}=...) must be a number >= 0, got {number!r}")
         self.concurrency = concurrency
         self.max_pending = max_pending
+        self.finished_ttl = float(finished_ttl)
         self.shutdown_timeout = float(shutdown_timeout)
         self.overflow_timeout = float(overflow_timeout)
         self.eager = eager
@@ -131,6 +141,47 @@ class Runner:
         self._room: asyncio.Event | None = None
         self._room_waiters = 0
         self._warned: set[str] = set()
+        # With a store, the durable engine does the work; without, the code below.
+        self._durable: DurableEngine | None = None
+        if store is not None:
+            opened = open_store(store) if isinstance(store, str) else store
+            self._durable = DurableEngine(
+                self,
+                opened,
+                execute=execute,
+                lease=float(lease),
+                poll_interval=float(poll_interval),
+            )
+
+    @property
+    def durable(self) -> bool:
+        """True when tasks are kept in a store."""
+        return self._durable is not None
+
+    @property
+    def store(self) -> Store | None:
+        return None if self._durable is None else self._durable.store
+
+    def register(self, func: Callable[..., Any]) -> str:
+        """Let this runner (and workers loading this app) run `func` by name.
+
+        Needed for durable tasks whose functions are neither `@task` nor a route's
+        ``background=``; raises TypeError for what cannot be found by name.
+        """
+        if self._durable is not None:
+            return self._durable.register(func)
+        return durable_name(func)
+
+    def register_tasks(self, task: BackgroundTask) -> None:
+        """Register every function in a task tree (a route's ``background=``)."""
+        if self._durable is not None:
+            self._durable.register_tree(task)
+
+    async def prepare(self, task: BackgroundTask) -> BackgroundTask:
+        """Write a request's tasks before its response starts (durable runners only)."""
+        if self._durable is None or self.eager:
+            return task
+        return await self._durable.prepare(task)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -149,12 +200,16 @@ class Runner:
         if self._table.active == 0:
             self._idle.set()
         self._accepting = True
+        if self._durable is not None:
+            await self._durable.start()
 
     async def drain(self) -> None:
         """Stop taking tasks; give the others `shutdown_timeout` s; cancel and log the rest."""
         if self._loop is None:
             return
         self._accepting = False
+        if self._durable is not None:
+            await self._durable.drain()
         if self._table.active:
             assert self._idle is not None
             with contextlib.suppress(TimeoutError):
@@ -203,6 +258,10 @@ class Runner:
         """
         if not isinstance(task, BackgroundTask):
             raise TypeError(f"Runner.submit expects a BackgroundTask, got {task!r}")
+        if self._durable is not None:
+            raise RuntimeError(
+                "a durable runner writes to its store: use `await runner.asubmit(task)`"
+            )
         if not self._accepting:
             raise RuntimeError(
                 "this Runner is not running: start it with `async with runner:` or the "
@@ -215,14 +274,32 @@ class Runner:
     def take(self, task: BackgroundTask) -> bool:
         """What `await task()` does first inside a request served under this runner:
         take the task if there is room (no await on this path). False: call `hand_off`."""
-        if self._accepting and not self.eager and self._waiting() < self.max_pending:
+        if (
+            self._accepting
+            and not self.eager
+            and self._durable is None
+            and self._waiting() < self.max_pending
+        ):
             self._accept(task, contextvars.copy_context())
             return True
         return False
 
+    async def asubmit(self, task: BackgroundTask) -> str:
+        """`submit` for any runner; with a store, returns once the task is written."""
+        if self._durable is None:
+            return self.submit(task)
+        if not isinstance(task, BackgroundTask):
+            raise TypeError(f"Runner.asubmit expects a BackgroundTask, got {task!r}")
+        ids = await self._durable.write(task, contextvars.copy_context())
+        return ids[0] if len(ids) == 1 else task.id
+
     async def hand_off(self, task: BackgroundTask) -> None:
         """Take the task, or wait for room, or run it inline; eager mode runs it here."""
         if self.take(task):
+            return
+        if self._durable is not None and not self.eager:
+            # Durable: the write is the hand-off, whether or not this process executes.
+            await self._durable.write(task, contextvars.copy_context())
             return
         token = current_runner.set(None)
         try:
@@ -506,19 +583,34 @@ class Runner:
 
         Safe to call from any thread.
         """
+        if self._durable is not None:
+            return self._durable.get(task_id)
         record = self._table.get(task_id)
         return None if record is None else record.snapshot()
 
     async def aget(self, task_id: str) -> TaskInfo | None:
         """`get` for handlers (stores that do I/O make this the one to use)."""
+        if self._durable is not None:
+            return await self._durable.aget(task_id)
         return self.get(task_id)
 
     def stats(self) -> dict[str, int]:
-        """Counts by state: live for pending/scheduled/running, totals for finished states."""
+        """Counts by state: live for pending/scheduled/running, totals for finished states.
+
+        With a store: the store's counts (finished tasks until they are purged).
+        """
+        if self._durable is not None:
+            return self._durable.stats()
         return {state.value: count for state, count in self._table.counts.items()}
 
     async def join(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - the brief's API
-        """Wait until no task is pending, scheduled or running (TimeoutError after `timeout`)."""
+        """Wait until no task is pending, scheduled or running (TimeoutError after `timeout`).
+
+        With a store: until the store has no task due now or running, whoever runs it.
+        """
+        if self._durable is not None:
+            await self._durable.join(timeout)
+            return
         if self._table.active == 0:
             return
         if self._idle is None or self._loop is None:

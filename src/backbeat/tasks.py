@@ -91,9 +91,19 @@ def task(
             raise TypeError(
                 f"@task cannot mark {fn!r}: it takes no attributes; wrap it in a def"
             ) from None
+        _declared.append(fn)
         return fn
 
     return decorate(func) if func is not None else decorate
+
+
+# Every @task function, so that a durable runner can register them by name (a
+# worker that imports the app's modules knows all the tasks they declare).
+_declared: list[Callable[..., Any]] = []
+
+
+def declared_tasks() -> list[Callable[..., Any]]:
+    return list(_declared)
 
 
 def task_policy(func: Callable[..., Any]) -> TaskPolicy | None:
@@ -134,6 +144,15 @@ class TaskSink(Protocol):
 
     async def hand_off(self, task: BackgroundTask) -> None:
         """Take the task, waiting for room or running it inline as the sink decides."""
+        ...
+
+    @property
+    def durable(self) -> bool:
+        """True when tasks must be written (`prepare`) before the response starts."""
+        ...
+
+    async def prepare(self, task: BackgroundTask) -> BackgroundTask:
+        """Store the tasks ahead of the response; returns what the response should await."""
         ...
 
 

@@ -1,0 +1,426 @@
+"""Durable execution: what a `Runner` does when it has a store.
+
+Tasks are rows in the store (a registered function's name, its arguments as
+JSON, its policy). Writing happens before the client can see a 2xx (in `App`,
+before ``http.response.start``); the rows become runnable once the response
+has been sent. Any process with the same app and store — the app itself,
+``backbeat worker`` processes — claims runnable rows under a lease, renews the
+lease while the task runs, and records the outcome: done, retry at a time, or
+failed for good (the dead letter). A process that dies mid-task leaves a
+lease that expires, and another claims the task: at-least-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import os
+import socket
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from backbeat.concurrency import AsyncCallable, enforce_async_callable
+from backbeat.ids import new_id
+from backbeat.policy import TaskPolicy
+from backbeat.registry import TaskRegistry
+from backbeat.serialization import ArgumentError, decode_arguments, encode_arguments
+from backbeat.status import TaskInfo, TaskState
+from backbeat.stores.base import ClaimedTask, NewTask, Store, StoreError
+from backbeat.tasks import BackgroundTask, BackgroundTasks, current_runner, declared_tasks
+
+if TYPE_CHECKING:
+    from backbeat.runner import Runner
+
+logger = logging.getLogger("backbeat")
+
+_REMEMBERED_IDS = 100_000
+
+
+def original_function(task: BackgroundTask) -> Callable[..., Any]:
+    func = task.func
+    return func.__wrapped__ if isinstance(func, AsyncCallable) else func
+
+
+class PreparedTasks(BackgroundTasks):
+    """Rows written ahead of the response; awaiting this makes them runnable."""
+
+    def __init__(self, engine: DurableEngine, ids: list[str]) -> None:
+        super().__init__()
+        self.engine = engine
+        self.ids = ids
+        self.activated = False
+
+    async def __call__(self) -> None:
+        self.activated = True
+        await self.engine.activate(self.ids)
+
+    async def abandon(self, reason: str) -> None:
+        if not self.activated:
+            await self.engine.store.cancel(self.ids, reason)
+
+
+class DurableEngine:
+    def __init__(
+        self,
+        runner: Runner,
+        store: Store,
+        *,
+        execute: bool,
+        lease: float,
+        poll_interval: float,
+    ) -> None:
+        self.runner = runner
+        self.store = store
+        self.execute = execute
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.registry = TaskRegistry()
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
+        # Contexts of tasks this process wrote, so that it runs them in their
+        # request's context when it claims them itself.
+        self._contexts: dict[str, contextvars.Context] = {}
+        self._written: OrderedDict[str, None] = OrderedDict()
+        self._executions: dict[str, asyncio.Task[None]] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        self._wake: asyncio.Event | None = None
+        self._accepting = False
+
+    # --- names -------------------------------------------------------------------------
+
+    def register(self, func: Callable[..., Any]) -> str:
+        return self.registry.register(func)
+
+    def register_declared(self) -> None:
+        """Every @task function imported so far that can be found by name."""
+        for func in declared_tasks():
+            with contextlib.suppress(TypeError):
+                self.registry.register(func)
+
+    def register_tree(self, task: BackgroundTask) -> None:
+        if isinstance(task, BackgroundTasks):
+            for member in task.tasks:
+                self.register_tree(member)
+        else:
+            self.register(original_function(task))
+
+    # --- writing -------------------------------------------------------------------------
+
+    def rows(
+        self, task: BackgroundTask, caller: contextvars.Context | None, *, hold: bool
+    ) -> list[NewTask]:
+        """The rows for a task tree; TypeError for anything that cannot be stored."""
+        now = time.time()
+        rows: list[NewTask] = []
+        self._flatten(task, [], rows, caller, now, hold)
+        return rows
+
+    def _flatten(
+        self,
+        task: object,
+        after: list[str],
+        rows: list[NewTask],
+        caller: contextvars.Context | None,
+        now: float,
+        hold: bool,
+    ) -> list[str]:
+        if isinstance(task, BackgroundTasks):
+            if task.as_group:
+                ends: list[str] = []
+                for member in task.tasks:
+                    ends.extend(self._flatten(member, after, rows, caller, now, hold))
+                return ends or after
+            for member in task.tasks:
+                after = self._flatten(member, after, rows, caller, now, hold)
+            return after
+        if not isinstance(task, BackgroundTask):
+            task = BackgroundTask(task)  # type: ignore[arg-type]  # appended to .tasks by hand
+        name = self.register(original_function(task))
+        payload = encode_arguments(name, task.args, task.kwargs)
+        fresh = task.context is None or task.id in self._written
+        task_id = new_id() if fresh else task.id
+        created = now if fresh else task.created
+        policy: TaskPolicy = task.policy
+        due = created + policy.delay if policy.delay else now
+        if hold:
+            # Runnable once the response is out; if this process dies before
+            # that, after one lease anyway (at-least-once).
+            due = max(due, now + self.lease)
+        rows.append(
+            NewTask(
+                id=task_id,
+                name=name,
+                payload=payload,
+                created_at=created,
+                due_at=due,
+                retries=policy.retries,
+                backoff=policy.backoff,
+                max_backoff=policy.max_backoff,
+                timeout=policy.timeout,
+                after=_json_ids(after),
+            )
+        )
+        self._remember(task_id, (task.context or caller or contextvars.copy_context()).copy())
+        return [task_id]
+
+    def _remember(self, task_id: str, context: contextvars.Context) -> None:
+        self._written[task_id] = None
+        if len(self._written) > _REMEMBERED_IDS:
+            self._written.popitem(last=False)
+        if self.execute:
+            self._contexts[task_id] = context
+            if len(self._contexts) > _REMEMBERED_IDS:
+                self._contexts.pop(next(iter(self._contexts)))
+
+    async def write(self, task: BackgroundTask, caller: contextvars.Context | None) -> list[str]:
+        rows = self.rows(task, caller, hold=False)
+        await self.store.enqueue(rows)
+        self._poke()
+        return [row.id for row in rows]
+
+    async def prepare(self, task: BackgroundTask) -> PreparedTasks:
+        rows = self.rows(task, contextvars.copy_context(), hold=True)
+        await self.store.enqueue(rows)
+        return PreparedTasks(self, [row.id for row in rows])
+
+    async def activate(self, ids: list[str]) -> None:
+        await self.store.activate(ids, time.time())
+        self._poke()
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    # --- running -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.register_declared()
+        self._accepting = True
+        self._wake = asyncio.Event()
+        if self.execute:
+            loop = asyncio.get_running_loop()
+            # The engine's own loops run outside any request's context.
+            context = contextvars.Context()
+            self._loops = [
+                loop.create_task(self._claim_loop(), context=context),
+                loop.create_task(self._renew_loop(), context=context.copy()),
+                loop.create_task(self._purge_loop(), context=context.copy()),
+            ]
+
+    async def _claim_loop(self) -> None:
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        while self._accepting:
+            free = self.runner.concurrency - len(self._executions)
+            claimed: list[ClaimedTask] = []
+            if free > 0:
+                try:
+                    claimed = await self.store.claim(self.worker, free, self.lease)
+                except StoreError as exc:
+                    logger.error("backbeat: cannot claim tasks: %s", exc)
+            for item in claimed:
+                context = self._contexts.pop(item.id, None) or contextvars.Context()
+                context.run(current_runner.set, None)
+                execution = loop.create_task(self._execute(item), context=context)
+                self._executions[item.id] = execution
+            if claimed and len(claimed) == free:
+                continue  # there may be more waiting
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            ids = list(self._executions)
+            if not ids:
+                continue
+            try:
+                lost = await self.store.renew(self.worker, ids, self.lease)
+            except StoreError as exc:
+                logger.error("backbeat: cannot renew task leases: %s", exc)
+                continue
+            for task_id in lost:
+                logger.warning(
+                    "backbeat: lost the lease of task %s (another process may run it too)",
+                    task_id,
+                )
+
+    async def _purge_loop(self) -> None:
+        ttl = self.runner.finished_ttl
+        while True:
+            await asyncio.sleep(min(ttl, 60.0) or 60.0)
+            try:
+                await self.store.purge(time.time() - ttl, ("succeeded", "cancelled"))
+            except StoreError as exc:
+                logger.error("backbeat: cannot purge finished tasks: %s", exc)
+
+    async def _execute(self, item: ClaimedTask) -> None:
+        runner = self.runner
+        info = _info(item, TaskState.RUNNING)
+        try:
+            func = self.registry.get(item.name)
+            if func is None:
+                raise _Unrunnable(
+                    f"unknown task {item.name!r}: this app registered no function by that "
+                    "name (@task, a route's background=, or runner.register); "
+                    f"it knows {len(self.registry)} task name(s)"
+                )
+            try:
+                args, kwargs = decode_arguments(func, item.payload)
+            except ArgumentError as exc:
+                raise _Unrunnable(str(exc)) from None
+            if runner.on_start is not None:
+                await runner._hook(runner.on_start, info)
+            call = enforce_async_callable(func)
+            if item.timeout is None:
+                await call(*args, **kwargs)
+            else:
+                try:
+                    async with asyncio.timeout(item.timeout) as deadline:
+                        await call(*args, **kwargs)
+                except TimeoutError as exc:
+                    if deadline.expired():
+                        raise TimeoutError(f"timed out after {item.timeout:g}s") from exc
+                    raise
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # shutdown: the drain releases the task
+            await self._attempt_failed(item, info, asyncio.CancelledError("cancelled by the task"))
+        except _Unrunnable as exc:
+            logger.error("Background task %r (id %s) cannot run: %s", item.name, item.id, exc)
+            await self._record(self.store.fail(self.worker, item.id, str(exc), None, None))
+        except Exception as exc:
+            await self._attempt_failed(item, info, exc)
+        else:
+            await self._record(self.store.complete(self.worker, item.id))
+            if runner.on_success is not None:
+                await runner._hook(runner.on_success, _info(item, TaskState.SUCCEEDED))
+        finally:
+            self._executions.pop(item.id, None)
+            self._poke()
+
+    async def _attempt_failed(self, item: ClaimedTask, info: TaskInfo, exc: BaseException) -> None:
+        runner = self.runner
+        error = f"{type(exc).__name__}: {exc}"
+        trace = "".join(traceback.format_exception(exc))
+        if runner.on_error is not None:
+            await runner._hook(runner.on_error, info, exc)
+        if item.attempts <= item.retries:
+            policy = TaskPolicy(backoff=item.backoff, max_backoff=item.max_backoff)
+            wait = policy.retry_delay(item.attempts)
+            logger.warning(
+                "Background task %r (id %s) attempt %d of %d failed (%s); retrying in %.2fs",
+                item.name,
+                item.id,
+                item.attempts,
+                item.retries + 1,
+                error,
+                wait,
+            )
+            await self._record(
+                self.store.fail(self.worker, item.id, error, trace, time.time() + wait)
+            )
+            if runner.on_retry is not None:
+                await runner._hook(runner.on_retry, _info(item, TaskState.SCHEDULED), exc)
+            return
+        logger.error(
+            "Background task %r (id %s) failed after %d attempt(s): %s",
+            item.name,
+            item.id,
+            item.attempts,
+            error,
+            exc_info=exc,
+        )
+        await self._record(self.store.fail(self.worker, item.id, error, trace, None))
+
+    async def _record(self, outcome: Any) -> None:
+        try:
+            held = await outcome
+        except StoreError as exc:
+            logger.error("backbeat: cannot record a task's outcome: %s", exc)
+            return
+        if held is False:
+            logger.warning("backbeat: a task finished after its lease was lost; outcome ignored")
+
+    async def drain(self) -> None:
+        self._accepting = False
+        self._poke()
+        if self._executions:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*self._executions.values(), return_exceptions=True),
+                    self.runner.shutdown_timeout,
+                )
+        left = list(self._executions)
+        for execution in self._executions.values():
+            execution.cancel()
+        if self._executions:
+            await asyncio.gather(*self._executions.values(), return_exceptions=True)
+        for loop_task in self._loops:
+            loop_task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops = []
+        if left:
+            try:
+                await self.store.release(self.worker, left)
+            except StoreError as exc:
+                logger.error("backbeat: cannot release unfinished tasks: %s", exc)
+                return
+            logger.warning(
+                "backbeat runner: %d task(s) not finished within shutdown_timeout=%.1fs were "
+                "released to the store, to run later: %s",
+                len(left),
+                self.runner.shutdown_timeout,
+                ", ".join(left),
+            )
+
+    # --- looking -------------------------------------------------------------------------
+
+    def get(self, task_id: str) -> TaskInfo | None:
+        status = self.store.get_sync(task_id)
+        return None if status is None else status.info(time.time())
+
+    async def aget(self, task_id: str) -> TaskInfo | None:
+        status = await self.store.get(task_id)
+        return None if status is None else status.info(time.time())
+
+    def stats(self) -> dict[str, int]:
+        return self.store.counts_sync()
+
+    async def join(self, timeout: float | None) -> None:  # noqa: ASYNC109  # noqa: ASYNC109
+        async with asyncio.timeout(timeout):
+            while True:
+                counts = await self.store.counts()
+                if counts["pending"] + counts["running"] == 0:
+                    return
+                await asyncio.sleep(0.02)
+
+
+class _Unrunnable(Exception):
+    """The stored task cannot run in this process: dead-letter it, keep going."""
+
+
+def _info(item: ClaimedTask, state: TaskState) -> TaskInfo:
+    return TaskInfo(
+        id=item.id,
+        name=item.name,
+        state=state,
+        attempts=item.attempts,
+        error=None,
+        created_at=datetime.fromtimestamp(item.created_at, UTC),
+        started_at=datetime.now(UTC),
+        finished_at=None,
+    )
+
+
+def _json_ids(ids: list[str]) -> str | None:
+    if not ids:
+        return None
+    return "[" + ",".join(f'"{task_id}"' for task_id in ids) + "]"
