@@ -352,12 +352,13 @@ class DurableEngine:
     async def drain(self) -> None:
         self._accepting = False
         self._poke()
-        if self._executions:
+        if self._loops:
+            # Let the claim loop finish its round: cancelling a claim midway would
+            # leave the tasks it took leased to us until the lease runs out.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.gather(*self._executions.values(), return_exceptions=True),
-                    self.runner.shutdown_timeout,
-                )
+                await asyncio.wait_for(asyncio.shield(self._loops[0]), self.runner.shutdown_timeout)
+        if self._executions:
+            await asyncio.wait(self._executions.values(), timeout=self.runner.shutdown_timeout)
         left = list(self._executions)
         for execution in self._executions.values():
             execution.cancel()
@@ -398,7 +399,7 @@ class DurableEngine:
         async with asyncio.timeout(timeout):
             while True:
                 counts = await self.store.counts()
-                if counts["pending"] + counts["running"] == 0:
+                if counts["pending"] + counts["scheduled"] + counts["running"] == 0:
                     return
                 await asyncio.sleep(0.02)
 

@@ -606,7 +606,7 @@ class Runner:
     async def join(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - the brief's API
         """Wait until no task is pending, scheduled or running (TimeoutError after `timeout`).
 
-        With a store: until the store has no task due now or running, whoever runs it.
+        With a store: until the store has no such task, whichever process runs it.
         """
         if self._durable is not None:
             await self._durable.join(timeout)

@@ -180,6 +180,8 @@ class SQLiteStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for write in batch:
+                if not write.future.set_running_or_notify_cancel():
+                    continue  # the caller gave up before we got to it: do nothing
                 conn.execute("SAVEPOINT op")
                 try:
                     result = write.fn(conn)
@@ -197,7 +199,8 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
             error = StoreError(f"write to {str(self.path)!r} failed: {exc}")
             for write in batch:
-                write.future.set_exception(error)
+                if write.future.running() or write.future.set_running_or_notify_cancel():
+                    write.future.set_exception(error)
             return
         for write, result, error_or_none in results:
             if error_or_none is None:

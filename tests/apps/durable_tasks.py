@@ -1,0 +1,39 @@
+"""Module-level task functions for the durable tests (durable tasks need names)."""
+
+import asyncio
+import contextvars
+import os
+import time
+import uuid
+from decimal import Decimal
+
+from backbeat import task
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+calls: list[tuple[str, object]] = []
+
+
+def mark(line: str) -> None:
+    path = os.environ.get("BACKBEAT_TEST_OUT")
+    if path:
+        with open(path, "a") as out:
+            out.write(f"{line} {os.getpid()} {time.time()}\n")
+
+
+async def record(label: str, amount: Decimal, ident: uuid.UUID) -> None:
+    calls.append((label, (amount, ident, request_id.get())))
+
+
+def record_sync(label: str) -> None:
+    calls.append((label, "sync"))
+
+
+@task(name="tests.flaky", retries=1, backoff=0.01)
+async def flaky(label: str) -> None:
+    calls.append((label, "attempt"))
+    raise ConnectionError(f"{label} failed")
+
+
+async def sleep_and_mark(seconds: float, label: str) -> None:
+    await asyncio.sleep(seconds)
+    mark(label)

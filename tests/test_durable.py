@@ -1,0 +1,192 @@
+"""The runner with a SQLite store, in one process (real files)."""
+
+import asyncio
+import functools
+import time
+import uuid
+from decimal import Decimal
+
+import pytest
+from starlette.testclient import TestClient as StarletteTestClient
+
+from backbeat import App, BackgroundTask, BackgroundTasks, JSONResponse, Runner, post
+from backbeat.ids import new_id
+from backbeat.stores import NewTask
+from backbeat.testing import TestClient
+from tests.apps import durable_tasks
+from tests.apps.durable_tasks import flaky, record, record_sync, request_id, sleep_and_mark
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def clear_calls():
+    durable_tasks.calls.clear()
+
+
+@pytest.fixture
+def db(tmp_path):
+    return f"sqlite:///{tmp_path}/tasks.db"
+
+
+async def test_a_task_is_written_then_run_with_its_arguments_decoded(db):
+    ident = uuid.uuid4()
+    async with Runner(store=db) as runner:
+        task_id = await runner.asubmit(BackgroundTask(record, "a", Decimal("1.5"), ident=ident))
+        await runner.join(timeout=5)
+        info = runner.get(task_id)
+    assert durable_tasks.calls == [("a", (Decimal("1.5"), ident, "-"))]
+    assert (info.state, info.attempts, info.name) == (
+        "succeeded",
+        1,
+        "tests.apps.durable_tasks:record",
+    )
+    assert runner.stats()["succeeded"] == 1
+
+
+async def test_another_runner_sees_the_state_without_being_started(db):
+    async with Runner(store=db) as runner:
+        task_id = await runner.asubmit(BackgroundTask(record_sync, "x"))
+        await runner.join(timeout=5)
+    onlooker = Runner(store=db)  # never started: a CLI, a status page
+    assert onlooker.get(task_id).state == "succeeded"
+    assert (await onlooker.aget(task_id)).attempts == 1
+
+
+async def test_retries_then_a_dead_letter_with_error_and_traceback(db, backbeat_log):
+    async with Runner(store=db) as runner:
+        task_id = await runner.asubmit(BackgroundTask(flaky, "f"))
+        await runner.join(timeout=5)
+        info = runner.get(task_id)
+        stored = runner.store.get_sync(task_id)
+    assert durable_tasks.calls == [("f", "attempt"), ("f", "attempt")]
+    assert (info.state, info.attempts, info.error) == ("failed", 2, "ConnectionError: f failed")
+    assert "Traceback (most recent call last)" in stored.traceback
+    assert any("failed after 2 attempt(s)" in m for m in backbeat_log.messages())
+
+
+async def test_an_unknown_task_name_is_dead_lettered_and_the_worker_goes_on(db, backbeat_log):
+    async with Runner(store=db) as runner:
+        now = time.time()
+        stranger = NewTask(new_id(), "os:system", '{"args": ["rm -rf /"], "kwargs": {}}', now, now)
+        await runner.store.enqueue([stranger])
+        good = await runner.asubmit(BackgroundTask(record_sync, "after"))
+        await runner.join(timeout=5)
+        bad = runner.get(stranger.id)
+        assert (bad.state, bad.attempts) == ("failed", 1)
+        assert bad.error.startswith("unknown task 'os:system'")
+        assert runner.get(good).state == "succeeded"
+    assert durable_tasks.calls == [("after", "sync")]
+    assert any("cannot run: unknown task" in m for m in backbeat_log.messages())
+
+
+async def test_a_stored_document_that_does_not_fit_is_dead_lettered(db):
+    async with Runner(store=db) as runner:
+        runner.register(record_sync)
+        now = time.time()
+        row = NewTask(new_id(), "tests.apps.durable_tasks:record_sync", "{broken", now, now)
+        await runner.store.enqueue([row])
+        await runner.join(timeout=5)
+        assert "not a valid document" in runner.get(row.id).error
+
+
+async def test_what_cannot_be_stored_is_a_type_error_and_nothing_is_stored(db):
+    def local() -> None: ...
+
+    async with Runner(store=db) as runner:
+        with pytest.raises(TypeError, match=r"argument 'ident' of task .* cannot be stored"):
+            await runner.asubmit(BackgroundTask(record, "a", Decimal(1), ident=object()))
+        with pytest.raises(TypeError, match="cannot be a lambda"):
+            await runner.asubmit(BackgroundTask(lambda: None))
+        with pytest.raises(TypeError, match="closure or a function defined inside"):
+            await runner.asubmit(BackgroundTask(local))
+        with pytest.raises(TypeError, match=r"functools\.partial"):
+            await runner.asubmit(BackgroundTask(functools.partial(record_sync, "p")))
+        with pytest.raises(TypeError, match="bound method"):
+            await runner.asubmit(BackgroundTask(runner.get, "x"))
+        assert sum(runner.stats().values()) == 0
+
+
+async def test_a_sequence_keeps_its_order_in_the_store(db):
+    sequence = BackgroundTasks(
+        [
+            BackgroundTask(sleep_and_mark, 0.05, "first"),
+            BackgroundTask(record_sync, "second"),
+            BackgroundTask(record_sync, "third"),
+        ]
+    )
+    async with Runner(store=db) as runner:
+        await runner.asubmit(sequence)
+        await runner.join(timeout=5)
+    assert durable_tasks.calls == [("second", "sync"), ("third", "sync")]
+
+
+async def test_drain_releases_unfinished_tasks_without_burning_the_attempt(db, backbeat_log):
+    runner = Runner(store=db, shutdown_timeout=0.1)
+    async with runner:
+        task_id = await runner.asubmit(BackgroundTask(sleep_and_mark, 30, "never"))
+        await asyncio.sleep(0.2)
+        assert runner.get(task_id).state == "running"
+    info = runner.get(task_id)
+    assert (info.state, info.attempts) == ("pending", 0)
+    assert any("released to the store" in m for m in backbeat_log.messages(30))
+
+
+async def test_a_task_run_by_the_process_that_wrote_it_sees_its_context(db):
+    async with Runner(store=db) as runner:
+        request_id.set("req-9")
+        await runner.asubmit(BackgroundTask(record, "ctx", Decimal(0), uuid.UUID(int=0)))
+        await runner.join(timeout=5)
+    assert durable_tasks.calls[0][1][2] == "req-9"
+
+
+# --- App -----------------------------------------------------------------------------------
+
+
+def test_app_writes_tasks_before_the_response_and_runs_them_after(db):
+    @post("/pay", background=BackgroundTask(record_sync, "decorator"))
+    async def pay(tasks: BackgroundTasks) -> JSONResponse:
+        job = tasks.add_task(record, "injected", Decimal("9.99"), uuid.UUID(int=7))
+        return JSONResponse({"task": job.id}, status_code=202)
+
+    runner = Runner(store=db)
+    app = App(routes=[pay, runner.status_route()], runner=runner)
+    with TestClient(app) as client:
+        response = client.post("/pay")
+        assert response.status_code == 202
+        task_id = response.json()["task"]
+        assert client.get(f"/tasks/{task_id}").json()["state"] == "succeeded"
+    assert [label for label, _ in durable_tasks.calls] == ["decorator", "injected"]
+
+
+def test_a_route_task_that_cannot_be_stored_fails_at_startup(db):
+    @post("/x", background=BackgroundTask(lambda: None))
+    async def handler() -> None: ...
+
+    with pytest.raises(TypeError, match="cannot be a lambda"):
+        App(routes=[handler], runner=Runner(store=db))
+
+
+def test_a_task_that_cannot_be_stored_turns_the_request_into_a_500(db, backbeat_log):
+    @post("/x")
+    async def handler(tasks: BackgroundTasks) -> None:
+        tasks.add_task(record, "bad", Decimal(1), ident=object())
+
+    app = App(routes=[handler], runner=Runner(store=db))
+    with TestClient(app) as client:
+        response = client.post("/x")
+        assert response.status_code == 500
+        assert sum(app.runner.stats().values()) == 0
+    assert any("cannot be stored" in str(r.exc_info[1]) for r in backbeat_log.records if r.exc_info)
+
+
+def test_when_the_store_cannot_be_written_the_client_gets_a_500_not_a_2xx(db):
+    @post("/x", background=BackgroundTask(record_sync, "never"))
+    async def handler() -> dict[str, bool]:
+        return {"ok": True}
+
+    app = App(routes=[handler], runner=Runner(store=db))
+    with StarletteTestClient(app) as client:
+        app.runner.store.close_sync()  # the store goes away
+        assert client.post("/x").status_code == 500
+    assert durable_tasks.calls == []
