@@ -35,6 +35,12 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def marks_with_pids(self) -> list[tuple[str, int]]:
+        if not self.out_path.exists():
+            return []
+        lines = self.out_path.read_text().splitlines()
+        return [(line.split()[0], int(line.split()[1])) for line in lines]
+
     def marks(self) -> list[str]:
         if not self.out_path.exists():
             return []
@@ -49,40 +55,43 @@ class Server:
 
 
 @contextmanager
-def uvicorn(app: str, tmp_path: Path, *extra: str) -> Iterator[Server]:
+def uvicorn(
+    app: str, tmp_path: Path, *extra: str, env: dict[str, str] | None = None, name: str = "server"
+) -> Iterator[Server]:
     port = free_port()
-    log_path = tmp_path / "server.log"
-    out_path = tmp_path / "marks.txt"
-    env = {**os.environ, "BACKBEAT_TEST_OUT": str(out_path), "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                app,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                *extra,
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(port, process, log_path, out_path)
-    try:
+    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    with background_process([*command, *extra], tmp_path, env=env, name=name) as (process, log):
+        server = Server(port, process, log, tmp_path / "marks.txt")
         _wait_until_listening(server)
         yield server
+
+
+@contextmanager
+def background_process(
+    command: list[str], tmp_path: Path, *, env: dict[str, str] | None = None, name: str
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """A process of the tests, logging to tmp_path/NAME.log, stopped at the end."""
+    log_path = tmp_path / f"{name}.log"
+    full_env = {
+        **os.environ,
+        "BACKBEAT_TEST_OUT": str(tmp_path / "marks.txt"),
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        yield process, log_path
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def _wait_until_listening(server: Server, timeout: float = 15.0) -> None:

@@ -159,6 +159,17 @@ class Runner:
         return self._durable is not None
 
     @property
+    def executes(self) -> bool:
+        """Whether this process runs the tasks (False: it only writes them, workers run them)."""
+        return self._durable.execute if self._durable is not None else True
+
+    @executes.setter
+    def executes(self, value: bool) -> None:
+        if self._durable is None:
+            raise ValueError("only a runner with a store can leave execution to workers")
+        self._durable.execute = value
+
+    @property
     def store(self) -> Store | None:
         return None if self._durable is None else self._durable.store
 

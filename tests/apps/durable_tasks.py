@@ -37,3 +37,9 @@ async def flaky(label: str) -> None:
 async def sleep_and_mark(seconds: float, label: str) -> None:
     await asyncio.sleep(seconds)
     mark(label)
+
+
+def fail_unless(path: str) -> None:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} is missing")
+    calls.append(("fail_unless", path))

@@ -1,0 +1,156 @@
+"""Durability with real processes: uvicorn killed with SIGKILL, `backbeat worker`s, the CLI."""
+
+import asyncio
+import collections
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from backbeat import BackgroundTask, Runner
+from tests.apps import durable_tasks
+from tests.serving import ROOT, background_process, uvicorn
+
+
+def env_for(tmp_path, **overrides: str) -> dict[str, str]:
+    return {"BACKBEAT_TEST_STORE": f"sqlite:///{tmp_path}/tasks.db", **overrides}
+
+
+def wait_until(condition, timeout: float, what: str, log=lambda: "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{log()}")
+        time.sleep(0.05)
+
+
+def post_tasks(base: str, count: int, seconds: float, prefix: str) -> list[str]:
+    labels = []
+    with httpx.Client(base_url=base, timeout=10) as client:
+        for index in range(count):
+            label = f"{prefix}{index}"
+            response = client.post("/work", params={"seconds": seconds, "label": label})
+            assert response.status_code == 201, response.text
+            labels.append(label)
+    return labels
+
+
+def backbeat(*args: str, tmp_path=None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "backbeat", *args],
+        cwd=tmp_path or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_every_accepted_task_completes_after_a_kill_9(tmp_path):
+    env = env_for(tmp_path, BACKBEAT_TEST_LEASE="1", BACKBEAT_TEST_CONCURRENCY="10")
+    with uvicorn("tests.apps.durable_app:app", tmp_path, env=env, name="first") as server:
+        labels = post_tasks(server.url, 120, seconds=0.3, prefix="k")
+        assert len(server.marks()) < 120  # most are still running or waiting
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
+    done_before = set(server.marks())
+    with uvicorn("tests.apps.durable_app:app", tmp_path, env=env, name="second") as restarted:
+        wait_until(
+            lambda: set(restarted.marks()) >= set(labels),
+            timeout=40,
+            what="every accepted task to complete after the restart",
+            log=restarted.log,
+        )
+        counts = Runner(store=env["BACKBEAT_TEST_STORE"]).stats()
+    assert set(restarted.marks()) == set(labels)
+    assert counts["succeeded"] == 120 and counts["failed"] == 0
+    assert len(done_before) < 120
+
+
+def test_two_workers_share_the_work_and_a_sigterm_loses_nothing(tmp_path):
+    app_env = env_for(tmp_path, BACKBEAT_TEST_EXECUTE="0")
+    worker_env = env_for(tmp_path, BACKBEAT_TEST_SHUTDOWN="0.1", BACKBEAT_TEST_LEASE="2")
+    worker = [sys.executable, "-m", "backbeat", "worker", "tests.apps.durable_app:app"]
+    with (
+        uvicorn("tests.apps.durable_app:app", tmp_path, env=app_env, name="app") as server,
+        background_process(
+            [*worker, "--concurrency", "4"], tmp_path, env=worker_env, name="w1"
+        ) as (first, first_log),
+        background_process(
+            [*worker, "--concurrency", "4"], tmp_path, env=worker_env, name="w2"
+        ) as (second, second_log),
+    ):
+        labels = post_tasks(server.url, 40, seconds=0.25, prefix="t")
+        # Let both workers get going, then stop the first one in the middle of its tasks.
+        wait_until(
+            lambda: len(server.marks()) >= 8, 20, "the workers to start", first_log.read_text
+        )
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=15) == 0
+        wait_until(
+            lambda: set(server.marks()) >= set(labels),
+            timeout=40,
+            what="all tasks to be done",
+            log=lambda: second_log.read_text(),
+        )
+        marks = server.marks_with_pids()
+    by_label = collections.Counter(label for label, _ in marks)
+    assert set(by_label) == set(labels)
+    assert max(by_label.values()) == 1, "a task ran to completion twice"
+    pids = {pid for _, pid in marks}
+    assert pids == {first.pid, second.pid}  # both worked; the app itself ran nothing
+    assert "released to the store" in first_log.read_text()
+
+
+@pytest.mark.anyio
+async def test_dead_letter_status_retry(tmp_path):
+    url = f"sqlite:///{tmp_path}/tasks.db"
+    flag = tmp_path / "flag"
+    async with Runner(store=url) as runner:
+        task_id = await runner.asubmit(BackgroundTask(durable_tasks.fail_unless, str(flag)))
+        await runner.join(timeout=5)
+        assert runner.get(task_id).state == "failed"
+
+    status = await asyncio.to_thread(backbeat, "status", "--store", url)
+    assert status.returncode == 0, status.stderr
+    assert any(line.split() == ["failed", "1"] for line in status.stdout.splitlines())
+    assert task_id in status.stdout
+    assert "FileNotFoundError" in status.stdout
+
+    flag.write_text("now it exists")
+    retried = await asyncio.to_thread(backbeat, "retry", "--failed", "--store", url)
+    assert (retried.returncode, retried.stdout) == (0, "1 task(s) back to pending\n")
+    again = Runner(store=url)
+    again.register(durable_tasks.fail_unless)  # a new process knows only what it registers
+    async with again as runner:
+        await runner.join(timeout=5)
+        info = runner.get(task_id)
+    assert (info.state, info.attempts) == ("succeeded", 1)
+    after = await asyncio.to_thread(backbeat, "status", "--store", url)
+    assert "most recent failures" not in after.stdout
+
+    purged = await asyncio.to_thread(backbeat, "purge", "--store", url, "--older-than", "0s")
+    assert purged.stdout == "1 finished task(s) purged\n"
+
+
+def test_cli_errors_are_one_line_and_exit_non_zero(tmp_path):
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"not a database" * 200)
+    cases = [
+        (("status", "--store", "mysql://x"), 1, "unknown store 'mysql'"),
+        (("status", "--store", f"sqlite:///{corrupt}"), 1, "cannot open the SQLite store"),
+        (("worker", "no_such_module:app"), 1, "cannot import 'no_such_module'"),
+        (("worker", "tests.apps.serving:app"), 1, "has no store"),
+        (("worker", "tests.apps.serving"), 1, "is not MODULE:ATTR"),
+        (("retry", "--store", "sqlite:///x.db"), 1, "give task ids, or --failed"),
+        (("purge", "--store", "sqlite:///x.db", "--older-than", "soon"), 2, "not a duration"),
+        (("frobnicate",), 2, "invalid choice"),
+    ]
+    for args, code, message in cases:
+        result = backbeat(*args, tmp_path=None if args[0] == "worker" else tmp_path)
+        assert result.returncode == code, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+        if code == 1:
+            assert result.stderr.count("\n") == 1, result.stderr
