@@ -22,7 +22,9 @@ demo: venv
 	@echo "  curl -i -X POST http://$(HOST):$(PORT)/register -H 'content-type: application/json' -d '{\"email\": \"ann@example.com\", \"password\": \"s3cret\"}'"
 	@echo "  curl -i -X POST http://$(HOST):$(PORT)/register/with-log -H 'content-type: application/json' -d '{\"email\": \"bob@example.com\", \"password\": \"s3cret\"}'"
 	@echo "  curl -i -X POST http://$(HOST):$(PORT)/register -H 'content-type: application/json' -d '{\"email\": 1}'   # 422"
-	@echo "The response comes back at once; the task lines appear here a second later. Ctrl-C stops."
+	@echo "The response comes back at once; the task lines appear here a second later."
+	@echo "Tasks are kept in ./.backbeat/tasks.db: stop the server (Ctrl-C, even kill -9) while one"
+	@echo "waits and it runs when you start again. See the store: $(BIN)/backbeat status --store sqlite:///.backbeat/tasks.db"
 	@echo ""
 	$(BIN)/python -m uvicorn examples.register:app --host $(HOST) --port $(PORT)
 

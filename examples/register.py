@@ -1,17 +1,20 @@
 """The reference page's two examples, runnable: `make demo` serves this app.
 
-Only two things differ from the page: the handlers `return` their response
-(the page's snippet forgets to), and `send_notification` exists (it pretends
-to talk to a mail server for a second).
+Only three things differ from the page: the handlers `return` their response
+(the page's snippet forgets to), `send_notification` exists (it pretends to
+talk to a mail server for a second), and the app's runner keeps its tasks in
+a SQLite file (``./.backbeat/tasks.db``, or $BACKBEAT_STORE): stop the server
+while a task waits (Ctrl-C, or even kill -9) and it runs when you start it again.
 """
 
 import asyncio
 import logging
+import os
 from datetime import datetime
 
 from pydantic import BaseModel
 
-from backbeat import App, BackgroundTask, BackgroundTasks, JSONResponse, post
+from backbeat import App, BackgroundTask, BackgroundTasks, JSONResponse, Runner, post
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 log = logging.getLogger("examples.register")
@@ -67,4 +70,6 @@ async def create_user_with_log(data: UserIn) -> JSONResponse:
     return JSONResponse({"message": "Created"})
 
 
-app = App(routes=[create_user, create_user_with_log])
+# A short lease, so that after a kill -9 the demo picks its tasks up again within seconds.
+runner = Runner(store=os.environ.get("BACKBEAT_STORE", "sqlite:///.backbeat/tasks.db"), lease=5)
+app = App(routes=[create_user, create_user_with_log, runner.status_route()], runner=runner)

@@ -3,8 +3,9 @@
 import logging
 
 import pytest
-from starlette.testclient import TestClient
 
+from backbeat import App, Runner
+from backbeat.testing import TestClient
 from examples.register import app
 from tests.conftest import recording
 
@@ -14,7 +15,10 @@ USER = {"email": "ann@example.com", "password": "s3cret"}
 @pytest.fixture
 def client(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # write_in_file writes ./log.txt
-    return TestClient(app)
+    # The example's routes, with a store of the test's own.
+    runner = Runner(store=f"sqlite:///{tmp_path}/tasks.db")
+    with TestClient(App(routes=app.routes, runner=runner)) as client:
+        yield client
 
 
 def test_single_task_example(client):
