@@ -190,3 +190,53 @@ def test_when_the_store_cannot_be_written_the_client_gets_a_500_not_a_2xx(db):
         app.runner.store.close_sync()  # the store goes away
         assert client.post("/x").status_code == 500
     assert durable_tasks.calls == []
+
+
+async def test_a_long_task_keeps_its_lease_and_runs_once(db, tmp_path, monkeypatch):
+    monkeypatch.setenv("BACKBEAT_TEST_OUT", str(tmp_path / "marks.txt"))
+    first = Runner(store=db, lease=0.3, poll_interval=0.05)
+    second = Runner(store=db, lease=0.3, poll_interval=0.05)
+    second.register(sleep_and_mark)
+    async with first, second:
+        await first.asubmit(BackgroundTask(sleep_and_mark, 1.0, "long"))
+        await first.join(timeout=5)
+    marks = (tmp_path / "marks.txt").read_text().splitlines()
+    assert [line.split()[0] for line in marks] == ["long"]  # one run, though 3 leases long
+    assert first.stats()["succeeded"] == 1
+
+
+async def test_a_delay_is_kept_in_the_store(db):
+    async with Runner(store=db, poll_interval=0.05) as runner:
+        task_id = await runner.asubmit(BackgroundTask(record_sync, "later").using(delay=0.3))
+        assert runner.get(task_id).state == "scheduled"
+        await runner.join(timeout=5)
+        info = runner.get(task_id)
+    assert (info.started_at - info.created_at).total_seconds() >= 0.3
+
+
+async def test_finished_tasks_are_purged_automatically(db):
+    async with Runner(store=db, finished_ttl=0.1) as runner:
+        task_id = await runner.asubmit(BackgroundTask(record_sync, "x"))
+        await runner.join(timeout=5)
+        assert runner.get(task_id) is not None
+        await asyncio.sleep(0.35)
+        assert runner.get(task_id) is None
+
+
+def test_middleware_with_a_store_writes_tasks_when_the_framework_hands_them_over(db):
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse as StarletteJSON
+    from starlette.routing import Route
+
+    from backbeat import BackbeatMiddleware
+
+    async def endpoint(request):
+        job = BackgroundTask(record, "mw", Decimal("2"), uuid.UUID(int=3))
+        return StarletteJSON({"task": job.id}, background=job)
+
+    runner = Runner(store=db)
+    app = BackbeatMiddleware(Starlette(routes=[Route("/", endpoint)]), runner=runner)
+    with TestClient(app) as client:
+        task_id = client.get("/").json()["task"]
+        assert runner.get(task_id).state == "succeeded"
+    assert durable_tasks.calls[0][0] == "mw"
