@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import queue
 import sqlite3
 import threading
@@ -61,6 +62,40 @@ _STATUS_COLUMNS = (
 FINISHED_STATES = ("succeeded", "failed", "cancelled")
 
 
+_INSERT = (
+    "INSERT INTO backbeat_tasks (id, name, payload, state, retries, backoff, "
+    "max_backoff, timeout, created_at, due_at, after) "
+    "VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _insert_groups(
+    groups: list[list[tuple[Any, ...]]], conn: sqlite3.Connection
+) -> list[BaseException | None]:
+    """Insert several callers' rows: all in one statement, or each alone if that fails."""
+    conn.execute("SAVEPOINT groups")
+    try:
+        conn.executemany(_INSERT, [row for rows in groups for row in rows])
+    except sqlite3.Error:
+        conn.execute("ROLLBACK TO groups")
+    else:
+        conn.execute("RELEASE groups")
+        return [None] * len(groups)
+    conn.execute("RELEASE groups")
+    outcomes: list[BaseException | None] = []
+    for rows in groups:
+        conn.execute("SAVEPOINT one")
+        try:
+            conn.executemany(_INSERT, rows)
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK TO one")
+            outcomes.append(exc)
+        else:
+            outcomes.append(None)
+        conn.execute("RELEASE one")
+    return outcomes
+
+
 def path_from_url(url: str) -> Path:
     """``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` (as in SQLAlchemy)."""
     prefix = "sqlite:///"
@@ -70,6 +105,10 @@ def path_from_url(url: str) -> Path:
             "sqlite:////absolute/path.db)"
         )
     return Path(url[len(prefix) :])
+
+
+class _WriteFailed(Exception):
+    """A write raised inside an optimistic (savepoint-free) batch."""
 
 
 class _Write:
@@ -90,6 +129,10 @@ class SQLiteStore:
         self._writer_lock = threading.Lock()
         self._local = threading.local()
         self._closed = False
+        # Rows waiting to be written, per event loop, with the futures of their callers.
+        self._enqueues: dict[
+            asyncio.AbstractEventLoop, list[tuple[list[tuple[Any, ...]], asyncio.Future[None]]]
+        ] = {}
         # Open now: a bad path or a corrupt file is an error here, not at the first task.
         self._connection()
 
@@ -176,37 +219,54 @@ class SQLiteStore:
             conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
-        results: list[tuple[_Write, Any, BaseException | None]] = []
+        # A write whose caller gave up before we got to it is not done at all.
+        live = [write for write in batch if write.future.set_running_or_notify_cancel()]
+        if not live:
+            return
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for write in batch:
-                if not write.future.set_running_or_notify_cancel():
-                    continue  # the caller gave up before we got to it: do nothing
-                conn.execute("SAVEPOINT op")
-                try:
-                    result = write.fn(conn)
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append((write, None, exc))
-                else:
-                    conn.execute("RELEASE op")
-                    results.append((write, result, None))
-            conn.execute("COMMIT")
-            self.transactions += 1
+            try:
+                outcomes = self._transaction(conn, live, isolate=False)
+            except _WriteFailed:
+                # Some write raised: do the batch again, each write in a savepoint,
+                # so that it fails alone and the others still commit.
+                outcomes = self._transaction(conn, live, isolate=True)
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             error = StoreError(f"write to {str(self.path)!r} failed: {exc}")
-            for write in batch:
-                if write.future.running() or write.future.set_running_or_notify_cancel():
-                    write.future.set_exception(error)
+            for write in live:
+                write.future.set_exception(error)
             return
-        for write, result, error_or_none in results:
+        self.transactions += 1
+        for write, (result, error_or_none) in zip(live, outcomes, strict=True):
             if error_or_none is None:
                 write.future.set_result(result)
             else:
                 write.future.set_exception(error_or_none)
+
+    @staticmethod
+    def _transaction(
+        conn: sqlite3.Connection, writes: list[_Write], *, isolate: bool
+    ) -> list[tuple[Any, BaseException | None]]:
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        for write in writes:
+            if not isolate:
+                try:
+                    outcomes.append((write.fn(conn), None))
+                except Exception as exc:
+                    conn.execute("ROLLBACK")
+                    raise _WriteFailed from exc
+                continue
+            conn.execute("SAVEPOINT op")
+            try:
+                outcomes.append((write.fn(conn), None))
+            except Exception as exc:
+                conn.execute("ROLLBACK TO op")
+                outcomes.append((None, exc))
+            conn.execute("RELEASE op")
+        conn.execute("COMMIT")
+        return outcomes
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self.close_sync)
@@ -226,6 +286,7 @@ class SQLiteStore:
     # --- writes ---------------------------------------------------------------------------
 
     async def enqueue(self, tasks: list[NewTask]) -> None:
+        """Insert tasks. Enqueues made in one turn of the event loop become one write."""
         rows = [
             (
                 t.id,
@@ -241,16 +302,37 @@ class SQLiteStore:
             )
             for t in tasks
         ]
+        loop = asyncio.get_running_loop()
+        batch = self._enqueues.get(loop)
+        if batch is None:
+            batch = self._enqueues[loop] = []
+            loop.call_soon(self._flush_enqueues, loop)
+        done: asyncio.Future[None] = loop.create_future()
+        batch.append((rows, done))
+        await done
 
-        def insert(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO backbeat_tasks (id, name, payload, state, retries, backoff, "
-                "max_backoff, timeout, created_at, due_at, after) "
-                "VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+    def _flush_enqueues(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch = self._enqueues.pop(loop)
+        try:
+            future = self._submit(functools.partial(_insert_groups, [rows for rows, _ in batch]))
+        except StoreError as exc:
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            return
 
-        await self._write(insert)
+        def resolve(outcome: asyncio.Future[list[BaseException | None]]) -> None:
+            error = outcome.exception()
+            for index, (_, done) in enumerate(batch):
+                if done.done():
+                    continue
+                failure = error or outcome.result()[index]
+                if failure is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(failure)
+
+        asyncio.wrap_future(future, loop=loop).add_done_callback(resolve)
 
     async def activate(self, ids: list[str], now: float) -> None:
         def update(conn: sqlite3.Connection) -> None:
