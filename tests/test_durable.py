@@ -240,3 +240,21 @@ def test_middleware_with_a_store_writes_tasks_when_the_framework_hands_them_over
         task_id = client.get("/").json()["task"]
         assert runner.get(task_id).state == "succeeded"
     assert durable_tasks.calls[0][0] == "mw"
+
+
+def test_a_delay_survives_being_written_ahead_of_the_response(db):
+    @post("/later")
+    async def later(tasks: BackgroundTasks) -> JSONResponse:
+        job = tasks.add_task(record_sync, "delayed")
+        job.using(delay=0.4)
+        return JSONResponse({"task": job.id})
+
+    runner = Runner(store=db, poll_interval=0.05)
+    app = App(routes=[later], runner=runner)
+    with StarletteTestClient(app) as client:
+        task_id = client.post("/later").json()["task"]
+        assert runner.get(task_id).state == "scheduled"
+        time.sleep(0.8)
+        info = runner.get(task_id)
+    assert info.state == "succeeded"
+    assert (info.started_at - info.created_at).total_seconds() >= 0.4

@@ -43,6 +43,7 @@ class Contender:
 CONTENDERS = [
     Contender("backbeat", "backbeat_app:app", OURS, "backbeat App, supervised (default)"),
     Contender("backbeat-inline", "backbeat_app:inline_app", OURS, "backbeat App, runner=False"),
+    Contender("backbeat-sqlite", "backbeat_app:durable_app", OURS, "backbeat App, SQLite store"),
     Contender("starlette", "starlette_app:app", OURS, "hand-written Starlette (same version)"),
     Contender(
         "create-task",
@@ -208,6 +209,7 @@ def main() -> None:
     packages = {
         "backbeat": "backbeat",
         "backbeat-inline": "backbeat",
+        "backbeat-sqlite": "backbeat",
         "starlette": "starlette",
         "create-task": "starlette",
         "litestar": "litestar",

@@ -58,7 +58,7 @@ class PreparedTasks(BackgroundTasks):
 
     async def __call__(self) -> None:
         self.activated = True
-        await self.engine.activate(self.ids)
+        self.engine.activate_soon(self.ids)
 
     async def abandon(self, reason: str) -> None:
         if not self.activated:
@@ -90,6 +90,10 @@ class DurableEngine:
         self._loops: list[asyncio.Task[None]] = []
         self._wake: asyncio.Event | None = None
         self._accepting = False
+        # Writes gathered over one turn of the event loop, then made together.
+        self._to_activate: list[str] = []
+        self._to_complete: list[str] = []
+        self._background: set[asyncio.Task[None]] = set()
 
     # --- names -------------------------------------------------------------------------
 
@@ -147,10 +151,6 @@ class DurableEngine:
         created = now if fresh else task.created
         policy: TaskPolicy = task.policy
         due = created + policy.delay if policy.delay else now
-        if hold:
-            # Runnable once the response is out; if this process dies before
-            # that, after one lease anyway (at-least-once).
-            due = max(due, now + self.lease)
         rows.append(
             NewTask(
                 id=task_id,
@@ -163,6 +163,9 @@ class DurableEngine:
                 max_backoff=policy.max_backoff,
                 timeout=policy.timeout,
                 after=_json_ids(after),
+                # Runnable once the response is out; if this process dies before
+                # that, after one lease anyway (at-least-once).
+                held_until=now + self.lease if hold else None,
             )
         )
         self._remember(task_id, (task.context or caller or contextvars.copy_context()).copy())
@@ -188,9 +191,69 @@ class DurableEngine:
         await self.store.enqueue(rows)
         return PreparedTasks(self, [row.id for row in rows])
 
-    async def activate(self, ids: list[str]) -> None:
-        await self.store.activate(ids, time.time())
+    def activate_soon(self, ids: list[str]) -> None:
+        """Make written-ahead tasks runnable, in one write per turn of the event loop.
+
+        The request does not wait for it: should it fail, the tasks still become
+        runnable when their hold runs out.
+        """
+        if not self._to_activate:
+            asyncio.get_running_loop().call_soon(self._flush_activations)
+        self._to_activate.extend(ids)
+
+    def _flush_activations(self) -> None:
+        ids, self._to_activate = self._to_activate, []
+        flush = self._activate(ids)
+        task = asyncio.get_running_loop().create_task(flush, context=contextvars.Context())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _activate(self, ids: list[str]) -> None:
+        free = self.runner.concurrency - len(self._executions)
+        try:
+            if self.execute and self._accepting and free > 0:
+                # Activate and claim in one write: this process runs what it accepted.
+                claimed = await self.store.start(self.worker, ids, self.lease, free)
+                for item in claimed:
+                    self._spawn(item)
+                if len(claimed) == len(ids):
+                    return
+            else:
+                await self.store.activate(ids)
+        except StoreError as exc:
+            logger.error("backbeat: cannot activate %d task(s) (they run later): %s", len(ids), exc)
         self._poke()
+
+    def _complete_soon(self, task_id: str) -> None:
+        if not self._to_complete:
+            asyncio.get_running_loop().call_soon(self._flush_completions)
+        self._to_complete.append(task_id)
+
+    def _flush_completions(self) -> None:
+        ids, self._to_complete = self._to_complete, []
+        task = asyncio.get_running_loop().create_task(
+            self._complete(ids), context=contextvars.Context()
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _complete(self, ids: list[str]) -> None:
+        try:
+            held = await self.store.complete(self.worker, ids)
+        except StoreError as exc:
+            logger.error("backbeat: cannot record %d success(es): %s", len(ids), exc)
+            return
+        for task_id, kept in zip(ids, held, strict=True):
+            if not kept:
+                logger.warning(
+                    "backbeat: task %s finished after its lease was lost; outcome ignored", task_id
+                )
+
+    def _spawn(self, item: ClaimedTask) -> None:
+        context = self._contexts.pop(item.id, None) or contextvars.Context()
+        context.run(current_runner.set, None)
+        execution = asyncio.get_running_loop().create_task(self._execute(item), context=context)
+        self._executions[item.id] = execution
 
     def _poke(self) -> None:
         if self._wake is not None:
@@ -214,7 +277,6 @@ class DurableEngine:
 
     async def _claim_loop(self) -> None:
         assert self._wake is not None
-        loop = asyncio.get_running_loop()
         while self._accepting:
             free = self.runner.concurrency - len(self._executions)
             claimed: list[ClaimedTask] = []
@@ -224,10 +286,7 @@ class DurableEngine:
                 except StoreError as exc:
                     logger.error("backbeat: cannot claim tasks: %s", exc)
             for item in claimed:
-                context = self._contexts.pop(item.id, None) or contextvars.Context()
-                context.run(current_runner.set, None)
-                execution = loop.create_task(self._execute(item), context=context)
-                self._executions[item.id] = execution
+                self._spawn(item)
             if claimed and len(claimed) == free:
                 continue  # there may be more waiting
             self._wake.clear()
@@ -246,6 +305,8 @@ class DurableEngine:
                 logger.error("backbeat: cannot renew task leases: %s", exc)
                 continue
             for task_id in lost:
+                if task_id not in self._executions:
+                    continue  # it finished while the renewal was on its way
                 logger.warning(
                     "backbeat: lost the lease of task %s (another process may run it too)",
                     task_id,
@@ -299,7 +360,7 @@ class DurableEngine:
         except Exception as exc:
             await self._attempt_failed(item, info, exc)
         else:
-            await self._record(self.store.complete(self.worker, item.id))
+            self._complete_soon(item.id)
             if runner.on_success is not None:
                 await runner._hook(runner.on_success, _info(item, TaskState.SUCCEEDED))
         finally:
@@ -364,6 +425,9 @@ class DurableEngine:
             execution.cancel()
         if self._executions:
             await asyncio.gather(*self._executions.values(), return_exceptions=True)
+        await asyncio.sleep(0)  # let the last completions flush
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         for loop_task in self._loops:
             loop_task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)

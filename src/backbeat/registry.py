@@ -61,8 +61,12 @@ class TaskRegistry:
 
     def __init__(self) -> None:
         self._functions: dict[str, Callable[..., Any]] = {}
+        self._names: dict[int, str] = {}  # id(function) -> name, for the hot path
 
     def register(self, func: Callable[..., Any]) -> str:
+        name = self._names.get(id(func))
+        if name is not None and self._functions.get(name) is func:
+            return name
         name = durable_name(func)
         known = self._functions.get(name)
         if known is not None and known is not func:
@@ -71,6 +75,7 @@ class TaskRegistry:
                 f"{qualified_name(known)} and {qualified_name(func)}"
             )
         self._functions[name] = func
+        self._names[id(func)] = name
         return name
 
     def get(self, name: str) -> Callable[..., Any] | None:

@@ -62,9 +62,9 @@ def decode_arguments(
             raise TypeError("args must be a list and kwargs an object")
     except (ValueError, TypeError, KeyError) as exc:
         raise ArgumentError(f"stored arguments are not a valid document: {exc}") from None
-    adapters = _adapters(func)
+    signature, adapters = _analysed(func)
     try:
-        bound = inspect.signature(func).bind(*raw_args, **raw_kwargs)
+        bound = signature.bind(*raw_args, **raw_kwargs)
     except TypeError as exc:
         raise ArgumentError(f"stored arguments do not fit {_name(func)}: {exc}") from None
     for name, value in bound.arguments.items():
@@ -81,18 +81,22 @@ def decode_arguments(
 
 
 @functools.lru_cache(maxsize=1024)
-def _adapters(func: Callable[..., Any]) -> dict[str, TypeAdapter[Any]]:
+def _analysed(
+    func: Callable[..., Any],
+) -> tuple[inspect.Signature, dict[str, TypeAdapter[Any]]]:
+    """A task function's signature and an adapter per annotated parameter (once per function)."""
     try:
         hints = typing.get_type_hints(func)
     except Exception:
         hints = {}
+    signature = inspect.signature(func)
     adapters: dict[str, TypeAdapter[Any]] = {}
-    for name, parameter in inspect.signature(func).parameters.items():
+    for name, parameter in signature.parameters.items():
         hint = hints.get(name)
         if hint is None or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
         adapters[name] = TypeAdapter(hint)
-    return adapters
+    return signature, adapters
 
 
 def _name(func: Callable[..., Any]) -> str:

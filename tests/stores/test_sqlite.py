@@ -77,9 +77,9 @@ async def test_an_expired_lease_is_claimed_again_and_the_old_holder_loses_it(sto
     await asyncio.sleep(0.1)
     [again] = await store.claim("w2", limit=1, lease=30)
     assert (again.id, again.attempts) == (task.id, 2)
-    assert await store.complete("dead-worker", task.id) is False
+    assert await store.complete("dead-worker", [task.id]) == [False]
     assert await store.renew("dead-worker", [task.id], lease=30) == [task.id]
-    assert await store.complete("w2", task.id) is True
+    assert await store.complete("w2", [task.id]) == [True]
     assert (await store.get(task.id)).state == "succeeded"
 
 
@@ -97,10 +97,11 @@ async def test_a_failed_attempt_is_retried_later_or_dead_lettered(store):
     task = new_task(retries=1)
     await store.enqueue([task])
     await store.claim("w1", 1, 30)
-    assert await store.fail("w1", task.id, "ValueError: one", "Traceback…", time.time() + 60)
+    assert await store.fail("w1", task.id, "ValueError: one", "Traceback…", time.time() + 0.1)
     status = await store.get(task.id)
     assert (status.info(time.time()).state, status.error) == ("scheduled", "ValueError: one")
-    await store.activate([task.id], time.time())  # due now
+    assert await store.claim("w1", 1, 30) == []
+    await asyncio.sleep(0.15)
     [claimed] = await store.claim("w1", 1, 30)
     assert claimed.attempts == 2
     assert await store.fail("w1", task.id, "ValueError: two", "Traceback (most recent…", None)
@@ -133,11 +134,34 @@ async def test_release_gives_tasks_back_without_burning_the_attempt(store):
 
 
 async def test_tasks_written_ahead_run_only_once_activated(store):
-    task = new_task(due_in=3600)  # written before the response, held
+    task = new_task()
+    task.held_until = time.time() + 3600  # written before the response
+    await store.enqueue([task])
+    assert (await store.get(task.id)).info(time.time()).state == "pending"
+    assert await store.claim("w", 1, 30) == []
+    await store.activate([task.id])
+    assert [c.id for c in await store.claim("w", 1, 30)] == [task.id]
+
+
+async def test_held_tasks_become_runnable_when_the_hold_runs_out(store):
+    task = new_task()
+    task.held_until = time.time() + 0.1  # the writer died before activating it
     await store.enqueue([task])
     assert await store.claim("w", 1, 30) == []
-    await store.activate([task.id], time.time())
+    await asyncio.sleep(0.15)
     assert [c.id for c in await store.claim("w", 1, 30)] == [task.id]
+
+
+async def test_start_activates_and_claims_what_can_run_now(store):
+    now_task, delayed, follower = new_task(), new_task(due_in=60), new_task()
+    follower.after = f'["{now_task.id}"]'
+    for held in (now_task, delayed, follower):
+        held.held_until = time.time() + 3600
+    await store.enqueue([now_task, delayed, follower])
+    claimed = await store.start("w", [now_task.id, delayed.id, follower.id], lease=30, limit=10)
+    assert [c.id for c in claimed] == [now_task.id]  # the delay and the order still hold
+    states = [(await store.get(t.id)).info(time.time()).state for t in (delayed, follower)]
+    assert states == ["scheduled", "pending"]
 
 
 async def test_cancel_and_purge(store):
@@ -145,7 +169,7 @@ async def test_cancel_and_purge(store):
     await store.enqueue([done, cancelled, failed])
     for claimed in await store.claim("w", 3, 30):
         if claimed.id == done.id:
-            await store.complete("w", done.id)
+            await store.complete("w", [done.id])
         elif claimed.id == failed.id:
             await store.fail("w", failed.id, "boom", None, None)
     await store.cancel([cancelled.id], "cancelled by test")

@@ -5,6 +5,8 @@ is the same routes with ``runner=False`` (tasks run inside the request, tier 1).
 """
 
 import asyncio
+import os
+import tempfile
 
 from common import Sent, UserIn, send_email_notification
 
@@ -41,3 +43,11 @@ routes = [create_user, create_user_slow_task, create_user_no_task, sent_count]
 # Room for a second's worth of one-second tasks at the latency run's rate.
 app = App(routes=routes, runner=Runner(concurrency=5000, max_pending=50_000, keep_finished=100))
 inline_app = App(routes=routes, runner=False)
+# Durable: every request's task is written to SQLite before the response starts.
+durable_app = App(
+    routes=[create_user, sent_count],
+    runner=Runner(
+        store=os.environ.get("BENCH_HTTP_STORE")
+        or f"sqlite:///{tempfile.mkdtemp(prefix='bench-http-')}/tasks.db"
+    ),
+)

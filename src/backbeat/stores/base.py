@@ -7,8 +7,9 @@ expires, renews the lease while the task runs, and reports the outcome. A
 task whose worker died is claimed again once its lease has expired, so
 execution is at-least-once.
 
-States as stored: ``pending`` (runnable from ``due_at`` on; shown as
-``scheduled`` while ``due_at`` is in the future), ``running`` (leased),
+States as stored: ``held`` (written ahead of a response; shown as pending),
+``pending`` (runnable from ``due_at`` on; shown as ``scheduled`` while
+``due_at`` is in the future), ``running`` (leased),
 ``succeeded``, ``failed`` (the dead letter: kept with its error and traceback
 until retried or purged) and ``cancelled``.
 """
@@ -37,6 +38,9 @@ class NewTask:
     timeout: float | None = None
     # Ids of tasks that must finish first (a sequence's earlier members), as JSON.
     after: str | None = None
+    # Written ahead of a response: not runnable until activated, or until this time
+    # passes (the process that wrote it died before it could activate it).
+    held_until: float | None = None
 
 
 @dataclass(slots=True)
@@ -68,7 +72,7 @@ class StoredStatus:
     due_at: float
 
     def info(self, now: float) -> TaskInfo:
-        state = TaskState(self.state)
+        state = TaskState.PENDING if self.state == "held" else TaskState(self.state)
         if state is TaskState.PENDING and self.due_at > now:
             state = TaskState.SCHEDULED
         return TaskInfo(
@@ -96,8 +100,14 @@ class Store(Protocol):
 
     async def enqueue(self, tasks: list[NewTask]) -> None: ...
 
-    async def activate(self, ids: list[str], now: float) -> None:
-        """Make tasks written ahead (due far in the future) runnable now."""
+    async def activate(self, ids: list[str]) -> None:
+        """Make tasks written ahead (`held_until`) runnable."""
+
+    async def start(
+        self, worker: str, ids: list[str], lease: float, limit: int
+    ) -> list[ClaimedTask]:
+        """`activate`, then claim at once those of these tasks that can run now (up to `limit`)."""
+        ...
 
     async def claim(self, worker: str, limit: int, lease: float) -> list[ClaimedTask]: ...
 
@@ -105,7 +115,9 @@ class Store(Protocol):
         """Extend leases still held; returns the ids whose lease was lost."""
         ...
 
-    async def complete(self, worker: str, task_id: str) -> bool: ...
+    async def complete(self, worker: str, task_ids: list[str]) -> list[bool]:
+        """Record successes; False for each task whose lease this worker no longer holds."""
+        ...
 
     async def fail(
         self,

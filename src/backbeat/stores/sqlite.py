@@ -63,9 +63,40 @@ FINISHED_STATES = ("succeeded", "failed", "cancelled")
 
 
 _INSERT = (
-    "INSERT INTO backbeat_tasks (id, name, payload, state, retries, backoff, "
-    "max_backoff, timeout, created_at, due_at, after) "
-    "VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO backbeat_tasks (id, name, payload, retries, backoff, max_backoff, timeout, "
+    "created_at, due_at, after, lease_until, state) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN ? IS NULL THEN 'pending' ELSE 'held' END)"
+)
+# Runnable now: due, and every task it comes after finished (or purged).
+_RUNNABLE = (
+    "due_at <= :now AND (after IS NULL OR NOT EXISTS ("
+    " SELECT 1 FROM json_each(t.after) j JOIN backbeat_tasks p ON p.id = j.value"
+    " WHERE p.state IN ('held', 'pending', 'running')))"
+)
+_CLAIM = (
+    "UPDATE backbeat_tasks SET state = 'running', attempts = attempts + 1, "
+    "started_at = :now, lease_until = :until, worker = :worker "
+    "WHERE id IN (SELECT id FROM ({candidates}) ORDER BY due_at LIMIT :limit) "
+    "RETURNING id, name, payload, attempts, created_at, retries, backoff, max_backoff, timeout"
+)
+_CLAIM_ANY = _CLAIM.format(
+    candidates=(
+        f"SELECT id, due_at FROM backbeat_tasks t WHERE state = 'pending' AND {_RUNNABLE}"
+        " UNION ALL SELECT id, due_at FROM backbeat_tasks t"
+        f" WHERE state = 'held' AND lease_until < :now AND {_RUNNABLE}"
+        " UNION ALL SELECT id, due_at FROM backbeat_tasks"
+        " WHERE state = 'running' AND lease_until < :now"
+    )
+)
+_CLAIM_THESE = _CLAIM.format(
+    candidates=(
+        "SELECT id, due_at FROM backbeat_tasks t WHERE id IN (SELECT value FROM json_each(:ids))"
+        f" AND state = 'pending' AND {_RUNNABLE}"
+    )
+)
+_ACTIVATE = (
+    "UPDATE backbeat_tasks SET state = 'pending', lease_until = NULL "
+    "WHERE id = ? AND state = 'held'"
 )
 
 
@@ -299,6 +330,8 @@ class SQLiteStore:
                 t.created_at,
                 t.due_at,
                 t.after,
+                t.held_until,
+                t.held_until,
             )
             for t in tasks
         ]
@@ -334,36 +367,36 @@ class SQLiteStore:
 
         asyncio.wrap_future(future, loop=loop).add_done_callback(resolve)
 
-    async def activate(self, ids: list[str], now: float) -> None:
+    async def activate(self, ids: list[str]) -> None:
         def update(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "UPDATE backbeat_tasks SET due_at = MIN(due_at, ?) "
-                "WHERE id = ? AND state = 'pending'",
-                [(now, task_id) for task_id in ids],
-            )
+            conn.executemany(_ACTIVATE, [(task_id,) for task_id in ids])
 
         await self._write(update)
+
+    async def start(
+        self, worker: str, ids: list[str], lease: float, limit: int
+    ) -> list[ClaimedTask]:
+        def activate_and_claim(conn: sqlite3.Connection) -> list[ClaimedTask]:
+            conn.executemany(_ACTIVATE, [(task_id,) for task_id in ids])
+            if limit <= 0:
+                return []
+            now = time.time()
+            parameters = {
+                "now": now,
+                "until": now + lease,
+                "worker": worker,
+                "limit": limit,
+                "ids": "[" + ",".join(f'"{task_id}"' for task_id in ids) + "]",
+            }
+            return [ClaimedTask(*row) for row in conn.execute(_CLAIM_THESE, parameters)]
+
+        return await self._write(activate_and_claim)
 
     async def claim(self, worker: str, limit: int, lease: float) -> list[ClaimedTask]:
         def take(conn: sqlite3.Connection) -> list[ClaimedTask]:
             now = time.time()
-            rows = conn.execute(
-                "UPDATE backbeat_tasks SET state = 'running', attempts = attempts + 1, "
-                "started_at = :now, lease_until = :until, worker = :worker "
-                "WHERE id IN (SELECT id FROM ("
-                "  SELECT id, due_at FROM backbeat_tasks t WHERE state = 'pending' "
-                "  AND due_at <= :now AND (after IS NULL OR NOT EXISTS ("
-                "    SELECT 1 FROM json_each(t.after) j JOIN backbeat_tasks p ON p.id = j.value"
-                "    WHERE p.state IN ('pending', 'running')))"
-                "  UNION ALL "
-                "  SELECT id, due_at FROM backbeat_tasks "
-                "  WHERE state = 'running' AND lease_until < :now"
-                ") ORDER BY due_at LIMIT :limit) "
-                "RETURNING id, name, payload, attempts, created_at, retries, backoff, "
-                "max_backoff, timeout",
-                {"now": now, "until": now + lease, "worker": worker, "limit": limit},
-            ).fetchall()
-            return [ClaimedTask(*row) for row in rows]
+            parameters = {"now": now, "until": now + lease, "worker": worker, "limit": limit}
+            return [ClaimedTask(*row) for row in conn.execute(_CLAIM_ANY, parameters)]
 
         return await self._write(take)
 
@@ -383,14 +416,18 @@ class SQLiteStore:
 
         return await self._write(extend)
 
-    async def complete(self, worker: str, task_id: str) -> bool:
-        def finish(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
-                "UPDATE backbeat_tasks SET state = 'succeeded', finished_at = ?, "
-                "lease_until = NULL WHERE id = ? AND worker = ? AND state = 'running'",
-                (time.time(), task_id, worker),
-            )
-            return cursor.rowcount == 1
+    async def complete(self, worker: str, task_ids: list[str]) -> list[bool]:
+        def finish(conn: sqlite3.Connection) -> list[bool]:
+            now = time.time()
+            return [
+                conn.execute(
+                    "UPDATE backbeat_tasks SET state = 'succeeded', finished_at = ?, "
+                    "lease_until = NULL WHERE id = ? AND worker = ? AND state = 'running'",
+                    (now, task_id, worker),
+                ).rowcount
+                == 1
+                for task_id in task_ids
+            ]
 
         return await self._write(finish)
 
@@ -436,7 +473,7 @@ class SQLiteStore:
         def stop(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 "UPDATE backbeat_tasks SET state = 'cancelled', finished_at = ?, error = ?, "
-                "lease_until = NULL WHERE id = ? AND state IN ('pending', 'running')",
+                "lease_until = NULL WHERE id = ? AND state IN ('held', 'pending', 'running')",
                 [(time.time(), reason, task_id) for task_id in ids],
             )
 
@@ -480,7 +517,8 @@ class SQLiteStore:
 
     def counts_sync(self) -> dict[str, int]:
         rows = self._read(
-            "SELECT CASE WHEN state = 'pending' AND due_at > ? THEN 'scheduled' ELSE state END, "
+            "SELECT CASE WHEN state IN ('pending', 'held') AND due_at > ? THEN 'scheduled' "
+            "WHEN state = 'held' THEN 'pending' ELSE state END, "
             "count(*) FROM backbeat_tasks GROUP BY 1",
             (time.time(),),
         )
