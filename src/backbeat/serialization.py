@@ -62,7 +62,24 @@ def decode_arguments(
             raise TypeError("args must be a list and kwargs an object")
     except (ValueError, TypeError, KeyError) as exc:
         raise ArgumentError(f"stored arguments are not a valid document: {exc}") from None
-    signature, adapters = _analysed(func)
+    signature, adapters, positional, required = _analysed(func)
+    if (
+        len(raw_args) <= len(positional)
+        and required.issubset((*positional[: len(raw_args)], *raw_kwargs))
+        and all(key in signature.parameters for key in raw_kwargs)
+    ):
+        # The common case, without inspect's (slow) bind: validate in place. Any
+        # problem takes the general path below, which names the argument.
+        try:
+            args = tuple(
+                _validated(adapters, name, value)
+                for name, value in zip(positional, raw_args, strict=False)
+            )
+            kwargs = {key: _validated(adapters, key, value) for key, value in raw_kwargs.items()}
+        except ValidationError:
+            pass
+        else:
+            return args, kwargs
     try:
         bound = signature.bind(*raw_args, **raw_kwargs)
     except TypeError as exc:
@@ -80,10 +97,15 @@ def decode_arguments(
     return bound.args, bound.kwargs
 
 
+def _validated(adapters: dict[str, TypeAdapter[Any]], name: str, value: Any) -> Any:
+    adapter = adapters.get(name)
+    return value if adapter is None else adapter.validate_python(value)
+
+
 @functools.lru_cache(maxsize=1024)
 def _analysed(
     func: Callable[..., Any],
-) -> tuple[inspect.Signature, dict[str, TypeAdapter[Any]]]:
+) -> tuple[inspect.Signature, dict[str, TypeAdapter[Any]], tuple[str, ...], frozenset[str]]:
     """A task function's signature and an adapter per annotated parameter (once per function)."""
     try:
         hints = typing.get_type_hints(func)
@@ -96,7 +118,18 @@ def _analysed(
         if hint is None or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
         adapters[name] = TypeAdapter(hint)
-    return signature, adapters
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    positional = tuple(n for n, p in signature.parameters.items() if p.kind in kinds)
+    has_var = any(
+        p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in signature.parameters.values()
+    )
+    required = frozenset(
+        n
+        for n, p in signature.parameters.items()
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    )
+    # Functions with *args/**kwargs always take the general path (positional=()).
+    return signature, adapters, () if has_var else positional, required
 
 
 def _name(func: Callable[..., Any]) -> str:
