@@ -25,6 +25,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from starlette.background import BackgroundTask as StarletteBackgroundTask
+
 from backbeat.concurrency import AsyncCallable, enforce_async_callable
 from backbeat.ids import new_id
 from backbeat.policy import TaskPolicy
@@ -47,11 +49,11 @@ def original_function(task: BackgroundTask) -> Callable[..., Any]:
     return func.__wrapped__ if isinstance(func, AsyncCallable) else func
 
 
-class PreparedTasks(BackgroundTasks):
+class PreparedTasks(StarletteBackgroundTask):
     """Rows written ahead of the response; awaiting this makes them runnable."""
 
     def __init__(self, engine: DurableEngine, ids: list[str]) -> None:
-        super().__init__()
+        # Only ever awaited, by the response: Starlette's constructor has nothing to do.
         self.engine = engine
         self.ids = ids
         self.activated = False
@@ -94,6 +96,8 @@ class DurableEngine:
         self._to_activate: list[str] = []
         self._to_complete: list[str] = []
         self._background: set[asyncio.Task[None]] = set()
+        # Tasks may be waiting that a finishing task could let run: look when one ends.
+        self._backlog = False
 
     # --- names -------------------------------------------------------------------------
 
@@ -222,6 +226,7 @@ class DurableEngine:
                 await self.store.activate(ids)
         except StoreError as exc:
             logger.error("backbeat: cannot activate %d task(s) (they run later): %s", len(ids), exc)
+        self._backlog = True  # some wait for a slot, a delay or an earlier task
         self._poke()
 
     def _complete_soon(self, task_id: str) -> None:
@@ -287,8 +292,12 @@ class DurableEngine:
                     logger.error("backbeat: cannot claim tasks: %s", exc)
             for item in claimed:
                 self._spawn(item)
-            if claimed and len(claimed) == free:
-                continue  # there may be more waiting
+            if free <= 0 or len(claimed) == free:
+                self._backlog = True  # there may be more waiting than we could take
+                if claimed:
+                    continue
+            else:
+                self._backlog = False
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
@@ -323,7 +332,6 @@ class DurableEngine:
 
     async def _execute(self, item: ClaimedTask) -> None:
         runner = self.runner
-        info = _info(item, TaskState.RUNNING)
         try:
             func = self.registry.get(item.name)
             if func is None:
@@ -337,7 +345,7 @@ class DurableEngine:
             except ArgumentError as exc:
                 raise _Unrunnable(str(exc)) from None
             if runner.on_start is not None:
-                await runner._hook(runner.on_start, info)
+                await runner._hook(runner.on_start, _info(item, TaskState.RUNNING))
             call = enforce_async_callable(func)
             if item.timeout is None:
                 await call(*args, **kwargs)
@@ -353,26 +361,27 @@ class DurableEngine:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise  # shutdown: the drain releases the task
-            await self._attempt_failed(item, info, asyncio.CancelledError("cancelled by the task"))
+            await self._attempt_failed(item, asyncio.CancelledError("cancelled by the task"))
         except _Unrunnable as exc:
             logger.error("Background task %r (id %s) cannot run: %s", item.name, item.id, exc)
             await self._record(self.store.fail(self.worker, item.id, str(exc), None, None))
         except Exception as exc:
-            await self._attempt_failed(item, info, exc)
+            await self._attempt_failed(item, exc)
         else:
             self._complete_soon(item.id)
             if runner.on_success is not None:
                 await runner._hook(runner.on_success, _info(item, TaskState.SUCCEEDED))
         finally:
             self._executions.pop(item.id, None)
-            self._poke()
+            if self._backlog:
+                self._poke()  # a slot is free, or a task it came before may now run
 
-    async def _attempt_failed(self, item: ClaimedTask, info: TaskInfo, exc: BaseException) -> None:
+    async def _attempt_failed(self, item: ClaimedTask, exc: BaseException) -> None:
         runner = self.runner
         error = f"{type(exc).__name__}: {exc}"
         trace = "".join(traceback.format_exception(exc))
         if runner.on_error is not None:
-            await runner._hook(runner.on_error, info, exc)
+            await runner._hook(runner.on_error, _info(item, TaskState.RUNNING), exc)
         if item.attempts <= item.retries:
             policy = TaskPolicy(backoff=item.backoff, max_backoff=item.max_backoff)
             wait = policy.retry_delay(item.attempts)

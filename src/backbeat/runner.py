@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from starlette.background import BackgroundTask as StarletteBackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
@@ -188,7 +189,7 @@ class Runner:
         if self._durable is not None:
             self._durable.register_tree(task)
 
-    async def prepare(self, task: BackgroundTask) -> BackgroundTask:
+    async def prepare(self, task: BackgroundTask) -> StarletteBackgroundTask:
         """Write a request's tasks before its response starts (durable runners only)."""
         if self._durable is None or self.eager:
             return task

@@ -151,7 +151,7 @@ class TaskSink(Protocol):
         """True when tasks must be written (`prepare`) before the response starts."""
         ...
 
-    async def prepare(self, task: BackgroundTask) -> BackgroundTask:
+    async def prepare(self, task: BackgroundTask) -> StarletteBackgroundTask:
         """Store the tasks ahead of the response; returns what the response should await."""
         ...
 

@@ -88,11 +88,11 @@ _CLAIM_ANY = _CLAIM.format(
         " WHERE state = 'running' AND lease_until < :now"
     )
 )
-_CLAIM_THESE = _CLAIM.format(
-    candidates=(
-        "SELECT id, due_at FROM backbeat_tasks t WHERE id IN (SELECT value FROM json_each(:ids))"
-        f" AND state = 'pending' AND {_RUNNABLE}"
-    )
+_START = (
+    "UPDATE backbeat_tasks SET state = 'running', attempts = attempts + 1, started_at = ?, "
+    "lease_until = ?, worker = ? "
+    "WHERE id = ? AND state = 'held' AND after IS NULL AND due_at <= ? "
+    "RETURNING id, name, payload, attempts, created_at, retries, backoff, max_backoff, timeout"
 )
 _ACTIVATE = (
     "UPDATE backbeat_tasks SET state = 'pending', lease_until = NULL "
@@ -377,18 +377,18 @@ class SQLiteStore:
         self, worker: str, ids: list[str], lease: float, limit: int
     ) -> list[ClaimedTask]:
         def activate_and_claim(conn: sqlite3.Connection) -> list[ClaimedTask]:
-            conn.executemany(_ACTIVATE, [(task_id,) for task_id in ids])
-            if limit <= 0:
-                return []
             now = time.time()
-            parameters = {
-                "now": now,
-                "until": now + lease,
-                "worker": worker,
-                "limit": limit,
-                "ids": "[" + ",".join(f'"{task_id}"' for task_id in ids) + "]",
-            }
-            return [ClaimedTask(*row) for row in conn.execute(_CLAIM_THESE, parameters)]
+            claimed: list[ClaimedTask] = []
+            for task_id in ids:
+                row = None
+                if len(claimed) < limit:
+                    # By primary key: a task that comes after none and is due now.
+                    row = conn.execute(_START, (now, now + lease, worker, task_id, now)).fetchone()
+                if row is not None:
+                    claimed.append(ClaimedTask(*row))
+                else:
+                    conn.execute(_ACTIVATE, (task_id,))
+            return claimed
 
         return await self._write(activate_and_claim)
 
