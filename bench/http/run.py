@@ -205,7 +205,7 @@ def main() -> None:
     print(
         f"bench/http — {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s"
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, best of {args.repeat}"
     )
     print()
     print("| app | version | req/s | p99 ms | backbeat ÷ app |")
