@@ -258,3 +258,14 @@ def test_a_delay_survives_being_written_ahead_of_the_response(db):
         info = runner.get(task_id)
     assert info.state == "succeeded"
     assert (info.started_at - info.created_at).total_seconds() >= 0.4
+
+
+@pytest.mark.parametrize("url", ["memory://"])
+async def test_the_runner_works_the_same_on_the_memory_store(url):
+    async with Runner(store=url) as runner:
+        ok = await runner.asubmit(BackgroundTask(record, "m", Decimal("3"), uuid.UUID(int=9)))
+        bad = await runner.asubmit(BackgroundTask(flaky, "m2"))
+        await runner.join(timeout=5)
+        assert (runner.get(ok).state, runner.get(bad).state) == ("succeeded", "failed")
+        assert runner.get(bad).attempts == 2
+    assert durable_tasks.calls[0] == ("m", (Decimal("3"), uuid.UUID(int=9), "-"))

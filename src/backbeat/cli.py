@@ -26,7 +26,7 @@ from typing import Any
 
 from backbeat.runner import Runner
 from backbeat.stores import StoreError, open_store
-from backbeat.stores.sqlite import FINISHED_STATES
+from backbeat.stores.base import FINISHED_STATES
 from backbeat.testing import find_runner
 
 EXIT_ERROR = 1

@@ -91,6 +91,9 @@ def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
+FINISHED_STATES = ("succeeded", "failed", "cancelled")
+
+
 class StoreError(Exception):
     """The store cannot be opened or used (bad URL, unreadable file, corrupt data)."""
 

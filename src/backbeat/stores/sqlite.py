@@ -26,7 +26,13 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from backbeat.stores.base import ClaimedTask, NewTask, StoredStatus, StoreError
+from backbeat.stores.base import (
+    FINISHED_STATES,
+    ClaimedTask,
+    NewTask,
+    StoredStatus,
+    StoreError,
+)
 
 T = TypeVar("T")
 
@@ -59,7 +65,6 @@ CREATE INDEX IF NOT EXISTS backbeat_tasks_finished ON backbeat_tasks (state, fin
 _STATUS_COLUMNS = (
     "id, name, state, attempts, error, traceback, created_at, started_at, finished_at, due_at"
 )
-FINISHED_STATES = ("succeeded", "failed", "cancelled")
 
 
 _INSERT = (

@@ -1,4 +1,5 @@
-"""The SQLite store, on real files."""
+"""The store interface, on both stores (SQLite on real files, and in memory);
+then what is SQLite's own."""
 
 import asyncio
 import time
@@ -6,7 +7,7 @@ import time
 import pytest
 
 from backbeat.ids import new_id
-from backbeat.stores import NewTask, SQLiteStore, StoreError, open_store
+from backbeat.stores import MemoryStore, NewTask, SQLiteStore, StoreError, open_store
 from backbeat.stores.sqlite import path_from_url
 
 pytestmark = pytest.mark.anyio
@@ -24,8 +25,15 @@ def new_task(name: str = "emails.send", due_in: float = 0.0, **policy) -> NewTas
     )
 
 
+@pytest.fixture(params=["sqlite", "memory"])
+async def store(request, tmp_path):
+    opened = SQLiteStore(tmp_path / "tasks.db") if request.param == "sqlite" else MemoryStore()
+    yield opened
+    await opened.close()
+
+
 @pytest.fixture
-async def store(tmp_path):
+async def sqlite_store(tmp_path):
     opened = SQLiteStore(tmp_path / "tasks.db")
     yield opened
     await opened.close()
@@ -49,7 +57,8 @@ async def test_enqueue_then_get_and_counts(store):
     assert (counts["pending"], counts["scheduled"], counts["running"]) == (1, 1, 0)
 
 
-async def test_the_file_is_in_wal_mode_and_shared_with_other_connections(store, tmp_path):
+async def test_the_file_is_in_wal_mode_and_shared_with_other_connections(sqlite_store, tmp_path):
+    store = sqlite_store
     await store.enqueue([new_task()])
     other = SQLiteStore(tmp_path / "tasks.db")
     try:
@@ -181,7 +190,8 @@ async def test_cancel_and_purge(store):
         await store.purge(time.time(), ("running",))
 
 
-async def test_concurrent_writes_share_transactions(store):
+async def test_concurrent_writes_share_transactions(sqlite_store):
+    store = sqlite_store
     before = store.transactions
     await asyncio.gather(*(store.enqueue([new_task()]) for _ in range(200)))
     assert (await store.counts())["pending"] == 200
@@ -209,6 +219,7 @@ def test_urls(tmp_path):
             path_from_url(bad)
     with pytest.raises(StoreError, match="unknown store 'redis'"):
         open_store("redis://localhost")
+    assert isinstance(open_store("memory://"), MemoryStore)
     store = open_store(f"sqlite:///{tmp_path}/nested/dir/t.db")
     assert (tmp_path / "nested" / "dir" / "t.db").exists()
     store.close_sync()

@@ -1,0 +1,262 @@
+"""The store interface in memory: durable semantics (names, JSON, leases) without a file.
+
+Nothing survives the process, so this is not for production: it is the second
+implementation of `backbeat.stores.base.Store`, which keeps the interface
+honest, and a quick way to test an app's durable behaviour
+(``Runner(store="memory://")``). It behaves like the SQLite store, row for row.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+
+from backbeat.stores.base import FINISHED_STATES, ClaimedTask, NewTask, StoredStatus, StoreError
+
+
+@dataclass(slots=True)
+class _Row:
+    task: NewTask
+    state: str
+    attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    lease_until: float | None = None
+    worker: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+
+    def status(self) -> StoredStatus:
+        t = self.task
+        return StoredStatus(
+            t.id, t.name, self.state, self.attempts, self.error, self.traceback,
+            t.created_at, self.started_at, self.finished_at, t.due_at,
+        )  # fmt: skip
+
+    def claimed(self) -> ClaimedTask:
+        t = self.task
+        return ClaimedTask(
+            t.id, t.name, t.payload, self.attempts, t.created_at, t.retries, t.backoff,
+            t.max_backoff, t.timeout,
+        )  # fmt: skip
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._rows: dict[str, _Row] = {}
+        self._lock = threading.Lock()  # get_sync may come from any thread
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return "MemoryStore()"
+
+    def _check(self) -> None:
+        if self._closed:
+            raise StoreError("MemoryStore() is closed")
+
+    def _runnable(self, row: _Row, now: float) -> bool:
+        if row.task.due_at > now:
+            return False
+        after = json.loads(row.task.after) if row.task.after else []
+        for task_id in after:
+            before = self._rows.get(task_id)
+            if before is not None and before.state in ("held", "pending", "running"):
+                return False
+        return True
+
+    def _take(self, row: _Row, worker: str, now: float, lease: float) -> ClaimedTask:
+        row.state = "running"
+        row.attempts += 1
+        row.started_at = now
+        row.lease_until = now + lease
+        row.worker = worker
+        return row.claimed()
+
+    def _owned(self, worker: str, task_id: str) -> _Row | None:
+        row = self._rows.get(task_id)
+        if row is None or row.state != "running" or row.worker != worker:
+            return None
+        return row
+
+    async def enqueue(self, tasks: list[NewTask]) -> None:
+        with self._lock:
+            self._check()
+            for task in tasks:
+                if task.id in self._rows:
+                    raise StoreError(f"UNIQUE constraint failed: a task with id {task.id} exists")
+            for task in tasks:
+                held = task.held_until is not None
+                self._rows[task.id] = _Row(
+                    task, "held" if held else "pending", lease_until=task.held_until
+                )
+
+    async def activate(self, ids: list[str]) -> None:
+        with self._lock:
+            self._check()
+            for task_id in ids:
+                row = self._rows.get(task_id)
+                if row is not None and row.state == "held":
+                    row.state, row.lease_until = "pending", None
+
+    async def start(
+        self, worker: str, ids: list[str], lease: float, limit: int
+    ) -> list[ClaimedTask]:
+        with self._lock:
+            self._check()
+            now = time.time()
+            claimed: list[ClaimedTask] = []
+            for task_id in ids:
+                row = self._rows.get(task_id)
+                if row is None or row.state != "held":
+                    continue
+                if len(claimed) < limit and not row.task.after and row.task.due_at <= now:
+                    claimed.append(self._take(row, worker, now, lease))
+                else:
+                    row.state, row.lease_until = "pending", None
+            return claimed
+
+    async def claim(self, worker: str, limit: int, lease: float) -> list[ClaimedTask]:
+        with self._lock:
+            self._check()
+            now = time.time()
+            candidates = [
+                row
+                for row in self._rows.values()
+                if (row.state == "pending" and self._runnable(row, now))
+                or (
+                    row.state in ("held", "running")
+                    and row.lease_until is not None
+                    and row.lease_until < now
+                    and (row.state == "running" or self._runnable(row, now))
+                )
+            ]
+            candidates.sort(key=lambda row: row.task.due_at)
+            return [self._take(row, worker, now, lease) for row in candidates[:limit]]
+
+    async def renew(self, worker: str, ids: list[str], lease: float) -> list[str]:
+        with self._lock:
+            self._check()
+            lost = []
+            for task_id in ids:
+                row = self._owned(worker, task_id)
+                if row is None:
+                    lost.append(task_id)
+                else:
+                    row.lease_until = time.time() + lease
+            return lost
+
+    async def complete(self, worker: str, task_ids: list[str]) -> list[bool]:
+        with self._lock:
+            self._check()
+            held = []
+            for task_id in task_ids:
+                row = self._owned(worker, task_id)
+                if row is not None:
+                    row.state, row.finished_at, row.lease_until = "succeeded", time.time(), None
+                held.append(row is not None)
+            return held
+
+    async def fail(
+        self,
+        worker: str,
+        task_id: str,
+        error: str,
+        traceback: str | None,
+        retry_at: float | None,
+    ) -> bool:
+        with self._lock:
+            self._check()
+            row = self._owned(worker, task_id)
+            if row is None:
+                return False
+            row.error, row.traceback, row.lease_until = error, traceback, None
+            if retry_at is None:
+                row.state, row.finished_at = "failed", time.time()
+            else:
+                row.state, row.worker = "pending", None
+                row.task.due_at = retry_at
+            return True
+
+    async def release(self, worker: str, ids: list[str]) -> None:
+        with self._lock:
+            self._check()
+            for task_id in ids:
+                row = self._owned(worker, task_id)
+                if row is not None:
+                    row.state, row.lease_until, row.worker = "pending", None, None
+                    row.attempts = max(row.attempts - 1, 0)
+
+    async def cancel(self, ids: list[str], reason: str) -> None:
+        with self._lock:
+            self._check()
+            for task_id in ids:
+                row = self._rows.get(task_id)
+                if row is not None and row.state in ("held", "pending", "running"):
+                    row.state, row.finished_at, row.error = "cancelled", time.time(), reason
+                    row.lease_until = None
+
+    async def retry(self, ids: list[str] | None) -> int:
+        with self._lock:
+            self._check()
+            rows = self._rows.values() if ids is None else [self._rows.get(i) for i in ids]
+            count = 0
+            for row in rows:
+                if row is not None and row.state == "failed":
+                    row.state, row.attempts, row.worker = "pending", 0, None
+                    row.started_at = row.finished_at = None
+                    row.task.due_at = time.time()
+                    count += 1
+            return count
+
+    async def purge(self, finished_before: float, states: tuple[str, ...] = FINISHED_STATES) -> int:
+        unknown = set(states) - set(FINISHED_STATES)
+        if unknown:
+            raise ValueError(f"only finished tasks can be purged, not {sorted(unknown)}")
+        with self._lock:
+            self._check()
+            doomed = [
+                task_id
+                for task_id, row in self._rows.items()
+                if row.state in states and (row.finished_at or 0) < finished_before
+            ]
+            for task_id in doomed:
+                del self._rows[task_id]
+            return len(doomed)
+
+    def get_sync(self, task_id: str) -> StoredStatus | None:
+        with self._lock:
+            self._check()
+            row = self._rows.get(task_id)
+            return None if row is None else row.status()
+
+    async def get(self, task_id: str) -> StoredStatus | None:
+        return self.get_sync(task_id)
+
+    def counts_sync(self) -> dict[str, int]:
+        with self._lock:
+            self._check()
+            now = time.time()
+            counts = dict.fromkeys(
+                ("pending", "scheduled", "running", "succeeded", "failed", "cancelled"), 0
+            )
+            for row in self._rows.values():
+                state = "pending" if row.state == "held" else row.state
+                if state == "pending" and row.task.due_at > now:
+                    state = "scheduled"
+                counts[state] += 1
+            return counts
+
+    async def counts(self) -> dict[str, int]:
+        return self.counts_sync()
+
+    async def failures(self, limit: int) -> list[StoredStatus]:
+        with self._lock:
+            self._check()
+            failed = [row for row in self._rows.values() if row.state == "failed"]
+            failed.sort(key=lambda row: row.finished_at or 0, reverse=True)
+            return [row.status() for row in failed[:limit]]
+
+    async def close(self) -> None:
+        self._closed = True
