@@ -39,6 +39,7 @@ test: lint
 bench: venv
 	bash bench/http/run.sh
 	$(BIN)/python bench/runner/run.py
+	bash bench/sqlite/run.sh
 
 clean:
 	rm -rf $(VENV) bench/.venv-peers .mypy_cache .ruff_cache .pytest_cache
