@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for bench/http: installs wrk and the peers' venv if missing, then runs.
+# One command for bench/http: installs wrk and the peers venv if missing, then runs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if ! command -v wrk >/dev/null; then
@@ -10,11 +10,6 @@ if ! command -v wrk >/dev/null; then
         exit 1
     fi
 fi
-peers=bench/.venv-peers
-if [ ! -f "$peers/.installed" ] || [ bench/requirements-peers.txt -nt "$peers/.installed" ]; then
-    python3 -m venv "$peers"
-    "$peers/bin/python" -m pip install -q --upgrade pip
-    "$peers/bin/python" -m pip install -q -r bench/requirements-peers.txt
-    touch "$peers/.installed"
-fi
+make --no-print-directory venv >/dev/null
+source bench/peers.sh
 exec .venv/bin/python bench/http/run.py "$@"

@@ -227,9 +227,6 @@ class SQLiteStore:
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await asyncio.wrap_future(self._submit(fn))
 
-    def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return self._submit(fn).result()
-
     def _write_loop(self) -> None:
         conn = self._connect()
         try:
