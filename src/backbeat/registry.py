@@ -81,11 +81,5 @@ class TaskRegistry:
     def get(self, name: str) -> Callable[..., Any] | None:
         return self._functions.get(name)
 
-    def names(self) -> list[str]:
-        return sorted(self._functions)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._functions
-
     def __len__(self) -> int:
         return len(self._functions)

@@ -85,31 +85,31 @@ class HandlerRoute(Route):
         except ClientDisconnect:
             return
         runner = current_runner.get()
-        if runner is not None and runner.durable and response.background is not None:
-            await self._respond_durably(request, response, runner)
+        if runner is None or not runner.durable or response.background is None:
+            await response(scope, receive, send)
             return
-        await response(scope, receive, send)
-
-    async def _respond_durably(
-        self, request: Request, response: StarletteResponse, runner: TaskSink
-    ) -> None:
-        """Store the tasks before the response starts: a 2xx is a promise kept."""
-        tasks = response.background
-        assert isinstance(tasks, BackgroundTask)  # _tasks_for made it one
+        response = await self._store_tasks(request, response, runner)
         try:
-            response.background = prepared = await runner.prepare(tasks)
-        except Exception as exc:
-            # Nothing was stored (bad argument, unnamed function, store down): no 2xx.
-            await self._server_error(request, exc)(request.scope, request.receive, request._send)
-            return
-        try:
-            await response(request.scope, request.receive, request._send)
+            await response(scope, receive, send)
         except BaseException:
-            abandon = getattr(prepared, "abandon", None)
+            abandon = getattr(response.background, "abandon", None)
             if abandon is not None:
                 with contextlib.suppress(Exception):
                     await abandon("the response was not delivered")
             raise
+
+    async def _store_tasks(
+        self, request: Request, response: StarletteResponse, runner: TaskSink
+    ) -> StarletteResponse:
+        """Store the tasks before the response starts: a 2xx is a promise kept."""
+        tasks = response.background
+        assert isinstance(tasks, BackgroundTask)  # _tasks_for made it one
+        try:
+            response.background = await runner.prepare(tasks)
+        except Exception as exc:
+            # Nothing was stored (bad argument, unnamed function, store down): no 2xx.
+            return self._server_error(request, exc)
+        return response
 
     async def _respond(self, request: Request) -> StarletteResponse:
         """The handler's response, carrying every task to run; an error response, none."""
