@@ -40,5 +40,10 @@ def test_background_tasks_example_runs_both_in_order(client, tmp_path):
 
 def test_bad_registrations_run_no_task(client, tmp_path):
     assert client.post("/register/with-log", json={"email": 1}).status_code == 422
-    assert client.post("/register/with-log", content=b"{").status_code == 400
+    assert (
+        client.post(
+            "/register/with-log", content=b"{", headers={"content-type": "application/json"}
+        ).status_code
+        == 400
+    )
     assert not (tmp_path / "log.txt").exists()

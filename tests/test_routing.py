@@ -30,6 +30,9 @@ class UserIn(BaseModel):
     age: int = 0
 
 
+JSON = {"content-type": "application/json"}
+
+
 def client_for(*routes: Any, debug: bool = False) -> TestClient:
     return TestClient(App(routes=list(routes), debug=debug), raise_server_exceptions=False)
 
@@ -236,9 +239,74 @@ def test_malformed_json_is_400():
     @post("/users")
     async def create(data: UserIn) -> None: ...
 
-    response = client_for(create).post("/users", content=b'{"email": ')
+    response = client_for(create).post("/users", content=b'{"email": ', headers=JSON)
     assert response.status_code == 400
     assert "Malformed JSON" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None],
+)
+def test_a_body_not_sent_as_json_is_415_and_runs_nothing(content_type):
+    # A cross-site form post needs no CORS preflight: JSON under these types is CSRF.
+    ran = []
+
+    @post("/users", background=BackgroundTask(ran.append, "task"))
+    async def create(data: UserIn) -> None:
+        ran.append("handler")
+
+    headers = {} if content_type is None else {"content-type": content_type}
+    response = client_for(create).post("/users", content=b'{"email": "a"}', headers=headers)
+    assert response.status_code == 415
+    assert "application/json" in response.json()["detail"]
+    assert ran == []
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "application/vnd.api+json"],
+)
+def test_json_content_types_are_accepted(content_type):
+    @post("/users")
+    async def create(data: UserIn) -> dict[str, str]:
+        return {"email": data.email}
+
+    response = client_for(create).post(
+        "/users", content=b'{"email": "a"}', headers={"content-type": content_type}
+    )
+    assert response.status_code == 201
+    assert response.json() == {"email": "a"}
+
+
+def test_a_body_over_the_limit_is_413_without_reading_it_all():
+    @post("/users")
+    async def create(data: Any) -> None: ...
+
+    app = App(routes=[create], max_body_size=1000)
+    client = TestClient(app)
+    big = b'{"x": "' + b"a" * 2000 + b'"}'
+    assert client.post("/users", content=big, headers=JSON).status_code == 413
+
+    def chunks():  # no Content-Length: the limit applies while reading
+        yield b'{"x": "'
+        for _ in range(100):
+            yield b"a" * 100
+        yield b'"}'
+
+    assert client.post("/users", content=chunks(), headers=JSON).status_code == 413
+    assert client.post("/users", json={"x": "a" * 900}).status_code == 201
+
+
+def test_the_default_body_limit_is_one_mebibyte():
+    @post("/users")
+    async def create(data: Any) -> None: ...
+
+    client = client_for(create)
+    assert client.post("/users", json={"x": "a" * 1_000_000}).status_code == 201
+    assert client.post("/users", json={"x": "a" * 1_100_000}).status_code == 413
+    with pytest.raises(ValueError, match="max_body_size"):
+        App(routes=[create], max_body_size=0)
 
 
 def test_invalid_body_is_422_listing_fields_without_echoing_input():
@@ -390,7 +458,7 @@ def test_no_tasks_when_the_request_is_invalid():
     async def handler(data: UserIn) -> None: ...
 
     client = client_for(handler)
-    assert client.post("/x", content=b"{").status_code == 400
+    assert client.post("/x", content=b"{", headers=JSON).status_code == 400
     assert client.post("/x", json={}).status_code == 422
     assert log == []
 

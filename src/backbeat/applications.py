@@ -18,6 +18,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 from starlette.types import Lifespan, Receive, Scope, Send
 
+from backbeat.params import DEFAULT_MAX_BODY_SIZE
 from backbeat.runner import Runner
 from backbeat.tasks import BackgroundTask, current_runner
 
@@ -32,8 +33,20 @@ class App(Starlette):
         middleware: Sequence[Middleware] | None = None,
         exception_handlers: Mapping[Any, Any] | None = None,
         lifespan: Lifespan[Any] | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     ) -> None:
-        """``runner=None`` makes a default `Runner()`; ``runner=False`` runs tasks inline."""
+        """``runner=None`` makes a default `Runner()`; ``runner=False`` runs tasks inline.
+
+        ``max_body_size``: the largest JSON body a handler accepts, in bytes (413 beyond).
+        """
+        if (
+            not isinstance(max_body_size, int)
+            or isinstance(max_body_size, bool)
+            or max_body_size < 1
+        ):
+            raise ValueError(f"App(max_body_size=...) must be an int >= 1, got {max_body_size!r}")
+        # Not Starlette's own `max_body_size` (absent before Starlette 1.x): handlers read it.
+        self.json_body_limit = max_body_size
         for index, item in enumerate(routes or ()):
             if not isinstance(item, BaseRoute):
                 raise TypeError(

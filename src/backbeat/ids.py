@@ -1,22 +1,22 @@
 """Task ids: ULIDs (26 characters, Crockford base32) that sort by creation time.
 
 The first 10 characters encode the creation time in milliseconds; the other
-16 are 40 random bits drawn once per process (again after a fork) followed by
-a 40-bit counter. Within a process ids are therefore unique and increasing,
-also across threads and within one millisecond, without a lock; across
-processes they differ by their random part.
+16 are 80 bits from the operating system's CSPRNG (`os.urandom`), drawn anew
+for every id. An id is therefore unguessable from any other id — a task's
+status URL is not a hint to the next one — and ids still sort by creation
+time to the millisecond (ids made in the same millisecond are in no
+particular order among themselves).
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # Two characters per 10 bits: encoding is a few table look-ups, not a loop.
 _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
-_COUNTER_MASK = (1 << 40) - 1
+_MASK40 = (1 << 40) - 1
 
 
 def _encode40(value: int) -> str:
@@ -25,36 +25,24 @@ def _encode40(value: int) -> str:
 
 
 def _encode_time(ms: int) -> str:
-    p = _PAIRS
-    return p[(ms >> 40) & 1023] + _encode40(ms & _COUNTER_MASK)
+    return _PAIRS[(ms >> 40) & 1023] + _encode40(ms & _MASK40)
 
 
-class _State:
-    process_part = ""
-    counter = itertools.count()
+class _Clock:
     last_ms = -1
     prefix = ""
 
 
-def _reseed() -> None:
-    _State.process_part = _encode40(int.from_bytes(os.urandom(5), "big"))
-    _State.counter = itertools.count(int.from_bytes(os.urandom(2), "big"))
-
-
-_reseed()
-os.register_at_fork(after_in_child=_reseed)
-
-
 def new_id() -> str:
-    # next() on itertools.count is atomic under the GIL; the prefix cache may be
-    # recomputed by two threads at once, which is harmless.
-    count = next(_State.counter) & _COUNTER_MASK
+    random = int.from_bytes(os.urandom(10), "big")
     ms = time.time_ns() // 1_000_000
-    if ms > _State.last_ms:
-        _State.prefix = _encode_time(ms)
-        _State.last_ms = ms
-    # When the clock steps back, ids keep the last prefix, so they still increase.
-    return _State.prefix + _State.process_part + _encode40(count)
+    if ms > _Clock.last_ms:
+        # Two threads may recompute this cache at once, which is harmless.
+        _Clock.prefix = _encode_time(ms)
+        _Clock.last_ms = ms
+    # When the clock steps back, ids keep the last prefix, so they never sort
+    # before ids already made.
+    return _Clock.prefix + _encode40(random >> 40) + _encode40(random & _MASK40)
 
 
 def id_timestamp(task_id: str) -> float:

@@ -9,7 +9,8 @@ A decorated handler becomes a Starlette `Route`, so it goes straight into
   `BackgroundTasks` and the response's own ``background`` all run, in that
   order, after the last body byte is sent — and none of them when the handler
   raises or for HEAD/OPTIONS requests;
-* errors: 400 for malformed JSON, 422 listing the fields, 500 without
+* errors: 400 for malformed JSON, 413 for a body over the app's
+  ``max_body_size``, 415 for a body not sent as JSON, 422 listing the fields, 500 without
   internals (unless the app has ``debug=True``), each as JSON.
 """
 
@@ -31,7 +32,7 @@ from starlette.responses import Response as StarletteResponse
 from starlette.routing import Route, compile_path
 from starlette.types import Receive, Scope, Send
 
-from backbeat.params import BadRequest, InvalidParameters, analyse
+from backbeat.params import DEFAULT_MAX_BODY_SIZE, BadRequest, InvalidParameters, analyse
 from backbeat.responses import JSONResponse, Response
 from backbeat.tasks import BackgroundTask, BackgroundTasks, TaskSink, current_runner
 
@@ -114,14 +115,15 @@ class HandlerRoute(Route):
     async def _respond(self, request: Request) -> StarletteResponse:
         """The handler's response, carrying every task to run; an error response, none."""
         try:
-            kwargs, injected = await self.signature.bind(request)
+            limit = getattr(request.scope.get("app"), "json_body_limit", DEFAULT_MAX_BODY_SIZE)
+            kwargs, injected = await self.signature.bind(request, limit)
             if self.is_async:
                 result = await self.handler(**kwargs)
             else:
                 result = await run_in_threadpool(self.handler, **kwargs)
             response = self._to_response(result)
         except BadRequest as exc:
-            return JSONResponse({"detail": str(exc)}, 400)
+            return JSONResponse({"detail": str(exc)}, exc.status_code)
         except InvalidParameters as exc:
             return JSONResponse({"detail": exc.errors}, 422)
         except HTTPException as exc:
