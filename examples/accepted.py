@@ -1,8 +1,7 @@
 """The "202 Accepted" pattern: answer at once, process in the background, report status.
 
 uvicorn examples.accepted:app
-curl -i -X POST localhost:8000/files -H 'content-type: application/json' \\
-    -d '{"name": "report.csv", "rows": 3}'
+curl -i localhost:8000/files -H 'content-type: application/json' -d '{"name": "a.csv", "rows": 3}'
 # 202 Accepted, Location: /tasks/01J...
 curl localhost:8000/tasks/01J...      # pending/running, then succeeded
 """
