@@ -7,15 +7,22 @@ PORT ?= 8000
 
 .PHONY: venv demo test lint bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+
+# The demo needs the runtime and uvicorn only; the tests need the dev tools too.
+$(VENV)/.demo-installed: pyproject.toml $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[demo]'
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
 venv: $(VENV)/.installed
 
-demo: venv
+demo: $(VENV)/.demo-installed
 	@echo ""
 	@echo "backbeat demo: the reference page's two examples on http://$(HOST):$(PORT)"
 	@echo "In another terminal, try:"

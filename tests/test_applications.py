@@ -4,10 +4,22 @@ import time
 from contextlib import asynccontextmanager
 
 import pytest
+from starlette.exceptions import HTTPException
 from starlette.testclient import TestClient as StarletteTestClient
 
-from backbeat import App, BackgroundTask, BackgroundTasks, JSONResponse, Runner, get, post
+from backbeat import (
+    App,
+    BackgroundTask,
+    BackgroundTasks,
+    JSONResponse,
+    Request,
+    Runner,
+    get,
+    post,
+    task,
+)
 from backbeat.testing import TestClient
+from tests.apps import durable_tasks
 from tests.helpers import asgi_call
 
 
@@ -109,17 +121,64 @@ def test_status_route_and_the_202_pattern(monkeypatch):
         assert response.headers["location"] == f"/tasks/{task_id}"
         status = client.get(f"/tasks/{task_id}").json()
         assert status["id"] == task_id
-        assert status["name"] == "files.process"
         assert status["state"] in ("pending", "running")
         assert status["created_at"].endswith("+00:00")
         client.portal.call(accepted.runner.join, 5)
         done = client.get(f"/tasks/{task_id}").json()
-        assert (done["state"], done["attempts"], done["error"]) == ("succeeded", 1, None)
+        assert (done["state"], done["attempts"]) == ("succeeded", 1)
         missing = client.get("/tasks/01NOSUCHTASK0000000000000")
         assert (missing.status_code, missing.json()["detail"]) == (
             404,
             "no task with id 01NOSUCHTASK0000000000000",
         )
+
+
+@task(name="tests.mail.send")
+async def fail_to_send(address: str) -> None:
+    raise RuntimeError(f"mailbox {address} unavailable")
+
+
+def status_app(**options):
+    @post("/send", status_code=202)
+    async def send(tasks: BackgroundTasks) -> dict[str, str]:
+        return {"task": tasks.add_task(fail_to_send, "victim@example.com").id}
+
+    runner = Runner()
+    return App(routes=[send, runner.status_route(**options)], runner=runner)
+
+
+def test_status_route_hides_errors_and_names_unless_allowed():
+    with TestClient(status_app(), raise_task_exceptions=False) as client:
+        task_id = client.post("/send").json()["task"]
+        shown = client.get(f"/tasks/{task_id}").json()
+    assert shown["state"] == "failed"
+    assert set(shown) == {"id", "state", "attempts", "created_at", "started_at", "finished_at"}
+    assert "victim" not in str(shown)
+
+    with TestClient(status_app(include_errors=True), raise_task_exceptions=False) as client:
+        task_id = client.post("/send").json()["task"]
+        shown = client.get(f"/tasks/{task_id}").json()
+    assert shown["name"] == "tests.mail.send"
+    assert shown["error"] == "RuntimeError: mailbox victim@example.com unavailable"
+
+
+def test_status_route_auth_gives_403_or_the_callables_own_401():
+    async def only_admins(request: Request) -> bool:
+        if "authorization" not in request.headers:
+            raise HTTPException(401, "log in first")
+        return request.headers["authorization"] == "Bearer admin"
+
+    with TestClient(status_app(auth=only_admins), raise_task_exceptions=False) as client:
+        task_id = client.post("/send").json()["task"]
+        assert client.get(f"/tasks/{task_id}").status_code == 401
+        denied = client.get(f"/tasks/{task_id}", headers={"authorization": "Bearer user"})
+        assert denied.status_code == 403
+        allowed = client.get(f"/tasks/{task_id}", headers={"authorization": "Bearer admin"})
+        assert allowed.status_code == 200
+        unknown = client.get("/tasks/01NOSUCH", headers={"authorization": "Bearer user"})
+        assert unknown.status_code == 403  # no way to probe which ids exist
+    with pytest.raises(TypeError, match="auth"):
+        Runner().status_route(auth="admin")
 
 
 def test_status_route_needs_a_task_id_parameter():
@@ -150,3 +209,40 @@ def test_status_of_injected_and_returned_tasks():
     with TestClient(app) as client:
         ids = client.get("/start").json()["ids"]
         assert [app.runner.get(i).state for i in ids] == ["succeeded", "succeeded"]
+
+
+def test_a_task_that_fails_for_good_fails_the_test_by_default():
+    attempts = []
+
+    async def broken() -> None:
+        attempts.append(1)
+        raise LookupError("bug in the task")
+
+    @post("/x")
+    async def handler(tasks: BackgroundTasks) -> None:
+        tasks.add_task(broken).using(retries=1, backoff=0.001)
+
+    app = App(routes=[handler])
+    with TestClient(app) as client:
+        with pytest.raises(LookupError, match="bug in the task") as raised:
+            client.post("/x")
+        assert len(attempts) == 2  # retried first: only the final failure counts
+        assert "raised by background task" in "".join(raised.value.__notes__)
+        assert client.post("/y").status_code == 404  # reported once, not again
+    with TestClient(app, raise_task_exceptions=False) as client:
+        assert client.post("/x").status_code == 201
+        assert [exc.args for _, exc in client.task_failures] == [("bug in the task",)]
+
+
+def test_the_client_does_not_wait_for_work_left_to_workers(tmp_path):
+    @post("/x")
+    async def handler(tasks: BackgroundTasks) -> None:
+        tasks.add_task(durable_tasks.sleep_and_mark, 0, "never here")
+
+    runner = Runner(store=f"sqlite:///{tmp_path}/tasks.db", execute=False)
+    app = App(routes=[handler], runner=runner)
+    started = time.monotonic()
+    with TestClient(app) as client:
+        assert client.post("/x").status_code == 201
+    assert time.monotonic() - started < 5  # it waited 30 s, then raised TimeoutError
+    assert runner.stats()["pending"] == 1

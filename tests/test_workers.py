@@ -144,6 +144,10 @@ def test_cli_errors_are_one_line_and_exit_non_zero(tmp_path):
         (("worker", "no_such_module:app"), 1, "cannot import 'no_such_module'"),
         (("worker", "tests.apps.serving:app"), 1, "has no store"),
         (("worker", "tests.apps.serving"), 1, "is not MODULE:ATTR"),
+        (("worker", "tests.apps.broken_app:app"), 1, "RuntimeError: DATABASE_URL is not set"),
+        (("status", "--store", "sqlite:///typo.db"), 2, f"no store at {tmp_path}/typo.db"),
+        (("retry", "--failed", "--store", "sqlite:///typo.db"), 2, "no store at"),
+        (("purge", "--store", "sqlite:///a/b.db", "--older-than", "1d"), 2, "no store at"),
         (("retry", "--store", "sqlite:///x.db"), 1, "give task ids, or --failed"),
         (("purge", "--store", "sqlite:///x.db", "--older-than", "soon"), 2, "not a duration"),
         (("frobnicate",), 2, "invalid choice"),
@@ -152,5 +156,16 @@ def test_cli_errors_are_one_line_and_exit_non_zero(tmp_path):
         result = backbeat(*args, tmp_path=None if args[0] == "worker" else tmp_path)
         assert result.returncode == code, (args, result.stderr)
         assert message in result.stderr, (args, result.stderr)
-        if code == 1:
+        if args[0] != "frobnicate" and "duration" not in message:
             assert result.stderr.count("\n") == 1, result.stderr
+    # Read-only commands create nothing where there was no store.
+    assert not (tmp_path / "typo.db").exists() and not (tmp_path / "a").exists()
+
+
+def test_cli_help_is_plain_text_and_quiet(tmp_path):
+    result = backbeat("--help")
+    assert result.returncode == 0
+    assert "``" not in result.stdout and "backbeat command" in result.stdout
+    Runner(store=f"sqlite:///{tmp_path}/tasks.db")  # the app creates the store
+    status = backbeat("status", "--store", f"sqlite:///{tmp_path}/tasks.db")
+    assert (status.returncode, status.stderr) == (0, "")  # no DeprecationWarning

@@ -1,4 +1,4 @@
-"""The ``backbeat`` command: workers, and a look into a store.
+"""The backbeat command: workers, and a look into a store.
 
     backbeat worker MODULE:ATTR [--concurrency N]
     backbeat status --store URL [--failures N]
@@ -6,7 +6,8 @@
     backbeat purge --store URL --older-than 7d
 
 Built on `argparse` (the standard library's, so the command adds no dependency).
-Bad arguments and unusable stores give a one-line error and a non-zero exit.
+Bad arguments and unusable stores give a one-line error and a non-zero exit
+(2 for a store that does not exist: only the app and its workers create one).
 """
 
 from __future__ import annotations
@@ -20,16 +21,17 @@ import re
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from backbeat.runner import Runner
-from backbeat.stores import StoreError, open_store
+from backbeat.runner import Runner, find_runner
+from backbeat.stores import StoreError, StoreMissing, open_store
 from backbeat.stores.base import FINISHED_STATES
-from backbeat.testing import find_runner
 
 EXIT_ERROR = 1
+EXIT_NO_STORE = 2
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -84,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return purge_finished(args.store, args.older_than)
     except (CommandError, StoreError) as exc:
         sys.stderr.write(f"backbeat {args.command}: error: {exc}\n")
-        return EXIT_ERROR
+        return EXIT_NO_STORE if isinstance(exc, StoreMissing) else EXIT_ERROR
 
 
 # --- worker ---------------------------------------------------------------------------------
@@ -100,6 +102,13 @@ def load_runner(target: str) -> Runner:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise CommandError(f"cannot import {module_name!r}: {exc}") from exc
+    except Exception as exc:
+        # The app's own code failed: one line that says where, not a traceback.
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        raise CommandError(
+            f"importing {module_name!r} raised {type(exc).__name__}: {exc} "
+            f"({where.filename}:{where.lineno})"
+        ) from exc
     obj: Any = module
     for part in attribute.split("."):
         try:
@@ -154,7 +163,7 @@ async def _serve(runner: Runner, target: str) -> None:
 
 
 def show_status(url: str, failures: int) -> int:
-    store = open_store(url)
+    store = open_store(url, create=False)
     try:
         counts = store.counts_sync()
         recent = asyncio.run(store.failures(failures)) if failures > 0 else []
@@ -179,7 +188,7 @@ def show_status(url: str, failures: int) -> int:
 def retry_failed(url: str, ids: list[str], every_failed: bool) -> int:
     if bool(ids) == every_failed:
         raise CommandError("give task ids, or --failed for every failed task (not both)")
-    store = open_store(url)
+    store = open_store(url, create=False)
     try:
         count = asyncio.run(store.retry(None if every_failed else ids))
     finally:
@@ -191,7 +200,7 @@ def retry_failed(url: str, ids: list[str], every_failed: bool) -> int:
 
 
 def purge_finished(url: str, older_than: float) -> int:
-    store = open_store(url)
+    store = open_store(url, create=False)
     try:
         count = asyncio.run(store.purge(time.time() - older_than, FINISHED_STATES))
     finally:

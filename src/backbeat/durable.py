@@ -365,6 +365,7 @@ class DurableEngine:
         except _Unrunnable as exc:
             logger.error("Background task %r (id %s) cannot run: %s", item.name, item.id, exc)
             await self._record(self.store.fail(self.worker, item.id, str(exc), None, None))
+            runner.report_failure(_info(item, TaskState.FAILED, str(exc)), exc)
         except Exception as exc:
             await self._attempt_failed(item, exc)
         else:
@@ -409,6 +410,7 @@ class DurableEngine:
             exc_info=exc,
         )
         await self._record(self.store.fail(self.worker, item.id, error, trace, None))
+        runner.report_failure(_info(item, TaskState.FAILED, error), exc)
 
     async def _record(self, outcome: Any) -> None:
         try:
@@ -481,13 +483,13 @@ class _Unrunnable(Exception):
     """The stored task cannot run in this process: dead-letter it, keep going."""
 
 
-def _info(item: ClaimedTask, state: TaskState) -> TaskInfo:
+def _info(item: ClaimedTask, state: TaskState, error: str | None = None) -> TaskInfo:
     return TaskInfo(
         id=item.id,
         name=item.name,
         state=state,
         attempts=item.attempts,
-        error=None,
+        error=error,
         created_at=datetime.fromtimestamp(item.created_at, UTC),
         started_at=datetime.now(UTC),
         finished_at=None,

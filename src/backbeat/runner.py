@@ -24,17 +24,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.background import BackgroundTask as StarletteBackgroundTask
-from starlette.exceptions import HTTPException
-from starlette.routing import compile_path
 
 from backbeat.durable import DurableEngine
 from backbeat.ids import new_id
 from backbeat.registry import durable_name
-from backbeat.responses import JSONResponse
-from backbeat.routing import HandlerRoute, get
 from backbeat.status import (
     CANCELLED,
     FAILED,
@@ -49,9 +45,25 @@ from backbeat.status import (
 from backbeat.stores import Store, open_store
 from backbeat.tasks import BackgroundTask, BackgroundTasks, current_runner, log_failure
 
+if TYPE_CHECKING:
+    from backbeat.routing import HandlerRoute
+    from backbeat.status_routes import Auth
+
 logger = logging.getLogger("backbeat")
 
 Hook = Callable[..., Any]
+
+
+def find_runner(app: Any) -> Runner | None:
+    """The runner of an `App` or of a `BackbeatMiddleware` (also nested in middleware)."""
+    seen = 0
+    while app is not None and seen < 64:
+        runner = getattr(app, "runner", None)
+        if isinstance(runner, Runner):
+            return runner
+        app = getattr(app, "app", None)
+        seen += 1
+    return None
 
 
 class RunnerFull(Exception):
@@ -142,6 +154,7 @@ class Runner:
         self._room: asyncio.Event | None = None
         self._room_waiters = 0
         self._warned: set[str] = set()
+        self._failure_listeners: list[Callable[[TaskInfo, BaseException], None]] = []
         # With a store, the durable engine does the work; without, the code below.
         self._durable: DurableEngine | None = None
         if store is not None:
@@ -532,6 +545,7 @@ class Runner:
             return
         self._table.move(record, FAILED)
         log_failure(job.task, exc, attempts=record.attempts)
+        self.report_failure(record.snapshot(), exc)
         self._done(job)
 
     def _done(self, job: _Job) -> None:
@@ -549,6 +563,18 @@ class Runner:
         if self._waiting() < self.max_pending:
             assert self._room is not None
             self._room.set()
+
+    def add_failure_listener(self, listener: Callable[[TaskInfo, BaseException], None]) -> None:
+        """Call `listener(info, exc)` for every task that failed for good (`TestClient` uses it)."""
+        self._failure_listeners.append(listener)
+
+    def remove_failure_listener(self, listener: Callable[[TaskInfo, BaseException], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._failure_listeners.remove(listener)
+
+    def report_failure(self, info: TaskInfo, exc: BaseException) -> None:
+        for listener in self._failure_listeners:
+            listener(info, exc)
 
     async def _hook(self, hook: Hook, *args: Any) -> None:
         try:
@@ -630,16 +656,18 @@ class Runner:
         await asyncio.wait_for(self._idle.wait(), timeout)
 
     def status_route(
-        self, path: str = "/tasks/{task_id}", *, name: str = "task_status"
+        self,
+        path: str = "/tasks/{task_id}",
+        *,
+        name: str = "task_status",
+        include_errors: bool = False,
+        auth: Auth | None = None,
     ) -> HandlerRoute:
-        """A GET route serving `TaskInfo.as_dict()` as JSON; 404 for an unknown id."""
-        if "task_id" not in compile_path(path)[2]:
-            raise ValueError(f"status_route path must contain {{task_id}}, got {path!r}")
+        """A GET route serving this runner's task status as JSON (see `backbeat.status_routes`).
 
-        async def task_status(task_id: str) -> JSONResponse:
-            info = await self.aget(task_id)
-            if info is None:
-                raise HTTPException(404, f"no task with id {task_id}")
-            return JSONResponse(info.as_dict(), status_code=200)
+        By default it shows id, state, attempts and timestamps; ``include_errors=True``
+        adds the name and the error text; ``auth(request) -> bool`` guards it (403).
+        """
+        from backbeat.status_routes import status_route
 
-        return get(path, name=name)(task_status)
+        return status_route(self, path, name=name, include_errors=include_errors, auth=auth)

@@ -8,10 +8,18 @@ runner is idle, so a test can assert on what its tasks did::
         client.post("/register", json=...)
         assert sent_emails == [...]
 
-For unit tests that want a task's exception to fail the test, make the app
-with an eager runner: ``App(routes=..., runner=Runner(eager=True))`` runs each
-task inline in the request, retries without waiting, skips delays and
-re-raises the last error (the test client then raises it).
+A task that fails for good (its last attempt raised) during a request fails
+the test: the client re-raises its exception after the request, as Starlette's
+``raise_server_exceptions`` does for the handler's. Pass
+``raise_task_exceptions=False`` to test failures on purpose.
+
+A runner with ``execute=False`` leaves its tasks to worker processes: the
+client does not wait for those (they would never finish in this process);
+look at them in the store, or run a worker.
+
+For unit tests that want a task's exception right in the request, make the
+app with an eager runner: ``App(routes=..., runner=Runner(eager=True))`` runs
+each task inline, retries without waiting, skips delays and re-raises.
 """
 
 from __future__ import annotations
@@ -20,35 +28,63 @@ from typing import Any
 
 import starlette.testclient
 
-from backbeat.runner import Runner
+from backbeat.runner import Runner, find_runner
+from backbeat.status import TaskInfo
 
-
-def find_runner(app: Any) -> Runner | None:
-    """The runner of an `App` or of a `BackbeatMiddleware` (also nested in middleware)."""
-    seen = 0
-    while app is not None and seen < 64:
-        runner = getattr(app, "runner", None)
-        if isinstance(runner, Runner):
-            return runner
-        app = getattr(app, "app", None)
-        seen += 1
-    return None
+__all__ = ["TestClient", "find_runner"]
 
 
 class TestClient(starlette.testclient.TestClient):
     __test__ = False  # not a pytest test class
 
-    def __init__(self, app: Any, *args: Any, runner: Runner | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *args: Any,
+        runner: Runner | None = None,
+        raise_task_exceptions: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(app, *args, **kwargs)
         self.runner = runner if runner is not None else find_runner(app)
+        self.raise_task_exceptions = raise_task_exceptions
+        self.task_failures: list[tuple[TaskInfo, BaseException]] = []
+
+    def __enter__(self) -> TestClient:
+        super().__enter__()
+        if self.runner is not None:
+            self.runner.add_failure_listener(self._task_failed)
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        try:
+            super().__exit__(*args)
+        finally:
+            if self.runner is not None:
+                self.runner.remove_failure_listener(self._task_failed)
+
+    def _task_failed(self, info: TaskInfo, exc: BaseException) -> None:
+        self.task_failures.append((info, exc))
 
     def request(self, *args: Any, **kwargs: Any) -> Any:
         response = super().request(*args, **kwargs)
         self.wait_for_tasks()
+        if self.raise_task_exceptions and self.task_failures:
+            info, exc = self.task_failures[0]
+            self.task_failures.clear()
+            exc.add_note(
+                f"raised by background task {info.name!r} (id {info.id}) after the response; "
+                "TestClient(..., raise_task_exceptions=False) lets a test expect it"
+            )
+            raise exc
         return response
 
     def wait_for_tasks(self, timeout: float | None = 30.0) -> None:
-        """Block until the runner is idle (inside ``with client:``; a no-op outside)."""
+        """Block until the runner has run what it took (inside ``with client:``; else no-op).
+
+        Tasks left to workers (a runner with ``execute=False``) are not waited for.
+        """
         portal = getattr(self, "portal", None)
-        if self.runner is not None and self.runner.running and portal is not None:
-            portal.call(self.runner.join, timeout)
+        runner = self.runner
+        if runner is not None and runner.running and runner.executes and portal is not None:
+            portal.call(runner.join, timeout)

@@ -2,6 +2,7 @@
 then what is SQLite's own."""
 
 import asyncio
+import stat
 import time
 
 import pytest
@@ -244,3 +245,16 @@ async def test_a_task_waits_for_the_ones_it_comes_after(store):
     assert await store.claim("w", 10, 30) == []
     await store.fail("w", first.id, "boom", None, None)  # finished, even if failed
     assert [c.id for c in await store.claim("w", 10, 30)] == [second.id]
+
+
+async def test_sqlite_store_files_are_private(tmp_path):
+    path = tmp_path / "new" / "deeper" / "tasks.db"
+    store = SQLiteStore(path)
+    now = time.time()
+    await store.enqueue([NewTask(new_id(), "n", "{}", now, now)])
+    files = [path, path.with_name("tasks.db-wal"), path.with_name("tasks.db-shm")]
+    for file in files:
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+    for directory in (path.parent, path.parent.parent):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+    store.close_sync()

@@ -1,15 +1,26 @@
 """Durable stores: where tasks are kept so that they outlive the process."""
 
-from backbeat.stores.base import ClaimedTask, NewTask, Store, StoredStatus, StoreError
+from backbeat.stores.base import (
+    ClaimedTask,
+    NewTask,
+    Store,
+    StoredStatus,
+    StoreError,
+    StoreMissing,
+)
 from backbeat.stores.memory import MemoryStore
 from backbeat.stores.sqlite import SQLiteStore
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, create: bool = True) -> Store:
     """A store from its URL: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, or
-    ``memory://`` (the interface in memory: for tests; nothing survives the process)."""
+    ``memory://`` (the interface in memory: for tests; nothing survives the process).
+
+    ``create=False`` (the CLI's read-only commands) raises `StoreMissing` where
+    there is no store yet, instead of making an empty one.
+    """
     if url.startswith("sqlite:"):
-        return SQLiteStore.from_url(url)
+        return SQLiteStore.from_url(url, create=create)
     if url == "memory://":
         return MemoryStore()
     scheme = url.partition(":")[0] or url
@@ -25,6 +36,7 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "StoreError",
+    "StoreMissing",
     "StoredStatus",
     "open_store",
 ]

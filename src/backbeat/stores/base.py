@@ -98,6 +98,10 @@ class StoreError(Exception):
     """The store cannot be opened or used (bad URL, unreadable file, corrupt data)."""
 
 
+class StoreMissing(StoreError):
+    """A store was to be read, but there is none at that place (nothing was created)."""
+
+
 class Store(Protocol):
     """The operations the runner, the workers and the CLI use."""
 

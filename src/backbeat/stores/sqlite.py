@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
+import os
 import queue
 import sqlite3
 import threading
@@ -32,6 +34,7 @@ from backbeat.stores.base import (
     NewTask,
     StoredStatus,
     StoreError,
+    StoreMissing,
 )
 
 T = TypeVar("T")
@@ -156,9 +159,14 @@ class _Write:
 
 
 class SQLiteStore:
-    def __init__(self, path: str | Path, *, busy_timeout: float = 10.0) -> None:
+    """Tasks in one SQLite file; ``create=False`` refuses a path where no store exists."""
+
+    def __init__(
+        self, path: str | Path, *, busy_timeout: float = 10.0, create: bool = True
+    ) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        self.create = create
         self.transactions = 0  # commits made: tells how well writes were grouped
         self._writes: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -173,18 +181,42 @@ class SQLiteStore:
         self._connection()
 
     @classmethod
-    def from_url(cls, url: str) -> SQLiteStore:
-        return cls(path_from_url(url))
+    def from_url(cls, url: str, *, create: bool = True) -> SQLiteStore:
+        return cls(path_from_url(url), create=create)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
 
     # --- connections -----------------------------------------------------------------
 
+    def _create_private(self) -> None:
+        """Make the file (and missing directories) readable by this user only.
+
+        Task arguments are in it. SQLite gives the -wal and -shm files the
+        mode of the database file, so they are private too.
+        """
+        missing = []
+        parent = self.path.absolute().parent
+        while not parent.exists():
+            missing.append(parent)
+            parent = parent.parent
+        for directory in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                directory.mkdir(mode=0o700)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
     def _connect(self) -> sqlite3.Connection:
+        if not self.path.exists():
+            if not self.create:
+                raise StoreMissing(f"no store at {self.path.absolute()}")
+            try:
+                self._create_private()
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the SQLite store {str(self.path)!r}: {exc}"
+                ) from exc
         try:
-            if self.path.parent != Path():
-                self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
                 self.path,
                 timeout=self.busy_timeout,

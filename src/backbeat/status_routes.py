@@ -1,0 +1,62 @@
+"""Serving a task's status over HTTP: ``runner.status_route("/tasks/{task_id}")``.
+
+Whoever knows a task id can ask for its status, so the route shows by default
+only what does not leak: the id, the state, the attempts and the timestamps.
+The task's name and error text (which may hold an address, a query, a
+message from another service) are added only with ``include_errors=True``.
+``auth`` decides who may look at all: a callable taking the request and
+returning a bool (or an awaitable of one); False answers 403. To answer 401
+instead (a missing credential), raise ``HTTPException(401)`` from it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.routing import compile_path
+
+from backbeat.responses import JSONResponse
+from backbeat.routing import HandlerRoute, get
+
+if TYPE_CHECKING:
+    from backbeat.runner import Runner
+
+Auth = Callable[[Request], bool | Awaitable[bool]]
+
+_PUBLIC_FIELDS = ("id", "state", "attempts", "created_at", "started_at", "finished_at")
+
+
+def status_route(
+    runner: Runner,
+    path: str = "/tasks/{task_id}",
+    *,
+    name: str = "task_status",
+    include_errors: bool = False,
+    auth: Auth | None = None,
+) -> HandlerRoute:
+    """A GET route answering a task's status as JSON; 404 for an unknown id."""
+    if "task_id" not in compile_path(path)[2]:
+        raise ValueError(f"status_route path must contain {{task_id}}, got {path!r}")
+    if auth is not None and not callable(auth):
+        raise TypeError(f"status_route(auth=...) must be a callable(request) -> bool, got {auth!r}")
+
+    async def task_status(task_id: str, request: Request) -> JSONResponse:
+        if auth is not None:
+            allowed = auth(request)
+            if inspect.isawaitable(allowed):
+                allowed = await allowed
+            if not allowed:
+                raise HTTPException(403, "not allowed to see this task")
+        info = await runner.aget(task_id)
+        if info is None:
+            raise HTTPException(404, f"no task with id {task_id}")
+        shown: dict[str, Any] = info.as_dict()
+        if not include_errors:
+            shown = {key: shown[key] for key in _PUBLIC_FIELDS}
+        return JSONResponse(shown, status_code=200)
+
+    return get(path, name=name)(task_status)
