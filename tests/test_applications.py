@@ -239,7 +239,7 @@ def test_the_client_does_not_wait_for_work_left_to_workers(tmp_path):
     async def handler(tasks: BackgroundTasks) -> None:
         tasks.add_task(durable_tasks.sleep_and_mark, 0, "never here")
 
-    runner = Runner(store=f"sqlite:///{tmp_path}/tasks.db", execute=False)
+    runner = durable_tasks.runner(f"sqlite:///{tmp_path}/tasks.db", execute=False)
     app = App(routes=[handler], runner=runner)
     started = time.monotonic()
     with TestClient(app) as client:

@@ -31,7 +31,7 @@ def db(tmp_path):
 
 async def test_a_task_is_written_then_run_with_its_arguments_decoded(db):
     ident = uuid.uuid4()
-    async with Runner(store=db) as runner:
+    async with durable_tasks.runner(db) as runner:
         task_id = await runner.asubmit(BackgroundTask(record, "a", Decimal("1.5"), ident=ident))
         await runner.join(timeout=5)
         info = runner.get(task_id)
@@ -45,16 +45,16 @@ async def test_a_task_is_written_then_run_with_its_arguments_decoded(db):
 
 
 async def test_another_runner_sees_the_state_without_being_started(db):
-    async with Runner(store=db) as runner:
+    async with durable_tasks.runner(db) as runner:
         task_id = await runner.asubmit(BackgroundTask(record_sync, "x"))
         await runner.join(timeout=5)
-    onlooker = Runner(store=db)  # never started: a CLI, a status page
+    onlooker = durable_tasks.runner(db)  # never started: a CLI, a status page
     assert onlooker.get(task_id).state == "succeeded"
     assert (await onlooker.aget(task_id)).attempts == 1
 
 
 async def test_retries_then_a_dead_letter_with_error_and_traceback(db, backbeat_log):
-    async with Runner(store=db) as runner:
+    async with durable_tasks.runner(db) as runner:
         task_id = await runner.asubmit(BackgroundTask(flaky, "f"))
         await runner.join(timeout=5)
         info = runner.get(task_id)
@@ -66,7 +66,7 @@ async def test_retries_then_a_dead_letter_with_error_and_traceback(db, backbeat_
 
 
 async def test_an_unknown_task_name_is_dead_lettered_and_the_worker_goes_on(db, backbeat_log):
-    async with Runner(store=db) as runner:
+    async with durable_tasks.runner(db) as runner:
         now = time.time()
         stranger = NewTask(new_id(), "os:system", '{"args": ["rm -rf /"], "kwargs": {}}', now, now)
         await runner.store.enqueue([stranger])
@@ -81,7 +81,7 @@ async def test_an_unknown_task_name_is_dead_lettered_and_the_worker_goes_on(db, 
 
 
 async def test_a_stored_document_that_does_not_fit_is_dead_lettered(db):
-    async with Runner(store=db) as runner:
+    async with durable_tasks.runner(db) as runner:
         runner.register(record_sync)
         now = time.time()
         row = NewTask(new_id(), "tests.apps.durable_tasks:record_sync", "{broken", now, now)
@@ -93,7 +93,7 @@ async def test_a_stored_document_that_does_not_fit_is_dead_lettered(db):
 async def test_what_cannot_be_stored_is_a_type_error_and_nothing_is_stored(db):
     def local() -> None: ...
 
-    async with Runner(store=db) as runner:
+    async with durable_tasks.runner(db) as runner:
         with pytest.raises(TypeError, match=r"argument 'ident' of task .* cannot be stored"):
             await runner.asubmit(BackgroundTask(record, "a", Decimal(1), ident=object()))
         with pytest.raises(TypeError, match="cannot be a lambda"):
@@ -115,14 +115,14 @@ async def test_a_sequence_keeps_its_order_in_the_store(db):
             BackgroundTask(record_sync, "third"),
         ]
     )
-    async with Runner(store=db) as runner:
+    async with durable_tasks.runner(db) as runner:
         await runner.asubmit(sequence)
         await runner.join(timeout=5)
     assert durable_tasks.calls == [("second", "sync"), ("third", "sync")]
 
 
 async def test_drain_releases_unfinished_tasks_without_burning_the_attempt(db, backbeat_log):
-    runner = Runner(store=db, shutdown_timeout=0.1)
+    runner = durable_tasks.runner(db, shutdown_timeout=0.1)
     async with runner:
         task_id = await runner.asubmit(BackgroundTask(sleep_and_mark, 30, "never"))
         await asyncio.sleep(0.2)
@@ -133,7 +133,7 @@ async def test_drain_releases_unfinished_tasks_without_burning_the_attempt(db, b
 
 
 async def test_a_task_run_by_the_process_that_wrote_it_sees_its_context(db):
-    async with Runner(store=db) as runner:
+    async with durable_tasks.runner(db) as runner:
         request_id.set("req-9")
         await runner.asubmit(BackgroundTask(record, "ctx", Decimal(0), uuid.UUID(int=0)))
         await runner.join(timeout=5)
@@ -149,7 +149,7 @@ def test_app_writes_tasks_before_the_response_and_runs_them_after(db):
         job = tasks.add_task(record, "injected", Decimal("9.99"), uuid.UUID(int=7))
         return JSONResponse({"task": job.id}, status_code=202)
 
-    runner = Runner(store=db)
+    runner = durable_tasks.runner(db)
     app = App(routes=[pay, runner.status_route()], runner=runner)
     with TestClient(app) as client:
         response = client.post("/pay")
@@ -164,7 +164,7 @@ def test_a_route_task_that_cannot_be_stored_fails_at_startup(db):
     async def handler() -> None: ...
 
     with pytest.raises(TypeError, match="cannot be a lambda"):
-        App(routes=[handler], runner=Runner(store=db))
+        App(routes=[handler], runner=durable_tasks.runner(db))
 
 
 def test_a_task_that_cannot_be_stored_turns_the_request_into_a_500(db, backbeat_log):
@@ -172,7 +172,7 @@ def test_a_task_that_cannot_be_stored_turns_the_request_into_a_500(db, backbeat_
     async def handler(tasks: BackgroundTasks) -> None:
         tasks.add_task(record, "bad", Decimal(1), ident=object())
 
-    app = App(routes=[handler], runner=Runner(store=db))
+    app = App(routes=[handler], runner=durable_tasks.runner(db))
     with TestClient(app) as client:
         response = client.post("/x")
         assert response.status_code == 500
@@ -180,22 +180,23 @@ def test_a_task_that_cannot_be_stored_turns_the_request_into_a_500(db, backbeat_
     assert any("cannot be stored" in str(r.exc_info[1]) for r in backbeat_log.records if r.exc_info)
 
 
-def test_when_the_store_cannot_be_written_the_client_gets_a_500_not_a_2xx(db):
+def test_when_the_store_cannot_be_written_the_client_gets_a_503_not_a_2xx(db):
     @post("/x", background=BackgroundTask(record_sync, "never"))
     async def handler() -> dict[str, bool]:
         return {"ok": True}
 
-    app = App(routes=[handler], runner=Runner(store=db))
+    app = App(routes=[handler], runner=durable_tasks.runner(db))
     with StarletteTestClient(app) as client:
         app.runner.store.close_sync()  # the store goes away
-        assert client.post("/x").status_code == 500
+        response = client.post("/x")
+        assert (response.status_code, response.headers["retry-after"]) == (503, "1")
     assert durable_tasks.calls == []
 
 
 async def test_a_long_task_keeps_its_lease_and_runs_once(db, tmp_path, monkeypatch):
     monkeypatch.setenv("BACKBEAT_TEST_OUT", str(tmp_path / "marks.txt"))
-    first = Runner(store=db, lease=0.3, poll_interval=0.05)
-    second = Runner(store=db, lease=0.3, poll_interval=0.05)
+    first = durable_tasks.runner(db, lease=0.3, poll_interval=0.05)
+    second = durable_tasks.runner(db, lease=0.3, poll_interval=0.05)
     second.register(sleep_and_mark)
     async with first, second:
         await first.asubmit(BackgroundTask(sleep_and_mark, 1.0, "long"))
@@ -206,7 +207,7 @@ async def test_a_long_task_keeps_its_lease_and_runs_once(db, tmp_path, monkeypat
 
 
 async def test_a_delay_is_kept_in_the_store(db):
-    async with Runner(store=db, poll_interval=0.05) as runner:
+    async with durable_tasks.runner(db, poll_interval=0.05) as runner:
         task_id = await runner.asubmit(BackgroundTask(record_sync, "later").using(delay=0.3))
         assert runner.get(task_id).state == "scheduled"
         await runner.join(timeout=5)
@@ -215,7 +216,7 @@ async def test_a_delay_is_kept_in_the_store(db):
 
 
 async def test_finished_tasks_are_purged_automatically(db):
-    async with Runner(store=db, finished_ttl=0.1) as runner:
+    async with durable_tasks.runner(db, finished_ttl=0.1) as runner:
         task_id = await runner.asubmit(BackgroundTask(record_sync, "x"))
         await runner.join(timeout=5)
         assert runner.get(task_id) is not None
@@ -234,7 +235,7 @@ def test_middleware_with_a_store_writes_tasks_when_the_framework_hands_them_over
         job = BackgroundTask(record, "mw", Decimal("2"), uuid.UUID(int=3))
         return StarletteJSON({"task": job.id}, background=job)
 
-    runner = Runner(store=db)
+    runner = durable_tasks.runner(db)
     app = BackbeatMiddleware(Starlette(routes=[Route("/", endpoint)]), runner=runner)
     with TestClient(app) as client:
         task_id = client.get("/").json()["task"]
@@ -249,7 +250,7 @@ def test_a_delay_survives_being_written_ahead_of_the_response(db):
         job.using(delay=0.4)
         return JSONResponse({"task": job.id})
 
-    runner = Runner(store=db, poll_interval=0.05)
+    runner = durable_tasks.runner(db, poll_interval=0.05)
     app = App(routes=[later], runner=runner)
     with StarletteTestClient(app) as client:
         task_id = client.post("/later").json()["task"]
@@ -262,10 +263,51 @@ def test_a_delay_survives_being_written_ahead_of_the_response(db):
 
 @pytest.mark.parametrize("url", ["memory://"])
 async def test_the_runner_works_the_same_on_the_memory_store(url):
-    async with Runner(store=url) as runner:
+    async with durable_tasks.runner(url) as runner:
         ok = await runner.asubmit(BackgroundTask(record, "m", Decimal("3"), uuid.UUID(int=9)))
         bad = await runner.asubmit(BackgroundTask(flaky, "m2"))
         await runner.join(timeout=5)
         assert (runner.get(ok).state, runner.get(bad).state) == ("succeeded", "failed")
         assert runner.get(bad).attempts == 2
     assert durable_tasks.calls[0] == ("m", (Decimal("3"), uuid.UUID(int=9), "-"))
+
+
+async def audit(label: str) -> None:
+    """A plain function defined next to this module's handlers."""
+    durable_tasks.calls.append((label, "audit"))
+
+
+def test_a_plain_function_next_to_the_handlers_is_stored_and_found_again(db):
+    @post("/audit")
+    async def handler(tasks: BackgroundTasks) -> None:
+        tasks.add_task(audit, "plain")
+
+    app = App(routes=[handler], runner=Runner(store=db))
+    with TestClient(app) as client:
+        assert client.post("/audit").status_code == 201
+    assert durable_tasks.calls == [("plain", "audit")]
+    # Another process with the same app finds it by name (and only by what the app declared).
+    other = Runner(store=db)
+    App(routes=[handler], runner=other)
+    assert other._durable.registry.get(f"{__name__}:audit") is audit
+    assert other._durable.registry.get(f"{__name__}:handler") is None  # a route, not a function
+    assert other._durable.registry.get("os:system") is None
+    assert other._durable.registry.get("tests.apps.durable_tasks:record") is None
+
+
+def test_a_plain_function_another_process_could_not_find_is_refused_before_the_response(
+    db, backbeat_log
+):
+    @post("/x")
+    async def handler(tasks: BackgroundTasks) -> None:
+        tasks.add_task(record_sync, "elsewhere")  # defined in a module with no handlers
+
+    app = App(routes=[handler], runner=Runner(store=db))
+    with TestClient(app) as client:
+        response = client.post("/x")
+        assert response.status_code == 500
+        assert app.runner.stats()["pending"] == 0
+    assert durable_tasks.calls == []
+    errors = [str(r.exc_info[1]) for r in backbeat_log.records if r.exc_info]
+    assert any("is not declared to this app" in e and "@task" in e for e in errors), errors
+    assert any("runner.register(record_sync)" in e for e in errors)

@@ -27,12 +27,14 @@ def wait_until(condition, timeout: float, what: str, log=lambda: "") -> None:
         time.sleep(0.05)
 
 
-def post_tasks(base: str, count: int, seconds: float, prefix: str) -> list[str]:
+def post_tasks(
+    base: str, count: int, seconds: float, prefix: str, path: str = "/work"
+) -> list[str]:
     labels = []
     with httpx.Client(base_url=base, timeout=10) as client:
         for index in range(count):
             label = f"{prefix}{index}"
-            response = client.post("/work", params={"seconds": seconds, "label": label})
+            response = client.post(path, params={"seconds": seconds, "label": label})
             assert response.status_code == 201, response.text
             labels.append(label)
     return labels
@@ -48,10 +50,15 @@ def backbeat(*args: str, tmp_path=None) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_every_accepted_task_completes_after_a_kill_9(tmp_path):
+# /work adds a registered function; /audit a plain function defined next to the handler.
+TASK_ROUTES = pytest.mark.parametrize("path", ["/work", "/audit"])
+
+
+@TASK_ROUTES
+def test_every_accepted_task_completes_after_a_kill_9(tmp_path, path):
     env = env_for(tmp_path, BACKBEAT_TEST_LEASE="1", BACKBEAT_TEST_CONCURRENCY="10")
     with uvicorn("tests.apps.durable_app:app", tmp_path, env=env, name="first") as server:
-        labels = post_tasks(server.url, 120, seconds=0.3, prefix="k")
+        labels = post_tasks(server.url, 120, seconds=0.3, prefix="k", path=path)
         assert len(server.marks()) < 120  # most are still running or waiting
         server.process.send_signal(signal.SIGKILL)
         server.process.wait()
@@ -65,11 +72,13 @@ def test_every_accepted_task_completes_after_a_kill_9(tmp_path):
         )
         counts = Runner(store=env["BACKBEAT_TEST_STORE"]).stats()
     assert set(restarted.marks()) == set(labels)
+    assert "unknown task" not in restarted.log()
     assert counts["succeeded"] == 120 and counts["failed"] == 0
     assert len(done_before) < 120
 
 
-def test_two_workers_share_the_work_and_a_sigterm_loses_nothing(tmp_path):
+@TASK_ROUTES
+def test_two_workers_share_the_work_and_a_sigterm_loses_nothing(tmp_path, path):
     app_env = env_for(tmp_path, BACKBEAT_TEST_EXECUTE="0")
     worker_env = env_for(tmp_path, BACKBEAT_TEST_SHUTDOWN="0.1", BACKBEAT_TEST_LEASE="2")
     worker = [sys.executable, "-m", "backbeat", "worker", "tests.apps.durable_app:app"]
@@ -82,7 +91,7 @@ def test_two_workers_share_the_work_and_a_sigterm_loses_nothing(tmp_path):
             [*worker, "--concurrency", "4"], tmp_path, env=worker_env, name="w2"
         ) as (second, second_log),
     ):
-        labels = post_tasks(server.url, 40, seconds=0.25, prefix="t")
+        labels = post_tasks(server.url, 24, seconds=1.0, prefix="t", path=path)
         # Let both workers get going, then stop the first one in the middle of its tasks.
         wait_until(
             lambda: len(server.marks()) >= 8, 20, "the workers to start", first_log.read_text
@@ -108,7 +117,7 @@ def test_two_workers_share_the_work_and_a_sigterm_loses_nothing(tmp_path):
 async def test_dead_letter_status_retry(tmp_path):
     url = f"sqlite:///{tmp_path}/tasks.db"
     flag = tmp_path / "flag"
-    async with Runner(store=url) as runner:
+    async with durable_tasks.runner(url) as runner:
         task_id = await runner.asubmit(BackgroundTask(durable_tasks.fail_unless, str(flag)))
         await runner.join(timeout=5)
         assert runner.get(task_id).state == "failed"

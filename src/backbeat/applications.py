@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute
 from starlette.types import Lifespan, Receive, Scope, Send
 
 from backbeat.params import DEFAULT_MAX_BODY_SIZE
+from backbeat.routing import declare_task_modules
 from backbeat.runner import Runner
 from backbeat.tasks import BackgroundTask, current_runner
 
@@ -59,6 +60,7 @@ class App(Starlette):
         if self.runner is not None:
             lifespan = with_runner(self.runner, lifespan)
             if self.runner.durable:
+                declare_task_modules(self.runner, routes or [])
                 # A route's task that cannot be stored by name fails here, at start-up.
                 for item in routes or ():
                     background = getattr(item, "background", None)
@@ -92,6 +94,7 @@ def with_runner(runner: Runner, lifespan: Lifespan[Any] | None) -> Lifespan[Any]
 
     @asynccontextmanager
     async def lifespan_with_runner(app: Any) -> AsyncIterator[Any]:
+        declare_task_modules(runner, app)  # routes may have been added since
         if lifespan is None:
             async with runner:
                 yield None

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from backbeat.routing import declare_task_modules
 from backbeat.runner import Runner, find_runner
 from backbeat.stores import StoreError, StoreMissing, open_store
 from backbeat.stores.base import FINISHED_STATES
@@ -118,6 +119,7 @@ def load_runner(target: str) -> Runner:
     runner = obj if isinstance(obj, Runner) else find_runner(obj)
     if runner is None:
         raise CommandError(f"{target} is not an App, a Runner or a BackbeatMiddleware")
+    declare_task_modules(runner, obj)
     if not runner.durable:
         raise CommandError(
             f"the runner of {target} has no store: give it one, e.g. "

@@ -148,7 +148,7 @@ class DurableEngine:
             return after
         if not isinstance(task, BackgroundTask):
             task = BackgroundTask(task)  # type: ignore[arg-type]  # appended to .tasks by hand
-        name = self.register(original_function(task))
+        name = self.registry.name_to_store(original_function(task))
         payload = encode_arguments(name, task.args, task.kwargs)
         fresh = task.context is None or task.id in self._written
         task_id = new_id() if fresh else task.id
@@ -282,14 +282,19 @@ class DurableEngine:
 
     async def _claim_loop(self) -> None:
         assert self._wake is not None
+        failures = 0
         while self._accepting:
             free = self.runner.concurrency - len(self._executions)
             claimed: list[ClaimedTask] = []
             if free > 0:
                 try:
                     claimed = await self.store.claim(self.worker, free, self.lease)
-                except StoreError as exc:
-                    logger.error("backbeat: cannot claim tasks: %s", exc)
+                    failures = 0
+                except Exception as exc:
+                    # Whatever went wrong (a store error, a bug), the worker keeps claiming.
+                    failures += 1
+                    await self._back_off("claim tasks", exc, failures)
+                    continue
             for item in claimed:
                 self._spawn(item)
             if free <= 0 or len(claimed) == free:
@@ -302,6 +307,20 @@ class DurableEngine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
+    async def _back_off(self, what: str, exc: Exception, failures: int) -> None:
+        wait = min(0.05 * 2**failures, 5.0)
+        logger.error(
+            "backbeat: worker %s cannot %s (failure %d in a row; trying again in %.2fs): %s: %s",
+            self.worker,
+            what,
+            failures,
+            wait,
+            type(exc).__name__,
+            exc,
+            exc_info=not isinstance(exc, StoreError),
+        )
+        await asyncio.sleep(wait)
+
     async def _renew_loop(self) -> None:
         while True:
             await asyncio.sleep(self.lease / 3)
@@ -310,8 +329,8 @@ class DurableEngine:
                 continue
             try:
                 lost = await self.store.renew(self.worker, ids, self.lease)
-            except StoreError as exc:
-                logger.error("backbeat: cannot renew task leases: %s", exc)
+            except Exception as exc:
+                await self._back_off("renew task leases", exc, 1)
                 continue
             for task_id in lost:
                 if task_id not in self._executions:
@@ -327,8 +346,8 @@ class DurableEngine:
             await asyncio.sleep(min(ttl, 60.0) or 60.0)
             try:
                 await self.store.purge(time.time() - ttl, ("succeeded", "cancelled"))
-            except StoreError as exc:
-                logger.error("backbeat: cannot purge finished tasks: %s", exc)
+            except Exception as exc:
+                await self._back_off("purge finished tasks", exc, 1)
 
     async def _execute(self, item: ClaimedTask) -> None:
         runner = self.runner
@@ -427,8 +446,7 @@ class DurableEngine:
         if self._loops:
             # Let the claim loop finish its round: cancelling a claim midway would
             # leave the tasks it took leased to us until the lease runs out.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._loops[0]), self.runner.shutdown_timeout)
+            await asyncio.wait([self._loops[0]], timeout=self.runner.shutdown_timeout)
         if self._executions:
             await asyncio.wait(self._executions.values(), timeout=self.runner.shutdown_timeout)
         left = list(self._executions)

@@ -16,6 +16,7 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backbeat.routing import declare_task_modules
 from backbeat.runner import Runner
 from backbeat.tasks import current_runner
 
@@ -26,6 +27,7 @@ class BackbeatMiddleware:
     def __init__(self, app: ASGIApp, runner: Runner | None = None) -> None:
         self.app = app
         self.runner = runner if runner is not None else Runner()
+        declare_task_modules(self.runner, app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -53,6 +55,7 @@ class BackbeatMiddleware:
             nonlocal app_answered
             app_answered = True
             if message["type"] == "lifespan.startup.complete":
+                declare_task_modules(runner, self.app)  # routes may have been added since
                 await runner.start()
             await send(message)
 
@@ -72,6 +75,7 @@ class BackbeatMiddleware:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                declare_task_modules(self.runner, self.app)
                 await self.runner.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

@@ -1,9 +1,22 @@
-"""Which functions a durable runner may run: only those its app registered.
+"""Which functions a durable runner may run: only those its app declared.
 
 A stored task names its function; the worker looks the name up here. Nothing
 is imported because a store says so, so a row written by anyone can only ever
-run code the app itself declared (`@task`, a route's ``background=``, or
-``runner.register(fn)``).
+run code the app itself declared:
+
+* `@task` functions, a route's ``background=``, and ``runner.register(fn)``;
+* plain module-level functions defined in one of the app's *task modules*:
+  the modules that define its route handlers (`App` and `BackbeatMiddleware`
+  declare them; ``runner.register_module(name)`` adds more). This is what
+  makes ``tasks.add_task(audit, n)``, with ``audit`` a plain function next to
+  the handler, run after a restart or in a worker. Only a function defined in
+  that very module is found (not one imported into it, not a method, not a
+  name starting with ``_``), and only if the module is already imported.
+
+The process that writes a task decides with the same rules, before the
+response: a function that another process could not find is refused there
+(a TypeError, so the client gets a 500, never a 2xx for a task that would
+fail later).
 
 A durable task must be a named, module-level function: `@task(name=...)`, or
 a function whose ``module:qualname`` finds it again in another process.
@@ -15,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +76,43 @@ class TaskRegistry:
     def __init__(self) -> None:
         self._functions: dict[str, Callable[..., Any]] = {}
         self._names: dict[int, str] = {}  # id(function) -> name, for the hot path
+        self.modules: set[str] = set()  # task modules: their plain functions may run
+
+    def add_module(self, module: str) -> None:
+        if not isinstance(module, str) or not module:
+            raise TypeError(f"a task module is named by a string, got {module!r}")
+        self.modules.add(module)
+
+    def name_to_store(self, func: Callable[..., Any]) -> str:
+        """The name to store `func` under, if another process will find it; else TypeError."""
+        name = self._names.get(id(func))
+        if name is not None and self._functions.get(name) is func:
+            return name
+        name = durable_name(func)
+        if task_policy(func) is not None or self._in_task_module(name) is func:
+            return self.register(func)
+        raise TypeError(
+            f"task function {qualified_name(func)} is not declared to this app, so a worker "
+            "(or this app after a restart) could not find it by name: decorate it with @task, "
+            f"call runner.register({getattr(func, '__name__', 'func')}) at import time, or define "
+            "it in a module of the app's route handlers (or add its module with "
+            "runner.register_module(...))"
+        )
+
+    def _in_task_module(self, name: str) -> Callable[..., Any] | None:
+        """The plain function `name` ("module:function") of a task module, if there is one."""
+        module_name, _, function_name = name.partition(":")
+        if module_name not in self.modules or not function_name.isidentifier():
+            return None
+        if function_name.startswith("_"):
+            return None
+        module = sys.modules.get(module_name)  # never imported because a store said so
+        found = getattr(module, function_name, None)
+        if not (inspect.isfunction(found) and found.__module__ == module_name):
+            return None
+        if found.__qualname__ != function_name or task_policy(found) is not None:
+            return None
+        return found
 
     def register(self, func: Callable[..., Any]) -> str:
         name = self._names.get(id(func))
@@ -79,7 +130,11 @@ class TaskRegistry:
         return name
 
     def get(self, name: str) -> Callable[..., Any] | None:
-        return self._functions.get(name)
+        func = self._functions.get(name)
+        if func is None and (found := self._in_task_module(name)) is not None:
+            self.register(found)
+            return found
+        return func
 
     def __len__(self) -> int:
         return len(self._functions)

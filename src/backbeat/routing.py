@@ -34,6 +34,7 @@ from starlette.types import Receive, Scope, Send
 
 from backbeat.params import DEFAULT_MAX_BODY_SIZE, BadRequest, InvalidParameters, analyse
 from backbeat.responses import JSONResponse, Response
+from backbeat.stores.base import StoreError
 from backbeat.tasks import BackgroundTask, BackgroundTasks, TaskSink, current_runner
 
 logger = logging.getLogger("backbeat")
@@ -107,8 +108,11 @@ class HandlerRoute(Route):
         assert isinstance(tasks, BackgroundTask)  # _tasks_for made it one
         try:
             response.background = await runner.prepare(tasks)
+        except StoreError as exc:
+            # Nothing was stored (the store is down, gone or full): no 2xx, try later.
+            return store_unavailable(request, exc)
         except Exception as exc:
-            # Nothing was stored (bad argument, unnamed function, store down): no 2xx.
+            # Nothing was stored (an argument that is not JSON, a function with no name).
             return self._server_error(request, exc)
         return response
 
@@ -179,6 +183,55 @@ class HandlerRoute(Route):
             content["error"] = f"{type(exc).__name__}: {exc}"
             content["traceback"] = traceback.format_exception(exc)
         return JSONResponse(content, 500)
+
+
+def handler_modules(app: object) -> set[str]:
+    """The modules that define an ASGI app's route handlers (backbeat, Starlette, FastAPI).
+
+    Follows middleware (``.app``), routers (``.router``) and mounts (``.routes``).
+    """
+    modules: set[str] = set()
+    seen: set[int] = set()
+    pending: list[object] = [app]
+    while pending:
+        item = pending.pop()
+        if item is None or id(item) in seen or len(seen) > 10_000:
+            continue
+        seen.add(id(item))
+        if isinstance(item, list | tuple):
+            pending.extend(item)
+            continue
+        endpoint = getattr(item, "handler", None) or getattr(item, "endpoint", None)
+        module = getattr(endpoint, "__module__", None)
+        if isinstance(module, str) and inspect.isfunction(endpoint):
+            modules.add(module)
+        routes = getattr(item, "routes", None)
+        if isinstance(routes, list):
+            pending.extend(routes)
+        pending.extend(getattr(item, name, None) for name in ("app", "router"))
+    return modules
+
+
+def declare_task_modules(runner: object, app: object) -> None:
+    """Let a durable runner run the plain functions defined next to the app's handlers."""
+    register_module = getattr(runner, "register_module", None)
+    if register_module is not None:
+        for module in handler_modules(app):
+            register_module(module)
+
+
+def store_unavailable(request: Request, exc: Exception) -> StarletteResponse:
+    logger.error(
+        "backbeat: the tasks of %s %s were not stored, answering 503: %s",
+        request.method,
+        request.url.path,
+        exc,
+    )
+    return JSONResponse(
+        {"detail": "Service Unavailable: the task store cannot take tasks now; try again later"},
+        503,
+        headers={"Retry-After": "1"},
+    )
 
 
 def _apply_default_status(response: Response, status: int) -> None:

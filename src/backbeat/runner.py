@@ -197,6 +197,14 @@ class Runner:
             return self._durable.register(func)
         return durable_name(func)
 
+    def register_module(self, module: str) -> None:
+        """Let this runner run the plain module-level functions of `module` by name.
+
+        `App` and `BackbeatMiddleware` do it for the modules of their route handlers.
+        """
+        if self._durable is not None:
+            self._durable.registry.add_module(module)
+
     def register_tasks(self, task: BackgroundTask) -> None:
         """Register every function in a task tree (a route's ``background=``)."""
         if self._durable is not None:

@@ -23,4 +23,15 @@ async def work(seconds: float, label: str, tasks: BackgroundTasks) -> dict[str, 
     return {"id": job.id}
 
 
-app = App(routes=[work, runner.status_route()], runner=runner)
+async def audit(seconds: float, label: str) -> None:
+    """A plain function next to the handlers: no @task, not registered (FastAPI's pattern)."""
+    await sleep_and_mark(seconds, label)
+
+
+@post("/audit")
+async def audit_route(seconds: float, label: str, tasks: BackgroundTasks) -> dict[str, str]:
+    job = tasks.add_task(audit, seconds, label)
+    return {"id": job.id}
+
+
+app = App(routes=[work, audit_route, runner.status_route()], runner=runner)

@@ -7,7 +7,7 @@ import time
 import uuid
 from decimal import Decimal
 
-from backbeat import task
+from backbeat import Runner, task
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 calls: list[tuple[str, object]] = []
@@ -43,3 +43,10 @@ def fail_unless(path: str) -> None:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} is missing")
     calls.append(("fail_unless", path))
+
+
+def runner(store: object, **options: object) -> Runner:
+    """A durable runner that may run this module's plain functions (as an app would declare)."""
+    made = Runner(store=store, **options)  # type: ignore[arg-type]
+    made.register_module(__name__)
+    return made

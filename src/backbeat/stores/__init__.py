@@ -7,6 +7,7 @@ from backbeat.stores.base import (
     StoredStatus,
     StoreError,
     StoreMissing,
+    StoreUnavailable,
 )
 from backbeat.stores.memory import MemoryStore
 from backbeat.stores.sqlite import SQLiteStore
@@ -37,6 +38,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreMissing",
+    "StoreUnavailable",
     "StoredStatus",
     "open_store",
 ]

@@ -98,6 +98,10 @@ class StoreError(Exception):
     """The store cannot be opened or used (bad URL, unreadable file, corrupt data)."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot take writes now (gone, full, unreachable); a later try may work."""
+
+
 class StoreMissing(StoreError):
     """A store was to be read, but there is none at that place (nothing was created)."""
 

@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import logging
 import os
 import queue
 import sqlite3
@@ -35,9 +36,19 @@ from backbeat.stores.base import (
     StoredStatus,
     StoreError,
     StoreMissing,
+    StoreUnavailable,
 )
 
 T = TypeVar("T")
+
+logger = logging.getLogger("backbeat")
+
+# Check the whole file at start-up only up to this size: quick_check reads every page.
+_QUICK_CHECK_LIMIT = 1 << 30
+# Checkpoint the WAL every ~400 KB of changes, and truncate it back to 1 MiB after a
+# checkpoint: on a small volume the WAL must not grow into the space the data needs.
+_WAL_AUTOCHECKPOINT_PAGES = 100
+_JOURNAL_SIZE_LIMIT = 1 << 20
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS backbeat_tasks (
@@ -75,17 +86,25 @@ _INSERT = (
     "created_at, due_at, after, lease_until, state) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN ? IS NULL THEN 'pending' ELSE 'held' END)"
 )
-# Runnable now: due, and every task it comes after finished (or purged).
+# Runnable now: due, and every task it comes after finished (or purged). A
+# dependency list that is not JSON would make json_each fail the whole claim
+# (and every later one): CASE evaluates lazily, so such a row is claimed and
+# then dead-lettered instead.
 _RUNNABLE = (
-    "due_at <= :now AND (after IS NULL OR NOT EXISTS ("
+    "due_at <= :now AND CASE WHEN after IS NULL OR NOT json_valid(after) THEN 1 ELSE NOT EXISTS ("
     " SELECT 1 FROM json_each(t.after) j JOIN backbeat_tasks p ON p.id = j.value"
-    " WHERE p.state IN ('held', 'pending', 'running')))"
+    " WHERE p.state IN ('held', 'pending', 'running')) END"
 )
+_CLAIMED_COLUMNS = "id, name, payload, attempts, created_at, retries, backoff, max_backoff, timeout"
 _CLAIM = (
     "UPDATE backbeat_tasks SET state = 'running', attempts = attempts + 1, "
     "started_at = :now, lease_until = :until, worker = :worker "
     "WHERE id IN (SELECT id FROM ({candidates}) ORDER BY due_at LIMIT :limit) "
-    "RETURNING id, name, payload, attempts, created_at, retries, backoff, max_backoff, timeout"
+    f"RETURNING {_CLAIMED_COLUMNS}, after IS NOT NULL AND NOT json_valid(after)"
+)
+_CORRUPT_AFTER = (
+    "stored task is corrupt: its list of tasks to run after is not valid JSON "
+    "(the row was changed outside backbeat); dead-lettered"
 )
 _CLAIM_ANY = _CLAIM.format(
     candidates=(
@@ -100,7 +119,7 @@ _START = (
     "UPDATE backbeat_tasks SET state = 'running', attempts = attempts + 1, started_at = ?, "
     "lease_until = ?, worker = ? "
     "WHERE id = ? AND state = 'held' AND after IS NULL AND due_at <= ? "
-    "RETURNING id, name, payload, attempts, created_at, retries, backoff, max_backoff, timeout"
+    f"RETURNING {_CLAIMED_COLUMNS}"
 )
 _ACTIVATE = (
     "UPDATE backbeat_tasks SET state = 'pending', lease_until = NULL "
@@ -133,6 +152,11 @@ def _insert_groups(
             outcomes.append(None)
         conn.execute("RELEASE one")
     return outcomes
+
+
+def _file_identity(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_dev, info.st_ino
 
 
 def path_from_url(url: str) -> Path:
@@ -173,12 +197,16 @@ class SQLiteStore:
         self._writer_lock = threading.Lock()
         self._local = threading.local()
         self._closed = False
+        # Which file the path named when it was opened, and how many times it was
+        # opened again since (read connections of an older generation are stale).
+        self._identity: tuple[int, int] | None = None
+        self._generation = 0
         # Rows waiting to be written, per event loop, with the futures of their callers.
         self._enqueues: dict[
             asyncio.AbstractEventLoop, list[tuple[list[tuple[Any, ...]], asyncio.Future[None]]]
         ] = {}
         # Open now: a bad path or a corrupt file is an error here, not at the first task.
-        self._connection()
+        self._connection(check=True)
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> SQLiteStore:
@@ -206,7 +234,7 @@ class SQLiteStore:
         with contextlib.suppress(FileExistsError):
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, check: bool = False) -> sqlite3.Connection:
         if not self.path.exists():
             if not self.create:
                 raise StoreMissing(f"no store at {self.path.absolute()}")
@@ -226,17 +254,67 @@ class SQLiteStore:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_AUTOCHECKPOINT_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
+            if check and self.path.stat().st_size <= _QUICK_CHECK_LIMIT:
+                problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+                if problems != ["ok"]:
+                    conn.close()
+                    raise StoreError(
+                        f"the SQLite store {str(self.path)!r} is corrupt ({'; '.join(problems)}): "
+                        "restore it from a backup, or move it away to start with an empty store"
+                    )
             conn.executescript(SCHEMA)
+            if self._identity is None:
+                self._identity = _file_identity(self.path)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the SQLite store {str(self.path)!r}: {exc}") from exc
         return conn
 
-    def _connection(self) -> sqlite3.Connection:
-        """This thread's read connection."""
+    def _connection(self, *, check: bool = False) -> sqlite3.Connection:
+        """This thread's read connection (a new one once the file was opened anew)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and self._local.generation != self._generation:
+            conn.close()
+            conn = None
         if conn is None:
-            conn = self._local.conn = self._connect()
+            self._local.generation = self._generation
+            conn = self._local.conn = self._connect(check=check)
         return conn
+
+    def _replaced(self) -> bool:
+        """True when the path no longer names the file this store opened."""
+        try:
+            return _file_identity(self.path) != self._identity
+        except FileNotFoundError:
+            return True
+
+    def _reopen(self, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
+        """The file was deleted or replaced under us: say so, and open what the path names now."""
+        if conn is not None:
+            lost = "an unknown number of"
+            with contextlib.suppress(sqlite3.Error):
+                lost = str(
+                    conn.execute(
+                        "SELECT count(*) FROM backbeat_tasks "
+                        "WHERE state IN ('held', 'pending', 'running')"
+                    ).fetchone()[0]
+                )
+            logger.error(
+                "backbeat: the SQLite store %s was deleted or replaced while open; %s "
+                "unfinished task(s) in it are gone. Writes in flight are refused (503); "
+                "the store is opened again at that path.",
+                self.path,
+                lost,
+            )
+            conn.close()
+        self._identity = None
+        self._generation += 1
+        try:
+            return self._connect()
+        except StoreError as exc:
+            logger.error("backbeat: cannot open the SQLite store again: %s", exc)
+            return None
 
     # --- the writer ----------------------------------------------------------------------
 
@@ -260,7 +338,9 @@ class SQLiteStore:
         return await asyncio.wrap_future(self._submit(fn))
 
     def _write_loop(self) -> None:
-        conn = self._connect()
+        conn: sqlite3.Connection | None = None
+        with contextlib.suppress(StoreError):  # each batch reports it, and tries again
+            conn = self._connect()
         try:
             while True:
                 first = self._writes.get()
@@ -277,17 +357,30 @@ class SQLiteStore:
                         stop = True
                         break
                     batch.append(more)
-                self._commit(conn, batch)
+                conn = self._commit(conn, batch)
                 if stop:
                     return
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
+    def _commit(
+        self, conn: sqlite3.Connection | None, batch: list[_Write]
+    ) -> sqlite3.Connection | None:
+        """Run a batch in one transaction; returns the connection to use next."""
         # A write whose caller gave up before we got to it is not done at all.
         live = [write for write in batch if write.future.set_running_or_notify_cancel()]
         if not live:
-            return
+            return conn
+        if conn is None or self._replaced():
+            # Never write into a file nobody else can see: refuse, and open anew.
+            gone = conn is not None
+            conn = self._reopen(conn)
+            reason = "was deleted or replaced" if gone else "cannot be opened"
+            refusal = StoreUnavailable(f"the SQLite store {str(self.path)!r} {reason}")
+            for write in live:
+                write.future.set_exception(refusal)
+            return conn
         try:
             try:
                 outcomes = self._transaction(conn, live, isolate=False)
@@ -297,17 +390,29 @@ class SQLiteStore:
                 outcomes = self._transaction(conn, live, isolate=True)
         except sqlite3.Error as exc:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            error = StoreError(f"write to {str(self.path)!r} failed: {exc}")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            error: StoreError = StoreError(f"write to {str(self.path)!r} failed: {exc}")
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                # Give the WAL's space back, so the volume can recover once room is made.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                error = StoreUnavailable(f"the disk holding {str(self.path)!r} is full")
+            logger.error("backbeat: %s", error)
             for write in live:
                 write.future.set_exception(error)
-            return
+            return conn
         self.transactions += 1
         for write, (result, error_or_none) in zip(live, outcomes, strict=True):
             if error_or_none is None:
                 write.future.set_result(result)
+            elif isinstance(error_or_none, sqlite3.Error):
+                write.future.set_exception(
+                    StoreError(f"write to {str(self.path)!r} failed: {error_or_none}")
+                )
             else:
                 write.future.set_exception(error_or_none)
+        return conn
 
     @staticmethod
     def _transaction(
@@ -430,7 +535,18 @@ class SQLiteStore:
         def take(conn: sqlite3.Connection) -> list[ClaimedTask]:
             now = time.time()
             parameters = {"now": now, "until": now + lease, "worker": worker, "limit": limit}
-            return [ClaimedTask(*row) for row in conn.execute(_CLAIM_ANY, parameters)]
+            claimed: list[list[Any]] = []
+            corrupt: list[list[Any]] = []
+            for *row, is_corrupt in conn.execute(_CLAIM_ANY, parameters).fetchall():
+                (corrupt if is_corrupt else claimed).append(row)
+            for row in corrupt:
+                logger.error("backbeat: task %r (id %s): %s", row[1], row[0], _CORRUPT_AFTER)
+                conn.execute(
+                    "UPDATE backbeat_tasks SET state = 'failed', finished_at = ?, error = ?, "
+                    "lease_until = NULL WHERE id = ?",
+                    (now, _CORRUPT_AFTER, row[0]),
+                )
+            return [ClaimedTask(*row) for row in claimed]
 
         return await self._write(take)
 
