@@ -47,6 +47,7 @@ bench: venv
 	bash bench/http/run.sh
 	$(BIN)/python bench/runner/run.py
 	bash bench/sqlite/run.sh
+	$(BIN)/python bench/sqlite/timing.py
 
 clean:
 	rm -rf $(VENV) bench/.venv-peers .mypy_cache .ruff_cache .pytest_cache

@@ -215,6 +215,22 @@ async def test_a_delay_is_kept_in_the_store(db):
     assert (info.started_at - info.created_at).total_seconds() >= 0.3
 
 
+@pytest.mark.parametrize("url", ["sqlite", "memory://"])
+async def test_delays_and_retries_wake_at_their_due_time_not_at_the_next_poll(db, url):
+    # poll_interval is 5 s: a due time must wake the claim loop by itself.
+    store = db if url == "sqlite" else url
+    async with durable_tasks.runner(store, poll_interval=5) as runner:
+        later = await runner.asubmit(BackgroundTask(record_sync, "later").using(delay=0.2))
+        retried = await runner.asubmit(BackgroundTask(flaky, "again").using(backoff=0.1))
+        await runner.join(timeout=3)
+        later_info, retried_info = runner.get(later), runner.get(retried)
+    late_by = (later_info.started_at - later_info.created_at).total_seconds() - 0.2
+    assert 0 <= late_by < 0.15
+    assert retried_info.attempts == 2
+    # The retry waited its jittered backoff (<= 0.1 s), not the poll interval.
+    assert (retried_info.finished_at - retried_info.created_at).total_seconds() < 0.6
+
+
 async def test_finished_tasks_are_purged_automatically(db):
     async with durable_tasks.runner(db, finished_ttl=0.1) as runner:
         task_id = await runner.asubmit(BackgroundTask(record_sync, "x"))

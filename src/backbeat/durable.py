@@ -305,7 +305,19 @@ class DurableEngine:
                 self._backlog = False
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), await self._idle_wait())
+
+    async def _idle_wait(self) -> float:
+        """How long to wait for a wake-up: until the next delay or retry is due, at most
+        `poll_interval` (tasks written by other processes are seen by polling)."""
+        try:
+            due = await self.store.next_due()
+        except Exception as exc:
+            logger.debug("backbeat: cannot read the next due time: %s", exc)
+            return self.poll_interval
+        if due is None:
+            return self.poll_interval
+        return min(self.poll_interval, max(due - time.time(), 0.0) + 0.001)
 
     async def _back_off(self, what: str, exc: Exception, failures: int) -> None:
         wait = min(0.05 * 2**failures, 5.0)
@@ -417,6 +429,7 @@ class DurableEngine:
             await self._record(
                 self.store.fail(self.worker, item.id, error, trace, time.time() + wait)
             )
+            self._poke()  # the claim loop's next wake-up may now be sooner
             if runner.on_retry is not None:
                 await runner._hook(runner.on_retry, _info(item, TaskState.SCHEDULED), exc)
             return

@@ -122,6 +122,10 @@ class Store(Protocol):
 
     async def claim(self, worker: str, limit: int, lease: float) -> list[ClaimedTask]: ...
 
+    async def next_due(self) -> float | None:
+        """When the soonest task waiting for its delay or its retry becomes due (None: none)."""
+        ...
+
     async def renew(self, worker: str, ids: list[str], lease: float) -> list[str]:
         """Extend leases still held; returns the ids whose lease was lost."""
         ...

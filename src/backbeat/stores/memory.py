@@ -135,6 +135,17 @@ class MemoryStore:
             candidates.sort(key=lambda row: row.task.due_at)
             return [self._take(row, worker, now, lease) for row in candidates[:limit]]
 
+    async def next_due(self) -> float | None:
+        with self._lock:
+            self._check()
+            now = time.time()
+            later = [
+                row.task.due_at
+                for row in self._rows.values()
+                if row.state == "pending" and row.task.due_at > now
+            ]
+            return min(later, default=None)
+
     async def renew(self, worker: str, ids: list[str], lease: float) -> list[str]:
         with self._lock:
             self._check()

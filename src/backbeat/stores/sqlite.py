@@ -678,6 +678,16 @@ class SQLiteStore:
         counts.update({state: count for state, count in rows})
         return counts
 
+    async def next_due(self) -> float | None:
+        def soonest() -> float | None:
+            rows = self._read(
+                "SELECT min(due_at) FROM backbeat_tasks WHERE state = 'pending' AND due_at > ?",
+                (time.time(),),
+            )
+            return rows[0][0] if rows else None
+
+        return await anyio.to_thread.run_sync(soonest)
+
     async def counts(self) -> dict[str, int]:
         return await anyio.to_thread.run_sync(self.counts_sync)
 
