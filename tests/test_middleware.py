@@ -1,13 +1,19 @@
 """BackbeatMiddleware gives other ASGI apps the supervised runner."""
 
 import asyncio
+import json
 from contextlib import asynccontextmanager
 
+import httpx
 import pytest
+from starlette.responses import JSONResponse as StarletteJSON
 from starlette.testclient import TestClient as StarletteTestClient
 
 from backbeat import BackbeatMiddleware, BackgroundTask, BackgroundTasks, Runner
 from backbeat.testing import TestClient, find_runner
+from tests.apps import durable_tasks
+from tests.helpers import asgi_call
+from tests.serving import uvicorn
 
 
 def explode() -> None:
@@ -119,3 +125,136 @@ def test_find_runner_looks_through_middleware():
 
     assert find_runner(Outer(inner)) is runner
     assert find_runner(object()) is None
+
+
+# --- with a store: a 2xx is a promise --------------------------------------------------------
+
+
+def starlette_with(endpoint):
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    return Starlette(routes=[Route("/x", endpoint, methods=["POST"])])
+
+
+def fastapi_with(endpoint):
+    from fastapi import FastAPI
+
+    api = FastAPI()
+    api.post("/x")(endpoint)
+    return api
+
+
+STORE_FRAMEWORKS = pytest.mark.parametrize("make", [starlette_with, fastapi_with])
+
+
+@STORE_FRAMEWORKS
+@pytest.mark.anyio
+async def test_with_a_store_tasks_are_written_before_the_response_starts(tmp_path, make):
+    async def endpoint():
+        job = BackgroundTask(durable_tasks.record_sync, "stored first")
+        return StarletteJSON({"id": job.id}, background=job)
+
+    runner = durable_tasks.runner(f"sqlite:///{tmp_path}/tasks.db", execute=False)
+    app = BackbeatMiddleware(make(_plain(endpoint, make)), runner=runner)
+    seen_at_start = []
+
+    class Watch(list):
+        def append(self, message):
+            if message["type"] == "http.response.start":
+                seen_at_start.append(runner.stats())
+            super().append(message)
+
+    sent = await asgi_call(app, sent=Watch())
+    assert sent[0]["status"] == 200
+    assert seen_at_start[0]["pending"] == 1  # held: written before the status line went out
+    task_id = json.loads(sent[1]["body"])["id"]
+    await asyncio.sleep(0.05)
+    assert runner.get(task_id).state == "pending"  # activated after the body
+
+
+def _plain(endpoint, make):
+    # Starlette endpoints take the request; FastAPI ones are called with what they declare.
+    if make is fastapi_with:
+        return endpoint
+
+    async def starlette_endpoint(request):
+        return await endpoint()
+
+    return starlette_endpoint
+
+
+def closure_task():
+    def inner() -> None: ...
+
+    return BackgroundTask(inner)
+
+
+@STORE_FRAMEWORKS
+@pytest.mark.parametrize(
+    "unstorable",
+    [
+        closure_task,
+        lambda: BackgroundTask(lambda: None),
+        lambda: BackgroundTask(durable_tasks.record_sync, object()),
+    ],
+    ids=["closure", "lambda", "not-json"],
+)
+def test_with_a_store_an_unstorable_task_is_a_500_and_nothing_is_stored(
+    tmp_path, make, unstorable, backbeat_log
+):
+    async def endpoint():
+        good = BackgroundTask(durable_tasks.record_sync, "good")
+        return StarletteJSON({"ok": True}, background=BackgroundTasks([good, unstorable()]))
+
+    runner = durable_tasks.runner(f"sqlite:///{tmp_path}/tasks.db")
+    app = BackbeatMiddleware(make(_plain(endpoint, make)), runner=runner)
+    durable_tasks.calls.clear()
+    with TestClient(app) as client:  # raises what escapes the ASGI call: nothing must
+        response = client.post("/x")
+        assert response.status_code == 500
+        assert response.json() == {"detail": "Internal Server Error"}
+        counts = runner.stats()
+    assert sum(counts.values()) == 0
+    assert durable_tasks.calls == []
+    assert any("cannot be stored, answering 500" in m for m in backbeat_log.messages())
+
+
+@STORE_FRAMEWORKS
+def test_with_a_store_down_the_middleware_answers_503(tmp_path, make):
+    async def endpoint():
+        return StarletteJSON({}, background=BackgroundTask(durable_tasks.record_sync, "x"))
+
+    runner = durable_tasks.runner(f"sqlite:///{tmp_path}/tasks.db")
+    app = BackbeatMiddleware(make(_plain(endpoint, make)), runner=runner)
+    with StarletteTestClient(app) as client:
+        runner.store.close_sync()
+        response = client.post("/x")
+    assert (response.status_code, response.headers["retry-after"]) == (503, "1")
+
+
+def test_with_a_store_a_task_the_response_never_runs_is_cancelled(tmp_path):
+    async def endpoint(request):
+        BackgroundTask(durable_tasks.record_sync, "made but not used")
+        return StarletteJSON({})
+
+    runner = durable_tasks.runner(f"sqlite:///{tmp_path}/tasks.db")
+    app = BackbeatMiddleware(starlette_with(endpoint), runner=runner)
+    with TestClient(app) as client:
+        assert client.post("/x").status_code == 200
+        counts = runner.stats()
+    assert (counts["cancelled"], counts["pending"], counts["succeeded"]) == (1, 0, 0)
+
+
+def test_fastapi_under_uvicorn_refuses_unstorable_tasks_and_keeps_its_promises(tmp_path):
+    env = {"BACKBEAT_TEST_STORE": f"sqlite:///{tmp_path}/tasks.db"}
+    with uvicorn("tests.apps.middleware_app:app", tmp_path, env=env) as server:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            assert client.post("/good", params={"label": "g1"}).status_code == 200
+            assert client.post("/closure", params={"label": "c1"}).status_code == 500
+            assert client.post("/not-json", params={"label": "n1"}).status_code == 500
+            assert client.post("/good", params={"label": "g2"}).status_code == 200
+        server.wait_for_mark("g2")
+        log = server.log()
+    assert "Exception in ASGI application" not in log
+    assert sorted(server.marks()) == ["g1", "g2"]

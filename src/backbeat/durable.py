@@ -34,7 +34,13 @@ from backbeat.registry import TaskRegistry
 from backbeat.serialization import ArgumentError, decode_arguments, encode_arguments
 from backbeat.status import TaskInfo, TaskState
 from backbeat.stores.base import ClaimedTask, NewTask, Store, StoreError
-from backbeat.tasks import BackgroundTask, BackgroundTasks, current_runner, declared_tasks
+from backbeat.tasks import (
+    BackgroundTask,
+    BackgroundTasks,
+    RequestTasks,
+    current_runner,
+    declared_tasks,
+)
 
 if TYPE_CHECKING:
     from backbeat.runner import Runner
@@ -194,6 +200,45 @@ class DurableEngine:
         rows = self.rows(task, contextvars.copy_context(), hold=True)
         await self.store.enqueue(rows)
         return PreparedTasks(self, [row.id for row in rows])
+
+    async def prepare_collected(self, collector: RequestTasks) -> None:
+        """Store ahead of the response every task a request made, in one write.
+
+        Only the outermost ones: a task inside a collection is stored with it.
+        """
+        inside: set[int] = set()
+        for made in collector.created:
+            if isinstance(made, BackgroundTasks):
+                _members(made, inside)
+        roots = [
+            made
+            for made in collector.created
+            if id(made) not in inside
+            and id(made) not in collector.prepared
+            and made.id not in self._written
+        ]
+        if not roots:
+            return
+        caller = contextvars.copy_context()
+        planned = [(root, self.rows(root, caller, hold=True)) for root in roots]
+        await self.store.enqueue([row for _, rows in planned for row in rows])
+        for root, rows in planned:
+            collector.prepared[id(root)] = PreparedTasks(self, [row.id for row in rows])
+
+    async def abandon_collected(self, collector: RequestTasks, reason: str) -> None:
+        """Cancel what was stored ahead for a request but never handed over by its response."""
+        ids = [
+            task_id
+            for prepared in collector.prepared.values()
+            if isinstance(prepared, PreparedTasks) and not prepared.activated
+            for task_id in prepared.ids
+        ]
+        collector.prepared.clear()
+        if ids:
+            try:
+                await self.store.cancel(ids, reason)
+            except StoreError as exc:
+                logger.error("backbeat: cannot cancel %d unused task(s): %s", len(ids), exc)
 
     def activate_soon(self, ids: list[str]) -> None:
         """Make written-ahead tasks runnable, in one write per turn of the event loop.
@@ -508,6 +553,13 @@ class DurableEngine:
                 if counts["pending"] + counts["scheduled"] + counts["running"] == 0:
                     return
                 await asyncio.sleep(0.02)
+
+
+def _members(collection: BackgroundTasks, inside: set[int]) -> None:
+    for member in collection.tasks:
+        inside.add(id(member))
+        if isinstance(member, BackgroundTasks):
+            _members(member, inside)
 
 
 class _Unrunnable(Exception):

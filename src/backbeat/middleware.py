@@ -8,17 +8,28 @@ response awaits (its ``background=``) are handed to the runner instead of
 running inside the request's ASGI call. Other frameworks' own task classes
 (`starlette.background.BackgroundTasks`, FastAPI's injected tasks) still run
 inline: only backbeat tasks know how to hand themselves over.
+
+With a store, a 2xx is a promise here too: every backbeat task made while the
+request is served is stored before ``http.response.start`` goes out. If that
+fails, the client gets a 500 (a task that cannot be stored: a closure, an
+argument that is not JSON) or a 503 (the store is unavailable) instead of the
+app's response, and none of the request's tasks run. Those the response then
+awaits become runnable; those it never awaits are cancelled when the request
+ends. (A task object made outside any request, e.g. at import time, is
+stored when the response hands it over, after the body.)
 """
 
 from __future__ import annotations
 
+import json
 import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backbeat.routing import declare_task_modules
 from backbeat.runner import Runner
-from backbeat.tasks import current_runner
+from backbeat.stores.base import StoreError
+from backbeat.tasks import RequestTasks, current_runner, request_tasks
 
 logger = logging.getLogger("backbeat")
 
@@ -33,13 +44,46 @@ class BackbeatMiddleware:
         if scope["type"] == "http":
             token = current_runner.set(self.runner)
             try:
-                await self.app(scope, receive, send)
+                if self.runner.durable and not self.runner.eager:
+                    await self._store_ahead(scope, receive, send)
+                else:
+                    await self.app(scope, receive, send)
             finally:
                 current_runner.reset(token)
         elif scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    async def _store_ahead(self, scope: Scope, receive: Receive, send: Send) -> None:
+        collector = RequestTasks()
+        token = request_tasks.set(collector)
+
+        async def send_when_stored(message: Message) -> None:
+            if collector.refused:
+                return  # the client already has the error instead of this response
+            if message["type"] == "http.response.start" and collector.created:
+                try:
+                    await self.runner.prepare_collected(collector)
+                except Exception as exc:
+                    collector.refused = True
+                    await _refuse(scope, send, exc)
+                    return
+            await send(message)
+
+        delivered = False
+        try:
+            await self.app(scope, receive, send_when_stored)
+            delivered = not collector.refused
+        finally:
+            request_tasks.reset(token)
+            if collector.prepared:
+                reason = (
+                    "the response did not hand it over"
+                    if delivered
+                    else "the response was not delivered"
+                )
+                await self.runner.abandon_collected(collector, reason)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         runner = self.runner
@@ -82,3 +126,24 @@ class BackbeatMiddleware:
                 await self.runner.drain()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def _refuse(scope: Scope, send: Send, exc: Exception) -> None:
+    """Answer 503 (store unavailable) or 500 (a task that cannot be stored) instead."""
+    where = f"{scope.get('method')} {scope.get('path')}"
+    headers = [(b"content-type", b"application/json")]
+    if isinstance(exc, StoreError):
+        logger.error("backbeat: the tasks of %s were not stored, answering 503: %s", where, exc)
+        status = 503
+        detail = "Service Unavailable: the task store cannot take tasks now; try again later"
+        headers.append((b"retry-after", b"1"))
+    else:
+        logger.error(
+            "backbeat: the tasks of %s cannot be stored, answering 500", where, exc_info=exc
+        )
+        status = 500
+        detail = "Internal Server Error"
+    body = json.dumps({"detail": detail}).encode()
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -43,7 +43,14 @@ from backbeat.status import (
     TaskTable,
 )
 from backbeat.stores import Store, open_store
-from backbeat.tasks import BackgroundTask, BackgroundTasks, current_runner, log_failure
+from backbeat.tasks import (
+    BackgroundTask,
+    BackgroundTasks,
+    RequestTasks,
+    current_runner,
+    log_failure,
+    request_tasks,
+)
 
 if TYPE_CHECKING:
     from backbeat.routing import HandlerRoute
@@ -216,6 +223,15 @@ class Runner:
             return task
         return await self._durable.prepare(task)
 
+    async def prepare_collected(self, collector: RequestTasks) -> None:
+        """Store a request's tasks before its response starts (`BackbeatMiddleware`)."""
+        if self._durable is not None and not self.eager:
+            await self._durable.prepare_collected(collector)
+
+    async def abandon_collected(self, collector: RequestTasks, reason: str) -> None:
+        if self._durable is not None:
+            await self._durable.abandon_collected(collector, reason)
+
     # --- lifecycle -------------------------------------------------------------------
 
     @property
@@ -331,6 +347,14 @@ class Runner:
         if self.take(task):
             return
         if self._durable is not None and not self.eager:
+            collector = request_tasks.get()
+            if collector is not None:
+                if collector.refused:
+                    return  # they could not be stored and the client was told so
+                prepared = collector.prepared.pop(id(task), None)
+                if prepared is not None:
+                    await prepared()  # stored ahead of the response: make them runnable
+                    return
             # Durable: the write is the hand-off, whether or not this process executes.
             await self._durable.write(task, contextvars.copy_context())
             return

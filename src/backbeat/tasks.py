@@ -163,6 +163,29 @@ current_runner: contextvars.ContextVar[TaskSink | None] = contextvars.ContextVar
 )
 
 
+class RequestTasks:
+    """The backbeat tasks made while one request is served (under a durable runner).
+
+    `BackbeatMiddleware` collects them so that they can be stored before the
+    response starts, although it cannot see which ones the response holds:
+    those the response runs are activated, the others cancelled at the end.
+    """
+
+    __slots__ = ("created", "prepared", "refused")
+
+    def __init__(self) -> None:
+        self.created: list[BackgroundTask] = []
+        # id(task) -> what awaiting it does now: make its stored rows runnable.
+        self.prepared: dict[int, StarletteBackgroundTask] = {}
+        # Storing failed and the client got an error: these tasks must not run.
+        self.refused = False
+
+
+request_tasks: contextvars.ContextVar[RequestTasks | None] = contextvars.ContextVar(
+    "backbeat_request_tasks", default=None
+)
+
+
 class _Unset:
     pass
 
@@ -194,6 +217,8 @@ class BackgroundTask(StarletteBackgroundTask):
         # the caller's context" (used for a route's `background=`, made once at
         # import time but run for every request).
         self.context: contextvars.Context | None = contextvars.copy_context()
+        if (collector := request_tasks.get()) is not None:
+            collector.created.append(self)
 
     async def __call__(self) -> None:
         runner = current_runner.get()
@@ -272,6 +297,8 @@ class BackgroundTasks(BackgroundTask):
         self.name = type(self).__name__
         # Each member carries its own context; the collection needs none.
         self.context = None
+        if (collector := request_tasks.get()) is not None:
+            collector.created.append(self)
 
     def add_task(self, func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> BackgroundTask:
         new_task = BackgroundTask(func, *args, **kwargs)
