@@ -52,11 +52,11 @@ class FailingOnce(SQLiteStore):
 
     failures = 2
 
-    async def claim(self, worker, limit, lease):
+    async def claim(self, worker, limit, lease, **options):
         if self.failures:
             self.failures -= 1
             raise RuntimeError("a bug in the claim")
-        return await super().claim(worker, limit, lease)
+        return await super().claim(worker, limit, lease, **options)
 
 
 async def test_any_error_in_the_claim_loop_is_logged_and_the_loop_goes_on(tmp_path, backbeat_log):

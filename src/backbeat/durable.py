@@ -29,6 +29,7 @@ from starlette.background import BackgroundTask as StarletteBackgroundTask
 
 from backbeat.concurrency import AsyncCallable, enforce_async_callable
 from backbeat.ids import new_id
+from backbeat.leases import LeaseKeeper
 from backbeat.policy import TaskPolicy
 from backbeat.registry import TaskRegistry
 from backbeat.serialization import ArgumentError, decode_arguments, encode_arguments
@@ -82,12 +83,19 @@ class DurableEngine:
         execute: bool,
         lease: float,
         poll_interval: float,
+        max_lost_leases: int = 3,
     ) -> None:
         self.runner = runner
         self.store = store
         self.execute = execute
         self.lease = lease
         self.poll_interval = poll_interval
+        self.max_lost_leases = max_lost_leases
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._keeper: LeaseKeeper | None = None
+        # A task whose lease was lost before runs alone: while it runs, nothing is claimed.
+        self._isolated: str | None = None
+        self._names: dict[str, str] = {}
         self.registry = TaskRegistry()
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
         # Contexts of tasks this process wrote, so that it runs them in their
@@ -260,7 +268,7 @@ class DurableEngine:
     async def _activate(self, ids: list[str]) -> None:
         free = self.runner.concurrency - len(self._executions)
         try:
-            if self.execute and self._accepting and free > 0:
+            if self.execute and self._accepting and free > 0 and self._isolated is None:
                 # Activate and claim in one write: this process runs what it accepted.
                 claimed = await self.store.start(self.worker, ids, self.lease, free)
                 for item in claimed:
@@ -304,6 +312,7 @@ class DurableEngine:
         context.run(current_runner.set, None)
         execution = asyncio.get_running_loop().create_task(self._execute(item), context=context)
         self._executions[item.id] = execution
+        self._names[item.id] = item.name
 
     def _poke(self) -> None:
         if self._wake is not None:
@@ -321,9 +330,17 @@ class DurableEngine:
             context = contextvars.Context()
             self._loops = [
                 loop.create_task(self._claim_loop(), context=context),
-                loop.create_task(self._renew_loop(), context=context.copy()),
                 loop.create_task(self._purge_loop(), context=context.copy()),
             ]
+            self._loop = loop
+            self._keeper = LeaseKeeper(
+                self.store,
+                self.worker,
+                self.lease,
+                running=lambda: list(self._executions),
+                describe=self._running_on_loop,
+            )
+            self._keeper.start(loop)
 
     async def _claim_loop(self) -> None:
         assert self._wake is not None
@@ -331,9 +348,9 @@ class DurableEngine:
         while self._accepting:
             free = self.runner.concurrency - len(self._executions)
             claimed: list[ClaimedTask] = []
-            if free > 0:
+            if self._isolated is None and free > 0:
                 try:
-                    claimed = await self.store.claim(self.worker, free, self.lease)
+                    claimed = await self._claim(free)
                     failures = 0
                 except Exception as exc:
                     # Whatever went wrong (a store error, a bug), the worker keeps claiming.
@@ -342,15 +359,38 @@ class DurableEngine:
                     continue
             for item in claimed:
                 self._spawn(item)
-            if free <= 0 or len(claimed) == free:
+            if self._isolated is None and (free <= 0 or len(claimed) == free):
                 self._backlog = True  # there may be more waiting than we could take
                 if claimed:
                     continue
             else:
-                self._backlog = False
+                self._backlog = self._isolated is not None
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), await self._idle_wait())
+
+    async def _claim(self, free: int) -> list[ClaimedTask]:
+        """Claim work; a task whose lease was lost before runs alone, on an idle worker.
+
+        So a task that kills or hangs its worker takes no other task down with it
+        more than once, and after `max_lost_leases` losses it is dead-lettered.
+        """
+        if not self._executions:
+            suspects = await self.store.claim(
+                self.worker, 1, self.lease, max_lost=self.max_lost_leases, suspect=True
+            )
+            if suspects:
+                self._isolated = suspects[0].id
+                logger.warning(
+                    "backbeat: task %r (id %s) lost its lease %d time(s) (its worker died or "
+                    "hung); worker %s runs it alone",
+                    suspects[0].name,
+                    suspects[0].id,
+                    suspects[0].lost,
+                    self.worker,
+                )
+                return suspects
+        return await self.store.claim(self.worker, free, self.lease, max_lost=self.max_lost_leases)
 
     async def _idle_wait(self) -> float:
         """How long to wait for a wake-up: until the next delay or retry is due, at most
@@ -378,24 +418,14 @@ class DurableEngine:
         )
         await asyncio.sleep(wait)
 
-    async def _renew_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease / 3)
-            ids = list(self._executions)
-            if not ids:
-                continue
-            try:
-                lost = await self.store.renew(self.worker, ids, self.lease)
-            except Exception as exc:
-                await self._back_off("renew task leases", exc, 1)
-                continue
-            for task_id in lost:
-                if task_id not in self._executions:
-                    continue  # it finished while the renewal was on its way
-                logger.warning(
-                    "backbeat: lost the lease of task %s (another process may run it too)",
-                    task_id,
-                )
+    def _running_on_loop(self) -> str:
+        """What the worker's event loop is running now (asked from the lease keeper's thread)."""
+        assert self._loop is not None
+        current = asyncio.current_task(self._loop)
+        for task_id, execution in list(self._executions.items()):
+            if execution is current:
+                return f"task {self._names.get(task_id, '?')!r} (id {task_id})"
+        return "code outside backbeat's tasks"
 
     async def _purge_loop(self) -> None:
         ttl = self.runner.finished_ttl
@@ -450,6 +480,9 @@ class DurableEngine:
                 await runner._hook(runner.on_success, _info(item, TaskState.SUCCEEDED))
         finally:
             self._executions.pop(item.id, None)
+            self._names.pop(item.id, None)
+            if self._isolated == item.id:
+                self._isolated = None
             if self._backlog:
                 self._poke()  # a slot is free, or a task it came before may now run
 
@@ -459,7 +492,8 @@ class DurableEngine:
         trace = "".join(traceback.format_exception(exc))
         if runner.on_error is not None:
             await runner._hook(runner.on_error, _info(item, TaskState.RUNNING), exc)
-        if item.attempts <= item.retries:
+        # An attempt whose worker died under it (a lost lease) is not a failure of the task.
+        if item.attempts - item.lost <= item.retries:
             policy = TaskPolicy(backoff=item.backoff, max_backoff=item.max_backoff)
             wait = policy.retry_delay(item.attempts)
             logger.warning(
@@ -519,6 +553,9 @@ class DurableEngine:
             loop_task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         self._loops = []
+        if self._keeper is not None:
+            await asyncio.to_thread(self._keeper.stop)
+            self._keeper = None
         if left:
             try:
                 await self.store.release(self.worker, left)

@@ -119,6 +119,7 @@ class Runner:
         execute: bool = True,
         lease: float = 30.0,
         poll_interval: float = 1.0,
+        max_lost_leases: int = 3,
         on_start: Hook | None = None,
         on_success: Hook | None = None,
         on_error: Hook | None = None,
@@ -128,6 +129,7 @@ class Runner:
             ("concurrency", concurrency),
             ("max_pending", max_pending),
             ("keep_finished", keep_finished),
+            ("max_lost_leases", max_lost_leases),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"Runner({name}=...) must be an int >= 1, got {value!r}")
@@ -172,6 +174,7 @@ class Runner:
                 execute=execute,
                 lease=float(lease),
                 poll_interval=float(poll_interval),
+                max_lost_leases=max_lost_leases,
             )
 
     @property

@@ -1,9 +1,10 @@
 """A durable app for the process tests (uvicorn and `backbeat worker`), set up by env vars."""
 
 import os
+import time
 
 from backbeat import App, BackgroundTasks, Runner, post
-from tests.apps.durable_tasks import sleep_and_mark
+from tests.apps.durable_tasks import mark, sleep_and_mark
 
 runner = Runner(
     store=os.environ["BACKBEAT_TEST_STORE"],
@@ -34,4 +35,29 @@ async def audit_route(seconds: float, label: str, tasks: BackgroundTasks) -> dic
     return {"id": job.id}
 
 
-app = App(routes=[work, audit_route, runner.status_route()], runner=runner)
+def kill_worker(label: str) -> None:
+    """A poison task: it kills the process that runs it, every time."""
+    mark(label)
+    os._exit(3)
+
+
+async def block_loop(seconds: float, label: str) -> None:
+    """An async task that blocks its event loop (a sync call inside async code)."""
+    time.sleep(seconds)  # noqa: ASYNC251 - the point of this task
+    mark(label)
+
+
+@post("/poison")
+async def poison(label: str, tasks: BackgroundTasks) -> dict[str, str]:
+    return {"id": tasks.add_task(kill_worker, label).id}
+
+
+@post("/block")
+async def block(seconds: float, label: str, tasks: BackgroundTasks) -> dict[str, str]:
+    return {"id": tasks.add_task(block_loop, seconds, label).id}
+
+
+app = App(
+    routes=[work, audit_route, poison, block, runner.status_route(include_errors=True)],
+    runner=runner,
+)

@@ -258,3 +258,29 @@ async def test_sqlite_store_files_are_private(tmp_path):
     for directory in (path.parent, path.parent.parent):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
     store.close_sync()
+
+
+async def test_a_task_whose_lease_is_lost_again_and_again_ends_in_the_dead_letter(store):
+    task = new_task()
+    other = new_task(due_in=0.05)
+    await store.enqueue([task])
+    assert [c.lost for c in await store.claim("w1", 5, lease=0.01)] == [0]
+    await asyncio.sleep(0.02)
+    # The first loss: taken over like any task.
+    assert [(c.id, c.lost) for c in await store.claim("w2", 5, lease=0.01)] == [(task.id, 1)]
+    await store.enqueue([other])
+    await asyncio.sleep(0.06)
+    # Lost twice: a suspect, only claimed on its own; the normal claim takes the others.
+    assert [c.id for c in await store.claim("w3", 5, lease=0.01)] == [other.id]
+    assert [(c.id, c.lost) for c in await store.claim("w3", 5, 0.01, suspect=True)] == [
+        (task.id, 2)
+    ]
+    await asyncio.sleep(0.02)
+    # A third loss would reach max_lost: dead-lettered instead of claimed.
+    assert await store.claim("w4", 5, lease=1, suspect=True) == []
+    status = await store.get(task.id)
+    assert status.state == "failed"
+    assert "the lease was lost 3 times (max_lost_leases=3)" in status.error
+    assert await store.retry([task.id]) == 1  # a retry starts its count again
+    claimed = {c.id: c.lost for c in await store.claim("w5", 5, lease=1)}
+    assert claimed[task.id] == 0

@@ -56,6 +56,8 @@ class ClaimedTask:
     backoff: float
     max_backoff: float
     timeout: float | None
+    # How many times a worker lost this task's lease while running it (died, hung).
+    lost: int = 0
 
 
 @dataclass(slots=True)
@@ -120,7 +122,18 @@ class Store(Protocol):
         """`activate`, then claim at once those of these tasks that can run now (up to `limit`)."""
         ...
 
-    async def claim(self, worker: str, limit: int, lease: float) -> list[ClaimedTask]: ...
+    async def claim(
+        self, worker: str, limit: int, lease: float, *, max_lost: int = 3, suspect: bool = False
+    ) -> list[ClaimedTask]:
+        """Lease up to `limit` runnable tasks, soonest due first, counting the attempt.
+
+        Runnable: pending and due with every task it comes after finished; held
+        past its hold; or running with an expired lease and never lost before
+        (the lease is lost: counted in `lost`). First, every running task with
+        an expired lease that would reach `max_lost` losses is dead-lettered.
+        ``suspect=True`` claims instead at most one task lost before (to run alone).
+        """
+        ...
 
     async def next_due(self) -> float | None:
         """When the soonest task waiting for its delay or its retry becomes due (None: none)."""

@@ -27,6 +27,7 @@ class _Row:
     worker: str | None = None
     error: str | None = None
     traceback: str | None = None
+    lost: int = 0
 
     def status(self) -> StoredStatus:
         t = self.task
@@ -39,7 +40,7 @@ class _Row:
         t = self.task
         return ClaimedTask(
             t.id, t.name, t.payload, self.attempts, t.created_at, t.retries, t.backoff,
-            t.max_backoff, t.timeout,
+            t.max_backoff, t.timeout, self.lost,
         )  # fmt: skip
 
 
@@ -67,6 +68,8 @@ class MemoryStore:
         return True
 
     def _take(self, row: _Row, worker: str, now: float, lease: float) -> ClaimedTask:
+        if row.state == "running":
+            row.lost += 1  # its lease expired: its worker died or hung
         row.state = "running"
         row.attempts += 1
         row.started_at = now
@@ -117,10 +120,30 @@ class MemoryStore:
                     row.state, row.lease_until = "pending", None
             return claimed
 
-    async def claim(self, worker: str, limit: int, lease: float) -> list[ClaimedTask]:
+    async def claim(
+        self, worker: str, limit: int, lease: float, *, max_lost: int = 3, suspect: bool = False
+    ) -> list[ClaimedTask]:
         with self._lock:
             self._check()
             now = time.time()
+            expired = [
+                row
+                for row in self._rows.values()
+                if row.state == "running" and row.lease_until is not None and row.lease_until < now
+            ]
+            for row in expired:
+                if row.lost + 1 >= max_lost:
+                    row.lost += 1
+                    row.state, row.finished_at, row.lease_until = "failed", now, None
+                    row.error = (
+                        "its worker died or hung each time it ran it: the lease was lost "
+                        f"{row.lost} times (max_lost_leases={max_lost}); dead-lettered. Retry it "
+                        "(backbeat retry) once the cause is fixed."
+                    )
+            if suspect:
+                suspects = [row for row in expired if row.state == "running" and row.lost >= 1]
+                suspects.sort(key=lambda row: row.lease_until or 0)
+                return [self._take(row, worker, now, lease) for row in suspects[:1]]
             candidates = [
                 row
                 for row in self._rows.values()
@@ -129,7 +152,10 @@ class MemoryStore:
                     row.state in ("held", "running")
                     and row.lease_until is not None
                     and row.lease_until < now
-                    and (row.state == "running" or self._runnable(row, now))
+                    and (
+                        (row.state == "running" and row.lost == 0)
+                        or (row.state == "held" and self._runnable(row, now))
+                    )
                 )
             ]
             candidates.sort(key=lambda row: row.task.due_at)
@@ -215,7 +241,7 @@ class MemoryStore:
             count = 0
             for row in rows:
                 if row is not None and row.state == "failed":
-                    row.state, row.attempts, row.worker = "pending", 0, None
+                    row.state, row.attempts, row.worker, row.lost = "pending", 0, None, 0
                     row.started_at = row.finished_at = None
                     row.task.due_at = time.time()
                     count += 1

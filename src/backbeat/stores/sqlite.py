@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS backbeat_tasks (
     worker TEXT,
     error TEXT,
     traceback TEXT,
-    after TEXT
+    after TEXT,
+    lost INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS backbeat_tasks_runnable ON backbeat_tasks (state, due_at);
 CREATE INDEX IF NOT EXISTS backbeat_tasks_leases ON backbeat_tasks (state, lease_until);
@@ -95,10 +96,16 @@ _RUNNABLE = (
     " SELECT 1 FROM json_each(t.after) j JOIN backbeat_tasks p ON p.id = j.value"
     " WHERE p.state IN ('held', 'pending', 'running')) END"
 )
-_CLAIMED_COLUMNS = "id, name, payload, attempts, created_at, retries, backoff, max_backoff, timeout"
+_CLAIMED_COLUMNS = (
+    "id, name, payload, attempts, created_at, retries, backoff, max_backoff, timeout, lost"
+)
+# A running task whose lease expired was lost by its worker (it died or hung):
+# taken over, and counted in `lost`. A first loss is taken over like any task; a
+# task lost more often (a suspect) only by an idle worker, to run alone.
 _CLAIM = (
     "UPDATE backbeat_tasks SET state = 'running', attempts = attempts + 1, "
-    "started_at = :now, lease_until = :until, worker = :worker "
+    "started_at = :now, lease_until = :until, worker = :worker, "
+    "lost = lost + (state = 'running') "
     "WHERE id IN (SELECT id FROM ({candidates}) ORDER BY due_at LIMIT :limit) "
     f"RETURNING {_CLAIMED_COLUMNS}, after IS NOT NULL AND NOT json_valid(after)"
 )
@@ -112,8 +119,22 @@ _CLAIM_ANY = _CLAIM.format(
         " UNION ALL SELECT id, due_at FROM backbeat_tasks t"
         f" WHERE state = 'held' AND lease_until < :now AND {_RUNNABLE}"
         " UNION ALL SELECT id, due_at FROM backbeat_tasks"
-        " WHERE state = 'running' AND lease_until < :now"
+        " WHERE state = 'running' AND lease_until < :now AND lost = 0"
     )
+)
+_CLAIM_SUSPECT = _CLAIM.format(
+    candidates=(
+        "SELECT id, due_at FROM backbeat_tasks WHERE state = 'running' AND lease_until < :now"
+        " AND lost >= 1 ORDER BY lease_until LIMIT 1"
+    )
+)
+_DEAD_LOST = (
+    "UPDATE backbeat_tasks SET state = 'failed', finished_at = :now, lease_until = NULL, "
+    "lost = lost + 1, error = 'its worker died or hung each time it ran it: the lease was lost ' "
+    "|| (lost + 1) || ' times (max_lost_leases=' || :max_lost || '); dead-lettered. Retry it "
+    "(backbeat retry) once the cause is fixed.' "
+    "WHERE state = 'running' AND lease_until < :now AND lost + 1 >= :max_lost "
+    "RETURNING id, name, error"
 )
 _START = (
     "UPDATE backbeat_tasks SET state = 'running', attempts = attempts + 1, started_at = ?, "
@@ -152,6 +173,17 @@ def _insert_groups(
             outcomes.append(None)
         conn.execute("RELEASE one")
     return outcomes
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a store made by an older backbeat up to this schema."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(backbeat_tasks)")}
+    if "lost" not in columns:
+        try:
+            conn.execute("ALTER TABLE backbeat_tasks ADD COLUMN lost INTEGER NOT NULL DEFAULT 0")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # another process just added it
+                raise
 
 
 def _file_identity(path: Path) -> tuple[int, int]:
@@ -265,6 +297,7 @@ class SQLiteStore:
                         "restore it from a backup, or move it away to start with an empty store"
                     )
             conn.executescript(SCHEMA)
+            _add_missing_columns(conn)
             if self._identity is None:
                 self._identity = _file_identity(self.path)
         except (sqlite3.Error, OSError) as exc:
@@ -531,10 +564,19 @@ class SQLiteStore:
 
         return await self._write(activate_and_claim)
 
-    async def claim(self, worker: str, limit: int, lease: float) -> list[ClaimedTask]:
+    async def claim(
+        self, worker: str, limit: int, lease: float, *, max_lost: int = 3, suspect: bool = False
+    ) -> list[ClaimedTask]:
         def take(conn: sqlite3.Connection) -> list[ClaimedTask]:
             now = time.time()
+            for task_id, name, error in conn.execute(
+                _DEAD_LOST, {"now": now, "max_lost": max_lost}
+            ).fetchall():
+                logger.error("Background task %r (id %s) failed: %s", name, task_id, error)
             parameters = {"now": now, "until": now + lease, "worker": worker, "limit": limit}
+            if suspect:
+                rows = conn.execute(_CLAIM_SUSPECT, parameters).fetchall()
+                return [ClaimedTask(*row[:-1]) for row in rows]  # never corrupt: it ran
             claimed: list[list[Any]] = []
             corrupt: list[list[Any]] = []
             for *row, is_corrupt in conn.execute(_CLAIM_ANY, parameters).fetchall():
@@ -632,7 +674,7 @@ class SQLiteStore:
     async def retry(self, ids: list[str] | None) -> int:
         def again(conn: sqlite3.Connection) -> int:
             reset = (
-                "UPDATE backbeat_tasks SET state = 'pending', attempts = 0, due_at = ?, "
+                "UPDATE backbeat_tasks SET state = 'pending', attempts = 0, lost = 0, due_at = ?, "
                 "finished_at = NULL, started_at = NULL, worker = NULL WHERE state = 'failed'"
             )
             now = time.time()

@@ -1,0 +1,133 @@
+"""The lease keeper: a worker's leases are renewed from a thread of its own.
+
+Renewing on the event loop that runs the tasks fails exactly when it matters:
+an ``async`` task that blocks its loop (a sync client called from async code,
+a CPU-bound loop) also blocks the renewals, the lease runs out, another worker
+takes the task over while the first one is still running it, and the first
+one's success is then discarded. So a thread, with its own event loop for the
+store's calls, renews the leases of everything the worker runs, every
+``lease / 3`` seconds, whatever the worker's loop is doing.
+
+The keeper also watches that loop: when it has not answered for a second (or
+``lease / 3``, if shorter), the keeper logs a warning naming the task that is
+running on it. A loop blocked for ``10 * lease`` is taken for hung: the keeper
+stops renewing and says so, so that other workers take the tasks over (and a
+task that hangs every worker it runs on ends in the dead letter; see
+``max_lost_leases``), rather than holding them forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from backbeat.stores.base import Store
+
+logger = logging.getLogger("backbeat")
+
+HUNG_AFTER_LEASES = 10
+
+
+class LeaseKeeper:
+    def __init__(
+        self,
+        store: Store,
+        worker: str,
+        lease: float,
+        running: Callable[[], list[str]],
+        describe: Callable[[], str],
+    ) -> None:
+        self.store = store
+        self.worker = worker
+        self.lease = lease
+        self.running = running  # the ids this worker runs now (read from the thread)
+        self.describe = describe  # what the worker's loop is running now
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_beat = time.monotonic()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._last_beat = time.monotonic()
+        self._thread = threading.Thread(
+            target=self._run, name=f"backbeat-leases-{self.worker}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _beat(self) -> None:
+        self._last_beat = time.monotonic()
+
+    def _run(self) -> None:
+        own_loop = asyncio.new_event_loop()
+        tick = min(self.lease / 6, 0.25)
+        warn_after = min(self.lease / 3, 1.0)
+        renew_every = self.lease / 3
+        last_renewal = time.monotonic()
+        warned = gave_up = False
+        try:
+            while not self._stop.wait(tick):
+                now = time.monotonic()
+                blocked = now - self._last_beat
+                try:
+                    assert self._loop is not None
+                    self._loop.call_soon_threadsafe(self._beat)
+                except RuntimeError:
+                    return  # the worker's loop is closed
+                if blocked > warn_after and not warned:
+                    warned = True
+                    logger.warning(
+                        "backbeat: worker %s: the event loop has been blocked for %.1fs by %s; "
+                        "an async task is running blocking code (use a sync def, which runs "
+                        "in a thread, or await). Its lease is kept meanwhile.",
+                        self.worker,
+                        blocked,
+                        self.describe(),
+                    )
+                elif blocked <= warn_after:
+                    warned = gave_up = False
+                if blocked > HUNG_AFTER_LEASES * self.lease:
+                    if not gave_up:
+                        gave_up = True
+                        logger.error(
+                            "backbeat: worker %s: the event loop has been blocked for %.0fs by "
+                            "%s; taken for hung, its leases are no longer renewed and other "
+                            "workers will take its tasks over",
+                            self.worker,
+                            blocked,
+                            self.describe(),
+                        )
+                    continue
+                if now - last_renewal >= renew_every:
+                    last_renewal = now
+                    self._renew(own_loop)
+        finally:
+            own_loop.close()
+
+    def _renew(self, own_loop: asyncio.AbstractEventLoop) -> None:
+        ids = self.running()
+        if not ids:
+            return
+        try:
+            lost = own_loop.run_until_complete(self.store.renew(self.worker, ids, self.lease))
+        except Exception as exc:
+            logger.error("backbeat: worker %s cannot renew its task leases: %s", self.worker, exc)
+            return
+        still_running = set(self.running())
+        for task_id in lost:
+            if task_id in still_running:  # else it finished while the renewal was on its way
+                logger.warning(
+                    "backbeat: worker %s lost the lease of task %s (another worker may run it "
+                    "too; this one's outcome will be ignored)",
+                    self.worker,
+                    task_id,
+                )

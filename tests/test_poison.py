@@ -1,0 +1,119 @@
+"""Tasks that kill or block their worker, with real `backbeat worker` processes: a live
+worker keeps its leases while a task blocks its loop; a task that kills every worker it
+runs on is dead-lettered after a bounded number of lost leases; its neighbours finish."""
+
+import collections
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+
+from backbeat import Runner
+from tests.serving import ROOT, uvicorn
+from tests.test_workers import env_for, post_tasks, wait_until
+
+WORKER = [sys.executable, "-m", "backbeat", "worker", "tests.apps.durable_app:app"]
+
+
+class Workers:
+    """Keeps `count` workers running, restarting any that dies (as systemd would)."""
+
+    def __init__(self, tmp_path, env, count: int, concurrency: int) -> None:
+        self.tmp_path, self.count = tmp_path, count
+        self.env = {
+            **os.environ,
+            "BACKBEAT_TEST_OUT": str(tmp_path / "marks.txt"),
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        self.command = [*WORKER, "--concurrency", str(concurrency)]
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.started = 0
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        self.started += 1
+        log = open(self.tmp_path / f"worker{self.started}.log", "wb")  # noqa: SIM115
+        return subprocess.Popen(
+            self.command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def keep_alive(self) -> None:
+        self.processes = [p for p in self.processes if p.poll() is None]
+        while len(self.processes) < self.count:
+            self.processes.append(self._start())
+
+    def logs(self) -> str:
+        return "\n".join(
+            (self.tmp_path / f"worker{i}.log").read_text(errors="replace")
+            for i in range(1, self.started + 1)
+        )
+
+    def stop(self) -> list[int]:
+        for process in self.processes:
+            process.terminate()
+        return [process.wait(timeout=20) for process in self.processes]
+
+
+def marks(tmp_path) -> list[str]:
+    path = tmp_path / "marks.txt"
+    return [line.split()[0] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_task_that_blocks_its_loop_keeps_its_lease_and_runs_once(tmp_path):
+    env = env_for(tmp_path, BACKBEAT_TEST_EXECUTE="0", BACKBEAT_TEST_LEASE="1")
+    with uvicorn("tests.apps.durable_app:app", tmp_path, env=env) as server:
+        with httpx.Client(base_url=server.url) as client:
+            blocker = client.post("/block", params={"seconds": 3.5, "label": "blocker"})
+        labels = post_tasks(server.url, 12, seconds=0.2, prefix="n")
+        workers = Workers(tmp_path, env, count=2, concurrency=4)
+        try:
+            workers.keep_alive()
+            wait_until(
+                lambda: {"blocker", *labels} <= set(marks(tmp_path)),
+                30,
+                "every task to finish",
+                workers.logs,
+            )
+            time.sleep(1.5)  # a second run of the blocker would show by now
+            assert workers.stop() == [0, 0]
+        finally:
+            for process in workers.processes:
+                process.kill()
+        with httpx.Client(base_url=server.url) as client:
+            status = client.get(f"/tasks/{blocker.json()['id']}").json()
+    counts = collections.Counter(marks(tmp_path))
+    assert counts["blocker"] == 1, "a live worker's blocked task was taken over and run again"
+    assert (status["state"], status["attempts"]) == ("succeeded", 1)
+    assert workers.started == 2
+    logs = workers.logs()
+    assert "event loop has been blocked" in logs and "block_loop" in logs
+    assert "lost the lease" not in logs
+
+
+def test_a_task_that_kills_every_worker_is_dead_lettered_and_its_neighbours_finish(tmp_path):
+    env = env_for(tmp_path, BACKBEAT_TEST_EXECUTE="0", BACKBEAT_TEST_LEASE="1")
+    with uvicorn("tests.apps.durable_app:app", tmp_path, env=env) as server:
+        with httpx.Client(base_url=server.url) as client:
+            poison = client.post("/poison", params={"label": "poison"}).json()["id"]
+        labels = post_tasks(server.url, 30, seconds=0.5, prefix="n")
+        workers = Workers(tmp_path, env, count=2, concurrency=8)
+        runner = Runner(store=env["BACKBEAT_TEST_STORE"])
+        try:
+            deadline = time.monotonic() + 60
+            while not (
+                set(labels) <= set(marks(tmp_path)) and runner.get(poison).state == "failed"
+            ):
+                assert time.monotonic() < deadline, workers.logs()
+                workers.keep_alive()
+                time.sleep(0.1)
+            assert workers.stop() == [0, 0]
+        finally:
+            for process in workers.processes:
+                process.kill()
+        info = runner.get(poison)
+    assert "the lease was lost 3 times" in info.error
+    assert collections.Counter(marks(tmp_path))["poison"] == 3  # not an endless loop
+    assert runner.stats()["failed"] == 1  # no neighbour was dead-lettered with it
+    assert "runs it alone" in workers.logs()
