@@ -327,3 +327,35 @@ def test_a_plain_function_another_process_could_not_find_is_refused_before_the_r
     errors = [str(r.exc_info[1]) for r in backbeat_log.records if r.exc_info]
     assert any("is not declared to this app" in e and "@task" in e for e in errors), errors
     assert any("runner.register(record_sync)" in e for e in errors)
+
+
+def test_a_task_too_large_to_store_is_refused_before_the_response(db, backbeat_log):
+    @post("/big")
+    async def big(data: dict[str, str], tasks: BackgroundTasks) -> None:
+        tasks.add_task(record_sync, data["text"])
+
+    app = App(routes=[big], runner=durable_tasks.runner(db, max_task_size=10_000))
+    with TestClient(app) as client:
+        assert client.post("/big", json={"text": "a" * 5_000}).status_code == 201
+        assert client.post("/big", json={"text": "a" * 20_000}).status_code == 500
+        counts = app.runner.stats()
+    assert counts["succeeded"] == 1 and sum(counts.values()) == 1
+    errors = [str(r.exc_info[1]) for r in backbeat_log.records if r.exc_info]
+    assert any("over the limit of 10000 (Runner(max_task_size=...))" in e for e in errors)
+    with pytest.raises(ValueError, match="max_task_size"):
+        Runner(max_task_size=0)
+
+
+def test_a_script_enqueues_with_a_plain_submit_and_the_app_runs_it(db):
+    # A cron job or a script: no event loop, the runner never started.
+    script_runner = durable_tasks.runner(db)
+    task_id = script_runner.submit(BackgroundTask(record_sync, "from cron"))
+    assert script_runner.get(task_id).state == "pending"
+
+    async def serve() -> None:
+        async with durable_tasks.runner(db, poll_interval=0.05) as app_runner:
+            await app_runner.join(timeout=5)
+
+    asyncio.run(serve())
+    assert script_runner.get(task_id).state == "succeeded"
+    assert durable_tasks.calls == [("from cron", "sync")]

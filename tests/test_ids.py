@@ -68,3 +68,18 @@ def test_id_encodes_its_creation_time():
     task_id = new_id()
     after = time.time()
     assert before - 0.002 <= id_timestamp(task_id) <= after + 0.002
+
+
+def test_a_forked_child_does_not_reuse_its_parents_random_bytes():
+    import os
+
+    new_id()  # the parent has a buffer of random bytes now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then leave at once
+        os.write(write, new_id()[10:].encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child_part = os.read(read, 100).decode()
+    assert len(child_part) == 16
+    assert child_part != new_id()[10:]

@@ -10,7 +10,8 @@ best of --repeat runs each, in one process:
               (ids, status, limits, retries machinery included), concurrency 100;
 * inline    — one ``BackgroundTasks`` of N tasks awaited in sequence (tier 1).
 
-Then memory per pending task: N tasks submitted behind a blocked slot,
+Then the cost of one task id (80 bits from the CSPRNG each, see ids.py) and memory
+per pending task: N tasks submitted behind a blocked slot,
 measured with tracemalloc (task object, its status record and queue entry).
 """
 
@@ -22,9 +23,11 @@ import gc
 import os
 import platform
 import time
+import timeit
 import tracemalloc
 
 from backbeat import BackgroundTask, BackgroundTasks, Runner
+from backbeat.ids import new_id
 
 
 async def noop(a: int, b: str) -> None:
@@ -88,6 +91,7 @@ def main() -> None:
             elapsed = asyncio.run(fn(n))
             best[name] = min(best.get(name, float("inf")), elapsed)
     memory = asyncio.run(bytes_per_pending_task(min(n, 20_000)))
+    id_cost = min(timeit.repeat(new_id, number=100_000, repeat=5)) / 100_000
 
     print(
         f"bench/runner — {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
@@ -109,6 +113,7 @@ def main() -> None:
             f"{best['bare'] / best[name]:.2f}x |"
         )
     print()
+    print(f"one task id (`new_id()`): {id_cost * 1e6:.2f} µs")
     print(f"memory per pending task (two small arguments): {memory:,.0f} bytes")
 
 

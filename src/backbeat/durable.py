@@ -84,8 +84,10 @@ class DurableEngine:
         lease: float,
         poll_interval: float,
         max_lost_leases: int = 3,
+        max_task_size: int = 1 << 20,
     ) -> None:
         self.runner = runner
+        self.max_task_size = max_task_size
         self.store = store
         self.execute = execute
         self.lease = lease
@@ -164,6 +166,12 @@ class DurableEngine:
             task = BackgroundTask(task)  # type: ignore[arg-type]  # appended to .tasks by hand
         name = self.registry.name_to_store(original_function(task))
         payload = encode_arguments(name, task.args, task.kwargs)
+        if len(payload) > self.max_task_size:
+            raise ValueError(
+                f"task {name!r} cannot be stored: its arguments are {len(payload)} bytes as "
+                f"JSON, over the limit of {self.max_task_size} (Runner(max_task_size=...)); "
+                "keep large data elsewhere (a file, a table, an object store) and pass a reference"
+            )
         fresh = task.context is None or task.id in self._written
         task_id = new_id() if fresh else task.id
         created = now if fresh else task.created

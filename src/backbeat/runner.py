@@ -120,6 +120,7 @@ class Runner:
         lease: float = 30.0,
         poll_interval: float = 1.0,
         max_lost_leases: int = 3,
+        max_task_size: int = 1 << 20,
         on_start: Hook | None = None,
         on_success: Hook | None = None,
         on_error: Hook | None = None,
@@ -130,6 +131,7 @@ class Runner:
             ("max_pending", max_pending),
             ("keep_finished", keep_finished),
             ("max_lost_leases", max_lost_leases),
+            ("max_task_size", max_task_size),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"Runner({name}=...) must be an int >= 1, got {value!r}")
@@ -175,6 +177,7 @@ class Runner:
                 lease=float(lease),
                 poll_interval=float(poll_interval),
                 max_lost_leases=max_lost_leases,
+                max_task_size=max_task_size,
             )
 
     @property
@@ -307,12 +310,22 @@ class Runner:
 
         Raises `RunnerFull` when ``max_pending`` tasks are waiting, and
         RuntimeError when the runner is not running. Call it on the runner's loop.
+
+        With a store, from code that has no event loop running (a script, a cron
+        job, a Django view): the task is written to the store before this returns,
+        for the app's processes or ``backbeat worker`` to run; the runner need not
+        be started. In async code, use ``await runner.asubmit(task)``.
         """
         if not isinstance(task, BackgroundTask):
             raise TypeError(f"Runner.submit expects a BackgroundTask, got {task!r}")
         if self._durable is not None:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return asyncio.run(self.asubmit(task))
             raise RuntimeError(
-                "a durable runner writes to its store: use `await runner.asubmit(task)`"
+                "a durable runner writes to its store, which takes an await here: use "
+                "`await runner.asubmit(task)` in async code"
             )
         if not self._accepting:
             raise RuntimeError(
