@@ -97,7 +97,6 @@ class DurableEngine:
         self._keeper: LeaseKeeper | None = None
         # A task whose lease was lost before runs alone: while it runs, nothing is claimed.
         self._isolated: str | None = None
-        self._names: dict[str, str] = {}
         self.registry = TaskRegistry()
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
         # Contexts of tasks this process wrote, so that it runs them in their
@@ -318,9 +317,10 @@ class DurableEngine:
     def _spawn(self, item: ClaimedTask) -> None:
         context = self._contexts.pop(item.id, None) or contextvars.Context()
         context.run(current_runner.set, None)
-        execution = asyncio.get_running_loop().create_task(self._execute(item), context=context)
+        execution = asyncio.get_running_loop().create_task(
+            self._execute(item), name=f"task {item.name!r} (id {item.id})", context=context
+        )
         self._executions[item.id] = execution
-        self._names[item.id] = item.name
 
     def _poke(self) -> None:
         if self._wake is not None:
@@ -383,22 +383,25 @@ class DurableEngine:
         So a task that kills or hangs its worker takes no other task down with it
         more than once, and after `max_lost_leases` losses it is dead-lettered.
         """
-        if not self._executions:
-            suspects = await self.store.claim(
-                self.worker, 1, self.lease, max_lost=self.max_lost_leases, suspect=True
+        claimed = await self.store.claim(
+            self.worker,
+            free,
+            self.lease,
+            max_lost=self.max_lost_leases,
+            alone_first=not self._executions,
+        )
+        if len(claimed) == 1 and claimed[0].lost >= 2:
+            suspect = claimed[0]
+            self._isolated = suspect.id
+            logger.warning(
+                "backbeat: task %r (id %s) lost its lease %d time(s) (its worker died or "
+                "hung); worker %s runs it alone",
+                suspect.name,
+                suspect.id,
+                suspect.lost - 1,
+                self.worker,
             )
-            if suspects:
-                self._isolated = suspects[0].id
-                logger.warning(
-                    "backbeat: task %r (id %s) lost its lease %d time(s) (its worker died or "
-                    "hung); worker %s runs it alone",
-                    suspects[0].name,
-                    suspects[0].id,
-                    suspects[0].lost,
-                    self.worker,
-                )
-                return suspects
-        return await self.store.claim(self.worker, free, self.lease, max_lost=self.max_lost_leases)
+        return claimed
 
     async def _idle_wait(self) -> float:
         """How long to wait for a wake-up: until the next delay or retry is due, at most
@@ -430,9 +433,8 @@ class DurableEngine:
         """What the worker's event loop is running now (asked from the lease keeper's thread)."""
         assert self._loop is not None
         current = asyncio.current_task(self._loop)
-        for task_id, execution in list(self._executions.items()):
-            if execution is current:
-                return f"task {self._names.get(task_id, '?')!r} (id {task_id})"
+        if current is not None and current in self._executions.values():
+            return current.get_name()
         return "code outside backbeat's tasks"
 
     async def _purge_loop(self) -> None:
@@ -488,7 +490,6 @@ class DurableEngine:
                 await runner._hook(runner.on_success, _info(item, TaskState.SUCCEEDED))
         finally:
             self._executions.pop(item.id, None)
-            self._names.pop(item.id, None)
             if self._isolated == item.id:
                 self._isolated = None
             if self._backlog:

@@ -272,12 +272,13 @@ async def test_a_task_whose_lease_is_lost_again_and_again_ends_in_the_dead_lette
     await asyncio.sleep(0.06)
     # Lost twice: a suspect, only claimed on its own; the normal claim takes the others.
     assert [c.id for c in await store.claim("w3", 5, lease=0.01)] == [other.id]
-    assert [(c.id, c.lost) for c in await store.claim("w3", 5, 0.01, suspect=True)] == [
+    assert [(c.id, c.lost) for c in await store.claim("w3", 5, 0.01, alone_first=True)] == [
         (task.id, 2)
     ]
     await asyncio.sleep(0.02)
     # A third loss would reach max_lost: dead-lettered instead of claimed.
-    assert await store.claim("w4", 5, lease=1, suspect=True) == []
+    taken = await store.claim("w4", 5, lease=1, alone_first=True)
+    assert [(c.id, c.lost) for c in taken] == [(other.id, 1)]  # no suspect left: a normal claim
     status = await store.get(task.id)
     assert status.state == "failed"
     assert "the lease was lost 3 times (max_lost_leases=3)" in status.error

@@ -123,7 +123,13 @@ class Store(Protocol):
         ...
 
     async def claim(
-        self, worker: str, limit: int, lease: float, *, max_lost: int = 3, suspect: bool = False
+        self,
+        worker: str,
+        limit: int,
+        lease: float,
+        *,
+        max_lost: int = 3,
+        alone_first: bool = False,
     ) -> list[ClaimedTask]:
         """Lease up to `limit` runnable tasks, soonest due first, counting the attempt.
 
@@ -131,7 +137,8 @@ class Store(Protocol):
         past its hold; or running with an expired lease and never lost before
         (the lease is lost: counted in `lost`). First, every running task with
         an expired lease that would reach `max_lost` losses is dead-lettered.
-        ``suspect=True`` claims instead at most one task lost before (to run alone).
+        With ``alone_first`` (an idle worker), a task lost before, if one is
+        waiting, is claimed instead, alone: it comes back with ``lost >= 2``.
         """
         ...
 

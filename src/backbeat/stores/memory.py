@@ -121,7 +121,13 @@ class MemoryStore:
             return claimed
 
     async def claim(
-        self, worker: str, limit: int, lease: float, *, max_lost: int = 3, suspect: bool = False
+        self,
+        worker: str,
+        limit: int,
+        lease: float,
+        *,
+        max_lost: int = 3,
+        alone_first: bool = False,
     ) -> list[ClaimedTask]:
         with self._lock:
             self._check()
@@ -140,10 +146,10 @@ class MemoryStore:
                         f"{row.lost} times (max_lost_leases={max_lost}); dead-lettered. Retry it "
                         "(backbeat retry) once the cause is fixed."
                     )
-            if suspect:
-                suspects = [row for row in expired if row.state == "running" and row.lost >= 1]
+            suspects = [row for row in expired if row.state == "running" and row.lost >= 1]
+            if alone_first and suspects:
                 suspects.sort(key=lambda row: row.lease_until or 0)
-                return [self._take(row, worker, now, lease) for row in suspects[:1]]
+                return [self._take(suspects[0], worker, now, lease)]
             candidates = [
                 row
                 for row in self._rows.values()

@@ -565,7 +565,13 @@ class SQLiteStore:
         return await self._write(activate_and_claim)
 
     async def claim(
-        self, worker: str, limit: int, lease: float, *, max_lost: int = 3, suspect: bool = False
+        self,
+        worker: str,
+        limit: int,
+        lease: float,
+        *,
+        max_lost: int = 3,
+        alone_first: bool = False,
     ) -> list[ClaimedTask]:
         def take(conn: sqlite3.Connection) -> list[ClaimedTask]:
             now = time.time()
@@ -574,9 +580,10 @@ class SQLiteStore:
             ).fetchall():
                 logger.error("Background task %r (id %s) failed: %s", name, task_id, error)
             parameters = {"now": now, "until": now + lease, "worker": worker, "limit": limit}
-            if suspect:
+            if alone_first:
                 rows = conn.execute(_CLAIM_SUSPECT, parameters).fetchall()
-                return [ClaimedTask(*row[:-1]) for row in rows]  # never corrupt: it ran
+                if rows:
+                    return [ClaimedTask(*row[:-1]) for row in rows]  # never corrupt: it ran
             claimed: list[list[Any]] = []
             corrupt: list[list[Any]] = []
             for *row, is_corrupt in conn.execute(_CLAIM_ANY, parameters).fetchall():
