@@ -62,7 +62,7 @@ async def test_retries_then_a_dead_letter_with_error_and_traceback(db, backbeat_
     assert durable_tasks.calls == [("f", "attempt"), ("f", "attempt")]
     assert (info.state, info.attempts, info.error) == ("failed", 2, "ConnectionError: f failed")
     assert "Traceback (most recent call last)" in stored.traceback
-    assert any("failed after 2 attempt(s)" in m for m in backbeat_log.messages())
+    assert any("failed after 2 attempts" in m for m in backbeat_log.messages())
 
 
 async def test_an_unknown_task_name_is_dead_lettered_and_the_worker_goes_on(db, backbeat_log):
@@ -305,10 +305,10 @@ def test_a_plain_function_next_to_the_handlers_is_stored_and_found_again(db):
     # Another process with the same app finds it by name (and only by what the app declared).
     other = Runner(store=db)
     App(routes=[handler], runner=other)
-    assert other._durable.registry.get(f"{__name__}:audit") is audit
-    assert other._durable.registry.get(f"{__name__}:handler") is None  # a route, not a function
-    assert other._durable.registry.get("os:system") is None
-    assert other._durable.registry.get("tests.apps.durable_tasks:record") is None
+    assert other._engine.registry.get(f"{__name__}:audit") is audit
+    assert other._engine.registry.get(f"{__name__}:handler") is None  # a route, not a function
+    assert other._engine.registry.get("os:system") is None
+    assert other._engine.registry.get("tests.apps.durable_tasks:record") is None
 
 
 def test_a_plain_function_another_process_could_not_find_is_refused_before_the_response(

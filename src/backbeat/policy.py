@@ -48,6 +48,17 @@ class TaskPolicy:
         return base / 2 + random.uniform(0, base / 2)
 
 
+def retry_wait(policy: TaskPolicy, failed_attempts: int) -> float | None:
+    """The retry decision: seconds to wait before the next attempt, or None (no more).
+
+    `failed_attempts` counts the attempts that failed, this one included (an
+    attempt whose worker died under it is not one of them).
+    """
+    if failed_attempts <= policy.retries:
+        return policy.retry_delay(failed_attempts)
+    return None
+
+
 def _check_int(name: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"task option {name} must be an int >= 0, got {value!r}")

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 from pydantic_core import to_json
+from starlette.background import BackgroundTask as StarletteBackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -35,7 +36,7 @@ from starlette.types import Receive, Scope, Send
 from backbeat.params import DEFAULT_MAX_BODY_SIZE, BadRequest, InvalidParameters, analyse
 from backbeat.responses import JSONResponse, Response
 from backbeat.stores.base import StoreError
-from backbeat.tasks import BackgroundTask, BackgroundTasks, TaskSink, current_runner
+from backbeat.tasks import BackgroundTask, BackgroundTasks, PreparedTasks, TaskSink, current_runner
 
 logger = logging.getLogger("backbeat")
 
@@ -52,6 +53,17 @@ def default_status(methods: Sequence[str]) -> int:
     if upper == {"DELETE"}:
         return 204
     return 200
+
+
+class ActivateWhenSent(StarletteBackgroundTask):
+    """What a response awaits after its body instead of tasks already stored: activation."""
+
+    def __init__(self, prepared: PreparedTasks) -> None:
+        # Only ever awaited, by the response: Starlette's constructor has nothing to do.
+        self.prepared = prepared
+
+    async def __call__(self) -> None:
+        await self.prepared.activate()
 
 
 class HandlerRoute(Route):
@@ -94,10 +106,9 @@ class HandlerRoute(Route):
         try:
             await response(scope, receive, send)
         except BaseException:
-            abandon = getattr(response.background, "abandon", None)
-            if abandon is not None:
+            if isinstance(response.background, ActivateWhenSent):
                 with contextlib.suppress(Exception):
-                    await abandon("the response was not delivered")
+                    await response.background.prepared.abandon("the response was not delivered")
             raise
 
     async def _store_tasks(
@@ -107,7 +118,7 @@ class HandlerRoute(Route):
         tasks = response.background
         assert isinstance(tasks, BackgroundTask)  # _tasks_for made it one
         try:
-            response.background = await runner.prepare(tasks)
+            response.background = ActivateWhenSent(await runner.prepare(tasks))
         except StoreError as exc:
             # Nothing was stored (the store is down, gone or full): no 2xx, try later.
             return store_unavailable(request, exc)

@@ -151,9 +151,17 @@ class TaskSink(Protocol):
         """True when tasks must be written (`prepare`) before the response starts."""
         ...
 
-    async def prepare(self, task: BackgroundTask) -> StarletteBackgroundTask:
-        """Store the tasks ahead of the response; returns what the response should await."""
+    async def prepare(self, task: BackgroundTask) -> PreparedTasks:
+        """Store the tasks ahead of the response; activate what it returns once it is sent."""
         ...
+
+
+class PreparedTasks(Protocol):
+    """Tasks stored ahead of a response: runnable once activated, cancelled if abandoned."""
+
+    async def activate(self) -> None: ...
+
+    async def abandon(self, reason: str) -> None: ...
 
 
 # Set for the duration of a request by `App` and `BackbeatMiddleware`; unset
@@ -176,7 +184,7 @@ class RequestTasks:
     def __init__(self) -> None:
         self.created: list[BackgroundTask] = []
         # id(task) -> what awaiting it does now: make its stored rows runnable.
-        self.prepared: dict[int, StarletteBackgroundTask] = {}
+        self.prepared: dict[int, PreparedTasks] = {}
         # Storing failed and the client got an error: these tasks must not run.
         self.refused = False
 

@@ -50,3 +50,14 @@ def runner(store: object, **options: object) -> Runner:
     made = Runner(store=store, **options)  # type: ignore[arg-type]
     made.register_module(__name__)
     return made
+
+
+_failed_once: set[str] = set()
+
+
+@task(name="tests.fails_once", retries=1, backoff=0.01)
+async def fails_once(label: str) -> str:
+    if label not in _failed_once:
+        _failed_once.add(label)
+        raise ConnectionError(f"{label}: first attempt fails")
+    return f"{label} done"

@@ -58,6 +58,7 @@ class ClaimedTask:
     timeout: float | None
     # How many times a worker lost this task's lease while running it (died, hung).
     lost: int = 0
+    error: str | None = None  # how the previous attempt failed, if one did
 
 
 @dataclass(slots=True)

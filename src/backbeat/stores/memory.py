@@ -40,7 +40,7 @@ class _Row:
         t = self.task
         return ClaimedTask(
             t.id, t.name, t.payload, self.attempts, t.created_at, t.retries, t.backoff,
-            t.max_backoff, t.timeout, self.lost,
+            t.max_backoff, t.timeout, self.lost, self.error,
         )  # fmt: skip
 
 

@@ -97,7 +97,7 @@ _RUNNABLE = (
     " WHERE p.state IN ('held', 'pending', 'running')) END"
 )
 _CLAIMED_COLUMNS = (
-    "id, name, payload, attempts, created_at, retries, backoff, max_backoff, timeout, lost"
+    "id, name, payload, attempts, created_at, retries, backoff, max_backoff, timeout, lost, error"
 )
 # A running task whose lease expired was lost by its worker (it died or hung):
 # taken over, and counted in `lost`. A first loss is taken over like any task; a

@@ -1,4 +1,4 @@
-"""Durable execution: what a `Runner` does when it has a store.
+"""The stored feeder: what a `Runner` does when it has a store.
 
 Tasks are rows in the store (a registered function's name, its arguments as
 JSON, its policy). Writing happens before the client can see a 2xx (in `App`,
@@ -19,18 +19,23 @@ import logging
 import os
 import socket
 import time
-import traceback
 from collections import OrderedDict
-from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
-
-from starlette.background import BackgroundTask as StarletteBackgroundTask
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from backbeat.concurrency import AsyncCallable, enforce_async_callable
+from backbeat.engine.execution import (
+    Attempt,
+    Hooks,
+    Outcome,
+    report_failure,
+    run_attempt,
+    task_info,
+)
+from backbeat.engine.leases import LeaseKeeper
+from backbeat.engine.limits import Limits
 from backbeat.ids import new_id
-from backbeat.leases import LeaseKeeper
-from backbeat.policy import TaskPolicy
+from backbeat.policy import DEFAULT_POLICY, TaskPolicy
 from backbeat.registry import TaskRegistry
 from backbeat.serialization import ArgumentError, decode_arguments, encode_arguments
 from backbeat.status import TaskInfo, TaskState
@@ -43,9 +48,6 @@ from backbeat.tasks import (
     declared_tasks,
 )
 
-if TYPE_CHECKING:
-    from backbeat.runner import Runner
-
 logger = logging.getLogger("backbeat")
 
 _REMEMBERED_IDS = 100_000
@@ -56,16 +58,17 @@ def original_function(task: BackgroundTask) -> Callable[..., Any]:
     return func.__wrapped__ if isinstance(func, AsyncCallable) else func
 
 
-class PreparedTasks(StarletteBackgroundTask):
-    """Rows written ahead of the response; awaiting this makes them runnable."""
+class Prepared:
+    """Tasks written ahead of a response: `activate` once it is sent, else `abandon`."""
 
-    def __init__(self, engine: DurableEngine, ids: list[str]) -> None:
-        # Only ever awaited, by the response: Starlette's constructor has nothing to do.
+    __slots__ = ("activated", "engine", "ids")
+
+    def __init__(self, engine: StoredEngine, ids: list[str]) -> None:
         self.engine = engine
         self.ids = ids
         self.activated = False
 
-    async def __call__(self) -> None:
+    async def activate(self) -> None:
         self.activated = True
         self.engine.activate_soon(self.ids)
 
@@ -74,11 +77,17 @@ class PreparedTasks(StarletteBackgroundTask):
             await self.engine.store.cancel(self.ids, reason)
 
 
-class DurableEngine:
+class StoredEngine:
+    """Writes tasks to a store and, where it executes, claims and runs them under leases."""
+
+    durable = True
+    eager = False
+
     def __init__(
         self,
-        runner: Runner,
         store: Store,
+        limits: Limits,
+        hooks: Hooks,
         *,
         execute: bool,
         lease: float,
@@ -86,7 +95,8 @@ class DurableEngine:
         max_lost_leases: int = 3,
         max_task_size: int = 1 << 20,
     ) -> None:
-        self.runner = runner
+        self.limits = limits
+        self.hooks = hooks
         self.max_task_size = max_task_size
         self.store = store
         self.execute = execute
@@ -106,7 +116,7 @@ class DurableEngine:
         self._executions: dict[str, asyncio.Task[None]] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._wake: asyncio.Event | None = None
-        self._accepting = False
+        self.accepting = False
         # Writes gathered over one turn of the event loop, then made together.
         self._to_activate: list[str] = []
         self._to_complete: list[str] = []
@@ -205,16 +215,27 @@ class DurableEngine:
             if len(self._contexts) > _REMEMBERED_IDS:
                 self._contexts.pop(next(iter(self._contexts)))
 
+    def take(self, task: BackgroundTask) -> bool:
+        return False  # a stored task is handed over by writing it, which takes an await
+
+    async def hand_off(self, task: BackgroundTask) -> None:
+        # The write is the hand-off, whether or not this process executes.
+        await self.write(task, contextvars.copy_context())
+
+    async def asubmit(self, task: BackgroundTask) -> str:
+        ids = await self.write(task, contextvars.copy_context())
+        return ids[0] if len(ids) == 1 else task.id
+
     async def write(self, task: BackgroundTask, caller: contextvars.Context | None) -> list[str]:
         rows = self.rows(task, caller, hold=False)
         await self.store.enqueue(rows)
         self._poke()
         return [row.id for row in rows]
 
-    async def prepare(self, task: BackgroundTask) -> PreparedTasks:
+    async def prepare(self, task: BackgroundTask) -> Prepared:
         rows = self.rows(task, contextvars.copy_context(), hold=True)
         await self.store.enqueue(rows)
-        return PreparedTasks(self, [row.id for row in rows])
+        return Prepared(self, [row.id for row in rows])
 
     async def prepare_collected(self, collector: RequestTasks) -> None:
         """Store ahead of the response every task a request made, in one write.
@@ -238,14 +259,14 @@ class DurableEngine:
         planned = [(root, self.rows(root, caller, hold=True)) for root in roots]
         await self.store.enqueue([row for _, rows in planned for row in rows])
         for root, rows in planned:
-            collector.prepared[id(root)] = PreparedTasks(self, [row.id for row in rows])
+            collector.prepared[id(root)] = Prepared(self, [row.id for row in rows])
 
     async def abandon_collected(self, collector: RequestTasks, reason: str) -> None:
         """Cancel what was stored ahead for a request but never handed over by its response."""
         ids = [
             task_id
             for prepared in collector.prepared.values()
-            if isinstance(prepared, PreparedTasks) and not prepared.activated
+            if isinstance(prepared, Prepared) and not prepared.activated
             for task_id in prepared.ids
         ]
         collector.prepared.clear()
@@ -273,9 +294,9 @@ class DurableEngine:
         task.add_done_callback(self._background.discard)
 
     async def _activate(self, ids: list[str]) -> None:
-        free = self.runner.concurrency - len(self._executions)
+        free = self.limits.concurrency - len(self._executions)
         try:
-            if self.execute and self._accepting and free > 0 and self._isolated is None:
+            if self.execute and self.accepting and free > 0 and self._isolated is None:
                 # Activate and claim in one write: this process runs what it accepted.
                 claimed = await self.store.start(self.worker, ids, self.lease, free)
                 for item in claimed:
@@ -330,7 +351,7 @@ class DurableEngine:
 
     async def start(self) -> None:
         self.register_declared()
-        self._accepting = True
+        self.accepting = True
         self._wake = asyncio.Event()
         if self.execute:
             loop = asyncio.get_running_loop()
@@ -353,8 +374,8 @@ class DurableEngine:
     async def _claim_loop(self) -> None:
         assert self._wake is not None
         failures = 0
-        while self._accepting:
-            free = self.runner.concurrency - len(self._executions)
+        while self.accepting:
+            free = self.limits.concurrency - len(self._executions)
             claimed: list[ClaimedTask] = []
             if self._isolated is None and free > 0:
                 try:
@@ -438,7 +459,7 @@ class DurableEngine:
         return "code outside backbeat's tasks"
 
     async def _purge_loop(self) -> None:
-        ttl = self.runner.finished_ttl
+        ttl = self.limits.finished_ttl
         while True:
             await asyncio.sleep(min(ttl, 60.0) or 60.0)
             try:
@@ -447,47 +468,29 @@ class DurableEngine:
                 await self._back_off("purge finished tasks", exc, 1)
 
     async def _execute(self, item: ClaimedTask) -> None:
-        runner = self.runner
         try:
-            func = self.registry.get(item.name)
-            if func is None:
-                raise _Unrunnable(
-                    f"unknown task {item.name!r}: this app registered no function by that "
-                    "name (@task, a route's background=, or runner.register); "
-                    f"it knows {len(self.registry)} task name(s)"
-                )
             try:
-                args, kwargs = decode_arguments(func, item.payload)
-            except ArgumentError as exc:
-                raise _Unrunnable(str(exc)) from None
-            if runner.on_start is not None:
-                await runner._hook(runner.on_start, _info(item, TaskState.RUNNING))
+                func, args, kwargs = self._resolve(item)
+            except _Unrunnable as exc:
+                await self._unrunnable(item, str(exc))
+                return
             call = enforce_async_callable(func)
-            if item.timeout is None:
-                await call(*args, **kwargs)
-            else:
-                try:
-                    async with asyncio.timeout(item.timeout) as deadline:
-                        await call(*args, **kwargs)
-                except TimeoutError as exc:
-                    if deadline.expired():
-                        raise TimeoutError(f"timed out after {item.timeout:g}s") from exc
-                    raise
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # shutdown: the drain releases the task
-            await self._attempt_failed(item, asyncio.CancelledError("cancelled by the task"))
-        except _Unrunnable as exc:
-            logger.error("Background task %r (id %s) cannot run: %s", item.name, item.id, exc)
-            await self._record(self.store.fail(self.worker, item.id, str(exc), None, None))
-            runner.report_failure(_info(item, TaskState.FAILED, str(exc)), exc)
-        except Exception as exc:
-            await self._attempt_failed(item, exc)
-        else:
-            self._complete_soon(item.id)
-            if runner.on_success is not None:
-                await runner._hook(runner.on_success, _info(item, TaskState.SUCCEEDED))
+            policy = TaskPolicy(
+                retries=item.retries,
+                backoff=item.backoff,
+                max_backoff=item.max_backoff,
+                timeout=item.timeout,
+            )
+            attempt = Attempt(
+                item.id,
+                item.name,
+                item.attempts,
+                item.created_at,
+                policy,
+                lost=item.lost,
+                error=item.error,
+            )
+            await run_attempt(attempt, call, args, kwargs, self.hooks, self._record)
         finally:
             self._executions.pop(item.id, None)
             if self._isolated == item.id:
@@ -495,46 +498,46 @@ class DurableEngine:
             if self._backlog:
                 self._poke()  # a slot is free, or a task it came before may now run
 
-    async def _attempt_failed(self, item: ClaimedTask, exc: BaseException) -> None:
-        runner = self.runner
-        error = f"{type(exc).__name__}: {exc}"
-        trace = "".join(traceback.format_exception(exc))
-        if runner.on_error is not None:
-            await runner._hook(runner.on_error, _info(item, TaskState.RUNNING), exc)
-        # An attempt whose worker died under it (a lost lease) is not a failure of the task.
-        if item.attempts - item.lost <= item.retries:
-            policy = TaskPolicy(backoff=item.backoff, max_backoff=item.max_backoff)
-            wait = policy.retry_delay(item.attempts)
-            logger.warning(
-                "Background task %r (id %s) attempt %d of %d failed (%s); retrying in %.2fs",
-                item.name,
-                item.id,
-                item.attempts,
-                item.retries + 1,
-                error,
-                wait,
+    def _resolve(self, item: ClaimedTask) -> tuple[Callable[..., Any], list[Any], dict[str, Any]]:
+        func = self.registry.get(item.name)
+        if func is None:
+            raise _Unrunnable(
+                f"unknown task {item.name!r}: this app registered no function by that "
+                "name (@task, a route's background=, or runner.register); "
+                f"it knows {len(self.registry)} task name(s)"
             )
-            await self._record(
-                self.store.fail(self.worker, item.id, error, trace, time.time() + wait)
-            )
-            self._poke()  # the claim loop's next wake-up may now be sooner
-            if runner.on_retry is not None:
-                await runner._hook(runner.on_retry, _info(item, TaskState.SCHEDULED), exc)
-            return
-        logger.error(
-            "Background task %r (id %s) failed after %d attempt(s): %s",
-            item.name,
-            item.id,
-            item.attempts,
-            error,
-            exc_info=exc,
-        )
-        await self._record(self.store.fail(self.worker, item.id, error, trace, None))
-        runner.report_failure(_info(item, TaskState.FAILED, error), exc)
-
-    async def _record(self, outcome: Any) -> None:
         try:
-            held = await outcome
+            args, kwargs = decode_arguments(func, item.payload)
+        except ArgumentError as exc:
+            raise _Unrunnable(str(exc)) from None
+        return func, list(args), kwargs
+
+    async def _unrunnable(self, item: ClaimedTask, error: str) -> None:
+        """Dead-letter a stored task this process cannot run, and keep going."""
+        logger.error("Background task %r (id %s) cannot run: %s", item.name, item.id, error)
+        await self._settle(self.store.fail(self.worker, item.id, error, None, None))
+        now = time.time()
+        attempt = Attempt(item.id, item.name, item.attempts, item.created_at, DEFAULT_POLICY)
+        info = task_info(attempt, TaskState.FAILED, now, error, now)
+        report_failure(self.hooks, info, _Unrunnable(error))
+
+    def _record(self, attempt: Attempt, outcome: Outcome) -> Awaitable[None] | None:
+        if outcome.state is TaskState.SUCCEEDED:
+            self._complete_soon(attempt.id)
+            return None
+        retry_at = None
+        if outcome.retry_in is not None:
+            retry_at = time.time() + outcome.retry_in
+            self._poke()  # the claim loop's next wake-up may now be sooner
+        return self._settle(
+            self.store.fail(
+                self.worker, attempt.id, outcome.error or "", outcome.traceback, retry_at
+            )
+        )
+
+    async def _settle(self, write: Awaitable[bool]) -> None:
+        try:
+            held = await write
         except StoreError as exc:
             logger.error("backbeat: cannot record a task's outcome: %s", exc)
             return
@@ -542,14 +545,14 @@ class DurableEngine:
             logger.warning("backbeat: a task finished after its lease was lost; outcome ignored")
 
     async def drain(self) -> None:
-        self._accepting = False
+        self.accepting = False
         self._poke()
         if self._loops:
             # Let the claim loop finish its round: cancelling a claim midway would
             # leave the tasks it took leased to us until the lease runs out.
-            await asyncio.wait([self._loops[0]], timeout=self.runner.shutdown_timeout)
+            await asyncio.wait([self._loops[0]], timeout=self.limits.shutdown_timeout)
         if self._executions:
-            await asyncio.wait(self._executions.values(), timeout=self.runner.shutdown_timeout)
+            await asyncio.wait(self._executions.values(), timeout=self.limits.shutdown_timeout)
         left = list(self._executions)
         for execution in self._executions.values():
             execution.cancel()
@@ -575,7 +578,7 @@ class DurableEngine:
                 "backbeat runner: %d task(s) not finished within shutdown_timeout=%.1fs were "
                 "released to the store, to run later: %s",
                 len(left),
-                self.runner.shutdown_timeout,
+                self.limits.shutdown_timeout,
                 ", ".join(left),
             )
 
@@ -592,7 +595,7 @@ class DurableEngine:
     def stats(self) -> dict[str, int]:
         return self.store.counts_sync()
 
-    async def join(self, timeout: float | None) -> None:  # noqa: ASYNC109  # noqa: ASYNC109
+    async def join(self, timeout: float | None) -> None:  # noqa: ASYNC109 - the runner's API
         async with asyncio.timeout(timeout):
             while True:
                 counts = await self.store.counts()
@@ -610,19 +613,6 @@ def _members(collection: BackgroundTasks, inside: set[int]) -> None:
 
 class _Unrunnable(Exception):
     """The stored task cannot run in this process: dead-letter it, keep going."""
-
-
-def _info(item: ClaimedTask, state: TaskState, error: str | None = None) -> TaskInfo:
-    return TaskInfo(
-        id=item.id,
-        name=item.name,
-        state=state,
-        attempts=item.attempts,
-        error=error,
-        created_at=datetime.fromtimestamp(item.created_at, UTC),
-        started_at=datetime.now(UTC),
-        finished_at=None,
-    )
 
 
 def _json_ids(ids: list[str]) -> str | None:

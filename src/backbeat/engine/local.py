@@ -1,0 +1,455 @@
+"""The in-process feeder: tasks as live Python objects, run by this process, no store.
+
+What it does that a store cannot: a task runs in a copy of the context it was
+made in (request ids reach it), closures and lambdas are fine, and handing a
+task over costs no await (`take`), which keeps the hand-off within a small
+factor of a bare ``asyncio.create_task``. It keeps each task's status in a
+bounded in-memory table (`backbeat.status.TaskTable`), so status is per process.
+
+Limits: at most ``concurrency`` attempts at once, ``max_pending`` waiting;
+a sequence's members start one after another, a group's independently; delays
+and retries wait on the loop's timers; the drain gives what is left
+``shutdown_timeout`` seconds, then cancels it and logs each task as lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+from backbeat.engine.execution import Hooks, Outcome, run_attempt
+from backbeat.engine.limits import Limits
+from backbeat.ids import new_id
+from backbeat.policy import TaskPolicy
+from backbeat.status import (
+    CANCELLED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SCHEDULED,
+    SUCCEEDED,
+    TaskInfo,
+    TaskRecord,
+    TaskTable,
+)
+from backbeat.tasks import BackgroundTask, BackgroundTasks, current_runner
+
+logger = logging.getLogger("backbeat")
+
+
+class RunnerFull(Exception):
+    """`Runner.submit` was called while ``max_pending`` tasks were already waiting."""
+
+
+class _Job:
+    """One task's place in the runner: its record and what to do when it is done.
+
+    It is also the attempt the executor runs (`engine.execution.AttemptLike`):
+    the properties below read the record and the task's policy.
+    """
+
+    __slots__ = ("context", "execution", "on_done", "record", "task", "timer")
+    lost = 0  # an in-process task's worker never dies under it alone
+
+    def __init__(
+        self, task: BackgroundTask, record: TaskRecord, context: contextvars.Context
+    ) -> None:
+        self.task = task
+        self.record = record
+        # A fresh copy per run: what the task sets stays in this run.
+        self.context = context
+        self.on_done: Callable[[], None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.execution: asyncio.Task[None] | None = None
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def number(self) -> int:
+        return self.record.attempts
+
+    @property
+    def created(self) -> float:
+        return self.record.created
+
+    @property
+    def policy(self) -> TaskPolicy:
+        return self.task.policy
+
+    @property
+    def error(self) -> str | None:
+        return self.record.error
+
+    @error.setter
+    def error(self, value: str | None) -> None:
+        self.record.error = value
+
+
+class _Collection:
+    __slots__ = ("as_group", "members")
+
+    def __init__(self, as_group: bool, members: list[_Job | _Collection]) -> None:
+        self.as_group = as_group
+        self.members = members
+
+
+class LocalEngine:
+    """Runs live task objects in this process, with limits, policy and status."""
+
+    durable = False
+    store = None
+
+    def __init__(self, limits: Limits, hooks: Hooks, *, eager: bool = False) -> None:
+        self.limits = limits
+        self.hooks = hooks
+        self.eager = eager
+        self._table = TaskTable(limits.keep_finished, limits.finished_ttl)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.accepting = False
+        self._running = 0
+        self._queue: deque[_Job] = deque()
+        self._timers: set[_Job] = set()
+        self._executions: set[asyncio.Task[None]] = set()
+        self._idle: asyncio.Event | None = None
+        self._room: asyncio.Event | None = None
+        self._room_waiters = 0
+        self._warned: set[str] = set()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._loop is not None:
+            raise RuntimeError("this Runner is already started")
+        self._loop = asyncio.get_running_loop()
+        self._idle = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        if self._table.active == 0:
+            self._idle.set()
+        self.accepting = True
+
+    async def drain(self) -> None:
+        """Stop taking tasks; give the others `shutdown_timeout` s; cancel and log the rest."""
+        if self._loop is None:
+            return
+        self.accepting = False
+        shutdown_timeout = self.limits.shutdown_timeout
+        if self._table.active:
+            assert self._idle is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), shutdown_timeout)
+        for job in self._timers:
+            assert job.timer is not None
+            job.timer.cancel()
+        self._timers.clear()
+        self._queue.clear()
+        for execution in self._executions:
+            execution.cancel()
+        if self._executions:
+            await asyncio.gather(*self._executions, return_exceptions=True)
+        lost = self._table.unfinished()
+        for record in lost:
+            was = record.state
+            record.error = f"cancelled at shutdown while {was.value}"
+            self._table.move(record, CANCELLED)
+            logger.error("Task %r (id %s) lost at shutdown: it was %s", record.name, record.id, was)
+        if lost:
+            logger.error(
+                "backbeat runner: %d task(s) not finished within shutdown_timeout=%.1fs were "
+                "cancelled and lost (this runner has no store)",
+                len(lost),
+                shutdown_timeout,
+            )
+        self._loop = None
+
+    # --- taking tasks ------------------------------------------------------------------
+
+    def submit(self, task: BackgroundTask) -> str:
+        if not self.accepting:
+            raise RuntimeError(
+                "this Runner is not running: start it with `async with runner:` or the "
+                "app's lifespan"
+            )
+        if self._waiting() >= self.limits.max_pending:
+            raise RunnerFull(f"{self.limits.max_pending} tasks are already waiting (max_pending)")
+        return self._accept(task, None)
+
+    async def asubmit(self, task: BackgroundTask) -> str:
+        return self.submit(task)
+
+    def take(self, task: BackgroundTask) -> bool:
+        if self.accepting and not self.eager and self._waiting() < self.limits.max_pending:
+            self._accept(task, contextvars.copy_context())
+            return True
+        return False
+
+    async def hand_off(self, task: BackgroundTask) -> None:
+        if self.take(task):
+            return
+        token = current_runner.set(None)
+        try:
+            if self.eager:
+                await self._run_eagerly(task)
+            elif not self.accepting:
+                self._warn_once("not-running", "the runner is not running")
+                await task()
+            elif await self._wait_for_room():
+                self._accept(task, contextvars.copy_context())
+            else:
+                self._warn_once(
+                    "overflow",
+                    f"max_pending={self.limits.max_pending} tasks waited for over "
+                    f"overflow_timeout={self.limits.overflow_timeout}s",
+                )
+                await task()
+        finally:
+            current_runner.reset(token)
+
+    def _warn_once(self, key: str, reason: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(
+                "backbeat: %s, so tasks run inline in the request, as without a runner "
+                "(logged once)",
+                reason,
+            )
+
+    async def _wait_for_room(self) -> bool:
+        assert self._room is not None
+        deadline = time.monotonic() + self.limits.overflow_timeout
+        while self._waiting() >= self.limits.max_pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.accepting:
+                return False
+            self._room.clear()
+            self._room_waiters += 1
+            try:
+                await asyncio.wait_for(self._room.wait(), remaining)
+            except TimeoutError:
+                return False
+            finally:
+                self._room_waiters -= 1
+        return self.accepting
+
+    def _waiting(self) -> int:
+        counts = self._table.counts
+        return counts[PENDING] + counts[SCHEDULED]
+
+    def _accept(self, task: BackgroundTask, caller: contextvars.Context | None) -> str:
+        """Register and start a task tree; `caller` is the hand-off context, if any."""
+        assert self._idle is not None
+        self._idle.clear()
+        if type(task) is BackgroundTask and not task.policy.delay:
+            # The common case, a single task ready to run, without the general planning.
+            job = self._job(task, caller)
+            if self._running < self.limits.concurrency:
+                self._spawn(job)
+            else:
+                self._queue.append(job)
+            return job.record.id
+        unit = self._plan(task, caller)
+        self._start(unit, None)
+        return unit.record.id if isinstance(unit, _Job) else task.id
+
+    def _plan(self, task: object, caller: contextvars.Context | None) -> _Job | _Collection:
+        """Register every task in the tree, so each id has a status at once."""
+        if isinstance(task, BackgroundTasks):
+            return _Collection(task.as_group, [self._plan(m, caller) for m in task.tasks])
+        if not isinstance(task, BackgroundTask):
+            task = BackgroundTask(task)  # type: ignore[arg-type]  # appended to .tasks by hand
+        return self._job(task, caller)
+
+    def _job(self, task: BackgroundTask, caller: contextvars.Context | None) -> _Job:
+        table = self._table
+        if task.context is None or table.get(task.id) is not None:
+            # A route's task (one object for every request) or a task handed over
+            # again: this run is a new task, with its own id, created now.
+            record = table.add(new_id(), task.name, time.time())
+        else:
+            record = table.add(task.id, task.name, task.created)
+        # A route's task runs in the context of the request that handed it over.
+        source = task.context or caller
+        context = source.copy() if source is not None else contextvars.copy_context()
+        return _Job(task, record, context)
+
+    def _start(self, unit: _Job | _Collection, on_done: Callable[[], None] | None) -> None:
+        if isinstance(unit, _Job):
+            unit.on_done = on_done
+            delay = unit.task.policy.delay
+            wait = (unit.record.created + delay - time.time()) if delay else 0.0
+            if wait > 0:
+                self._schedule(unit, wait)
+            else:
+                self._ready(unit)
+            return
+        members = unit.members
+        if not members:
+            if on_done is not None:
+                on_done()
+            return
+        if unit.as_group:
+            remaining = len(members)
+
+            def member_done() -> None:
+                nonlocal remaining
+                remaining -= 1
+                if remaining == 0 and on_done is not None:
+                    on_done()
+
+            for member in members:
+                self._start(member, member_done)
+        else:
+            following = iter(members)
+
+            def start_next() -> None:
+                member = next(following, None)
+                if member is not None:
+                    self._start(member, start_next)
+                elif on_done is not None:
+                    on_done()
+
+            start_next()
+
+    def _schedule(self, job: _Job, wait: float) -> None:
+        assert self._loop is not None
+        if job.record.state is not SCHEDULED:
+            self._table.move(job.record, SCHEDULED)
+        job.timer = self._loop.call_later(wait, self._wake, job)
+        self._timers.add(job)
+
+    def _wake(self, job: _Job) -> None:
+        self._timers.discard(job)
+        job.timer = None
+        self._ready(job)
+
+    def _ready(self, job: _Job) -> None:
+        if job.record.state is not PENDING:
+            self._table.move(job.record, PENDING)
+        if self._running < self.limits.concurrency:
+            self._spawn(job)
+        else:
+            self._queue.append(job)
+
+    def _spawn(self, job: _Job) -> None:
+        assert self._loop is not None
+        self._running += 1
+        execution = self._loop.create_task(self._execute(job), context=job.context)
+        job.execution = execution
+        self._executions.add(execution)
+
+    # --- running -------------------------------------------------------------------------
+
+    async def _execute(self, job: _Job) -> None:
+        # Inside the runner, `await other_task()` runs inline rather than handing off again.
+        if current_runner.get() is not None:
+            current_runner.set(None)
+        task, record = job.task, job.record
+        record.attempts += 1
+        record.started = time.time()
+        self._table.move(record, RUNNING)
+        if self._room_waiters:
+            self._room_made()
+        try:
+            outcome = await run_attempt(
+                job, task.func, task.args, task.kwargs, self.hooks, self._record
+            )
+        except asyncio.CancelledError:
+            self._running -= 1
+            self._executions.discard(job.execution)
+            raise  # the drain cancelled us; it records and logs the loss
+        if outcome.state is not SCHEDULED:
+            self._done(job)
+        if self._queue:
+            self._fill_slots()
+
+    def _record(self, job: _Job, outcome: Outcome) -> None:
+        self._running -= 1
+        self._executions.discard(job.execution)
+        if outcome.state is SUCCEEDED:
+            self._table.move(job.record, SUCCEEDED)
+        elif outcome.state is SCHEDULED:
+            assert outcome.retry_in is not None
+            self._schedule(job, outcome.retry_in)
+        else:
+            self._table.move(job.record, FAILED)
+
+    def _done(self, job: _Job) -> None:
+        if job.on_done is not None:
+            job.on_done()
+        if self._table.active == 0 and self._idle is not None:
+            self._idle.set()
+
+    def _fill_slots(self) -> None:
+        queue = self._queue
+        while queue and self._running < self.limits.concurrency:
+            self._spawn(queue.popleft())
+
+    def _room_made(self) -> None:
+        if self._waiting() < self.limits.max_pending:
+            assert self._room is not None
+            self._room.set()
+
+    async def _run_eagerly(self, task: BackgroundTask) -> None:
+        """Eager mode (tests): run now, in order, retries without waiting; re-raise."""
+        if isinstance(task, BackgroundTasks):
+            for member in task.tasks:
+                await self._run_eagerly(member)
+            return
+        table = self._table
+        record = table.add(
+            task.id if table.get(task.id) is None else new_id(), task.name, task.created
+        )
+        job = _Job(task, record, contextvars.copy_context())
+        raised: list[BaseException] = []
+
+        async def call() -> None:
+            try:
+                await task.run()
+            except Exception as exc:
+                raised.append(exc)  # the very exception, to re-raise to the test
+                raise
+
+        def record_outcome(job: _Job, outcome: Outcome) -> None:
+            table.move(record, outcome.state)
+
+        while True:
+            record.attempts += 1
+            record.started = time.time()
+            table.move(record, RUNNING)
+            outcome = await run_attempt(
+                job, call, (), {}, self.hooks, record_outcome, wait_for_retry=False
+            )
+            if outcome.state is SUCCEEDED:
+                return
+            if outcome.state is FAILED:
+                raise raised[-1] if raised else RuntimeError(outcome.error)
+
+    # --- looking -------------------------------------------------------------------------
+
+    def get(self, task_id: str) -> TaskInfo | None:
+        record = self._table.get(task_id)
+        return None if record is None else record.snapshot()
+
+    async def aget(self, task_id: str) -> TaskInfo | None:
+        return self.get(task_id)
+
+    def stats(self) -> dict[str, int]:
+        return {state.value: count for state, count in self._table.counts.items()}
+
+    async def join(self, timeout: float | None) -> None:  # noqa: ASYNC109 - the runner's API
+        if self._table.active == 0:
+            return
+        if self._idle is None or self._loop is None:
+            raise RuntimeError("this Runner is not running")
+        await asyncio.wait_for(self._idle.wait(), timeout)
