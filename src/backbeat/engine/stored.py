@@ -1,13 +1,13 @@
 """The stored feeder: what a `Runner` does when it has a store.
 
-Tasks are rows in the store (a registered function's name, its arguments as
-JSON, its policy). Writing happens before the client can see a 2xx (in `App`,
-before ``http.response.start``); the rows become runnable once the response
-has been sent. Any process with the same app and store — the app itself,
-``backbeat worker`` processes — claims runnable rows under a lease, renews the
-lease while the task runs, and records the outcome: done, retry at a time, or
-failed for good (the dead letter). A process that dies mid-task leaves a
-lease that expires, and another claims the task: at-least-once.
+Tasks are written to the store (a registered function's name, its arguments
+as JSON, its policy) — before the client can see a 2xx (in `App`, before
+``http.response.start``, held back until the response has been sent). Any
+process with the same app and store — the app itself, ``backbeat worker``
+processes — claims runnable tasks under a lease and runs them
+(`engine.worker`); a process that dies mid-task leaves a lease that expires,
+and another claims the task: at-least-once. This module is the writing half:
+task trees to stored tasks, write-ahead and activation, status reads.
 """
 
 from __future__ import annotations
@@ -16,37 +16,23 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import os
-import socket
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-from backbeat.concurrency import AsyncCallable, enforce_async_callable
-from backbeat.engine.execution import (
-    Attempt,
-    Hooks,
-    Outcome,
-    report_failure,
-    run_attempt,
-    task_info,
-)
-from backbeat.engine.leases import LeaseKeeper
+from backbeat.batching import TurnBatch
+from backbeat.concurrency import AsyncCallable
+from backbeat.engine.execution import Hooks
 from backbeat.engine.limits import Limits
+from backbeat.engine.worker import StoredWorker
 from backbeat.ids import new_id
-from backbeat.policy import DEFAULT_POLICY, TaskPolicy
+from backbeat.policy import TaskPolicy
 from backbeat.registry import TaskRegistry
-from backbeat.serialization import ArgumentError, decode_arguments, encode_arguments
-from backbeat.status import TaskInfo, TaskState
-from backbeat.stores.base import ClaimedTask, NewTask, Store, StoreError
-from backbeat.tasks import (
-    BackgroundTask,
-    BackgroundTasks,
-    RequestTasks,
-    current_runner,
-    declared_tasks,
-)
+from backbeat.serialization import encode_arguments
+from backbeat.status import TaskInfo
+from backbeat.stores.base import NewTask, Store, StoreError
+from backbeat.tasks import BackgroundTask, BackgroundTasks, RequestTasks, declared_tasks
 
 logger = logging.getLogger("backbeat")
 
@@ -95,34 +81,28 @@ class StoredEngine:
         max_lost_leases: int = 3,
         max_task_size: int = 1 << 20,
     ) -> None:
-        self.limits = limits
-        self.hooks = hooks
-        self.max_task_size = max_task_size
         self.store = store
+        self.limits = limits
         self.execute = execute
         self.lease = lease
-        self.poll_interval = poll_interval
-        self.max_lost_leases = max_lost_leases
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._keeper: LeaseKeeper | None = None
-        # A task whose lease was lost before runs alone: while it runs, nothing is claimed.
-        self._isolated: str | None = None
+        self.max_task_size = max_task_size
         self.registry = TaskRegistry()
-        self.worker = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
         # Contexts of tasks this process wrote, so that it runs them in their
         # request's context when it claims them itself.
         self._contexts: dict[str, contextvars.Context] = {}
         self._written: OrderedDict[str, None] = OrderedDict()
-        self._executions: dict[str, asyncio.Task[None]] = {}
-        self._loops: list[asyncio.Task[None]] = []
-        self._wake: asyncio.Event | None = None
+        self.worker = StoredWorker(
+            store,
+            self.registry,
+            limits,
+            hooks,
+            lease=lease,
+            poll_interval=poll_interval,
+            max_lost_leases=max_lost_leases,
+            contexts=self._contexts,
+        )
         self.accepting = False
-        # Writes gathered over one turn of the event loop, then made together.
-        self._to_activate: list[str] = []
-        self._to_complete: list[str] = []
-        self._background: set[asyncio.Task[None]] = set()
-        # Tasks may be waiting that a finishing task could let run: look when one ends.
-        self._backlog = False
+        self._activations: TurnBatch[str] = TurnBatch(self._activate)
 
     # --- names -------------------------------------------------------------------------
 
@@ -229,7 +209,7 @@ class StoredEngine:
     async def write(self, task: BackgroundTask, caller: contextvars.Context | None) -> list[str]:
         rows = self.rows(task, caller, hold=False)
         await self.store.enqueue(rows)
-        self._poke()
+        self.worker.poke()
         return [row.id for row in rows]
 
     async def prepare(self, task: BackgroundTask) -> Prepared:
@@ -282,305 +262,39 @@ class StoredEngine:
         The request does not wait for it: should it fail, the tasks still become
         runnable when their hold runs out.
         """
-        if not self._to_activate:
-            asyncio.get_running_loop().call_soon(self._flush_activations)
-        self._to_activate.extend(ids)
-
-    def _flush_activations(self) -> None:
-        ids, self._to_activate = self._to_activate, []
-        flush = self._activate(ids)
-        task = asyncio.get_running_loop().create_task(flush, context=contextvars.Context())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._activations.add(*ids)
 
     async def _activate(self, ids: list[str]) -> None:
-        free = self.limits.concurrency - len(self._executions)
+        worker = self.worker
+        free = worker.free
         try:
-            if self.execute and self.accepting and free > 0 and self._isolated is None:
+            if self.execute and free > 0:
                 # Activate and claim in one write: this process runs what it accepted.
-                claimed = await self.store.start(self.worker, ids, self.lease, free)
+                claimed = await self.store.start(worker.name, ids, self.lease, free)
                 for item in claimed:
-                    self._spawn(item)
+                    worker.spawn(item)
                 if len(claimed) == len(ids):
                     return
             else:
                 await self.store.activate(ids)
         except StoreError as exc:
             logger.error("backbeat: cannot activate %d task(s) (they run later): %s", len(ids), exc)
-        self._backlog = True  # some wait for a slot, a delay or an earlier task
-        self._poke()
+        worker.backlog = True  # some wait for a slot, a delay or an earlier task
+        worker.poke()
 
-    def _complete_soon(self, task_id: str) -> None:
-        if not self._to_complete:
-            asyncio.get_running_loop().call_soon(self._flush_completions)
-        self._to_complete.append(task_id)
-
-    def _flush_completions(self) -> None:
-        ids, self._to_complete = self._to_complete, []
-        task = asyncio.get_running_loop().create_task(
-            self._complete(ids), context=contextvars.Context()
-        )
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _complete(self, ids: list[str]) -> None:
-        try:
-            held = await self.store.complete(self.worker, ids)
-        except StoreError as exc:
-            logger.error("backbeat: cannot record %d success(es): %s", len(ids), exc)
-            return
-        for task_id, kept in zip(ids, held, strict=True):
-            if not kept:
-                logger.warning(
-                    "backbeat: task %s finished after its lease was lost; outcome ignored", task_id
-                )
-
-    def _spawn(self, item: ClaimedTask) -> None:
-        context = self._contexts.pop(item.id, None) or contextvars.Context()
-        context.run(current_runner.set, None)
-        execution = asyncio.get_running_loop().create_task(
-            self._execute(item), name=f"task {item.name!r} (id {item.id})", context=context
-        )
-        self._executions[item.id] = execution
-
-    def _poke(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
-
-    # --- running -------------------------------------------------------------------------
+    # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
         self.register_declared()
         self.accepting = True
-        self._wake = asyncio.Event()
         if self.execute:
-            loop = asyncio.get_running_loop()
-            # The engine's own loops run outside any request's context.
-            context = contextvars.Context()
-            self._loops = [
-                loop.create_task(self._claim_loop(), context=context),
-                loop.create_task(self._purge_loop(), context=context.copy()),
-            ]
-            self._loop = loop
-            self._keeper = LeaseKeeper(
-                self.store,
-                self.worker,
-                self.lease,
-                running=lambda: list(self._executions),
-                describe=self._running_on_loop,
-            )
-            self._keeper.start(loop)
-
-    async def _claim_loop(self) -> None:
-        assert self._wake is not None
-        failures = 0
-        while self.accepting:
-            free = self.limits.concurrency - len(self._executions)
-            claimed: list[ClaimedTask] = []
-            if self._isolated is None and free > 0:
-                try:
-                    claimed = await self._claim(free)
-                    failures = 0
-                except Exception as exc:
-                    # Whatever went wrong (a store error, a bug), the worker keeps claiming.
-                    failures += 1
-                    await self._back_off("claim tasks", exc, failures)
-                    continue
-            for item in claimed:
-                self._spawn(item)
-            if self._isolated is None and (free <= 0 or len(claimed) == free):
-                self._backlog = True  # there may be more waiting than we could take
-                if claimed:
-                    continue
-            else:
-                self._backlog = self._isolated is not None
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), await self._idle_wait())
-
-    async def _claim(self, free: int) -> list[ClaimedTask]:
-        """Claim work; a task whose lease was lost before runs alone, on an idle worker.
-
-        So a task that kills or hangs its worker takes no other task down with it
-        more than once, and after `max_lost_leases` losses it is dead-lettered.
-        """
-        claimed = await self.store.claim(
-            self.worker,
-            free,
-            self.lease,
-            max_lost=self.max_lost_leases,
-            alone_first=not self._executions,
-        )
-        if len(claimed) == 1 and claimed[0].lost >= 2:
-            suspect = claimed[0]
-            self._isolated = suspect.id
-            logger.warning(
-                "backbeat: task %r (id %s) lost its lease %d time(s) (its worker died or "
-                "hung); worker %s runs it alone",
-                suspect.name,
-                suspect.id,
-                suspect.lost - 1,
-                self.worker,
-            )
-        return claimed
-
-    async def _idle_wait(self) -> float:
-        """How long to wait for a wake-up: until the next delay or retry is due, at most
-        `poll_interval` (tasks written by other processes are seen by polling)."""
-        try:
-            due = await self.store.next_due()
-        except Exception as exc:
-            logger.debug("backbeat: cannot read the next due time: %s", exc)
-            return self.poll_interval
-        if due is None:
-            return self.poll_interval
-        return min(self.poll_interval, max(due - time.time(), 0.0) + 0.001)
-
-    async def _back_off(self, what: str, exc: Exception, failures: int) -> None:
-        wait = min(0.05 * 2**failures, 5.0)
-        logger.error(
-            "backbeat: worker %s cannot %s (failure %d in a row; trying again in %.2fs): %s: %s",
-            self.worker,
-            what,
-            failures,
-            wait,
-            type(exc).__name__,
-            exc,
-            exc_info=not isinstance(exc, StoreError),
-        )
-        await asyncio.sleep(wait)
-
-    def _running_on_loop(self) -> str:
-        """What the worker's event loop is running now (asked from the lease keeper's thread)."""
-        assert self._loop is not None
-        current = asyncio.current_task(self._loop)
-        if current is not None and current in self._executions.values():
-            return current.get_name()
-        return "code outside backbeat's tasks"
-
-    async def _purge_loop(self) -> None:
-        ttl = self.limits.finished_ttl
-        while True:
-            await asyncio.sleep(min(ttl, 60.0) or 60.0)
-            try:
-                await self.store.purge(time.time() - ttl, ("succeeded", "cancelled"))
-            except Exception as exc:
-                await self._back_off("purge finished tasks", exc, 1)
-
-    async def _execute(self, item: ClaimedTask) -> None:
-        try:
-            try:
-                func, args, kwargs = self._resolve(item)
-            except _Unrunnable as exc:
-                await self._unrunnable(item, str(exc))
-                return
-            call = enforce_async_callable(func)
-            policy = TaskPolicy(
-                retries=item.retries,
-                backoff=item.backoff,
-                max_backoff=item.max_backoff,
-                timeout=item.timeout,
-            )
-            attempt = Attempt(
-                item.id,
-                item.name,
-                item.attempts,
-                item.created_at,
-                policy,
-                lost=item.lost,
-                error=item.error,
-            )
-            await run_attempt(attempt, call, args, kwargs, self.hooks, self._record)
-        finally:
-            self._executions.pop(item.id, None)
-            if self._isolated == item.id:
-                self._isolated = None
-            if self._backlog:
-                self._poke()  # a slot is free, or a task it came before may now run
-
-    def _resolve(self, item: ClaimedTask) -> tuple[Callable[..., Any], list[Any], dict[str, Any]]:
-        func = self.registry.get(item.name)
-        if func is None:
-            raise _Unrunnable(
-                f"unknown task {item.name!r}: this app registered no function by that "
-                "name (@task, a route's background=, or runner.register); "
-                f"it knows {len(self.registry)} task name(s)"
-            )
-        try:
-            args, kwargs = decode_arguments(func, item.payload)
-        except ArgumentError as exc:
-            raise _Unrunnable(str(exc)) from None
-        return func, list(args), kwargs
-
-    async def _unrunnable(self, item: ClaimedTask, error: str) -> None:
-        """Dead-letter a stored task this process cannot run, and keep going."""
-        logger.error("Background task %r (id %s) cannot run: %s", item.name, item.id, error)
-        await self._settle(self.store.fail(self.worker, item.id, error, None, None))
-        now = time.time()
-        attempt = Attempt(item.id, item.name, item.attempts, item.created_at, DEFAULT_POLICY)
-        info = task_info(attempt, TaskState.FAILED, now, error, now)
-        report_failure(self.hooks, info, _Unrunnable(error))
-
-    def _record(self, attempt: Attempt, outcome: Outcome) -> Awaitable[None] | None:
-        if outcome.state is TaskState.SUCCEEDED:
-            self._complete_soon(attempt.id)
-            return None
-        retry_at = None
-        if outcome.retry_in is not None:
-            retry_at = time.time() + outcome.retry_in
-            self._poke()  # the claim loop's next wake-up may now be sooner
-        return self._settle(
-            self.store.fail(
-                self.worker, attempt.id, outcome.error or "", outcome.traceback, retry_at
-            )
-        )
-
-    async def _settle(self, write: Awaitable[bool]) -> None:
-        try:
-            held = await write
-        except StoreError as exc:
-            logger.error("backbeat: cannot record a task's outcome: %s", exc)
-            return
-        if held is False:
-            logger.warning("backbeat: a task finished after its lease was lost; outcome ignored")
+            self.worker.start()
 
     async def drain(self) -> None:
         self.accepting = False
-        self._poke()
-        if self._loops:
-            # Let the claim loop finish its round: cancelling a claim midway would
-            # leave the tasks it took leased to us until the lease runs out.
-            await asyncio.wait([self._loops[0]], timeout=self.limits.shutdown_timeout)
-        if self._executions:
-            await asyncio.wait(self._executions.values(), timeout=self.limits.shutdown_timeout)
-        left = list(self._executions)
-        for execution in self._executions.values():
-            execution.cancel()
-        if self._executions:
-            await asyncio.gather(*self._executions.values(), return_exceptions=True)
-        await asyncio.sleep(0)  # let the last completions flush
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
-        for loop_task in self._loops:
-            loop_task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
-        self._loops = []
-        if self._keeper is not None:
-            await asyncio.to_thread(self._keeper.stop)
-            self._keeper = None
-        if left:
-            try:
-                await self.store.release(self.worker, left)
-            except StoreError as exc:
-                logger.error("backbeat: cannot release unfinished tasks: %s", exc)
-                return
-            logger.warning(
-                "backbeat runner: %d task(s) not finished within shutdown_timeout=%.1fs were "
-                "released to the store, to run later: %s",
-                len(left),
-                self.limits.shutdown_timeout,
-                ", ".join(left),
-            )
+        if self.worker.claiming:
+            await self.worker.drain()
+        await self._activations.settle()
 
     # --- looking -------------------------------------------------------------------------
 
@@ -609,10 +323,6 @@ def _members(collection: BackgroundTasks, inside: set[int]) -> None:
         inside.add(id(member))
         if isinstance(member, BackgroundTasks):
             _members(member, inside)
-
-
-class _Unrunnable(Exception):
-    """The stored task cannot run in this process: dead-letter it, keep going."""
 
 
 def _json_ids(ids: list[str]) -> str | None:

@@ -1,0 +1,353 @@
+"""The executing half of the stored feeder: claim tasks from the store, run them, record.
+
+A `StoredWorker` runs in every process whose runner executes (the app by
+default, and ``backbeat worker``): a claim loop that takes runnable tasks under
+a lease while there are free slots and otherwise sleeps until it is poked (a
+task written or finished here) or until the next delay or retry is due, at
+most ``poll_interval`` (for tasks written by other processes); a lease keeper
+thread (`engine.leases`); a purge loop for finished tasks. Each claimed task's
+attempt runs in `engine.execution`; its outcome is written back (successes
+batched per loop turn). A task whose lease was lost before runs alone. On
+drain, what has not finished within ``shutdown_timeout`` is released to the
+store, the attempt not counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from backbeat.batching import TurnBatch
+from backbeat.concurrency import enforce_async_callable
+from backbeat.engine.execution import (
+    Attempt,
+    Hooks,
+    Outcome,
+    report_failure,
+    run_attempt,
+    task_info,
+)
+from backbeat.engine.leases import LeaseKeeper
+from backbeat.engine.limits import Limits
+from backbeat.ids import new_id
+from backbeat.policy import DEFAULT_POLICY, TaskPolicy
+from backbeat.registry import TaskRegistry
+from backbeat.serialization import ArgumentError, decode_arguments
+from backbeat.status import FAILED, SUCCEEDED
+from backbeat.stores.base import ClaimedTask, Store, StoreError
+from backbeat.tasks import current_runner
+
+logger = logging.getLogger("backbeat")
+
+
+class _Unrunnable(Exception):
+    """The stored task cannot run in this process: dead-letter it, keep going."""
+
+
+class StoredWorker:
+    """Claims and runs a store's tasks in this process."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: TaskRegistry,
+        limits: Limits,
+        hooks: Hooks,
+        *,
+        lease: float,
+        poll_interval: float,
+        max_lost_leases: int,
+        contexts: dict[str, contextvars.Context],
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.limits = limits
+        self.hooks = hooks
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.max_lost_leases = max_lost_leases
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
+        # Request contexts of tasks this process wrote: they run in them when claimed here.
+        self.contexts = contexts
+        self.executions: dict[str, asyncio.Task[None]] = {}
+        # A task whose lease was lost before runs alone: while it runs, nothing is claimed.
+        self.isolated: str | None = None
+        # Tasks may be waiting that a finishing task could let run: look when one ends.
+        self.backlog = False
+        self.claiming = False
+        self._completions: TurnBatch[str] = TurnBatch(self._complete)
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._keeper: LeaseKeeper | None = None
+
+    @property
+    def free(self) -> int:
+        """Slots free for claims now (none while a task runs alone)."""
+        if self.isolated is not None or not self.claiming:
+            return 0
+        return self.limits.concurrency - len(self.executions)
+
+    def poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def start(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self.claiming = True
+        # The worker's own loops run outside any request's context.
+        context = contextvars.Context()
+        self._loops = [
+            loop.create_task(self._claim_loop(), context=context),
+            loop.create_task(self._purge_loop(), context=context.copy()),
+        ]
+        self._keeper = LeaseKeeper(
+            self.store,
+            self.name,
+            self.lease,
+            running=lambda: list(self.executions),
+            describe=self._running_on_loop,
+        )
+        self._keeper.start(loop)
+
+    # --- claiming ------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        assert self._wake is not None
+        failures = 0
+        while self.claiming:
+            free = self.free
+            claimed: list[ClaimedTask] = []
+            if free > 0:
+                try:
+                    claimed = await self._claim(free)
+                    failures = 0
+                except Exception as exc:
+                    # Whatever went wrong (a store error, a bug), the worker keeps claiming.
+                    failures += 1
+                    await self._back_off("claim tasks", exc, failures)
+                    continue
+            for item in claimed:
+                self.spawn(item)
+            if self.isolated is None and (free <= 0 or len(claimed) == free):
+                self.backlog = True  # there may be more waiting than we could take
+                if claimed:
+                    continue
+            else:
+                self.backlog = self.isolated is not None
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), await self._idle_wait())
+
+    async def _claim(self, free: int) -> list[ClaimedTask]:
+        """Claim work; a task whose lease was lost before runs alone, on an idle worker.
+
+        So a task that kills or hangs its worker takes no other task down with it
+        more than once, and after `max_lost_leases` losses it is dead-lettered.
+        """
+        claimed = await self.store.claim(
+            self.name,
+            free,
+            self.lease,
+            max_lost=self.max_lost_leases,
+            alone_first=not self.executions,
+        )
+        if len(claimed) == 1 and claimed[0].lost >= 2:
+            suspect = claimed[0]
+            self.isolated = suspect.id
+            logger.warning(
+                "backbeat: task %r (id %s) lost its lease %d time(s) (its worker died or "
+                "hung); worker %s runs it alone",
+                suspect.name,
+                suspect.id,
+                suspect.lost - 1,
+                self.name,
+            )
+        return claimed
+
+    async def _idle_wait(self) -> float:
+        """How long to wait for a wake-up: until the next delay or retry is due, at most
+        `poll_interval` (tasks written by other processes are seen by polling)."""
+        try:
+            due = await self.store.next_due()
+        except Exception as exc:
+            logger.debug("backbeat: cannot read the next due time: %s", exc)
+            return self.poll_interval
+        if due is None:
+            return self.poll_interval
+        return min(self.poll_interval, max(due - time.time(), 0.0) + 0.001)
+
+    async def _back_off(self, what: str, exc: Exception, failures: int) -> None:
+        wait = min(0.05 * 2**failures, 5.0)
+        logger.error(
+            "backbeat: worker %s cannot %s (failure %d in a row; trying again in %.2fs): %s: %s",
+            self.name,
+            what,
+            failures,
+            wait,
+            type(exc).__name__,
+            exc,
+            exc_info=not isinstance(exc, StoreError),
+        )
+        await asyncio.sleep(wait)
+
+    def _running_on_loop(self) -> str:
+        """What the worker's event loop is running now (asked from the lease keeper's thread)."""
+        assert self._loop is not None
+        current = asyncio.current_task(self._loop)
+        if current is not None and current in self.executions.values():
+            return current.get_name()
+        return "code outside backbeat's tasks"
+
+    async def _purge_loop(self) -> None:
+        ttl = self.limits.finished_ttl
+        while True:
+            await asyncio.sleep(min(ttl, 60.0) or 60.0)
+            try:
+                await self.store.purge(time.time() - ttl, ("succeeded", "cancelled"))
+            except Exception as exc:
+                await self._back_off("purge finished tasks", exc, 1)
+
+    # --- running -------------------------------------------------------------------------
+
+    def spawn(self, item: ClaimedTask) -> None:
+        context = self.contexts.pop(item.id, None) or contextvars.Context()
+        context.run(current_runner.set, None)
+        execution = asyncio.get_running_loop().create_task(
+            self._execute(item), name=f"task {item.name!r} (id {item.id})", context=context
+        )
+        self.executions[item.id] = execution
+
+    async def _execute(self, item: ClaimedTask) -> None:
+        try:
+            try:
+                func, args, kwargs = self._resolve(item)
+            except _Unrunnable as exc:
+                await self._unrunnable(item, str(exc))
+                return
+            policy = TaskPolicy(
+                retries=item.retries,
+                backoff=item.backoff,
+                max_backoff=item.max_backoff,
+                timeout=item.timeout,
+            )
+            attempt = Attempt(
+                item.id,
+                item.name,
+                item.attempts,
+                item.created_at,
+                policy,
+                lost=item.lost,
+                error=item.error,
+            )
+            call = enforce_async_callable(func)
+            await run_attempt(attempt, call, args, kwargs, self.hooks, self._record)
+        finally:
+            self.executions.pop(item.id, None)
+            if self.isolated == item.id:
+                self.isolated = None
+            if self.backlog:
+                self.poke()  # a slot is free, or a task it came before may now run
+
+    def _resolve(self, item: ClaimedTask) -> tuple[Callable[..., Any], list[Any], dict[str, Any]]:
+        func = self.registry.get(item.name)
+        if func is None:
+            raise _Unrunnable(
+                f"unknown task {item.name!r}: this app registered no function by that "
+                "name (@task, a route's background=, or runner.register); "
+                f"it knows {len(self.registry)} task name(s)"
+            )
+        try:
+            args, kwargs = decode_arguments(func, item.payload)
+        except ArgumentError as exc:
+            raise _Unrunnable(str(exc)) from None
+        return func, list(args), kwargs
+
+    async def _unrunnable(self, item: ClaimedTask, error: str) -> None:
+        """Dead-letter a stored task this process cannot run, and keep going."""
+        logger.error("Background task %r (id %s) cannot run: %s", item.name, item.id, error)
+        await self._settle(self.store.fail(self.name, item.id, error, None, None))
+        now = time.time()
+        attempt = Attempt(item.id, item.name, item.attempts, item.created_at, DEFAULT_POLICY)
+        report_failure(self.hooks, task_info(attempt, FAILED, now, error, now), _Unrunnable(error))
+
+    def _record(self, attempt: Attempt, outcome: Outcome) -> Awaitable[None] | None:
+        if outcome.state is SUCCEEDED:
+            self._completions.add(attempt.id)
+            return None
+        retry_at = None
+        if outcome.retry_in is not None:
+            retry_at = time.time() + outcome.retry_in
+            self.poke()  # the claim loop's next wake-up may now be sooner
+        return self._settle(
+            self.store.fail(self.name, attempt.id, outcome.error or "", outcome.traceback, retry_at)
+        )
+
+    async def _settle(self, write: Awaitable[bool]) -> None:
+        try:
+            held = await write
+        except StoreError as exc:
+            logger.error("backbeat: cannot record a task's outcome: %s", exc)
+            return
+        if held is False:
+            logger.warning("backbeat: a task finished after its lease was lost; outcome ignored")
+
+    async def _complete(self, ids: list[str]) -> None:
+        try:
+            held = await self.store.complete(self.name, ids)
+        except StoreError as exc:
+            logger.error("backbeat: cannot record %d success(es): %s", len(ids), exc)
+            return
+        for task_id, kept in zip(ids, held, strict=True):
+            if not kept:
+                logger.warning(
+                    "backbeat: task %s finished after its lease was lost; outcome ignored", task_id
+                )
+
+    # --- stopping ------------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Stop claiming; give running tasks `shutdown_timeout`; release the rest."""
+        self.claiming = False
+        self.poke()
+        shutdown_timeout = self.limits.shutdown_timeout
+        if self._loops:
+            # Let the claim loop finish its round: cancelling a claim midway would
+            # leave the tasks it took leased to us until the lease runs out.
+            await asyncio.wait([self._loops[0]], timeout=shutdown_timeout)
+        if self.executions:
+            await asyncio.wait(self.executions.values(), timeout=shutdown_timeout)
+        left = list(self.executions)
+        for execution in self.executions.values():
+            execution.cancel()
+        if self.executions:
+            await asyncio.gather(*self.executions.values(), return_exceptions=True)
+        await self._completions.settle()
+        for loop_task in self._loops:
+            loop_task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops = []
+        if self._keeper is not None:
+            await asyncio.to_thread(self._keeper.stop)
+            self._keeper = None
+        if left:
+            try:
+                await self.store.release(self.name, left)
+            except StoreError as exc:
+                logger.error("backbeat: cannot release unfinished tasks: %s", exc)
+                return
+            logger.warning(
+                "backbeat runner: %d task(s) not finished within shutdown_timeout=%.1fs were "
+                "released to the store, to run later: %s",
+                len(left),
+                shutdown_timeout,
+                ", ".join(left),
+            )
