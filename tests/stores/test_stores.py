@@ -64,7 +64,7 @@ async def test_the_file_is_in_wal_mode_and_shared_with_other_connections(sqlite_
     other = SQLiteStore(tmp_path / "tasks.db")
     try:
         assert other.counts_sync()["pending"] == 1
-        mode = other._connection().execute("PRAGMA journal_mode").fetchone()[0]
+        mode = other.file.connection().execute("PRAGMA journal_mode").fetchone()[0]
         assert mode == "wal"
     finally:
         other.close_sync()

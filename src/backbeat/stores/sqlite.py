@@ -1,27 +1,23 @@
 """The embedded store: one SQLite file (stdlib `sqlite3`), shared by processes on one host.
 
-* WAL journal, ``synchronous=NORMAL`` and a busy timeout, so readers never wait
-  for the writer and several processes can share the file.
-* Every write goes through one writer thread per store, off the event loop.
-  It takes whatever operations are queued, runs them in one ``BEGIN IMMEDIATE``
-  transaction (each in a savepoint, so one bad operation fails alone) and
-  commits once: many concurrent requests share one fsync (group commit).
-* A claim is one ``UPDATE … RETURNING`` that takes runnable tasks and sets
-  their lease in the same statement, so two workers never hold one task.
-* Reads use a connection per thread and see what any process committed.
+The file itself — connections, the writer thread and its group commit, the
+checks that keep a deleted, corrupt or full file from swallowing tasks — is
+`backbeat.stores.sqlite_file`. This module is the store contract in SQL:
+
+* enqueues made in one turn of the event loop become one statement;
+* a claim is one ``UPDATE … RETURNING`` that takes runnable tasks and sets
+  their lease in the same statement, so two workers never hold one task;
+  expired leases are counted (`lost`), and a task lost too often is
+  dead-lettered in the same transaction;
+* a sequence's order is a JSON list of ids (``after``) checked with ``json_each``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import functools
 import logging
-import os
-import queue
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,20 +31,12 @@ from backbeat.stores.base import (
     NewTask,
     StoredStatus,
     StoreError,
-    StoreMissing,
-    StoreUnavailable,
 )
+from backbeat.stores.sqlite_file import SQLiteFile
 
 T = TypeVar("T")
 
 logger = logging.getLogger("backbeat")
-
-# Check the whole file at start-up only up to this size: quick_check reads every page.
-_QUICK_CHECK_LIMIT = 1 << 30
-# Checkpoint the WAL every ~400 KB of changes, and truncate it back to 1 MiB after a
-# checkpoint: on a small volume the WAL must not grow into the space the data needs.
-_WAL_AUTOCHECKPOINT_PAGES = 100
-_JOURNAL_SIZE_LIMIT = 1 << 20
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS backbeat_tasks (
@@ -175,6 +163,11 @@ def _insert_groups(
     return outcomes
 
 
+def _setup(conn: sqlite3.Connection) -> None:
+    conn.executescript(SCHEMA)
+    _add_missing_columns(conn)
+
+
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
     """Bring a store made by an older backbeat up to this schema."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(backbeat_tasks)")}
@@ -184,11 +177,6 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
         except sqlite3.OperationalError as exc:
             if "duplicate column" not in str(exc):  # another process just added it
                 raise
-
-
-def _file_identity(path: Path) -> tuple[int, int]:
-    info = path.stat()
-    return info.st_dev, info.st_ino
 
 
 def path_from_url(url: str) -> Path:
@@ -202,18 +190,6 @@ def path_from_url(url: str) -> Path:
     return Path(url[len(prefix) :])
 
 
-class _WriteFailed(Exception):
-    """A write raised inside an optimistic (savepoint-free) batch."""
-
-
-class _Write:
-    __slots__ = ("fn", "future")
-
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
-        self.fn = fn
-        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-
-
 class SQLiteStore:
     """Tasks in one SQLite file; ``create=False`` refuses a path where no store exists."""
 
@@ -221,24 +197,21 @@ class SQLiteStore:
         self, path: str | Path, *, busy_timeout: float = 10.0, create: bool = True
     ) -> None:
         self.path = Path(path)
-        self.busy_timeout = busy_timeout
-        self.create = create
-        self.transactions = 0  # commits made: tells how well writes were grouped
-        self._writes: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
-        self._writer_lock = threading.Lock()
-        self._local = threading.local()
-        self._closed = False
-        # Which file the path named when it was opened, and how many times it was
-        # opened again since (read connections of an older generation are stale).
-        self._identity: tuple[int, int] | None = None
-        self._generation = 0
+        self.file = SQLiteFile(
+            self.path,
+            busy_timeout=busy_timeout,
+            create=create,
+            setup=_setup,
+            count_unfinished=(
+                "SELECT count(*) FROM backbeat_tasks WHERE state IN ('held', 'pending', 'running')"
+            ),
+        )
         # Rows waiting to be written, per event loop, with the futures of their callers.
         self._enqueues: dict[
             asyncio.AbstractEventLoop, list[tuple[list[tuple[Any, ...]], asyncio.Future[None]]]
         ] = {}
         # Open now: a bad path or a corrupt file is an error here, not at the first task.
-        self._connection(check=True)
+        self.file.connection(check=True)
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> SQLiteStore:
@@ -247,244 +220,22 @@ class SQLiteStore:
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
 
-    # --- connections -----------------------------------------------------------------
-
-    def _create_private(self) -> None:
-        """Make the file (and missing directories) readable by this user only.
-
-        Task arguments are in it. SQLite gives the -wal and -shm files the
-        mode of the database file, so they are private too.
-        """
-        missing = []
-        parent = self.path.absolute().parent
-        while not parent.exists():
-            missing.append(parent)
-            parent = parent.parent
-        for directory in reversed(missing):
-            with contextlib.suppress(FileExistsError):
-                directory.mkdir(mode=0o700)
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-
-    def _connect(self, *, check: bool = False) -> sqlite3.Connection:
-        if not self.path.exists():
-            if not self.create:
-                raise StoreMissing(f"no store at {self.path.absolute()}")
-            try:
-                self._create_private()
-            except OSError as exc:
-                raise StoreError(
-                    f"cannot create the SQLite store {str(self.path)!r}: {exc}"
-                ) from exc
-        try:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
-                check_same_thread=False,
-            )
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_AUTOCHECKPOINT_PAGES}")
-            conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
-            if check and self.path.stat().st_size <= _QUICK_CHECK_LIMIT:
-                problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
-                if problems != ["ok"]:
-                    conn.close()
-                    raise StoreError(
-                        f"the SQLite store {str(self.path)!r} is corrupt ({'; '.join(problems)}): "
-                        "restore it from a backup, or move it away to start with an empty store"
-                    )
-            conn.executescript(SCHEMA)
-            _add_missing_columns(conn)
-            if self._identity is None:
-                self._identity = _file_identity(self.path)
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open the SQLite store {str(self.path)!r}: {exc}") from exc
-        return conn
-
-    def _connection(self, *, check: bool = False) -> sqlite3.Connection:
-        """This thread's read connection (a new one once the file was opened anew)."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and self._local.generation != self._generation:
-            conn.close()
-            conn = None
-        if conn is None:
-            self._local.generation = self._generation
-            conn = self._local.conn = self._connect(check=check)
-        return conn
-
-    def _replaced(self) -> bool:
-        """True when the path no longer names the file this store opened."""
-        try:
-            return _file_identity(self.path) != self._identity
-        except FileNotFoundError:
-            return True
-
-    def _reopen(self, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
-        """The file was deleted or replaced under us: say so, and open what the path names now."""
-        if conn is not None:
-            lost = "an unknown number of"
-            with contextlib.suppress(sqlite3.Error):
-                lost = str(
-                    conn.execute(
-                        "SELECT count(*) FROM backbeat_tasks "
-                        "WHERE state IN ('held', 'pending', 'running')"
-                    ).fetchone()[0]
-                )
-            logger.error(
-                "backbeat: the SQLite store %s was deleted or replaced while open; %s "
-                "unfinished task(s) in it are gone. Writes in flight are refused (503); "
-                "the store is opened again at that path.",
-                self.path,
-                lost,
-            )
-            conn.close()
-        self._identity = None
-        self._generation += 1
-        try:
-            return self._connect()
-        except StoreError as exc:
-            logger.error("backbeat: cannot open the SQLite store again: %s", exc)
-            return None
-
-    # --- the writer ----------------------------------------------------------------------
-
-    def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
-        if self._closed:
-            raise StoreError(f"{self!r} is closed")
-        if self._writer is None:
-            with self._writer_lock:
-                if self._writer is None:
-                    self._writer = threading.Thread(
-                        target=self._write_loop,
-                        name=f"backbeat-sqlite-{self.path.name}",
-                        daemon=True,
-                    )
-                    self._writer.start()
-        write = _Write(fn)
-        self._writes.put(write)
-        return write.future
+    @property
+    def transactions(self) -> int:
+        """Commits made so far: tells how well writes were grouped."""
+        return self.file.transactions
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.wrap_future(self._submit(fn))
+        return await self.file.write(fn)
 
-    def _write_loop(self) -> None:
-        conn: sqlite3.Connection | None = None
-        with contextlib.suppress(StoreError):  # each batch reports it, and tries again
-            conn = self._connect()
-        try:
-            while True:
-                first = self._writes.get()
-                if first is None:
-                    return
-                batch = [first]
-                stop = False
-                while True:
-                    try:
-                        more = self._writes.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        stop = True
-                        break
-                    batch.append(more)
-                conn = self._commit(conn, batch)
-                if stop:
-                    return
-        finally:
-            if conn is not None:
-                conn.close()
-
-    def _commit(
-        self, conn: sqlite3.Connection | None, batch: list[_Write]
-    ) -> sqlite3.Connection | None:
-        """Run a batch in one transaction; returns the connection to use next."""
-        # A write whose caller gave up before we got to it is not done at all.
-        live = [write for write in batch if write.future.set_running_or_notify_cancel()]
-        if not live:
-            return conn
-        if conn is None or self._replaced():
-            # Never write into a file nobody else can see: refuse, and open anew.
-            gone = conn is not None
-            conn = self._reopen(conn)
-            reason = "was deleted or replaced" if gone else "cannot be opened"
-            refusal = StoreUnavailable(f"the SQLite store {str(self.path)!r} {reason}")
-            for write in live:
-                write.future.set_exception(refusal)
-            return conn
-        try:
-            try:
-                outcomes = self._transaction(conn, live, isolate=False)
-            except _WriteFailed:
-                # Some write raised: do the batch again, each write in a savepoint,
-                # so that it fails alone and the others still commit.
-                outcomes = self._transaction(conn, live, isolate=True)
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            error: StoreError = StoreError(f"write to {str(self.path)!r} failed: {exc}")
-            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-                # Give the WAL's space back, so the volume can recover once room is made.
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                error = StoreUnavailable(f"the disk holding {str(self.path)!r} is full")
-            logger.error("backbeat: %s", error)
-            for write in live:
-                write.future.set_exception(error)
-            return conn
-        self.transactions += 1
-        for write, (result, error_or_none) in zip(live, outcomes, strict=True):
-            if error_or_none is None:
-                write.future.set_result(result)
-            elif isinstance(error_or_none, sqlite3.Error):
-                write.future.set_exception(
-                    StoreError(f"write to {str(self.path)!r} failed: {error_or_none}")
-                )
-            else:
-                write.future.set_exception(error_or_none)
-        return conn
-
-    @staticmethod
-    def _transaction(
-        conn: sqlite3.Connection, writes: list[_Write], *, isolate: bool
-    ) -> list[tuple[Any, BaseException | None]]:
-        outcomes: list[tuple[Any, BaseException | None]] = []
-        conn.execute("BEGIN IMMEDIATE")
-        for write in writes:
-            if not isolate:
-                try:
-                    outcomes.append((write.fn(conn), None))
-                except Exception as exc:
-                    conn.execute("ROLLBACK")
-                    raise _WriteFailed from exc
-                continue
-            conn.execute("SAVEPOINT op")
-            try:
-                outcomes.append((write.fn(conn), None))
-            except Exception as exc:
-                conn.execute("ROLLBACK TO op")
-                outcomes.append((None, exc))
-            conn.execute("RELEASE op")
-        conn.execute("COMMIT")
-        return outcomes
+    def _read(self, sql: str, parameters: tuple[Any, ...]) -> list[Any]:
+        return self.file.read(sql, parameters)
 
     async def close(self) -> None:
-        await anyio.to_thread.run_sync(self.close_sync)
+        await anyio.to_thread.run_sync(self.file.close)
 
     def close_sync(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._writer is not None:
-            self._writes.put(None)
-            self._writer.join()
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self.file.close()
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -519,7 +270,9 @@ class SQLiteStore:
     def _flush_enqueues(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = self._enqueues.pop(loop)
         try:
-            future = self._submit(functools.partial(_insert_groups, [rows for rows, _ in batch]))
+            future = self.file.submit(
+                functools.partial(_insert_groups, [rows for rows, _ in batch])
+            )
         except StoreError as exc:
             for _, done in batch:
                 if not done.done():
@@ -750,11 +503,3 @@ class SQLiteStore:
 
     async def failures(self, limit: int) -> list[StoredStatus]:
         return await anyio.to_thread.run_sync(self.failures_sync, limit)
-
-    def _read(self, sql: str, parameters: tuple[Any, ...]) -> list[Any]:
-        if self._closed:
-            raise StoreError(f"{self!r} is closed")
-        try:
-            return self._connection().execute(sql, parameters).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read the SQLite store {str(self.path)!r}: {exc}") from exc
