@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, from_json, to_json
 
-__all__ = ["ArgumentError", "decode_arguments", "encode_arguments"]
+__all__ = ["ArgumentError", "decode_arguments", "encode_arguments", "encode_result"]
 
 
 class ArgumentError(TypeError):
@@ -40,6 +40,18 @@ def encode_arguments(task_name: str, args: tuple[Any, ...], kwargs: dict[str, An
     for key, value in kwargs.items():
         _check(task_name, f"argument {key!r}", value)
     raise ArgumentError(f"the arguments of task {task_name!r} cannot be stored as JSON")
+
+
+def encode_result(value: Any) -> str | None:
+    """A task's return value as JSON; None (with the reason) when it is not JSON."""
+    if value is None:
+        return None
+    try:
+        return to_json(value).decode()
+    except (PydanticSerializationError, TypeError, ValueError):
+        raise ArgumentError(
+            f"a {type(value).__module__}.{type(value).__qualname__} cannot be stored as JSON"
+        ) from None
 
 
 def _check(task_name: str, label: str, value: Any) -> None:

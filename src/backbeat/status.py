@@ -49,6 +49,7 @@ class TaskInfo:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    result: Any = None  # the task's return value, once it succeeded (JSON-decoded if stored)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: datetimes as ISO 8601 strings."""
@@ -58,6 +59,7 @@ class TaskInfo:
             "state": self.state.value,
             "attempts": self.attempts,
             "error": self.error,
+            "result": self.result,
             "created_at": self.created_at.isoformat(),
             "started_at": self.started_at and self.started_at.isoformat(),
             "finished_at": self.finished_at and self.finished_at.isoformat(),
@@ -67,7 +69,17 @@ class TaskInfo:
 class TaskRecord:
     """The runner's mutable entry for a task; read through `snapshot()`."""
 
-    __slots__ = ("attempts", "created", "error", "finished", "id", "name", "started", "state")
+    __slots__ = (
+        "attempts",
+        "created",
+        "error",
+        "finished",
+        "id",
+        "name",
+        "result",
+        "started",
+        "state",
+    )
 
     def __init__(self, task_id: str, name: str, created: float) -> None:
         self.id = task_id
@@ -78,6 +90,7 @@ class TaskRecord:
         self.created = created
         self.started: float | None = None
         self.finished: float | None = None
+        self.result: Any = None
 
     def snapshot(self) -> TaskInfo:
         created_at = _utc(self.created)
@@ -91,6 +104,7 @@ class TaskRecord:
             created_at=created_at,
             started_at=_utc(self.started),
             finished_at=_utc(self.finished),
+            result=self.result,
         )
 
 

@@ -8,7 +8,9 @@ import time
 import pytest
 
 from backbeat.ids import new_id
+from backbeat.status import TaskState
 from backbeat.stores import MemoryStore, NewTask, SQLiteStore, StoreError, open_store
+from backbeat.stores.base import ClaimedTask, Settlement
 from backbeat.stores.sqlite import path_from_url
 
 pytestmark = pytest.mark.anyio
@@ -24,6 +26,17 @@ def new_task(name: str = "emails.send", due_in: float = 0.0, **policy) -> NewTas
         due_at=now + due_in,
         **policy,
     )
+
+
+def succeeded(claim: ClaimedTask, result: str | None = None) -> Settlement:
+    return Settlement(claim.receipt, TaskState.SUCCEEDED, result=result)
+
+
+def failed(
+    claim: ClaimedTask, error: str = "boom", trace: str | None = None, retry_at: float | None = None
+) -> Settlement:
+    state = TaskState.FAILED if retry_at is None else TaskState.SCHEDULED
+    return Settlement(claim.receipt, state, error=error, traceback=trace, retry_at=retry_at)
 
 
 @pytest.fixture(params=["sqlite", "memory"])
@@ -83,38 +96,75 @@ async def test_claim_takes_due_tasks_once_with_a_lease(store):
 async def test_an_expired_lease_is_claimed_again_and_the_old_holder_loses_it(store):
     task = new_task()
     await store.enqueue([task])
-    await store.claim("dead-worker", limit=1, lease=0.05)
+    [first] = await store.claim("dead-worker", limit=1, lease=0.05)
     await asyncio.sleep(0.1)
     [again] = await store.claim("w2", limit=1, lease=30)
     assert (again.id, again.attempts) == (task.id, 2)
-    assert await store.complete("dead-worker", [task.id]) == [False]
-    assert await store.renew("dead-worker", [task.id], lease=30) == [task.id]
-    assert await store.complete("w2", [task.id]) == [True]
-    assert (await store.get(task.id)).state == "succeeded"
+    assert again.receipt != first.receipt
+    # The first claim is fenced off: its outcome is refused, the current owner's stands.
+    assert await store.finish([failed(first, "stale")]) == [False]
+    assert await store.renew([first.receipt], lease=30) == [task.id]
+    assert await store.finish([succeeded(again, '"done"')]) == [True]
+    status = await store.get(task.id)
+    assert (status.state, status.error, status.info(time.time()).result) == (
+        "succeeded",
+        None,
+        "done",
+    )
+
+
+async def test_the_same_worker_claiming_its_own_expired_task_is_fenced_too(store):
+    task = new_task()
+    await store.enqueue([task])
+    [first] = await store.claim("w1", limit=1, lease=0.05)
+    await asyncio.sleep(0.1)
+    [second] = await store.claim("w1", limit=1, lease=30)
+    assert await store.finish([succeeded(first)]) == [False]
+    assert await store.finish([succeeded(second)]) == [True]
+
+
+async def test_finish_settles_a_batch_in_one_write_with_results(store):
+    tasks = [new_task(retries=1) for _ in range(3)]
+    await store.enqueue(tasks)
+    claims = {c.id: c for c in await store.claim("w", 3, 30)}
+    a, b, c = (claims[t.id] for t in tasks)
+    later = time.time() + 60
+    kept = await store.finish(
+        [succeeded(a, '{"n": 1}'), failed(b, "E: x", "tb"), failed(c, retry_at=later)]
+    )
+    assert kept == [True, True, True]
+    now = time.time()
+    states = [(await store.get(t.id)).info(now) for t in tasks]
+    assert [(i.state, i.result, i.error) for i in states] == [
+        ("succeeded", {"n": 1}, None),
+        ("failed", None, "E: x"),
+        ("scheduled", None, "boom"),
+    ]
 
 
 async def test_renewing_keeps_a_long_task_from_being_claimed_twice(store):
     task = new_task()
     await store.enqueue([task])
-    await store.claim("w1", limit=1, lease=0.1)
+    [claimed] = await store.claim("w1", limit=1, lease=0.1)
     for _ in range(3):
         await asyncio.sleep(0.05)
-        assert await store.renew("w1", [task.id], lease=0.1) == []
+        assert await store.renew([claimed.receipt], lease=0.1) == []
         assert await store.claim("w2", limit=1, lease=0.1) == []
 
 
 async def test_a_failed_attempt_is_retried_later_or_dead_lettered(store):
     task = new_task(retries=1)
     await store.enqueue([task])
-    await store.claim("w1", 1, 30)
-    assert await store.fail("w1", task.id, "ValueError: one", "Traceback…", time.time() + 0.1)
+    [claimed] = await store.claim("w1", 1, 30)
+    retry = failed(claimed, "ValueError: one", "Traceback…", retry_at=time.time() + 0.1)
+    assert await store.finish([retry]) == [True]
     status = await store.get(task.id)
     assert (status.info(time.time()).state, status.error) == ("scheduled", "ValueError: one")
     assert await store.claim("w1", 1, 30) == []
     await asyncio.sleep(0.15)
     [claimed] = await store.claim("w1", 1, 30)
     assert claimed.attempts == 2
-    assert await store.fail("w1", task.id, "ValueError: two", "Traceback (most recent…", None)
+    assert await store.finish([failed(claimed, "ValueError: two", "Traceback (most recent…")])
     dead = await store.get(task.id)
     assert (dead.state, dead.attempts, dead.error) == ("failed", 2, "ValueError: two")
     assert dead.traceback.startswith("Traceback")
@@ -126,7 +176,7 @@ async def test_retry_brings_dead_letters_back(store):
     await store.enqueue([first, second])
     for _ in range(2):
         [claimed] = await store.claim("w", 1, 30)
-        await store.fail("w", claimed.id, "boom", None, None)
+        await store.finish([failed(claimed)])
     assert await store.retry([first.id]) == 1
     assert (await store.get(first.id)).state == "pending"
     assert (await store.get(first.id)).attempts == 0
@@ -137,8 +187,8 @@ async def test_retry_brings_dead_letters_back(store):
 async def test_release_gives_tasks_back_without_burning_the_attempt(store):
     task = new_task()
     await store.enqueue([task])
-    await store.claim("w1", 1, 30)
-    await store.release("w1", [task.id])
+    [claimed] = await store.claim("w1", 1, 30)
+    await store.release([claimed.receipt])
     status = await store.get(task.id)
     assert (status.state, status.attempts) == ("pending", 0)
 
@@ -175,17 +225,15 @@ async def test_start_activates_and_claims_what_can_run_now(store):
 
 
 async def test_cancel_and_purge(store):
-    done, cancelled, failed = new_task(), new_task(), new_task()
-    await store.enqueue([done, cancelled, failed])
-    for claimed in await store.claim("w", 3, 30):
-        if claimed.id == done.id:
-            await store.complete("w", [done.id])
-        elif claimed.id == failed.id:
-            await store.fail("w", failed.id, "boom", None, None)
-    await store.cancel([cancelled.id], "cancelled by test")
+    done, cancelled, dead = new_task(), new_task(), new_task()
+    await store.enqueue([done, cancelled, dead])
+    assert await store.cancel([cancelled.id], "cancelled by test") == 1
     assert (await store.get(cancelled.id)).state == "cancelled"
+    for claimed in await store.claim("w", 3, 30):
+        await store.finish([succeeded(claimed) if claimed.id == done.id else failed(claimed)])
+    assert await store.cancel([done.id, dead.id], "too late") == 0  # finished: nothing to do
     assert await store.purge(time.time() + 1, ("succeeded", "cancelled")) == 2
-    assert await store.get(failed.id) is not None  # dead letters stay
+    assert await store.get(dead.id) is not None  # dead letters stay
     assert await store.purge(time.time() + 1) == 1
     with pytest.raises(ValueError, match="only finished"):
         await store.purge(time.time(), ("running",))
@@ -241,9 +289,10 @@ async def test_a_task_waits_for_the_ones_it_comes_after(store):
     first, second = new_task(), new_task()
     second.after = f'["{first.id}"]'
     await store.enqueue([first, second])
-    assert [c.id for c in await store.claim("w", 10, 30)] == [first.id]
+    [claimed] = await store.claim("w", 10, 30)
+    assert claimed.id == first.id
     assert await store.claim("w", 10, 30) == []
-    await store.fail("w", first.id, "boom", None, None)  # finished, even if failed
+    await store.finish([failed(claimed)])  # finished, even if failed
     assert [c.id for c in await store.claim("w", 10, 30)] == [second.id]
 
 
@@ -285,3 +334,28 @@ async def test_a_task_whose_lease_is_lost_again_and_again_ends_in_the_dead_lette
     assert await store.retry([task.id]) == 1  # a retry starts its count again
     claimed = {c.id: c.lost for c in await store.claim("w5", 5, lease=1)}
     assert claimed[task.id] == 0
+
+
+async def test_a_running_task_is_cancelled_through_its_next_renewal(store):
+    task, other = new_task(), new_task()
+    await store.enqueue([task, other])
+    claims = {c.id: c for c in await store.claim("w", 2, 30)}
+    assert await store.cancel([task.id], "not needed any more") == 1
+    assert (await store.get(task.id)).state == "running"  # its worker stops it
+    assert await store.renew([c.receipt for c in claims.values()], 30) == [task.id]
+    cancelled = Settlement(claims[task.id].receipt, TaskState.CANCELLED)
+    assert await store.finish([cancelled]) == [True]
+    status = await store.get(task.id)
+    assert (status.state, status.error) == ("cancelled", "not needed any more")
+    await store.release([claims[task.id].receipt])  # nothing to give back any more
+    assert (await store.get(task.id)).state == "cancelled"
+
+
+async def test_a_cancelled_task_whose_worker_died_is_not_run_again(store):
+    task = new_task()
+    await store.enqueue([task])
+    await store.claim("dead", 1, lease=0.05)
+    await store.cancel([task.id], "stop")
+    await asyncio.sleep(0.1)
+    assert await store.claim("w2", 1, 30) == []
+    assert (await store.get(task.id)).state == "cancelled"

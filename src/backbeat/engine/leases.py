@@ -37,13 +37,15 @@ class LeaseKeeper:
         store: Store,
         worker: str,
         lease: float,
-        running: Callable[[], list[str]],
+        receipts: Callable[[], list[str]],
+        stop: Callable[[list[str]], object],
         describe: Callable[[], str],
     ) -> None:
         self.store = store
         self.worker = worker
         self.lease = lease
-        self.running = running  # the ids this worker runs now (read from the thread)
+        self.receipts = receipts  # the claims this worker runs now (read from the thread)
+        self.stop_tasks = stop  # tells the worker's loop which tasks to stop
         self.describe = describe  # what the worker's loop is running now
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -114,20 +116,20 @@ class LeaseKeeper:
             own_loop.close()
 
     def _renew(self, own_loop: asyncio.AbstractEventLoop) -> None:
-        ids = self.running()
-        if not ids:
+        receipts = self.receipts()
+        if not receipts:
             return
         try:
-            lost = own_loop.run_until_complete(self.store.renew(self.worker, ids, self.lease))
+            stop = own_loop.run_until_complete(self.store.renew(receipts, self.lease))
         except Exception as exc:
             logger.error("backbeat: worker %s cannot renew its task leases: %s", self.worker, exc)
             return
-        still_running = set(self.running())
-        for task_id in lost:
-            if task_id in still_running:  # else it finished while the renewal was on its way
-                logger.warning(
-                    "backbeat: worker %s lost the lease of task %s (another worker may run it "
-                    "too; this one's outcome will be ignored)",
-                    self.worker,
-                    task_id,
-                )
+        if stop:
+            # Cancelled by someone, or the lease is gone (another worker may run the
+            # task now): either way this worker stops it; its outcome would be refused.
+            logger.warning(
+                "backbeat: worker %s stops task(s) %s: cancelled, or the lease was lost",
+                self.worker,
+                ", ".join(stop),
+            )
+            self.stop_tasks(stop)

@@ -21,7 +21,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from backbeat.batching import TurnBatch
@@ -39,9 +39,9 @@ from backbeat.engine.limits import Limits
 from backbeat.ids import new_id
 from backbeat.policy import DEFAULT_POLICY, TaskPolicy
 from backbeat.registry import TaskRegistry
-from backbeat.serialization import ArgumentError, decode_arguments
-from backbeat.status import FAILED, SUCCEEDED
-from backbeat.stores.base import ClaimedTask, Store, StoreError
+from backbeat.serialization import ArgumentError, decode_arguments, encode_result
+from backbeat.status import CANCELLED, FAILED, SUCCEEDED
+from backbeat.stores.base import ClaimedTask, Settlement, Store, StoreError
 from backbeat.tasks import current_runner
 
 logger = logging.getLogger("backbeat")
@@ -77,12 +77,15 @@ class StoredWorker:
         # Request contexts of tasks this process wrote: they run in them when claimed here.
         self.contexts = contexts
         self.executions: dict[str, asyncio.Task[None]] = {}
+        self.receipts: dict[str, str] = {}  # id -> the claim it runs under
+        # Running tasks to stop: cancelled by someone, or their lease was lost.
+        self._stopping: set[str] = set()
         # A task whose lease was lost before runs alone: while it runs, nothing is claimed.
         self.isolated: str | None = None
         # Tasks may be waiting that a finishing task could let run: look when one ends.
         self.backlog = False
         self.claiming = False
-        self._completions: TurnBatch[str] = TurnBatch(self._complete)
+        self._settlements: TurnBatch[Settlement] = TurnBatch(self._finish)
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -113,7 +116,8 @@ class StoredWorker:
             self.store,
             self.name,
             self.lease,
-            running=lambda: list(self.executions),
+            receipts=lambda: list(self.receipts.values()),
+            stop=lambda ids: loop.call_soon_threadsafe(self._stop, ids),
             describe=self._running_on_loop,
         )
         self._keeper.start(loop)
@@ -225,6 +229,15 @@ class StoredWorker:
             self._execute(item), name=f"task {item.name!r} (id {item.id})", context=context
         )
         self.executions[item.id] = execution
+        self.receipts[item.id] = item.receipt
+
+    def _stop(self, ids: list[str]) -> None:
+        """Cancel running tasks the store says to stop (cancelled, or the lease was lost)."""
+        for task_id in ids:
+            execution = self.executions.get(task_id)
+            if execution is not None and task_id not in self._stopping:
+                self._stopping.add(task_id)
+                execution.cancel()
 
     async def _execute(self, item: ClaimedTask) -> None:
         try:
@@ -249,9 +262,18 @@ class StoredWorker:
                 error=item.error,
             )
             call = enforce_async_callable(func)
-            await run_attempt(attempt, call, args, kwargs, self.hooks, self._record)
+            try:
+                await run_attempt(attempt, call, args, kwargs, self.hooks, self._record)
+            except asyncio.CancelledError:
+                if item.id not in self._stopping:
+                    raise  # the drain: it releases the task
+                # Cancelled through the store (or its lease is gone: then this is ignored).
+                logger.warning("Background task %r (id %s) cancelled", item.name, item.id)
+                self._settlements.add(Settlement(item.receipt, CANCELLED))
         finally:
+            self._stopping.discard(item.id)
             self.executions.pop(item.id, None)
+            self.receipts.pop(item.id, None)
             if self.isolated == item.id:
                 self.isolated = None
             if self.backlog:
@@ -274,42 +296,48 @@ class StoredWorker:
     async def _unrunnable(self, item: ClaimedTask, error: str) -> None:
         """Dead-letter a stored task this process cannot run, and keep going."""
         logger.error("Background task %r (id %s) cannot run: %s", item.name, item.id, error)
-        await self._settle(self.store.fail(self.name, item.id, error, None, None))
+        self._settlements.add(Settlement(item.receipt, FAILED, error=error))
         now = time.time()
         attempt = Attempt(item.id, item.name, item.attempts, item.created_at, DEFAULT_POLICY)
         report_failure(self.hooks, task_info(attempt, FAILED, now, error, now), _Unrunnable(error))
 
-    def _record(self, attempt: Attempt, outcome: Outcome) -> Awaitable[None] | None:
+    def _record(self, attempt: Attempt, outcome: Outcome) -> None:
+        receipt = self.receipts[attempt.id]
         if outcome.state is SUCCEEDED:
-            self._completions.add(attempt.id)
-            return None
+            try:
+                result = encode_result(outcome.result)
+            except ArgumentError as exc:
+                logger.warning(
+                    "Background task %r (id %s) succeeded, but its result is not stored: %s",
+                    attempt.name,
+                    attempt.id,
+                    exc,
+                )
+                result = None
+            self._settlements.add(Settlement(receipt, SUCCEEDED, result=result))
+            return
         retry_at = None
         if outcome.retry_in is not None:
             retry_at = time.time() + outcome.retry_in
             self.poke()  # the claim loop's next wake-up may now be sooner
-        return self._settle(
-            self.store.fail(self.name, attempt.id, outcome.error or "", outcome.traceback, retry_at)
+        self._settlements.add(
+            Settlement(receipt, outcome.state, None, outcome.error, outcome.traceback, retry_at)
         )
 
-    async def _settle(self, write: Awaitable[bool]) -> None:
+    async def _finish(self, settlements: list[Settlement]) -> None:
+        """Record the outcomes of one loop turn in one write."""
         try:
-            held = await write
+            kept = await self.store.finish(settlements)
         except StoreError as exc:
-            logger.error("backbeat: cannot record a task's outcome: %s", exc)
+            logger.error("backbeat: cannot record %d outcome(s): %s", len(settlements), exc)
             return
-        if held is False:
-            logger.warning("backbeat: a task finished after its lease was lost; outcome ignored")
-
-    async def _complete(self, ids: list[str]) -> None:
-        try:
-            held = await self.store.complete(self.name, ids)
-        except StoreError as exc:
-            logger.error("backbeat: cannot record %d success(es): %s", len(ids), exc)
-            return
-        for task_id, kept in zip(ids, held, strict=True):
-            if not kept:
+        for settlement, held in zip(settlements, kept, strict=True):
+            if not held:
                 logger.warning(
-                    "backbeat: task %s finished after its lease was lost; outcome ignored", task_id
+                    "backbeat: task %s finished after its claim was lost (claimed again "
+                    "elsewhere, or cancelled); this outcome (%s) is ignored",
+                    settlement.receipt.rpartition(":")[0],
+                    settlement.state.value,
                 )
 
     # --- stopping ------------------------------------------------------------------------
@@ -325,12 +353,12 @@ class StoredWorker:
             await asyncio.wait([self._loops[0]], timeout=shutdown_timeout)
         if self.executions:
             await asyncio.wait(self.executions.values(), timeout=shutdown_timeout)
-        left = list(self.executions)
+        left = [self.receipts[task_id] for task_id in self.executions]
         for execution in self.executions.values():
             execution.cancel()
         if self.executions:
             await asyncio.gather(*self.executions.values(), return_exceptions=True)
-        await self._completions.settle()
+        await self._settlements.settle()
         for loop_task in self._loops:
             loop_task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -340,7 +368,7 @@ class StoredWorker:
             self._keeper = None
         if left:
             try:
-                await self.store.release(self.name, left)
+                await self.store.release(left)
             except StoreError as exc:
                 logger.error("backbeat: cannot release unfinished tasks: %s", exc)
                 return
@@ -349,5 +377,5 @@ class StoredWorker:
                 "released to the store, to run later: %s",
                 len(left),
                 shutdown_timeout,
-                ", ".join(left),
+                ", ".join(receipt.rpartition(":")[0] for receipt in left),
             )

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from pydantic_core import from_json
+
 from backbeat.status import TaskInfo, TaskState
 
 
@@ -59,6 +61,22 @@ class ClaimedTask:
     # How many times a worker lost this task's lease while running it (died, hung).
     lost: int = 0
     error: str | None = None  # how the previous attempt failed, if one did
+    # Opaque to the engine: names this claim (this task, this attempt). `renew`,
+    # `finish` and `release` take it, so a worker whose lease expired and was
+    # claimed again elsewhere cannot settle the task any more (fencing).
+    receipt: str = ""
+
+
+@dataclass(slots=True)
+class Settlement:
+    """How an attempt ended, for `Store.finish`: the state the task moves to."""
+
+    receipt: str
+    state: TaskState  # SUCCEEDED, SCHEDULED (retry at `retry_at`) or FAILED (dead letter)
+    result: str | None = None  # the return value as JSON, for SUCCEEDED
+    error: str | None = None
+    traceback: str | None = None
+    retry_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -73,12 +91,14 @@ class StoredStatus:
     started_at: float | None
     finished_at: float | None
     due_at: float
+    result: str | None = None  # JSON
 
     def info(self, now: float) -> TaskInfo:
         state = TaskState.PENDING if self.state == "held" else TaskState(self.state)
         if state is TaskState.PENDING and self.due_at > now:
             state = TaskState.SCHEDULED
         return TaskInfo(
+            result=None if self.result is None else from_json(self.result),
             id=self.id,
             name=self.name,
             state=state,
@@ -120,7 +140,8 @@ class Store(Protocol):
     async def start(
         self, worker: str, ids: list[str], lease: float, limit: int
     ) -> list[ClaimedTask]:
-        """`activate`, then claim at once those of these tasks that can run now (up to `limit`)."""
+        """`activate`, then claim at once those of these tasks that can run now (up to
+        `limit`): the process that wrote them runs them, in the same write."""
         ...
 
     async def claim(
@@ -147,29 +168,31 @@ class Store(Protocol):
         """When the soonest task waiting for its delay or its retry becomes due (None: none)."""
         ...
 
-    async def renew(self, worker: str, ids: list[str], lease: float) -> list[str]:
-        """Extend leases still held; returns the ids whose lease was lost."""
+    async def renew(self, receipts: list[str], lease: float) -> list[str]:
+        """Extend the leases of these claims, in one write.
+
+        Returns the ids of those to stop: the lease was lost (claimed again
+        elsewhere, or finished), or the task was cancelled while running.
+        """
         ...
 
-    async def complete(self, worker: str, task_ids: list[str]) -> list[bool]:
-        """Record successes; False for each task whose lease this worker no longer holds."""
+    async def finish(self, settlements: list[Settlement]) -> list[bool]:
+        """Settle attempts in one write: succeeded (with the result), scheduled again at
+        `retry_at`, or failed (the dead letter, with error and traceback).
+
+        False for each claim that is no longer current (its lease was lost, or
+        the task was cancelled): that outcome is ignored, the recorded state is
+        whatever the current owner wrote.
+        """
         ...
 
-    async def fail(
-        self,
-        worker: str,
-        task_id: str,
-        error: str,
-        traceback: str | None,
-        retry_at: float | None,
-    ) -> bool:
-        """Record a failed attempt: retry at `retry_at`, or (None) dead-letter it."""
+    async def release(self, receipts: list[str]) -> None:
+        """Give claimed tasks back unfinished (shutdown): pending again, attempt not counted."""
+
+    async def cancel(self, ids: list[str], reason: str) -> int:
+        """Cancel unfinished tasks: waiting ones at once; running ones are marked, and
+        the next `renew` of their claim reports them. Returns how many were cancelled."""
         ...
-
-    async def release(self, worker: str, ids: list[str]) -> None:
-        """Give tasks back unfinished (shutdown): pending again, attempt not counted."""
-
-    async def cancel(self, ids: list[str], reason: str) -> None: ...
 
     async def get(self, task_id: str) -> StoredStatus | None: ...
 

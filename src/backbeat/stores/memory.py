@@ -13,7 +13,15 @@ import threading
 import time
 from dataclasses import dataclass
 
-from backbeat.stores.base import FINISHED_STATES, ClaimedTask, NewTask, StoredStatus, StoreError
+from backbeat.status import TaskState
+from backbeat.stores.base import (
+    FINISHED_STATES,
+    ClaimedTask,
+    NewTask,
+    Settlement,
+    StoredStatus,
+    StoreError,
+)
 
 
 @dataclass(slots=True)
@@ -28,19 +36,21 @@ class _Row:
     error: str | None = None
     traceback: str | None = None
     lost: int = 0
+    result: str | None = None
+    cancel_requested: bool = False
 
     def status(self) -> StoredStatus:
         t = self.task
         return StoredStatus(
             t.id, t.name, self.state, self.attempts, self.error, self.traceback,
-            t.created_at, self.started_at, self.finished_at, t.due_at,
+            t.created_at, self.started_at, self.finished_at, t.due_at, self.result,
         )  # fmt: skip
 
     def claimed(self) -> ClaimedTask:
         t = self.task
         return ClaimedTask(
             t.id, t.name, t.payload, self.attempts, t.created_at, t.retries, t.backoff,
-            t.max_backoff, t.timeout, self.lost, self.error,
+            t.max_backoff, t.timeout, self.lost, self.error, f"{t.id}:{self.attempts}",
         )  # fmt: skip
 
 
@@ -76,12 +86,6 @@ class MemoryStore:
         row.lease_until = now + lease
         row.worker = worker
         return row.claimed()
-
-    def _owned(self, worker: str, task_id: str) -> _Row | None:
-        row = self._rows.get(task_id)
-        if row is None or row.state != "running" or row.worker != worker:
-            return None
-        return row
 
     async def enqueue(self, tasks: list[NewTask]) -> None:
         with self._lock:
@@ -138,7 +142,9 @@ class MemoryStore:
                 if row.state == "running" and row.lease_until is not None and row.lease_until < now
             ]
             for row in expired:
-                if row.lost + 1 >= max_lost:
+                if row.cancel_requested:  # cancelled while running, and its worker is gone
+                    row.state, row.finished_at, row.lease_until = "cancelled", now, None
+                elif row.lost + 1 >= max_lost:
                     row.lost += 1
                     row.state, row.finished_at, row.lease_until = "failed", now, None
                     row.error = (
@@ -178,67 +184,77 @@ class MemoryStore:
             ]
             return min(later, default=None)
 
-    async def renew(self, worker: str, ids: list[str], lease: float) -> list[str]:
+    def _current(self, receipt: str) -> _Row | None:
+        """The row a claim names, while the claim is current (same attempt, running)."""
+        task_id, _, attempt = receipt.rpartition(":")
+        row = self._rows.get(task_id)
+        if row is None or row.state != "running" or str(row.attempts) != attempt:
+            return None
+        return row
+
+    async def renew(self, receipts: list[str], lease: float) -> list[str]:
         with self._lock:
             self._check()
-            lost = []
-            for task_id in ids:
-                row = self._owned(worker, task_id)
-                if row is None:
-                    lost.append(task_id)
-                else:
+            stop = []
+            for receipt in receipts:
+                row = self._current(receipt)
+                if row is None or row.cancel_requested:
+                    stop.append(receipt.rpartition(":")[0])
+                if row is not None:
                     row.lease_until = time.time() + lease
-            return lost
+            return stop
 
-    async def complete(self, worker: str, task_ids: list[str]) -> list[bool]:
+    async def finish(self, settlements: list[Settlement]) -> list[bool]:
         with self._lock:
             self._check()
-            held = []
-            for task_id in task_ids:
-                row = self._owned(worker, task_id)
-                if row is not None:
-                    row.state, row.finished_at, row.lease_until = "succeeded", time.time(), None
-                held.append(row is not None)
-            return held
+            now = time.time()
+            kept = []
+            for settlement in settlements:
+                row = self._current(settlement.receipt)
+                kept.append(row is not None)
+                if row is None:
+                    continue
+                row.lease_until = None
+                state = settlement.state
+                if state is TaskState.SUCCEEDED:
+                    row.state, row.finished_at, row.result = "succeeded", now, settlement.result
+                    continue
+                row.error = settlement.error or row.error
+                if state is TaskState.CANCELLED:
+                    row.state, row.finished_at = "cancelled", now
+                    continue
+                row.traceback = settlement.traceback
+                if state is TaskState.FAILED:
+                    row.state, row.finished_at = "failed", now
+                else:
+                    assert settlement.retry_at is not None
+                    row.state, row.worker, row.task.due_at = "pending", None, settlement.retry_at
+            return kept
 
-    async def fail(
-        self,
-        worker: str,
-        task_id: str,
-        error: str,
-        traceback: str | None,
-        retry_at: float | None,
-    ) -> bool:
+    async def release(self, receipts: list[str]) -> None:
         with self._lock:
             self._check()
-            row = self._owned(worker, task_id)
-            if row is None:
-                return False
-            row.error, row.traceback, row.lease_until = error, traceback, None
-            if retry_at is None:
-                row.state, row.finished_at = "failed", time.time()
-            else:
-                row.state, row.worker = "pending", None
-                row.task.due_at = retry_at
-            return True
-
-    async def release(self, worker: str, ids: list[str]) -> None:
-        with self._lock:
-            self._check()
-            for task_id in ids:
-                row = self._owned(worker, task_id)
-                if row is not None:
+            for receipt in receipts:
+                row = self._current(receipt)
+                if row is not None and not row.cancel_requested:
                     row.state, row.lease_until, row.worker = "pending", None, None
                     row.attempts = max(row.attempts - 1, 0)
 
-    async def cancel(self, ids: list[str], reason: str) -> None:
+    async def cancel(self, ids: list[str], reason: str) -> int:
         with self._lock:
             self._check()
+            count = 0
             for task_id in ids:
                 row = self._rows.get(task_id)
-                if row is not None and row.state in ("held", "pending", "running"):
+                if row is not None and row.state in ("held", "pending"):
                     row.state, row.finished_at, row.error = "cancelled", time.time(), reason
                     row.lease_until = None
+                    count += 1
+                elif row is not None and row.state == "running":
+                    # Cancelled by its worker, told at its next renewal.
+                    row.cancel_requested, row.error = True, reason
+                    count += 1
+            return count
 
     async def retry(self, ids: list[str] | None) -> int:
         with self._lock:

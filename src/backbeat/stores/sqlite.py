@@ -25,10 +25,12 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from backbeat.status import TaskState
 from backbeat.stores.base import (
     FINISHED_STATES,
     ClaimedTask,
     NewTask,
+    Settlement,
     StoredStatus,
     StoreError,
 )
@@ -58,7 +60,9 @@ CREATE TABLE IF NOT EXISTS backbeat_tasks (
     error TEXT,
     traceback TEXT,
     after TEXT,
-    lost INTEGER NOT NULL DEFAULT 0
+    lost INTEGER NOT NULL DEFAULT 0,
+    result TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS backbeat_tasks_runnable ON backbeat_tasks (state, due_at);
 CREATE INDEX IF NOT EXISTS backbeat_tasks_leases ON backbeat_tasks (state, lease_until);
@@ -66,7 +70,8 @@ CREATE INDEX IF NOT EXISTS backbeat_tasks_finished ON backbeat_tasks (state, fin
 """
 
 _STATUS_COLUMNS = (
-    "id, name, state, attempts, error, traceback, created_at, started_at, finished_at, due_at"
+    "id, name, state, attempts, error, traceback, created_at, started_at, finished_at, due_at, "
+    "result"
 )
 
 
@@ -124,6 +129,11 @@ _DEAD_LOST = (
     "WHERE state = 'running' AND lease_until < :now AND lost + 1 >= :max_lost "
     "RETURNING id, name, error"
 )
+# Cancelled while running, and its worker is gone: cancelled, not run again.
+_CANCEL_ORPHANS = (
+    "UPDATE backbeat_tasks SET state = 'cancelled', finished_at = :now, lease_until = NULL "
+    "WHERE state = 'running' AND lease_until < :now AND cancel_requested = 1"
+)
 _START = (
     "UPDATE backbeat_tasks SET state = 'running', attempts = attempts + 1, started_at = ?, "
     "lease_until = ?, worker = ? "
@@ -168,15 +178,59 @@ def _setup(conn: sqlite3.Connection) -> None:
     _add_missing_columns(conn)
 
 
+_ADDED_COLUMNS = {
+    "lost": "INTEGER NOT NULL DEFAULT 0",
+    "result": "TEXT",
+    "cancel_requested": "INTEGER NOT NULL DEFAULT 0",
+}
+
+
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
     """Bring a store made by an older backbeat up to this schema."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(backbeat_tasks)")}
-    if "lost" not in columns:
+    for name, declaration in _ADDED_COLUMNS.items():
+        if name in columns:
+            continue
         try:
-            conn.execute("ALTER TABLE backbeat_tasks ADD COLUMN lost INTEGER NOT NULL DEFAULT 0")
+            conn.execute(f"ALTER TABLE backbeat_tasks ADD COLUMN {name} {declaration}")
         except sqlite3.OperationalError as exc:
             if "duplicate column" not in str(exc):  # another process just added it
                 raise
+
+
+def _claimed(row: Any) -> ClaimedTask:
+    """A claimed row; its receipt is id and attempt number (the fencing token)."""
+    claimed = ClaimedTask(*row)
+    claimed.receipt = f"{claimed.id}:{claimed.attempts}"
+    return claimed
+
+
+def _fence(receipt: str) -> tuple[str, int]:
+    task_id, _, attempt = receipt.rpartition(":")
+    return task_id, int(attempt)
+
+
+# A claim is current while the task runs in that very attempt.
+_CURRENT = "id = ? AND attempts = ? AND state = 'running'"
+_CURRENT_NAMED = "id = :id AND attempts = :attempt AND state = 'running'"
+_SETTLE = {
+    TaskState.SUCCEEDED: (
+        "UPDATE backbeat_tasks SET state = 'succeeded', finished_at = :now, lease_until = NULL, "
+        "result = :result WHERE " + _CURRENT_NAMED
+    ),
+    TaskState.SCHEDULED: (
+        "UPDATE backbeat_tasks SET state = 'pending', due_at = :retry_at, lease_until = NULL, "
+        "worker = NULL, error = :error, traceback = :traceback WHERE " + _CURRENT_NAMED
+    ),
+    TaskState.FAILED: (
+        "UPDATE backbeat_tasks SET state = 'failed', finished_at = :now, lease_until = NULL, "
+        "error = :error, traceback = :traceback WHERE " + _CURRENT_NAMED
+    ),
+    TaskState.CANCELLED: (
+        "UPDATE backbeat_tasks SET state = 'cancelled', finished_at = :now, lease_until = NULL, "
+        "error = coalesce(:error, error) WHERE " + _CURRENT_NAMED
+    ),
+}
 
 
 def path_from_url(url: str) -> Path:
@@ -310,7 +364,7 @@ class SQLiteStore:
                     # By primary key: a task that comes after none and is due now.
                     row = conn.execute(_START, (now, now + lease, worker, task_id, now)).fetchone()
                 if row is not None:
-                    claimed.append(ClaimedTask(*row))
+                    claimed.append(_claimed(row))
                 else:
                     conn.execute(_ACTIVATE, (task_id,))
             return claimed
@@ -328,6 +382,7 @@ class SQLiteStore:
     ) -> list[ClaimedTask]:
         def take(conn: sqlite3.Connection) -> list[ClaimedTask]:
             now = time.time()
+            conn.execute(_CANCEL_ORPHANS, {"now": now})
             for task_id, name, error in conn.execute(
                 _DEAD_LOST, {"now": now, "max_lost": max_lost}
             ).fetchall():
@@ -336,7 +391,7 @@ class SQLiteStore:
             if alone_first:
                 rows = conn.execute(_CLAIM_SUSPECT, parameters).fetchall()
                 if rows:
-                    return [ClaimedTask(*row[:-1]) for row in rows]  # never corrupt: it ran
+                    return [_claimed(row[:-1]) for row in rows]  # never corrupt: it ran
             claimed: list[list[Any]] = []
             corrupt: list[list[Any]] = []
             for *row, is_corrupt in conn.execute(_CLAIM_ANY, parameters).fetchall():
@@ -348,88 +403,77 @@ class SQLiteStore:
                     "lease_until = NULL WHERE id = ?",
                     (now, _CORRUPT_AFTER, row[0]),
                 )
-            return [ClaimedTask(*row) for row in claimed]
+            return [_claimed(row) for row in claimed]
 
         return await self._write(take)
 
-    async def renew(self, worker: str, ids: list[str], lease: float) -> list[str]:
+    async def renew(self, receipts: list[str], lease: float) -> list[str]:
         def extend(conn: sqlite3.Connection) -> list[str]:
             until = time.time() + lease
-            lost = []
-            for task_id in ids:
-                cursor = conn.execute(
-                    "UPDATE backbeat_tasks SET lease_until = ? "
-                    "WHERE id = ? AND worker = ? AND state = 'running'",
-                    (until, task_id, worker),
-                )
-                if cursor.rowcount == 0:
-                    lost.append(task_id)
-            return lost
+            stop = []
+            for receipt in receipts:
+                task_id, attempt = _fence(receipt)
+                row = conn.execute(
+                    f"UPDATE backbeat_tasks SET lease_until = ? WHERE {_CURRENT} "
+                    "RETURNING cancel_requested",
+                    (until, task_id, attempt),
+                ).fetchone()
+                if row is None or row[0]:
+                    stop.append(task_id)
+            return stop
 
         return await self._write(extend)
 
-    async def complete(self, worker: str, task_ids: list[str]) -> list[bool]:
-        def finish(conn: sqlite3.Connection) -> list[bool]:
+    async def finish(self, settlements: list[Settlement]) -> list[bool]:
+        def settle(conn: sqlite3.Connection) -> list[bool]:
             now = time.time()
-            return [
-                conn.execute(
-                    "UPDATE backbeat_tasks SET state = 'succeeded', finished_at = ?, "
-                    "lease_until = NULL WHERE id = ? AND worker = ? AND state = 'running'",
-                    (now, task_id, worker),
-                ).rowcount
-                == 1
-                for task_id in task_ids
-            ]
+            kept = []
+            for settlement in settlements:
+                task_id, attempt = _fence(settlement.receipt)
+                parameters = {
+                    "now": now,
+                    "id": task_id,
+                    "attempt": attempt,
+                    "result": settlement.result,
+                    "error": settlement.error,
+                    "traceback": settlement.traceback,
+                    "retry_at": settlement.retry_at,
+                }
+                cursor = conn.execute(_SETTLE[settlement.state], parameters)
+                kept.append(cursor.rowcount == 1)
+            return kept
 
-        return await self._write(finish)
+        return await self._write(settle)
 
-    async def fail(
-        self,
-        worker: str,
-        task_id: str,
-        error: str,
-        traceback: str | None,
-        retry_at: float | None,
-    ) -> bool:
-        def record(conn: sqlite3.Connection) -> bool:
-            if retry_at is None:
-                cursor = conn.execute(
-                    "UPDATE backbeat_tasks SET state = 'failed', finished_at = ?, "
-                    "lease_until = NULL, error = ?, traceback = ? "
-                    "WHERE id = ? AND worker = ? AND state = 'running'",
-                    (time.time(), error, traceback, task_id, worker),
-                )
-            else:
-                cursor = conn.execute(
-                    "UPDATE backbeat_tasks SET state = 'pending', due_at = ?, "
-                    "lease_until = NULL, worker = NULL, error = ?, traceback = ? "
-                    "WHERE id = ? AND worker = ? AND state = 'running'",
-                    (retry_at, error, traceback, task_id, worker),
-                )
-            return cursor.rowcount == 1
-
-        return await self._write(record)
-
-    async def release(self, worker: str, ids: list[str]) -> None:
+    async def release(self, receipts: list[str]) -> None:
         def give_back(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 "UPDATE backbeat_tasks SET state = 'pending', attempts = MAX(attempts - 1, 0), "
-                "lease_until = NULL, worker = NULL WHERE id = ? AND worker = ? "
-                "AND state = 'running'",
-                [(task_id, worker) for task_id in ids],
+                f"lease_until = NULL, worker = NULL WHERE {_CURRENT} AND cancel_requested = 0",
+                [_fence(receipt) for receipt in receipts],
             )
 
         await self._write(give_back)
 
-    async def cancel(self, ids: list[str], reason: str) -> None:
-        def stop(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "UPDATE backbeat_tasks SET state = 'cancelled', finished_at = ?, error = ?, "
-                "lease_until = NULL WHERE id = ? AND state IN ('held', 'pending', 'running')",
-                [(time.time(), reason, task_id) for task_id in ids],
-            )
+    async def cancel(self, ids: list[str], reason: str) -> int:
+        def stop(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            count = 0
+            for task_id in ids:
+                count += conn.execute(
+                    "UPDATE backbeat_tasks SET state = 'cancelled', finished_at = ?, error = ?, "
+                    "lease_until = NULL WHERE id = ? AND state IN ('held', 'pending')",
+                    (now, reason, task_id),
+                ).rowcount
+                # A running task is cancelled by its worker, told at its next renewal.
+                count += conn.execute(
+                    "UPDATE backbeat_tasks SET cancel_requested = 1, error = ? "
+                    "WHERE id = ? AND state = 'running'",
+                    (reason, task_id),
+                ).rowcount
+            return count
 
-        await self._write(stop)
+        return await self._write(stop)
 
     async def retry(self, ids: list[str] | None) -> int:
         def again(conn: sqlite3.Connection) -> int:
