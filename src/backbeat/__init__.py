@@ -6,7 +6,7 @@ from backbeat.middleware import BackbeatMiddleware
 from backbeat.responses import JSONResponse, Request, Response
 from backbeat.routing import delete, get, patch, post, put, route
 from backbeat.runner import Runner, RunnerFull
-from backbeat.status import TaskInfo, TaskState
+from backbeat.status import TaskCancelled, TaskFailed, TaskInfo, TaskState
 from backbeat.tasks import BackgroundTask, BackgroundTasks, Task, Tasks, task
 
 __version__ = "0.1.0"
@@ -22,6 +22,8 @@ __all__ = [
     "Runner",
     "RunnerFull",
     "Task",
+    "TaskCancelled",
+    "TaskFailed",
     "TaskInfo",
     "TaskState",
     "Tasks",

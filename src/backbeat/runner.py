@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,14 @@ from backbeat.engine.limits import Limits
 from backbeat.engine.local import LocalEngine, RunnerFull
 from backbeat.engine.stored import Prepared, StoredEngine
 from backbeat.registry import durable_name
-from backbeat.status import TaskInfo
+from backbeat.status import (
+    CANCELLED,
+    FINISHED,
+    SUCCEEDED,
+    TaskCancelled,
+    TaskFailed,
+    TaskInfo,
+)
 from backbeat.stores import Store, open_store
 from backbeat.tasks import BackgroundTask, RequestTasks, request_tasks
 
@@ -50,6 +58,14 @@ def find_runner(app: Any) -> Runner | None:
         app = getattr(app, "app", None)
         seen += 1
     return None
+
+
+def _value_of(info: TaskInfo) -> Any:
+    if info.state is SUCCEEDED:
+        return info.result
+    if info.state is CANCELLED:
+        raise TaskCancelled(info)
+    raise TaskFailed(info)
 
 
 def _check_count(name: str, value: object) -> None:
@@ -305,6 +321,62 @@ class Runner:
         With a store: until the store has no such task, whichever process runs it.
         """
         await self._engine.join(timeout)
+
+    # --- results and cancelling -----------------------------------------------------------
+
+    async def aresult(self, task_id: str, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+        """Wait for a task to finish and return its value (JSON-decoded for a stored task).
+
+        Raises `TaskFailed` (with the last error) if it failed, `TaskCancelled` if it
+        was cancelled, LookupError for an unknown id, TimeoutError after `timeout`.
+        """
+        poll = 0.05 if self.durable else 0.005
+        async with asyncio.timeout(timeout):
+            while True:
+                info = await self.aget(task_id)
+                if info is None:
+                    raise LookupError(f"no task with id {task_id}")
+                if info.state in FINISHED:
+                    return _value_of(info)
+                await asyncio.sleep(poll)
+
+    def result(self, task_id: str, timeout: float | None = None) -> Any:
+        """`aresult` for code without an event loop (a script, another thread)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            info = self.get(task_id)
+            if info is not None and info.state in FINISHED:
+                return _value_of(info)
+            raise RuntimeError(
+                "waiting here would block the event loop: use `await runner.aresult(id)`"
+            )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            info = self.get(task_id)
+            if info is None:
+                raise LookupError(f"no task with id {task_id}")
+            if info.state in FINISHED:
+                return _value_of(info)
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"task {task_id} did not finish within {timeout}s")
+            time.sleep(0.05)
+
+    async def acancel(self, task_id: str, reason: str = "cancelled") -> bool:
+        """Cancel a task: if it has not started it never will; if it runs, it is cancelled
+        (an async task at its next await; with a store, at its worker's next lease
+        renewal). True if there was something to cancel; its state becomes `cancelled`."""
+        if isinstance(self._engine, StoredEngine):
+            return await self._engine.acancel(task_id, reason)
+        return self._engine.cancel(task_id, reason)
+
+    def cancel(self, task_id: str, reason: str = "cancelled") -> bool:
+        """`acancel` from sync code: on the runner's loop (no store), or without a loop."""
+        if isinstance(self._engine, LocalEngine):
+            return self._engine.cancel(task_id, reason)
+        return asyncio.run(self.acancel(task_id, reason))
 
     # --- hooks ---------------------------------------------------------------------------
 

@@ -66,6 +66,18 @@ class TaskInfo:
         }
 
 
+class TaskFailed(Exception):
+    """`Runner.result`: the task failed for good; `info.error` says how the last attempt did."""
+
+    def __init__(self, info: TaskInfo) -> None:
+        super().__init__(f"task {info.name!r} (id {info.id}) {info.state.value}: {info.error}")
+        self.info = info
+
+
+class TaskCancelled(TaskFailed):
+    """`Runner.result`: the task was cancelled (by `Runner.cancel`, or at shutdown)."""
+
+
 class TaskRecord:
     """The runner's mutable entry for a task; read through `snapshot()`."""
 

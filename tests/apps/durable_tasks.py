@@ -61,3 +61,7 @@ async def fails_once(label: str) -> str:
         _failed_once.add(label)
         raise ConnectionError(f"{label}: first attempt fails")
     return f"{label} done"
+
+
+async def total(numbers: list[float]) -> dict[str, float]:
+    return {"sum": sum(numbers), "count": len(numbers)}

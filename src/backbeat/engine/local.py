@@ -125,6 +125,9 @@ class LocalEngine:
         self._room: asyncio.Event | None = None
         self._room_waiters = 0
         self._warned: set[str] = set()
+        # Unfinished jobs by id, so that one can be cancelled; and those being cancelled.
+        self._jobs: dict[str, _Job] = {}
+        self._cancelling: set[str] = set()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -154,6 +157,7 @@ class LocalEngine:
             job.timer.cancel()
         self._timers.clear()
         self._queue.clear()
+        self._jobs.clear()
         for execution in self._executions:
             execution.cancel()
         if self._executions:
@@ -281,11 +285,15 @@ class LocalEngine:
         # A route's task runs in the context of the request that handed it over.
         source = task.context or caller
         context = source.copy() if source is not None else contextvars.copy_context()
-        return _Job(task, record, context)
+        job = self._jobs[record.id] = _Job(task, record, context)
+        return job
 
     def _start(self, unit: _Job | _Collection, on_done: Callable[[], None] | None) -> None:
         if isinstance(unit, _Job):
             unit.on_done = on_done
+            if unit.record.state is CANCELLED:  # cancelled while it waited for its turn
+                self._done(unit)
+                return
             delay = unit.task.policy.delay
             wait = (unit.record.created + delay - time.time()) if delay else 0.0
             if wait > 0:
@@ -367,7 +375,14 @@ class LocalEngine:
         except asyncio.CancelledError:
             self._running -= 1
             self._executions.discard(job.execution)
-            raise  # the drain cancelled us; it records and logs the loss
+            if record.id not in self._cancelling:
+                raise  # the drain cancelled us; it records and logs the loss
+            self._cancelling.discard(record.id)
+            self._table.move(record, CANCELLED)
+            self._done(job)
+            if self._queue:
+                self._fill_slots()
+            return
         if outcome.state is not SCHEDULED:
             self._done(job)
         if self._queue:
@@ -377,6 +392,7 @@ class LocalEngine:
         self._running -= 1
         self._executions.discard(job.execution)
         if outcome.state is SUCCEEDED:
+            job.record.result = outcome.result
             self._table.move(job.record, SUCCEEDED)
         elif outcome.state is SCHEDULED:
             assert outcome.retry_in is not None
@@ -385,6 +401,7 @@ class LocalEngine:
             self._table.move(job.record, FAILED)
 
     def _done(self, job: _Job) -> None:
+        self._jobs.pop(job.record.id, None)
         if job.on_done is not None:
             job.on_done()
         if self._table.active == 0 and self._idle is not None:
@@ -421,6 +438,7 @@ class LocalEngine:
                 raise
 
         def record_outcome(job: _Job, outcome: Outcome) -> None:
+            record.result = outcome.result
             table.move(record, outcome.state)
 
         while True:
@@ -434,6 +452,32 @@ class LocalEngine:
                 return
             if outcome.state is FAILED:
                 raise raised[-1] if raised else RuntimeError(outcome.error)
+
+    def cancel(self, task_id: str, reason: str) -> bool:
+        """Cancel a task that has not finished: it never starts, or (running) is cancelled."""
+        job = self._jobs.get(task_id)
+        record = self._table.get(task_id)
+        if job is None or record is None or record.state is CANCELLED:
+            return False
+        record.error = reason
+        if record.state is RUNNING:
+            assert job.execution is not None
+            self._cancelling.add(task_id)
+            job.execution.cancel()
+            return True
+        if job.timer is not None:  # waiting for its delay or its retry
+            job.timer.cancel()
+            job.timer = None
+            self._timers.discard(job)
+        if job in self._queue:  # waiting for a free slot
+            self._queue.remove(job)
+            started = True
+        else:  # a sequence's member, waiting for its turn (or for its timer, above)
+            started = job.on_done is not None or record.state is SCHEDULED
+        self._table.move(record, CANCELLED)
+        if started:
+            self._done(job)
+        return True
 
     # --- looking -------------------------------------------------------------------------
 

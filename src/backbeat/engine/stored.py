@@ -296,6 +296,9 @@ class StoredEngine:
             await self.worker.drain()
         await self._activations.settle()
 
+    async def acancel(self, task_id: str, reason: str) -> bool:
+        return await self.store.cancel([task_id], reason) > 0
+
     # --- looking -------------------------------------------------------------------------
 
     def get(self, task_id: str) -> TaskInfo | None:

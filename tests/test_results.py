@@ -1,0 +1,112 @@
+"""Results and cancelling, on the in-process runner and on stores (SQLite, memory://)."""
+
+import asyncio
+import time
+
+import pytest
+
+from backbeat import BackgroundTask, BackgroundTasks, Runner, TaskCancelled, TaskFailed
+from tests.apps import durable_tasks
+
+pytestmark = pytest.mark.anyio
+
+RUNNERS = pytest.mark.parametrize("kind", ["local", "sqlite", "memory://"])
+
+
+def make_runner(kind: str, tmp_path, **options) -> Runner:
+    if kind == "local":
+        return Runner(**options)
+    url = f"sqlite:///{tmp_path}/tasks.db" if kind == "sqlite" else kind
+    return durable_tasks.runner(url, poll_interval=0.05, **options)
+
+
+@RUNNERS
+async def test_a_tasks_return_value_is_its_result(kind, tmp_path):
+    async with make_runner(kind, tmp_path) as runner:
+        task_id = await runner.asubmit(BackgroundTask(durable_tasks.total, [1, 2, 3.5]))
+        assert await runner.aresult(task_id, timeout=5) == {"sum": 6.5, "count": 3}
+        assert runner.get(task_id).result == {"sum": 6.5, "count": 3}
+
+
+@RUNNERS
+async def test_the_result_of_a_failed_task_raises_with_its_error(kind, tmp_path):
+    async with make_runner(kind, tmp_path) as runner:
+        task_id = await runner.asubmit(BackgroundTask(durable_tasks.flaky, "r"))
+        with pytest.raises(TaskFailed, match="ConnectionError: r failed") as raised:
+            await runner.aresult(task_id, timeout=5)
+        assert raised.value.info.attempts == 2
+        with pytest.raises(LookupError):
+            await runner.aresult("01NOSUCHTASK0000000000000", timeout=1)
+
+
+@RUNNERS
+async def test_a_pending_task_cancelled_never_starts(kind, tmp_path):
+    runner = make_runner(kind, tmp_path, concurrency=1)
+    async with runner:
+        blocker = await runner.asubmit(BackgroundTask(durable_tasks.sleep_and_mark, 0.3, "b"))
+        later = await runner.asubmit(BackgroundTask(durable_tasks.record_sync, "never"))
+        await asyncio.sleep(0.05)
+        assert await runner.acancel(later, "not needed") is True
+        await runner.join(timeout=5)
+        with pytest.raises(TaskCancelled, match="not needed"):
+            await runner.aresult(later)
+        assert runner.get(blocker).state == "succeeded"
+        assert await runner.acancel(blocker) is False  # finished: nothing to cancel
+    assert ("never", "sync") not in durable_tasks.calls
+
+
+@RUNNERS
+async def test_a_running_async_task_is_cancelled(kind, tmp_path):
+    runner = make_runner(kind, tmp_path, lease=0.3) if kind != "local" else Runner()
+    async with runner:
+        task_id = await runner.asubmit(BackgroundTask(durable_tasks.sleep_and_mark, 30, "long"))
+        while runner.get(task_id).state != "running":  # noqa: ASYNC110 - polling a store
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        assert await runner.acancel(task_id, "stop it") is True
+        with pytest.raises(TaskCancelled):
+            await runner.aresult(task_id, timeout=5)
+        assert time.monotonic() - started < 1.0  # at once, or at the next lease renewal
+        info = runner.get(task_id)
+        await runner.join(timeout=5)
+    assert (info.state, info.error) == ("cancelled", "stop it")
+
+
+async def test_cancelling_a_member_of_a_sequence_lets_the_next_one_run():
+    seen: list[str] = []
+
+    async def step(label: str) -> None:
+        await asyncio.sleep(0.05)
+        seen.append(label)
+
+    first, second, third = (BackgroundTask(step, n) for n in ("1", "2", "3"))
+    async with Runner() as runner:
+        runner.submit(BackgroundTasks([first, second, third]))
+        assert runner.cancel(second.id) is True
+        await runner.join(timeout=5)
+        assert runner.get(second.id).state == "cancelled"
+    assert seen == ["1", "3"]
+
+
+async def test_a_scheduled_task_cancelled_never_runs():
+    ran = []
+    async with Runner() as runner:
+        task_id = runner.submit(BackgroundTask(ran.append, "x").using(delay=0.2))
+        assert runner.get(task_id).state == "scheduled"
+        assert runner.cancel(task_id) is True
+        await runner.join(timeout=1)
+        await asyncio.sleep(0.3)
+    assert ran == []
+
+
+def test_result_from_a_script_waits_for_the_workers(tmp_path):
+    url = f"sqlite:///{tmp_path}/tasks.db"
+    script = durable_tasks.runner(url)
+    task_id = script.submit(BackgroundTask(durable_tasks.total, [2, 2]))
+
+    async def worker() -> None:
+        async with durable_tasks.runner(url, poll_interval=0.05) as runner:
+            await runner.join(timeout=5)
+
+    asyncio.run(worker())
+    assert script.result(task_id, timeout=5) == {"sum": 4, "count": 2}
