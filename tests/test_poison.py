@@ -20,8 +20,8 @@ WORKER = [sys.executable, "-m", "backbeat", "worker", "tests.apps.durable_app:ap
 class Workers:
     """Keeps `count` workers running, restarting any that dies (as systemd would)."""
 
-    def __init__(self, tmp_path, env, count: int, concurrency: int) -> None:
-        self.tmp_path, self.count = tmp_path, count
+    def __init__(self, tmp_path, env, count: int, concurrency: int, name: str = "worker") -> None:
+        self.tmp_path, self.count, self.name = tmp_path, count, name
         self.env = {
             **os.environ,
             "BACKBEAT_TEST_OUT": str(tmp_path / "marks.txt"),
@@ -34,7 +34,7 @@ class Workers:
 
     def _start(self) -> subprocess.Popen[bytes]:
         self.started += 1
-        log = open(self.tmp_path / f"worker{self.started}.log", "wb")  # noqa: SIM115
+        log = open(self.tmp_path / f"{self.name}{self.started}.log", "wb")  # noqa: SIM115
         return subprocess.Popen(
             self.command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
@@ -46,7 +46,7 @@ class Workers:
 
     def logs(self) -> str:
         return "\n".join(
-            (self.tmp_path / f"worker{i}.log").read_text(errors="replace")
+            (self.tmp_path / f"{self.name}{i}.log").read_text(errors="replace")
             for i in range(1, self.started + 1)
         )
 
@@ -117,3 +117,47 @@ def test_a_task_that_kills_every_worker_is_dead_lettered_and_its_neighbours_fini
     assert collections.Counter(marks(tmp_path))["poison"] == 3  # not an endless loop
     assert runner.stats()["failed"] == 1  # no neighbour was dead-lettered with it
     assert "runs it alone" in workers.logs()
+
+
+def test_a_frozen_worker_cannot_settle_a_task_another_worker_took_over(tmp_path):
+    """Fencing: SIGSTOP a worker mid-task past its lease, let another finish the task,
+    SIGCONT the first: its outcome is refused, the state stays the one the second wrote."""
+    import signal
+
+    env = env_for(tmp_path, BACKBEAT_TEST_EXECUTE="0", BACKBEAT_TEST_LEASE="1")
+    with uvicorn("tests.apps.durable_app:app", tmp_path, env=env) as server:
+        [label] = post_tasks(server.url, 1, seconds=2.0, prefix="fenced")
+    runner = Runner(store=env["BACKBEAT_TEST_STORE"])
+    first = Workers(tmp_path, env, count=1, concurrency=1, name="first")
+    second = Workers(tmp_path, env, count=1, concurrency=1, name="second")
+    try:
+        first.keep_alive()
+        wait_until(lambda: runner.stats()["running"] == 1, 15, "the first worker's claim")
+        [frozen] = first.processes
+        frozen.send_signal(signal.SIGSTOP)
+        second.keep_alive()
+        wait_until(lambda: label in marks(tmp_path), 20, "the second worker's run", second.logs)
+        wait_until(lambda: runner.stats()["succeeded"] == 1, 10, "its success", second.logs)
+        frozen.send_signal(signal.SIGCONT)
+        time.sleep(1.5)  # the first worker wakes: its renewal and its outcome are refused
+        [task_id] = [line.split()[1] for line in runner_rows(tmp_path)]
+        info = runner.get(task_id)
+        assert (info.state, info.attempts) == ("succeeded", 2)
+        assert first.stop() == [0] and second.stop() == [0]
+    finally:
+        for process in first.processes + second.processes:
+            process.send_signal(signal.SIGCONT)
+            process.kill()
+    first_log = first.logs()
+    assert "stops task" in first_log or "claim was lost" in first_log, first_log
+    assert runner.stats()["succeeded"] == 1
+
+
+def runner_rows(tmp_path) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "tasks.db") as conn:
+        return [
+            f"{state} {task_id}"
+            for task_id, state in conn.execute("SELECT id, state FROM backbeat_tasks")
+        ]
