@@ -110,3 +110,32 @@ def test_result_from_a_script_waits_for_the_workers(tmp_path):
 
     asyncio.run(worker())
     assert script.result(task_id, timeout=5) == {"sum": 4, "count": 2}
+
+
+@RUNNERS
+async def test_a_running_task_reports_its_progress(kind, tmp_path):
+    async with make_runner(kind, tmp_path) as runner:
+        task_id = await runner.asubmit(BackgroundTask(durable_tasks.stepwise, 4, 0.15))
+        seen = []
+        while (info := await runner.aget(task_id)).state != "succeeded":
+            if info.progress and info.progress not in seen:
+                seen.append(info.progress)
+            await asyncio.sleep(0.02)
+        assert info.progress == {"fraction": 1.0, "message": "step 4 of 4", "step": 4}
+        assert len(seen) >= 2 and seen[0]["step"] < seen[-1]["step"]
+        # From a sync task, in its thread, too.
+        sync_id = await runner.asubmit(BackgroundTask(durable_tasks.stepwise_sync, 3))
+        await runner.aresult(sync_id, timeout=5)
+        await asyncio.sleep(0.1)  # the last report of a stored task is written after it
+        assert (await runner.aget(sync_id)).progress in (
+            {"fraction": 1.0, "step": 3},
+            {"fraction": 2 / 3, "step": 2},
+        )
+
+
+def test_progress_outside_a_runner_does_nothing_and_bad_input_is_an_error():
+    from backbeat import progress
+
+    progress(0.5, "half")  # a plain call: no runner, nothing to record
+    with pytest.raises(ValueError, match="from 0 to 1"):
+        progress(1.5)

@@ -3,6 +3,7 @@
 from backbeat.applications import App
 from backbeat.concurrency import enforce_async_callable, set_thread_limit
 from backbeat.middleware import BackbeatMiddleware
+from backbeat.progress import progress
 from backbeat.responses import JSONResponse, Request, Response
 from backbeat.routing import delete, get, patch, post, put, route
 from backbeat.runner import Runner, RunnerFull
@@ -32,6 +33,7 @@ __all__ = [
     "get",
     "patch",
     "post",
+    "progress",
     "put",
     "route",
     "set_thread_limit",

@@ -50,6 +50,7 @@ class TaskInfo:
     started_at: datetime | None
     finished_at: datetime | None
     result: Any = None  # the task's return value, once it succeeded (JSON-decoded if stored)
+    progress: dict[str, Any] | None = None  # the latest `backbeat.progress(...)` report
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: datetimes as ISO 8601 strings."""
@@ -60,6 +61,7 @@ class TaskInfo:
             "attempts": self.attempts,
             "error": self.error,
             "result": self.result,
+            "progress": self.progress,
             "created_at": self.created_at.isoformat(),
             "started_at": self.started_at and self.started_at.isoformat(),
             "finished_at": self.finished_at and self.finished_at.isoformat(),
@@ -88,6 +90,7 @@ class TaskRecord:
         "finished",
         "id",
         "name",
+        "progress",
         "result",
         "started",
         "state",
@@ -103,6 +106,7 @@ class TaskRecord:
         self.started: float | None = None
         self.finished: float | None = None
         self.result: Any = None
+        self.progress: dict[str, Any] | None = None
 
     def snapshot(self) -> TaskInfo:
         created_at = _utc(self.created)
@@ -117,6 +121,7 @@ class TaskRecord:
             started_at=_utc(self.started),
             finished_at=_utc(self.finished),
             result=self.result,
+            progress=self.progress,
         )
 
 

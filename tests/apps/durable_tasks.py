@@ -7,7 +7,7 @@ import time
 import uuid
 from decimal import Decimal
 
-from backbeat import Runner, task
+from backbeat import Runner, progress, task
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 calls: list[tuple[str, object]] = []
@@ -65,3 +65,16 @@ async def fails_once(label: str) -> str:
 
 async def total(numbers: list[float]) -> dict[str, float]:
     return {"sum": sum(numbers), "count": len(numbers)}
+
+
+async def stepwise(steps: int, pause: float) -> str:
+    for step in range(1, steps + 1):
+        await asyncio.sleep(pause)
+        progress(step / steps, f"step {step} of {steps}", step=step)
+    return "done"
+
+
+def stepwise_sync(steps: int) -> None:
+    for step in range(1, steps + 1):
+        time.sleep(0.02)
+        progress(step / steps, step=step)

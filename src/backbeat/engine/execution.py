@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from backbeat.policy import TaskPolicy, retry_wait
+from backbeat.progress import Reporter, current_reporter
 from backbeat.status import FAILED, RUNNING, SCHEDULED, SUCCEEDED, TaskInfo, TaskState
 from backbeat.tasks import log_failure
 
@@ -141,13 +142,17 @@ async def run_attempt(
     record: Record,
     *,
     wait_for_retry: bool = True,
+    reporter: Reporter | None = None,
 ) -> Outcome:
     """Run one attempt of ``func(*args, **kwargs)``, record its outcome with
     ``record(attempt, outcome)``, then tell the hooks.
 
-    ``wait_for_retry=False`` (eager mode) decides a retry with no wait.
+    ``wait_for_retry=False`` (eager mode) decides a retry with no wait;
+    ``reporter`` receives the attempt's `backbeat.progress(...)` reports.
     """
     started = time.time()
+    if reporter is not None:
+        current_reporter.set(reporter)  # this task's own context: it ends with the attempt
     if hooks.on_start is not None:
         await call_hook(hooks.on_start, task_info(attempt, RUNNING, started, attempt.error))
     timeout = attempt.policy.timeout

@@ -21,6 +21,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from backbeat.engine.execution import Hooks, Outcome, run_attempt
 from backbeat.engine.limits import Limits
@@ -86,6 +87,9 @@ class _Job:
     @property
     def policy(self) -> TaskPolicy:
         return self.task.policy
+
+    def report(self, progress: dict[str, Any]) -> None:
+        self.record.progress = progress
 
     @property
     def error(self) -> str | None:
@@ -370,7 +374,13 @@ class LocalEngine:
             self._room_made()
         try:
             outcome = await run_attempt(
-                job, task.func, task.args, task.kwargs, self.hooks, self._record
+                job,
+                task.func,
+                task.args,
+                task.kwargs,
+                self.hooks,
+                self._record,
+                reporter=job.report,
             )
         except asyncio.CancelledError:
             self._running -= 1

@@ -17,12 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import os
 import socket
 import time
 from collections.abc import Callable
 from typing import Any
+
+from pydantic_core import PydanticSerializationError, to_json
 
 from backbeat.batching import TurnBatch
 from backbeat.concurrency import enforce_async_callable
@@ -86,6 +89,7 @@ class StoredWorker:
         self.backlog = False
         self.claiming = False
         self._settlements: TurnBatch[Settlement] = TurnBatch(self._finish)
+        self._reports: TurnBatch[tuple[str, str]] = TurnBatch(self._keep_progress)
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -263,7 +267,15 @@ class StoredWorker:
             )
             call = enforce_async_callable(func)
             try:
-                await run_attempt(attempt, call, args, kwargs, self.hooks, self._record)
+                await run_attempt(
+                    attempt,
+                    call,
+                    args,
+                    kwargs,
+                    self.hooks,
+                    self._record,
+                    reporter=functools.partial(self._report, item.receipt),
+                )
             except asyncio.CancelledError:
                 if item.id not in self._stopping:
                     raise  # the drain: it releases the task
@@ -324,6 +336,30 @@ class StoredWorker:
             Settlement(receipt, outcome.state, None, outcome.error, outcome.traceback, retry_at)
         )
 
+    def _report(self, receipt: str, report: dict[str, Any]) -> None:
+        """A `backbeat.progress(...)` call, from the task (on the loop, or in its thread)."""
+        try:
+            document = to_json(report).decode()
+        except (PydanticSerializationError, TypeError, ValueError) as exc:
+            raise TypeError(f"progress(...) takes JSON values: {exc}") from None
+        assert self._loop is not None
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._reports.add((receipt, document))
+        else:
+            self._loop.call_soon_threadsafe(self._reports.add, (receipt, document))
+
+    async def _keep_progress(self, reports: list[tuple[str, str]]) -> None:
+        latest = dict(reports)  # one write per task: its last report of this loop turn
+        for receipt, document in latest.items():
+            try:
+                await self.store.progress(receipt, document)
+            except StoreError as exc:
+                logger.warning("backbeat: cannot record a task's progress: %s", exc)
+
     async def _finish(self, settlements: list[Settlement]) -> None:
         """Record the outcomes of one loop turn in one write."""
         try:
@@ -358,6 +394,7 @@ class StoredWorker:
             execution.cancel()
         if self.executions:
             await asyncio.gather(*self.executions.values(), return_exceptions=True)
+        await self._reports.settle()
         await self._settlements.settle()
         for loop_task in self._loops:
             loop_task.cancel()

@@ -92,6 +92,7 @@ class StoredStatus:
     finished_at: float | None
     due_at: float
     result: str | None = None  # JSON
+    progress: str | None = None  # JSON: the latest report
 
     def info(self, now: float) -> TaskInfo:
         state = TaskState.PENDING if self.state == "held" else TaskState(self.state)
@@ -99,6 +100,7 @@ class StoredStatus:
             state = TaskState.SCHEDULED
         return TaskInfo(
             result=None if self.result is None else from_json(self.result),
+            progress=None if self.progress is None else from_json(self.progress),
             id=self.id,
             name=self.name,
             state=state,
@@ -184,6 +186,12 @@ class Store(Protocol):
         the task was cancelled): that outcome is ignored, the recorded state is
         whatever the current owner wrote.
         """
+        ...
+
+    async def progress(self, receipt: str, document: str) -> bool:
+        """Keep the latest progress report (JSON) of the claim's attempt (also if it has just
+        finished: its last report may come after its outcome); False if another attempt
+        is the latest."""
         ...
 
     async def release(self, receipts: list[str]) -> None:

@@ -38,12 +38,13 @@ class _Row:
     lost: int = 0
     result: str | None = None
     cancel_requested: bool = False
+    progress: str | None = None
 
     def status(self) -> StoredStatus:
         t = self.task
         return StoredStatus(
             t.id, t.name, self.state, self.attempts, self.error, self.traceback,
-            t.created_at, self.started_at, self.finished_at, t.due_at, self.result,
+            t.created_at, self.started_at, self.finished_at, t.due_at, self.result, self.progress,
         )  # fmt: skip
 
     def claimed(self) -> ClaimedTask:
@@ -230,6 +231,17 @@ class MemoryStore:
                     assert settlement.retry_at is not None
                     row.state, row.worker, row.task.due_at = "pending", None, settlement.retry_at
             return kept
+
+    async def progress(self, receipt: str, document: str) -> bool:
+        with self._lock:
+            self._check()
+            # Any state: the last report of an attempt may land after its outcome.
+            task_id, _, attempt = receipt.rpartition(":")
+            row = self._rows.get(task_id)
+            if row is None or str(row.attempts) != attempt:
+                return False
+            row.progress = document
+            return True
 
     async def release(self, receipts: list[str]) -> None:
         with self._lock:

@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS backbeat_tasks (
     after TEXT,
     lost INTEGER NOT NULL DEFAULT 0,
     result TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    progress TEXT
 );
 CREATE INDEX IF NOT EXISTS backbeat_tasks_runnable ON backbeat_tasks (state, due_at);
 CREATE INDEX IF NOT EXISTS backbeat_tasks_leases ON backbeat_tasks (state, lease_until);
@@ -71,7 +72,7 @@ CREATE INDEX IF NOT EXISTS backbeat_tasks_finished ON backbeat_tasks (state, fin
 
 _STATUS_COLUMNS = (
     "id, name, state, attempts, error, traceback, created_at, started_at, finished_at, due_at, "
-    "result"
+    "result, progress"
 )
 
 
@@ -182,6 +183,7 @@ _ADDED_COLUMNS = {
     "lost": "INTEGER NOT NULL DEFAULT 0",
     "result": "TEXT",
     "cancel_requested": "INTEGER NOT NULL DEFAULT 0",
+    "progress": "TEXT",
 }
 
 
@@ -444,6 +446,19 @@ class SQLiteStore:
             return kept
 
         return await self._write(settle)
+
+    async def progress(self, receipt: str, document: str) -> bool:
+        def keep(conn: sqlite3.Connection) -> bool:
+            return (
+                conn.execute(
+                    # Any state: the last report of an attempt may land after its outcome.
+                    "UPDATE backbeat_tasks SET progress = ? WHERE id = ? AND attempts = ?",
+                    (document, *_fence(receipt)),
+                ).rowcount
+                == 1
+            )
+
+        return await self._write(keep)
 
     async def release(self, receipts: list[str]) -> None:
         def give_back(conn: sqlite3.Connection) -> None:
