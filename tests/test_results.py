@@ -139,3 +139,61 @@ def test_progress_outside_a_runner_does_nothing_and_bad_input_is_an_error():
     progress(0.5, "half")  # a plain call: no runner, nothing to record
     with pytest.raises(ValueError, match="from 0 to 1"):
         progress(1.5)
+
+
+# --- queues, priorities, keys ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory://"])
+async def test_workers_take_their_queues_and_higher_priority_first(kind, tmp_path):
+    url = f"sqlite:///{tmp_path}/tasks.db" if kind == "sqlite" else kind
+    store_runner = durable_tasks.runner(url, execute=False)
+    store = store_runner.store
+    for label, queue, priority in [("low", "mail", 0), ("high", "mail", 5), ("other", "pdf", 9)]:
+        job = BackgroundTask(durable_tasks.sleep_and_mark, 0, label).using(
+            queue=queue, priority=priority
+        )
+        await store_runner.asubmit(job)
+    # Higher priority first: one at a time, the high one, then the low one.
+    [high] = await store.claim("w", 1, 30, queues=("mail",))
+    [low] = await store.claim("w", 1, 30, queues=("mail",))
+    assert ('"high"' in high.payload, '"low"' in low.payload) == (True, True)
+    assert (high.queue, low.queue) == ("mail", "mail")
+    assert await store.claim("w", 10, 30, queues=("mail",)) == []
+    [pdf] = await store.claim("w", 10, 30, queues=("pdf",))
+    assert pdf.queue == "pdf"
+    info = store_runner.get(pdf.id)
+    assert info.queue == "pdf"
+
+
+@RUNNERS
+async def test_an_idempotency_key_adds_a_live_task_only_once(kind, tmp_path):
+    async with make_runner(kind, tmp_path, concurrency=1) as runner:
+        first = await runner.asubmit(
+            BackgroundTask(durable_tasks.sleep_and_mark, 0.2, "k").using(key="report:42")
+        )
+        again = await runner.asubmit(
+            BackgroundTask(durable_tasks.sleep_and_mark, 0.2, "k").using(key="report:42")
+        )
+        assert again == first
+        await runner.join(timeout=5)
+        later = await runner.asubmit(
+            BackgroundTask(durable_tasks.sleep_and_mark, 0, "k").using(key="report:42")
+        )
+        assert later != first  # the first one finished: the key is free again
+        await runner.join(timeout=5)
+
+
+def test_queue_priority_and_key_options_are_checked():
+    from backbeat import task
+
+    with pytest.raises(ValueError, match="queue"):
+        BackgroundTask(print).using(queue="")
+    with pytest.raises(ValueError, match="priority"):
+        BackgroundTask(print).using(priority="high")
+    with pytest.raises(ValueError, match="key"):
+        BackgroundTask(print).using(key="")
+    with pytest.raises(ValueError, match="queue"):
+        task(queue=3)
+    with pytest.raises(ValueError, match="queues"):
+        Runner(store="memory://", queues=[])

@@ -1,6 +1,6 @@
 """The backbeat command: workers, and a look into a store.
 
-    backbeat worker MODULE:ATTR [--concurrency N]
+    backbeat worker MODULE:ATTR [--concurrency N] [--queues A,B]
     backbeat status --store URL [--failures N]
     backbeat retry ID... --store URL | backbeat retry --failed --store URL
     backbeat purge --store URL --older-than 7d
@@ -58,6 +58,9 @@ def parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run the tasks of an app's store")
     worker.add_argument("target", metavar="MODULE:ATTR", help="an App, a Runner, or middleware")
     worker.add_argument("--concurrency", type=int, help="tasks at once (default: the runner's)")
+    worker.add_argument(
+        "--queues", metavar="A,B", help="run tasks of these queues only (default: all)"
+    )
     worker.add_argument("--log-level", default="INFO", help="default INFO")
 
     status = commands.add_parser("status", help="counts by state and recent failures")
@@ -79,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == "worker":
-            return run_worker(args.target, args.concurrency, args.log_level)
+            return run_worker(args.target, args.concurrency, args.log_level, args.queues)
         if args.command == "status":
             return show_status(args.store, args.failures)
         if args.command == "retry":
@@ -128,7 +131,9 @@ def load_runner(target: str) -> Runner:
     return runner
 
 
-def run_worker(target: str, concurrency: int | None, log_level: str) -> int:
+def run_worker(
+    target: str, concurrency: int | None, log_level: str, queues: str | None = None
+) -> int:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
@@ -137,6 +142,11 @@ def run_worker(target: str, concurrency: int | None, log_level: str) -> int:
         if concurrency < 1:
             raise CommandError(f"--concurrency must be >= 1, got {concurrency}")
         runner.concurrency = concurrency
+    if queues is not None:
+        names = [name.strip() for name in queues.split(",") if name.strip()]
+        if not names:
+            raise CommandError(f"--queues needs queue names, got {queues!r}")
+        runner.queues = names
     runner.executes = True
     asyncio.run(_serve(runner, target))
     return 0
@@ -150,9 +160,10 @@ async def _serve(runner: Runner, target: str) -> None:
         loop.add_signal_handler(signum, stop.set)
     async with runner:
         log.info(
-            "backbeat worker for %s: store %r, concurrency %d, pid %d",
+            "backbeat worker for %s: store %r, queues %s, concurrency %d, pid %d",
             target,
             runner.store,
+            ", ".join(runner.queues) if runner.queues else "all",
             runner.concurrency,
             os.getpid(),
         )

@@ -21,6 +21,12 @@ class TaskPolicy:
     max_backoff: float = 60.0
     timeout: float | None = None
     delay: float | None = None
+    # Stored tasks: which workers take it (`backbeat worker --queues`), which first
+    # (higher priority, then sooner due), and an idempotency key (a live task with
+    # the same key is not added again: its id is returned instead).
+    queue: str = "default"
+    priority: int = 0
+    key: str | None = None
 
     def __post_init__(self) -> None:
         _check_int("retries", self.retries)
@@ -30,6 +36,12 @@ class TaskPolicy:
             _check_number("timeout", self.timeout, allow_zero=False)
         if self.delay is not None:
             _check_number("delay", self.delay, allow_zero=True)
+        if not isinstance(self.queue, str) or not self.queue:
+            raise ValueError(f"task option queue must be a non-empty str, got {self.queue!r}")
+        if not isinstance(self.priority, int) or isinstance(self.priority, bool):
+            raise ValueError(f"task option priority must be an int, got {self.priority!r}")
+        if self.key is not None and (not isinstance(self.key, str) or not self.key):
+            raise ValueError(f"task option key must be a non-empty str, got {self.key!r}")
 
     def replace(self, **changes: Any) -> TaskPolicy:
         unknown = set(changes) - {field.name for field in dataclasses.fields(self)}

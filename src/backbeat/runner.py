@@ -68,6 +68,15 @@ def _value_of(info: TaskInfo) -> Any:
     raise TaskFailed(info)
 
 
+def _queue_names(queues: list[str] | tuple[str, ...] | None) -> tuple[str, ...] | None:
+    if queues is None:
+        return None
+    names = tuple(queues)
+    if not names or not all(isinstance(name, str) and name for name in names):
+        raise ValueError(f"Runner(queues=...) must be non-empty queue names, got {queues!r}")
+    return names
+
+
 def _check_count(name: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"Runner({name}=...) must be an int >= 1, got {value!r}")
@@ -85,7 +94,8 @@ class Runner:
     the hooks. Without a store: ``max_pending``, ``overflow_timeout``,
     ``keep_finished``, ``eager`` (tests: run inline, re-raise; a store is then
     not used). With a store: ``execute``, ``lease``, ``poll_interval``,
-    ``max_lost_leases``, ``max_task_size`` (see docs/durable.md).
+    ``max_lost_leases``, ``max_task_size``, ``queues`` (the queues this process
+    runs; default all) (see docs/durable.md).
     """
 
     def __init__(
@@ -104,6 +114,7 @@ class Runner:
         poll_interval: float = 1.0,
         max_lost_leases: int = 3,
         max_task_size: int = 1 << 20,
+        queues: list[str] | tuple[str, ...] | None = None,
         on_start: Hook | None = None,
         on_success: Hook | None = None,
         on_error: Hook | None = None,
@@ -137,6 +148,7 @@ class Runner:
                 poll_interval=float(poll_interval),
                 max_lost_leases=max_lost_leases,
                 max_task_size=max_task_size,
+                queues=_queue_names(queues),
             )
         else:
             self._engine = LocalEngine(self.limits, self.hooks, eager=eager)
@@ -172,6 +184,17 @@ class Runner:
     def concurrency(self, value: int) -> None:
         _check_count("concurrency", value)
         self.limits.concurrency = value
+
+    @property
+    def queues(self) -> tuple[str, ...] | None:
+        """The queues this process runs tasks from (None: all); the CLI's ``--queues``."""
+        return self._engine.worker.queues if isinstance(self._engine, StoredEngine) else None
+
+    @queues.setter
+    def queues(self, value: list[str] | tuple[str, ...] | None) -> None:
+        if not isinstance(self._engine, StoredEngine):
+            raise ValueError("only a runner with a store has queues")
+        self._engine.worker.queues = _queue_names(value)
 
     @property
     def shutdown_timeout(self) -> float:

@@ -51,6 +51,7 @@ class TaskInfo:
     finished_at: datetime | None
     result: Any = None  # the task's return value, once it succeeded (JSON-decoded if stored)
     progress: dict[str, Any] | None = None  # the latest `backbeat.progress(...)` report
+    queue: str = "default"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: datetimes as ISO 8601 strings."""
@@ -62,6 +63,7 @@ class TaskInfo:
             "error": self.error,
             "result": self.result,
             "progress": self.progress,
+            "queue": self.queue,
             "created_at": self.created_at.isoformat(),
             "started_at": self.started_at and self.started_at.isoformat(),
             "finished_at": self.finished_at and self.finished_at.isoformat(),
@@ -91,6 +93,7 @@ class TaskRecord:
         "id",
         "name",
         "progress",
+        "queue",
         "result",
         "started",
         "state",
@@ -107,6 +110,7 @@ class TaskRecord:
         self.finished: float | None = None
         self.result: Any = None
         self.progress: dict[str, Any] | None = None
+        self.queue = "default"
 
     def snapshot(self) -> TaskInfo:
         created_at = _utc(self.created)
@@ -122,6 +126,7 @@ class TaskRecord:
             finished_at=_utc(self.finished),
             result=self.result,
             progress=self.progress,
+            queue=self.queue,
         )
 
 

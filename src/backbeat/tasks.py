@@ -46,6 +46,8 @@ def task(
     max_backoff: float = 60.0,
     timeout: float | None = None,
     delay: float | None = None,
+    queue: str = "default",
+    priority: int = 0,
 ) -> Callable[[F], F]: ...
 def task(
     func: F | None = None,
@@ -57,6 +59,8 @@ def task(
     max_backoff: float = 60.0,
     timeout: float | None = None,
     delay: float | None = None,
+    queue: str = "default",
+    priority: int = 0,
 ) -> F | Callable[[F], F]:
     """Declare a task function's policy where the function is defined.
 
@@ -69,7 +73,9 @@ def task(
     ``retries`` extra attempts after a failure, waiting ``backoff * 2**(n-1)``
     seconds (jittered, capped at ``max_backoff``); ``timeout`` seconds per
     attempt; ``delay`` seconds after creation before the first attempt. The
-    supervised runner applies them; inline (no runner) a task runs once.
+    supervised runner applies them; inline (no runner) a task runs once. With a
+    store, ``queue`` names the workers that take it (``backbeat worker --queues``)
+    and higher ``priority`` tasks are claimed first.
     """
     options = {
         "retries": retries,
@@ -77,6 +83,8 @@ def task(
         "max_backoff": max_backoff,
         "timeout": timeout,
         "delay": delay,
+        "queue": queue,
+        "priority": priority,
     }
     # Validate now, so a bad option fails at import time, not at the first request.
     TaskPolicy(**options)  # type: ignore[arg-type]
@@ -247,20 +255,29 @@ class BackgroundTask(StarletteBackgroundTask):
         max_backoff: float | None = None,
         timeout: float | _Unset | None = _UNSET,
         delay: float | _Unset | None = _UNSET,
+        queue: str | None = None,
+        priority: int | None = None,
+        key: str | _Unset | None = _UNSET,
     ) -> Self:
-        """Override this task's policy (from `@task` or the defaults); returns the task."""
+        """Override this task's policy (from `@task` or the defaults); returns the task.
+
+        ``key`` is an idempotency key: while a task with the same key is waiting or
+        running, handing this one over adds nothing and gives that task's id.
+        """
         changes: dict[str, Any] = {
-            key: value
-            for key, value in (
+            name: value
+            for name, value in (
                 ("retries", retries),
                 ("backoff", backoff),
                 ("max_backoff", max_backoff),
+                ("queue", queue),
+                ("priority", priority),
             )
             if value is not None
         }
-        for key, option in (("timeout", timeout), ("delay", delay)):
+        for key_name, option in (("timeout", timeout), ("delay", delay), ("key", key)):
             if not isinstance(option, _Unset):
-                changes[key] = option
+                changes[key_name] = option
         self.policy = self.policy.replace(**changes)
         return self
 

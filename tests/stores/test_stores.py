@@ -248,16 +248,32 @@ async def test_concurrent_writes_share_transactions(sqlite_store):
 
 
 async def test_one_bad_write_fails_alone(store):
-    task = new_task()
-    await store.enqueue([task])
+    task, other = new_task(), new_task()
+    assert await store.enqueue([task]) == [task.id]
     results = await asyncio.gather(
         store.enqueue([task]),  # duplicate id
-        store.enqueue([new_task()]),
+        store.enqueue([other]),
         return_exceptions=True,
     )
     assert "UNIQUE constraint failed" in str(results[0])
-    assert results[1] is None
+    assert results[1] == [other.id]
     assert (await store.counts())["pending"] == 2
+
+
+async def test_a_key_held_by_a_live_task_is_not_added_again(store):
+    first, same, different = new_task(), new_task(), new_task()
+    first.key = same.key = "report:7"
+    different.key = "report:8"
+    assert await store.enqueue([first]) == [first.id]
+    assert await store.enqueue([same, different]) == [first.id, different.id]
+    twice = [new_task(), new_task()]
+    twice[0].key = twice[1].key = "once"
+    assert await store.enqueue(twice) == [twice[0].id, twice[0].id]  # also within one write
+    [claimed] = [c for c in await store.claim("w", 10, 30) if c.id == first.id]
+    await store.finish([succeeded(claimed)])
+    again = new_task()
+    again.key = "report:7"
+    assert await store.enqueue([again]) == [again.id]  # the first one finished
 
 
 def test_urls(tmp_path):

@@ -65,6 +65,8 @@ class AttemptLike(Protocol):
     def policy(self) -> TaskPolicy: ...
     @property
     def lost(self) -> int: ...
+    @property
+    def queue(self) -> str: ...
 
     error: str | None  # the last failure's text; the executor sets it
 
@@ -81,6 +83,7 @@ class Attempt:
     # Attempts whose worker died under them: they do not count as failures of the task.
     lost: int = 0
     error: str | None = None  # the last failure's text, if an earlier attempt failed
+    queue: str = "default"
 
 
 @dataclass(slots=True)
@@ -117,6 +120,7 @@ def task_info(
         created_at=created_at,
         started_at=_utc(started),
         finished_at=_utc(finished),
+        queue=attempt.queue,
     )
 
 

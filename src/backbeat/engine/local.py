@@ -88,6 +88,10 @@ class _Job:
     def policy(self) -> TaskPolicy:
         return self.task.policy
 
+    @property
+    def queue(self) -> str:
+        return self.task.policy.queue
+
     def report(self, progress: dict[str, Any]) -> None:
         self.record.progress = progress
 
@@ -132,6 +136,7 @@ class LocalEngine:
         # Unfinished jobs by id, so that one can be cancelled; and those being cancelled.
         self._jobs: dict[str, _Job] = {}
         self._cancelling: set[str] = set()
+        self._keys: dict[str, str] = {}  # idempotency key -> id, of unfinished tasks
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -162,6 +167,7 @@ class LocalEngine:
         self._timers.clear()
         self._queue.clear()
         self._jobs.clear()
+        self._keys.clear()
         for execution in self._executions:
             execution.cancel()
         if self._executions:
@@ -257,6 +263,9 @@ class LocalEngine:
     def _accept(self, task: BackgroundTask, caller: contextvars.Context | None) -> str:
         """Register and start a task tree; `caller` is the hand-off context, if any."""
         assert self._idle is not None
+        key = task.policy.key
+        if key is not None and key in self._keys:
+            return self._keys[key]  # a live task has this key: nothing is added
         self._idle.clear()
         if type(task) is BackgroundTask and not task.policy.delay:
             # The common case, a single task ready to run, without the general planning.
@@ -290,6 +299,11 @@ class LocalEngine:
         source = task.context or caller
         context = source.copy() if source is not None else contextvars.copy_context()
         job = self._jobs[record.id] = _Job(task, record, context)
+        policy = task.policy
+        if policy.queue != "default":
+            record.queue = policy.queue
+        if policy.key is not None:
+            self._keys[policy.key] = record.id
         return job
 
     def _start(self, unit: _Job | _Collection, on_done: Callable[[], None] | None) -> None:
@@ -412,6 +426,8 @@ class LocalEngine:
 
     def _done(self, job: _Job) -> None:
         self._jobs.pop(job.record.id, None)
+        if job.task.policy.key is not None:
+            self._keys.pop(job.task.policy.key, None)
         if job.on_done is not None:
             job.on_done()
         if self._table.active == 0 and self._idle is not None:

@@ -80,6 +80,7 @@ class StoredEngine:
         poll_interval: float,
         max_lost_leases: int = 3,
         max_task_size: int = 1 << 20,
+        queues: tuple[str, ...] | None = None,
     ) -> None:
         self.store = store
         self.limits = limits
@@ -100,6 +101,7 @@ class StoredEngine:
             poll_interval=poll_interval,
             max_lost_leases=max_lost_leases,
             contexts=self._contexts,
+            queues=queues,
         )
         self.accepting = False
         self._activations: TurnBatch[str] = TurnBatch(self._activate)
@@ -181,6 +183,9 @@ class StoredEngine:
                 # Runnable once the response is out; if this process dies before
                 # that, after one lease anyway (at-least-once).
                 held_until=now + self.lease if hold else None,
+                queue=policy.queue,
+                priority=policy.priority,
+                key=policy.key,
             )
         )
         self._remember(task_id, (task.context or caller or contextvars.copy_context()).copy())
@@ -208,9 +213,9 @@ class StoredEngine:
 
     async def write(self, task: BackgroundTask, caller: contextvars.Context | None) -> list[str]:
         rows = self.rows(task, caller, hold=False)
-        await self.store.enqueue(rows)
+        ids = await self.store.enqueue(rows)
         self.worker.poke()
-        return [row.id for row in rows]
+        return ids
 
     async def prepare(self, task: BackgroundTask) -> Prepared:
         rows = self.rows(task, contextvars.copy_context(), hold=True)

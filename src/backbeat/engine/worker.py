@@ -68,6 +68,7 @@ class StoredWorker:
         poll_interval: float,
         max_lost_leases: int,
         contexts: dict[str, contextvars.Context],
+        queues: tuple[str, ...] | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -76,6 +77,7 @@ class StoredWorker:
         self.lease = lease
         self.poll_interval = poll_interval
         self.max_lost_leases = max_lost_leases
+        self.queues = queues  # None: every queue
         self.name = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
         # Request contexts of tasks this process wrote: they run in them when claimed here.
         self.contexts = contexts
@@ -167,6 +169,7 @@ class StoredWorker:
             self.lease,
             max_lost=self.max_lost_leases,
             alone_first=not self.executions,
+            queues=self.queues,
         )
         if len(claimed) == 1 and claimed[0].lost >= 2:
             suspect = claimed[0]
@@ -264,6 +267,7 @@ class StoredWorker:
                 policy,
                 lost=item.lost,
                 error=item.error,
+                queue=item.queue,
             )
             call = enforce_async_callable(func)
             try:

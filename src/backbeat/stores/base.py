@@ -43,6 +43,11 @@ class NewTask:
     # Written ahead of a response: not runnable until activated, or until this time
     # passes (the process that wrote it died before it could activate it).
     held_until: float | None = None
+    queue: str = "default"
+    priority: int = 0  # higher first
+    # Idempotency: while a task with this key is held, pending or running, enqueue
+    # adds nothing and returns that task's id.
+    key: str | None = None
 
 
 @dataclass(slots=True)
@@ -61,6 +66,7 @@ class ClaimedTask:
     # How many times a worker lost this task's lease while running it (died, hung).
     lost: int = 0
     error: str | None = None  # how the previous attempt failed, if one did
+    queue: str = "default"
     # Opaque to the engine: names this claim (this task, this attempt). `renew`,
     # `finish` and `release` take it, so a worker whose lease expired and was
     # claimed again elsewhere cannot settle the task any more (fencing).
@@ -93,6 +99,7 @@ class StoredStatus:
     due_at: float
     result: str | None = None  # JSON
     progress: str | None = None  # JSON: the latest report
+    queue: str = "default"
 
     def info(self, now: float) -> TaskInfo:
         state = TaskState.PENDING if self.state == "held" else TaskState(self.state)
@@ -101,6 +108,7 @@ class StoredStatus:
         return TaskInfo(
             result=None if self.result is None else from_json(self.result),
             progress=None if self.progress is None else from_json(self.progress),
+            queue=self.queue,
             id=self.id,
             name=self.name,
             state=state,
@@ -134,7 +142,10 @@ class StoreMissing(StoreError):
 class Store(Protocol):
     """The operations the runner, the workers and the CLI use."""
 
-    async def enqueue(self, tasks: list[NewTask]) -> None: ...
+    async def enqueue(self, tasks: list[NewTask]) -> list[str]:
+        """Store these tasks in one atomic write; returns their ids — for a task whose
+        `key` a live task already has, that task's id (and nothing is added)."""
+        ...
 
     async def activate(self, ids: list[str]) -> None:
         """Make tasks written ahead (`held_until`) runnable."""
@@ -154,8 +165,10 @@ class Store(Protocol):
         *,
         max_lost: int = 3,
         alone_first: bool = False,
+        queues: tuple[str, ...] | None = None,
     ) -> list[ClaimedTask]:
-        """Lease up to `limit` runnable tasks, soonest due first, counting the attempt.
+        """Lease up to `limit` runnable tasks of these `queues` (None: any), highest
+        priority first, then soonest due, counting the attempt.
 
         Runnable: pending and due with every task it comes after finished; held
         past its hold; or running with an expired lease and never lost before

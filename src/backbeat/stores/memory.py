@@ -45,13 +45,14 @@ class _Row:
         return StoredStatus(
             t.id, t.name, self.state, self.attempts, self.error, self.traceback,
             t.created_at, self.started_at, self.finished_at, t.due_at, self.result, self.progress,
+            t.queue,
         )  # fmt: skip
 
     def claimed(self) -> ClaimedTask:
         t = self.task
         return ClaimedTask(
             t.id, t.name, t.payload, self.attempts, t.created_at, t.retries, t.backoff,
-            t.max_backoff, t.timeout, self.lost, self.error, f"{t.id}:{self.attempts}",
+            t.max_backoff, t.timeout, self.lost, self.error, t.queue, f"{t.id}:{self.attempts}",
         )  # fmt: skip
 
 
@@ -88,17 +89,30 @@ class MemoryStore:
         row.worker = worker
         return row.claimed()
 
-    async def enqueue(self, tasks: list[NewTask]) -> None:
+    async def enqueue(self, tasks: list[NewTask]) -> list[str]:
         with self._lock:
             self._check()
             for task in tasks:
                 if task.id in self._rows:
                     raise StoreError(f"UNIQUE constraint failed: a task with id {task.id} exists")
+            live = {
+                row.task.key: row.task.id
+                for row in self._rows.values()
+                if row.task.key is not None and row.state in ("held", "pending", "running")
+            }
+            ids = []
             for task in tasks:
+                if task.key is not None and task.key in live:
+                    ids.append(live[task.key])
+                    continue
+                if task.key is not None:
+                    live[task.key] = task.id
                 held = task.held_until is not None
                 self._rows[task.id] = _Row(
                     task, "held" if held else "pending", lease_until=task.held_until
                 )
+                ids.append(task.id)
+            return ids
 
     async def activate(self, ids: list[str]) -> None:
         with self._lock:
@@ -133,6 +147,7 @@ class MemoryStore:
         *,
         max_lost: int = 3,
         alone_first: bool = False,
+        queues: tuple[str, ...] | None = None,
     ) -> list[ClaimedTask]:
         with self._lock:
             self._check()
@@ -153,7 +168,13 @@ class MemoryStore:
                         f"{row.lost} times (max_lost_leases={max_lost}); dead-lettered. Retry it "
                         "(backbeat retry) once the cause is fixed."
                     )
-            suspects = [row for row in expired if row.state == "running" and row.lost >= 1]
+            suspects = [
+                row
+                for row in expired
+                if row.state == "running"
+                and row.lost >= 1
+                and (queues is None or row.task.queue in queues)
+            ]
             if alone_first and suspects:
                 suspects.sort(key=lambda row: row.lease_until or 0)
                 return [self._take(suspects[0], worker, now, lease)]
@@ -171,7 +192,9 @@ class MemoryStore:
                     )
                 )
             ]
-            candidates.sort(key=lambda row: row.task.due_at)
+            if queues is not None:
+                candidates = [row for row in candidates if row.task.queue in queues]
+            candidates.sort(key=lambda row: (-row.task.priority, row.task.due_at))
             return [self._take(row, worker, now, lease) for row in candidates[:limit]]
 
     async def next_due(self) -> float | None:

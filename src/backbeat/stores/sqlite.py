@@ -63,7 +63,10 @@ CREATE TABLE IF NOT EXISTS backbeat_tasks (
     lost INTEGER NOT NULL DEFAULT 0,
     result TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    progress TEXT
+    progress TEXT,
+    queue TEXT NOT NULL DEFAULT 'default',
+    priority INTEGER NOT NULL DEFAULT 0,
+    key TEXT
 );
 CREATE INDEX IF NOT EXISTS backbeat_tasks_runnable ON backbeat_tasks (state, due_at);
 CREATE INDEX IF NOT EXISTS backbeat_tasks_leases ON backbeat_tasks (state, lease_until);
@@ -72,14 +75,19 @@ CREATE INDEX IF NOT EXISTS backbeat_tasks_finished ON backbeat_tasks (state, fin
 
 _STATUS_COLUMNS = (
     "id, name, state, attempts, error, traceback, created_at, started_at, finished_at, due_at, "
-    "result, progress"
+    "result, progress, queue"
 )
 
 
 _INSERT = (
     "INSERT INTO backbeat_tasks (id, name, payload, retries, backoff, max_backoff, timeout, "
-    "created_at, due_at, after, lease_until, state) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN ? IS NULL THEN 'pending' ELSE 'held' END)"
+    "created_at, due_at, after, lease_until, queue, priority, key, state) VALUES "
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN ? IS NULL THEN 'pending' ELSE 'held' END)"
+)
+_KEY_COLUMN = 13  # where a row tuple holds its key
+_LIVE_WITH_KEY = (
+    "SELECT id FROM backbeat_tasks WHERE key = ? AND state IN ('held', 'pending', 'running') "
+    "LIMIT 1"
 )
 # Runnable now: due, and every task it comes after finished (or purged). A
 # dependency list that is not JSON would make json_each fail the whole claim
@@ -91,7 +99,8 @@ _RUNNABLE = (
     " WHERE p.state IN ('held', 'pending', 'running')) END"
 )
 _CLAIMED_COLUMNS = (
-    "id, name, payload, attempts, created_at, retries, backoff, max_backoff, timeout, lost, error"
+    "id, name, payload, attempts, created_at, retries, backoff, max_backoff, timeout, lost, error, "
+    "queue"
 )
 # A running task whose lease expired was lost by its worker (it died or hung):
 # taken over, and counted in `lost`. A first loss is taken over like any task; a
@@ -100,28 +109,40 @@ _CLAIM = (
     "UPDATE backbeat_tasks SET state = 'running', attempts = attempts + 1, "
     "started_at = :now, lease_until = :until, worker = :worker, "
     "lost = lost + (state = 'running') "
-    "WHERE id IN (SELECT id FROM ({candidates}) ORDER BY due_at LIMIT :limit) "
+    "WHERE id IN (SELECT id FROM ({candidates}) ORDER BY priority DESC, due_at LIMIT :limit) "
     f"RETURNING {_CLAIMED_COLUMNS}, after IS NOT NULL AND NOT json_valid(after)"
 )
 _CORRUPT_AFTER = (
     "stored task is corrupt: its list of tasks to run after is not valid JSON "
     "(the row was changed outside backbeat); dead-lettered"
 )
-_CLAIM_ANY = _CLAIM.format(
-    candidates=(
-        f"SELECT id, due_at FROM backbeat_tasks t WHERE state = 'pending' AND {_RUNNABLE}"
-        " UNION ALL SELECT id, due_at FROM backbeat_tasks t"
-        f" WHERE state = 'held' AND lease_until < :now AND {_RUNNABLE}"
-        " UNION ALL SELECT id, due_at FROM backbeat_tasks"
-        " WHERE state = 'running' AND lease_until < :now AND lost = 0"
+
+
+@functools.lru_cache(maxsize=64)
+def _claim_sql(queues: int | None, alone: bool) -> str:
+    """The claim for any queue (None) or for `queues` of them (parameters :q0, :q1, …)."""
+    only = ""
+    if queues is not None:
+        only = " AND queue IN (" + ", ".join(f":q{n}" for n in range(queues)) + ")"
+    if alone:
+        return _CLAIM.format(
+            candidates=(
+                "SELECT id, priority, due_at FROM backbeat_tasks WHERE state = 'running' "
+                f"AND lease_until < :now AND lost >= 1{only} ORDER BY lease_until LIMIT 1"
+            )
+        )
+    return _CLAIM.format(
+        candidates=(
+            "SELECT id, priority, due_at FROM backbeat_tasks t "
+            f"WHERE state = 'pending' AND {_RUNNABLE}{only}"
+            " UNION ALL SELECT id, priority, due_at FROM backbeat_tasks t"
+            f" WHERE state = 'held' AND lease_until < :now AND {_RUNNABLE}{only}"
+            " UNION ALL SELECT id, priority, due_at FROM backbeat_tasks"
+            f" WHERE state = 'running' AND lease_until < :now AND lost = 0{only}"
+        )
     )
-)
-_CLAIM_SUSPECT = _CLAIM.format(
-    candidates=(
-        "SELECT id, due_at FROM backbeat_tasks WHERE state = 'running' AND lease_until < :now"
-        " AND lost >= 1 ORDER BY lease_until LIMIT 1"
-    )
-)
+
+
 _DEAD_LOST = (
     "UPDATE backbeat_tasks SET state = 'failed', finished_at = :now, lease_until = NULL, "
     "lost = lost + 1, error = 'its worker died or hung each time it ran it: the lease was lost ' "
@@ -149,19 +170,26 @@ _ACTIVATE = (
 
 def _insert_groups(
     groups: list[list[tuple[Any, ...]]], conn: sqlite3.Connection
-) -> list[BaseException | None]:
-    """Insert several callers' rows: all in one statement, or each alone if that fails."""
+) -> list[list[str] | BaseException]:
+    """Insert several callers' rows: all in one statement, or each group alone if that
+    fails. Returns each group's ids (for a row whose key a live task has: that task's)."""
+    known: dict[str, str] = {}  # key -> id, of live tasks and of keyed rows written now
+    ids = [[_keyed_id(row, conn, known) for row in rows] for rows in groups]
+    fresh = [
+        [row for row, i in zip(rows, g, strict=True) if i == row[0]]
+        for rows, g in zip(groups, ids, strict=True)
+    ]
     conn.execute("SAVEPOINT groups")
     try:
-        conn.executemany(_INSERT, [row for rows in groups for row in rows])
+        conn.executemany(_INSERT, [row for rows in fresh for row in rows])
     except sqlite3.Error:
         conn.execute("ROLLBACK TO groups")
     else:
         conn.execute("RELEASE groups")
-        return [None] * len(groups)
+        return list(ids)
     conn.execute("RELEASE groups")
-    outcomes: list[BaseException | None] = []
-    for rows in groups:
+    outcomes: list[list[str] | BaseException] = []
+    for rows, group_ids in zip(fresh, ids, strict=True):
         conn.execute("SAVEPOINT one")
         try:
             conn.executemany(_INSERT, rows)
@@ -169,14 +197,28 @@ def _insert_groups(
             conn.execute("ROLLBACK TO one")
             outcomes.append(exc)
         else:
-            outcomes.append(None)
+            outcomes.append(group_ids)
         conn.execute("RELEASE one")
     return outcomes
+
+
+def _keyed_id(row: tuple[Any, ...], conn: sqlite3.Connection, known: dict[str, str]) -> str:
+    key = row[_KEY_COLUMN]
+    if key is None:
+        return str(row[0])
+    if key not in known:
+        found = conn.execute(_LIVE_WITH_KEY, (key,)).fetchone()
+        known[key] = found[0] if found else row[0]
+    return known[key]
 
 
 def _setup(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
     _add_missing_columns(conn)
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS backbeat_tasks_keys ON backbeat_tasks (key) "
+        "WHERE key IS NOT NULL"
+    )
 
 
 _ADDED_COLUMNS = {
@@ -184,6 +226,9 @@ _ADDED_COLUMNS = {
     "result": "TEXT",
     "cancel_requested": "INTEGER NOT NULL DEFAULT 0",
     "progress": "TEXT",
+    "queue": "TEXT NOT NULL DEFAULT 'default'",
+    "priority": "INTEGER NOT NULL DEFAULT 0",
+    "key": "TEXT",
 }
 
 
@@ -264,7 +309,7 @@ class SQLiteStore:
         )
         # Rows waiting to be written, per event loop, with the futures of their callers.
         self._enqueues: dict[
-            asyncio.AbstractEventLoop, list[tuple[list[tuple[Any, ...]], asyncio.Future[None]]]
+            asyncio.AbstractEventLoop, list[tuple[list[tuple[Any, ...]], asyncio.Future[list[str]]]]
         ] = {}
         # Open now: a bad path or a corrupt file is an error here, not at the first task.
         self.file.connection(check=True)
@@ -295,7 +340,7 @@ class SQLiteStore:
 
     # --- writes ---------------------------------------------------------------------------
 
-    async def enqueue(self, tasks: list[NewTask]) -> None:
+    async def enqueue(self, tasks: list[NewTask]) -> list[str]:
         """Insert tasks. Enqueues made in one turn of the event loop become one write."""
         rows = [
             (
@@ -310,6 +355,9 @@ class SQLiteStore:
                 t.due_at,
                 t.after,
                 t.held_until,
+                t.queue,
+                t.priority,
+                t.key,
                 t.held_until,
             )
             for t in tasks
@@ -319,9 +367,9 @@ class SQLiteStore:
         if batch is None:
             batch = self._enqueues[loop] = []
             loop.call_soon(self._flush_enqueues, loop)
-        done: asyncio.Future[None] = loop.create_future()
+        done: asyncio.Future[list[str]] = loop.create_future()
         batch.append((rows, done))
-        await done
+        return await done
 
     def _flush_enqueues(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = self._enqueues.pop(loop)
@@ -335,16 +383,16 @@ class SQLiteStore:
                     done.set_exception(exc)
             return
 
-        def resolve(outcome: asyncio.Future[list[BaseException | None]]) -> None:
+        def resolve(outcome: asyncio.Future[list[list[str] | BaseException]]) -> None:
             error = outcome.exception()
             for index, (_, done) in enumerate(batch):
                 if done.done():
                     continue
-                failure = error or outcome.result()[index]
-                if failure is None:
-                    done.set_result(None)
+                written = error or outcome.result()[index]
+                if isinstance(written, BaseException):
+                    done.set_exception(written)
                 else:
-                    done.set_exception(failure)
+                    done.set_result(written)
 
         asyncio.wrap_future(future, loop=loop).add_done_callback(resolve)
 
@@ -381,7 +429,10 @@ class SQLiteStore:
         *,
         max_lost: int = 3,
         alone_first: bool = False,
+        queues: tuple[str, ...] | None = None,
     ) -> list[ClaimedTask]:
+        only = None if queues is None else len(queues)
+
         def take(conn: sqlite3.Connection) -> list[ClaimedTask]:
             now = time.time()
             conn.execute(_CANCEL_ORPHANS, {"now": now})
@@ -389,14 +440,20 @@ class SQLiteStore:
                 _DEAD_LOST, {"now": now, "max_lost": max_lost}
             ).fetchall():
                 logger.error("Background task %r (id %s) failed: %s", name, task_id, error)
-            parameters = {"now": now, "until": now + lease, "worker": worker, "limit": limit}
+            parameters: dict[str, Any] = {
+                "now": now,
+                "until": now + lease,
+                "worker": worker,
+                "limit": limit,
+            }
+            parameters.update((f"q{n}", queue) for n, queue in enumerate(queues or ()))
             if alone_first:
-                rows = conn.execute(_CLAIM_SUSPECT, parameters).fetchall()
+                rows = conn.execute(_claim_sql(only, True), parameters).fetchall()
                 if rows:
                     return [_claimed(row[:-1]) for row in rows]  # never corrupt: it ran
             claimed: list[list[Any]] = []
             corrupt: list[list[Any]] = []
-            for *row, is_corrupt in conn.execute(_CLAIM_ANY, parameters).fetchall():
+            for *row, is_corrupt in conn.execute(_claim_sql(only, False), parameters).fetchall():
                 (corrupt if is_corrupt else claimed).append(row)
             for row in corrupt:
                 logger.error("backbeat: task %r (id %s): %s", row[1], row[0], _CORRUPT_AFTER)
