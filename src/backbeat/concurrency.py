@@ -7,6 +7,7 @@ endpoints (which share anyio's default 40-token limiter) or the other way round.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
@@ -53,20 +54,31 @@ def is_async_callable(obj: object) -> bool:
     return inspect.iscoroutinefunction(getattr(type(obj), "__call__", None))  # noqa: B004
 
 
-class AsyncCallable:
-    """Wraps a sync callable: calling it returns an awaitable that runs it in a thread."""
+def in_a_thread(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """An async function that runs the sync callable `func` in a worker thread.
 
-    __slots__ = ("__wrapped__", "_func")
+    A real coroutine function, so ``inspect.iscoroutinefunction`` (and Lilya's and
+    Starlette's checks) say so; ``__wrapped__`` is `func`, and `synchronous(f)`
+    tells such a wrapper apart from an async function written as one.
+    """
 
-    def __init__(self, func: Callable[..., Any]) -> None:
-        self._func = func
-        self.__wrapped__ = func
+    async def run_sync(*args: Any, **kwargs: Any) -> Any:
+        return await run_in_thread(func, *args, **kwargs)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
-        return run_in_thread(self._func, *args, **kwargs)
+    for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
+        with contextlib.suppress(AttributeError):
+            setattr(run_sync, attribute, getattr(func, attribute))
+    run_sync.__wrapped__ = func  # type: ignore[attr-defined]
+    run_sync.__backbeat_sync__ = True  # type: ignore[attr-defined]
+    return run_sync
 
-    def __repr__(self) -> str:
-        return f"AsyncCallable({self._func!r})"
+
+def synchronous(func: Callable[..., Any]) -> Callable[..., Any] | None:
+    """The sync callable `in_a_thread` wrapped, if `func` is such a wrapper."""
+    if getattr(func, "__backbeat_sync__", False):
+        wrapped: Callable[..., Any] = func.__wrapped__  # type: ignore[attr-defined]
+        return wrapped
+    return None
 
 
 async def run_in_thread(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -89,9 +101,9 @@ def enforce_async_callable(func: Callable[..., Any]) -> Callable[..., Awaitable[
     Raises TypeError, naming the object, for anything that is not callable.
     """
     if type(func) is FunctionType:  # the common case, without inspect's generality
-        return func if func.__code__.co_flags & CO_COROUTINE else AsyncCallable(func)
+        return func if func.__code__.co_flags & CO_COROUTINE else in_a_thread(func)
     if not callable(func):
         raise TypeError(f"a background task needs a callable, got {func!r} ({type(func).__name__})")
     if is_async_callable(func):
         return func
-    return AsyncCallable(func)
+    return in_a_thread(func)

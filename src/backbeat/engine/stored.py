@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from backbeat.batching import TurnBatch
-from backbeat.concurrency import AsyncCallable
+from backbeat.concurrency import synchronous
 from backbeat.engine.execution import Hooks
 from backbeat.engine.limits import Limits
 from backbeat.engine.worker import StoredWorker
@@ -41,7 +41,7 @@ _REMEMBERED_IDS = 100_000
 
 def original_function(task: BackgroundTask) -> Callable[..., Any]:
     func = task.func
-    return func.__wrapped__ if isinstance(func, AsyncCallable) else func
+    return synchronous(func) or func
 
 
 class Prepared:
