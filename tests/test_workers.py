@@ -2,6 +2,7 @@
 
 import asyncio
 import collections
+import json
 import signal
 import subprocess
 import sys
@@ -178,3 +179,52 @@ def test_cli_help_is_plain_text_and_quiet(tmp_path):
     Runner(store=f"sqlite:///{tmp_path}/tasks.db")  # the app creates the store
     status = backbeat("status", "--store", f"sqlite:///{tmp_path}/tasks.db")
     assert (status.returncode, status.stderr) == (0, "")  # no DeprecationWarning
+
+
+@pytest.mark.anyio
+async def test_the_cli_lists_shows_cancels_and_purges(tmp_path):
+    url = f"sqlite:///{tmp_path}/tasks.db"
+    async with durable_tasks.runner(url, poll_interval=0.05) as runner:
+        done = await runner.asubmit(BackgroundTask(durable_tasks.total, [1, 2]))
+        dead = await runner.asubmit(BackgroundTask(durable_tasks.fail_unless, "/nowhere"))
+        await runner.join(timeout=5)
+    waiting = durable_tasks.runner(url, execute=False)
+    later = await waiting.asubmit(
+        BackgroundTask(durable_tasks.record_sync, "later").using(delay=3600, queue="slow")
+    )
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return backbeat(*args, "--store", url)
+
+    table = await asyncio.to_thread(cli, "list")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["ID", "STATE", "NAME", "QUEUE", "ATTEMPTS", "CREATED"]
+    assert [line.split()[:2] for line in lines[1:]] == [
+        [later, "scheduled"],
+        [dead, "failed"],
+        [done, "succeeded"],
+    ]
+    failed = await asyncio.to_thread(cli, "list", "--state", "failed", "--json")
+    [document] = [json.loads(line) for line in failed.stdout.splitlines()]
+    assert (document["id"], document["arguments"]) == (dead, {"args": ["/nowhere"], "kwargs": {}})
+    shown = await asyncio.to_thread(cli, "show", dead)
+    assert (
+        "FileNotFoundError" in shown.stdout and "Traceback (most recent call last)" in shown.stdout
+    )
+    result = json.loads((await asyncio.to_thread(cli, "show", done, "--json")).stdout)
+    assert (result["state"], result["result"]) == ("succeeded", {"sum": 3, "count": 2})
+    missing = await asyncio.to_thread(cli, "show", "01NOSUCHTASK0000000000000")
+    assert (missing.returncode, missing.stderr.count("\n")) == (1, 1)
+
+    cancelled = await asyncio.to_thread(cli, "cancel", later, done)
+    assert (cancelled.returncode, cancelled.stdout) == (1, "1 task(s) cancelled\n")
+    assert "1 of the ids given are unknown or finished" in cancelled.stderr
+    assert waiting.get(later).state == "cancelled"
+
+    dry = await asyncio.to_thread(cli, "purge", "--state", "succeeded", "--dry-run")
+    assert dry.stdout == "1 finished task(s) would be purged\n"
+    assert waiting.get(done) is not None
+    purged = await asyncio.to_thread(cli, "purge", "--state", "succeeded", "--state", "cancelled")
+    assert purged.stdout == "2 finished task(s) purged\n"
+    assert waiting.get(done) is None and waiting.get(dead) is not None

@@ -2,8 +2,11 @@
 
     backbeat worker MODULE:ATTR [--concurrency N] [--queues A,B]
     backbeat status --store URL [--failures N]
+    backbeat list --store URL [--state S] [--queue Q] [--name N] [--limit N] [--json]
+    backbeat show ID --store URL [--json]
+    backbeat cancel ID... --store URL
     backbeat retry ID... --store URL | backbeat retry --failed --store URL
-    backbeat purge --store URL --older-than 7d
+    backbeat purge --store URL [--older-than 7d] [--state S]... [--dry-run]
 
 Built on `argparse` (the standard library's, so the command adds no dependency).
 Bad arguments and unusable stores give a one-line error and a non-zero exit
@@ -20,15 +23,14 @@ import os
 import re
 import signal
 import sys
-import time
 import traceback
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from backbeat.routing import declare_task_modules
 from backbeat.runner import Runner, find_runner
-from backbeat.stores import StoreError, StoreMissing, open_store
+from backbeat.store_commands import STATES, CommandError, run_store_command
+from backbeat.stores import StoreError, StoreMissing
 from backbeat.stores.base import FINISHED_STATES
 
 EXIT_ERROR = 1
@@ -36,10 +38,6 @@ EXIT_NO_STORE = 2
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class CommandError(Exception):
-    """Said on one line, exit 1."""
 
 
 def duration(text: str) -> float:
@@ -67,6 +65,24 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--store", required=True, metavar="URL")
     status.add_argument("--failures", type=int, default=10, metavar="N", help="default 10")
 
+    listing = commands.add_parser("list", help="tasks, newest first")
+    listing.add_argument("--store", required=True, metavar="URL")
+    listing.add_argument("--state", choices=STATES)
+    listing.add_argument("--queue")
+    listing.add_argument("--name")
+    listing.add_argument("--limit", type=int, default=50, metavar="N", help="default 50")
+    listing.add_argument("--before", metavar="ID", help="the page after this id")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    show = commands.add_parser("show", help="one task: arguments, result, error, traceback")
+    show.add_argument("id", metavar="ID")
+    show.add_argument("--store", required=True, metavar="URL")
+    show.add_argument("--json", action="store_true")
+
+    cancel = commands.add_parser("cancel", help="cancel tasks (running ones at their next renewal)")
+    cancel.add_argument("ids", nargs="+", metavar="ID")
+    cancel.add_argument("--store", required=True, metavar="URL")
+
     retry = commands.add_parser("retry", help="run failed tasks again")
     retry.add_argument("ids", nargs="*", metavar="ID")
     retry.add_argument("--failed", action="store_true", help="every failed task")
@@ -74,7 +90,11 @@ def parser() -> argparse.ArgumentParser:
 
     purge = commands.add_parser("purge", help="delete finished tasks")
     purge.add_argument("--store", required=True, metavar="URL")
-    purge.add_argument("--older-than", required=True, type=duration, metavar="AGE")
+    purge.add_argument("--older-than", type=duration, default=0.0, metavar="AGE", help="e.g. 7d")
+    purge.add_argument(
+        "--state", action="append", choices=FINISHED_STATES, help="repeatable; default all finished"
+    )
+    purge.add_argument("--dry-run", action="store_true", help="only count them")
     return root
 
 
@@ -83,11 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "worker":
             return run_worker(args.target, args.concurrency, args.log_level, args.queues)
-        if args.command == "status":
-            return show_status(args.store, args.failures)
-        if args.command == "retry":
-            return retry_failed(args.store, args.ids, args.failed)
-        return purge_finished(args.store, args.older_than)
+        return run_store_command(args)
     except (CommandError, StoreError) as exc:
         sys.stderr.write(f"backbeat {args.command}: error: {exc}\n")
         return EXIT_NO_STORE if isinstance(exc, StoreMissing) else EXIT_ERROR
@@ -170,53 +186,3 @@ async def _serve(runner: Runner, target: str) -> None:
         await stop.wait()
         log.info("backbeat worker: stopping (draining for up to %.0fs)", runner.shutdown_timeout)
     log.info("backbeat worker: stopped")
-
-
-# --- looking into a store ------------------------------------------------------------------------
-
-
-def show_status(url: str, failures: int) -> int:
-    store = open_store(url, create=False)
-    try:
-        counts = store.counts_sync()
-        recent = asyncio.run(store.failures(failures)) if failures > 0 else []
-    finally:
-        asyncio.run(store.close())
-    out = sys.stdout
-    out.write(f"store {url}\n\n")
-    width = max(len(state) for state in counts)
-    for state, count in counts.items():
-        out.write(f"  {state:<{width}}  {count:>8}\n")
-    if recent:
-        out.write(f"\nmost recent failures ({len(recent)}):\n")
-        for status in recent:
-            when = datetime.fromtimestamp(status.finished_at or status.created_at, UTC)
-            out.write(
-                f"  {when:%Y-%m-%d %H:%M:%S}Z  {status.id}  {status.name}  "
-                f"(attempts {status.attempts})\n      {status.error}\n"
-            )
-    return 0
-
-
-def retry_failed(url: str, ids: list[str], every_failed: bool) -> int:
-    if bool(ids) == every_failed:
-        raise CommandError("give task ids, or --failed for every failed task (not both)")
-    store = open_store(url, create=False)
-    try:
-        count = asyncio.run(store.retry(None if every_failed else ids))
-    finally:
-        asyncio.run(store.close())
-    sys.stdout.write(f"{count} task(s) back to pending\n")
-    if ids and count < len(ids):
-        raise CommandError(f"{len(ids) - count} of the ids given are not failed tasks")
-    return 0
-
-
-def purge_finished(url: str, older_than: float) -> int:
-    store = open_store(url, create=False)
-    try:
-        count = asyncio.run(store.purge(time.time() - older_than, FINISHED_STATES))
-    finally:
-        asyncio.run(store.close())
-    sys.stdout.write(f"{count} finished task(s) purged\n")
-    return 0

@@ -168,7 +168,7 @@ async def test_a_failed_attempt_is_retried_later_or_dead_lettered(store):
     dead = await store.get(task.id)
     assert (dead.state, dead.attempts, dead.error) == ("failed", 2, "ValueError: two")
     assert dead.traceback.startswith("Traceback")
-    assert [f.id for f in await store.failures(10)] == [task.id]
+    assert [f.id for f in await store.list_tasks(state="failed")] == [task.id]
 
 
 async def test_retry_brings_dead_letters_back(store):

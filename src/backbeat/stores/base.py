@@ -100,6 +100,9 @@ class StoredStatus:
     result: str | None = None  # JSON
     progress: str | None = None  # JSON: the latest report
     queue: str = "default"
+    payload: str | None = None  # the arguments, as JSON
+    worker: str | None = None  # who runs it, or ran it last
+    priority: int = 0
 
     def info(self, now: float) -> TaskInfo:
         state = TaskState.PENDING if self.state == "held" else TaskState(self.state)
@@ -225,12 +228,29 @@ class Store(Protocol):
 
     async def counts(self) -> dict[str, int]: ...
 
-    async def failures(self, limit: int) -> list[StoredStatus]: ...
+    async def list_tasks(
+        self,
+        *,
+        state: str | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[StoredStatus]:
+        """Tasks, newest first, optionally of one state (as `TaskInfo` shows it: a
+        ``scheduled`` task is pending with a later due time), queue or name; ``before``
+        is the last id of the previous page."""
+        ...
 
     async def retry(self, ids: list[str] | None) -> int:
         """Failed tasks (these ids, or all with None) back to pending; returns how many."""
         ...
 
-    async def purge(self, finished_before: float, states: tuple[str, ...]) -> int: ...
+    async def purge(
+        self, finished_before: float, states: tuple[str, ...], *, dry_run: bool = False
+    ) -> int:
+        """Delete tasks in these finished states that finished before then; returns how
+        many (``dry_run``: only counts them)."""
+        ...
 
     async def close(self) -> None: ...

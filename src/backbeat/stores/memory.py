@@ -45,7 +45,7 @@ class _Row:
         return StoredStatus(
             t.id, t.name, self.state, self.attempts, self.error, self.traceback,
             t.created_at, self.started_at, self.finished_at, t.due_at, self.result, self.progress,
-            t.queue,
+            t.queue, t.payload, self.worker, t.priority,
         )  # fmt: skip
 
     def claimed(self) -> ClaimedTask:
@@ -304,7 +304,13 @@ class MemoryStore:
                     count += 1
             return count
 
-    async def purge(self, finished_before: float, states: tuple[str, ...] = FINISHED_STATES) -> int:
+    async def purge(
+        self,
+        finished_before: float,
+        states: tuple[str, ...] = FINISHED_STATES,
+        *,
+        dry_run: bool = False,
+    ) -> int:
         unknown = set(states) - set(FINISHED_STATES)
         if unknown:
             raise ValueError(f"only finished tasks can be purged, not {sorted(unknown)}")
@@ -315,8 +321,9 @@ class MemoryStore:
                 for task_id, row in self._rows.items()
                 if row.state in states and (row.finished_at or 0) < finished_before
             ]
-            for task_id in doomed:
-                del self._rows[task_id]
+            if not dry_run:
+                for task_id in doomed:
+                    del self._rows[task_id]
             return len(doomed)
 
     def get_sync(self, task_id: str) -> StoredStatus | None:
@@ -345,12 +352,31 @@ class MemoryStore:
     async def counts(self) -> dict[str, int]:
         return self.counts_sync()
 
-    async def failures(self, limit: int) -> list[StoredStatus]:
+    async def list_tasks(
+        self,
+        *,
+        state: str | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[StoredStatus]:
         with self._lock:
             self._check()
-            failed = [row for row in self._rows.values() if row.state == "failed"]
-            failed.sort(key=lambda row: row.finished_at or 0, reverse=True)
-            return [row.status() for row in failed[:limit]]
+            now = time.time()
+            found = []
+            for row in sorted(self._rows.values(), key=lambda row: row.task.id, reverse=True):
+                status = row.status()
+                if (
+                    (state is None or status.info(now).state.value == state)
+                    and (queue is None or row.task.queue == queue)
+                    and (name is None or row.task.name == name)
+                    and (before is None or row.task.id < before)
+                ):
+                    found.append(status)
+                    if len(found) == limit:
+                        break
+            return found
 
     async def close(self) -> None:
         self._closed = True

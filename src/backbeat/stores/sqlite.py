@@ -75,7 +75,7 @@ CREATE INDEX IF NOT EXISTS backbeat_tasks_finished ON backbeat_tasks (state, fin
 
 _STATUS_COLUMNS = (
     "id, name, state, attempts, error, traceback, created_at, started_at, finished_at, due_at, "
-    "result, progress, queue"
+    "result, progress, queue, payload, worker, priority"
 )
 
 
@@ -560,17 +560,26 @@ class SQLiteStore:
 
         return await self._write(again)
 
-    async def purge(self, finished_before: float, states: tuple[str, ...] = FINISHED_STATES) -> int:
+    async def purge(
+        self,
+        finished_before: float,
+        states: tuple[str, ...] = FINISHED_STATES,
+        *,
+        dry_run: bool = False,
+    ) -> int:
         unknown = set(states) - set(FINISHED_STATES)
         if unknown:
             raise ValueError(f"only finished tasks can be purged, not {sorted(unknown)}")
+        marks = ", ".join("?" for _ in states)
+        where = f"FROM backbeat_tasks WHERE state IN ({marks}) AND finished_at < ?"
+        if dry_run:
+            rows = await anyio.to_thread.run_sync(
+                self._read, f"SELECT count(*) {where}", (*states, finished_before)
+            )
+            return int(rows[0][0])
 
         def delete(conn: sqlite3.Connection) -> int:
-            marks = ", ".join("?" for _ in states)
-            return conn.execute(
-                f"DELETE FROM backbeat_tasks WHERE state IN ({marks}) AND finished_at < ?",
-                (*states, finished_before),
-            ).rowcount
+            return conn.execute(f"DELETE {where}", (*states, finished_before)).rowcount
 
         return await self._write(delete)
 
@@ -609,13 +618,36 @@ class SQLiteStore:
     async def counts(self) -> dict[str, int]:
         return await anyio.to_thread.run_sync(self.counts_sync)
 
-    def failures_sync(self, limit: int) -> list[StoredStatus]:
-        rows = self._read(
-            f"SELECT {_STATUS_COLUMNS} FROM backbeat_tasks WHERE state = 'failed' "
-            "ORDER BY finished_at DESC LIMIT ?",
-            (limit,),
-        )
+    async def list_tasks(
+        self,
+        *,
+        state: str | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[StoredStatus]:
+        clauses: list[str] = []
+        parameters: list[Any] = []
+        if state is not None:
+            now = time.time()
+            if state == "scheduled":
+                clauses.append("state IN ('held', 'pending') AND due_at > ?")
+                parameters.append(now)
+            elif state == "pending":
+                clauses.append("state IN ('held', 'pending') AND due_at <= ?")
+                parameters.append(now)
+            else:
+                clauses.append("state = ?")
+                parameters.append(state)
+        for column, value in (("queue", queue), ("name", name)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                parameters.append(value)
+        if before is not None:
+            clauses.append("id < ?")
+            parameters.append(before)
+        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+        sql = f"SELECT {_STATUS_COLUMNS} FROM backbeat_tasks {where}ORDER BY id DESC LIMIT ?"
+        rows = await anyio.to_thread.run_sync(self._read, sql, (*parameters, limit))
         return [StoredStatus(*row) for row in rows]
-
-    async def failures(self, limit: int) -> list[StoredStatus]:
-        return await anyio.to_thread.run_sync(self.failures_sync, limit)

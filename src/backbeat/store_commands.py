@@ -1,0 +1,164 @@
+"""The ``backbeat`` commands that look into a store: status, list, show, cancel, retry, purge.
+
+Each opens the store without creating it (a store that does not exist is exit 2),
+does its work in one event loop, and prints aligned text for people or, with
+``--json``, one JSON object per task for scripts. Exit codes: 0 done, 1 an error
+or ids that were not acted on, 2 usage errors and missing stores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic_core import from_json
+
+from backbeat.status import TaskState
+from backbeat.stores import Store, open_store
+from backbeat.stores.base import FINISHED_STATES, StoredStatus
+
+STATES = tuple(state.value for state in TaskState)
+
+
+class CommandError(Exception):
+    """Said on one line, exit 1."""
+
+
+def run_store_command(args: argparse.Namespace) -> int:
+    command = COMMANDS[args.command]
+    if args.command == "retry" and bool(args.ids) == args.failed:  # before touching the store
+        raise CommandError("give task ids, or --failed for every failed task (not both)")
+    store = open_store(args.store, create=False)
+    return asyncio.run(_with(store, command, args))
+
+
+async def _with(store: Store, command: Any, args: argparse.Namespace) -> int:
+    try:
+        code: int = await command(store, args)
+        return code
+    finally:
+        await store.close()
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return f"{datetime.fromtimestamp(timestamp, UTC):%Y-%m-%d %H:%M:%S}Z"
+
+
+def _document(task: StoredStatus) -> dict[str, Any]:
+    info = task.info(time.time())
+    shown = info.as_dict()
+    shown["arguments"] = None if task.payload is None else from_json(task.payload)
+    shown.update(traceback=task.traceback, worker=task.worker, priority=task.priority)
+    return shown
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[n]) for row in rows) for n in range(len(rows[0]))]
+    return "".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        + "\n"
+        for row in rows
+    )
+
+
+async def status(store: Store, args: argparse.Namespace) -> int:
+    counts = await store.counts()
+    recent = await store.list_tasks(state="failed", limit=args.failures) if args.failures else []
+    out = sys.stdout
+    out.write(f"store {args.store}\n\n")
+    width = max(len(state) for state in counts)
+    for state, count in counts.items():
+        out.write(f"  {state:<{width}}  {count:>8}\n")
+    if recent:
+        out.write(f"\nmost recent failures ({len(recent)}):\n")
+        for task in recent:
+            out.write(
+                f"  {_when(task.finished_at or task.created_at)}  {task.id}  {task.name}  "
+                f"(attempts {task.attempts})\n      {task.error}\n"
+            )
+    return 0
+
+
+async def listing(store: Store, args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise CommandError(f"--limit must be >= 1, got {args.limit}")
+    tasks = await store.list_tasks(
+        state=args.state, queue=args.queue, name=args.name, limit=args.limit, before=args.before
+    )
+    if args.json:
+        for task in tasks:
+            sys.stdout.write(json.dumps(_document(task)) + "\n")
+        return 0
+    now = time.time()
+    rows = [["ID", "STATE", "NAME", "QUEUE", "ATTEMPTS", "CREATED"]]
+    for task in tasks:
+        state = task.info(now).state.value
+        created = _when(task.created_at)
+        rows.append([task.id, state, task.name, task.queue, str(task.attempts), created])
+    sys.stdout.write(_table(rows))
+    return 0
+
+
+async def show(store: Store, args: argparse.Namespace) -> int:
+    task = await store.get(args.id)
+    if task is None:
+        raise CommandError(f"no task with id {args.id}")
+    shown = _document(task)
+    if args.json:
+        sys.stdout.write(json.dumps(shown, indent=2) + "\n")
+        return 0
+    out = sys.stdout
+    for field in ("id", "name", "state", "queue", "priority", "attempts", "worker"):
+        out.write(f"{field + ':':<12}{shown[field]}\n")
+    for field in ("created_at", "started_at", "finished_at"):
+        out.write(f"{field.replace('_at', '') + ':':<12}{shown[field] or '-'}\n")
+    for field in ("arguments", "result", "progress"):
+        if shown[field] is not None:
+            out.write(f"{field + ':':<12}{json.dumps(shown[field])}\n")
+    if task.error:
+        out.write(f"{'error:':<12}{task.error}\n")
+    if task.traceback:
+        out.write("\n" + task.traceback.rstrip() + "\n")
+    return 0
+
+
+async def cancel(store: Store, args: argparse.Namespace) -> int:
+    count = await store.cancel(args.ids, "cancelled with `backbeat cancel`")
+    sys.stdout.write(f"{count} task(s) cancelled\n")
+    if count < len(args.ids):
+        raise CommandError(f"{len(args.ids) - count} of the ids given are unknown or finished")
+    return 0
+
+
+async def retry(store: Store, args: argparse.Namespace) -> int:
+    ids, every_failed = args.ids, args.failed
+    count = await store.retry(None if every_failed else ids)
+    sys.stdout.write(f"{count} task(s) back to pending\n")
+    if ids and count < len(ids):
+        raise CommandError(f"{len(ids) - count} of the ids given are not failed tasks")
+    return 0
+
+
+async def purge(store: Store, args: argparse.Namespace) -> int:
+    states = tuple(args.state) if args.state else FINISHED_STATES
+    count = await store.purge(time.time() - args.older_than, states, dry_run=args.dry_run)
+    verb = "would be purged" if args.dry_run else "purged"
+    sys.stdout.write(f"{count} finished task(s) {verb}\n")
+    return 0
+
+
+COMMANDS = {
+    "status": status,
+    "list": listing,
+    "show": show,
+    "cancel": cancel,
+    "retry": retry,
+    "purge": purge,
+}
