@@ -101,6 +101,11 @@ def test_a_deleted_store_file_is_refused_with_503_never_a_2xx(tmp_path):
     env = env_for(tmp_path, BACKBEAT_TEST_EXECUTE="0")
     with uvicorn("tests.apps.durable_app:app", tmp_path, env=env) as server:
         post_tasks(server.url, 3, seconds=0, prefix="before")
+        # Their activation (a write of the server's, after each response) must be done
+        # first, or it would be the write that finds the file gone.
+        looking = durable_tasks.runner(env["BACKBEAT_TEST_STORE"])
+        wait_until(lambda: looking.stats()["pending"] == 3, 10, "the activations")
+        looking.store.close_sync()
         for path in tmp_path.glob("tasks.db*"):
             path.unlink()
         with httpx.Client(base_url=server.url, timeout=10) as client:

@@ -49,23 +49,26 @@ def _forget_buffers() -> None:
 os.register_at_fork(after_in_child=_forget_buffers)
 
 
-def _random_part() -> str:
-    """80 bits from the CSPRNG as 16 Crockford characters."""
-    local = _buffers
-    try:
-        position = local.position
-    except AttributeError:
-        position = _BATCH
-    if position >= _BATCH:
-        local.data = os.urandom(_BATCH)
-        position = 0
-    local.position = position + 10
-    v = int.from_bytes(local.data[position : position + 10], "big")
+def _encode80(v: int) -> str:
     p = _PAIRS
     return (
         p[v >> 70] + p[(v >> 60) & 1023] + p[(v >> 50) & 1023] + p[(v >> 40) & 1023]
         + p[(v >> 30) & 1023] + p[(v >> 20) & 1023] + p[(v >> 10) & 1023] + p[v & 1023]
     )  # fmt: skip
+
+
+def _random_part() -> str:
+    """80 bits from the CSPRNG as 16 Crockford characters (encoded a batch at a time)."""
+    local = _buffers
+    try:
+        return local.parts.pop()  # type: ignore[no-any-return]
+    except (AttributeError, IndexError):
+        pass
+    data = os.urandom(_BATCH)
+    local.parts = [
+        _encode80(int.from_bytes(data[at : at + 10], "big")) for at in range(0, _BATCH, 10)
+    ]
+    return local.parts.pop()  # type: ignore[no-any-return]
 
 
 def new_id() -> str:

@@ -112,6 +112,10 @@ class TaskRecord:
         self.progress: dict[str, Any] | None = None
         self.queue = "default"
 
+    def report(self, progress: dict[str, Any]) -> None:
+        """Where `backbeat.progress(...)` reports go for an in-process task."""
+        self.progress = progress
+
     def snapshot(self) -> TaskInfo:
         created_at = _utc(self.created)
         assert created_at is not None

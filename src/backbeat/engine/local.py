@@ -21,7 +21,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from backbeat.engine.execution import Hooks, Outcome, run_attempt
 from backbeat.engine.limits import Limits
@@ -91,9 +90,6 @@ class _Job:
     @property
     def queue(self) -> str:
         return self.task.policy.queue
-
-    def report(self, progress: dict[str, Any]) -> None:
-        self.record.progress = progress
 
     @property
     def error(self) -> str | None:
@@ -394,7 +390,8 @@ class LocalEngine:
                 task.kwargs,
                 self.hooks,
                 self._record,
-                reporter=job.report,
+                # The record's method: the job's context holding the job would be a cycle.
+                reporter=record.report,
             )
         except asyncio.CancelledError:
             self._running -= 1
