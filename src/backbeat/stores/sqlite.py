@@ -151,6 +151,7 @@ _DEAD_LOST = (
     "WHERE state = 'running' AND lease_until < :now AND lost + 1 >= :max_lost "
     "RETURNING id, name, error"
 )
+_SOONEST = "SELECT min(due_at) FROM backbeat_tasks WHERE state = 'pending' AND due_at > ?"
 # Cancelled while running, and its worker is gone: cancelled, not run again.
 _CANCEL_ORPHANS = (
     "UPDATE backbeat_tasks SET state = 'cancelled', finished_at = :now, lease_until = NULL "
@@ -311,6 +312,8 @@ class SQLiteStore:
         self._enqueues: dict[
             asyncio.AbstractEventLoop, list[tuple[list[tuple[Any, ...]], asyncio.Future[list[str]]]]
         ] = {}
+        # When the claim that ran last saw the next due time, and what it was.
+        self._due_hint: tuple[float, float | None] = (-1.0, None)
         # Open now: a bad path or a corrupt file is an error here, not at the first task.
         self.file.connection(check=True)
 
@@ -462,6 +465,8 @@ class SQLiteStore:
                     "lease_until = NULL WHERE id = ?",
                     (now, _CORRUPT_AFTER, row[0]),
                 )
+            soonest = conn.execute(_SOONEST, (now,)).fetchone()
+            self._due_hint = (time.monotonic(), soonest[0] if soonest else None)
             return [_claimed(row) for row in claimed]
 
         return await self._write(take)
@@ -606,9 +611,13 @@ class SQLiteStore:
         return counts
 
     async def next_due(self) -> float | None:
+        seen_at, due = self._due_hint
+        if time.monotonic() - seen_at < 0.05:
+            return due  # read by the claim that just ran, in its transaction
+
         def soonest() -> float | None:
             rows = self._read(
-                "SELECT min(due_at) FROM backbeat_tasks WHERE state = 'pending' AND due_at > ?",
+                _SOONEST,
                 (time.time(),),
             )
             return rows[0][0] if rows else None
