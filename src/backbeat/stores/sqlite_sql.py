@@ -1,0 +1,270 @@
+"""The SQL of the SQLite store: its schema, and one statement per step of the contract.
+
+Kept apart from `backbeat.stores.sqlite` so that the store's Python reads as the
+contract it implements; a PostgreSQL store will have its own file like this one.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from typing import Any
+
+from backbeat.status import TaskState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS backbeat_tasks (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    retries INTEGER NOT NULL DEFAULT 0,
+    backoff REAL NOT NULL DEFAULT 1.0,
+    max_backoff REAL NOT NULL DEFAULT 60.0,
+    timeout REAL,
+    created_at REAL NOT NULL,
+    due_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    lease_until REAL,
+    worker TEXT,
+    error TEXT,
+    traceback TEXT,
+    after TEXT,
+    lost INTEGER NOT NULL DEFAULT 0,
+    result TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    progress TEXT,
+    queue TEXT NOT NULL DEFAULT 'default',
+    priority INTEGER NOT NULL DEFAULT 0,
+    key TEXT
+);
+CREATE INDEX IF NOT EXISTS backbeat_tasks_runnable ON backbeat_tasks (state, due_at);
+CREATE INDEX IF NOT EXISTS backbeat_tasks_leases ON backbeat_tasks (state, lease_until);
+CREATE INDEX IF NOT EXISTS backbeat_tasks_finished ON backbeat_tasks (state, finished_at);
+"""
+
+STATUS_COLUMNS = (
+    "id, name, state, attempts, error, traceback, created_at, started_at, finished_at, due_at, "
+    "result, progress, queue, payload, worker, priority"
+)
+
+
+INSERT = (
+    "INSERT INTO backbeat_tasks (id, name, payload, retries, backoff, max_backoff, timeout, "
+    "created_at, due_at, after, lease_until, queue, priority, key, state) VALUES "
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN ? IS NULL THEN 'pending' ELSE 'held' END)"
+)
+KEY_COLUMN = 13  # where a row tuple holds its key
+LIVE_WITH_KEY = (
+    "SELECT id FROM backbeat_tasks WHERE key = ? AND state IN ('held', 'pending', 'running') "
+    "LIMIT 1"
+)
+# Runnable now: due, and every task it comes after finished (or purged). A
+# dependency list that is not JSON would make json_each fail the whole claim
+# (and every later one): CASE evaluates lazily, so such a row is claimed and
+# then dead-lettered instead.
+RUNNABLE = (
+    "due_at <= :now AND CASE WHEN after IS NULL OR NOT json_valid(after) THEN 1 ELSE NOT EXISTS ("
+    " SELECT 1 FROM json_each(t.after) j JOIN backbeat_tasks p ON p.id = j.value"
+    " WHERE p.state IN ('held', 'pending', 'running')) END"
+)
+CLAIMED_COLUMNS = (
+    "id, name, payload, attempts, created_at, retries, backoff, max_backoff, timeout, lost, error, "
+    "queue"
+)
+# A running task whose lease expired was lost by its worker (it died or hung):
+# taken over, and counted in `lost`. A first loss is taken over like any task; a
+# task lost more often (a suspect) only by an idle worker, to run alone.
+CLAIM = (
+    "UPDATE backbeat_tasks SET state = 'running', attempts = attempts + 1, "
+    "started_at = :now, lease_until = :until, worker = :worker, "
+    "lost = lost + (state = 'running') "
+    "WHERE id IN (SELECT id FROM ({candidates}) ORDER BY priority DESC, due_at LIMIT :limit) "
+    f"RETURNING {CLAIMED_COLUMNS}, after IS NOT NULL AND NOT json_valid(after)"
+)
+CORRUPT_AFTER = (
+    "stored task is corrupt: its list of tasks to run after is not valid JSON "
+    "(the row was changed outside backbeat); dead-lettered"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def claim_sql(queues: int | None, alone: bool) -> str:
+    """The claim for any queue (None) or for `queues` of them (parameters :q0, :q1, …)."""
+    only = ""
+    if queues is not None:
+        only = " AND queue IN (" + ", ".join(f":q{n}" for n in range(queues)) + ")"
+    if alone:
+        return CLAIM.format(
+            candidates=(
+                "SELECT id, priority, due_at FROM backbeat_tasks WHERE state = 'running' "
+                f"AND lease_until < :now AND lost >= 1{only} ORDER BY lease_until LIMIT 1"
+            )
+        )
+    return CLAIM.format(
+        candidates=(
+            "SELECT id, priority, due_at FROM backbeat_tasks t "
+            f"WHERE state = 'pending' AND {RUNNABLE}{only}"
+            " UNION ALL SELECT id, priority, due_at FROM backbeat_tasks t"
+            f" WHERE state = 'held' AND lease_until < :now AND {RUNNABLE}{only}"
+            " UNION ALL SELECT id, priority, due_at FROM backbeat_tasks"
+            f" WHERE state = 'running' AND lease_until < :now AND lost = 0{only}"
+        )
+    )
+
+
+DEAD_LOST = (
+    "UPDATE backbeat_tasks SET state = 'failed', finished_at = :now, lease_until = NULL, "
+    "lost = lost + 1, error = 'its worker died or hung each time it ran it: the lease was lost ' "
+    "|| (lost + 1) || ' times (max_lost_leases=' || :max_lost || '); dead-lettered. Retry it "
+    "(backbeat retry) once the cause is fixed.' "
+    "WHERE state = 'running' AND lease_until < :now AND lost + 1 >= :max_lost "
+    "RETURNING id, name, error"
+)
+SOONEST = "SELECT min(due_at) FROM backbeat_tasks WHERE state = 'pending' AND due_at > ?"
+# Cancelled while running, and its worker is gone: cancelled, not run again.
+CANCEL_ORPHANS = (
+    "UPDATE backbeat_tasks SET state = 'cancelled', finished_at = :now, lease_until = NULL "
+    "WHERE state = 'running' AND lease_until < :now AND cancel_requested = 1"
+)
+START = (
+    "UPDATE backbeat_tasks SET state = 'running', attempts = attempts + 1, started_at = ?, "
+    "lease_until = ?, worker = ? "
+    "WHERE id = ? AND state = 'held' AND after IS NULL AND due_at <= ? "
+    f"RETURNING {CLAIMED_COLUMNS}"
+)
+ACTIVATE = (
+    "UPDATE backbeat_tasks SET state = 'pending', lease_until = NULL "
+    "WHERE id = ? AND state = 'held'"
+)
+
+
+def setup(conn: sqlite3.Connection) -> None:
+    conn.executescript(SCHEMA)
+    add_missing_columns(conn)
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS backbeat_tasks_keys ON backbeat_tasks (key) "
+        "WHERE key IS NOT NULL"
+    )
+
+
+ADDED_COLUMNS = {
+    "lost": "INTEGER NOT NULL DEFAULT 0",
+    "result": "TEXT",
+    "cancel_requested": "INTEGER NOT NULL DEFAULT 0",
+    "progress": "TEXT",
+    "queue": "TEXT NOT NULL DEFAULT 'default'",
+    "priority": "INTEGER NOT NULL DEFAULT 0",
+    "key": "TEXT",
+}
+
+
+def add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a store made by an older backbeat up to this schema."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(backbeat_tasks)")}
+    for name, declaration in ADDED_COLUMNS.items():
+        if name in columns:
+            continue
+        try:
+            conn.execute(f"ALTER TABLE backbeat_tasks ADD COLUMN {name} {declaration}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # another process just added it
+                raise
+
+
+# A claim is current while the task runs in that very attempt.
+CURRENT = "id = ? AND attempts = ? AND state = 'running'"
+CURRENT_NAMED = "id = :id AND attempts = :attempt AND state = 'running'"
+SETTLE = {
+    TaskState.SUCCEEDED: (
+        "UPDATE backbeat_tasks SET state = 'succeeded', finished_at = :now, lease_until = NULL, "
+        "result = :result WHERE " + CURRENT_NAMED
+    ),
+    TaskState.SCHEDULED: (
+        "UPDATE backbeat_tasks SET state = 'pending', due_at = :retry_at, lease_until = NULL, "
+        "worker = NULL, error = :error, traceback = :traceback WHERE " + CURRENT_NAMED
+    ),
+    TaskState.FAILED: (
+        "UPDATE backbeat_tasks SET state = 'failed', finished_at = :now, lease_until = NULL, "
+        "error = :error, traceback = :traceback WHERE " + CURRENT_NAMED
+    ),
+    TaskState.CANCELLED: (
+        "UPDATE backbeat_tasks SET state = 'cancelled', finished_at = :now, lease_until = NULL, "
+        "error = coalesce(:error, error) WHERE " + CURRENT_NAMED
+    ),
+}
+
+
+def insert_groups(
+    groups: list[list[tuple[Any, ...]]], conn: sqlite3.Connection
+) -> list[list[str] | BaseException]:
+    """Insert several callers' rows: all in one statement, or each group alone if that
+    fails. Returns each group's ids (for a row whose key a live task has: that task's)."""
+    known: dict[str, str] = {}  # key -> id, of live tasks and of keyed rows written now
+    ids = [[keyed_id(row, conn, known) for row in rows] for rows in groups]
+    fresh = [
+        [row for row, i in zip(rows, g, strict=True) if i == row[0]]
+        for rows, g in zip(groups, ids, strict=True)
+    ]
+    conn.execute("SAVEPOINT groups")
+    try:
+        conn.executemany(INSERT, [row for rows in fresh for row in rows])
+    except sqlite3.Error:
+        conn.execute("ROLLBACK TO groups")
+    else:
+        conn.execute("RELEASE groups")
+        return list(ids)
+    conn.execute("RELEASE groups")
+    outcomes: list[list[str] | BaseException] = []
+    for rows, group_ids in zip(fresh, ids, strict=True):
+        conn.execute("SAVEPOINT one")
+        try:
+            conn.executemany(INSERT, rows)
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK TO one")
+            outcomes.append(exc)
+        else:
+            outcomes.append(group_ids)
+        conn.execute("RELEASE one")
+    return outcomes
+
+
+def keyed_id(row: tuple[Any, ...], conn: sqlite3.Connection, known: dict[str, str]) -> str:
+    key = row[KEY_COLUMN]
+    if key is None:
+        return str(row[0])
+    if key not in known:
+        found = conn.execute(LIVE_WITH_KEY, (key,)).fetchone()
+        known[key] = found[0] if found else row[0]
+    return known[key]
+
+
+def list_query(
+    state: str | None, queue: str | None, name: str | None, before: str | None, now: float
+) -> tuple[str, list[Any]]:
+    """The SELECT of `list_tasks` (newest first; its LIMIT is the last parameter)."""
+    clauses: list[str] = []
+    parameters: list[Any] = []
+    if state == "scheduled":
+        clauses.append("state IN ('held', 'pending') AND due_at > ?")
+        parameters.append(now)
+    elif state == "pending":
+        clauses.append("state IN ('held', 'pending') AND due_at <= ?")
+        parameters.append(now)
+    elif state is not None:
+        clauses.append("state = ?")
+        parameters.append(state)
+    for column, value in (("queue", queue), ("name", name)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            parameters.append(value)
+    if before is not None:
+        clauses.append("id < ?")
+        parameters.append(before)
+    where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+    return (
+        f"SELECT {STATUS_COLUMNS} FROM backbeat_tasks {where}ORDER BY id DESC LIMIT ?",
+        parameters,
+    )
