@@ -23,9 +23,9 @@ from collections import deque
 from collections.abc import Callable
 
 from backbeat.engine.execution import Hooks, Outcome, run_attempt
+from backbeat.engine.jobs import Collection, Job, run_eagerly
 from backbeat.engine.limits import Limits
 from backbeat.ids import new_id
-from backbeat.policy import TaskPolicy
 from backbeat.status import (
     CANCELLED,
     FAILED,
@@ -34,7 +34,6 @@ from backbeat.status import (
     SCHEDULED,
     SUCCEEDED,
     TaskInfo,
-    TaskRecord,
     TaskTable,
 )
 from backbeat.tasks import BackgroundTask, BackgroundTasks, current_runner
@@ -44,68 +43,6 @@ logger = logging.getLogger("backbeat")
 
 class RunnerFull(Exception):
     """`Runner.submit` was called while ``max_pending`` tasks were already waiting."""
-
-
-class _Job:
-    """One task's place in the runner: its record and what to do when it is done.
-
-    It is also the attempt the executor runs (`engine.execution.AttemptLike`):
-    the properties below read the record and the task's policy.
-    """
-
-    __slots__ = ("context", "execution", "on_done", "record", "task", "timer")
-    lost = 0  # an in-process task's worker never dies under it alone
-
-    def __init__(
-        self, task: BackgroundTask, record: TaskRecord, context: contextvars.Context
-    ) -> None:
-        self.task = task
-        self.record = record
-        # A fresh copy per run: what the task sets stays in this run.
-        self.context = context
-        self.on_done: Callable[[], None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.execution: asyncio.Task[None] | None = None
-
-    @property
-    def id(self) -> str:
-        return self.record.id
-
-    @property
-    def name(self) -> str:
-        return self.record.name
-
-    @property
-    def number(self) -> int:
-        return self.record.attempts
-
-    @property
-    def created(self) -> float:
-        return self.record.created
-
-    @property
-    def policy(self) -> TaskPolicy:
-        return self.task.policy
-
-    @property
-    def queue(self) -> str:
-        return self.task.policy.queue
-
-    @property
-    def error(self) -> str | None:
-        return self.record.error
-
-    @error.setter
-    def error(self, value: str | None) -> None:
-        self.record.error = value
-
-
-class _Collection:
-    __slots__ = ("as_group", "members")
-
-    def __init__(self, as_group: bool, members: list[_Job | _Collection]) -> None:
-        self.as_group = as_group
-        self.members = members
 
 
 class LocalEngine:
@@ -122,15 +59,15 @@ class LocalEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.accepting = False
         self._running = 0
-        self._queue: deque[_Job] = deque()
-        self._timers: set[_Job] = set()
+        self._queue: deque[Job] = deque()
+        self._timers: set[Job] = set()
         self._executions: set[asyncio.Task[None]] = set()
         self._idle: asyncio.Event | None = None
         self._room: asyncio.Event | None = None
         self._room_waiters = 0
         self._warned: set[str] = set()
         # Unfinished jobs by id, so that one can be cancelled; and those being cancelled.
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, Job] = {}
         self._cancelling: set[str] = set()
         self._keys: dict[str, str] = {}  # idempotency key -> id, of unfinished tasks
 
@@ -210,7 +147,7 @@ class LocalEngine:
         token = current_runner.set(None)
         try:
             if self.eager:
-                await self._run_eagerly(task)
+                await run_eagerly(task, self._table, self.hooks)
             elif not self.accepting:
                 self._warn_once("not-running", "the runner is not running")
                 await task()
@@ -273,17 +210,17 @@ class LocalEngine:
             return job.record.id
         unit = self._plan(task, caller)
         self._start(unit, None)
-        return unit.record.id if isinstance(unit, _Job) else task.id
+        return unit.record.id if isinstance(unit, Job) else task.id
 
-    def _plan(self, task: object, caller: contextvars.Context | None) -> _Job | _Collection:
+    def _plan(self, task: object, caller: contextvars.Context | None) -> Job | Collection:
         """Register every task in the tree, so each id has a status at once."""
         if isinstance(task, BackgroundTasks):
-            return _Collection(task.as_group, [self._plan(m, caller) for m in task.tasks])
+            return Collection(task.as_group, [self._plan(m, caller) for m in task.tasks])
         if not isinstance(task, BackgroundTask):
             task = BackgroundTask(task)  # type: ignore[arg-type]  # appended to .tasks by hand
         return self._job(task, caller)
 
-    def _job(self, task: BackgroundTask, caller: contextvars.Context | None) -> _Job:
+    def _job(self, task: BackgroundTask, caller: contextvars.Context | None) -> Job:
         table = self._table
         if task.context is None or table.get(task.id) is not None:
             # A route's task (one object for every request) or a task handed over
@@ -294,7 +231,7 @@ class LocalEngine:
         # A route's task runs in the context of the request that handed it over.
         source = task.context or caller
         context = source.copy() if source is not None else contextvars.copy_context()
-        job = self._jobs[record.id] = _Job(task, record, context)
+        job = self._jobs[record.id] = Job(task, record, context)
         policy = task.policy
         if policy.queue != "default":
             record.queue = policy.queue
@@ -302,8 +239,8 @@ class LocalEngine:
             self._keys[policy.key] = record.id
         return job
 
-    def _start(self, unit: _Job | _Collection, on_done: Callable[[], None] | None) -> None:
-        if isinstance(unit, _Job):
+    def _start(self, unit: Job | Collection, on_done: Callable[[], None] | None) -> None:
+        if isinstance(unit, Job):
             unit.on_done = on_done
             if unit.record.state is CANCELLED:  # cancelled while it waited for its turn
                 self._done(unit)
@@ -343,19 +280,19 @@ class LocalEngine:
 
             start_next()
 
-    def _schedule(self, job: _Job, wait: float) -> None:
+    def _schedule(self, job: Job, wait: float) -> None:
         assert self._loop is not None
         if job.record.state is not SCHEDULED:
             self._table.move(job.record, SCHEDULED)
         job.timer = self._loop.call_later(wait, self._wake, job)
         self._timers.add(job)
 
-    def _wake(self, job: _Job) -> None:
+    def _wake(self, job: Job) -> None:
         self._timers.discard(job)
         job.timer = None
         self._ready(job)
 
-    def _ready(self, job: _Job) -> None:
+    def _ready(self, job: Job) -> None:
         if job.record.state is not PENDING:
             self._table.move(job.record, PENDING)
         if self._running < self.limits.concurrency:
@@ -363,7 +300,7 @@ class LocalEngine:
         else:
             self._queue.append(job)
 
-    def _spawn(self, job: _Job) -> None:
+    def _spawn(self, job: Job) -> None:
         assert self._loop is not None
         self._running += 1
         execution = self._loop.create_task(self._execute(job), context=job.context)
@@ -372,7 +309,7 @@ class LocalEngine:
 
     # --- running -------------------------------------------------------------------------
 
-    async def _execute(self, job: _Job) -> None:
+    async def _execute(self, job: Job) -> None:
         # Inside the runner, `await other_task()` runs inline rather than handing off again.
         if current_runner.get() is not None:
             current_runner.set(None)
@@ -409,7 +346,7 @@ class LocalEngine:
         if self._queue:
             self._fill_slots()
 
-    def _record(self, job: _Job, outcome: Outcome) -> None:
+    def _record(self, job: Job, outcome: Outcome) -> None:
         self._running -= 1
         self._executions.discard(job.execution)
         if outcome.state is SUCCEEDED:
@@ -421,7 +358,7 @@ class LocalEngine:
         else:
             self._table.move(job.record, FAILED)
 
-    def _done(self, job: _Job) -> None:
+    def _done(self, job: Job) -> None:
         self._jobs.pop(job.record.id, None)
         if job.task.policy.key is not None:
             self._keys.pop(job.task.policy.key, None)
@@ -439,42 +376,6 @@ class LocalEngine:
         if self._waiting() < self.limits.max_pending:
             assert self._room is not None
             self._room.set()
-
-    async def _run_eagerly(self, task: BackgroundTask) -> None:
-        """Eager mode (tests): run now, in order, retries without waiting; re-raise."""
-        if isinstance(task, BackgroundTasks):
-            for member in task.tasks:
-                await self._run_eagerly(member)
-            return
-        table = self._table
-        record = table.add(
-            task.id if table.get(task.id) is None else new_id(), task.name, task.created
-        )
-        job = _Job(task, record, contextvars.copy_context())
-        raised: list[BaseException] = []
-
-        async def call() -> None:
-            try:
-                await task.run()
-            except Exception as exc:
-                raised.append(exc)  # the very exception, to re-raise to the test
-                raise
-
-        def record_outcome(job: _Job, outcome: Outcome) -> None:
-            record.result = outcome.result
-            table.move(record, outcome.state)
-
-        while True:
-            record.attempts += 1
-            record.started = time.time()
-            table.move(record, RUNNING)
-            outcome = await run_attempt(
-                job, call, (), {}, self.hooks, record_outcome, wait_for_retry=False
-            )
-            if outcome.state is SUCCEEDED:
-                return
-            if outcome.state is FAILED:
-                raise raised[-1] if raised else RuntimeError(outcome.error)
 
     def cancel(self, task_id: str, reason: str) -> bool:
         """Cancel a task that has not finished: it never starts, or (running) is cancelled."""
