@@ -50,6 +50,14 @@ from backbeat.tasks import current_runner
 logger = logging.getLogger("backbeat")
 
 
+@functools.lru_cache(maxsize=256)
+def _stored_policy(
+    retries: int, backoff: float, max_backoff: float, timeout: float | None
+) -> TaskPolicy:
+    """The policy a stored task carries (a few distinct ones: built and checked once each)."""
+    return TaskPolicy(retries=retries, backoff=backoff, max_backoff=max_backoff, timeout=timeout)
+
+
 class _Unrunnable(Exception):
     """The stored task cannot run in this process: dead-letter it, keep going."""
 
@@ -253,12 +261,7 @@ class StoredWorker:
             except _Unrunnable as exc:
                 await self._unrunnable(item, str(exc))
                 return
-            policy = TaskPolicy(
-                retries=item.retries,
-                backoff=item.backoff,
-                max_backoff=item.max_backoff,
-                timeout=item.timeout,
-            )
+            policy = _stored_policy(item.retries, item.backoff, item.max_backoff, item.timeout)
             attempt = Attempt(
                 item.id,
                 item.name,
