@@ -197,3 +197,24 @@ def test_queue_priority_and_key_options_are_checked():
         task(queue=3)
     with pytest.raises(ValueError, match="queues"):
         Runner(store="memory://", queues=[])
+
+
+async def test_the_in_process_runner_starts_waiting_tasks_by_priority():
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def blocker() -> None:
+        await gate.wait()
+
+    async def note(label: str) -> None:
+        order.append(label)
+
+    async with Runner(concurrency=1) as runner:
+        runner.submit(BackgroundTask(blocker))
+        for label, priority in [("a0", 0), ("low", -1), ("high", 5), ("b0", 0), ("mid", 2)]:
+            runner.submit(BackgroundTask(note, label).using(priority=priority))
+        cancelled = runner.submit(BackgroundTask(note, "never").using(priority=9))
+        assert runner.cancel(cancelled) is True
+        gate.set()
+        await runner.join(timeout=5)
+    assert order == ["high", "mid", "a0", "b0", "low"]
