@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from backbeat.engine.execution import FailureListener, Hook, Hooks
-from backbeat.engine.limits import Limits
+from backbeat.engine.limits import Limits, check_count, check_seconds, queue_names
 from backbeat.engine.local import LocalEngine, RunnerFull
 from backbeat.engine.stored import Prepared, StoredEngine
 from backbeat.registry import durable_name
@@ -68,25 +68,6 @@ def _value_of(info: TaskInfo) -> Any:
     raise TaskFailed(info)
 
 
-def _queue_names(queues: list[str] | tuple[str, ...] | None) -> tuple[str, ...] | None:
-    if queues is None:
-        return None
-    names = tuple(queues)
-    if not names or not all(isinstance(name, str) and name for name in names):
-        raise ValueError(f"Runner(queues=...) must be non-empty queue names, got {queues!r}")
-    return names
-
-
-def _check_count(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"Runner({name}=...) must be an int >= 1, got {value!r}")
-
-
-def _check_seconds(name: str, value: object) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"Runner({name}=...) must be a number >= 0, got {value!r}")
-
-
 class Runner:
     """Runs handed-over tasks with limits, retries, timeouts and status; drains on shutdown.
 
@@ -124,9 +105,9 @@ class Runner:
         seconds = ("shutdown_timeout", "overflow_timeout", "finished_ttl", "lease", "poll_interval")
         given = locals()
         for name in counts:
-            _check_count(name, given[name])
+            check_count(name, given[name])
         for name in seconds:
-            _check_seconds(name, given[name])
+            check_seconds(name, given[name])
         self.limits = Limits(
             concurrency=concurrency,
             max_pending=max_pending,
@@ -148,7 +129,7 @@ class Runner:
                 poll_interval=float(poll_interval),
                 max_lost_leases=max_lost_leases,
                 max_task_size=max_task_size,
-                queues=_queue_names(queues),
+                queues=queue_names(queues),
             )
         else:
             self._engine = LocalEngine(self.limits, self.hooks, eager=eager)
@@ -182,7 +163,7 @@ class Runner:
 
     @concurrency.setter
     def concurrency(self, value: int) -> None:
-        _check_count("concurrency", value)
+        check_count("concurrency", value)
         self.limits.concurrency = value
 
     @property
@@ -194,7 +175,7 @@ class Runner:
     def queues(self, value: list[str] | tuple[str, ...] | None) -> None:
         if not isinstance(self._engine, StoredEngine):
             raise ValueError("only a runner with a store has queues")
-        self._engine.worker.queues = _queue_names(value)
+        self._engine.worker.queues = queue_names(value)
 
     @property
     def shutdown_timeout(self) -> float:

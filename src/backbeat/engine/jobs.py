@@ -77,6 +77,41 @@ class Collection:
         self.members = members
 
 
+Start = Callable[["Job | Collection", "Callable[[], None] | None"], None]
+
+
+def start_collection(unit: Collection, on_done: Callable[[], None] | None, start: Start) -> None:
+    """Start a collection's members: a group's all at once, a sequence's one after another
+    (the next when the previous is done, whatever its outcome); then call `on_done`."""
+    members = unit.members
+    if not members:
+        if on_done is not None:
+            on_done()
+        return
+    if unit.as_group:
+        remaining = len(members)
+
+        def member_done() -> None:
+            nonlocal remaining
+            remaining -= 1
+            if remaining == 0 and on_done is not None:
+                on_done()
+
+        for member in members:
+            start(member, member_done)
+    else:
+        following = iter(members)
+
+        def start_next() -> None:
+            member = next(following, None)
+            if member is not None:
+                start(member, start_next)
+            elif on_done is not None:
+                on_done()
+
+        start_next()
+
+
 async def run_eagerly(task: BackgroundTask, table: TaskTable, hooks: Hooks) -> None:
     """Eager mode (tests): run now, in order, retries without waiting; re-raise.
 

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 
 from backbeat.engine.execution import Hooks, Outcome, run_attempt
-from backbeat.engine.jobs import Collection, Job, run_eagerly
+from backbeat.engine.jobs import Collection, Job, run_eagerly, start_collection
 from backbeat.engine.limits import Limits
 from backbeat.ids import new_id
 from backbeat.status import (
@@ -259,33 +259,7 @@ class LocalEngine:
             else:
                 self._ready(unit)
             return
-        members = unit.members
-        if not members:
-            if on_done is not None:
-                on_done()
-            return
-        if unit.as_group:
-            remaining = len(members)
-
-            def member_done() -> None:
-                nonlocal remaining
-                remaining -= 1
-                if remaining == 0 and on_done is not None:
-                    on_done()
-
-            for member in members:
-                self._start(member, member_done)
-        else:
-            following = iter(members)
-
-            def start_next() -> None:
-                member = next(following, None)
-                if member is not None:
-                    self._start(member, start_next)
-                elif on_done is not None:
-                    on_done()
-
-            start_next()
+        start_collection(unit, on_done, self._start)
 
     def _schedule(self, job: Job, wait: float) -> None:
         assert self._loop is not None

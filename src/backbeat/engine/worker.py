@@ -25,8 +25,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pydantic_core import PydanticSerializationError, to_json
-
 from backbeat.batching import TurnBatch
 from backbeat.concurrency import enforce_async_callable
 from backbeat.engine.execution import (
@@ -39,6 +37,7 @@ from backbeat.engine.execution import (
 )
 from backbeat.engine.leases import LeaseKeeper
 from backbeat.engine.limits import Limits
+from backbeat.engine.reports import ProgressReports
 from backbeat.ids import new_id
 from backbeat.policy import DEFAULT_POLICY, TaskPolicy
 from backbeat.registry import TaskRegistry
@@ -99,7 +98,7 @@ class StoredWorker:
         self.backlog = False
         self.claiming = False
         self._settlements: TurnBatch[Settlement] = TurnBatch(self._finish)
-        self._reports: TurnBatch[tuple[str, str]] = TurnBatch(self._keep_progress)
+        self._reports = ProgressReports(store)
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -281,7 +280,7 @@ class StoredWorker:
                     kwargs,
                     self.hooks,
                     self._record,
-                    reporter=functools.partial(self._report, item.receipt),
+                    reporter=self._reports.reporter(item.receipt),
                 )
             except asyncio.CancelledError:
                 if item.id not in self._stopping:
@@ -343,30 +342,6 @@ class StoredWorker:
             Settlement(receipt, outcome.state, None, outcome.error, outcome.traceback, retry_at)
         )
 
-    def _report(self, receipt: str, report: dict[str, Any]) -> None:
-        """A `backbeat.progress(...)` call, from the task (on the loop, or in its thread)."""
-        try:
-            document = to_json(report).decode()
-        except (PydanticSerializationError, TypeError, ValueError) as exc:
-            raise TypeError(f"progress(...) takes JSON values: {exc}") from None
-        assert self._loop is not None
-        try:
-            on_loop = asyncio.get_running_loop() is self._loop
-        except RuntimeError:
-            on_loop = False
-        if on_loop:
-            self._reports.add((receipt, document))
-        else:
-            self._loop.call_soon_threadsafe(self._reports.add, (receipt, document))
-
-    async def _keep_progress(self, reports: list[tuple[str, str]]) -> None:
-        latest = dict(reports)  # one write per task: its last report of this loop turn
-        for receipt, document in latest.items():
-            try:
-                await self.store.progress(receipt, document)
-            except StoreError as exc:
-                logger.warning("backbeat: cannot record a task's progress: %s", exc)
-
     async def _finish(self, settlements: list[Settlement]) -> None:
         """Record the outcomes of one loop turn in one write."""
         try:
@@ -377,9 +352,9 @@ class StoredWorker:
         for settlement, held in zip(settlements, kept, strict=True):
             if not held:
                 logger.warning(
-                    "backbeat: task %s finished after its claim was lost (claimed again "
+                    "backbeat: claim %s finished after it was lost (the task claimed again "
                     "elsewhere, or cancelled); this outcome (%s) is ignored",
-                    settlement.receipt.rpartition(":")[0],
+                    settlement.receipt,
                     settlement.state.value,
                 )
 
@@ -396,7 +371,8 @@ class StoredWorker:
             await asyncio.wait([self._loops[0]], timeout=shutdown_timeout)
         if self.executions:
             await asyncio.wait(self.executions.values(), timeout=shutdown_timeout)
-        left = [self.receipts[task_id] for task_id in self.executions]
+        left_ids = list(self.executions)
+        left = [self.receipts[task_id] for task_id in left_ids]
         for execution in self.executions.values():
             execution.cancel()
         if self.executions:
@@ -421,5 +397,5 @@ class StoredWorker:
                 "released to the store, to run later: %s",
                 len(left),
                 shutdown_timeout,
-                ", ".join(receipt.rpartition(":")[0] for receipt in left),
+                ", ".join(left_ids),
             )

@@ -130,6 +130,16 @@ def _utc(timestamp: float) -> datetime:
 FINISHED_STATES = ("succeeded", "failed", "cancelled")
 
 
+def receipt_for(task_id: str, attempt: int) -> str:
+    """The receipt of SQL-like stores (SQLite, memory, PostgreSQL): id and attempt number."""
+    return f"{task_id}:{attempt}"
+
+
+def split_receipt(receipt: str) -> tuple[str, int]:
+    task_id, _, attempt = receipt.rpartition(":")
+    return task_id, int(attempt)
+
+
 class StoreError(Exception):
     """The store cannot be opened or used (bad URL, unreadable file, corrupt data)."""
 

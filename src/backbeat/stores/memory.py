@@ -21,6 +21,8 @@ from backbeat.stores.base import (
     Settlement,
     StoredStatus,
     StoreError,
+    receipt_for,
+    split_receipt,
 )
 
 
@@ -52,7 +54,8 @@ class _Row:
         t = self.task
         return ClaimedTask(
             t.id, t.name, t.payload, self.attempts, t.created_at, t.retries, t.backoff,
-            t.max_backoff, t.timeout, self.lost, self.error, t.queue, f"{t.id}:{self.attempts}",
+            t.max_backoff, t.timeout, self.lost, self.error, t.queue,
+            receipt_for(t.id, self.attempts),
         )  # fmt: skip
 
 
@@ -210,9 +213,9 @@ class MemoryStore:
 
     def _current(self, receipt: str) -> _Row | None:
         """The row a claim names, while the claim is current (same attempt, running)."""
-        task_id, _, attempt = receipt.rpartition(":")
+        task_id, attempt = split_receipt(receipt)
         row = self._rows.get(task_id)
-        if row is None or row.state != "running" or str(row.attempts) != attempt:
+        if row is None or row.state != "running" or row.attempts != attempt:
             return None
         return row
 
@@ -223,7 +226,7 @@ class MemoryStore:
             for receipt in receipts:
                 row = self._current(receipt)
                 if row is None or row.cancel_requested:
-                    stop.append(receipt.rpartition(":")[0])
+                    stop.append(split_receipt(receipt)[0])
                 if row is not None:
                     row.lease_until = time.time() + lease
             return stop
@@ -259,9 +262,9 @@ class MemoryStore:
         with self._lock:
             self._check()
             # Any state: the last report of an attempt may land after its outcome.
-            task_id, _, attempt = receipt.rpartition(":")
+            task_id, attempt = split_receipt(receipt)
             row = self._rows.get(task_id)
-            if row is None or str(row.attempts) != attempt:
+            if row is None or row.attempts != attempt:
                 return False
             row.progress = document
             return True

@@ -32,8 +32,10 @@ from backbeat.stores.base import (
     Settlement,
     StoredStatus,
     StoreError,
+    receipt_for,
+    split_receipt,
 )
-from backbeat.stores.sqlite_file import SQLiteFile
+from backbeat.stores.sqlite_file import SQLiteFile, path_from_url
 from backbeat.stores.sqlite_sql import (
     ACTIVATE,
     CANCEL_ORPHANS,
@@ -58,24 +60,8 @@ logger = logging.getLogger("backbeat")
 def _claimed(row: Any) -> ClaimedTask:
     """A claimed row; its receipt is id and attempt number (the fencing token)."""
     claimed = ClaimedTask(*row)
-    claimed.receipt = f"{claimed.id}:{claimed.attempts}"
+    claimed.receipt = receipt_for(claimed.id, claimed.attempts)
     return claimed
-
-
-def _fence(receipt: str) -> tuple[str, int]:
-    task_id, _, attempt = receipt.rpartition(":")
-    return task_id, int(attempt)
-
-
-def path_from_url(url: str) -> Path:
-    """``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` (as in SQLAlchemy)."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or len(url) == len(prefix):
-        raise StoreError(
-            f"not a SQLite store URL: {url!r} (expected sqlite:///relative/path.db or "
-            "sqlite:////absolute/path.db)"
-        )
-    return Path(url[len(prefix) :])
 
 
 class SQLiteStore:
@@ -260,7 +246,7 @@ class SQLiteStore:
             until = time.time() + lease
             stop = []
             for receipt in receipts:
-                task_id, attempt = _fence(receipt)
+                task_id, attempt = split_receipt(receipt)
                 row = conn.execute(
                     f"UPDATE backbeat_tasks SET lease_until = ? WHERE {CURRENT} "
                     "RETURNING cancel_requested",
@@ -277,7 +263,7 @@ class SQLiteStore:
             now = time.time()
             kept = []
             for settlement in settlements:
-                task_id, attempt = _fence(settlement.receipt)
+                task_id, attempt = split_receipt(settlement.receipt)
                 parameters = {
                     "now": now,
                     "id": task_id,
@@ -299,7 +285,7 @@ class SQLiteStore:
                 conn.execute(
                     # Any state: the last report of an attempt may land after its outcome.
                     "UPDATE backbeat_tasks SET progress = ? WHERE id = ? AND attempts = ?",
-                    (document, *_fence(receipt)),
+                    (document, *split_receipt(receipt)),
                 ).rowcount
                 == 1
             )
@@ -311,7 +297,7 @@ class SQLiteStore:
             conn.executemany(
                 "UPDATE backbeat_tasks SET state = 'pending', attempts = MAX(attempts - 1, 0), "
                 f"lease_until = NULL, worker = NULL WHERE {CURRENT} AND cancel_requested = 0",
-                [_fence(receipt) for receipt in receipts],
+                [split_receipt(receipt) for receipt in receipts],
             )
 
         await self._write(give_back)

@@ -54,6 +54,17 @@ def _file_identity(path: Path) -> tuple[int, int]:
     return info.st_dev, info.st_ino
 
 
+def path_from_url(url: str) -> Path:
+    """``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` (as in SQLAlchemy)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise StoreError(
+            f"not a SQLite store URL: {url!r} (expected sqlite:///relative/path.db or "
+            "sqlite:////absolute/path.db)"
+        )
+    return Path(url[len(prefix) :])
+
+
 class _WriteFailed(Exception):
     """A write raised inside an optimistic (savepoint-free) batch."""
 
