@@ -149,7 +149,8 @@ def test_a_frozen_worker_cannot_settle_a_task_another_worker_took_over(tmp_path)
             process.send_signal(signal.SIGCONT)
             process.kill()
     first_log = first.logs()
-    assert "stops task" in first_log or "claim was lost" in first_log, first_log
+    # Either its renewal came first (the keeper stops the task) or its outcome did (refused).
+    assert "stops task" in first_log or "finished after it was lost" in first_log, first_log
     assert runner.stats()["succeeded"] == 1
 
 
