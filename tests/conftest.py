@@ -12,6 +12,30 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+# The stores a runner can use, and those that several runners (processes) share by URL.
+# A new store joins both lists; the stored-engine tests then run on it too.
+STORES = ["sqlite", "memory"]
+SHARED_STORES = ["sqlite"]
+
+
+def store_url(kind: str, tmp_path) -> str:
+    if kind == "memory":
+        return "memory://"
+    return f"sqlite:///{tmp_path}/tasks.db"
+
+
+@pytest.fixture(params=STORES)
+def db(request, tmp_path) -> str:
+    """A store URL, for each kind of store."""
+    return store_url(request.param, tmp_path)
+
+
+@pytest.fixture(params=SHARED_STORES)
+def shared_db(request, tmp_path) -> str:
+    """A store URL that other runners and processes open too, for each such store."""
+    return store_url(request.param, tmp_path)
+
+
 class RecordList(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -73,3 +74,10 @@ class WaiterAndStarter:
     async def starter(self) -> None:
         self._started.set()
         self.log.append("starter")
+
+
+def take_the_store_away(path: Path) -> None:
+    """The SQLite store at `path` goes, and cannot come back: a directory takes its name."""
+    for file in path.parent.glob(path.name + "*"):
+        file.unlink()
+    path.mkdir()

@@ -5,6 +5,7 @@ import functools
 import time
 import uuid
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient as StarletteTestClient
@@ -15,6 +16,7 @@ from backbeat.stores import NewTask
 from backbeat.testing import TestClient
 from tests.apps import durable_tasks
 from tests.apps.durable_tasks import flaky, record, record_sync, request_id, sleep_and_mark
+from tests.helpers import take_the_store_away
 
 pytestmark = pytest.mark.anyio
 
@@ -22,11 +24,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture(autouse=True)
 def clear_calls():
     durable_tasks.calls.clear()
-
-
-@pytest.fixture
-def db(tmp_path):
-    return f"sqlite:///{tmp_path}/tasks.db"
 
 
 async def test_a_task_is_written_then_run_with_its_arguments_decoded(db):
@@ -44,7 +41,8 @@ async def test_a_task_is_written_then_run_with_its_arguments_decoded(db):
     assert runner.stats()["succeeded"] == 1
 
 
-async def test_another_runner_sees_the_state_without_being_started(db):
+async def test_another_runner_sees_the_state_without_being_started(shared_db):
+    db = shared_db
     async with durable_tasks.runner(db) as runner:
         task_id = await runner.asubmit(BackgroundTask(record_sync, "x"))
         await runner.join(timeout=5)
@@ -58,7 +56,7 @@ async def test_retries_then_a_dead_letter_with_error_and_traceback(db, backbeat_
         task_id = await runner.asubmit(BackgroundTask(flaky, "f"))
         await runner.join(timeout=5)
         info = runner.get(task_id)
-        stored = runner.store.get_sync(task_id)
+        stored = await runner.store.get(task_id)
     assert durable_tasks.calls == [("f", "attempt"), ("f", "attempt")]
     assert (info.state, info.attempts, info.error) == ("failed", 2, "ConnectionError: f failed")
     assert "Traceback (most recent call last)" in stored.traceback
@@ -180,14 +178,16 @@ def test_a_task_that_cannot_be_stored_turns_the_request_into_a_500(db, backbeat_
     assert any("cannot be stored" in str(r.exc_info[1]) for r in backbeat_log.records if r.exc_info)
 
 
-def test_when_the_store_cannot_be_written_the_client_gets_a_503_not_a_2xx(db):
+def test_when_the_store_cannot_be_written_the_client_gets_a_503_not_a_2xx(tmp_path):
+    db = f"sqlite:///{tmp_path}/tasks.db"
+
     @post("/x", background=BackgroundTask(record_sync, "never"))
     async def handler() -> dict[str, bool]:
         return {"ok": True}
 
     app = App(routes=[handler], runner=durable_tasks.runner(db))
     with StarletteTestClient(app) as client:
-        app.runner.store.close_sync()  # the store goes away
+        take_the_store_away(Path(db.removeprefix("sqlite:///")))
         response = client.post("/x")
         assert (response.status_code, response.headers["retry-after"]) == (503, "1")
     assert durable_tasks.calls == []
@@ -346,7 +346,8 @@ def test_a_task_too_large_to_store_is_refused_before_the_response(db, backbeat_l
         Runner(max_task_size=0)
 
 
-def test_a_script_enqueues_with_a_plain_submit_and_the_app_runs_it(db):
+def test_a_script_enqueues_with_a_plain_submit_and_the_app_runs_it(shared_db):
+    db = shared_db
     # A cron job or a script: no event loop, the runner never started.
     script_runner = durable_tasks.runner(db)
     task_id = script_runner.submit(BackgroundTask(record_sync, "from cron"))
@@ -359,3 +360,36 @@ def test_a_script_enqueues_with_a_plain_submit_and_the_app_runs_it(db):
     asyncio.run(serve())
     assert script_runner.get(task_id).state == "succeeded"
     assert durable_tasks.calls == [("from cron", "sync")]
+
+
+def test_sync_calls_work_from_a_thread_while_the_runner_runs_and_from_its_own_loop(db):
+    """Sync code reaches the store through the runner's loop (other threads) or a portal
+    thread (code on that very loop), never by blocking reads of its own."""
+    seen: dict[str, object] = {}
+
+    async def serve() -> None:
+        async with durable_tasks.runner(db) as runner:
+
+            def from_a_thread() -> None:  # a sync route handler, in a thread pool
+                task_id = runner.submit(BackgroundTask(record_sync, "from a thread"))
+                seen["thread"] = runner.result(task_id, timeout=5)
+                seen["stats"] = runner.stats()["succeeded"]
+
+            await asyncio.to_thread(from_a_thread)
+            task_id = await runner.asubmit(BackgroundTask(record_sync, "on the loop"))
+            await runner.join(timeout=5)
+            seen["loop"] = runner.get(task_id).state  # sync, on the runner's own loop
+            seen["cancel"] = runner.cancel(task_id)  # finished: nothing to cancel
+
+    asyncio.run(serve())
+    assert seen == {"thread": None, "stats": 1, "loop": "succeeded", "cancel": False}
+    assert sorted(durable_tasks.calls) == [("from a thread", "sync"), ("on the loop", "sync")]
+
+
+def test_a_runner_never_started_cancels_from_sync_code(shared_db):
+    script_runner = durable_tasks.runner(shared_db)
+    task_id = script_runner.submit(BackgroundTask(record_sync, "never").using(delay=60))
+    assert script_runner.get(task_id).state == "scheduled"
+    assert script_runner.cancel(task_id) is True
+    assert script_runner.get(task_id).state == "cancelled"
+    assert script_runner.stats()["cancelled"] == 1

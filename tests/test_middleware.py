@@ -12,7 +12,7 @@ from starlette.testclient import TestClient as StarletteTestClient
 from backbeat import BackbeatMiddleware, BackgroundTask, BackgroundTasks, Runner
 from backbeat.testing import TestClient, find_runner
 from tests.apps import durable_tasks
-from tests.helpers import asgi_call
+from tests.helpers import asgi_call, take_the_store_away
 from tests.serving import uvicorn
 
 
@@ -228,7 +228,7 @@ def test_with_a_store_down_the_middleware_answers_503(tmp_path, make):
     runner = durable_tasks.runner(f"sqlite:///{tmp_path}/tasks.db")
     app = BackbeatMiddleware(make(_plain(endpoint, make)), runner=runner)
     with StarletteTestClient(app) as client:
-        runner.store.close_sync()
+        take_the_store_away(tmp_path / "tasks.db")
         response = client.post("/x")
     assert (response.status_code, response.headers["retry-after"]) == (503, "1")
 

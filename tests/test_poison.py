@@ -2,6 +2,7 @@
 worker keeps its leases while a task blocks its loop; a task that kills every worker it
 runs on is dead-lettered after a bounded number of lost leases; its neighbours finish."""
 
+import asyncio
 import collections
 import os
 import subprocess
@@ -11,6 +12,7 @@ import time
 import httpx
 
 from backbeat import Runner
+from backbeat.stores import open_store
 from tests.serving import ROOT, uvicorn
 from tests.test_workers import env_for, post_tasks, wait_until
 
@@ -61,8 +63,8 @@ def marks(tmp_path) -> list[str]:
     return [line.split()[0] for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_a_task_that_blocks_its_loop_keeps_its_lease_and_runs_once(tmp_path):
-    env = env_for(tmp_path, BACKBEAT_TEST_EXECUTE="0", BACKBEAT_TEST_LEASE="1")
+def test_a_task_that_blocks_its_loop_keeps_its_lease_and_runs_once(tmp_path, shared_db):
+    env = env_for(shared_db, BACKBEAT_TEST_EXECUTE="0", BACKBEAT_TEST_LEASE="1")
     with uvicorn("tests.apps.durable_app:app", tmp_path, env=env) as server:
         with httpx.Client(base_url=server.url) as client:
             blocker = client.post("/block", params={"seconds": 3.5, "label": "blocker"})
@@ -92,8 +94,10 @@ def test_a_task_that_blocks_its_loop_keeps_its_lease_and_runs_once(tmp_path):
     assert "lost the lease" not in logs
 
 
-def test_a_task_that_kills_every_worker_is_dead_lettered_and_its_neighbours_finish(tmp_path):
-    env = env_for(tmp_path, BACKBEAT_TEST_EXECUTE="0", BACKBEAT_TEST_LEASE="1")
+def test_a_task_that_kills_every_worker_is_dead_lettered_and_its_neighbours_finish(
+    tmp_path, shared_db
+):
+    env = env_for(shared_db, BACKBEAT_TEST_EXECUTE="0", BACKBEAT_TEST_LEASE="1")
     with uvicorn("tests.apps.durable_app:app", tmp_path, env=env) as server:
         with httpx.Client(base_url=server.url) as client:
             poison = client.post("/poison", params={"label": "poison"}).json()["id"]
@@ -119,12 +123,12 @@ def test_a_task_that_kills_every_worker_is_dead_lettered_and_its_neighbours_fini
     assert "runs it alone" in workers.logs()
 
 
-def test_a_frozen_worker_cannot_settle_a_task_another_worker_took_over(tmp_path):
+def test_a_frozen_worker_cannot_settle_a_task_another_worker_took_over(tmp_path, shared_db):
     """Fencing: SIGSTOP a worker mid-task past its lease, let another finish the task,
     SIGCONT the first: its outcome is refused, the state stays the one the second wrote."""
     import signal
 
-    env = env_for(tmp_path, BACKBEAT_TEST_EXECUTE="0", BACKBEAT_TEST_LEASE="1")
+    env = env_for(shared_db, BACKBEAT_TEST_EXECUTE="0", BACKBEAT_TEST_LEASE="1")
     with uvicorn("tests.apps.durable_app:app", tmp_path, env=env) as server:
         [label] = post_tasks(server.url, 1, seconds=2.0, prefix="fenced")
     runner = Runner(store=env["BACKBEAT_TEST_STORE"])
@@ -140,7 +144,7 @@ def test_a_frozen_worker_cannot_settle_a_task_another_worker_took_over(tmp_path)
         wait_until(lambda: runner.stats()["succeeded"] == 1, 10, "its success", second.logs)
         frozen.send_signal(signal.SIGCONT)
         time.sleep(1.5)  # the first worker wakes: its renewal and its outcome are refused
-        [task_id] = [line.split()[1] for line in runner_rows(tmp_path)]
+        [task_id] = task_ids(shared_db)
         info = runner.get(task_id)
         assert (info.state, info.attempts) == ("succeeded", 2)
         assert first.stop() == [0] and second.stop() == [0]
@@ -154,11 +158,12 @@ def test_a_frozen_worker_cannot_settle_a_task_another_worker_took_over(tmp_path)
     assert runner.stats()["succeeded"] == 1
 
 
-def runner_rows(tmp_path) -> list[str]:
-    import sqlite3
+def task_ids(store_url: str) -> list[str]:
+    async def listed() -> list[str]:
+        store = open_store(store_url)
+        try:
+            return [task.id for task in await store.list_tasks()]
+        finally:
+            await store.close()
 
-    with sqlite3.connect(tmp_path / "tasks.db") as conn:
-        return [
-            f"{state} {task_id}"
-            for task_id, state in conn.execute("SELECT id, state FROM backbeat_tasks")
-        ]
+    return asyncio.run(listed())

@@ -13,7 +13,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from backbeat import BackgroundTask
+from backbeat import BackgroundTask, Runner
 from backbeat.ids import new_id
 from backbeat.stores import NewTask, SQLiteStore, StoreError, StoreUnavailable
 from tests.apps import durable_tasks
@@ -73,7 +73,7 @@ async def test_any_error_in_the_claim_loop_is_logged_and_the_loop_goes_on(tmp_pa
 
 
 def test_a_worker_survives_a_corrupt_row_and_stops_cleanly_on_sigterm(tmp_path):
-    env = env_for(tmp_path, BACKBEAT_TEST_EXECUTE="0")
+    env = env_for(f"sqlite:///{tmp_path}/tasks.db", BACKBEAT_TEST_EXECUTE="0")
     with uvicorn("tests.apps.durable_app:app", tmp_path, env=env) as server:
         first = post_tasks(server.url, 2, seconds=0, prefix="a")
     with sqlite3.connect(tmp_path / "tasks.db") as conn:
@@ -98,14 +98,13 @@ def open_marks(tmp_path) -> list[str]:
 
 
 def test_a_deleted_store_file_is_refused_with_503_never_a_2xx(tmp_path):
-    env = env_for(tmp_path, BACKBEAT_TEST_EXECUTE="0")
+    env = env_for(f"sqlite:///{tmp_path}/tasks.db", BACKBEAT_TEST_EXECUTE="0")
     with uvicorn("tests.apps.durable_app:app", tmp_path, env=env) as server:
         post_tasks(server.url, 3, seconds=0, prefix="before")
         # Their activation (a write of the server's, after each response) must be done
         # first, or it would be the write that finds the file gone.
         looking = durable_tasks.runner(env["BACKBEAT_TEST_STORE"])
         wait_until(lambda: looking.stats()["pending"] == 3, 10, "the activations")
-        looking.store.close_sync()
         for path in tmp_path.glob("tasks.db*"):
             path.unlink()
         with httpx.Client(base_url=server.url, timeout=10) as client:
@@ -152,7 +151,10 @@ async def test_a_database_with_corrupt_pages_is_refused_at_start_up(tmp_path):
         file.seek((size // page_size // 2) * page_size + 100)
         file.write(os.urandom(page_size - 200))
     with pytest.raises(StoreError, match="is corrupt"):
-        SQLiteStore(path)
+        await SQLiteStore(path).open()
+    with pytest.raises(StoreError, match="is corrupt"):  # the app does not start on it
+        async with Runner(store=f"sqlite:///{path}"):
+            pass
 
 
 @pytest.fixture

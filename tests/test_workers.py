@@ -16,8 +16,8 @@ from tests.apps import durable_tasks
 from tests.serving import ROOT, background_process, uvicorn
 
 
-def env_for(tmp_path, **overrides: str) -> dict[str, str]:
-    return {"BACKBEAT_TEST_STORE": f"sqlite:///{tmp_path}/tasks.db", **overrides}
+def env_for(store_url: str, **overrides: str) -> dict[str, str]:
+    return {"BACKBEAT_TEST_STORE": store_url, **overrides}
 
 
 def wait_until(condition, timeout: float, what: str, log=lambda: "") -> None:
@@ -51,13 +51,19 @@ def backbeat(*args: str, tmp_path=None) -> subprocess.CompletedProcess[str]:
     )
 
 
+def workers_alive(store_url: str) -> list[dict]:
+    listed = backbeat("workers", "--store", store_url, "--json")
+    assert listed.returncode == 0, listed.stderr
+    return [json.loads(line) for line in listed.stdout.splitlines()]
+
+
 # /work adds a registered function; /audit a plain function defined next to the handler.
 TASK_ROUTES = pytest.mark.parametrize("path", ["/work", "/audit"])
 
 
 @TASK_ROUTES
-def test_every_accepted_task_completes_after_a_kill_9(tmp_path, path):
-    env = env_for(tmp_path, BACKBEAT_TEST_LEASE="1", BACKBEAT_TEST_CONCURRENCY="10")
+def test_every_accepted_task_completes_after_a_kill_9(tmp_path, path, shared_db):
+    env = env_for(shared_db, BACKBEAT_TEST_LEASE="1", BACKBEAT_TEST_CONCURRENCY="10")
     with uvicorn("tests.apps.durable_app:app", tmp_path, env=env, name="first") as server:
         labels = post_tasks(server.url, 120, seconds=0.3, prefix="k", path=path)
         assert len(server.marks()) < 120  # most are still running or waiting
@@ -79,9 +85,9 @@ def test_every_accepted_task_completes_after_a_kill_9(tmp_path, path):
 
 
 @TASK_ROUTES
-def test_two_workers_share_the_work_and_a_sigterm_loses_nothing(tmp_path, path):
-    app_env = env_for(tmp_path, BACKBEAT_TEST_EXECUTE="0")
-    worker_env = env_for(tmp_path, BACKBEAT_TEST_SHUTDOWN="0.1", BACKBEAT_TEST_LEASE="2")
+def test_two_workers_share_the_work_and_a_sigterm_loses_nothing(tmp_path, path, shared_db):
+    app_env = env_for(shared_db, BACKBEAT_TEST_EXECUTE="0")
+    worker_env = env_for(shared_db, BACKBEAT_TEST_SHUTDOWN="0.1", BACKBEAT_TEST_LEASE="2")
     worker = [sys.executable, "-m", "backbeat", "worker", "tests.apps.durable_app:app"]
     with (
         uvicorn("tests.apps.durable_app:app", tmp_path, env=app_env, name="app") as server,
@@ -97,8 +103,19 @@ def test_two_workers_share_the_work_and_a_sigterm_loses_nothing(tmp_path, path):
         wait_until(
             lambda: len(server.marks()) >= 8, 20, "the workers to start", first_log.read_text
         )
+        alive = [
+            json.loads(line)
+            for line in backbeat("workers", "--store", shared_db, "--json").stdout.splitlines()
+        ]
+        assert sorted(w["pid"] for w in alive) == sorted([first.pid, second.pid])
+        assert all(w["concurrency"] == 4 and w["queues"] is None for w in alive)
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=15) == 0
+        alive = [
+            json.loads(line)
+            for line in backbeat("workers", "--store", shared_db, "--json").stdout.splitlines()
+        ]
+        assert [w["pid"] for w in alive] == [second.pid]  # a stopped worker says so
         wait_until(
             lambda: set(server.marks()) >= set(labels),
             timeout=40,
@@ -176,7 +193,7 @@ def test_cli_help_is_plain_text_and_quiet(tmp_path):
     result = backbeat("--help")
     assert result.returncode == 0
     assert "``" not in result.stdout and "backbeat command" in result.stdout
-    Runner(store=f"sqlite:///{tmp_path}/tasks.db")  # the app creates the store
+    Runner(store=f"sqlite:///{tmp_path}/tasks.db").stats()  # the app creates the store
     status = backbeat("status", "--store", f"sqlite:///{tmp_path}/tasks.db")
     assert (status.returncode, status.stderr) == (0, "")  # no DeprecationWarning
 

@@ -2,6 +2,7 @@
 
     backbeat worker MODULE:ATTR [--concurrency N] [--queues A,B]
     backbeat status --store URL [--failures N]
+    backbeat workers --store URL [--json]
     backbeat list --store URL [--state S] [--queue Q] [--name N] [--limit N] [--json]
     backbeat show ID --store URL [--json]
     backbeat cancel ID... --store URL
@@ -64,6 +65,10 @@ def parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="counts by state and recent failures")
     status.add_argument("--store", required=True, metavar="URL")
     status.add_argument("--failures", type=int, default=10, metavar="N", help="default 10")
+
+    workers = commands.add_parser("workers", help="the workers alive now (their heartbeats)")
+    workers.add_argument("--store", required=True, metavar="URL")
+    workers.add_argument("--json", action="store_true", help="one JSON object per line")
 
     listing = commands.add_parser("list", help="tasks, newest first")
     listing.add_argument("--store", required=True, metavar="URL")

@@ -124,6 +124,7 @@ class Runner:
                 open_store(store) if isinstance(store, str) else store,
                 self.limits,
                 self.hooks,
+                owns_store=isinstance(store, str),
                 execute=execute,
                 lease=float(lease),
                 poll_interval=float(poll_interval),
@@ -270,7 +271,7 @@ class Runner:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.asubmit(task))
+            return self._engine.submit_blocking(task)  # type: ignore[union-attr]
         raise RuntimeError(
             "a runner with a store writes to it, which takes an await here: use "
             "`await runner.asubmit(task)` in async code"
@@ -380,7 +381,7 @@ class Runner:
         """`acancel` from sync code: on the runner's loop (no store), or without a loop."""
         if isinstance(self._engine, LocalEngine):
             return self._engine.cancel(task_id, reason)
-        return asyncio.run(self.acancel(task_id, reason))
+        return self._engine.cancel_blocking(task_id, reason)
 
     # --- hooks ---------------------------------------------------------------------------
 

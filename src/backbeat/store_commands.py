@@ -1,4 +1,4 @@
-"""The ``backbeat`` commands that look into a store: status, list, show, cancel, retry, purge.
+"""The ``backbeat`` commands that look into a store: status, workers, list, show, cancel, …
 
 Each opens the store without creating it (a store that does not exist is exit 2),
 does its work in one event loop, and prints aligned text for people or, with
@@ -39,6 +39,7 @@ def run_store_command(args: argparse.Namespace) -> int:
 
 async def _with(store: Store, command: Any, args: argparse.Namespace) -> int:
     try:
+        await store.open()
         code: int = await command(store, args)
         return code
     finally:
@@ -71,11 +72,13 @@ def _table(rows: list[list[str]]) -> str:
 async def status(store: Store, args: argparse.Namespace) -> int:
     counts = await store.counts()
     recent = await store.list_tasks(state="failed", limit=args.failures) if args.failures else []
+    alive = await store.workers()
     out = sys.stdout
     out.write(f"store {args.store}\n\n")
     width = max(len(state) for state in counts)
     for state, count in counts.items():
         out.write(f"  {state:<{width}}  {count:>8}\n")
+    out.write(f"\nworkers: {len(alive)} alive, running {sum(w.running for w in alive)} task(s)\n")
     if recent:
         out.write(f"\nmost recent failures ({len(recent)}):\n")
         for task in recent:
@@ -154,7 +157,31 @@ async def purge(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+async def workers(store: Store, args: argparse.Namespace) -> int:
+    alive = await store.workers()
+    if args.json:
+        for worker in alive:
+            sys.stdout.write(json.dumps(worker.document()) + "\n")
+        return 0
+    rows = [["NAME", "QUEUES", "RUNNING", "CONCURRENCY", "STARTED", "SEEN"]]
+    for worker in alive:
+        queues = "all" if worker.queues is None else ",".join(worker.queues)
+        rows.append(
+            [
+                worker.name,
+                queues,
+                str(worker.running),
+                str(worker.concurrency),
+                _when(worker.started_at),
+                _when(worker.seen_at),
+            ]
+        )
+    sys.stdout.write(_table(rows))
+    return 0
+
+
 COMMANDS = {
+    "workers": workers,
     "status": status,
     "list": listing,
     "show": show,

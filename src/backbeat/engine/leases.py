@@ -19,12 +19,13 @@ task that hangs every worker it runs on ends in the dead letter; see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 
-from backbeat.stores.base import Store
+from backbeat.stores.base import Store, WorkerInfo
 
 logger = logging.getLogger("backbeat")
 
@@ -40,6 +41,7 @@ class LeaseKeeper:
         receipts: Callable[[], list[str]],
         stop: Callable[[list[str]], object],
         describe: Callable[[], str],
+        worker_info: Callable[[], WorkerInfo],
     ) -> None:
         self.store = store
         self.worker = worker
@@ -47,6 +49,7 @@ class LeaseKeeper:
         self.receipts = receipts  # the claims this worker runs now (read from the thread)
         self.stop_tasks = stop  # tells the worker's loop which tasks to stop
         self.describe = describe  # what the worker's loop is running now
+        self.worker_info = worker_info  # what the heartbeat says
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -71,10 +74,12 @@ class LeaseKeeper:
 
     def _run(self) -> None:
         own_loop = asyncio.new_event_loop()
+        # The worker's store may belong to the worker's loop: this thread has its own handle.
+        store = self.store.twin()
         tick = min(self.lease / 6, 0.25)
         warn_after = min(self.lease / 3, 1.0)
         renew_every = self.lease / 3
-        last_renewal = time.monotonic()
+        last_renewal = -renew_every  # a first heartbeat at once
         warned = gave_up = False
         try:
             while not self._stop.wait(tick):
@@ -111,16 +116,32 @@ class LeaseKeeper:
                     continue
                 if now - last_renewal >= renew_every:
                     last_renewal = now
-                    self._renew(own_loop)
+                    self._renew(own_loop, store)
         finally:
+            self._leave(own_loop, store)
             own_loop.close()
 
-    def _renew(self, own_loop: asyncio.AbstractEventLoop) -> None:
+    def _leave(self, own_loop: asyncio.AbstractEventLoop, store: Store) -> None:
+        """Say that this worker stops; close the handle of this thread."""
+        try:
+            own_loop.run_until_complete(store.heartbeat(self.worker_info(), 0))
+        except Exception as exc:
+            logger.debug("backbeat: worker %s: cannot remove its heartbeat: %s", self.worker, exc)
+        if store is not self.store:
+            with contextlib.suppress(Exception):
+                own_loop.run_until_complete(store.close())
+
+    def _renew(self, own_loop: asyncio.AbstractEventLoop, store: Store) -> None:
+        try:
+            # Alive until three renewals are missed.
+            own_loop.run_until_complete(store.heartbeat(self.worker_info(), self.lease))
+        except Exception as exc:
+            logger.warning("backbeat: worker %s cannot send its heartbeat: %s", self.worker, exc)
         receipts = self.receipts()
         if not receipts:
             return
         try:
-            stop = own_loop.run_until_complete(self.store.renew(receipts, self.lease))
+            stop = own_loop.run_until_complete(store.renew(receipts, self.lease))
         except Exception as exc:
             logger.error("backbeat: worker %s cannot renew its task leases: %s", self.worker, exc)
             return

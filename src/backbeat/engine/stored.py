@@ -23,6 +23,7 @@ from typing import Any
 
 from backbeat.batching import TurnBatch
 from backbeat.concurrency import synchronous
+from backbeat.engine.blocking import BlockingCalls
 from backbeat.engine.execution import Hooks
 from backbeat.engine.limits import Limits
 from backbeat.engine.worker import StoredWorker
@@ -81,8 +82,11 @@ class StoredEngine:
         max_lost_leases: int = 3,
         max_task_size: int = 1 << 20,
         queues: tuple[str, ...] | None = None,
+        owns_store: bool = False,
     ) -> None:
         self.store = store
+        self.owns_store = owns_store  # made from a URL here: closed when the runner stops
+        self.calls = BlockingCalls(store)
         self.limits = limits
         self.execute = execute
         self.lease = lease
@@ -211,11 +215,18 @@ class StoredEngine:
         ids = await self.write(task, contextvars.copy_context())
         return ids[0] if len(ids) == 1 else task.id
 
-    async def write(self, task: BackgroundTask, caller: contextvars.Context | None) -> list[str]:
+    async def write(
+        self, task: BackgroundTask, caller: contextvars.Context | None, store: Store | None = None
+    ) -> list[str]:
         rows = self.rows(task, caller, hold=False)
-        ids = await self.store.enqueue(rows)
-        self.worker.poke()
-        return ids
+        # The store wakes the workers waiting on it in this process (`Store.wait`).
+        return await (store or self.store).enqueue(rows)
+
+    def submit_blocking(self, task: BackgroundTask) -> str:
+        """`asubmit` for code without a running event loop: returns once the task is written."""
+        caller = contextvars.copy_context()
+        ids = self.calls.call(lambda store: self.write(task, caller, store))
+        return ids[0] if len(ids) == 1 else task.id
 
     async def prepare(self, task: BackgroundTask) -> Prepared:
         rows = self.rows(task, contextvars.copy_context(), hold=True)
@@ -290,7 +301,9 @@ class StoredEngine:
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self.store.open()  # a bad URL, a missing or corrupt store: an error at start-up
         self.register_declared()
+        self.calls.loop = asyncio.get_running_loop()
         self.accepting = True
         if self.execute:
             self.worker.start()
@@ -300,14 +313,20 @@ class StoredEngine:
         if self.worker.claiming:
             await self.worker.drain()
         await self._activations.settle()
+        self.calls.loop = None
+        if self.owns_store:
+            await self.store.close()
 
     async def acancel(self, task_id: str, reason: str) -> bool:
         return await self.store.cancel([task_id], reason) > 0
 
+    def cancel_blocking(self, task_id: str, reason: str) -> bool:
+        return self.calls.call(lambda store: store.cancel([task_id], reason)) > 0
+
     # --- looking -------------------------------------------------------------------------
 
     def get(self, task_id: str) -> TaskInfo | None:
-        status = self.store.get_sync(task_id)
+        status = self.calls.call(lambda store: store.get(task_id))
         return None if status is None else status.info(time.time())
 
     async def aget(self, task_id: str) -> TaskInfo | None:
@@ -315,7 +334,7 @@ class StoredEngine:
         return None if status is None else status.info(time.time())
 
     def stats(self) -> dict[str, int]:
-        return self.store.counts_sync()
+        return self.calls.call(lambda store: store.counts())
 
     async def join(self, timeout: float | None) -> None:  # noqa: ASYNC109 - the runner's API
         async with asyncio.timeout(timeout):

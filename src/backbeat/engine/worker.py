@@ -15,7 +15,6 @@ store, the attempt not counted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import functools
 import logging
@@ -43,7 +42,7 @@ from backbeat.policy import DEFAULT_POLICY, TaskPolicy
 from backbeat.registry import TaskRegistry
 from backbeat.serialization import ArgumentError, decode_arguments, encode_result
 from backbeat.status import CANCELLED, FAILED, SUCCEEDED
-from backbeat.stores.base import ClaimedTask, Settlement, Store, StoreError
+from backbeat.stores.base import ClaimedTask, Settlement, Store, StoreError, WorkerInfo
 from backbeat.tasks import current_runner
 
 logger = logging.getLogger("backbeat")
@@ -99,7 +98,9 @@ class StoredWorker:
         self.claiming = False
         self._settlements: TurnBatch[Settlement] = TurnBatch(self._finish)
         self._reports = ProgressReports(store)
-        self._wake: asyncio.Event | None = None
+        self._poked = False
+        self._idle: asyncio.Task[None] | None = None  # the claim loop's wait for work
+        self.started_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._keeper: LeaseKeeper | None = None
@@ -112,13 +113,15 @@ class StoredWorker:
         return self.limits.concurrency - len(self.executions)
 
     def poke(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
+        """Look for work now: a slot came free, or a retry is due sooner than we wait."""
+        self._poked = True
+        if self._idle is not None:
+            self._idle.cancel()
 
     def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
         self.claiming = True
+        self.started_at = time.time()
         # The worker's own loops run outside any request's context.
         context = contextvars.Context()
         self._loops = [
@@ -132,13 +135,26 @@ class StoredWorker:
             receipts=lambda: list(self.receipts.values()),
             stop=lambda ids: loop.call_soon_threadsafe(self._stop, ids),
             describe=self._running_on_loop,
+            worker_info=self.info,
         )
         self._keeper.start(loop)
+
+    def info(self) -> WorkerInfo:
+        """What this worker reports about itself (`Store.heartbeat`)."""
+        host, pid, _ = self.name.split(":")
+        return WorkerInfo(
+            name=self.name,
+            host=host,
+            pid=int(pid),
+            queues=self.queues,
+            concurrency=self.limits.concurrency,
+            running=len(self.executions),
+            started_at=self.started_at,
+        )
 
     # --- claiming ------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
-        assert self._wake is not None
         failures = 0
         while self.claiming:
             free = self.free
@@ -160,9 +176,28 @@ class StoredWorker:
                     continue
             else:
                 self.backlog = self.isolated is not None
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), await self._idle_wait())
+            await self._wait()
+
+    async def _wait(self) -> None:
+        """Until the store may have work (`Store.wait`: a write here, a task falling due,
+        at most `poll_interval`) or `poke` (a slot came free)."""
+        if self._poked:
+            self._poked = False
+            return
+        assert self._loop is not None
+        self._idle = self._loop.create_task(self.store.wait(self.poll_interval))
+        try:
+            await self._idle
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the worker is stopping, not poked
+        except Exception as exc:
+            logger.debug("backbeat: waiting for work failed: %s", exc)
+            await asyncio.sleep(self.poll_interval)
+        finally:
+            self._idle = None
+            self._poked = False
 
     async def _claim(self, free: int) -> list[ClaimedTask]:
         """Claim work; a task whose lease was lost before runs alone, on an idle worker.
@@ -190,18 +225,6 @@ class StoredWorker:
                 self.name,
             )
         return claimed
-
-    async def _idle_wait(self) -> float:
-        """How long to wait for a wake-up: until the next delay or retry is due, at most
-        `poll_interval` (tasks written by other processes are seen by polling)."""
-        try:
-            due = await self.store.next_due()
-        except Exception as exc:
-            logger.debug("backbeat: cannot read the next due time: %s", exc)
-            return self.poll_interval
-        if due is None:
-            return self.poll_interval
-        return min(self.poll_interval, max(due - time.time(), 0.0) + 0.001)
 
     async def _back_off(self, what: str, exc: Exception, failures: int) -> None:
         wait = min(0.05 * 2**failures, 5.0)

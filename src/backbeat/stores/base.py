@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic_core import from_json
 
@@ -86,7 +86,40 @@ class Settlement:
 
 
 @dataclass(slots=True)
+class WorkerInfo:
+    """A worker process as it reports itself (`Store.heartbeat`), for operators and dashboards."""
+
+    name: str  # host:pid:random, unique per run
+    host: str
+    pid: int
+    queues: tuple[str, ...] | None  # None: every queue
+    concurrency: int
+    running: int  # tasks it runs now
+    started_at: float
+    seen_at: float = 0.0  # set by the store
+
+    def document(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "host": self.host,
+            "pid": self.pid,
+            "queues": None if self.queues is None else list(self.queues),
+            "concurrency": self.concurrency,
+            "running": self.running,
+            "started_at": self.started_at,
+            "seen_at": self.seen_at,
+        }
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> WorkerInfo:
+        queues = document.get("queues")
+        return cls(**{**document, "queues": None if queues is None else tuple(queues)})
+
+
+@dataclass(slots=True)
 class StoredStatus:
+    """A stored task as `Store.get` and `Store.list_tasks` give it; `info()` is its `TaskInfo`."""
+
     id: str
     name: str
     state: str
@@ -128,6 +161,8 @@ def _utc(timestamp: float) -> datetime:
 
 
 FINISHED_STATES = ("succeeded", "failed", "cancelled")
+# The keys of `Store.counts`.
+COUNTED_STATES = ("pending", "scheduled", "running", "succeeded", "failed", "cancelled")
 
 
 def receipt_for(task_id: str, attempt: int) -> str:
@@ -153,7 +188,31 @@ class StoreMissing(StoreError):
 
 
 class Store(Protocol):
-    """The operations the runner, the workers and the CLI use."""
+    """The operations the runner, the workers and the CLI use.
+
+    Every operation is a coroutine. Nothing connects in a constructor: `open` does,
+    and a store must also open itself when an operation is called first (a runner
+    that was never started reads and writes through a store nobody opened).
+    Writes that take lists take them in one atomic write (one transaction, one
+    script, one pipeline): the engine batches what one turn of its event loop made.
+    A store object may be bound to the event loop it was opened on (a network
+    client's pool is); `twin` gives a handle for another thread's loop.
+    """
+
+    async def open(self) -> None:
+        """Connect, and create the schema if it is missing; idempotent, also after `close`.
+
+        Raises `StoreMissing` when the store was made with ``create=False`` and there is
+        none, `StoreError` when it cannot be used (bad place, corrupt data), and
+        `StoreUnavailable` when it cannot be reached now."""
+
+    async def close(self) -> None:
+        """Release connections and threads; `open` (or any operation) opens it again."""
+
+    def twin(self) -> Store:
+        """A handle on the same data for use from another thread's event loop (the lease
+        keeper's, sync callers'), unopened; this very object when it is bound to no loop."""
+        ...
 
     async def enqueue(self, tasks: list[NewTask]) -> list[str]:
         """Store these tasks in one atomic write; returns their ids — for a task whose
@@ -192,9 +251,14 @@ class Store(Protocol):
         """
         ...
 
-    async def next_due(self) -> float | None:
-        """When the soonest task waiting for its delay or its retry becomes due (None: none)."""
-        ...
+    async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 - one bound, any store
+        """Return when new work may be runnable, at the latest after `timeout` seconds.
+
+        Early: a task written, activated, released or retried through this store in
+        this process, or the soonest delayed or retried task falling due (SQLite and
+        memory: an in-process signal, the rest is seen by the caller's polling;
+        Redis: a blocking stream read; PostgreSQL: LISTEN/NOTIFY).
+        """
 
     async def renew(self, receipts: list[str], lease: float) -> list[str]:
         """Extend the leases of these claims, in one write.
@@ -228,15 +292,14 @@ class Store(Protocol):
         the next `renew` of their claim reports them. Returns how many were cancelled."""
         ...
 
-    async def get(self, task_id: str) -> StoredStatus | None: ...
-
-    def get_sync(self, task_id: str) -> StoredStatus | None:
-        """`get` for sync callers (any thread); blocks on the read."""
+    async def get(self, task_id: str) -> StoredStatus | None:
+        """One task by id (None: unknown, or purged)."""
         ...
 
-    def counts_sync(self) -> dict[str, int]: ...
-
-    async def counts(self) -> dict[str, int]: ...
+    async def counts(self, queue: str | None = None) -> dict[str, int]:
+        """How many tasks per state as `TaskInfo` shows it (held counts as pending, a
+        pending task not yet due as scheduled), every state present; of one queue."""
+        ...
 
     async def list_tasks(
         self,
@@ -263,4 +326,10 @@ class Store(Protocol):
         many (``dry_run``: only counts them)."""
         ...
 
-    async def close(self) -> None: ...
+    async def heartbeat(self, worker: WorkerInfo, expires_in: float) -> None:
+        """Record that this worker is alive (its `seen_at` is now) until `expires_in`
+        seconds from now; 0 removes it (a worker that stops says so)."""
+
+    async def workers(self) -> list[WorkerInfo]:
+        """The workers whose last heartbeat has not expired, by name."""
+        ...

@@ -11,19 +11,22 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from backbeat.status import TaskState
 from backbeat.stores.base import (
+    COUNTED_STATES,
     FINISHED_STATES,
     ClaimedTask,
     NewTask,
     Settlement,
     StoredStatus,
     StoreError,
+    WorkerInfo,
     receipt_for,
     split_receipt,
 )
+from backbeat.stores.wakeups import Wakeups
 
 
 @dataclass(slots=True)
@@ -60,17 +63,37 @@ class _Row:
 
 
 class MemoryStore:
+    """Tasks in a dict, behind a lock: bound to no event loop, so `twin` is itself."""
+
     def __init__(self) -> None:
         self._rows: dict[str, _Row] = {}
-        self._lock = threading.Lock()  # get_sync may come from any thread
-        self._closed = False
+        self._workers: dict[str, tuple[WorkerInfo, float]] = {}
+        self._lock = threading.Lock()  # the lease keeper's and sync callers' loops use it too
+        self._wakeups = Wakeups()
 
     def __repr__(self) -> str:
         return "MemoryStore()"
 
-    def _check(self) -> None:
-        if self._closed:
-            raise StoreError("MemoryStore() is closed")
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def twin(self) -> MemoryStore:
+        return self
+
+    async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 - the store contract
+        with self._lock:
+            now = time.time()
+            later = [
+                row.task.due_at
+                for row in self._rows.values()
+                if row.state == "pending" and row.task.due_at > now
+            ]
+        if later:
+            timeout = min(timeout, min(later) - now + 0.001)
+        await self._wakeups.wait(timeout)
 
     def _runnable(self, row: _Row, now: float) -> bool:
         if row.task.due_at > now:
@@ -94,7 +117,6 @@ class MemoryStore:
 
     async def enqueue(self, tasks: list[NewTask]) -> list[str]:
         with self._lock:
-            self._check()
             for task in tasks:
                 if task.id in self._rows:
                     raise StoreError(f"UNIQUE constraint failed: a task with id {task.id} exists")
@@ -115,21 +137,21 @@ class MemoryStore:
                     task, "held" if held else "pending", lease_until=task.held_until
                 )
                 ids.append(task.id)
-            return ids
+        self._wakeups.notify()
+        return ids
 
     async def activate(self, ids: list[str]) -> None:
         with self._lock:
-            self._check()
             for task_id in ids:
                 row = self._rows.get(task_id)
                 if row is not None and row.state == "held":
                     row.state, row.lease_until = "pending", None
+        self._wakeups.notify()
 
     async def start(
         self, worker: str, ids: list[str], lease: float, limit: int
     ) -> list[ClaimedTask]:
         with self._lock:
-            self._check()
             now = time.time()
             claimed: list[ClaimedTask] = []
             for task_id in ids:
@@ -140,7 +162,9 @@ class MemoryStore:
                     claimed.append(self._take(row, worker, now, lease))
                 else:
                     row.state, row.lease_until = "pending", None
-            return claimed
+        if len(claimed) < len(ids):
+            self._wakeups.notify()  # some were only activated
+        return claimed
 
     async def claim(
         self,
@@ -153,7 +177,6 @@ class MemoryStore:
         queues: tuple[str, ...] | None = None,
     ) -> list[ClaimedTask]:
         with self._lock:
-            self._check()
             now = time.time()
             expired = [
                 row
@@ -200,17 +223,6 @@ class MemoryStore:
             candidates.sort(key=lambda row: (-row.task.priority, row.task.due_at))
             return [self._take(row, worker, now, lease) for row in candidates[:limit]]
 
-    async def next_due(self) -> float | None:
-        with self._lock:
-            self._check()
-            now = time.time()
-            later = [
-                row.task.due_at
-                for row in self._rows.values()
-                if row.state == "pending" and row.task.due_at > now
-            ]
-            return min(later, default=None)
-
     def _current(self, receipt: str) -> _Row | None:
         """The row a claim names, while the claim is current (same attempt, running)."""
         task_id, attempt = split_receipt(receipt)
@@ -221,7 +233,6 @@ class MemoryStore:
 
     async def renew(self, receipts: list[str], lease: float) -> list[str]:
         with self._lock:
-            self._check()
             stop = []
             for receipt in receipts:
                 row = self._current(receipt)
@@ -233,7 +244,6 @@ class MemoryStore:
 
     async def finish(self, settlements: list[Settlement]) -> list[bool]:
         with self._lock:
-            self._check()
             now = time.time()
             kept = []
             for settlement in settlements:
@@ -260,7 +270,6 @@ class MemoryStore:
 
     async def progress(self, receipt: str, document: str) -> bool:
         with self._lock:
-            self._check()
             # Any state: the last report of an attempt may land after its outcome.
             task_id, attempt = split_receipt(receipt)
             row = self._rows.get(task_id)
@@ -271,16 +280,15 @@ class MemoryStore:
 
     async def release(self, receipts: list[str]) -> None:
         with self._lock:
-            self._check()
             for receipt in receipts:
                 row = self._current(receipt)
                 if row is not None and not row.cancel_requested:
                     row.state, row.lease_until, row.worker = "pending", None, None
                     row.attempts = max(row.attempts - 1, 0)
+        self._wakeups.notify()
 
     async def cancel(self, ids: list[str], reason: str) -> int:
         with self._lock:
-            self._check()
             count = 0
             for task_id in ids:
                 row = self._rows.get(task_id)
@@ -296,7 +304,6 @@ class MemoryStore:
 
     async def retry(self, ids: list[str] | None) -> int:
         with self._lock:
-            self._check()
             rows = self._rows.values() if ids is None else [self._rows.get(i) for i in ids]
             count = 0
             for row in rows:
@@ -305,7 +312,8 @@ class MemoryStore:
                     row.started_at = row.finished_at = None
                     row.task.due_at = time.time()
                     count += 1
-            return count
+        self._wakeups.notify()
+        return count
 
     async def purge(
         self,
@@ -318,7 +326,6 @@ class MemoryStore:
         if unknown:
             raise ValueError(f"only finished tasks can be purged, not {sorted(unknown)}")
         with self._lock:
-            self._check()
             doomed = [
                 task_id
                 for task_id, row in self._rows.items()
@@ -329,31 +336,37 @@ class MemoryStore:
                     del self._rows[task_id]
             return len(doomed)
 
-    def get_sync(self, task_id: str) -> StoredStatus | None:
+    async def get(self, task_id: str) -> StoredStatus | None:
         with self._lock:
-            self._check()
             row = self._rows.get(task_id)
             return None if row is None else row.status()
 
-    async def get(self, task_id: str) -> StoredStatus | None:
-        return self.get_sync(task_id)
-
-    def counts_sync(self) -> dict[str, int]:
+    async def counts(self, queue: str | None = None) -> dict[str, int]:
         with self._lock:
-            self._check()
             now = time.time()
-            counts = dict.fromkeys(
-                ("pending", "scheduled", "running", "succeeded", "failed", "cancelled"), 0
-            )
+            counts = dict.fromkeys(COUNTED_STATES, 0)
             for row in self._rows.values():
+                if queue is not None and row.task.queue != queue:
+                    continue
                 state = "pending" if row.state == "held" else row.state
                 if state == "pending" and row.task.due_at > now:
                     state = "scheduled"
                 counts[state] += 1
             return counts
 
-    async def counts(self) -> dict[str, int]:
-        return self.counts_sync()
+    async def heartbeat(self, worker: WorkerInfo, expires_in: float) -> None:
+        with self._lock:
+            if expires_in <= 0:
+                self._workers.pop(worker.name, None)
+                return
+            worker.seen_at = time.time()
+            self._workers[worker.name] = (replace(worker), worker.seen_at + expires_in)
+
+    async def workers(self) -> list[WorkerInfo]:
+        with self._lock:
+            now = time.time()
+            live = [info for info, expires in self._workers.values() if expires > now]
+        return sorted(live, key=lambda info: info.name)
 
     async def list_tasks(
         self,
@@ -365,7 +378,6 @@ class MemoryStore:
         before: str | None = None,
     ) -> list[StoredStatus]:
         with self._lock:
-            self._check()
             now = time.time()
             found = []
             for row in sorted(self._rows.values(), key=lambda row: row.task.id, reverse=True):
@@ -380,6 +392,3 @@ class MemoryStore:
                     if len(found) == limit:
                         break
             return found
-
-    async def close(self) -> None:
-        self._closed = True

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import sqlite3
 import time
@@ -26,22 +27,27 @@ from typing import Any, TypeVar
 import anyio.to_thread
 
 from backbeat.stores.base import (
+    COUNTED_STATES,
     FINISHED_STATES,
     ClaimedTask,
     NewTask,
     Settlement,
     StoredStatus,
     StoreError,
+    WorkerInfo,
     receipt_for,
     split_receipt,
 )
 from backbeat.stores.sqlite_file import SQLiteFile, path_from_url
 from backbeat.stores.sqlite_sql import (
     ACTIVATE,
+    BEAT,
     CANCEL_ORPHANS,
     CORRUPT_AFTER,
+    COUNTS,
     CURRENT,
     DEAD_LOST,
+    LIVE_WORKERS,
     SETTLE,
     SOONEST,
     START,
@@ -51,10 +57,14 @@ from backbeat.stores.sqlite_sql import (
     list_query,
     setup,
 )
+from backbeat.stores.wakeups import Wakeups
 
 T = TypeVar("T")
 
 logger = logging.getLogger("backbeat")
+
+# One signal per file for every store object on it in this process (`Store.wait`).
+_WAKEUPS: dict[Path, Wakeups] = {}
 
 
 def _claimed(row: Any) -> ClaimedTask:
@@ -65,7 +75,10 @@ def _claimed(row: Any) -> ClaimedTask:
 
 
 class SQLiteStore:
-    """Tasks in one SQLite file; ``create=False`` refuses a path where no store exists."""
+    """Tasks in one SQLite file; ``create=False`` refuses a path where no store exists.
+
+    Bound to no event loop (its I/O runs in threads), so `twin` is the store itself.
+    """
 
     def __init__(
         self, path: str | Path, *, busy_timeout: float = 10.0, create: bool = True
@@ -86,8 +99,7 @@ class SQLiteStore:
         ] = {}
         # When the claim that ran last saw the next due time, and what it was.
         self._due_hint: tuple[float, float | None] = (-1.0, None)
-        # Open now: a bad path or a corrupt file is an error here, not at the first task.
-        self.file.connection(check=True)
+        self._wakeups = _WAKEUPS.setdefault(self.path.absolute(), Wakeups())
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> SQLiteStore:
@@ -107,11 +119,24 @@ class SQLiteStore:
     def _read(self, sql: str, parameters: tuple[Any, ...]) -> list[Any]:
         return self.file.read(sql, parameters)
 
+    async def open(self) -> None:
+        # A bad path or a corrupt file is an error here, not at the first task.
+        await anyio.to_thread.run_sync(self.file.connection)
+
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self.file.close)
 
     def close_sync(self) -> None:
         self.file.close()
+
+    def twin(self) -> SQLiteStore:
+        return self
+
+    async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 - the store contract
+        due = await self._next_due()
+        if due is not None:
+            timeout = min(timeout, max(due - time.time(), 0.0) + 0.001)
+        await self._wakeups.wait(timeout)
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -148,6 +173,9 @@ class SQLiteStore:
 
     def _flush_enqueues(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = self._enqueues.pop(loop)
+        for rows, _ in batch:
+            for row in rows:
+                self._sooner(row[8])  # its due_at
         try:
             future = self.file.submit(functools.partial(insert_groups, [rows for rows, _ in batch]))
         except StoreError as exc:
@@ -158,6 +186,8 @@ class SQLiteStore:
 
         def resolve(outcome: asyncio.Future[list[list[str] | BaseException]]) -> None:
             error = outcome.exception()
+            if error is None:
+                self._wakeups.notify()
             for index, (_, done) in enumerate(batch):
                 if done.done():
                     continue
@@ -174,6 +204,7 @@ class SQLiteStore:
             conn.executemany(ACTIVATE, [(task_id,) for task_id in ids])
 
         await self._write(update)
+        self._wakeups.notify()
 
     async def start(
         self, worker: str, ids: list[str], lease: float, limit: int
@@ -192,7 +223,10 @@ class SQLiteStore:
                     conn.execute(ACTIVATE, (task_id,))
             return claimed
 
-        return await self._write(activate_and_claim)
+        claimed = await self._write(activate_and_claim)
+        if len(claimed) < len(ids):
+            self._wakeups.notify()  # some were only activated
+        return claimed
 
     async def claim(
         self,
@@ -259,6 +293,10 @@ class SQLiteStore:
         return await self._write(extend)
 
     async def finish(self, settlements: list[Settlement]) -> list[bool]:
+        for settlement in settlements:
+            if settlement.retry_at is not None:
+                self._sooner(settlement.retry_at)
+
         def settle(conn: sqlite3.Connection) -> list[bool]:
             now = time.time()
             kept = []
@@ -301,6 +339,7 @@ class SQLiteStore:
             )
 
         await self._write(give_back)
+        self._wakeups.notify()
 
     async def cancel(self, ids: list[str], reason: str) -> int:
         def stop(conn: sqlite3.Connection) -> int:
@@ -333,7 +372,9 @@ class SQLiteStore:
                 return conn.execute(reset, (now,)).rowcount
             return sum(conn.execute(reset + " AND id = ?", (now, i)).rowcount for i in ids)
 
-        return await self._write(again)
+        count = await self._write(again)
+        self._wakeups.notify()
+        return count
 
     async def purge(
         self,
@@ -360,27 +401,41 @@ class SQLiteStore:
 
     # --- reads ----------------------------------------------------------------------------
 
-    def get_sync(self, task_id: str) -> StoredStatus | None:
-        row = self._read(f"SELECT {STATUS_COLUMNS} FROM backbeat_tasks WHERE id = ?", (task_id,))
+    async def get(self, task_id: str) -> StoredStatus | None:
+        sql = f"SELECT {STATUS_COLUMNS} FROM backbeat_tasks WHERE id = ?"
+        row = await anyio.to_thread.run_sync(self._read, sql, (task_id,))
         return StoredStatus(*row[0]) if row else None
 
-    async def get(self, task_id: str) -> StoredStatus | None:
-        return await anyio.to_thread.run_sync(self.get_sync, task_id)
-
-    def counts_sync(self) -> dict[str, int]:
-        rows = self._read(
-            "SELECT CASE WHEN state IN ('pending', 'held') AND due_at > ? THEN 'scheduled' "
-            "WHEN state = 'held' THEN 'pending' ELSE state END, "
-            "count(*) FROM backbeat_tasks GROUP BY 1",
-            (time.time(),),
-        )
-        counts = dict.fromkeys(
-            ("pending", "scheduled", "running", "succeeded", "failed", "cancelled"), 0
-        )
+    async def counts(self, queue: str | None = None) -> dict[str, int]:
+        rows = await anyio.to_thread.run_sync(self._read, COUNTS, (time.time(), queue, queue))
+        counts = dict.fromkeys(COUNTED_STATES, 0)
         counts.update({state: count for state, count in rows})
         return counts
 
-    async def next_due(self) -> float | None:
+    async def heartbeat(self, worker: WorkerInfo, expires_in: float) -> None:
+        def beat(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            if expires_in <= 0:
+                conn.execute("DELETE FROM backbeat_workers WHERE name = ?", (worker.name,))
+                return
+            worker.seen_at = now
+            document = json.dumps(worker.document())
+            conn.execute(BEAT, (worker.name, document, now + expires_in))
+            conn.execute("DELETE FROM backbeat_workers WHERE expires_at < ?", (now - 3600,))
+
+        await self._write(beat)
+
+    async def workers(self) -> list[WorkerInfo]:
+        rows = await anyio.to_thread.run_sync(self._read, LIVE_WORKERS, (time.time(),))
+        return [WorkerInfo.from_document(json.loads(row[0])) for row in rows]
+
+    def _sooner(self, due: float) -> None:
+        """A task written now is due then: the next due time seen may come later."""
+        seen_at, soonest = self._due_hint
+        if soonest is None or due < soonest:
+            self._due_hint = (seen_at, due)
+
+    async def _next_due(self) -> float | None:
         seen_at, due = self._due_hint
         if time.monotonic() - seen_at < 0.05:
             return due  # read by the claim that just ran, in its transaction
@@ -393,9 +448,6 @@ class SQLiteStore:
             return rows[0][0] if rows else None
 
         return await anyio.to_thread.run_sync(soonest)
-
-    async def counts(self) -> dict[str, int]:
-        return await anyio.to_thread.run_sync(self.counts_sync)
 
     async def list_tasks(
         self,

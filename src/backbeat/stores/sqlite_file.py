@@ -99,7 +99,6 @@ class SQLiteFile:
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
         self._local = threading.local()
-        self.closed = False
         # Which file the path named when it was opened, and how many times it was
         # opened again since (read connections of an older generation are stale).
         self._identity: tuple[int, int] | None = None
@@ -125,7 +124,7 @@ class SQLiteFile:
         with contextlib.suppress(FileExistsError):
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
-    def _connect(self, *, check: bool = False) -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Connection:
         if not self.path.exists():
             if not self.create:
                 raise StoreMissing(f"no store at {self.path.absolute()}")
@@ -147,6 +146,8 @@ class SQLiteFile:
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_AUTOCHECKPOINT_PAGES}")
             conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
+            # The first connection to this file (or to what replaced it) checks its pages.
+            check = self._identity is None
             if check and self.path.stat().st_size <= _QUICK_CHECK_LIMIT:
                 problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
                 if problems != ["ok"]:
@@ -162,7 +163,7 @@ class SQLiteFile:
             raise StoreError(f"cannot open the SQLite store {str(self.path)!r}: {exc}") from exc
         return conn
 
-    def connection(self, *, check: bool = False) -> sqlite3.Connection:
+    def connection(self) -> sqlite3.Connection:
         """This thread's read connection (a new one once the file was opened anew)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and self._local.generation != self._generation:
@@ -170,7 +171,7 @@ class SQLiteFile:
             conn = None
         if conn is None:
             self._local.generation = self._generation
-            conn = self._local.conn = self._connect(check=check)
+            conn = self._local.conn = self._connect()
         return conn
 
     def _replaced(self) -> bool:
@@ -205,8 +206,6 @@ class SQLiteFile:
     # --- the writer ----------------------------------------------------------------------
 
     def submit(self, fn: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
-        if self.closed:
-            raise StoreError(f"{self!r} is closed")
         if self._writer is None:
             with self._writer_lock:
                 if self._writer is None:
@@ -325,20 +324,18 @@ class SQLiteFile:
         return outcomes
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self._writer is not None:
-            self._writes.put(None)
-            self._writer.join()
+        """Stop the writer and close this thread's reader; the next use opens them again."""
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                self._writes.put(None)
+                writer.join()
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
 
     def read(self, sql: str, parameters: tuple[Any, ...]) -> list[Any]:
-        if self.closed:
-            raise StoreError(f"{self!r} is closed")
         try:
             return self.connection().execute(sql, parameters).fetchall()
         except sqlite3.Error as exc:

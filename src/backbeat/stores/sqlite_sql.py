@@ -43,6 +43,11 @@ CREATE TABLE IF NOT EXISTS backbeat_tasks (
 CREATE INDEX IF NOT EXISTS backbeat_tasks_runnable ON backbeat_tasks (state, due_at);
 CREATE INDEX IF NOT EXISTS backbeat_tasks_leases ON backbeat_tasks (state, lease_until);
 CREATE INDEX IF NOT EXISTS backbeat_tasks_finished ON backbeat_tasks (state, finished_at);
+CREATE TABLE IF NOT EXISTS backbeat_workers (
+    name TEXT PRIMARY KEY,
+    document TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
 """
 
 STATUS_COLUMNS = (
@@ -123,6 +128,17 @@ DEAD_LOST = (
     "WHERE state = 'running' AND lease_until < :now AND lost + 1 >= :max_lost "
     "RETURNING id, name, error"
 )
+COUNTS = (
+    "SELECT CASE WHEN state IN ('pending', 'held') AND due_at > ? THEN 'scheduled' "
+    "WHEN state = 'held' THEN 'pending' ELSE state END, count(*) FROM backbeat_tasks "
+    "WHERE ? IS NULL OR queue = ? GROUP BY 1"
+)
+BEAT = (
+    "INSERT INTO backbeat_workers (name, document, expires_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET document = excluded.document, "
+    "expires_at = excluded.expires_at"
+)
+LIVE_WORKERS = "SELECT document FROM backbeat_workers WHERE expires_at > ? ORDER BY name"
 SOONEST = "SELECT min(due_at) FROM backbeat_tasks WHERE state = 'pending' AND due_at > ?"
 # Cancelled while running, and its worker is gone: cancelled, not run again.
 CANCEL_ORPHANS = (

@@ -1,56 +1,15 @@
-"""The store interface, on both stores (SQLite on real files, and in memory);
-then what is SQLite's own."""
+"""The store contract (`backbeat.stores.base.Store`), case by case, on every store."""
 
 import asyncio
-import stat
 import time
 
 import pytest
 
-from backbeat.ids import new_id
 from backbeat.status import TaskState
-from backbeat.stores import MemoryStore, NewTask, SQLiteStore, StoreError, open_store
-from backbeat.stores.base import ClaimedTask, Settlement
-from backbeat.stores.sqlite import path_from_url
+from backbeat.stores.base import Settlement
+from tests.stores.rows import failed, new_task, succeeded
 
 pytestmark = pytest.mark.anyio
-
-
-def new_task(name: str = "emails.send", due_in: float = 0.0, **policy) -> NewTask:
-    now = time.time()
-    return NewTask(
-        id=new_id(),
-        name=name,
-        payload='{"args": ["hi"], "kwargs": {}}',
-        created_at=now,
-        due_at=now + due_in,
-        **policy,
-    )
-
-
-def succeeded(claim: ClaimedTask, result: str | None = None) -> Settlement:
-    return Settlement(claim.receipt, TaskState.SUCCEEDED, result=result)
-
-
-def failed(
-    claim: ClaimedTask, error: str = "boom", trace: str | None = None, retry_at: float | None = None
-) -> Settlement:
-    state = TaskState.FAILED if retry_at is None else TaskState.SCHEDULED
-    return Settlement(claim.receipt, state, error=error, traceback=trace, retry_at=retry_at)
-
-
-@pytest.fixture(params=["sqlite", "memory"])
-async def store(request, tmp_path):
-    opened = SQLiteStore(tmp_path / "tasks.db") if request.param == "sqlite" else MemoryStore()
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
-async def sqlite_store(tmp_path):
-    opened = SQLiteStore(tmp_path / "tasks.db")
-    yield opened
-    await opened.close()
 
 
 async def test_enqueue_then_get_and_counts(store):
@@ -69,18 +28,6 @@ async def test_enqueue_then_get_and_counts(store):
     assert await store.get("nope") is None
     counts = await store.counts()
     assert (counts["pending"], counts["scheduled"], counts["running"]) == (1, 1, 0)
-
-
-async def test_the_file_is_in_wal_mode_and_shared_with_other_connections(sqlite_store, tmp_path):
-    store = sqlite_store
-    await store.enqueue([new_task()])
-    other = SQLiteStore(tmp_path / "tasks.db")
-    try:
-        assert other.counts_sync()["pending"] == 1
-        mode = other.file.connection().execute("PRAGMA journal_mode").fetchone()[0]
-        assert mode == "wal"
-    finally:
-        other.close_sync()
 
 
 async def test_claim_takes_due_tasks_once_with_a_lease(store):
@@ -239,14 +186,6 @@ async def test_cancel_and_purge(store):
         await store.purge(time.time(), ("running",))
 
 
-async def test_concurrent_writes_share_transactions(sqlite_store):
-    store = sqlite_store
-    before = store.transactions
-    await asyncio.gather(*(store.enqueue([new_task()]) for _ in range(200)))
-    assert (await store.counts())["pending"] == 200
-    assert store.transactions - before < 200  # grouped: fewer commits than writes
-
-
 async def test_one_bad_write_fails_alone(store):
     task, other = new_task(), new_task()
     assert await store.enqueue([task]) == [task.id]
@@ -276,31 +215,6 @@ async def test_a_key_held_by_a_live_task_is_not_added_again(store):
     assert await store.enqueue([again]) == [again.id]  # the first one finished
 
 
-def test_urls(tmp_path):
-    assert str(path_from_url("sqlite:///tasks.db")) == "tasks.db"
-    assert str(path_from_url("sqlite:////var/lib/x.db")) == "/var/lib/x.db"
-    for bad in ("sqlite://tasks.db", "sqlite:///", "postgres://x"):
-        with pytest.raises(StoreError):
-            path_from_url(bad)
-    with pytest.raises(StoreError, match="unknown store 'redis'"):
-        open_store("redis://localhost")
-    assert isinstance(open_store("memory://"), MemoryStore)
-    store = open_store(f"sqlite:///{tmp_path}/nested/dir/t.db")
-    assert (tmp_path / "nested" / "dir" / "t.db").exists()
-    store.close_sync()
-
-
-def test_a_corrupt_or_unreadable_file_is_a_clear_error(tmp_path):
-    corrupt = tmp_path / "corrupt.db"
-    corrupt.write_bytes(b"this is not a database at all" * 100)
-    with pytest.raises(StoreError, match=r"cannot open the SQLite store .*corrupt\.db"):
-        SQLiteStore(corrupt)
-    directory = tmp_path / "a-directory.db"
-    directory.mkdir()
-    with pytest.raises(StoreError, match="cannot open"):
-        SQLiteStore(directory)
-
-
 async def test_a_task_waits_for_the_ones_it_comes_after(store):
     first, second = new_task(), new_task()
     second.after = f'["{first.id}"]'
@@ -310,19 +224,6 @@ async def test_a_task_waits_for_the_ones_it_comes_after(store):
     assert await store.claim("w", 10, 30) == []
     await store.finish([failed(claimed)])  # finished, even if failed
     assert [c.id for c in await store.claim("w", 10, 30)] == [second.id]
-
-
-async def test_sqlite_store_files_are_private(tmp_path):
-    path = tmp_path / "new" / "deeper" / "tasks.db"
-    store = SQLiteStore(path)
-    now = time.time()
-    await store.enqueue([NewTask(new_id(), "n", "{}", now, now)])
-    files = [path, path.with_name("tasks.db-wal"), path.with_name("tasks.db-shm")]
-    for file in files:
-        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
-    for directory in (path.parent, path.parent.parent):
-        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
-    store.close_sync()
 
 
 async def test_a_task_whose_lease_is_lost_again_and_again_ends_in_the_dead_letter(store):
@@ -375,3 +276,109 @@ async def test_a_cancelled_task_whose_worker_died_is_not_run_again(store):
     await asyncio.sleep(0.1)
     assert await store.claim("w2", 1, 30) == []
     assert (await store.get(task.id)).state == "cancelled"
+
+
+async def test_open_is_idempotent_and_a_closed_store_opens_again_when_used(store):
+    await store.open()
+    task = new_task()
+    await store.enqueue([task])
+    await store.close()
+    assert (await store.get(task.id)).state == "pending"  # used again: opened again
+    await store.open()
+    assert (await store.counts())["pending"] == 1
+
+
+async def test_wait_returns_on_a_write_at_a_due_time_or_after_its_timeout(store):
+    started = time.monotonic()
+    await store.wait(0.2)  # nothing happens: the timeout
+    assert 0.15 < time.monotonic() - started < 1.0
+
+    async def write_soon():
+        await asyncio.sleep(0.05)
+        await store.enqueue([new_task()])
+
+    writer = asyncio.create_task(write_soon())
+    started = time.monotonic()
+    await store.wait(5)
+    assert time.monotonic() - started < 1.0
+    await writer
+    await store.claim("w", 10, 30)
+
+    await store.enqueue([new_task(due_in=0.3)])
+    await store.wait(0)  # the write's own signal
+    started = time.monotonic()
+    await store.wait(5)
+    assert 0.2 < time.monotonic() - started < 1.0  # woke when the delayed task fell due
+
+
+async def test_wait_wakes_for_a_write_made_from_another_threads_loop(store):
+    def write_elsewhere():
+        time.sleep(0.1)
+        asyncio.run(store.twin().enqueue([new_task()]))
+
+    await store.wait(0)
+    started = time.monotonic()
+    writer = asyncio.get_running_loop().run_in_executor(None, write_elsewhere)
+    await store.wait(5)
+    assert time.monotonic() - started < 2.0
+    await writer
+
+
+async def test_a_signal_given_before_waiting_is_not_lost(store):
+    await store.enqueue([new_task()])
+    started = time.monotonic()
+    await store.wait(5)
+    assert time.monotonic() - started < 0.5
+
+
+async def test_heartbeats_list_the_live_workers(store):
+    from backbeat.stores.base import WorkerInfo
+
+    def worker(name: str, queues=None) -> WorkerInfo:
+        return WorkerInfo(name, "host", 42, queues, 10, 3, started_at=time.time())
+
+    await store.heartbeat(worker("b", ("mail", "pdf")), 30)
+    await store.heartbeat(worker("a"), 30)
+    await store.heartbeat(worker("gone"), 0.05)
+    await asyncio.sleep(0.1)
+    alive = await store.workers()
+    assert [w.name for w in alive] == ["a", "b"]
+    assert alive[1].queues == ("mail", "pdf") and alive[0].queues is None
+    assert (alive[0].running, alive[0].concurrency, alive[0].pid) == (3, 10, 42)
+    assert alive[0].seen_at > time.time() - 5
+    await store.heartbeat(worker("a"), 0)  # it stopped
+    assert [w.name for w in await store.workers()] == ["b"]
+
+
+async def test_counts_of_one_queue(store):
+    await store.enqueue([new_task(queue="mail"), new_task(queue="mail"), new_task(queue="pdf")])
+    assert (await store.counts("mail"))["pending"] == 2
+    assert (await store.counts("pdf"))["pending"] == 1
+    assert (await store.counts("none"))["pending"] == 0
+    assert (await store.counts())["pending"] == 3
+
+
+async def test_list_pages_newest_first_with_filters(store):
+    tasks = []
+    for n in range(5):
+        tasks.append(new_task(name=f"job{n % 2}"))
+        await store.enqueue([tasks[-1]])
+        await asyncio.sleep(0.002)  # ids order by their millisecond, then at random
+    newest_first = [t.id for t in reversed(tasks)]
+    page = await store.list_tasks(limit=2)
+    assert [t.id for t in page] == newest_first[:2]
+    following = await store.list_tasks(limit=2, before=page[-1].id)
+    assert [t.id for t in following] == newest_first[2:4]
+    assert {t.name for t in await store.list_tasks(name="job1")} == {"job1"}
+    [claimed, *_] = await store.claim("w", 1, 30)
+    await store.finish([failed(claimed)])
+    assert [t.id for t in await store.list_tasks(state="failed")] == [claimed.id]
+
+
+async def test_progress_is_kept_for_the_current_attempt_only(store):
+    task = new_task()
+    await store.enqueue([task])
+    [claimed] = await store.claim("w", 1, 30)
+    assert await store.progress(claimed.receipt, '{"fraction": 0.5}') is True
+    assert (await store.get(task.id)).progress == '{"fraction": 0.5}'
+    assert await store.progress(task.id + ":7", '{"fraction": 1}') is False

@@ -1,0 +1,75 @@
+"""What is the SQLite store's own: the file, its URLs, its group commit."""
+
+import asyncio
+import stat
+import time
+
+import pytest
+
+from backbeat.ids import new_id
+from backbeat.stores import MemoryStore, NewTask, SQLiteStore, StoreError, open_store
+from backbeat.stores.sqlite import path_from_url
+from tests.stores.rows import new_task
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_the_file_is_in_wal_mode_and_shared_with_other_connections(sqlite_store, tmp_path):
+    store = sqlite_store
+    await store.enqueue([new_task()])
+    other = SQLiteStore(tmp_path / "tasks.db")
+    try:
+        assert (await other.counts())["pending"] == 1
+        mode = other.file.connection().execute("PRAGMA journal_mode").fetchone()[0]
+        assert mode == "wal"
+    finally:
+        await other.close()
+
+
+async def test_concurrent_writes_share_transactions(sqlite_store):
+    store = sqlite_store
+    before = store.transactions
+    await asyncio.gather(*(store.enqueue([new_task()]) for _ in range(200)))
+    assert (await store.counts())["pending"] == 200
+    assert store.transactions - before < 200  # grouped: fewer commits than writes
+
+
+async def test_urls(tmp_path):
+    assert str(path_from_url("sqlite:///tasks.db")) == "tasks.db"
+    assert str(path_from_url("sqlite:////var/lib/x.db")) == "/var/lib/x.db"
+    for bad in ("sqlite://tasks.db", "sqlite:///", "postgres://x"):
+        with pytest.raises(StoreError):
+            path_from_url(bad)
+    with pytest.raises(StoreError, match="unknown store 'redis'"):
+        open_store("redis://localhost")
+    assert isinstance(open_store("memory://"), MemoryStore)
+    store = open_store(f"sqlite:///{tmp_path}/nested/dir/t.db")
+    assert not (tmp_path / "nested").exists()  # nothing before `open`
+    await store.open()
+    assert (tmp_path / "nested" / "dir" / "t.db").exists()
+    await store.close()
+
+
+async def test_a_corrupt_or_unreadable_file_is_a_clear_error_at_open(tmp_path):
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"this is not a database at all" * 100)
+    store = SQLiteStore(corrupt)  # nothing is touched before `open`
+    with pytest.raises(StoreError, match=r"cannot open the SQLite store .*corrupt\.db"):
+        await store.open()
+    directory = tmp_path / "a-directory.db"
+    directory.mkdir()
+    with pytest.raises(StoreError, match="cannot open"):
+        await SQLiteStore(directory).open()
+
+
+async def test_sqlite_store_files_are_private(tmp_path):
+    path = tmp_path / "new" / "deeper" / "tasks.db"
+    store = SQLiteStore(path)
+    now = time.time()
+    await store.enqueue([NewTask(new_id(), "n", "{}", now, now)])
+    files = [path, path.with_name("tasks.db-wal"), path.with_name("tasks.db-shm")]
+    for file in files:
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+    for directory in (path.parent, path.parent.parent):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+    await store.close()
