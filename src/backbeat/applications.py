@@ -103,3 +103,15 @@ def with_runner(runner: Runner, lifespan: Lifespan[Any] | None) -> Lifespan[Any]
             yield state
 
     return lifespan_with_runner
+
+
+def find_runner(app: Any) -> Runner | None:
+    """The runner of an `App` or of a `BackbeatMiddleware` (also nested in middleware)."""
+    seen = 0
+    while app is not None and seen < 64:
+        runner = getattr(app, "runner", None)
+        if isinstance(runner, Runner):
+            return runner
+        app = getattr(app, "app", None)
+        seen += 1
+    return None

@@ -1,4 +1,4 @@
-"""`TurnBatch`: the calls made during one turn of the event loop, done as one.
+"""`TurnBatch` and `TurnGroup`: the calls made during one turn of the event loop, done as one.
 
 Many requests finishing in the same turn each want a small write (make my
 tasks runnable, record my success); one write for all of them is what makes
@@ -8,6 +8,7 @@ a store fast. Callers do not wait: `flush` reports its own errors.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
@@ -40,3 +41,57 @@ class TurnBatch(Generic[T]):
         await asyncio.sleep(0)  # let this turn's batch start
         if self._flushing:
             await asyncio.gather(*self._flushing, return_exceptions=True)
+
+
+R = TypeVar("R")
+
+
+class TurnGroup(Generic[T, R]):
+    """Calls made during one turn of the event loop, done as one; each caller awaits its own
+    answer. `run` takes the turn's items and returns a future of one answer (or the
+    exception to raise) per item; it may run in another thread."""
+
+    def __init__(
+        self,
+        run: Callable[[list[T]], concurrent.futures.Future[list[R | BaseException]]],
+        done: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.run = run
+        self.done = done  # called once the whole group is through
+        # Per event loop: a store may be used from several (the app's, a portal's).
+        self._waiting: dict[asyncio.AbstractEventLoop, list[tuple[T, asyncio.Future[R]]]] = {}
+
+    async def call(self, item: T) -> R:
+        loop = asyncio.get_running_loop()
+        group = self._waiting.get(loop)
+        if group is None:
+            group = self._waiting[loop] = []
+            loop.call_soon(self._start, loop)
+        answer: asyncio.Future[R] = loop.create_future()
+        group.append((item, answer))
+        return await answer
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        group = self._waiting.pop(loop)
+        try:
+            running = self.run([item for item, _ in group])
+        except Exception as exc:
+            for _, answer in group:
+                if not answer.done():
+                    answer.set_exception(exc)
+            return
+
+        def answer_each(outcome: asyncio.Future[list[R | BaseException]]) -> None:
+            error = outcome.exception()
+            if error is None:
+                self.done()
+            for index, (_, answer) in enumerate(group):
+                if answer.done():
+                    continue  # its caller gave up
+                result = error or outcome.result()[index]
+                if isinstance(result, BaseException):
+                    answer.set_exception(result)
+                else:
+                    answer.set_result(result)
+
+        asyncio.wrap_future(running, loop=loop).add_done_callback(answer_each)

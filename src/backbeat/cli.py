@@ -28,8 +28,9 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from backbeat.applications import find_runner
 from backbeat.routing import declare_task_modules
-from backbeat.runner import Runner, find_runner
+from backbeat.runner import Runner
 from backbeat.store_commands import STATES, CommandError, run_store_command
 from backbeat.stores import StoreError, StoreMissing
 from backbeat.stores.base import FINISHED_STATES

@@ -43,21 +43,17 @@ if TYPE_CHECKING:
     from backbeat.routing import HandlerRoute
     from backbeat.status_routes import Auth
 
-__all__ = ["Runner", "RunnerFull", "find_runner"]
+__all__ = ["Runner", "RunnerFull"]
 
 logger = logging.getLogger("backbeat")
 
 
-def find_runner(app: Any) -> Runner | None:
-    """The runner of an `App` or of a `BackbeatMiddleware` (also nested in middleware)."""
-    seen = 0
-    while app is not None and seen < 64:
-        runner = getattr(app, "runner", None)
-        if isinstance(runner, Runner):
-            return runner
-        app = getattr(app, "app", None)
-        seen += 1
-    return None
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _value_of(info: TaskInfo) -> Any:
@@ -268,9 +264,7 @@ class Runner:
             raise TypeError(f"Runner.submit expects a BackgroundTask, got {task!r}")
         if not self.durable:
             return self._engine.submit(task)  # type: ignore[union-attr]
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
+        if not _in_event_loop():
             return self._engine.submit_blocking(task)  # type: ignore[union-attr]
         raise RuntimeError(
             "a runner with a store writes to it, which takes an await here: use "
@@ -347,17 +341,6 @@ class Runner:
 
     def result(self, task_id: str, timeout: float | None = None) -> Any:
         """`aresult` for code without an event loop (a script, another thread)."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            info = self.get(task_id)
-            if info is not None and info.state in FINISHED:
-                return _value_of(info)
-            raise RuntimeError(
-                "waiting here would block the event loop: use `await runner.aresult(id)`"
-            )
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             info = self.get(task_id)
@@ -365,6 +348,10 @@ class Runner:
                 raise LookupError(f"no task with id {task_id}")
             if info.state in FINISHED:
                 return _value_of(info)
+            if _in_event_loop():
+                raise RuntimeError(
+                    "waiting here would block the event loop: use `await runner.aresult(id)`"
+                )
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"task {task_id} did not finish within {timeout}s")
             time.sleep(0.05)

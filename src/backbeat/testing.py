@@ -28,7 +28,8 @@ from typing import Any
 
 import starlette.testclient
 
-from backbeat.runner import Runner, find_runner
+from backbeat.applications import find_runner
+from backbeat.runner import Runner
 from backbeat.status import TaskInfo
 
 __all__ = ["TestClient", "find_runner"]

@@ -17,15 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import heapq
-import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 
 from backbeat.engine.execution import Hooks, Outcome, run_attempt
-from backbeat.engine.jobs import Collection, Job, run_eagerly, start_collection
+from backbeat.engine.jobs import Collection, Job, WaitingLine, run_eagerly, start_collection
 from backbeat.engine.limits import Limits
 from backbeat.ids import new_id
 from backbeat.status import (
@@ -61,11 +58,7 @@ class LocalEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.accepting = False
         self._running = 0
-        # Jobs waiting for a slot: priority 0 in a deque (the usual case, cheap), others in
-        # a heap by priority (higher first; a negative one after the deque), then arrival.
-        self._queue: deque[Job] = deque()
-        self._ranked: list[tuple[int, int, Job]] = []
-        self._arrivals = itertools.count()
+        self._line = WaitingLine()  # jobs waiting for a slot
         self._timers: set[Job] = set()
         self._executions: set[asyncio.Task[None]] = set()
         self._idle: asyncio.Event | None = None
@@ -104,8 +97,7 @@ class LocalEngine:
             assert job.timer is not None
             job.timer.cancel()
         self._timers.clear()
-        self._queue.clear()
-        self._ranked.clear()
+        self._line.clear()
         self._jobs.clear()
         self._keys.clear()
         for execution in self._executions:
@@ -282,11 +274,7 @@ class LocalEngine:
             self._wait_for_slot(job)
 
     def _wait_for_slot(self, job: Job) -> None:
-        priority = job.task.policy.priority
-        if priority == 0:
-            self._queue.append(job)
-        else:
-            heapq.heappush(self._ranked, (-priority, next(self._arrivals), job))
+        self._line.add(job)
 
     def _spawn(self, job: Job) -> None:
         assert self._loop is not None
@@ -326,12 +314,12 @@ class LocalEngine:
             self._cancelling.discard(record.id)
             self._table.move(record, CANCELLED)
             self._done(job)
-            if self._queue or self._ranked:
+            if self._line:
                 self._fill_slots()
             return
         if outcome.state is not SCHEDULED:
             self._done(job)
-        if self._queue or self._ranked:
+        if self._line:
             self._fill_slots()
 
     def _record(self, job: Job, outcome: Outcome) -> None:
@@ -356,12 +344,9 @@ class LocalEngine:
             self._idle.set()
 
     def _fill_slots(self) -> None:
-        queue, ranked = self._queue, self._ranked
-        while (queue or ranked) and self._running < self.limits.concurrency:
-            if ranked and (ranked[0][0] < 0 or not queue):
-                self._spawn(heapq.heappop(ranked)[2])
-            else:
-                self._spawn(queue.popleft())
+        line = self._line
+        while line and self._running < self.limits.concurrency:
+            self._spawn(line.pop())
 
     def _room_made(self) -> None:
         if self._waiting() < self.limits.max_pending:
@@ -384,13 +369,7 @@ class LocalEngine:
             job.timer.cancel()
             job.timer = None
             self._timers.discard(job)
-        ranked = [entry for entry in self._ranked if entry[2] is job]
-        if job in self._queue:  # waiting for a free slot
-            self._queue.remove(job)
-            started = True
-        elif ranked:
-            self._ranked.remove(ranked[0])
-            heapq.heapify(self._ranked)
+        if self._line.remove(job):  # waiting for a free slot
             started = True
         else:  # a sequence's member, waiting for its turn (or for its timer, above)
             started = job.on_done is not None or record.state is SCHEDULED

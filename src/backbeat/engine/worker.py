@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable
-from typing import Any
 
 from backbeat.batching import TurnBatch
 from backbeat.concurrency import enforce_async_callable
+from backbeat.engine.claims import Unrunnable, attempt_of, resolve, settlement_for
 from backbeat.engine.execution import (
     Attempt,
     Hooks,
@@ -38,26 +36,13 @@ from backbeat.engine.leases import LeaseKeeper
 from backbeat.engine.limits import Limits
 from backbeat.engine.reports import ProgressReports
 from backbeat.ids import new_id
-from backbeat.policy import DEFAULT_POLICY, TaskPolicy
+from backbeat.policy import DEFAULT_POLICY
 from backbeat.registry import TaskRegistry
-from backbeat.serialization import ArgumentError, decode_arguments, encode_result
-from backbeat.status import CANCELLED, FAILED, SUCCEEDED
+from backbeat.status import CANCELLED, FAILED
 from backbeat.stores.base import ClaimedTask, Settlement, Store, StoreError, WorkerInfo
 from backbeat.tasks import current_runner
 
 logger = logging.getLogger("backbeat")
-
-
-@functools.lru_cache(maxsize=256)
-def _stored_policy(
-    retries: int, backoff: float, max_backoff: float, timeout: float | None
-) -> TaskPolicy:
-    """The policy a stored task carries (a few distinct ones: built and checked once each)."""
-    return TaskPolicy(retries=retries, backoff=backoff, max_backoff=max_backoff, timeout=timeout)
-
-
-class _Unrunnable(Exception):
-    """The stored task cannot run in this process: dead-letter it, keep going."""
 
 
 class StoredWorker:
@@ -279,21 +264,11 @@ class StoredWorker:
     async def _execute(self, item: ClaimedTask) -> None:
         try:
             try:
-                func, args, kwargs = self._resolve(item)
-            except _Unrunnable as exc:
+                func, args, kwargs = resolve(self.registry, item)
+            except Unrunnable as exc:
                 await self._unrunnable(item, str(exc))
                 return
-            policy = _stored_policy(item.retries, item.backoff, item.max_backoff, item.timeout)
-            attempt = Attempt(
-                item.id,
-                item.name,
-                item.attempts,
-                item.created_at,
-                policy,
-                lost=item.lost,
-                error=item.error,
-                queue=item.queue,
-            )
+            attempt = attempt_of(item)
             call = enforce_async_callable(func)
             try:
                 await run_attempt(
@@ -320,50 +295,18 @@ class StoredWorker:
             if self.backlog:
                 self.poke()  # a slot is free, or a task it came before may now run
 
-    def _resolve(self, item: ClaimedTask) -> tuple[Callable[..., Any], list[Any], dict[str, Any]]:
-        func = self.registry.get(item.name)
-        if func is None:
-            raise _Unrunnable(
-                f"unknown task {item.name!r}: this app registered no function by that "
-                "name (@task, a route's background=, or runner.register); "
-                f"it knows {len(self.registry)} task name(s)"
-            )
-        try:
-            args, kwargs = decode_arguments(func, item.payload)
-        except ArgumentError as exc:
-            raise _Unrunnable(str(exc)) from None
-        return func, list(args), kwargs
-
     async def _unrunnable(self, item: ClaimedTask, error: str) -> None:
         """Dead-letter a stored task this process cannot run, and keep going."""
         logger.error("Background task %r (id %s) cannot run: %s", item.name, item.id, error)
         self._settlements.add(Settlement(item.receipt, FAILED, error=error))
         now = time.time()
         attempt = Attempt(item.id, item.name, item.attempts, item.created_at, DEFAULT_POLICY)
-        report_failure(self.hooks, task_info(attempt, FAILED, now, error, now), _Unrunnable(error))
+        report_failure(self.hooks, task_info(attempt, FAILED, now, error, now), Unrunnable(error))
 
     def _record(self, attempt: Attempt, outcome: Outcome) -> None:
-        receipt = self.receipts[attempt.id]
-        if outcome.state is SUCCEEDED:
-            try:
-                result = encode_result(outcome.result)
-            except ArgumentError as exc:
-                logger.warning(
-                    "Background task %r (id %s) succeeded, but its result is not stored: %s",
-                    attempt.name,
-                    attempt.id,
-                    exc,
-                )
-                result = None
-            self._settlements.add(Settlement(receipt, SUCCEEDED, result=result))
-            return
-        retry_at = None
+        self._settlements.add(settlement_for(self.receipts[attempt.id], attempt, outcome))
         if outcome.retry_in is not None:
-            retry_at = time.time() + outcome.retry_in
             self.poke()  # the claim loop's next wake-up may now be sooner
-        self._settlements.add(
-            Settlement(receipt, outcome.state, None, outcome.error, outcome.traceback, retry_at)
-        )
 
     async def _finish(self, settlements: list[Settlement]) -> None:
         """Record the outcomes of one loop turn in one write."""

@@ -14,7 +14,6 @@ checks that keep a deleted, corrupt or full file from swallowing tasks — is
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
@@ -26,6 +25,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from backbeat.batching import TurnGroup
 from backbeat.stores.base import (
     COUNTED_STATES,
     FINISHED_STATES,
@@ -33,7 +33,6 @@ from backbeat.stores.base import (
     NewTask,
     Settlement,
     StoredStatus,
-    StoreError,
     WorkerInfo,
     receipt_for,
     split_receipt,
@@ -43,17 +42,23 @@ from backbeat.stores.sqlite_sql import (
     ACTIVATE,
     BEAT,
     CANCEL_ORPHANS,
+    CANCEL_RUNNING,
+    CANCEL_WAITING,
     CORRUPT_AFTER,
     COUNTS,
     CURRENT,
     DEAD_LOST,
     LIVE_WORKERS,
+    PROGRESS,
+    RELEASE,
+    REQUEUE,
     SETTLE,
     SOONEST,
     START,
     STATUS_COLUMNS,
     claim_sql,
     insert_groups,
+    insert_row,
     list_query,
     setup,
 )
@@ -93,10 +98,10 @@ class SQLiteStore:
                 "SELECT count(*) FROM backbeat_tasks WHERE state IN ('held', 'pending', 'running')"
             ),
         )
-        # Rows waiting to be written, per event loop, with the futures of their callers.
-        self._enqueues: dict[
-            asyncio.AbstractEventLoop, list[tuple[list[tuple[Any, ...]], asyncio.Future[list[str]]]]
-        ] = {}
+        self._enqueues: TurnGroup[list[tuple[Any, ...]], list[str]] = TurnGroup(
+            lambda groups: self.file.submit(functools.partial(insert_groups, groups)),
+            done=self._notify,
+        )
         # When the claim that ran last saw the next due time, and what it was.
         self._due_hint: tuple[float, float | None] = (-1.0, None)
         self._wakeups = _WAKEUPS.setdefault(self.path.absolute(), Wakeups())
@@ -129,6 +134,9 @@ class SQLiteStore:
     def close_sync(self) -> None:
         self.file.close()
 
+    def _notify(self) -> None:
+        self._wakeups.notify()
+
     def twin(self) -> SQLiteStore:
         return self
 
@@ -142,62 +150,9 @@ class SQLiteStore:
 
     async def enqueue(self, tasks: list[NewTask]) -> list[str]:
         """Insert tasks. Enqueues made in one turn of the event loop become one write."""
-        rows = [
-            (
-                t.id,
-                t.name,
-                t.payload,
-                t.retries,
-                t.backoff,
-                t.max_backoff,
-                t.timeout,
-                t.created_at,
-                t.due_at,
-                t.after,
-                t.held_until,
-                t.queue,
-                t.priority,
-                t.key,
-                t.held_until,
-            )
-            for t in tasks
-        ]
-        loop = asyncio.get_running_loop()
-        batch = self._enqueues.get(loop)
-        if batch is None:
-            batch = self._enqueues[loop] = []
-            loop.call_soon(self._flush_enqueues, loop)
-        done: asyncio.Future[list[str]] = loop.create_future()
-        batch.append((rows, done))
-        return await done
-
-    def _flush_enqueues(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch = self._enqueues.pop(loop)
-        for rows, _ in batch:
-            for row in rows:
-                self._sooner(row[8])  # its due_at
-        try:
-            future = self.file.submit(functools.partial(insert_groups, [rows for rows, _ in batch]))
-        except StoreError as exc:
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(exc)
-            return
-
-        def resolve(outcome: asyncio.Future[list[list[str] | BaseException]]) -> None:
-            error = outcome.exception()
-            if error is None:
-                self._wakeups.notify()
-            for index, (_, done) in enumerate(batch):
-                if done.done():
-                    continue
-                written = error or outcome.result()[index]
-                if isinstance(written, BaseException):
-                    done.set_exception(written)
-                else:
-                    done.set_result(written)
-
-        asyncio.wrap_future(future, loop=loop).add_done_callback(resolve)
+        for task in tasks:
+            self._sooner(task.due_at)
+        return await self._enqueues.call([insert_row(task) for task in tasks])
 
     async def activate(self, ids: list[str]) -> None:
         def update(conn: sqlite3.Connection) -> None:
@@ -319,24 +274,13 @@ class SQLiteStore:
 
     async def progress(self, receipt: str, document: str) -> bool:
         def keep(conn: sqlite3.Connection) -> bool:
-            return (
-                conn.execute(
-                    # Any state: the last report of an attempt may land after its outcome.
-                    "UPDATE backbeat_tasks SET progress = ? WHERE id = ? AND attempts = ?",
-                    (document, *split_receipt(receipt)),
-                ).rowcount
-                == 1
-            )
+            return conn.execute(PROGRESS, (document, *split_receipt(receipt))).rowcount == 1
 
         return await self._write(keep)
 
     async def release(self, receipts: list[str]) -> None:
         def give_back(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "UPDATE backbeat_tasks SET state = 'pending', attempts = MAX(attempts - 1, 0), "
-                f"lease_until = NULL, worker = NULL WHERE {CURRENT} AND cancel_requested = 0",
-                [split_receipt(receipt) for receipt in receipts],
-            )
+            conn.executemany(RELEASE, [split_receipt(receipt) for receipt in receipts])
 
         await self._write(give_back)
         self._wakeups.notify()
@@ -346,31 +290,18 @@ class SQLiteStore:
             now = time.time()
             count = 0
             for task_id in ids:
-                count += conn.execute(
-                    "UPDATE backbeat_tasks SET state = 'cancelled', finished_at = ?, error = ?, "
-                    "lease_until = NULL WHERE id = ? AND state IN ('held', 'pending')",
-                    (now, reason, task_id),
-                ).rowcount
-                # A running task is cancelled by its worker, told at its next renewal.
-                count += conn.execute(
-                    "UPDATE backbeat_tasks SET cancel_requested = 1, error = ? "
-                    "WHERE id = ? AND state = 'running'",
-                    (reason, task_id),
-                ).rowcount
+                count += conn.execute(CANCEL_WAITING, (now, reason, task_id)).rowcount
+                count += conn.execute(CANCEL_RUNNING, (reason, task_id)).rowcount
             return count
 
         return await self._write(stop)
 
     async def retry(self, ids: list[str] | None) -> int:
         def again(conn: sqlite3.Connection) -> int:
-            reset = (
-                "UPDATE backbeat_tasks SET state = 'pending', attempts = 0, lost = 0, due_at = ?, "
-                "finished_at = NULL, started_at = NULL, worker = NULL WHERE state = 'failed'"
-            )
             now = time.time()
             if ids is None:
-                return conn.execute(reset, (now,)).rowcount
-            return sum(conn.execute(reset + " AND id = ?", (now, i)).rowcount for i in ids)
+                return conn.execute(REQUEUE, (now,)).rowcount
+            return sum(conn.execute(REQUEUE + " AND id = ?", (now, i)).rowcount for i in ids)
 
         count = await self._write(again)
         self._wakeups.notify()

@@ -11,6 +11,7 @@ import sqlite3
 from typing import Any
 
 from backbeat.status import TaskState
+from backbeat.stores.base import NewTask
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS backbeat_tasks (
@@ -62,6 +63,16 @@ INSERT = (
     "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN ? IS NULL THEN 'pending' ELSE 'held' END)"
 )
 KEY_COLUMN = 13  # where a row tuple holds its key
+
+
+def insert_row(t: NewTask) -> tuple[Any, ...]:
+    """The parameters of `INSERT` for a task (its key at `KEY_COLUMN`)."""
+    return (
+        t.id, t.name, t.payload, t.retries, t.backoff, t.max_backoff, t.timeout, t.created_at,
+        t.due_at, t.after, t.held_until, t.queue, t.priority, t.key, t.held_until,
+    )  # fmt: skip
+
+
 LIVE_WITH_KEY = (
     "SELECT id FROM backbeat_tasks WHERE key = ? AND state IN ('held', 'pending', 'running') "
     "LIMIT 1"
@@ -193,6 +204,24 @@ def add_missing_columns(conn: sqlite3.Connection) -> None:
 # A claim is current while the task runs in that very attempt.
 CURRENT = "id = ? AND attempts = ? AND state = 'running'"
 CURRENT_NAMED = "id = :id AND attempts = :attempt AND state = 'running'"
+RELEASE = (
+    "UPDATE backbeat_tasks SET state = 'pending', attempts = MAX(attempts - 1, 0), "
+    f"lease_until = NULL, worker = NULL WHERE {CURRENT} AND cancel_requested = 0"
+)
+# Any state: the last report of an attempt may land after its outcome.
+PROGRESS = "UPDATE backbeat_tasks SET progress = ? WHERE id = ? AND attempts = ?"
+CANCEL_WAITING = (
+    "UPDATE backbeat_tasks SET state = 'cancelled', finished_at = ?, error = ?, "
+    "lease_until = NULL WHERE id = ? AND state IN ('held', 'pending')"
+)
+# A running task is cancelled by its worker, told at its next renewal.
+CANCEL_RUNNING = (
+    "UPDATE backbeat_tasks SET cancel_requested = 1, error = ? WHERE id = ? AND state = 'running'"
+)
+REQUEUE = (
+    "UPDATE backbeat_tasks SET state = 'pending', attempts = 0, lost = 0, due_at = ?, "
+    "finished_at = NULL, started_at = NULL, worker = NULL WHERE state = 'failed'"
+)
 SETTLE = {
     TaskState.SUCCEEDED: (
         "UPDATE backbeat_tasks SET state = 'succeeded', finished_at = :now, lease_until = NULL, "

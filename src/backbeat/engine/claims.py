@@ -1,0 +1,85 @@
+"""A claimed task in, an attempt out; an outcome in, a settlement out.
+
+What the worker does with a stored task before and after running it, as plain
+functions: find its function by name and decode its arguments (or say why it
+cannot run here), build the attempt with the task's stored policy, and turn
+the attempt's outcome into the `Settlement` the store records.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from backbeat.engine.execution import Attempt, Outcome
+from backbeat.policy import TaskPolicy
+from backbeat.registry import TaskRegistry
+from backbeat.serialization import ArgumentError, decode_arguments, encode_result
+from backbeat.status import SUCCEEDED
+from backbeat.stores.base import ClaimedTask, Settlement
+
+logger = logging.getLogger("backbeat")
+
+
+class Unrunnable(Exception):
+    """The stored task cannot run in this process: dead-letter it, keep going."""
+
+
+@functools.lru_cache(maxsize=256)
+def _stored_policy(
+    retries: int, backoff: float, max_backoff: float, timeout: float | None
+) -> TaskPolicy:
+    """The policy a stored task carries (a few distinct ones: built and checked once each)."""
+    return TaskPolicy(retries=retries, backoff=backoff, max_backoff=max_backoff, timeout=timeout)
+
+
+def attempt_of(item: ClaimedTask) -> Attempt:
+    policy = _stored_policy(item.retries, item.backoff, item.max_backoff, item.timeout)
+    return Attempt(
+        item.id,
+        item.name,
+        item.attempts,
+        item.created_at,
+        policy,
+        lost=item.lost,
+        error=item.error,
+        queue=item.queue,
+    )
+
+
+def resolve(
+    registry: TaskRegistry, item: ClaimedTask
+) -> tuple[Callable[..., Any], list[Any], dict[str, Any]]:
+    """The function and arguments of a claimed task; `Unrunnable` says why there are none."""
+    func = registry.get(item.name)
+    if func is None:
+        raise Unrunnable(
+            f"unknown task {item.name!r}: this app registered no function by that "
+            "name (@task, a route's background=, or runner.register); "
+            f"it knows {len(registry)} task name(s)"
+        )
+    try:
+        args, kwargs = decode_arguments(func, item.payload)
+    except ArgumentError as exc:
+        raise Unrunnable(str(exc)) from None
+    return func, list(args), kwargs
+
+
+def settlement_for(receipt: str, attempt: Attempt, outcome: Outcome) -> Settlement:
+    if outcome.state is SUCCEEDED:
+        try:
+            result = encode_result(outcome.result)
+        except ArgumentError as exc:
+            logger.warning(
+                "Background task %r (id %s) succeeded, but its result is not stored: %s",
+                attempt.name,
+                attempt.id,
+                exc,
+            )
+            result = None
+        return Settlement(receipt, SUCCEEDED, result=result)
+    retry_at = None if outcome.retry_in is None else time.time() + outcome.retry_in
+    return Settlement(receipt, outcome.state, None, outcome.error, outcome.traceback, retry_at)
