@@ -201,7 +201,7 @@ class LocalEngine:
         self._idle.clear()
         if type(task) is BackgroundTask and not task.policy.delay:
             # The common case, a single task ready to run, without the general planning.
-            job = self._job(task, caller)
+            job = self._job(task, caller, caller_is_fresh=True)
             if self._running < self.limits.concurrency:
                 self._spawn(job)
             else:
@@ -219,7 +219,13 @@ class LocalEngine:
             task = BackgroundTask(task)  # type: ignore[arg-type]  # appended to .tasks by hand
         return self._job(task, caller)
 
-    def _job(self, task: BackgroundTask, caller: contextvars.Context | None) -> Job:
+    def _job(
+        self,
+        task: BackgroundTask,
+        caller: contextvars.Context | None,
+        *,
+        caller_is_fresh: bool = False,
+    ) -> Job:
         table = self._table
         if task.context is None or table.get(task.id) is not None:
             # A route's task (one object for every request) or a task handed over
@@ -227,9 +233,15 @@ class LocalEngine:
             record = table.add(new_id(), task.name, time.time())
         else:
             record = table.add(task.id, task.name, task.created)
-        # A route's task runs in the context of the request that handed it over.
+        # A route's task runs in the context of the request that handed it over: a copy
+        # of its own (the one `take` made is already that).
         source = task.context or caller
-        context = source.copy() if source is not None else contextvars.copy_context()
+        if source is None:
+            context = contextvars.copy_context()
+        elif source is caller and caller_is_fresh:
+            context = source
+        else:
+            context = source.copy()
         job = self._jobs[record.id] = Job(task, record, context)
         policy = task.policy
         if policy.queue != "default":
