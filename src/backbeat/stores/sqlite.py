@@ -121,7 +121,7 @@ class SQLiteStore:
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self.file.write(fn)
 
-    def _read(self, sql: str, parameters: tuple[Any, ...]) -> list[Any]:
+    def _read(self, sql: str, parameters: tuple[Any, ...] | dict[str, Any]) -> list[Any]:
         return self.file.read(sql, parameters)
 
     async def open(self) -> None:
@@ -156,7 +156,7 @@ class SQLiteStore:
 
     async def activate(self, ids: list[str]) -> None:
         def update(conn: sqlite3.Connection) -> None:
-            conn.executemany(ACTIVATE, [(task_id,) for task_id in ids])
+            conn.execute(ACTIVATE, {"ids": json.dumps(ids)})
 
         await self._write(update)
         self._wakeups.notify()
@@ -166,17 +166,12 @@ class SQLiteStore:
     ) -> list[ClaimedTask]:
         def activate_and_claim(conn: sqlite3.Connection) -> list[ClaimedTask]:
             now = time.time()
-            claimed: list[ClaimedTask] = []
-            for task_id in ids:
-                row = None
-                if len(claimed) < limit:
-                    # By primary key: a task that comes after none and is due now.
-                    row = conn.execute(START, (now, now + lease, worker, task_id, now)).fetchone()
-                if row is not None:
-                    claimed.append(_claimed(row))
-                else:
-                    conn.execute(ACTIVATE, (task_id,))
-            return claimed
+            listed = json.dumps(ids)
+            parameters = {"now": now, "until": now + lease, "worker": worker, "ids": listed}
+            rows = conn.execute(START, {**parameters, "limit": limit}).fetchall()
+            if len(rows) < len(ids):
+                conn.execute(ACTIVATE, {"ids": listed})
+            return [_claimed(row) for row in rows]
 
         claimed = await self._write(activate_and_claim)
         if len(claimed) < len(ids):
@@ -338,9 +333,11 @@ class SQLiteStore:
         return StoredStatus(*row[0]) if row else None
 
     async def counts(self, queue: str | None = None) -> dict[str, int]:
-        rows = await anyio.to_thread.run_sync(self._read, COUNTS, (time.time(), queue, queue))
+        parameters = {"now": time.time(), "queue": queue}
+        rows = await anyio.to_thread.run_sync(self._read, COUNTS, parameters)
         counts = dict.fromkeys(COUNTED_STATES, 0)
-        counts.update({state: count for state, count in rows})
+        for state, count in rows:
+            counts[state] += count
         return counts
 
     async def heartbeat(self, worker: WorkerInfo, expires_in: float) -> None:

@@ -335,7 +335,7 @@ class SQLiteFile:
             conn.close()
             self._local.conn = None
 
-    def read(self, sql: str, parameters: tuple[Any, ...]) -> list[Any]:
+    def read(self, sql: str, parameters: tuple[Any, ...] | dict[str, Any]) -> list[Any]:
         try:
             return self.connection().execute(sql, parameters).fetchall()
         except sqlite3.Error as exc:
