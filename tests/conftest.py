@@ -6,6 +6,8 @@ from contextlib import contextmanager
 
 import pytest
 
+from tests.redis_server import forget, fresh_prefix_url, redis_server  # noqa: F401 - a fixture
+
 
 @pytest.fixture
 def anyio_backend() -> str:
@@ -14,26 +16,34 @@ def anyio_backend() -> str:
 
 # The stores a runner can use, and those that several runners (processes) share by URL.
 # A new store joins both lists; the stored-engine tests then run on it too.
-STORES = ["sqlite", "memory"]
-SHARED_STORES = ["sqlite"]
+STORES = ["sqlite", "memory", "redis"]
+SHARED_STORES = ["sqlite", "redis"]
 
 
-def store_url(kind: str, tmp_path) -> str:
+def store_url(kind: str, request, tmp_path) -> str:
     if kind == "memory":
         return "memory://"
+    if kind == "redis":
+        return fresh_prefix_url(request.getfixturevalue("redis_server"))
     return f"sqlite:///{tmp_path}/tasks.db"
 
 
 @pytest.fixture(params=STORES)
-def db(request, tmp_path) -> str:
+def db(request, tmp_path) -> Iterator[str]:
     """A store URL, for each kind of store."""
-    return store_url(request.param, tmp_path)
+    url = store_url(request.param, request, tmp_path)
+    yield url
+    if request.param == "redis":
+        forget(url)
 
 
 @pytest.fixture(params=SHARED_STORES)
-def shared_db(request, tmp_path) -> str:
+def shared_db(request, tmp_path) -> Iterator[str]:
     """A store URL that other runners and processes open too, for each such store."""
-    return store_url(request.param, tmp_path)
+    url = store_url(request.param, request, tmp_path)
+    yield url
+    if request.param == "redis":
+        forget(url)
 
 
 class RecordList(logging.Handler):

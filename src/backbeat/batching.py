@@ -11,7 +11,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 from collections.abc import Callable, Coroutine
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 T = TypeVar("T")
 
@@ -44,6 +44,8 @@ class TurnBatch(Generic[T]):
 
 
 R = TypeVar("R")
+# What a group's run returns: a thread's future (SQLite's writer) or the loop's (Redis).
+_Running: TypeAlias = "concurrent.futures.Future[R] | asyncio.Future[R]"
 
 
 class TurnGroup(Generic[T, R]):
@@ -53,7 +55,7 @@ class TurnGroup(Generic[T, R]):
 
     def __init__(
         self,
-        run: Callable[[list[T]], concurrent.futures.Future[list[R | BaseException]]],
+        run: Callable[[list[T]], _Running[list[R | BaseException]]],
         done: Callable[[], None] = lambda: None,
     ) -> None:
         self.run = run

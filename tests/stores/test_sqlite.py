@@ -40,8 +40,8 @@ async def test_urls(tmp_path):
     for bad in ("sqlite://tasks.db", "sqlite:///", "postgres://x"):
         with pytest.raises(StoreError):
             path_from_url(bad)
-    with pytest.raises(StoreError, match="unknown store 'redis'"):
-        open_store("redis://localhost")
+    with pytest.raises(StoreError, match="unknown store 'mysql'"):
+        open_store("mysql://localhost")
     assert isinstance(open_store("memory://"), MemoryStore)
     store = open_store(f"sqlite:///{tmp_path}/nested/dir/t.db")
     assert not (tmp_path / "nested").exists()  # nothing before `open`

@@ -14,7 +14,8 @@ from backbeat.stores.sqlite import SQLiteStore
 
 
 def open_store(url: str, *, create: bool = True) -> Store:
-    """A store from its URL: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, or
+    """A store from its URL: ``sqlite:///relative.db``, ``sqlite:////absolute.db``,
+    ``redis://[user:password@]host:6379/0?prefix=NAME`` (`backbeat.stores.redis`), or
     ``memory://`` (the interface in memory: for tests; nothing survives the process).
 
     ``create=False`` (the CLI's read-only commands) raises `StoreMissing` where
@@ -25,8 +26,15 @@ def open_store(url: str, *, create: bool = True) -> Store:
     if url == "memory://":
         return MemoryStore()
     scheme = url.partition(":")[0] or url
+    if scheme in ("redis", "rediss", "unix"):
+        # Imported here: redis-py is an optional extra, and the store module imports it
+        # only when the store connects.
+        from backbeat.stores.redis import RedisStore
+
+        return RedisStore.from_url(url)
     raise StoreError(
-        f"unknown store {scheme!r} in {url!r}; supported: sqlite:///path.db, memory://"
+        f"unknown store {scheme!r} in {url!r}; supported: sqlite:///path.db, "
+        "redis://host:6379/0 (also rediss://, unix://), memory://"
     )
 
 

@@ -1,0 +1,490 @@
+-- backbeat's Redis store: every step of the store contract is one call of this script
+-- (ARGV[1] the step, ARGV[2] the key prefix with its hash tag, e.g. "{backbeat}"), so
+-- each step is atomic. Layout (P = the prefix):
+--   P:t:<id>            hash: the task (fields as in the SQLite table)
+--   P:ids               zset, score 0: every id (ids sort by creation time)
+--   P:queues            set: queue names
+--   P:s:<state>:<queue> zset per state: pending (held and pending, score due_at),
+--                       running (score lease_until), succeeded/failed/cancelled
+--                       (score finished_at)
+--   P:held, P:delayed   zsets: written-ahead tasks by hold, waiting tasks by due time
+--   P:x:<queue>:<prio>  stream of runnable task ids, consumer group "backbeat"
+--   P:streams           zset: "<queue>\t<prio>" by priority (the claim order)
+--   P:d:<id>            set: tasks waiting for this one;  P:k:<key>: a live key's task
+--   P:w, P:we           hash and zset: worker heartbeats and their expiry
+local step, P = ARGV[1], ARGV[2]
+local GROUP = 'backbeat'
+local LIVE = {held = true, pending = true, running = true}
+
+local function tk(id) return P .. ':t:' .. id end
+local function sk(state, q)
+  if state == 'held' then state = 'pending' end
+  return P .. ':s:' .. state .. ':' .. q
+end
+
+local function stream_of(q, prio)
+  local member = q .. '\t' .. prio
+  local key = P .. ':x:' .. q .. ':' .. prio
+  if not redis.call('ZSCORE', P .. ':streams', member) then
+    redis.pcall('XGROUP', 'CREATE', key, GROUP, '0', 'MKSTREAM')
+    redis.call('ZADD', P .. ':streams', prio, member)
+  end
+  return key
+end
+
+-- A pending task becomes runnable: into its stream if due and free of earlier tasks.
+local function push(id, now)
+  local t = tk(id)
+  local blocked, due, q, prio = unpack(redis.call('HMGET', t, 'blocked', 'due_at', 'queue', 'priority'))
+  if tonumber(blocked or '0') > 0 then return end
+  if tonumber(due) > now then
+    redis.call('ZADD', P .. ':delayed', due, id)
+    return
+  end
+  redis.call('ZREM', P .. ':delayed', id)
+  local key = stream_of(q, prio)
+  local entry = redis.call('XADD', key, '*', 'id', id)
+  redis.call('HSET', t, 'entry', entry, 'stream', key)
+end
+
+local function drop_entry(t)
+  local entry, key = unpack(redis.call('HMGET', t, 'entry', 'stream'))
+  if entry and entry ~= '' then
+    redis.call('XACK', key, GROUP, entry)
+    redis.call('XDEL', key, entry)
+    redis.call('HSET', t, 'entry', '', 'stream', '')
+  end
+end
+
+-- The task reached a final state: its key is free, the tasks after it may run.
+local function finished(id, t, now)
+  local key = redis.call('HGET', t, 'key')
+  if key and key ~= '' and redis.call('GET', P .. ':k:' .. key) == id then
+    redis.call('DEL', P .. ':k:' .. key)
+  end
+  local deps = P .. ':d:' .. id
+  for _, dep in ipairs(redis.call('SMEMBERS', deps)) do
+    local dt = tk(dep)
+    if redis.call('EXISTS', dt) == 1 and redis.call('HINCRBY', dt, 'blocked', -1) <= 0 then
+      if redis.call('HGET', dt, 'state') == 'pending' then push(dep, now) end
+    end
+  end
+  redis.call('DEL', deps)
+end
+
+local function move(id, t, q, from, to, score)
+  redis.call('ZREM', sk(from, q), id)
+  redis.call('ZADD', sk(to, q), score, id)
+  redis.call('HSET', t, 'state', to)
+end
+
+local function finish_as(id, t, q, from, to, now)
+  move(id, t, q, from, to, now)
+  redis.call('HSET', t, 'finished_at', now, 'lease_until', '')
+  drop_entry(t)
+  redis.call('ZREM', P .. ':held', id)
+  redis.call('ZREM', P .. ':delayed', id)
+  finished(id, t, now)
+end
+
+local CLAIMED = {'name', 'payload', 'attempts', 'created_at', 'retries', 'backoff',
+  'max_backoff', 'timeout', 'lost', 'error', 'queue'}
+
+local function take(id, lost, now, lease, worker)
+  local t = tk(id)
+  local state, q = unpack(redis.call('HMGET', t, 'state', 'queue'))
+  local until_ = now + lease
+  redis.call('HINCRBY', t, 'attempts', 1)
+  if lost > 0 then redis.call('HINCRBY', t, 'lost', lost) end
+  redis.call('HSET', t, 'started_at', now, 'lease_until', until_, 'worker', worker)
+  move(id, t, q, state, 'running', until_)
+  redis.call('ZREM', P .. ':held', id)
+  local entry, key = unpack(redis.call('HMGET', t, 'entry', 'stream'))
+  if entry and entry ~= '' then
+    redis.pcall('XCLAIM', key, GROUP, worker, 0, entry, 'JUSTID')
+  end
+  local row = {id}
+  for _, v in ipairs(redis.call('HMGET', t, unpack(CLAIMED))) do table.insert(row, v or '') end
+  return row
+end
+
+local function current(id, attempt)
+  local t = tk(id)
+  local state, attempts = unpack(redis.call('HMGET', t, 'state', 'attempts'))
+  return state == 'running' and attempts == attempt, t
+end
+
+local function queues_of(list)
+  if #list > 0 then return list end
+  return redis.call('SMEMBERS', P .. ':queues')
+end
+
+local function stream_ids()
+  local seen = {}
+  for _, member in ipairs(redis.call('ZRANGE', P .. ':streams', 0, -1)) do
+    local q, prio = member:match('^(.*)\t(.*)$')
+    local key = P .. ':x:' .. q .. ':' .. prio
+    local info = redis.call('XINFO', 'STREAM', key)
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then table.insert(seen, key); table.insert(seen, info[i + 1]) end
+    end
+  end
+  return seen
+end
+
+if step == 'enqueue' then
+  local now, groups = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local F = {'name', 'payload', 'retries', 'backoff', 'max_backoff', 'timeout', 'created_at',
+    'due_at', 'after', 'held_until', 'queue', 'priority', 'key'}
+  local at, out = 5, {}
+  for _ = 1, groups do
+    local n = tonumber(ARGV[at]); at = at + 1
+    local ids, bad = {}, nil
+    for i = 0, n - 1 do
+      local id = ARGV[at + i * 14]
+      if redis.call('EXISTS', tk(id)) == 1 then bad = id end
+    end
+    if bad then
+      table.insert(out, 'UNIQUE constraint failed: a task with id ' .. bad .. ' exists')
+      at = at + n * 14
+    else
+      for _ = 1, n do
+        local id = ARGV[at]
+        local v = {}
+        for i = 1, 13 do v[F[i]] = ARGV[at + i] end
+        at = at + 14
+        local existing = v.key ~= '' and redis.call('GET', P .. ':k:' .. v.key)
+        if existing and LIVE[redis.call('HGET', tk(existing), 'state') or ''] then
+          table.insert(ids, existing)
+        else
+          local t = tk(id)
+          local held = v.held_until ~= ''
+          redis.call('HSET', t, 'name', v.name, 'payload', v.payload, 'retries', v.retries,
+            'backoff', v.backoff, 'max_backoff', v.max_backoff, 'timeout', v.timeout,
+            'created_at', v.created_at, 'due_at', v.due_at, 'after', v.after,
+            'held_until', v.held_until, 'lease_until', v.held_until, 'queue', v.queue,
+            'priority', v.priority, 'key', v.key, 'state', held and 'held' or 'pending',
+            'attempts', 0, 'lost', 0, 'blocked', 0, 'cancel_requested', 0)
+          redis.call('ZADD', P .. ':ids', 0, id)
+          redis.call('SADD', P .. ':queues', v.queue)
+          redis.call('ZADD', sk('pending', v.queue), v.due_at, id)
+          if v.key ~= '' then redis.call('SET', P .. ':k:' .. v.key, id) end
+          if v.after ~= '' then
+            local ok, before = pcall(cjson.decode, v.after)
+            if ok and type(before) == 'table' then
+              for _, b in ipairs(before) do
+                if LIVE[redis.call('HGET', tk(b), 'state') or ''] then
+                  redis.call('HINCRBY', t, 'blocked', 1)
+                  redis.call('SADD', P .. ':d:' .. b, id)
+                end
+              end
+            end
+          end
+          if held then redis.call('ZADD', P .. ':held', v.held_until, id) else push(id, now) end
+          table.insert(ids, id)
+        end
+      end
+      table.insert(out, ids)
+    end
+  end
+  return out
+
+elseif step == 'activate' or step == 'start' then
+  local now, lease, worker, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+  local claimed = {}
+  for i = 7, #ARGV do
+    local id = ARGV[i]
+    local t = tk(id)
+    if redis.call('HGET', t, 'state') == 'held' then
+      redis.call('ZREM', P .. ':held', id)
+      redis.call('HSET', t, 'state', 'pending', 'lease_until', '')
+      local blocked, due, after = unpack(redis.call('HMGET', t, 'blocked', 'due_at', 'after'))
+      if step == 'start' and #claimed < limit and tonumber(blocked) == 0 and after == ''
+          and tonumber(due) <= now then
+        table.insert(claimed, take(id, 0, now, lease, worker))
+      else
+        push(id, now)
+      end
+    end
+  end
+  return claimed
+
+elseif step == 'claim' then
+  local now, lease, worker = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+  local limit, max_lost, alone_first = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8] == '1'
+  local wanted = {}
+  for i = 9, #ARGV do table.insert(wanted, ARGV[i]) end
+  -- Held past their hold (the process that wrote them died), and delays that are due.
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':held', '-inf', now, 'LIMIT', 0, 1000)) do
+    redis.call('ZREM', P .. ':held', id)
+    redis.call('HSET', tk(id), 'state', 'pending', 'lease_until', '')
+    push(id, now)
+  end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':delayed', '-inf', now, 'LIMIT', 0, 1000)) do
+    redis.call('ZREM', P .. ':delayed', id)
+    if redis.call('HGET', tk(id), 'state') == 'pending' then push(id, now) end
+  end
+  local queues = queues_of(wanted)
+  local dead, suspects, lost_once = {}, {}, {}
+  for _, q in ipairs(queues) do
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', sk('running', q), '-inf', now)) do
+      local t = tk(id)
+      local cancel, lost, name = unpack(redis.call('HMGET', t, 'cancel_requested', 'lost', 'name'))
+      lost = tonumber(lost)
+      if cancel == '1' then
+        finish_as(id, t, q, 'running', 'cancelled', now)
+      elseif lost + 1 >= max_lost then
+        local error = 'its worker died or hung each time it ran it: the lease was lost '
+          .. (lost + 1) .. ' times (max_lost_leases=' .. max_lost
+          .. '); dead-lettered. Retry it (backbeat retry) once the cause is fixed.'
+        redis.call('HSET', t, 'lost', lost + 1, 'error', error)
+        finish_as(id, t, q, 'running', 'failed', now)
+        table.insert(dead, {id, name, error})
+      elseif lost >= 1 then
+        table.insert(suspects, id)
+      else
+        table.insert(lost_once, id)
+      end
+    end
+  end
+  local claimed = {}
+  if alone_first and #suspects > 0 then
+    table.insert(claimed, take(suspects[1], 1, now, lease, worker))
+    return {claimed, dead, stream_ids()}
+  end
+  for _, id in ipairs(lost_once) do
+    if #claimed >= limit then break end
+    table.insert(claimed, take(id, 1, now, lease, worker))
+  end
+  local only = {}
+  for _, q in ipairs(queues) do only[q] = true end
+  for _, member in ipairs(redis.call('ZREVRANGE', P .. ':streams', 0, -1)) do
+    if #claimed >= limit then break end
+    local q, prio = member:match('^(.*)\t(.*)$')
+    if only[q] then
+      local key = P .. ':x:' .. q .. ':' .. prio
+      local got = redis.call('XREADGROUP', 'GROUP', GROUP, worker, 'COUNT', limit - #claimed,
+        'STREAMS', key, '>')
+      if got then
+        for _, item in ipairs(got[1][2]) do
+          local entry, id = item[1], item[2][2]
+          local t = tk(id)
+          local state, mine = unpack(redis.call('HMGET', t, 'state', 'entry'))
+          if state == 'pending' and mine == entry then
+            table.insert(claimed, take(id, 0, now, lease, worker))
+          else  -- cancelled, purged or moved since it was added: only the entry is left
+            redis.call('XACK', key, GROUP, entry)
+            redis.call('XDEL', key, entry)
+          end
+        end
+      end
+    end
+  end
+  return {claimed, dead, stream_ids()}
+
+elseif step == 'renew' then
+  local now, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local stop = {}
+  for i = 5, #ARGV, 2 do
+    local id = ARGV[i]
+    local ok, t = current(id, ARGV[i + 1])
+    if ok then
+      local until_ = now + lease
+      local q, cancel, worker, entry, key = unpack(redis.call('HMGET', t, 'queue',
+        'cancel_requested', 'worker', 'entry', 'stream'))
+      redis.call('HSET', t, 'lease_until', until_)
+      redis.call('ZADD', sk('running', q), until_, id)
+      if entry and entry ~= '' then
+        redis.pcall('XCLAIM', key, GROUP, worker, 0, entry, 'JUSTID')
+      end
+      if cancel == '1' then table.insert(stop, id) end
+    else
+      table.insert(stop, id)
+    end
+  end
+  return stop
+
+elseif step == 'finish' then
+  local now = tonumber(ARGV[3])
+  local kept = {}
+  for i = 4, #ARGV, 7 do
+    local id, attempt, state = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+    local result, error, trace, retry_at = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+    local ok, t = current(id, attempt)
+    table.insert(kept, ok and 1 or 0)
+    if ok then
+      local q = redis.call('HGET', t, 'queue')
+      if state == 'succeeded' then
+        redis.call('HSET', t, 'result', result)
+        finish_as(id, t, q, 'running', 'succeeded', now)
+      elseif state == 'cancelled' then
+        if error ~= '' then redis.call('HSET', t, 'error', error) end
+        finish_as(id, t, q, 'running', 'cancelled', now)
+      elseif state == 'failed' then
+        redis.call('HSET', t, 'error', error, 'traceback', trace)
+        finish_as(id, t, q, 'running', 'failed', now)
+      else  -- scheduled: a retry at retry_at
+        drop_entry(t)
+        redis.call('HSET', t, 'error', error, 'traceback', trace, 'due_at', retry_at,
+          'lease_until', '', 'worker', '')
+        move(id, t, q, 'running', 'pending', retry_at)
+        push(id, now)
+      end
+    end
+  end
+  return kept
+
+elseif step == 'progress' then
+  local t = tk(ARGV[3])
+  if redis.call('HGET', t, 'attempts') ~= ARGV[4] then return 0 end
+  redis.call('HSET', t, 'progress', ARGV[5])
+  return 1
+
+elseif step == 'release' then
+  local now = tonumber(ARGV[3])
+  for i = 4, #ARGV, 2 do
+    local id = ARGV[i]
+    local ok, t = current(id, ARGV[i + 1])
+    if ok and redis.call('HGET', t, 'cancel_requested') ~= '1' then
+      local q, due = unpack(redis.call('HMGET', t, 'queue', 'due_at'))
+      drop_entry(t)
+      redis.call('HINCRBY', t, 'attempts', -1)
+      redis.call('HSET', t, 'lease_until', '', 'worker', '')
+      move(id, t, q, 'running', 'pending', due)
+      push(id, now)
+    end
+  end
+  return 0
+
+elseif step == 'cancel' then
+  local now, reason = tonumber(ARGV[3]), ARGV[4]
+  local count = 0
+  for i = 5, #ARGV do
+    local id = ARGV[i]
+    local t = tk(id)
+    local state, q = unpack(redis.call('HMGET', t, 'state', 'queue'))
+    if state == 'held' or state == 'pending' then
+      redis.call('HSET', t, 'error', reason)
+      finish_as(id, t, q, state, 'cancelled', now)
+      count = count + 1
+    elseif state == 'running' then  -- its worker cancels it, told at its next renewal
+      redis.call('HSET', t, 'cancel_requested', 1, 'error', reason)
+      count = count + 1
+    end
+  end
+  return count
+
+elseif step == 'retry' then
+  local now = tonumber(ARGV[3])
+  local ids = {}
+  if ARGV[4] == '*' then
+    for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+      for _, id in ipairs(redis.call('ZRANGE', sk('failed', q), 0, -1)) do table.insert(ids, id) end
+    end
+  else
+    for i = 4, #ARGV do table.insert(ids, ARGV[i]) end
+  end
+  local count = 0
+  for _, id in ipairs(ids) do
+    local t = tk(id)
+    local state, q = unpack(redis.call('HMGET', t, 'state', 'queue'))
+    if state == 'failed' then
+      redis.call('HSET', t, 'attempts', 0, 'lost', 0, 'due_at', now, 'finished_at', '',
+        'started_at', '', 'worker', '')
+      move(id, t, q, 'failed', 'pending', now)
+      push(id, now)
+      count = count + 1
+    end
+  end
+  return count
+
+elseif step == 'purge' then
+  local before, dry = ARGV[3], ARGV[4] == '1'
+  local count = 0
+  for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+    for i = 5, #ARGV do
+      local key = sk(ARGV[i], q)
+      for _, id in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. before)) do
+        count = count + 1
+        if not dry then
+          redis.call('DEL', tk(id), P .. ':d:' .. id)
+          redis.call('ZREM', key, id)
+          redis.call('ZREM', P .. ':ids', id)
+        end
+      end
+    end
+  end
+  return count
+
+elseif step == 'list' then
+  local now, state, queue, name, limit = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+  local cursor = ARGV[8] == '' and '+' or ('(' .. ARGV[8])
+  local found, scanned = {}, 0
+  while #found < limit and scanned < 100000 do
+    local page = redis.call('ZREVRANGEBYLEX', P .. ':ids', cursor, '-', 'LIMIT', 0, 500)
+    if #page == 0 then break end
+    for _, id in ipairs(page) do
+      local s, q, n, due = unpack(redis.call('HMGET', tk(id), 'state', 'queue', 'name', 'due_at'))
+      if s == 'held' then s = 'pending' end
+      if s == 'pending' and tonumber(due) > now then s = 'scheduled' end
+      if (state == '' or s == state) and (queue == '' or q == queue) and (name == '' or n == name) then
+        table.insert(found, id)
+        if #found == limit then break end
+      end
+    end
+    scanned = scanned + #page
+    cursor = '(' .. page[#page]
+  end
+  return found
+
+elseif step == 'counts' then
+  local now, only = tonumber(ARGV[3]), ARGV[4]
+  local queues = only ~= '' and {only} or redis.call('SMEMBERS', P .. ':queues')
+  local c = {0, 0, 0, 0, 0, 0}
+  for _, q in ipairs(queues) do
+    local waiting = redis.call('ZCARD', sk('pending', q))
+    local later = redis.call('ZCOUNT', sk('pending', q), '(' .. now, '+inf')
+    c[1] = c[1] + waiting - later
+    c[2] = c[2] + later
+    c[3] = c[3] + redis.call('ZCARD', sk('running', q))
+    c[4] = c[4] + redis.call('ZCARD', sk('succeeded', q))
+    c[5] = c[5] + redis.call('ZCARD', sk('failed', q))
+    c[6] = c[6] + redis.call('ZCARD', sk('cancelled', q))
+  end
+  return c
+
+elseif step == 'beat' then
+  local now, name, document, expires = tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6])
+  if expires <= 0 then
+    redis.call('HDEL', P .. ':w', name)
+    redis.call('ZREM', P .. ':we', name)
+  else
+    redis.call('HSET', P .. ':w', name, document)
+    redis.call('ZADD', P .. ':we', now + expires, name)
+  end
+  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', P .. ':we', '-inf', now - 3600)) do
+    redis.call('HDEL', P .. ':w', gone)
+    redis.call('ZREM', P .. ':we', gone)
+  end
+  return 0
+
+elseif step == 'workers' then
+  local names = redis.call('ZRANGEBYSCORE', P .. ':we', '(' .. ARGV[3], '+inf')
+  if #names == 0 then return {} end
+  return redis.call('HMGET', P .. ':w', unpack(names))
+
+elseif step == 'due' then  -- when the soonest held or delayed task is due, and the streams
+  local soonest = ''
+  for _, key in ipairs({P .. ':held', P .. ':delayed'}) do
+    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if #first > 0 and (soonest == '' or tonumber(first[2]) < tonumber(soonest)) then
+      soonest = first[2]
+    end
+  end
+  return {soonest, stream_ids()}
+
+elseif step == 'open' then
+  stream_of('default', '0')
+  return 0
+end
+return redis.error_reply('unknown step ' .. tostring(step))

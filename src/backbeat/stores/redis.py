@@ -1,0 +1,354 @@
+"""The distributed store: Redis (≥ 6.2) or Valkey, through redis-py's asyncio client.
+
+Every step of the store contract is one call of one Lua script (`redis.lua`, which
+also describes the key layout), so each is atomic, and all keys of a store share
+one hash tag (``{prefix}``), so the layout also works on Redis Cluster. Runnable
+tasks are entries of one stream per queue and priority, read through a consumer
+group inside the claim script; a claim's lease is the task's ``lease_until`` (a
+sorted set per queue finds the expired ones), and the stream entry is moved to its
+new owner with XCLAIM … JUSTID when it is taken over or renewed. Receipts are the
+task id and its attempt number, as on SQL stores: a worker whose lease was lost
+cannot settle the task.
+
+An idle worker waits in `wait` on a blocking XREAD of the streams (from the last ids
+its claim saw: nothing new is missed, and no entry is consumed outside the claim
+script), capped by the soonest delayed or held task's due time.
+
+URL: ``redis://[[user]:password@]host[:port][/db][?prefix=NAME]``, also
+``rediss://`` (TLS) and ``unix:///path/to/socket``. ``timeout`` (seconds, default 2)
+bounds connecting and each operation; past it, or with Redis down, an operation
+raises `StoreUnavailable` (a 503 for a request that would store a task).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from backbeat.batching import TurnGroup
+from backbeat.stores.base import (
+    COUNTED_STATES,
+    FINISHED_STATES,
+    ClaimedTask,
+    NewTask,
+    Settlement,
+    StoredStatus,
+    StoreError,
+    StoreUnavailable,
+    WorkerInfo,
+    receipt_for,
+    split_receipt,
+)
+
+logger = logging.getLogger("backbeat")
+
+_SCRIPT = resources.files("backbeat.stores").joinpath("redis.lua").read_text()
+_STATUS_FIELDS = (
+    "name", "state", "attempts", "error", "traceback", "created_at", "started_at",
+    "finished_at", "due_at", "result", "progress", "queue", "payload", "worker", "priority",
+)  # fmt: skip
+
+
+def _redis() -> Any:
+    try:
+        import redis.asyncio
+    except ImportError:
+        raise StoreError("the Redis store needs redis-py: pip install 'backbeat[redis]'") from None
+    return redis.asyncio
+
+
+def _optional(value: str | None) -> str | None:
+    return None if value is None or value == "" else value
+
+
+def _number(value: str | None) -> float | None:
+    return None if value is None or value == "" else float(value)
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+class RedisStore:
+    """Tasks in Redis; one client per event loop (`twin` makes another)."""
+
+    def __init__(self, url: str, *, prefix: str = "backbeat", timeout: float = 2.0) -> None:
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        prefix = query.pop("prefix", prefix)
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise StoreError(f"bad Redis key prefix {prefix!r}: a non-empty name without braces")
+        self.url = url
+        self.prefix = prefix
+        self.timeout = timeout
+        self._connect_url = urlunsplit(parts._replace(query=urlencode(query)))
+        self._tag = "{" + prefix + "}"
+        self._client: Any = None
+        self._script: Any = None
+        self._seen: dict[str, str] = {}  # stream -> the last entry id a claim or wait saw
+        self._enqueues: TurnGroup[list[NewTask], list[str]] = TurnGroup(
+            lambda groups: asyncio.ensure_future(self._enqueue_groups(groups))
+        )
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisStore:
+        return cls(url)
+
+    def __repr__(self) -> str:
+        parts = urlsplit(self.url)
+        host = parts.hostname or parts.path
+        return f"RedisStore({parts.scheme}://{host}:{parts.port or ''}, prefix={self.prefix!r})"
+
+    def twin(self) -> RedisStore:
+        return RedisStore(self.url, prefix=self.prefix, timeout=self.timeout)
+
+    async def open(self) -> None:
+        await self._call("open")
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    def _connect(self) -> Any:
+        if self._client is None:
+            redis = _redis()
+            self._client = redis.Redis.from_url(
+                self._connect_url,
+                decode_responses=True,
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
+                health_check_interval=30,
+            )
+            self._script = self._client.register_script(_SCRIPT)
+        return self._client
+
+    async def _call(self, step: str, *args: object) -> Any:
+        self._connect()
+        try:
+            return await self._script(keys=[self._tag], args=[step, self._tag, *args])
+        except Exception as exc:
+            raise _translated(exc, self) from exc
+
+    # --- writes ----------------------------------------------------------------------------
+
+    async def enqueue(self, tasks: list[NewTask]) -> list[str]:
+        """Enqueues made in one turn of the event loop go in one script call."""
+        return await self._enqueues.call(tasks)
+
+    async def _enqueue_groups(self, groups: list[list[NewTask]]) -> list[list[str] | BaseException]:
+        args: list[object] = [time.time(), len(groups)]
+        for tasks in groups:
+            args.append(len(tasks))
+            for t in tasks:
+                args += [
+                    t.id, t.name, t.payload, t.retries, t.backoff, t.max_backoff,
+                    _text(t.timeout), t.created_at, t.due_at, _text(t.after),
+                    _text(t.held_until), t.queue, t.priority, _text(t.key),
+                ]  # fmt: skip
+        answers = await self._call("enqueue", *args)
+        return [
+            StoreError(answer) if isinstance(answer, str) else list(answer) for answer in answers
+        ]
+
+    async def activate(self, ids: list[str]) -> None:
+        await self._call("activate", time.time(), 0, "", 0, *ids)
+
+    async def start(
+        self, worker: str, ids: list[str], lease: float, limit: int
+    ) -> list[ClaimedTask]:
+        rows = await self._call("start", time.time(), lease, worker, limit, *ids)
+        return [_claimed(row) for row in rows]
+
+    async def claim(
+        self,
+        worker: str,
+        limit: int,
+        lease: float,
+        *,
+        max_lost: int = 3,
+        alone_first: bool = False,
+        queues: tuple[str, ...] | None = None,
+    ) -> list[ClaimedTask]:
+        now = time.time()
+        rows, dead, streams = await self._call(
+            "claim", now, lease, worker, limit, max_lost, int(alone_first), *(queues or ())
+        )
+        self._saw(streams)
+        for task_id, name, error in dead:
+            logger.error("Background task %r (id %s) failed: %s", name, task_id, error)
+        return [_claimed(row) for row in rows]
+
+    async def renew(self, receipts: list[str], lease: float) -> list[str]:
+        args: list[object] = []
+        for receipt in receipts:
+            args += split_receipt(receipt)
+        return list(await self._call("renew", time.time(), lease, *args))
+
+    async def finish(self, settlements: list[Settlement]) -> list[bool]:
+        args: list[object] = []
+        for s in settlements:
+            task_id, attempt = split_receipt(s.receipt)
+            args += [
+                task_id, attempt, s.state.value, _text(s.result), _text(s.error),
+                _text(s.traceback), _text(s.retry_at),
+            ]  # fmt: skip
+        return [bool(kept) for kept in await self._call("finish", time.time(), *args)]
+
+    async def progress(self, receipt: str, document: str) -> bool:
+        task_id, attempt = split_receipt(receipt)
+        return bool(await self._call("progress", task_id, attempt, document))
+
+    async def release(self, receipts: list[str]) -> None:
+        args: list[object] = []
+        for receipt in receipts:
+            args += split_receipt(receipt)
+        await self._call("release", time.time(), *args)
+
+    async def cancel(self, ids: list[str], reason: str) -> int:
+        return int(await self._call("cancel", time.time(), reason, *ids))
+
+    async def retry(self, ids: list[str] | None) -> int:
+        return int(await self._call("retry", time.time(), *(["*"] if ids is None else ids)))
+
+    async def purge(
+        self,
+        finished_before: float,
+        states: tuple[str, ...] = FINISHED_STATES,
+        *,
+        dry_run: bool = False,
+    ) -> int:
+        unknown = set(states) - set(FINISHED_STATES)
+        if unknown:
+            raise ValueError(f"only finished tasks can be purged, not {sorted(unknown)}")
+        return int(await self._call("purge", finished_before, int(dry_run), *states))
+
+    async def heartbeat(self, worker: WorkerInfo, expires_in: float) -> None:
+        worker.seen_at = time.time()
+        document = json.dumps(worker.document())
+        await self._call("beat", worker.seen_at, worker.name, document, expires_in)
+
+    # --- reads -----------------------------------------------------------------------------
+
+    async def get(self, task_id: str) -> StoredStatus | None:
+        self._connect()
+        try:
+            values = await self._client.hmget(f"{self._tag}:t:{task_id}", _STATUS_FIELDS)
+        except Exception as exc:
+            raise _translated(exc, self) from exc
+        return None if values[1] is None else _status(task_id, values)
+
+    async def counts(self, queue: str | None = None) -> dict[str, int]:
+        values = await self._call("counts", time.time(), queue or "")
+        return dict(zip(COUNTED_STATES, (int(v) for v in values), strict=True))
+
+    async def list_tasks(
+        self,
+        *,
+        state: str | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[StoredStatus]:
+        ids = await self._call(
+            "list", time.time(), state or "", queue or "", name or "", limit, before or ""
+        )
+        found = [await self.get(task_id) for task_id in ids]
+        return [status for status in found if status is not None]
+
+    async def workers(self) -> list[WorkerInfo]:
+        documents = await self._call("workers", time.time())
+        alive = [WorkerInfo.from_document(json.loads(d)) for d in documents if d]
+        return sorted(alive, key=lambda worker: worker.name)
+
+    async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 - the store contract
+        """Block on the streams (XREAD from the last ids seen) until an entry comes, the
+        soonest held or delayed task is due, or `timeout` passes."""
+        soonest, streams = await self._call("due")
+        if not self._seen:
+            self._saw(streams)
+            self._seen = dict.fromkeys(self._seen, "0-0")  # anything there is news
+        else:
+            self._saw(streams, only_new=True)
+        if soonest:
+            timeout = min(timeout, max(float(soonest) - time.time(), 0.0) + 0.001)
+        # Stay inside the operation timeout: a blocked read is a read.
+        block = int(min(timeout, max(self.timeout - 0.5, 0.1)) * 1000)
+        if block <= 0 or not self._seen:
+            await asyncio.sleep(max(timeout, 0))
+            return
+        try:
+            got = await self._client.xread(self._seen, block=block)
+        except Exception as exc:
+            raise _translated(exc, self) from exc
+        for stream, entries in got or ():
+            if entries:
+                self._seen[stream] = entries[-1][0]
+
+    def _saw(self, streams: list[str], *, only_new: bool = False) -> None:
+        for key, last in zip(streams[::2], streams[1::2], strict=True):
+            if not only_new or key not in self._seen:
+                self._seen[key] = last
+
+
+def _claimed(row: list[str]) -> ClaimedTask:
+    (task_id, name, payload, attempts, created_at, retries, backoff, max_backoff, timeout,
+     lost, error, queue) = row  # fmt: skip
+    return ClaimedTask(
+        id=task_id,
+        name=name,
+        payload=payload,
+        attempts=int(attempts),
+        created_at=float(created_at),
+        retries=int(retries),
+        backoff=float(backoff),
+        max_backoff=float(max_backoff),
+        timeout=_number(timeout),
+        lost=int(lost or 0),
+        error=_optional(error),
+        queue=queue,
+        receipt=receipt_for(task_id, int(attempts)),
+    )
+
+
+def _status(task_id: str, values: list[str | None]) -> StoredStatus:
+    (name, state, attempts, error, traceback, created_at, started_at, finished_at, due_at,
+     result, progress, queue, payload, worker, priority) = values  # fmt: skip
+    assert name is not None and state is not None
+    return StoredStatus(
+        id=task_id,
+        name=name,
+        state=state,
+        attempts=int(attempts or 0),
+        error=_optional(error),
+        traceback=_optional(traceback),
+        created_at=float(created_at or 0),
+        started_at=_number(started_at),
+        finished_at=_number(finished_at),
+        due_at=float(due_at or 0),
+        result=_optional(result),
+        progress=_optional(progress),
+        queue=queue or "default",
+        payload=_optional(payload),
+        worker=_optional(worker),
+        priority=int(priority or 0),
+    )
+
+
+def _translated(exc: Exception, store: RedisStore) -> StoreError:
+    from redis import exceptions
+
+    unreachable = (exceptions.ConnectionError, exceptions.TimeoutError, OSError, TimeoutError)
+    if isinstance(exc, unreachable):
+        return StoreUnavailable(f"{store!r} cannot be reached: {exc}")
+    if isinstance(exc, StoreError):
+        return exc
+    return StoreError(f"{store!r}: {type(exc).__name__}: {exc}")

@@ -1,0 +1,82 @@
+"""A Redis server for the tests: the one at $REDIS_URL or 127.0.0.1:6379 if it answers,
+else a `redis-server` of our own on a free port (skipped, loudly, only without one)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.serving import free_port
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """The base URL of a Redis server that answers."""
+    given = os.environ.get("REDIS_URL")
+    if given:
+        yield given
+        return
+    if _answers("127.0.0.1", 6379):
+        yield "redis://127.0.0.1:6379/0"
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip(
+            "NO REDIS: nothing answers on 127.0.0.1:6379, REDIS_URL is not set and there is "
+            "no redis-server binary; the Redis store's tests did not run"
+        )
+    port = free_port()
+    directory = tempfile.mkdtemp(prefix="backbeat-redis-")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", directory],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not _answers("127.0.0.1", port):
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the test's own redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def fresh_prefix_url(base: str) -> str:
+    """The server's URL with a prefix no other test uses (tests share one server)."""
+    separator = "&" if "?" in base else "?"
+    return f"{base}{separator}prefix=test-{uuid.uuid4().hex[:12]}"
+
+
+def forget(url: str) -> None:
+    """Delete the keys of a test's prefix (the server outlives the test)."""
+    import redis
+
+    prefix = url.rpartition("prefix=")[2]
+    client = redis.Redis.from_url(url.partition("?")[0])
+    try:
+        keys = list(client.scan_iter(match="{" + prefix + "}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

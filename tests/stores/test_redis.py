@@ -1,0 +1,86 @@
+"""What is the Redis store's own: its URLs, its keys, an unreachable server, no redis-py."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from backbeat import BackgroundTask, Runner
+from backbeat.stores import StoreError, StoreUnavailable, open_store
+from backbeat.stores.redis import RedisStore
+from tests.serving import free_port
+from tests.stores.rows import new_task
+
+pytestmark = pytest.mark.anyio
+
+
+def test_url_forms_and_the_prefix():
+    store = open_store("redis://app:s3cret@cache.internal:6380/2?prefix=shop")
+    assert isinstance(store, RedisStore)
+    assert store.prefix == "shop"
+    assert "s3cret" not in repr(store) and "cache.internal" in repr(store)
+    assert open_store("rediss://cache.internal:6380/0").prefix == "backbeat"
+    assert isinstance(open_store("unix:///run/redis.sock?db=1"), RedisStore)
+    for bad in ("redis://h/0?prefix=", "redis://h/0?prefix=a{b}"):
+        with pytest.raises(StoreError, match="prefix"):
+            open_store(bad)
+
+
+async def test_every_key_shares_the_prefixs_hash_tag(store_url_redis):
+    import redis.asyncio
+
+    store = open_store(store_url_redis)
+    await store.enqueue([new_task(queue="mail", priority=3), new_task(due_in=60)])
+    [claimed] = await store.claim("w", 1, 30)
+    await store.finish([])
+    client = redis.asyncio.Redis.from_url(store_url_redis.partition("?")[0])
+    try:
+        keys = [key.decode() async for key in client.scan_iter(match=f"*{store.prefix}*")]
+    finally:
+        await client.aclose()
+    assert keys and all(key.startswith("{" + store.prefix + "}:") for key in keys)
+    assert claimed.queue == "mail"
+    await store.close()
+
+
+async def test_an_unreachable_server_is_a_quick_store_unavailable():
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="cannot be reached"):
+        await store.enqueue([new_task()])
+    assert time.monotonic() - started < 3
+    await store.close()
+
+
+def test_a_runner_on_an_unreachable_server_refuses_writes_quickly():
+    runner = Runner(store=f"redis://127.0.0.1:{free_port()}/0")
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        runner.submit(BackgroundTask(print, "never"))
+    assert time.monotonic() - started < 5
+
+
+def test_without_redis_py_the_error_says_what_to_install():
+    code = (
+        "import sys; sys.modules['redis'] = None\n"
+        "from backbeat.stores import open_store\n"
+        "import asyncio\n"
+        "store = open_store('redis://127.0.0.1:1/0')\n"
+        "try:\n"
+        "    asyncio.run(store.open())\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "StoreError" in result.stdout
+    assert "pip install 'backbeat[redis]'" in result.stdout
+
+
+@pytest.fixture
+def store_url_redis(redis_server):
+    from tests.redis_server import forget, fresh_prefix_url
+
+    url = fresh_prefix_url(redis_server)
+    yield url
+    forget(url)
