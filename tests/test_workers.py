@@ -245,3 +245,38 @@ async def test_the_cli_lists_shows_cancels_and_purges(tmp_path):
     purged = await asyncio.to_thread(cli, "purge", "--state", "succeeded", "--state", "cancelled")
     assert purged.stdout == "2 finished task(s) purged\n"
     assert waiting.get(done) is None and waiting.get(dead) is not None
+
+
+def test_a_worker_runs_the_store_given_with_store(tmp_path, shared_db):
+    """The app's own store is SQLite; `--store` points the worker at another one."""
+    script_runner = durable_tasks.runner(shared_db)
+    task_id = script_runner.submit(BackgroundTask(durable_tasks.sleep_and_mark, 0, "elsewhere"))
+    env = env_for(f"sqlite:///{tmp_path}/app-own.db")
+    worker = [sys.executable, "-m", "backbeat", "worker", "tests.apps.durable_app:app"]
+    with background_process([*worker, "--store", shared_db], tmp_path, env=env, name="w") as (
+        process,
+        log,
+    ):
+        wait_until(
+            lambda: script_runner.get(task_id).state == "succeeded", 20, "the task", log.read_text
+        )
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+
+
+def test_a_worker_whose_store_cannot_be_reached_exits_with_one_line(tmp_path):
+    from tests.serving import free_port
+
+    env_store = f"sqlite:///{tmp_path}/tasks.db"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "backbeat", "worker", "tests.apps.durable_app:app",
+            "--store", f"redis://127.0.0.1:{free_port()}/0",
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**__import__("os").environ, "BACKBEAT_TEST_STORE": env_store},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "backbeat worker: error" in line]
+    assert len(lines) == 1 and "cannot be reached" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr

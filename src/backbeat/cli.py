@@ -1,6 +1,6 @@
 """The backbeat command: workers, and a look into a store.
 
-    backbeat worker MODULE:ATTR [--concurrency N] [--queues A,B]
+    backbeat worker MODULE:ATTR [--store URL] [--concurrency N] [--queues A,B]
     backbeat status --store URL [--failures N]
     backbeat workers --store URL [--json]
     backbeat list --store URL [--state S] [--queue Q] [--name N] [--limit N] [--json]
@@ -61,6 +61,9 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--queues", metavar="A,B", help="run tasks of these queues only (default: all)"
     )
+    worker.add_argument(
+        "--store", metavar="URL", help="run the tasks of this store (default: the app's own)"
+    )
     worker.add_argument("--log-level", default="INFO", help="default INFO")
 
     status = commands.add_parser("status", help="counts by state and recent failures")
@@ -108,7 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == "worker":
-            return run_worker(args.target, args.concurrency, args.log_level, args.queues)
+            return run_worker(
+                args.target, args.concurrency, args.log_level, args.queues, args.store
+            )
         return run_store_command(args)
     except (CommandError, StoreError) as exc:
         sys.stderr.write(f"backbeat {args.command}: error: {exc}\n")
@@ -118,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --- worker ---------------------------------------------------------------------------------
 
 
-def load_runner(target: str) -> Runner:
+def load_runner(target: str, store: str | None = None) -> Runner:
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
         raise CommandError(f"{target!r} is not MODULE:ATTR (for example myapp.main:app)")
@@ -144,6 +149,8 @@ def load_runner(target: str) -> Runner:
     runner = obj if isinstance(obj, Runner) else find_runner(obj)
     if runner is None:
         raise CommandError(f"{target} is not an App, a Runner or a BackbeatMiddleware")
+    if store is not None:
+        runner.use_store(store)
     declare_task_modules(runner, obj)
     if not runner.durable:
         raise CommandError(
@@ -154,12 +161,16 @@ def load_runner(target: str) -> Runner:
 
 
 def run_worker(
-    target: str, concurrency: int | None, log_level: str, queues: str | None = None
+    target: str,
+    concurrency: int | None,
+    log_level: str,
+    queues: str | None = None,
+    store: str | None = None,
 ) -> int:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
-    runner = load_runner(target)
+    runner = load_runner(target, store)
     if concurrency is not None:
         if concurrency < 1:
             raise CommandError(f"--concurrency must be >= 1, got {concurrency}")

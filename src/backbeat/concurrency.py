@@ -7,6 +7,7 @@ endpoints (which share anyio's default 40-token limiter) or the other way round.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import inspect
@@ -107,3 +108,12 @@ def enforce_async_callable(func: Callable[..., Any]) -> Callable[..., Awaitable[
     if is_async_callable(func):
         return func
     return in_a_thread(func)
+
+
+def in_event_loop() -> bool:
+    """Whether this thread is running an event loop (sync code must not block it)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -23,19 +23,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from backbeat.concurrency import in_event_loop
 from backbeat.engine.execution import FailureListener, Hook, Hooks
 from backbeat.engine.limits import Limits, check_count, check_seconds, queue_names
 from backbeat.engine.local import LocalEngine, RunnerFull
 from backbeat.engine.stored import Prepared, StoredEngine
 from backbeat.registry import durable_name
-from backbeat.status import (
-    CANCELLED,
-    FINISHED,
-    SUCCEEDED,
-    TaskCancelled,
-    TaskFailed,
-    TaskInfo,
-)
+from backbeat.status import FINISHED, TaskInfo, value_of
 from backbeat.stores import Store, open_store
 from backbeat.tasks import BackgroundTask, RequestTasks, request_tasks
 
@@ -46,22 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["Runner", "RunnerFull"]
 
 logger = logging.getLogger("backbeat")
-
-
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-def _value_of(info: TaskInfo) -> Any:
-    if info.state is SUCCEEDED:
-        return info.result
-    if info.state is CANCELLED:
-        raise TaskCancelled(info)
-    raise TaskFailed(info)
 
 
 class Runner:
@@ -114,22 +92,32 @@ class Runner:
         )
         self.hooks = Hooks(on_start, on_success, on_error, on_retry)
         self.eager = eager
-        self._engine: LocalEngine | StoredEngine
+        self._stored_options = {
+            "execute": execute,
+            "lease": float(lease),
+            "poll_interval": float(poll_interval),
+            "max_lost_leases": max_lost_leases,
+            "max_task_size": max_task_size,
+            "queues": queue_names(queues),
+        }
+        self._engine: LocalEngine | StoredEngine = LocalEngine(self.limits, self.hooks, eager=eager)
         if store is not None and not eager:
-            self._engine = StoredEngine(
-                open_store(store) if isinstance(store, str) else store,
-                self.limits,
-                self.hooks,
-                owns_store=isinstance(store, str),
-                execute=execute,
-                lease=float(lease),
-                poll_interval=float(poll_interval),
-                max_lost_leases=max_lost_leases,
-                max_task_size=max_task_size,
-                queues=queue_names(queues),
-            )
-        else:
-            self._engine = LocalEngine(self.limits, self.hooks, eager=eager)
+            self.use_store(store)
+
+    def use_store(self, store: str | Store) -> None:
+        """Keep tasks in this store from now on (``backbeat worker --store URL``); only
+        before the runner starts. The names registered so far are kept."""
+        if self.running:
+            raise RuntimeError("a running runner cannot change its store")
+        old = self._engine
+        self._engine = StoredEngine(
+            open_store(store) if isinstance(store, str) else store,
+            self.limits,
+            self.hooks,
+            owns_store=isinstance(store, str),
+            registry=old.registry if isinstance(old, StoredEngine) else None,
+            **self._stored_options,  # type: ignore[arg-type]
+        )
 
     # --- what the runner is ----------------------------------------------------------
 
@@ -264,7 +252,7 @@ class Runner:
             raise TypeError(f"Runner.submit expects a BackgroundTask, got {task!r}")
         if not self.durable:
             return self._engine.submit(task)  # type: ignore[union-attr]
-        if not _in_event_loop():
+        if not in_event_loop():
             return self._engine.submit_blocking(task)  # type: ignore[union-attr]
         raise RuntimeError(
             "a runner with a store writes to it, which takes an await here: use "
@@ -336,7 +324,7 @@ class Runner:
                 if info is None:
                     raise LookupError(f"no task with id {task_id}")
                 if info.state in FINISHED:
-                    return _value_of(info)
+                    return value_of(info)
                 await asyncio.sleep(poll)
 
     def result(self, task_id: str, timeout: float | None = None) -> Any:
@@ -347,8 +335,8 @@ class Runner:
             if info is None:
                 raise LookupError(f"no task with id {task_id}")
             if info.state in FINISHED:
-                return _value_of(info)
-            if _in_event_loop():
+                return value_of(info)
+            if in_event_loop():
                 raise RuntimeError(
                     "waiting here would block the event loop: use `await runner.aresult(id)`"
                 )

@@ -181,3 +181,12 @@ class TaskTable:
         while finished and (len(finished) > self.keep_finished or finished[0][0] < horizon):
             _, task_id = finished.popleft()
             self._records.pop(task_id, None)
+
+
+def value_of(info: TaskInfo) -> Any:
+    """A finished task's result; `TaskFailed` or `TaskCancelled` if it has none."""
+    if info.state is SUCCEEDED:
+        return info.result
+    if info.state is CANCELLED:
+        raise TaskCancelled(info)
+    raise TaskFailed(info)

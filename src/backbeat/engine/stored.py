@@ -83,6 +83,7 @@ class StoredEngine:
         max_task_size: int = 1 << 20,
         queues: tuple[str, ...] | None = None,
         owns_store: bool = False,
+        registry: TaskRegistry | None = None,
     ) -> None:
         self.store = store
         self.owns_store = owns_store  # made from a URL here: closed when the runner stops
@@ -91,7 +92,7 @@ class StoredEngine:
         self.execute = execute
         self.lease = lease
         self.max_task_size = max_task_size
-        self.registry = TaskRegistry()
+        self.registry = registry or TaskRegistry()
         # Contexts of tasks this process wrote, so that it runs them in their
         # request's context when it claims them itself.
         self._contexts: dict[str, contextvars.Context] = {}
