@@ -26,6 +26,50 @@ def _answers(host: str, port: int) -> bool:
         return False
 
 
+class OwnRedis:
+    """A redis-server process of a test's own, on a free port, its files in `directory`."""
+
+    def __init__(self, directory: str, *, append_only: bool = False) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("NO REDIS: there is no redis-server binary; this test did not run")
+        self.binary = binary
+        self.directory = directory
+        self.port = free_port()
+        self.append_only = append_only
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> OwnRedis:
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.append_only else []
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--dir", self.directory, *persistence],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not _answers("127.0.0.1", self.port):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("the test's own redis-server did not start")
+            time.sleep(0.05)
+        return self
+
+    def kill(self) -> None:
+        """kill -9: what an AOF with appendfsync always has written survives it."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
     """The base URL of a Redis server that answers."""
@@ -36,29 +80,17 @@ def redis_server() -> Iterator[str]:
     if _answers("127.0.0.1", 6379):
         yield "redis://127.0.0.1:6379/0"
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         pytest.skip(
             "NO REDIS: nothing answers on 127.0.0.1:6379, REDIS_URL is not set and there is "
             "no redis-server binary; the Redis store's tests did not run"
         )
-    port = free_port()
     directory = tempfile.mkdtemp(prefix="backbeat-redis-")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", directory],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = OwnRedis(directory).start()
     try:
-        deadline = time.monotonic() + 10
-        while not _answers("127.0.0.1", port):
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("the test's own redis-server did not start")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        server.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -120,11 +120,19 @@ class RedisStore:
     def _connect(self) -> Any:
         if self._client is None:
             redis = _redis()
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+            from redis.exceptions import ConnectionError
+
             self._client = redis.Redis.from_url(
                 self._connect_url,
                 decode_responses=True,
                 socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
+                # One retry on a new connection (a pooled one may have died with a Redis
+                # that came back since), both attempts within `timeout`.
+                socket_connect_timeout=self.timeout / 2,
+                retry=Retry(NoBackoff(), 1),
+                retry_on_error=[ConnectionError],
                 health_check_interval=30,
             )
             self._script = self._client.register_script(_SCRIPT)
