@@ -29,6 +29,7 @@ from backbeat.engine.limits import Limits, check_count, check_seconds, queue_nam
 from backbeat.engine.local import LocalEngine, RunnerFull
 from backbeat.engine.stored import Prepared, StoredEngine
 from backbeat.registry import durable_name
+from backbeat.signing import signing_key as signing_key_of
 from backbeat.status import FINISHED, TaskInfo, value_of
 from backbeat.stores import Store, open_store
 from backbeat.tasks import BackgroundTask, RequestTasks, request_tasks
@@ -50,7 +51,7 @@ class Runner:
     ``keep_finished``, ``eager`` (tests: run inline, re-raise; a store is then
     not used). With a store: ``execute``, ``lease``, ``poll_interval``,
     ``max_lost_leases``, ``max_task_size``, ``queues`` (the queues this process
-    runs; default all) (see docs/durable.md).
+    runs; default all), ``signing_key`` (see docs/durable.md, docs/redis.md).
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class Runner:
         max_lost_leases: int = 3,
         max_task_size: int = 1 << 20,
         queues: list[str] | tuple[str, ...] | None = None,
+        signing_key: str | bytes | None = None,
         on_start: Hook | None = None,
         on_success: Hook | None = None,
         on_error: Hook | None = None,
@@ -99,6 +101,7 @@ class Runner:
             "max_lost_leases": max_lost_leases,
             "max_task_size": max_task_size,
             "queues": queue_names(queues),
+            "signing_key": signing_key_of(signing_key),
         }
         self._engine: LocalEngine | StoredEngine = LocalEngine(self.limits, self.hooks, eager=eager)
         if store is not None and not eager:

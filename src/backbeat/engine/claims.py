@@ -18,6 +18,7 @@ from backbeat.engine.execution import Attempt, Outcome
 from backbeat.policy import TaskPolicy
 from backbeat.registry import TaskRegistry
 from backbeat.serialization import ArgumentError, decode_arguments, encode_result
+from backbeat.signing import verified
 from backbeat.status import SUCCEEDED
 from backbeat.stores.base import ClaimedTask, Settlement
 
@@ -51,9 +52,17 @@ def attempt_of(item: ClaimedTask) -> Attempt:
 
 
 def resolve(
-    registry: TaskRegistry, item: ClaimedTask
+    registry: TaskRegistry, item: ClaimedTask, key: bytes | None = None
 ) -> tuple[Callable[..., Any], list[Any], dict[str, Any]]:
-    """The function and arguments of a claimed task; `Unrunnable` says why there are none."""
+    """The function and arguments of a claimed task; `Unrunnable` says why there are none.
+
+    With a signing `key`, a task whose signature is missing or wrong is not run."""
+    payload = item.payload
+    if key is not None:
+        try:
+            payload = verified(key, item.id, item.name, payload)
+        except ValueError as exc:
+            raise Unrunnable(f"refused: {exc}") from None
     func = registry.get(item.name)
     if func is None:
         raise Unrunnable(
@@ -62,7 +71,7 @@ def resolve(
             f"it knows {len(registry)} task name(s)"
         )
     try:
-        args, kwargs = decode_arguments(func, item.payload)
+        args, kwargs = decode_arguments(func, payload)
     except ArgumentError as exc:
         raise Unrunnable(str(exc)) from None
     return func, list(args), kwargs

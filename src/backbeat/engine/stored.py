@@ -31,6 +31,7 @@ from backbeat.ids import new_id
 from backbeat.policy import TaskPolicy
 from backbeat.registry import TaskRegistry
 from backbeat.serialization import encode_arguments
+from backbeat.signing import sign
 from backbeat.status import TaskInfo
 from backbeat.stores.base import NewTask, Store, StoreError
 from backbeat.tasks import BackgroundTask, BackgroundTasks, RequestTasks, declared_tasks
@@ -84,6 +85,7 @@ class StoredEngine:
         queues: tuple[str, ...] | None = None,
         owns_store: bool = False,
         registry: TaskRegistry | None = None,
+        signing_key: bytes | None = None,
     ) -> None:
         self.store = store
         self.owns_store = owns_store  # made from a URL here: closed when the runner stops
@@ -93,6 +95,7 @@ class StoredEngine:
         self.lease = lease
         self.max_task_size = max_task_size
         self.registry = registry or TaskRegistry()
+        self.signing_key = signing_key
         # Contexts of tasks this process wrote, so that it runs them in their
         # request's context when it claims them itself.
         self._contexts: dict[str, contextvars.Context] = {}
@@ -107,6 +110,7 @@ class StoredEngine:
             max_lost_leases=max_lost_leases,
             contexts=self._contexts,
             queues=queues,
+            signing_key=signing_key,
         )
         self.accepting = False
         self._activations: TurnBatch[str] = TurnBatch(self._activate)
@@ -170,6 +174,8 @@ class StoredEngine:
             )
         fresh = task.context is None or task.id in self._written
         task_id = new_id() if fresh else task.id
+        if self.signing_key is not None:
+            payload = sign(self.signing_key, task_id, name, payload)
         created = now if fresh else task.created
         policy: TaskPolicy = task.policy
         due = created + policy.delay if policy.delay else now

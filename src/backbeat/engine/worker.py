@@ -60,8 +60,10 @@ class StoredWorker:
         max_lost_leases: int,
         contexts: dict[str, contextvars.Context],
         queues: tuple[str, ...] | None = None,
+        signing_key: bytes | None = None,
     ) -> None:
         self.store = store
+        self.signing_key = signing_key
         self.registry = registry
         self.limits = limits
         self.hooks = hooks
@@ -264,7 +266,7 @@ class StoredWorker:
     async def _execute(self, item: ClaimedTask) -> None:
         try:
             try:
-                func, args, kwargs = resolve(self.registry, item)
+                func, args, kwargs = resolve(self.registry, item, self.signing_key)
             except Unrunnable as exc:
                 await self._unrunnable(item, str(exc))
                 return
