@@ -44,6 +44,7 @@ CONTENDERS = [
     Contender("backbeat", "backbeat_app:app", OURS, "backbeat App, supervised (default)"),
     Contender("backbeat-inline", "backbeat_app:inline_app", OURS, "backbeat App, runner=False"),
     Contender("backbeat-sqlite", "backbeat_app:durable_app", OURS, "backbeat App, SQLite store"),
+    Contender("backbeat-redis", "backbeat_app:redis_app", OURS, "backbeat App, Redis store"),
     Contender("starlette", "starlette_app:app", OURS, "hand-written Starlette (same version)"),
     Contender(
         "create-task",
@@ -56,6 +57,24 @@ CONTENDERS = [
     Contender("esmerald", "esmerald_app:app", PEERS, "Esmerald 3.9.4 (returns a dict)"),
     Contender("bare-asgi", "bare_app:app", OURS, "bare ASGI callable: the ceiling"),
 ]
+
+
+def empty_redis_prefix() -> bool:
+    """Delete the keys the Redis row left (prefix bench-http); False if Redis is not there."""
+    try:
+        import redis
+    except ImportError:
+        return False
+    client = redis.Redis.from_url(os.environ.get("BENCH_HTTP_REDIS") or "redis://127.0.0.1:6379/0")
+    try:
+        keys = list(client.scan_iter(match="{bench-http}*", count=5000))
+        for at in range(0, len(keys), 5000):
+            client.delete(*keys[at : at + 5000])
+    except redis.ConnectionError:
+        return False
+    finally:
+        client.close()
+    return True
 
 
 def free_port() -> int:
@@ -186,12 +205,17 @@ def main() -> None:
         if contender.python == PEERS and not Path(PEERS).exists():
             print(f"skipping {contender.name}: no peers venv (run bench/http/run.sh)")
             continue
+        if contender.name == "backbeat-redis" and not empty_redis_prefix():
+            print("skipping backbeat-redis: no Redis answers (set BENCH_HTTP_REDIS)")
+            continue
         loads = []
         for _ in range(args.repeat):
             with served(contender) as base:
                 wrk(base, args.warmup, args.connections, args.threads)
                 loads.append(wrk(base, args.duration, args.connections, args.threads))
                 check(contender, base)
+            if contender.name == "backbeat-redis":
+                empty_redis_prefix()
         load = max(loads, key=lambda each: each.rps)
         if load.errors:
             raise RuntimeError(f"{contender.name}: {load.errors} non-2xx responses under load")
@@ -214,6 +238,7 @@ def main() -> None:
         "backbeat": "backbeat",
         "backbeat-inline": "backbeat",
         "backbeat-sqlite": "backbeat",
+        "backbeat-redis": "backbeat",
         "starlette": "starlette",
         "create-task": "starlette",
         "litestar": "litestar",

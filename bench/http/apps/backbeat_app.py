@@ -51,3 +51,11 @@ durable_app = App(
         or f"sqlite:///{tempfile.mkdtemp(prefix='bench-http-')}/tasks.db"
     ),
 )
+# Distributed: the same, on Redis (bench/http/run.py empties the prefix before and after).
+redis_app = App(
+    routes=[create_user, sent_count],
+    runner=Runner(
+        store=(os.environ.get("BENCH_HTTP_REDIS") or "redis://127.0.0.1:6379/0")
+        + "?prefix=bench-http"
+    ),
+)
