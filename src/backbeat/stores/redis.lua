@@ -12,6 +12,7 @@
 --   P:streams           zset: "<queue>\t<prio>" by priority (the claim order)
 --   P:d:<id>            set: tasks waiting for this one;  P:k:<key>: a live key's task
 --   P:w, P:we           hash and zset: worker heartbeats and their expiry
+--   P:bell              stream: rung when a task is delayed (idle workers wake, re-time)
 local step, P = ARGV[1], ARGV[2]
 local GROUP = 'backbeat'
 local LIVE = {held = true, pending = true, running = true}
@@ -39,6 +40,8 @@ local function push(id, now)
   if tonumber(blocked or '0') > 0 then return end
   if tonumber(due) > now then
     redis.call('ZADD', P .. ':delayed', due, id)
+    -- Idle workers block on the streams: ring, so that they wait for this due time too.
+    redis.call('XADD', P .. ':bell', 'MAXLEN', '~', 100, '*', 'due', due)
     return
   end
   redis.call('ZREM', P .. ':delayed', id)
@@ -120,10 +123,13 @@ local function queues_of(list)
 end
 
 local function stream_ids()
-  local seen = {}
+  local seen, keys = {}, {}
   for _, member in ipairs(redis.call('ZRANGE', P .. ':streams', 0, -1)) do
     local q, prio = member:match('^(.*)\t(.*)$')
-    local key = P .. ':x:' .. q .. ':' .. prio
+    table.insert(keys, P .. ':x:' .. q .. ':' .. prio)
+  end
+  if redis.call('EXISTS', P .. ':bell') == 1 then table.insert(keys, P .. ':bell') end
+  for _, key in ipairs(keys) do
     local info = redis.call('XINFO', 'STREAM', key)
     for i = 1, #info, 2 do
       if info[i] == 'last-generated-id' then table.insert(seen, key); table.insert(seen, info[i + 1]) end
@@ -401,6 +407,19 @@ elseif step == 'retry' then
 elseif step == 'purge' then
   local before, dry = ARGV[3], ARGV[4] == '1'
   local count = 0
+  if not dry then  -- consumers of workers gone for an hour, with nothing pending
+    for _, member in ipairs(redis.call('ZRANGE', P .. ':streams', 0, -1)) do
+      local q, prio = member:match('^(.*)\t(.*)$')
+      local key = P .. ':x:' .. q .. ':' .. prio
+      for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', key, GROUP)) do
+        local c = {}
+        for i = 1, #consumer, 2 do c[consumer[i]] = consumer[i + 1] end
+        if tonumber(c.pending) == 0 and tonumber(c.idle) > 3600000 then
+          redis.call('XGROUP', 'DELCONSUMER', key, GROUP, c.name)
+        end
+      end
+    end
+  end
   for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
     for i = 5, #ARGV do
       local key = sk(ARGV[i], q)
@@ -485,6 +504,9 @@ elseif step == 'due' then  -- when the soonest held or delayed task is due, and 
 
 elseif step == 'open' then
   stream_of('default', '0')
+  if redis.call('EXISTS', P .. ':bell') == 0 then
+    redis.call('XADD', P .. ':bell', 'MAXLEN', '~', 100, '*', 'opened', ARGV[3])
+  end
   return 0
 end
 return redis.error_reply('unknown step ' .. tostring(step))

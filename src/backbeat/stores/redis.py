@@ -109,7 +109,7 @@ class RedisStore:
         return RedisStore(self.url, prefix=self.prefix, timeout=self.timeout)
 
     async def open(self) -> None:
-        await self._call("open")
+        await self._call("open", time.time())
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -286,15 +286,24 @@ class RedisStore:
             self._seen = dict.fromkeys(self._seen, "0-0")  # anything there is news
         else:
             self._saw(streams, only_new=True)
-        if soonest:
-            timeout = min(timeout, max(float(soonest) - time.time(), 0.0) + 0.001)
         # Stay inside the operation timeout: a blocked read is a read.
-        block = int(min(timeout, max(self.timeout - 0.5, 0.1)) * 1000)
-        if block <= 0 or not self._seen:
-            await asyncio.sleep(max(timeout, 0))
+        timeout = min(timeout, max(self.timeout - 0.5, 0.1))
+        due_first = False
+        if soonest and float(soonest) - time.time() < timeout:
+            timeout, due_first = max(float(soonest) - time.time(), 0.0) + 0.001, True
+        if not self._seen:
+            await asyncio.sleep(timeout)
             return
         try:
-            got = await self._client.xread(self._seen, block=block)
+            if due_first:
+                # Redis ends a BLOCK only on its own clock tick (1/hz, 100 ms by default):
+                # a due time is kept here instead (the read is dropped at the timeout).
+                async with asyncio.timeout(timeout):
+                    got = await self._client.xread(self._seen, block=int(timeout * 1000) + 200)
+            else:
+                got = await self._client.xread(self._seen, block=int(timeout * 1000))
+        except TimeoutError:
+            return
         except Exception as exc:
             raise _translated(exc, self) from exc
         for stream, entries in got or ():
