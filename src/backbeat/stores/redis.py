@@ -282,8 +282,11 @@ class RedisStore:
         soonest held or delayed task is due, or `timeout` passes."""
         soonest, streams = await self._call("due")
         if not self._seen:
+            # Any task entry there is news; the bell's past rings are not (the soonest due
+            # time was just read).
             self._saw(streams)
-            self._seen = dict.fromkeys(self._seen, "0-0")  # anything there is news
+            bell = f"{self._tag}:bell"
+            self._seen = {key: last if key == bell else "0-0" for key, last in self._seen.items()}
         else:
             self._saw(streams, only_new=True)
         # Stay inside the operation timeout: a blocked read is a read.
@@ -301,7 +304,9 @@ class RedisStore:
                 async with asyncio.timeout(timeout):
                     got = await self._client.xread(self._seen, block=int(timeout * 1000) + 200)
             else:
-                got = await self._client.xread(self._seen, block=int(timeout * 1000))
+                # BLOCK 0 would wait for ever: a zero timeout reads what is there and goes.
+                block = int(timeout * 1000) or None
+                got = await self._client.xread(self._seen, block=block)
         except TimeoutError:
             return
         except Exception as exc:
