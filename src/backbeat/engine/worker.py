@@ -39,7 +39,14 @@ from backbeat.ids import new_id
 from backbeat.policy import DEFAULT_POLICY
 from backbeat.registry import TaskRegistry
 from backbeat.status import CANCELLED, FAILED
-from backbeat.stores.base import ClaimedTask, Settlement, Store, StoreError, WorkerInfo
+from backbeat.stores.base import (
+    ClaimedTask,
+    Settlement,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    WorkerInfo,
+)
 from backbeat.tasks import current_runner
 
 logger = logging.getLogger("backbeat")
@@ -311,12 +318,36 @@ class StoredWorker:
             self.poke()  # the claim loop's next wake-up may now be sooner
 
     async def _finish(self, settlements: list[Settlement]) -> None:
-        """Record the outcomes of one loop turn in one write."""
-        try:
-            kept = await self.store.finish(settlements)
-        except StoreError as exc:
-            logger.error("backbeat: cannot record %d outcome(s): %s", len(settlements), exc)
-            return
+        """Record the outcomes of one loop turn in one write.
+
+        While the store is unreachable (a restart, a cut link) the outcomes are kept and
+        sent again, with backoff, for up to five leases: once it answers, each is
+        recorded, or refused if its claim was taken over meanwhile.
+        """
+        deadline = time.monotonic() + max(5 * self.lease, 10.0)
+        wait = 0.1
+        kept: list[bool] = [False] * len(settlements)
+        while True:
+            try:
+                kept = await self.store.finish(settlements)
+                break
+            except StoreUnavailable as exc:
+                if time.monotonic() + wait > deadline:
+                    logger.error(
+                        "backbeat: gave up recording %d outcome(s): %s", len(settlements), exc
+                    )
+                    return
+                logger.warning(
+                    "backbeat: cannot record %d outcome(s) yet (trying again in %.1fs): %s",
+                    len(settlements),
+                    wait,
+                    exc,
+                )
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 2.0)
+            except StoreError as exc:
+                logger.error("backbeat: cannot record %d outcome(s): %s", len(settlements), exc)
+                return
         for settlement, held in zip(settlements, kept, strict=True):
             if not held:
                 logger.warning(
