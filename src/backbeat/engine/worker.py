@@ -92,8 +92,9 @@ class StoredWorker:
         self.claiming = False
         self._settlements: TurnBatch[Settlement] = TurnBatch(self._finish)
         self._reports = ProgressReports(store)
-        self._poked = False
-        self._idle: asyncio.Task[None] | None = None  # the claim loop's wait for work
+        # The claim loop waits for the store (one wait at a time, kept across pokes) or a poke.
+        self._store_wait: asyncio.Task[None] | None = None
+        self._poke: asyncio.Future[None] | None = None
         self.started_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -108,12 +109,12 @@ class StoredWorker:
 
     def poke(self) -> None:
         """Look for work now: a slot came free, or a retry is due sooner than we wait."""
-        self._poked = True
-        if self._idle is not None:
-            self._idle.cancel()
+        if self._poke is not None and not self._poke.done():
+            self._poke.set_result(None)
 
     def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
+        self._poke = loop.create_future()
         self.claiming = True
         self.started_at = time.time()
         # The worker's own loops run outside any request's context.
@@ -175,23 +176,20 @@ class StoredWorker:
     async def _wait(self) -> None:
         """Until the store may have work (`Store.wait`: a write here, a task falling due,
         at most `poll_interval`) or `poke` (a slot came free)."""
-        if self._poked:
-            self._poked = False
+        assert self._loop is not None and self._poke is not None
+        if self._poke.done():
+            self._poke = self._loop.create_future()
             return
-        assert self._loop is not None
-        self._idle = self._loop.create_task(self.store.wait(self.poll_interval))
-        try:
-            await self._idle
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # the worker is stopping, not poked
-        except Exception as exc:
-            logger.debug("backbeat: waiting for work failed: %s", exc)
-            await asyncio.sleep(self.poll_interval)
-        finally:
-            self._idle = None
-            self._poked = False
+        if self._store_wait is None:
+            self._store_wait = self._loop.create_task(self.store.wait(self.poll_interval))
+        await asyncio.wait((self._store_wait, self._poke), return_when=asyncio.FIRST_COMPLETED)
+        if self._poke.done():
+            self._poke = self._loop.create_future()
+        if self._store_wait.done():
+            failed = self._store_wait.exception()
+            self._store_wait = None
+            if failed is not None:  # the claim that follows says why, with backoff
+                logger.debug("backbeat: waiting for work failed: %s", failed)
 
     async def _claim(self, free: int) -> list[ClaimedTask]:
         """Claim work; a task whose lease was lost before runs alone, on an idle worker.
@@ -378,9 +376,11 @@ class StoredWorker:
             await asyncio.gather(*self.executions.values(), return_exceptions=True)
         await self._reports.settle()
         await self._settlements.settle()
-        for loop_task in self._loops:
+        waiting = [] if self._store_wait is None else [self._store_wait]
+        for loop_task in [*self._loops, *waiting]:
             loop_task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await asyncio.gather(*self._loops, *waiting, return_exceptions=True)
+        self._store_wait = None
         self._loops = []
         if self._keeper is not None:
             await asyncio.to_thread(self._keeper.stop)

@@ -1,0 +1,39 @@
+"""saq 0.26: `Queue.from_url(...).enqueue`, a `saq` worker."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from common import URL, main, record  # noqa: E402
+from saq import Queue  # noqa: E402
+
+queue = Queue.from_url(URL)
+WORKER = [sys.executable, "-m", "saq", "saq_side.settings", "--quiet"]
+
+
+async def noop(ctx, *, i: int, sent: float, sleep: float) -> None:
+    await record(i, sent, sleep)
+
+
+settings = {
+    "queue": queue,
+    "functions": [noop],
+    "concurrency": int(os.environ.get("BENCH_CONCURRENCY", "32")),
+}
+
+
+async def setup() -> None:
+    await queue.connect()
+
+
+async def teardown() -> None:
+    await queue.disconnect()
+
+
+async def enqueue(i: int, sent: float, sleep: float) -> None:
+    await queue.enqueue("noop", i=i, sent=sent, sleep=sleep)
+
+
+if __name__ == "__main__":
+    main(sys.modules[__name__])
