@@ -27,7 +27,9 @@ async def record(i: int, sent: float, sleep: float) -> None:
     global _counts
     started = time.time()
     if _counts is None:
-        _counts = redis.asyncio.Redis.from_url(COUNTS_URL)
+        # Waits for a free connection rather than failing when 200 tasks count at once.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(COUNTS_URL, max_connections=64)
+        _counts = redis.asyncio.Redis(connection_pool=pool)
     if sleep:
         await asyncio.sleep(sleep)
     async with _counts.pipeline(transaction=False) as pipe:

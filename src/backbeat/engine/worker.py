@@ -188,8 +188,8 @@ class StoredWorker:
         if self._store_wait.done():
             failed = self._store_wait.exception()
             self._store_wait = None
-            if failed is not None:  # the claim that follows says why, with backoff
-                logger.debug("backbeat: waiting for work failed: %s", failed)
+            if isinstance(failed, Exception):
+                await self._back_off("wait for work", failed, 1)
 
     async def _claim(self, free: int) -> list[ClaimedTask]:
         """Claim work; a task whose lease was lost before runs alone, on an idle worker.

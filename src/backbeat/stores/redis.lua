@@ -60,19 +60,23 @@ local function drop_entry(t)
 end
 
 -- The task reached a final state: its key is free, the tasks after it may run.
-local function finished(id, t, now)
-  local key = redis.call('HGET', t, 'key')
+local function released(id, key, now)
   if key and key ~= '' and redis.call('GET', P .. ':k:' .. key) == id then
     redis.call('DEL', P .. ':k:' .. key)
   end
   local deps = P .. ':d:' .. id
-  for _, dep in ipairs(redis.call('SMEMBERS', deps)) do
+  local waiting = redis.call('SMEMBERS', deps)
+  for _, dep in ipairs(waiting) do
     local dt = tk(dep)
     if redis.call('EXISTS', dt) == 1 and redis.call('HINCRBY', dt, 'blocked', -1) <= 0 then
       if redis.call('HGET', dt, 'state') == 'pending' then push(dep, now) end
     end
   end
-  redis.call('DEL', deps)
+  if #waiting > 0 then redis.call('DEL', deps) end
+end
+
+local function finished(id, t, now)
+  released(id, redis.call('HGET', t, 'key'), now)
 end
 
 local function move(id, t, q, from, to, score)
@@ -90,25 +94,27 @@ local function finish_as(id, t, q, from, to, now)
   finished(id, t, now)
 end
 
-local CLAIMED = {'name', 'payload', 'attempts', 'created_at', 'retries', 'backoff',
-  'max_backoff', 'timeout', 'lost', 'error', 'queue'}
+-- What a claim returns (ClaimedTask's fields after the id), then what `take` needs.
+local TAKE = {'name', 'payload', 'attempts', 'created_at', 'retries', 'backoff',
+  'max_backoff', 'timeout', 'lost', 'error', 'queue', 'state', 'entry', 'stream'}
 
 local function take(id, lost, now, lease, worker)
   local t = tk(id)
-  local state, q = unpack(redis.call('HMGET', t, 'state', 'queue'))
+  local v = redis.call('HMGET', t, unpack(TAKE))
+  local attempts = tonumber(v[3] or '0') + 1
+  local lost_total = tonumber(v[9] or '0') + lost
+  local q, state, entry = v[11], v[12], v[13]
   local until_ = now + lease
-  redis.call('HINCRBY', t, 'attempts', 1)
-  if lost > 0 then redis.call('HINCRBY', t, 'lost', lost) end
-  redis.call('HSET', t, 'started_at', now, 'lease_until', until_, 'worker', worker)
-  move(id, t, q, state, 'running', until_)
-  redis.call('ZREM', P .. ':held', id)
-  local entry, key = unpack(redis.call('HMGET', t, 'entry', 'stream'))
+  redis.call('HSET', t, 'state', 'running', 'attempts', attempts, 'lost', lost_total,
+    'started_at', now, 'lease_until', until_, 'worker', worker)
+  redis.call('ZREM', sk(state, q), id)
+  redis.call('ZADD', sk('running', q), until_, id)
+  if state == 'held' then redis.call('ZREM', P .. ':held', id) end
   if entry and entry ~= '' then
-    redis.pcall('XCLAIM', key, GROUP, worker, 0, entry, 'JUSTID')
+    redis.pcall('XCLAIM', v[14], GROUP, worker, 0, entry, 'JUSTID')
   end
-  local row = {id}
-  for _, v in ipairs(redis.call('HMGET', t, unpack(CLAIMED))) do table.insert(row, v or '') end
-  return row
+  return {id, v[1], v[2], tostring(attempts), v[4], v[5], v[6], v[7], v[8] or '',
+    tostring(lost_total), v[10] or '', q}
 end
 
 local function current(id, attempt)
@@ -201,14 +207,15 @@ elseif step == 'activate' or step == 'start' then
   for i = 7, #ARGV do
     local id = ARGV[i]
     local t = tk(id)
-    if redis.call('HGET', t, 'state') == 'held' then
-      redis.call('ZREM', P .. ':held', id)
-      redis.call('HSET', t, 'state', 'pending', 'lease_until', '')
-      local blocked, due, after = unpack(redis.call('HMGET', t, 'blocked', 'due_at', 'after'))
+    local state, blocked, due, after = unpack(redis.call('HMGET', t, 'state', 'blocked',
+      'due_at', 'after'))
+    if state == 'held' then
       if step == 'start' and #claimed < limit and tonumber(blocked) == 0 and after == ''
           and tonumber(due) <= now then
         table.insert(claimed, take(id, 0, now, lease, worker))
       else
+        redis.call('ZREM', P .. ':held', id)
+        redis.call('HSET', t, 'state', 'pending', 'lease_until', '')
         push(id, now)
       end
     end
@@ -316,25 +323,35 @@ elseif step == 'finish' then
   for i = 4, #ARGV, 7 do
     local id, attempt, state = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     local result, error, trace, retry_at = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-    local ok, t = current(id, attempt)
+    local t = tk(id)
+    local was, attempts, q, entry, stream, key = unpack(redis.call('HMGET', t, 'state',
+      'attempts', 'queue', 'entry', 'stream', 'key'))
+    local ok = was == 'running' and attempts == attempt
     table.insert(kept, ok and 1 or 0)
     if ok then
-      local q = redis.call('HGET', t, 'queue')
-      if state == 'succeeded' then
-        redis.call('HSET', t, 'result', result)
-        finish_as(id, t, q, 'running', 'succeeded', now)
-      elseif state == 'cancelled' then
-        if error ~= '' then redis.call('HSET', t, 'error', error) end
-        finish_as(id, t, q, 'running', 'cancelled', now)
-      elseif state == 'failed' then
-        redis.call('HSET', t, 'error', error, 'traceback', trace)
-        finish_as(id, t, q, 'running', 'failed', now)
-      else  -- scheduled: a retry at retry_at
-        drop_entry(t)
-        redis.call('HSET', t, 'error', error, 'traceback', trace, 'due_at', retry_at,
-          'lease_until', '', 'worker', '')
-        move(id, t, q, 'running', 'pending', retry_at)
+      if entry and entry ~= '' then
+        redis.call('XACK', stream, GROUP, entry)
+        redis.call('XDEL', stream, entry)
+      end
+      redis.call('ZREM', sk('running', q), id)
+      if state == 'scheduled' then  -- a retry at retry_at
+        redis.call('HSET', t, 'state', 'pending', 'error', error, 'traceback', trace,
+          'due_at', retry_at, 'lease_until', '', 'worker', '', 'entry', '', 'stream', '')
+        redis.call('ZADD', sk('pending', q), retry_at, id)
         push(id, now)
+      else
+        local fields = {'state', state, 'finished_at', now, 'lease_until', '', 'entry', '',
+          'stream', ''}
+        if state == 'succeeded' then
+          table.insert(fields, 'result'); table.insert(fields, result)
+        elseif state == 'failed' then
+          for _, f in ipairs({'error', error, 'traceback', trace}) do table.insert(fields, f) end
+        elseif error ~= '' then
+          table.insert(fields, 'error'); table.insert(fields, error)
+        end
+        redis.call('HSET', t, unpack(fields))
+        redis.call('ZADD', sk(state, q), now, id)
+        released(id, key, now)
       end
     end
   end
