@@ -199,12 +199,14 @@ def test_cli_help_is_plain_text_and_quiet(tmp_path):
 
 
 @pytest.mark.anyio
-async def test_the_cli_lists_shows_cancels_and_purges(tmp_path):
-    url = f"sqlite:///{tmp_path}/tasks.db"
+async def test_the_cli_lists_shows_cancels_and_purges(shared_db):
+    url = shared_db
     async with durable_tasks.runner(url, poll_interval=0.05) as runner:
         done = await runner.asubmit(BackgroundTask(durable_tasks.total, [1, 2]))
+        await asyncio.sleep(0.002)  # ids order by their millisecond
         dead = await runner.asubmit(BackgroundTask(durable_tasks.fail_unless, "/nowhere"))
         await runner.join(timeout=5)
+    await asyncio.sleep(0.002)
     waiting = durable_tasks.runner(url, execute=False)
     later = await waiting.asubmit(
         BackgroundTask(durable_tasks.record_sync, "later").using(delay=3600, queue="slow")

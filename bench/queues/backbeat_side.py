@@ -15,7 +15,15 @@ runner = Runner(
     concurrency=int(os.environ.get("BENCH_CONCURRENCY", "32")),
     max_pending=100_000,
 )
-WORKER = [sys.executable, "-m", "backbeat", "worker", "backbeat_side:runner", "--log-level", "WARNING"]
+WORKER = [
+    sys.executable,
+    "-m",
+    "backbeat",
+    "worker",
+    "backbeat_side:runner",
+    "--log-level",
+    "WARNING",
+]
 
 
 @task(name="bench.noop")
@@ -36,7 +44,9 @@ async def enqueue(i: int, sent: float, sleep: float) -> None:
 
 
 async def enqueue_many(items: list[tuple[int, float, float]]) -> None:
-    await runner.asubmit(BackgroundTasks([BackgroundTask(noop, *item) for item in items], as_group=True))
+    await runner.asubmit(
+        BackgroundTasks([BackgroundTask(noop, *item) for item in items], as_group=True)
+    )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from common import URL, main, record  # noqa: E402
 from streaq import Worker  # noqa: E402
 
 worker = Worker(redis_url=URL, concurrency=int(os.environ.get("BENCH_CONCURRENCY", "32")))
-WORKER = [sys.executable, "-m", "streaq", "streaq_side:worker"]
+WORKER = [sys.executable, "-m", "streaq", "run", "streaq_side:worker"]
 
 
 @worker.task()
