@@ -5,9 +5,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from arq import create_pool  # noqa: E402
-from arq.connections import RedisSettings  # noqa: E402
-from common import URL, main, record  # noqa: E402
+from arq import create_pool
+from arq.connections import RedisSettings
+from common import URL, main, record
 
 SETTINGS = RedisSettings.from_dsn(URL)
 WORKER = [sys.executable, "-m", "arq", "arq_side.WorkerSettings"]
@@ -19,7 +19,7 @@ async def noop(ctx, i: int, sent: float, sleep: float) -> None:
 
 
 class WorkerSettings:
-    functions = [noop]
+    functions = (noop,)
     redis_settings = SETTINGS
     max_jobs = int(os.environ.get("BENCH_CONCURRENCY", "32"))
     poll_delay = 0.01

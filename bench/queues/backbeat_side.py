@@ -5,9 +5,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from common import URL, main, record  # noqa: E402
+from common import URL, main, record
 
-from backbeat import BackgroundTask, BackgroundTasks, Runner, task  # noqa: E402
+from backbeat import BackgroundTask, BackgroundTasks, Runner, task
 
 runner = Runner(
     store=f"{URL}?prefix=bench",

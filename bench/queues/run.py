@@ -184,7 +184,7 @@ def main() -> None:
         "W3": "W3 no-op end to end, 2 workers (tasks/s)",
         "W4p50": "W4 latency enqueue→start, p50 (ms)",
         "W4p99": "W4 latency enqueue→start, p99 (ms)",
-        "W5": "W5 1,000 × 1 s tasks, 200 slots (s; ideal 5)",
+        "W5": "W5 1,000 x 1 s tasks, 200 slots (s; ideal 5)",
     }
     print()
     print(f"bench/queues — {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} "

@@ -5,8 +5,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from common import URL, main, record  # noqa: E402
-from saq import Queue  # noqa: E402
+from common import URL, main, record
+from saq import Queue
 
 queue = Queue.from_url(URL)
 WORKER = [sys.executable, "-m", "saq", "saq_side.settings", "--quiet"]

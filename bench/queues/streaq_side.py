@@ -5,8 +5,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from common import URL, main, record  # noqa: E402
-from streaq import Worker  # noqa: E402
+from common import URL, main, record
+from streaq import Worker
 
 worker = Worker(redis_url=URL, concurrency=int(os.environ.get("BENCH_CONCURRENCY", "32")))
 WORKER = [sys.executable, "-m", "streaq", "run", "streaq_side:worker"]

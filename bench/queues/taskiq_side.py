@@ -5,8 +5,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from common import URL, main, record  # noqa: E402
-from taskiq_redis import RedisStreamBroker  # noqa: E402
+from common import URL, main, record
+from taskiq_redis import RedisStreamBroker
 
 broker = RedisStreamBroker(URL)
 CONCURRENCY = os.environ.get("BENCH_CONCURRENCY", "32")
