@@ -201,7 +201,7 @@ class LocalEngine:
         self._idle.clear()
         if type(task) is BackgroundTask and not task.policy.delay:
             # The common case, a single task ready to run, without the general planning.
-            job = self._job(task, caller, caller_is_fresh=True)
+            job = self._job(task, caller)
             if self._running < self.limits.concurrency:
                 self._spawn(job)
             else:
@@ -217,15 +217,9 @@ class LocalEngine:
             return Collection(task.as_group, [self._plan(m, caller) for m in task.tasks])
         if not isinstance(task, BackgroundTask):
             task = BackgroundTask(task)  # type: ignore[arg-type]  # appended to .tasks by hand
-        return self._job(task, caller)
+        return self._job(task, None if caller is None else caller.copy())
 
-    def _job(
-        self,
-        task: BackgroundTask,
-        caller: contextvars.Context | None,
-        *,
-        caller_is_fresh: bool = False,
-    ) -> Job:
+    def _job(self, task: BackgroundTask, caller: contextvars.Context | None) -> Job:
         table = self._table
         if task.context is None or table.get(task.id) is not None:
             # A route's task (one object for every request) or a task handed over
@@ -233,15 +227,11 @@ class LocalEngine:
             record = table.add(new_id(), task.name, time.time())
         else:
             record = table.add(task.id, task.name, task.created)
-        # A route's task runs in the context of the request that handed it over: a copy
-        # of its own (the one `take` made is already that).
-        source = task.context or caller
-        if source is None:
-            context = contextvars.copy_context()
-        elif source is caller and caller_is_fresh:
-            context = source
+        # In a copy of the context the task was made in; a route's, in the hand-off's (a copy).
+        if task.context is not None:
+            context = task.context.copy()
         else:
-            context = source.copy()
+            context = caller or contextvars.copy_context()
         job = self._jobs[record.id] = Job(task, record, context)
         policy = task.policy
         if policy.queue != "default":
