@@ -3,11 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 make --no-print-directory venv >/dev/null
-peers=bench/.venv-queues
-if [ ! -f "$peers/.installed" ] || [ bench/requirements-queues.txt -nt "$peers/.installed" ]; then
-    python3 -m venv "$peers"
-    "$peers/bin/python" -m pip install -q --upgrade pip
-    "$peers/bin/python" -m pip install -q -r bench/requirements-queues.txt
-    touch "$peers/.installed"
-fi
+PEERS_NAME=queues source bench/peers.sh
 exec .venv/bin/python bench/queues/run.py "$@"
