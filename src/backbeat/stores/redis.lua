@@ -148,23 +148,21 @@ if step == 'enqueue' then
   local now, groups = tonumber(ARGV[3]), tonumber(ARGV[4])
   local F = {'name', 'payload', 'retries', 'backoff', 'max_backoff', 'timeout', 'created_at',
     'due_at', 'after', 'held_until', 'queue', 'priority', 'key'}
-  local at, out = 5, {}
-  for _ = 1, groups do
-    local n = tonumber(ARGV[at]); at = at + 1
+  local out, queues = {}, {}
+  for g = 1, groups do
+    -- A group: one caller's tasks, as one JSON list of [id, F...] lists of strings.
+    local rows = cjson.decode(ARGV[4 + g])
     local ids, bad = {}, nil
-    for i = 0, n - 1 do
-      local id = ARGV[at + i * 14]
-      if redis.call('EXISTS', tk(id)) == 1 then bad = id end
+    for _, row in ipairs(rows) do
+      if redis.call('EXISTS', tk(row[1])) == 1 then bad = row[1] end
     end
     if bad then
       table.insert(out, 'UNIQUE constraint failed: a task with id ' .. bad .. ' exists')
-      at = at + n * 14
     else
-      for _ = 1, n do
-        local id = ARGV[at]
+      for _, row in ipairs(rows) do
+        local id = row[1]
         local v = {}
-        for i = 1, 13 do v[F[i]] = ARGV[at + i] end
-        at = at + 14
+        for i = 1, 13 do v[F[i]] = row[i + 1] end
         local existing = v.key ~= '' and redis.call('GET', P .. ':k:' .. v.key)
         if existing and LIVE[redis.call('HGET', tk(existing), 'state') or ''] then
           table.insert(ids, existing)
@@ -178,7 +176,10 @@ if step == 'enqueue' then
             'priority', v.priority, 'key', v.key, 'state', held and 'held' or 'pending',
             'attempts', 0, 'lost', 0, 'blocked', 0, 'cancel_requested', 0)
           redis.call('ZADD', P .. ':ids', 0, id)
-          redis.call('SADD', P .. ':queues', v.queue)
+          if not queues[v.queue] then
+            queues[v.queue] = true
+            redis.call('SADD', P .. ':queues', v.queue)
+          end
           redis.call('ZADD', sk('pending', v.queue), v.due_at, id)
           if v.key ~= '' then redis.call('SET', P .. ':k:' .. v.key, id) end
           if v.after ~= '' then
@@ -204,8 +205,7 @@ if step == 'enqueue' then
 elseif step == 'activate' or step == 'start' then
   local now, lease, worker, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
   local claimed = {}
-  for i = 7, #ARGV do
-    local id = ARGV[i]
+  for _, id in ipairs(cjson.decode(ARGV[7])) do
     local t = tk(id)
     local state, blocked, due, after = unpack(redis.call('HMGET', t, 'state', 'blocked',
       'due_at', 'after'))
@@ -320,9 +320,9 @@ elseif step == 'renew' then
 elseif step == 'finish' then
   local now = tonumber(ARGV[3])
   local kept = {}
-  for i = 4, #ARGV, 7 do
-    local id, attempt, state = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-    local result, error, trace, retry_at = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  -- One JSON list of [id, attempt, state, result, error, traceback, retry_at] lists.
+  for _, s in ipairs(cjson.decode(ARGV[4])) do
+    local id, attempt, state, result, error, trace, retry_at = unpack(s)
     local t = tk(id)
     local was, attempts, q, entry, stream, key = unpack(redis.call('HMGET', t, 'state',
       'attempts', 'queue', 'entry', 'stream', 'key'))

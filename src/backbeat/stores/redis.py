@@ -152,27 +152,30 @@ class RedisStore:
         return await self._enqueues.call(tasks)
 
     async def _enqueue_groups(self, groups: list[list[NewTask]]) -> list[list[str] | BaseException]:
+        # One JSON argument per group: redis-py encodes arguments one by one, in Python.
         args: list[object] = [time.time(), len(groups)]
         for tasks in groups:
-            args.append(len(tasks))
-            for t in tasks:
-                args += [
-                    t.id, t.name, t.payload, t.retries, t.backoff, t.max_backoff,
-                    _text(t.timeout), t.created_at, t.due_at, _text(t.after),
-                    _text(t.held_until), t.queue, t.priority, _text(t.key),
-                ]  # fmt: skip
+            rows = [
+                [
+                    t.id, t.name, t.payload, str(t.retries), repr(t.backoff),
+                    repr(t.max_backoff), _text(t.timeout), repr(t.created_at), repr(t.due_at),
+                    _text(t.after), _text(t.held_until), t.queue, str(t.priority), _text(t.key),
+                ]
+                for t in tasks
+            ]  # fmt: skip
+            args.append(json.dumps(rows))
         answers = await self._call("enqueue", *args)
         return [
             StoreError(answer) if isinstance(answer, str) else list(answer) for answer in answers
         ]
 
     async def activate(self, ids: list[str]) -> None:
-        await self._call("activate", time.time(), 0, "", 0, *ids)
+        await self._call("activate", time.time(), 0, "", 0, json.dumps(ids))
 
     async def start(
         self, worker: str, ids: list[str], lease: float, limit: int
     ) -> list[ClaimedTask]:
-        rows = await self._call("start", time.time(), lease, worker, limit, *ids)
+        rows = await self._call("start", time.time(), lease, worker, limit, json.dumps(ids))
         return [_claimed(row) for row in rows]
 
     async def claim(
@@ -201,14 +204,16 @@ class RedisStore:
         return list(await self._call("renew", time.time(), lease, *args))
 
     async def finish(self, settlements: list[Settlement]) -> list[bool]:
-        args: list[object] = []
+        rows = []
         for s in settlements:
             task_id, attempt = split_receipt(s.receipt)
-            args += [
-                task_id, attempt, s.state.value, _text(s.result), _text(s.error),
-                _text(s.traceback), _text(s.retry_at),
-            ]  # fmt: skip
-        return [bool(kept) for kept in await self._call("finish", time.time(), *args)]
+            rows.append(
+                [
+                    task_id, str(attempt), s.state.value, _text(s.result), _text(s.error),
+                    _text(s.traceback), _text(s.retry_at),
+                ]
+            )  # fmt: skip
+        return [bool(kept) for kept in await self._call("finish", time.time(), json.dumps(rows))]
 
     async def progress(self, receipt: str, document: str) -> bool:
         task_id, attempt = split_receipt(receipt)
