@@ -161,6 +161,15 @@ def _utc(timestamp: float) -> datetime:
 
 
 FINISHED_STATES = ("succeeded", "failed", "cancelled")
+
+
+def check_purgeable(states: tuple[str, ...]) -> None:
+    """`Store.purge` deletes finished tasks only: ValueError for any other state."""
+    unknown = set(states) - set(FINISHED_STATES)
+    if unknown:
+        raise ValueError(f"only finished tasks can be purged, not {sorted(unknown)}")
+
+
 # The keys of `Store.counts`.
 COUNTED_STATES = ("pending", "scheduled", "running", "succeeded", "failed", "cancelled")
 

@@ -23,6 +23,7 @@ from backbeat.stores.base import (
     StoredStatus,
     StoreError,
     WorkerInfo,
+    check_purgeable,
     receipt_for,
     split_receipt,
 )
@@ -322,9 +323,7 @@ class MemoryStore:
         *,
         dry_run: bool = False,
     ) -> int:
-        unknown = set(states) - set(FINISHED_STATES)
-        if unknown:
-            raise ValueError(f"only finished tasks can be purged, not {sorted(unknown)}")
+        check_purgeable(states)
         with self._lock:
             doomed = [
                 task_id

@@ -42,6 +42,7 @@ from backbeat.stores.base import (
     StoreError,
     StoreUnavailable,
     WorkerInfo,
+    check_purgeable,
     receipt_for,
     split_receipt,
 )
@@ -238,9 +239,7 @@ class RedisStore:
         *,
         dry_run: bool = False,
     ) -> int:
-        unknown = set(states) - set(FINISHED_STATES)
-        if unknown:
-            raise ValueError(f"only finished tasks can be purged, not {sorted(unknown)}")
+        check_purgeable(states)
         return int(await self._call("purge", finished_before, int(dry_run), *states))
 
     async def heartbeat(self, worker: WorkerInfo, expires_in: float) -> None:

@@ -34,6 +34,7 @@ from backbeat.stores.base import (
     Settlement,
     StoredStatus,
     WorkerInfo,
+    check_purgeable,
     receipt_for,
     split_receipt,
 )
@@ -309,9 +310,7 @@ class SQLiteStore:
         *,
         dry_run: bool = False,
     ) -> int:
-        unknown = set(states) - set(FINISHED_STATES)
-        if unknown:
-            raise ValueError(f"only finished tasks can be purged, not {sorted(unknown)}")
+        check_purgeable(states)
         marks = ", ".join("?" for _ in states)
         where = f"FROM backbeat_tasks WHERE state IN ({marks}) AND finished_at < ?"
         if dry_run:
