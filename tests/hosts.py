@@ -59,11 +59,7 @@ class Hosts:
 
     def __exit__(self, *exc_info: object) -> None:
         for ns in reversed(self._made):
-            subprocess.run(["ip", "netns", "pids", ns], capture_output=True)
-            for pid in subprocess.run(
-                ["ip", "netns", "pids", ns], capture_output=True, text=True
-            ).stdout.split():
-                subprocess.run(["kill", "-9", pid], capture_output=True)
+            _kill_everything_in(ns)
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
     def run_in(self, name: str, command: list[str]) -> list[str]:
@@ -79,8 +75,12 @@ class Hosts:
 
     def kill_all(self, name: str) -> None:
         """kill -9 every process of the host, as if it lost power."""
-        pids = subprocess.run(
-            ["ip", "netns", "pids", self.namespace[name]], capture_output=True, text=True
-        ).stdout.split()
-        for pid in pids:
-            subprocess.run(["kill", "-9", pid], capture_output=True)
+        _kill_everything_in(self.namespace[name])
+
+
+def _kill_everything_in(namespace: str) -> None:
+    pids = subprocess.run(
+        ["ip", "netns", "pids", namespace], capture_output=True, text=True
+    ).stdout.split()
+    for pid in pids:
+        subprocess.run(["kill", "-9", pid], capture_output=True)

@@ -324,7 +324,6 @@ class StoredWorker:
         """
         deadline = time.monotonic() + max(5 * self.lease, 10.0)
         wait = 0.1
-        kept: list[bool] = [False] * len(settlements)
         while True:
             try:
                 kept = await self.store.finish(settlements)

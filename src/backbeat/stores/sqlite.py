@@ -132,9 +132,6 @@ class SQLiteStore:
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self.file.close)
 
-    def close_sync(self) -> None:
-        self.file.close()
-
     def _notify(self) -> None:
         self._wakeups.notify()
 
