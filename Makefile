@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test test-compat lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ lint: venv
 
 test: lint
 	$(BIN)/python -m pytest
+	bash tests/compat/run.sh
+
+# The Redis store's tests again on Redis 6.2 and on Valkey (part of `make test`).
+test-compat: venv
+	bash tests/compat/run.sh
 
 bench: venv
 	bash bench/http/run.sh
@@ -51,4 +56,4 @@ bench: venv
 	$(BIN)/python bench/sqlite/timing.py
 
 clean:
-	rm -rf $(VENV) bench/.venv-peers .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-servers bench/.venv-peers .mypy_cache .ruff_cache .pytest_cache

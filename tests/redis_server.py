@@ -1,5 +1,8 @@
 """A Redis server for the tests: the one at $REDIS_URL or 127.0.0.1:6379 if it answers,
-else a `redis-server` of our own on a free port (skipped, loudly, only without one)."""
+else a `redis-server` of our own on a free port (skipped, loudly, only without one).
+
+$REDIS_SERVER names another server binary (Redis 6.2, Valkey: `make test-compat`): then
+every test, the ones that kill and restart their own server too, runs on that binary."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -26,11 +30,15 @@ def _answers(host: str, port: int) -> bool:
         return False
 
 
+def server_binary() -> str | None:
+    return os.environ.get("REDIS_SERVER") or shutil.which("redis-server")
+
+
 class OwnRedis:
     """A redis-server process of a test's own, on a free port, its files in `directory`."""
 
     def __init__(self, directory: str, *, append_only: bool = False) -> None:
-        binary = shutil.which("redis-server")
+        binary = server_binary()
         if binary is None:
             pytest.skip("NO REDIS: there is no redis-server binary; this test did not run")
         self.binary = binary
@@ -77,10 +85,10 @@ def redis_server() -> Iterator[str]:
     if given:
         yield given
         return
-    if _answers("127.0.0.1", 6379):
+    if _answers("127.0.0.1", 6379) and not os.environ.get("REDIS_SERVER"):
         yield "redis://127.0.0.1:6379/0"
         return
-    if shutil.which("redis-server") is None:
+    if server_binary() is None:
         pytest.skip(
             "NO REDIS: nothing answers on 127.0.0.1:6379, REDIS_URL is not set and there is "
             "no redis-server binary; the Redis store's tests did not run"
@@ -100,15 +108,24 @@ def fresh_prefix_url(base: str) -> str:
     return f"{base}{separator}prefix=test-{uuid.uuid4().hex[:12]}"
 
 
+def raw_client(url: str, *, asyncio: bool = False) -> Any:
+    """A redis-py client of a store URL's server (a cluster client for `?cluster=yes`),
+    to look at or tamper with the keys directly."""
+    import redis
+    import redis.asyncio
+
+    module: Any = redis.asyncio if asyncio else redis
+    kind = module.RedisCluster if "cluster=yes" in url else module.Redis
+    return kind.from_url(url.partition("?")[0], decode_responses=True)
+
+
 def forget(url: str) -> None:
     """Delete the keys of a test's prefix (the server outlives the test)."""
-    import redis
-
-    prefix = url.rpartition("prefix=")[2]
-    client = redis.Redis.from_url(url.partition("?")[0])
+    prefix = url.rpartition("prefix=")[2].partition("&")[0]
+    client = raw_client(url)
     try:
         keys = list(client.scan_iter(match="{" + prefix + "}*", count=1000))
-        if keys:
-            client.delete(*keys)
+        for at in range(0, len(keys), 1000):
+            client.delete(*keys[at : at + 1000])
     finally:
         client.close()

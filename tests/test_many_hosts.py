@@ -6,7 +6,6 @@ Needs root (`ip netns`): skipped, with the reason, otherwise.
 
 import collections
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import tempfile
 import time
 
 from tests.hosts import Hosts
+from tests.redis_server import server_binary
 from tests.serving import ROOT
 from tests.test_workers import wait_until
 
@@ -77,7 +77,7 @@ class Cluster:
     def start_redis(self) -> None:
         address = self.hosts.address["redis"]
         self.start("redis", "redis", [
-            shutil.which("redis-server") or "redis-server", "--bind", address, "--port", "6379",
+            server_binary() or "redis-server", "--bind", address, "--port", "6379",
             "--protected-mode", "no", "--save", "", "--appendonly", "yes",
             "--appendfsync", "always", "--dir", self.redis_dir,
         ])  # fmt: skip

@@ -11,6 +11,7 @@ from backbeat.signing import sign, signing_key, verified
 from backbeat.stores import NewTask, open_store
 from tests.apps import durable_tasks
 from tests.apps.durable_tasks import record_sync
+from tests.redis_server import raw_client
 
 KEY = "a-secret-of-at-least-16-bytes"
 
@@ -75,9 +76,7 @@ def test_forged_and_changed_tasks_are_dead_lettered_signed_ones_run(shared_db):
 async def tamper(store, url: str, task_id: str) -> None:
     """Change a stored task's arguments the way an attacker would: in the store itself."""
     if url.startswith("redis"):
-        import redis.asyncio
-
-        client = redis.asyncio.Redis.from_url(url.partition("?")[0], decode_responses=True)
+        client = raw_client(url, asyncio=True)
         key = "{" + store.prefix + "}:t:" + task_id
         payload = await client.hget(key, "payload")
         await client.hset(key, "payload", payload.replace('"mine"', '"evil"'))

@@ -9,6 +9,7 @@ import pytest
 from backbeat import BackgroundTask, Runner
 from backbeat.stores import StoreError, StoreUnavailable, open_store
 from backbeat.stores.redis import RedisStore
+from tests.redis_server import raw_client
 from tests.serving import free_port
 from tests.stores.rows import new_task
 
@@ -25,18 +26,20 @@ def test_url_forms_and_the_prefix():
     for bad in ("redis://h/0?prefix=", "redis://h/0?prefix=a{b}"):
         with pytest.raises(StoreError, match="prefix"):
             open_store(bad)
+    assert open_store("redis://h:7000/0?cluster=yes&prefix=shop").cluster
+    assert not open_store("redis://h:7000/0").cluster
+    with pytest.raises(StoreError, match="cluster='maybe'"):
+        open_store("redis://h/0?cluster=maybe")
 
 
 async def test_every_key_shares_the_prefixs_hash_tag(store_url_redis):
-    import redis.asyncio
-
     store = open_store(store_url_redis)
     await store.enqueue([new_task(queue="mail", priority=3), new_task(due_in=60)])
     [claimed] = await store.claim("w", 1, 30)
     await store.finish([])
-    client = redis.asyncio.Redis.from_url(store_url_redis.partition("?")[0])
+    client = raw_client(store_url_redis, asyncio=True)
     try:
-        keys = [key.decode() async for key in client.scan_iter(match=f"*{store.prefix}*")]
+        keys = [key async for key in client.scan_iter(match=f"*{store.prefix}*")]
     finally:
         await client.aclose()
     assert keys and all(key.startswith("{" + store.prefix + "}:") for key in keys)

@@ -15,7 +15,8 @@ its claim saw: nothing new is missed, and no entry is consumed outside the claim
 script), capped by the soonest delayed or held task's due time.
 
 URL: ``redis://[[user]:password@]host[:port][/db][?prefix=NAME]``, also
-``rediss://`` (TLS) and ``unix:///path/to/socket``. ``timeout`` (seconds, default 2)
+``rediss://`` (TLS) and ``unix:///path/to/socket``; ``?cluster=yes`` uses redis-py's
+cluster client (any node as the entry point). ``timeout`` (seconds, default 2)
 bounds connecting and each operation; past it, or with Redis down, an operation
 raises `StoreUnavailable` (a 503 for a request that would store a task).
 """
@@ -83,6 +84,10 @@ class RedisStore:
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         prefix = query.pop("prefix", prefix)
+        cluster = query.pop("cluster", "no").lower()
+        if cluster not in ("yes", "no", "true", "false", "1", "0"):
+            raise StoreError(f"bad Redis URL option cluster={cluster!r}: yes or no")
+        self.cluster = cluster in ("yes", "true", "1")
         if not prefix or "{" in prefix or "}" in prefix:
             raise StoreError(f"bad Redis key prefix {prefix!r}: a non-empty name without braces")
         self.url = url
@@ -125,7 +130,8 @@ class RedisStore:
             from redis.backoff import NoBackoff
             from redis.exceptions import ConnectionError
 
-            self._client = redis.Redis.from_url(
+            client_class = redis.RedisCluster if self.cluster else redis.Redis
+            self._client = client_class.from_url(
                 self._connect_url,
                 decode_responses=True,
                 socket_timeout=self.timeout,
