@@ -106,10 +106,14 @@ def with_runner(runner: Runner, lifespan: Lifespan[Any] | None) -> Lifespan[Any]
 
 
 def find_runner(app: Any) -> Runner | None:
-    """The runner of an `App` or of a `BackbeatMiddleware` (also nested in middleware)."""
+    """The runner of an `App` or of a `BackbeatMiddleware` (also nested in middleware), or
+    the one an integration noted in ``app.state.backbeat_runner`` (`backbeat.fastapi.install`)."""
     seen = 0
     while app is not None and seen < 64:
         runner = getattr(app, "runner", None)
+        if isinstance(runner, Runner):
+            return runner
+        runner = getattr(getattr(app, "state", None), "backbeat_runner", None)
         if isinstance(runner, Runner):
             return runner
         app = getattr(app, "app", None)

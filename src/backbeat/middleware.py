@@ -17,6 +17,12 @@ app's response, and none of the request's tasks run. Those the response then
 awaits become runnable; those it never awaits are cancelled when the request
 ends. (A task object made outside any request, e.g. at import time, is
 stored when the response hands it over, after the body.)
+
+Tasks that a framework's dependency injection gives a handler
+(`backbeat.fastapi.Tasks`, …) are `InjectedTasks`: the middleware hands them over
+once the app has answered, unless the response already ran them or the handler
+failed. Backbeat apps mounted inside the wrapped app get no lifespan of their
+own from most frameworks: their runners start and drain with this one.
 """
 
 from __future__ import annotations
@@ -26,12 +32,52 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backbeat.routing import declare_task_modules
+from backbeat.routing import declare_task_modules, reachable
 from backbeat.runner import Runner
 from backbeat.stores.base import StoreError
-from backbeat.tasks import RequestTasks, current_runner, request_tasks
+from backbeat.tasks import BackgroundTasks, RequestTasks, current_runner, request_tasks
 
 logger = logging.getLogger("backbeat")
+
+INJECTED = "backbeat.injected"  # the scope key of a request's InjectedTasks
+
+
+class InjectedTasks(BackgroundTasks):
+    """The tasks a framework's dependency injection gave a handler (one per request).
+
+    `BackbeatMiddleware` hands them over after the app has answered, unless the
+    response already ran them (``handed``) or the handler failed (``dropped``:
+    like the framework's own, they do not run when the handler raises).
+    """
+
+    handed = False
+    dropped = False
+
+    async def __call__(self) -> None:
+        if self.handed:
+            return
+        self.handed = True
+        await super().__call__()
+
+
+def inject_tasks(scope: Scope) -> InjectedTasks:
+    """A request's `InjectedTasks`, made the first time a handler or dependency asks."""
+    if current_runner.get() is None:
+        raise RuntimeError(
+            "backbeat's injected tasks need the app wrapped by BackbeatMiddleware "
+            "(backbeat.fastapi.install(app, runner), backbeat.litestar.BackbeatPlugin, …): "
+            "nothing would run them"
+        )
+    made: list[InjectedTasks] = scope.setdefault(INJECTED, [])
+    if not made:
+        made.append(InjectedTasks())
+    return made[0]
+
+
+async def _hand_over_injected(scope: Scope) -> None:
+    for tasks in scope.get(INJECTED, ()):
+        if not tasks.dropped:
+            await tasks()
 
 
 class BackbeatMiddleware:
@@ -48,6 +94,7 @@ class BackbeatMiddleware:
                     await self._store_ahead(scope, receive, send)
                 else:
                     await self.app(scope, receive, send)
+                    await _hand_over_injected(scope)
             finally:
                 current_runner.reset(token)
         elif scope["type"] == "lifespan":
@@ -75,32 +122,63 @@ class BackbeatMiddleware:
         try:
             await self.app(scope, receive, send_when_stored)
             delivered = not collector.refused
+            if delivered:
+                await _hand_over_injected(scope)
         finally:
             request_tasks.reset(token)
             if collector.prepared:
-                reason = (
-                    "the response did not hand it over"
-                    if delivered
-                    else "the response was not delivered"
-                )
+                if delivered:
+                    reason = "the response did not hand it over"
+                    # Most likely a task the app meant to run (`response.background = …` on
+                    # a response the framework then dropped): say so.
+                    logger.warning(
+                        "backbeat: %d task(s) made while serving %s %s were never handed "
+                        "over by the response; cancelled: %s",
+                        len(collector.prepared),
+                        scope.get("method"),
+                        scope.get("path"),
+                        ", ".join(
+                            repr(t) for t in collector.created if id(t) in collector.prepared
+                        ),
+                    )
+                else:
+                    reason = "the response was not delivered"
                 await self.runner.abandon_collected(collector, reason)
 
+    def _runners(self) -> list[Runner]:
+        """This middleware's runner, then those of backbeat apps mounted inside."""
+        runners = [self.runner]
+        for item in reachable(self.app):
+            mounted = getattr(item, "runner", None)
+            if isinstance(mounted, Runner) and all(mounted is not r for r in runners):
+                runners.append(mounted)
+        return runners
+
+    async def _start(self) -> None:
+        declare_task_modules(self.runner, self.app)  # routes may have been added since
+        for runner in self._runners():
+            if not runner.running:  # a lifespan helper may have started it already
+                await runner.start()
+
+    async def _drain(self) -> None:
+        for runner in reversed(self._runners()):
+            if runner.running:
+                await runner.drain()
+
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        runner = self.runner
         app_answered = False
 
         async def receive_with_runner() -> Message:
             message = await receive()
-            if message["type"] == "lifespan.shutdown" and runner.running:
-                await runner.drain()
+            if message["type"] == "lifespan.shutdown":
+                await self._drain()
             return message
 
         async def send_with_runner(message: Message) -> None:
             nonlocal app_answered
             app_answered = True
             if message["type"] == "lifespan.startup.complete":
-                declare_task_modules(runner, self.app)  # routes may have been added since
-                await runner.start()
+                await self._start()
             await send(message)
 
         try:
@@ -112,18 +190,16 @@ class BackbeatMiddleware:
             logger.debug("backbeat: the wrapped app has no lifespan; the middleware runs one")
             await self._own_lifespan(receive, send)
         finally:
-            if runner.running:
-                await runner.drain()
+            await self._drain()
 
     async def _own_lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                declare_task_modules(self.runner, self.app)
-                await self.runner.start()
+                await self._start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.runner.drain()
+                await self._drain()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -20,7 +20,7 @@ import contextlib
 import inspect
 import logging
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -196,12 +196,9 @@ class HandlerRoute(Route):
         return JSONResponse(content, 500)
 
 
-def handler_modules(app: object) -> set[str]:
-    """The modules that define an ASGI app's route handlers (backbeat, Starlette, FastAPI).
-
-    Follows middleware (``.app``), routers (``.router``) and mounts (``.routes``).
-    """
-    modules: set[str] = set()
+def reachable(app: object) -> Iterator[object]:
+    """Everything an ASGI app leads to: middleware (``.app``), routers (``.router``),
+    mounts and routes (``.routes``), each once."""
     seen: set[int] = set()
     pending: list[object] = [app]
     while pending:
@@ -212,14 +209,21 @@ def handler_modules(app: object) -> set[str]:
         if isinstance(item, list | tuple):
             pending.extend(item)
             continue
-        endpoint = getattr(item, "handler", None) or getattr(item, "endpoint", None)
-        module = getattr(endpoint, "__module__", None)
-        if isinstance(module, str) and inspect.isfunction(endpoint):
-            modules.add(module)
+        yield item
         routes = getattr(item, "routes", None)
         if isinstance(routes, list):
             pending.extend(routes)
         pending.extend(getattr(item, name, None) for name in ("app", "router"))
+
+
+def handler_modules(app: object) -> set[str]:
+    """The modules that define an ASGI app's route handlers (backbeat, Starlette, FastAPI)."""
+    modules: set[str] = set()
+    for item in reachable(app):
+        endpoint = getattr(item, "handler", None) or getattr(item, "endpoint", None)
+        module = getattr(endpoint, "__module__", None)
+        if isinstance(module, str) and inspect.isfunction(endpoint):
+            modules.add(module)
     return modules
 
 

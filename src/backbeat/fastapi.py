@@ -1,0 +1,161 @@
+"""backbeat in a FastAPI app: injected tasks, the runner's lifespan, the status routes.
+
+    from fastapi import FastAPI
+    from backbeat import Runner
+    from backbeat.fastapi import Tasks, install, status_router
+
+    app = FastAPI()
+    runner = install(app, Runner(store="sqlite:///tasks.db"))
+    app.include_router(status_router(runner), prefix="/tasks")
+
+    @app.post("/signup")
+    async def signup(email: str, tasks: Tasks) -> dict[str, str]:
+        tasks.add_task(send_welcome, email)
+        return {"ok": "yes"}
+
+`install` wraps the app in `BackbeatMiddleware`: the runner starts and drains
+with the app's lifespan (around the user's own), backbeat apps mounted inside get
+their runners started too, and with a store every task a request makes is stored
+before the response starts. ``tasks: Tasks`` is a backbeat `BackgroundTasks`, one
+per request (shared with the request's dependencies, like FastAPI's own): run by
+the runner after the response, each task isolated, with its ``@task`` policy; not
+run if the handler raises. FastAPI's own ``BackgroundTasks`` keep FastAPI's
+behaviour (inline, after the response): use ``Tasks``.
+
+Needs ``pip install "backbeat[fastapi]"``; nothing here is imported otherwise.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from pydantic import BaseModel
+
+from backbeat.middleware import BackbeatMiddleware, inject_tasks
+from backbeat.runner import Runner
+from backbeat.status_routes import Auth
+from backbeat.tasks import BackgroundTasks
+
+__all__ = ["TaskStatus", "Tasks", "install", "lifespan", "status_router"]
+
+
+async def _request_tasks(request: Request) -> AsyncIterator[BackgroundTasks]:
+    tasks = inject_tasks(request.scope)
+    try:
+        yield tasks
+    except Exception:
+        tasks.dropped = True  # the handler failed: like FastAPI's own, they do not run
+        raise
+
+
+Tasks = Annotated[BackgroundTasks, Depends(_request_tasks)]
+"""A handler or dependency parameter: this request's backbeat tasks."""
+
+
+def install(app: FastAPI, runner: Runner | None = None) -> Runner:
+    """Run `runner` (a default `Runner()` if None) for `app`; returns it.
+
+    Call before the app starts serving. It adds `BackbeatMiddleware` as the
+    outermost middleware.
+    """
+    runner = runner if runner is not None else Runner()
+    app.add_middleware(BackbeatMiddleware, runner=runner)
+    app.state.backbeat_runner = runner  # for `backbeat worker app:app` and the TestClient
+    return runner
+
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
+
+
+def lifespan(runner: Runner, inner: Lifespan | None = None) -> Lifespan:
+    """A FastAPI lifespan that starts `runner` after `inner` (the app's own) has started
+    and drains it before `inner` shuts down: ``FastAPI(lifespan=lifespan(runner, mine))``.
+
+    For apps that start the runner without `install` (a runner that only writes
+    tasks, say); with `install`, the middleware does this already.
+    """
+
+    @asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[Any]:
+        if inner is None:
+            async with runner:
+                yield None
+            return
+        async with inner(app) as state, runner:
+            yield state
+
+    return run
+
+
+class TaskStatus(BaseModel):
+    """A task's status as the status route shows it."""
+
+    id: str
+    state: str
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    name: str | None = None  # with include_errors
+    error: str | None = None  # with include_errors
+
+
+def status_router(
+    runner: Runner,
+    *,
+    include_errors: bool = False,
+    auth: Auth | None = None,
+    tags: Sequence[str] = ("tasks",),
+) -> APIRouter:
+    """GET ``/{task_id}`` (the status) and ``/{task_id}/result`` (a finished task's value)
+    as an `APIRouter` that shows in OpenAPI; include it with a prefix.
+
+    As `runner.status_route`: the id, state, attempts and times only, unless
+    ``include_errors``; ``auth(request) -> bool`` (or awaitable) guards both (403).
+    """
+    if auth is not None and not callable(auth):
+        raise TypeError(
+            f"status_router(auth=...) must be a callable(request) -> bool, got {auth!r}"
+        )
+
+    async def allowed(request: Request) -> None:
+        if auth is not None:
+            verdict = auth(request)
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+            if not verdict:
+                raise HTTPException(403, "not allowed to see this task")
+
+    router = APIRouter(tags=list(tags), dependencies=[Depends(allowed)])
+
+    @router.get("/{task_id}", response_model=TaskStatus, response_model_exclude_none=True)
+    async def task_status(task_id: str) -> TaskStatus:
+        info = await runner.aget(task_id)
+        if info is None:
+            raise HTTPException(404, f"no task with id {task_id}")
+        return TaskStatus(
+            id=info.id,
+            state=info.state.value,
+            attempts=info.attempts,
+            created_at=info.created_at,
+            started_at=info.started_at,
+            finished_at=info.finished_at,
+            name=info.name if include_errors else None,
+            error=info.error if include_errors else None,
+        )
+
+    @router.get("/{task_id}/result", responses={409: {"description": "not succeeded (yet)"}})
+    async def task_result(task_id: str) -> Any:
+        info = await runner.aget(task_id)
+        if info is None:
+            raise HTTPException(404, f"no task with id {task_id}")
+        if info.state != "succeeded":
+            raise HTTPException(409, f"task {task_id} is {info.state}")
+        return info.result
+
+    return router
