@@ -28,6 +28,7 @@ from backbeat.engine.execution import FailureListener, Hook, Hooks
 from backbeat.engine.limits import Limits, check_count, check_seconds, queue_names
 from backbeat.engine.local import LocalEngine, RunnerFull
 from backbeat.engine.stored import Prepared, StoredEngine
+from backbeat.observers import Observer
 from backbeat.registry import durable_name
 from backbeat.signing import signing_key as signing_key_of
 from backbeat.status import FINISHED, TaskInfo, value_of
@@ -305,6 +306,11 @@ class Runner:
         """
         return self._engine.stats()
 
+    async def queue_stats(self) -> dict[str, dict[str, int]]:
+        """Pending, scheduled and running tasks per queue; with a store, the store's (every
+        process's tasks)."""
+        return await self._engine.queue_stats()
+
     async def join(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - the brief's API
         """Wait until no task is pending, scheduled or running (TimeoutError after `timeout`).
 
@@ -362,6 +368,13 @@ class Runner:
         return self._engine.cancel_blocking(task_id, reason)
 
     # --- hooks ---------------------------------------------------------------------------
+
+    def add_observer(self, observer: Observer) -> None:
+        """Tell `observer` of every task handed over and every attempt (`backbeat.observers`;
+        `backbeat.otel.instrument` and `backbeat.prometheus.instrument` add theirs)."""
+        if not isinstance(observer, Observer):
+            raise TypeError(f"add_observer expects a backbeat.observers.Observer, got {observer!r}")
+        self.hooks.observers.append(observer)
 
     def add_failure_listener(self, listener: FailureListener) -> None:
         """Call `listener(info, exc)` for every task that failed for good (`TestClient` uses it)."""

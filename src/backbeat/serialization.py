@@ -22,16 +22,32 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, from_json, to_json
 
-__all__ = ["ArgumentError", "decode_arguments", "encode_arguments", "encode_result"]
+__all__ = [
+    "ArgumentError",
+    "carried_in",
+    "decode_arguments",
+    "encode_arguments",
+    "encode_result",
+]
 
 
 class ArgumentError(TypeError):
     """Arguments that cannot be stored, or a stored document that does not fit the function."""
 
 
-def encode_arguments(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+def encode_arguments(
+    task_name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    carried: dict[str, str] | None = None,
+) -> str:
+    """The stored document; `carried` is what observers keep with the task (a trace's
+    context), under its own key."""
+    document: dict[str, Any] = {"args": args, "kwargs": kwargs}
+    if carried:
+        document["carried"] = carried
     try:
-        return to_json({"args": args, "kwargs": kwargs}).decode()
+        return to_json(document).decode()
     except (PydanticSerializationError, TypeError, ValueError):
         pass
     # Find the culprit, to name it.
@@ -40,6 +56,21 @@ def encode_arguments(task_name: str, args: tuple[Any, ...], kwargs: dict[str, An
     for key, value in kwargs.items():
         _check(task_name, f"argument {key!r}", value)
     raise ArgumentError(f"the arguments of task {task_name!r} cannot be stored as JSON")
+
+
+def carried_in(document: str | bytes) -> dict[str, str] | None:
+    """What observers kept with a stored task, if anything (a cheap look first: most have
+    nothing)."""
+    text = document.decode() if isinstance(document, bytes) else document
+    if '"carried"' not in text:
+        return None
+    try:
+        carried = from_json(text).get("carried")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(carried, dict):
+        return None
+    return {str(key): str(value) for key, value in carried.items()}
 
 
 def encode_result(value: Any) -> str | None:

@@ -31,6 +31,7 @@ SUCCEEDED = TaskState.SUCCEEDED
 FAILED = TaskState.FAILED
 CANCELLED = TaskState.CANCELLED
 FINISHED = frozenset({SUCCEEDED, FAILED, CANCELLED})
+LIVE_STATES = ("pending", "scheduled", "running")  # what `queue_stats` counts
 
 
 def _utc(timestamp: float | None) -> datetime | None:

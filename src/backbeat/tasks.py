@@ -130,16 +130,28 @@ def qualified_name(func: object) -> str:
     return f"{module}:{getattr(target, '__qualname__', '?')}"
 
 
+def about_task(
+    task_id: str | None, name: str | None, attempt: int | None = None, queue: str | None = None
+) -> dict[str, Any]:
+    """The ``extra=`` of every log record about one task: JSON formatters and Sentry's
+    logging integration find these attributes on the record and group by them."""
+    return {"task_id": task_id, "task_name": name, "attempt": attempt, "queue": queue}
+
+
 def log_failure(task: object, exc: BaseException, attempts: int | None = None) -> None:
     """Log a task's (final) failure at ERROR on the `backbeat` logger, with the traceback."""
+    name = getattr(task, "name", None) or qualified_name(task)
+    task_id = getattr(task, "id", None)
+    queue = getattr(task, "queue", None) or getattr(getattr(task, "policy", None), "queue", None)
     logger.error(
         "Background task %r (id %s) failed%s: %s: %s",
-        getattr(task, "name", None) or qualified_name(task),
-        getattr(task, "id", None),
+        name,
+        task_id,
         f" after {attempts} attempts" if attempts and attempts > 1 else "",
         type(exc).__name__,
         exc,
         exc_info=exc,
+        extra=about_task(task_id, name, attempts or getattr(task, "number", None), queue),
     )
 
 

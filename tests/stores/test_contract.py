@@ -358,6 +358,12 @@ async def test_counts_of_one_queue(store):
     assert (await store.counts())["pending"] == 3
 
 
+async def test_queues_names_each_queue_with_tasks_once(store):
+    assert await store.queues() == []
+    await store.enqueue([new_task(queue="pdf"), new_task(queue="mail"), new_task(queue="mail")])
+    assert await store.queues() == ["mail", "pdf"]
+
+
 async def test_list_pages_newest_first_with_filters(store):
     tasks = []
     for n in range(5):

@@ -17,10 +17,11 @@ from typing import Any
 from backbeat.engine.execution import Attempt, Outcome
 from backbeat.policy import TaskPolicy
 from backbeat.registry import TaskRegistry
-from backbeat.serialization import ArgumentError, decode_arguments, encode_result
+from backbeat.serialization import ArgumentError, carried_in, decode_arguments, encode_result
 from backbeat.signing import verified
 from backbeat.status import SUCCEEDED
 from backbeat.stores.base import ClaimedTask, Settlement
+from backbeat.tasks import about_task
 
 logger = logging.getLogger("backbeat")
 
@@ -39,6 +40,7 @@ def _stored_policy(
 
 def attempt_of(item: ClaimedTask) -> Attempt:
     policy = _stored_policy(item.retries, item.backoff, item.max_backoff, item.timeout)
+    # Called after `resolve`: under a signing key, the carried part was verified with the rest.
     return Attempt(
         item.id,
         item.name,
@@ -48,6 +50,7 @@ def attempt_of(item: ClaimedTask) -> Attempt:
         lost=item.lost,
         error=item.error,
         queue=item.queue,
+        carried=carried_in(item.payload),
     )
 
 
@@ -87,6 +90,7 @@ def settlement_for(receipt: str, attempt: Attempt, outcome: Outcome) -> Settleme
                 attempt.name,
                 attempt.id,
                 exc,
+                extra=about_task(attempt.id, attempt.name, attempt.number, attempt.queue),
             )
             result = None
         return Settlement(receipt, SUCCEEDED, result=result)

@@ -12,7 +12,8 @@ back. Everything that makes an attempt an attempt happens here and only here:
   a task that raises ``CancelledError`` by itself has failed
   (``CancelledError: cancelled by the task``);
 * the retry decision (`backbeat.policy.retry_wait`), the log lines, and the
-  listeners told of a final failure.
+  listeners told of a final failure;
+* the observers (`backbeat.observers`: tracing, metrics), around the attempt.
 """
 
 from __future__ import annotations
@@ -22,15 +23,24 @@ import inspect
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from backbeat.observers import Observer, end_all, watch_all
 from backbeat.policy import TaskPolicy, retry_wait
 from backbeat.progress import Reporter, current_reporter
-from backbeat.status import FAILED, RUNNING, SCHEDULED, SUCCEEDED, TaskInfo, TaskState
-from backbeat.tasks import log_failure
+from backbeat.status import (
+    CANCELLED,
+    FAILED,
+    RUNNING,
+    SCHEDULED,
+    SUCCEEDED,
+    TaskInfo,
+    TaskState,
+)
+from backbeat.tasks import about_task, log_failure
 
 logger = logging.getLogger("backbeat")
 
@@ -48,6 +58,7 @@ class Hooks:
     on_retry: Hook | None = None
     # Told of every task that failed for good (`backbeat.testing.TestClient` listens).
     failure_listeners: list[FailureListener] = field(default_factory=list)
+    observers: list[Observer] = field(default_factory=list)
 
 
 class AttemptLike(Protocol):
@@ -65,6 +76,8 @@ class AttemptLike(Protocol):
     def policy(self) -> TaskPolicy: ...
     @property
     def lost(self) -> int: ...
+    @property
+    def carried(self) -> Mapping[str, str] | None: ...
     @property
     def queue(self) -> str: ...
 
@@ -84,6 +97,7 @@ class Attempt:
     lost: int = 0
     error: str | None = None  # the last failure's text, if an earlier attempt failed
     queue: str = "default"
+    carried: Mapping[str, str] | None = None  # what the observers kept with the task
 
 
 @dataclass(slots=True)
@@ -96,6 +110,7 @@ class Outcome:
     error: str | None = None
     traceback: str | None = None
     retry_in: float | None = None  # seconds, when SCHEDULED
+    failure: BaseException | None = None  # what the attempt raised (not stored)
 
 
 def _utc(timestamp: float | None) -> datetime | None:
@@ -159,6 +174,29 @@ async def run_attempt(
         current_reporter.set(reporter)  # this task's own context: it ends with the attempt
     if hooks.on_start is not None:
         await call_hook(hooks.on_start, task_info(attempt, RUNNING, started, attempt.error))
+    if not hooks.observers:
+        return await _run(attempt, func, args, kwargs, hooks, record, wait_for_retry, started)
+    info = task_info(attempt, RUNNING, started, attempt.error)
+    watches = watch_all(hooks.observers, info, attempt.carried)
+    try:
+        outcome = await _run(attempt, func, args, kwargs, hooks, record, wait_for_retry, started)
+    except asyncio.CancelledError as exc:
+        end_all(watches, CANCELLED, exc, time.time() - started)
+        raise
+    end_all(watches, outcome.state, outcome.failure, time.time() - started)
+    return outcome
+
+
+async def _run(
+    attempt: AttemptLike,
+    func: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...] | list[Any],
+    kwargs: dict[str, Any],
+    hooks: Hooks,
+    record: Record,
+    wait_for_retry: bool,
+    started: float,
+) -> Outcome:
     timeout = attempt.policy.timeout
     failure: BaseException
     try:
@@ -216,8 +254,9 @@ async def _failed(
             attempt.policy.retries + attempt.lost + 1,
             error,
             wait,
+            extra=about_task(attempt.id, attempt.name, attempt.number, attempt.queue),
         )
-        outcome = Outcome(SCHEDULED, error=error, traceback=trace, retry_in=wait)
+        outcome = Outcome(SCHEDULED, error=error, traceback=trace, retry_in=wait, failure=failure)
         recorded = record(attempt, outcome)
         if recorded is not None:
             await recorded
@@ -225,7 +264,7 @@ async def _failed(
             await call_hook(hooks.on_retry, task_info(attempt, SCHEDULED, started, error), failure)
         return outcome
     log_failure(attempt, failure, attempts=attempt.number)
-    outcome = Outcome(FAILED, error=error, traceback=trace)
+    outcome = Outcome(FAILED, error=error, traceback=trace, failure=failure)
     recorded = record(attempt, outcome)
     if recorded is not None:
         await recorded

@@ -27,6 +27,7 @@ class Job:
 
     __slots__ = ("context", "execution", "on_done", "record", "task", "timer")
     lost = 0  # an in-process task's worker never dies under it alone
+    carried = None  # it runs in a copy of the context it was handed over in: all is there
 
     def __init__(
         self, task: BackgroundTask, record: TaskRecord, context: contextvars.Context

@@ -28,6 +28,7 @@ from backbeat.ids import new_id
 from backbeat.status import (
     CANCELLED,
     FAILED,
+    LIVE_STATES,
     PENDING,
     RUNNING,
     SCHEDULED,
@@ -35,7 +36,7 @@ from backbeat.status import (
     TaskInfo,
     TaskTable,
 )
-from backbeat.tasks import BackgroundTask, BackgroundTasks, current_runner
+from backbeat.tasks import BackgroundTask, BackgroundTasks, about_task, current_runner
 
 logger = logging.getLogger("backbeat")
 
@@ -109,7 +110,13 @@ class LocalEngine:
             was = record.state
             record.error = f"cancelled at shutdown while {was.value}"
             self._table.move(record, CANCELLED)
-            logger.error("Task %r (id %s) lost at shutdown: it was %s", record.name, record.id, was)
+            logger.error(
+                "Task %r (id %s) lost at shutdown: it was %s",
+                record.name,
+                record.id,
+                was,
+                extra=about_task(record.id, record.name, record.attempts, record.queue),
+            )
         if lost:
             logger.error(
                 "backbeat runner: %d task(s) not finished within shutdown_timeout=%.1fs were "
@@ -391,6 +398,13 @@ class LocalEngine:
 
     def stats(self) -> dict[str, int]:
         return {state.value: count for state, count in self._table.counts.items()}
+
+    async def queue_stats(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for record in self._table.unfinished():
+            queue = counts.setdefault(record.queue, dict.fromkeys(LIVE_STATES, 0))
+            queue[record.state.value] += 1
+        return counts
 
     async def join(self, timeout: float | None) -> None:  # noqa: ASYNC109 - the runner's API
         if self._table.active == 0:

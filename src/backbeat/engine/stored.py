@@ -28,11 +28,12 @@ from backbeat.engine.execution import Hooks
 from backbeat.engine.limits import Limits
 from backbeat.engine.worker import StoredWorker
 from backbeat.ids import new_id
+from backbeat.observers import carry_all
 from backbeat.policy import TaskPolicy
 from backbeat.registry import TaskRegistry
 from backbeat.serialization import encode_arguments
 from backbeat.signing import sign
-from backbeat.status import TaskInfo
+from backbeat.status import LIVE_STATES, TaskInfo
 from backbeat.stores.base import NewTask, Store, StoreError
 from backbeat.tasks import BackgroundTask, BackgroundTasks, RequestTasks, declared_tasks
 
@@ -88,6 +89,7 @@ class StoredEngine:
         signing_key: bytes | None = None,
     ) -> None:
         self.store = store
+        self.hooks = hooks
         self.owns_store = owns_store  # made from a URL here: closed when the runner stops
         self.calls = BlockingCalls(store)
         self.limits = limits
@@ -165,7 +167,11 @@ class StoredEngine:
         if not isinstance(task, BackgroundTask):
             task = BackgroundTask(task)  # type: ignore[arg-type]  # appended to .tasks by hand
         name = self.registry.name_to_store(original_function(task))
-        payload = encode_arguments(name, task.args, task.kwargs)
+        carried = None
+        if self.hooks.observers:  # in the context the task was made in, or the caller's
+            made_in = task.context or caller or contextvars.copy_context()
+            carried = made_in.run(carry_all, self.hooks.observers)
+        payload = encode_arguments(name, task.args, task.kwargs, carried)
         if len(payload) > self.max_task_size:
             raise ValueError(
                 f"task {name!r} cannot be stored: its arguments are {len(payload)} bytes as "
@@ -342,6 +348,13 @@ class StoredEngine:
 
     def stats(self) -> dict[str, int]:
         return self.calls.call(lambda store: store.counts())
+
+    async def queue_stats(self) -> dict[str, dict[str, int]]:
+        counts = {}
+        for queue in await self.store.queues():
+            of_queue = await self.store.counts(queue)
+            counts[queue] = {state: of_queue[state] for state in LIVE_STATES}
+        return counts
 
     async def join(self, timeout: float | None) -> None:  # noqa: ASYNC109 - the runner's API
         async with asyncio.timeout(timeout):

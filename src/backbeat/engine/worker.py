@@ -46,8 +46,9 @@ from backbeat.stores.base import (
     StoreError,
     StoreUnavailable,
     WorkerInfo,
+    split_receipt,
 )
-from backbeat.tasks import current_runner
+from backbeat.tasks import about_task, current_runner
 
 logger = logging.getLogger("backbeat")
 
@@ -215,6 +216,7 @@ class StoredWorker:
                 suspect.id,
                 suspect.lost - 1,
                 self.name,
+                extra=about_task(suspect.id, suspect.name, suspect.attempts, suspect.queue),
             )
         return claimed
 
@@ -291,7 +293,12 @@ class StoredWorker:
                 if item.id not in self._stopping:
                     raise  # the drain: it releases the task
                 # Cancelled through the store (or its lease is gone: then this is ignored).
-                logger.warning("Background task %r (id %s) cancelled", item.name, item.id)
+                logger.warning(
+                    "Background task %r (id %s) cancelled",
+                    item.name,
+                    item.id,
+                    extra=about_task(item.id, item.name, item.attempts, item.queue),
+                )
                 self._settlements.add(Settlement(item.receipt, CANCELLED))
         finally:
             self._stopping.discard(item.id)
@@ -304,7 +311,13 @@ class StoredWorker:
 
     async def _unrunnable(self, item: ClaimedTask, error: str) -> None:
         """Dead-letter a stored task this process cannot run, and keep going."""
-        logger.error("Background task %r (id %s) cannot run: %s", item.name, item.id, error)
+        logger.error(
+            "Background task %r (id %s) cannot run: %s",
+            item.name,
+            item.id,
+            error,
+            extra=about_task(item.id, item.name, item.attempts, item.queue),
+        )
         self._settlements.add(Settlement(item.receipt, FAILED, error=error))
         now = time.time()
         attempt = Attempt(item.id, item.name, item.attempts, item.created_at, DEFAULT_POLICY)
@@ -347,11 +360,13 @@ class StoredWorker:
                 return
         for settlement, held in zip(settlements, kept, strict=True):
             if not held:
+                task_id, attempt = split_receipt(settlement.receipt)
                 logger.warning(
                     "backbeat: claim %s finished after it was lost (the task claimed again "
                     "elsewhere, or cancelled); this outcome (%s) is ignored",
                     settlement.receipt,
                     settlement.state.value,
+                    extra=about_task(task_id, None, attempt),
                 )
 
     # --- stopping ------------------------------------------------------------------------

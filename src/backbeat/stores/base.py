@@ -310,6 +310,11 @@ class Store(Protocol):
         pending task not yet due as scheduled), every state present; of one queue."""
         ...
 
+    async def queues(self) -> list[str]:
+        """The names of the queues the store has tasks of (sorted); a queue whose tasks were
+        all purged may still be named."""
+        ...
+
     async def list_tasks(
         self,
         *,

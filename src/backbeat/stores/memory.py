@@ -340,6 +340,10 @@ class MemoryStore:
             row = self._rows.get(task_id)
             return None if row is None else row.status()
 
+    async def queues(self) -> list[str]:
+        with self._lock:
+            return sorted({row.task.queue for row in self._rows.values()})
+
     async def counts(self, queue: str | None = None) -> dict[str, int]:
         with self._lock:
             now = time.time()

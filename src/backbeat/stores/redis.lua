@@ -489,6 +489,9 @@ elseif step == 'counts' then
   end
   return c
 
+elseif step == 'queues' then
+  return redis.call('SMEMBERS', P .. ':queues')
+
 elseif step == 'beat' then
   local now, name, document, expires = tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6])
   if expires <= 0 then

@@ -47,6 +47,7 @@ from backbeat.stores.base import (
     receipt_for,
     split_receipt,
 )
+from backbeat.tasks import about_task
 
 logger = logging.getLogger("backbeat")
 
@@ -201,7 +202,13 @@ class RedisStore:
         )
         self._saw(streams)
         for task_id, name, error in dead:
-            logger.error("Background task %r (id %s) failed: %s", name, task_id, error)
+            logger.error(
+                "Background task %r (id %s) failed: %s",
+                name,
+                task_id,
+                error,
+                extra=about_task(task_id, name),
+            )
         return [_claimed(row) for row in rows]
 
     async def renew(self, receipts: list[str], lease: float) -> list[str]:
@@ -262,6 +269,9 @@ class RedisStore:
         except Exception as exc:
             raise _translated(exc, self) from exc
         return None if values[1] is None else _status(task_id, values)
+
+    async def queues(self) -> list[str]:
+        return sorted(await self._call("queues"))
 
     async def counts(self, queue: str | None = None) -> dict[str, int]:
         values = await self._call("counts", time.time(), queue or "")

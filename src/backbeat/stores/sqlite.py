@@ -64,6 +64,7 @@ from backbeat.stores.sqlite_sql import (
     setup,
 )
 from backbeat.stores.wakeups import Wakeups
+from backbeat.tasks import about_task
 
 T = TypeVar("T")
 
@@ -194,7 +195,13 @@ class SQLiteStore:
             for task_id, name, error in conn.execute(
                 DEAD_LOST, {"now": now, "max_lost": max_lost}
             ).fetchall():
-                logger.error("Background task %r (id %s) failed: %s", name, task_id, error)
+                logger.error(
+                    "Background task %r (id %s) failed: %s",
+                    name,
+                    task_id,
+                    error,
+                    extra=about_task(task_id, name),
+                )
             parameters: dict[str, Any] = {
                 "now": now,
                 "until": now + lease,
@@ -327,6 +334,12 @@ class SQLiteStore:
         sql = f"SELECT {STATUS_COLUMNS} FROM backbeat_tasks WHERE id = ?"
         row = await anyio.to_thread.run_sync(self._read, sql, (task_id,))
         return StoredStatus(*row[0]) if row else None
+
+    async def queues(self) -> list[str]:
+        rows = await anyio.to_thread.run_sync(
+            self._read, "SELECT DISTINCT queue FROM backbeat_tasks ORDER BY queue", ()
+        )
+        return [queue for (queue,) in rows]
 
     async def counts(self, queue: str | None = None) -> dict[str, int]:
         parameters = {"now": time.time(), "queue": queue}
