@@ -27,18 +27,18 @@ Needs ``pip install "backbeat[fastapi]"``; nothing here is imported otherwise.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from pydantic import BaseModel
 
+from backbeat.applications import with_runner
 from backbeat.middleware import BackbeatMiddleware, inject_tasks
 from backbeat.runner import Runner
-from backbeat.status_routes import Auth
+from backbeat.status_routes import Auth, check_auth
 from backbeat.tasks import BackgroundTasks
 
 __all__ = ["TaskStatus", "Tasks", "install", "lifespan", "status_router"]
@@ -80,16 +80,7 @@ def lifespan(runner: Runner, inner: Lifespan | None = None) -> Lifespan:
     tasks, say); with `install`, the middleware does this already.
     """
 
-    @asynccontextmanager
-    async def run(app: FastAPI) -> AsyncIterator[Any]:
-        if inner is None:
-            async with runner:
-                yield None
-            return
-        async with inner(app) as state, runner:
-            yield state
-
-    return run
+    return with_runner(runner, inner)
 
 
 class TaskStatus(BaseModel):
@@ -124,12 +115,7 @@ def status_router(
         )
 
     async def allowed(request: Request) -> None:
-        if auth is not None:
-            verdict = auth(request)
-            if inspect.isawaitable(verdict):
-                verdict = await verdict
-            if not verdict:
-                raise HTTPException(403, "not allowed to see this task")
+        await check_auth(auth, request)
 
     router = APIRouter(tags=list(tags), dependencies=[Depends(allowed)])
 

@@ -30,6 +30,16 @@ Auth = Callable[[Request], bool | Awaitable[bool]]
 _PUBLIC_FIELDS = ("id", "state", "attempts", "created_at", "started_at", "finished_at")
 
 
+async def check_auth(auth: Auth | None, request: Request) -> None:
+    """403 unless `auth` (if any) allows the request."""
+    if auth is not None:
+        allowed = auth(request)
+        if inspect.isawaitable(allowed):
+            allowed = await allowed
+        if not allowed:
+            raise HTTPException(403, "not allowed to see this task")
+
+
 def status_route(
     runner: Runner,
     path: str = "/tasks/{task_id}",
@@ -45,12 +55,7 @@ def status_route(
         raise TypeError(f"status_route(auth=...) must be a callable(request) -> bool, got {auth!r}")
 
     async def task_status(task_id: str, request: Request) -> JSONResponse:
-        if auth is not None:
-            allowed = auth(request)
-            if inspect.isawaitable(allowed):
-                allowed = await allowed
-            if not allowed:
-                raise HTTPException(403, "not allowed to see this task")
+        await check_auth(auth, request)
         info = await runner.aget(task_id)
         if info is None:
             raise HTTPException(404, f"no task with id {task_id}")

@@ -44,10 +44,10 @@ from backbeat.stores.base import (
     StoreUnavailable,
     WorkerInfo,
     check_purgeable,
+    log_dead_letters,
     receipt_for,
     split_receipt,
 )
-from backbeat.tasks import about_task
 
 logger = logging.getLogger("backbeat")
 
@@ -201,14 +201,7 @@ class RedisStore:
             "claim", now, lease, worker, limit, max_lost, int(alone_first), *(queues or ())
         )
         self._saw(streams)
-        for task_id, name, error in dead:
-            logger.error(
-                "Background task %r (id %s) failed: %s",
-                name,
-                task_id,
-                error,
-                extra=about_task(task_id, name),
-            )
+        log_dead_letters(dead)
         return [_claimed(row) for row in rows]
 
     async def renew(self, receipts: list[str], lease: float) -> list[str]:

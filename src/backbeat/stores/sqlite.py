@@ -35,6 +35,7 @@ from backbeat.stores.base import (
     StoredStatus,
     WorkerInfo,
     check_purgeable,
+    log_dead_letters,
     receipt_for,
     split_receipt,
 )
@@ -64,7 +65,6 @@ from backbeat.stores.sqlite_sql import (
     setup,
 )
 from backbeat.stores.wakeups import Wakeups
-from backbeat.tasks import about_task
 
 T = TypeVar("T")
 
@@ -192,16 +192,8 @@ class SQLiteStore:
         def take(conn: sqlite3.Connection) -> list[ClaimedTask]:
             now = time.time()
             conn.execute(CANCEL_ORPHANS, {"now": now})
-            for task_id, name, error in conn.execute(
-                DEAD_LOST, {"now": now, "max_lost": max_lost}
-            ).fetchall():
-                logger.error(
-                    "Background task %r (id %s) failed: %s",
-                    name,
-                    task_id,
-                    error,
-                    extra=about_task(task_id, name),
-                )
+            dead = conn.execute(DEAD_LOST, {"now": now, "max_lost": max_lost}).fetchall()
+            log_dead_letters(dead)
             parameters: dict[str, Any] = {
                 "now": now,
                 "until": now + lease,
