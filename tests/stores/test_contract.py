@@ -226,7 +226,9 @@ async def test_a_task_waits_for_the_ones_it_comes_after(store):
     assert [c.id for c in await store.claim("w", 10, 30)] == [second.id]
 
 
-async def test_a_task_whose_lease_is_lost_again_and_again_ends_in_the_dead_letter(store):
+async def test_a_task_whose_lease_is_lost_again_and_again_ends_in_the_dead_letter(
+    store, backbeat_log
+):
     task = new_task()
     other = new_task(due_in=0.05)
     await store.enqueue([task])
@@ -248,6 +250,8 @@ async def test_a_task_whose_lease_is_lost_again_and_again_ends_in_the_dead_lette
     status = await store.get(task.id)
     assert status.state == "failed"
     assert "the lease was lost 3 times (max_lost_leases=3)" in status.error
+    [logged] = [r for r in backbeat_log.records if getattr(r, "task_id", None) == task.id]
+    assert logged.task_name == task.name and "lease was lost 3 times" in logged.getMessage()
     assert await store.retry([task.id]) == 1  # a retry starts its count again
     claimed = {c.id: c.lost for c in await store.claim("w5", 5, lease=1)}
     assert claimed[task.id] == 0

@@ -24,6 +24,7 @@ from backbeat.stores.base import (
     StoreError,
     WorkerInfo,
     check_purgeable,
+    log_dead_letters,
     receipt_for,
     split_receipt,
 )
@@ -195,6 +196,7 @@ class MemoryStore:
                         f"{row.lost} times (max_lost_leases={max_lost}); dead-lettered. Retry it "
                         "(backbeat retry) once the cause is fixed."
                     )
+                    log_dead_letters([(row.task.id, row.task.name, row.error)])
             suspects = [
                 row
                 for row in expired
