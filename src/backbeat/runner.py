@@ -370,8 +370,7 @@ class Runner:
     # --- hooks ---------------------------------------------------------------------------
 
     def add_observer(self, observer: Observer) -> None:
-        """Tell `observer` of every task handed over and every attempt (`backbeat.observers`;
-        `backbeat.otel.instrument` and `backbeat.prometheus.instrument` add theirs)."""
+        """Tell `observer` of every task handed over and every attempt (`backbeat.observers`)."""
         if not isinstance(observer, Observer):
             raise TypeError(f"add_observer expects a backbeat.observers.Observer, got {observer!r}")
         self.hooks.observers.append(observer)
@@ -392,11 +391,8 @@ class Runner:
         include_errors: bool = False,
         auth: Auth | None = None,
     ) -> HandlerRoute:
-        """A GET route serving this runner's task status as JSON (see `backbeat.status_routes`).
-
-        By default it shows id, state, attempts and timestamps; ``include_errors=True``
-        adds the name and the error text; ``auth(request) -> bool`` guards it (403).
-        """
+        """A GET route serving this runner's task status as JSON: id, state, attempts and
+        times; more with ``include_errors``; ``auth`` guards it (`backbeat.status_routes`)."""
         # The one import from the web layer, made only when a route is asked for.
         from backbeat.status_routes import status_route
 

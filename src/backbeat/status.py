@@ -160,6 +160,24 @@ class TaskTable:
     def unfinished(self) -> list[TaskRecord]:
         return [r for r in self._records.values() if r.state not in FINISHED]
 
+    def cancel_unfinished(self, error: str) -> list[tuple[TaskRecord, TaskState]]:
+        """Cancel every unfinished task (`error` may name its ``{state}``); returns each
+        with the state it was in."""
+        cancelled = []
+        for record in self.unfinished():
+            cancelled.append((record, record.state))
+            record.error = error.format(state=record.state.value)
+            self.move(record, CANCELLED)
+        return cancelled
+
+    def live_by_queue(self) -> dict[str, dict[str, int]]:
+        """Pending, scheduled and running tasks per queue."""
+        counts: dict[str, dict[str, int]] = {}
+        for record in self.unfinished():
+            of_queue = counts.setdefault(record.queue, dict.fromkeys(LIVE_STATES, 0))
+            of_queue[record.state.value] += 1
+        return counts
+
     def move(self, record: TaskRecord, state: TaskState) -> None:
         counts = self.counts
         counts[record.state] -= 1

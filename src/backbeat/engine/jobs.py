@@ -7,6 +7,7 @@ import asyncio
 import contextvars
 import heapq
 import itertools
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -14,8 +15,10 @@ from collections.abc import Callable
 from backbeat.engine.execution import Hooks, Outcome, run_attempt
 from backbeat.ids import new_id
 from backbeat.policy import TaskPolicy
-from backbeat.status import FAILED, RUNNING, SUCCEEDED, TaskRecord, TaskTable
-from backbeat.tasks import BackgroundTask, BackgroundTasks
+from backbeat.status import FAILED, RUNNING, SUCCEEDED, TaskRecord, TaskState, TaskTable
+from backbeat.tasks import BackgroundTask, BackgroundTasks, about_task
+
+logger = logging.getLogger("backbeat")
 
 
 class Job:
@@ -194,3 +197,22 @@ class WaitingLine:
     def clear(self) -> None:
         self._plain.clear()
         self._ranked.clear()
+
+
+def log_lost(lost: list[tuple[TaskRecord, TaskState]], shutdown_timeout: float) -> None:
+    """The drain cancelled these unfinished tasks (with the state each was in): say so."""
+    for record, was in lost:
+        logger.error(
+            "Task %r (id %s) lost at shutdown: it was %s",
+            record.name,
+            record.id,
+            was,
+            extra=about_task(record.id, record.name, record.attempts, record.queue),
+        )
+    if lost:
+        logger.error(
+            "backbeat runner: %d task(s) not finished within shutdown_timeout=%.1fs were "
+            "cancelled and lost (this runner has no store)",
+            len(lost),
+            shutdown_timeout,
+        )

@@ -22,13 +22,19 @@ import time
 from collections.abc import Callable
 
 from backbeat.engine.execution import Hooks, Outcome, run_attempt
-from backbeat.engine.jobs import Collection, Job, WaitingLine, run_eagerly, start_collection
+from backbeat.engine.jobs import (
+    Collection,
+    Job,
+    WaitingLine,
+    log_lost,
+    run_eagerly,
+    start_collection,
+)
 from backbeat.engine.limits import Limits
 from backbeat.ids import new_id
 from backbeat.status import (
     CANCELLED,
     FAILED,
-    LIVE_STATES,
     PENDING,
     RUNNING,
     SCHEDULED,
@@ -36,9 +42,12 @@ from backbeat.status import (
     TaskInfo,
     TaskTable,
 )
-from backbeat.tasks import BackgroundTask, BackgroundTasks, about_task, current_runner
+from backbeat.tasks import BackgroundTask, BackgroundTasks, current_runner
 
 logger = logging.getLogger("backbeat")
+
+
+_NOT_RUNNING = "this Runner is not running: start it (`async with runner:`, or the app's lifespan)"
 
 
 class RunnerFull(Exception):
@@ -105,35 +114,16 @@ class LocalEngine:
             execution.cancel()
         if self._executions:
             await asyncio.gather(*self._executions, return_exceptions=True)
-        lost = self._table.unfinished()
-        for record in lost:
-            was = record.state
-            record.error = f"cancelled at shutdown while {was.value}"
-            self._table.move(record, CANCELLED)
-            logger.error(
-                "Task %r (id %s) lost at shutdown: it was %s",
-                record.name,
-                record.id,
-                was,
-                extra=about_task(record.id, record.name, record.attempts, record.queue),
-            )
-        if lost:
-            logger.error(
-                "backbeat runner: %d task(s) not finished within shutdown_timeout=%.1fs were "
-                "cancelled and lost (this runner has no store)",
-                len(lost),
-                shutdown_timeout,
-            )
+        log_lost(
+            self._table.cancel_unfinished("cancelled at shutdown while {state}"), shutdown_timeout
+        )
         self._loop = None
 
     # --- taking tasks ------------------------------------------------------------------
 
     def submit(self, task: BackgroundTask) -> str:
         if not self.accepting:
-            raise RuntimeError(
-                "this Runner is not running: start it with `async with runner:` or the "
-                "app's lifespan"
-            )
+            raise RuntimeError(_NOT_RUNNING)
         if self._waiting() >= self.limits.max_pending:
             raise RunnerFull(f"{self.limits.max_pending} tasks are already waiting (max_pending)")
         return self._accept(task, None)
@@ -400,11 +390,7 @@ class LocalEngine:
         return {state.value: count for state, count in self._table.counts.items()}
 
     async def queue_stats(self) -> dict[str, dict[str, int]]:
-        counts: dict[str, dict[str, int]] = {}
-        for record in self._table.unfinished():
-            queue = counts.setdefault(record.queue, dict.fromkeys(LIVE_STATES, 0))
-            queue[record.state.value] += 1
-        return counts
+        return self._table.live_by_queue()
 
     async def join(self, timeout: float | None) -> None:  # noqa: ASYNC109 - the runner's API
         if self._table.active == 0:

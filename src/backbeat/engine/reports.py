@@ -1,7 +1,8 @@
-"""Where a stored task's `backbeat.progress(...)` reports go: to its store, batched.
+"""What a worker reports to its store about the tasks it runs, batched per loop turn.
 
-Reports come from the task, on the worker's loop or (a sync task) in its thread; the
-last report of each task in one turn of the loop is written, the others are dropped.
+`ProgressReports`: a task's `backbeat.progress(...)` reports come from the task, on the
+worker's loop or (a sync task) in its thread; the last report of each task in one turn
+of the loop is written, the others are dropped. `Settlements`: the outcomes of attempts.
 """
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from typing import Any
 
 from pydantic_core import PydanticSerializationError, to_json
 
 from backbeat.batching import TurnBatch
 from backbeat.progress import Reporter
-from backbeat.stores.base import Store, StoreError
+from backbeat.stores.base import Settlement, Store, StoreError, StoreUnavailable, split_receipt
+from backbeat.tasks import about_task
 
 logger = logging.getLogger("backbeat")
 
@@ -56,3 +59,62 @@ class ProgressReports:
 
     async def settle(self) -> None:
         await self._batch.settle()
+
+
+class Settlements:
+    """The outcomes of attempts, recorded in one write per loop turn.
+
+    While the store is unreachable (a restart, a cut link) the outcomes are kept and
+    sent again, with backoff, for up to five leases: once it answers, each is
+    recorded, or refused if its claim was taken over meanwhile.
+    """
+
+    def __init__(self, store: Store, lease: float) -> None:
+        self.store = store
+        self.lease = lease
+        self._batch: TurnBatch[Settlement] = TurnBatch(self._finish)
+
+    def add(self, settlement: Settlement) -> None:
+        self._batch.add(settlement)
+
+    async def settle(self) -> None:
+        await self._batch.settle()
+
+    async def _finish(self, settlements: list[Settlement]) -> None:
+        """While the store is unreachable (a restart, a cut link) the outcomes are kept and
+        sent again, with backoff, for up to five leases: once it answers, each is
+        recorded, or refused if its claim was taken over meanwhile.
+        """
+        deadline = time.monotonic() + max(5 * self.lease, 10.0)
+        wait = 0.1
+        while True:
+            try:
+                kept = await self.store.finish(settlements)
+                break
+            except StoreUnavailable as exc:
+                if time.monotonic() + wait > deadline:
+                    logger.error(
+                        "backbeat: gave up recording %d outcome(s): %s", len(settlements), exc
+                    )
+                    return
+                logger.warning(
+                    "backbeat: cannot record %d outcome(s) yet (trying again in %.1fs): %s",
+                    len(settlements),
+                    wait,
+                    exc,
+                )
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 2.0)
+            except StoreError as exc:
+                logger.error("backbeat: cannot record %d outcome(s): %s", len(settlements), exc)
+                return
+        for settlement, held in zip(settlements, kept, strict=True):
+            if not held:
+                task_id, attempt = split_receipt(settlement.receipt)
+                logger.warning(
+                    "backbeat: claim %s finished after it was lost (the task claimed again "
+                    "elsewhere, or cancelled); this outcome (%s) is ignored",
+                    settlement.receipt,
+                    settlement.state.value,
+                    extra=about_task(task_id, None, attempt),
+                )

@@ -21,7 +21,6 @@ import os
 import socket
 import time
 
-from backbeat.batching import TurnBatch
 from backbeat.concurrency import enforce_async_callable
 from backbeat.engine.claims import Unrunnable, attempt_of, resolve, settlement_for
 from backbeat.engine.execution import (
@@ -34,7 +33,7 @@ from backbeat.engine.execution import (
 )
 from backbeat.engine.leases import LeaseKeeper
 from backbeat.engine.limits import Limits
-from backbeat.engine.reports import ProgressReports
+from backbeat.engine.reports import ProgressReports, Settlements
 from backbeat.ids import new_id
 from backbeat.policy import DEFAULT_POLICY
 from backbeat.registry import TaskRegistry
@@ -44,9 +43,7 @@ from backbeat.stores.base import (
     Settlement,
     Store,
     StoreError,
-    StoreUnavailable,
     WorkerInfo,
-    split_receipt,
 )
 from backbeat.tasks import about_task, current_runner
 
@@ -91,7 +88,7 @@ class StoredWorker:
         # Tasks may be waiting that a finishing task could let run: look when one ends.
         self.backlog = False
         self.claiming = False
-        self._settlements: TurnBatch[Settlement] = TurnBatch(self._finish)
+        self._settlements = Settlements(store, lease)
         self._reports = ProgressReports(store)
         # The claim loop waits for the store (one wait at a time, kept across pokes) or a poke.
         self._store_wait: asyncio.Task[None] | None = None
@@ -327,47 +324,6 @@ class StoredWorker:
         self._settlements.add(settlement_for(self.receipts[attempt.id], attempt, outcome))
         if outcome.retry_in is not None:
             self.poke()  # the claim loop's next wake-up may now be sooner
-
-    async def _finish(self, settlements: list[Settlement]) -> None:
-        """Record the outcomes of one loop turn in one write.
-
-        While the store is unreachable (a restart, a cut link) the outcomes are kept and
-        sent again, with backoff, for up to five leases: once it answers, each is
-        recorded, or refused if its claim was taken over meanwhile.
-        """
-        deadline = time.monotonic() + max(5 * self.lease, 10.0)
-        wait = 0.1
-        while True:
-            try:
-                kept = await self.store.finish(settlements)
-                break
-            except StoreUnavailable as exc:
-                if time.monotonic() + wait > deadline:
-                    logger.error(
-                        "backbeat: gave up recording %d outcome(s): %s", len(settlements), exc
-                    )
-                    return
-                logger.warning(
-                    "backbeat: cannot record %d outcome(s) yet (trying again in %.1fs): %s",
-                    len(settlements),
-                    wait,
-                    exc,
-                )
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, 2.0)
-            except StoreError as exc:
-                logger.error("backbeat: cannot record %d outcome(s): %s", len(settlements), exc)
-                return
-        for settlement, held in zip(settlements, kept, strict=True):
-            if not held:
-                task_id, attempt = split_receipt(settlement.receipt)
-                logger.warning(
-                    "backbeat: claim %s finished after it was lost (the task claimed again "
-                    "elsewhere, or cancelled); this outcome (%s) is ignored",
-                    settlement.receipt,
-                    settlement.state.value,
-                    extra=about_task(task_id, None, attempt),
-                )
 
     # --- stopping ------------------------------------------------------------------------
 
