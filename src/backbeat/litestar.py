@@ -28,12 +28,13 @@ Needs ``pip install "backbeat[litestar]"``; nothing here is imported otherwise.
 from __future__ import annotations
 
 import contextvars
+import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from litestar import Litestar, Request, Response, Router, get
 from litestar import background_tasks as litestar_background
 from litestar.config.app import AppConfig
@@ -43,19 +44,29 @@ from litestar.plugins import InitPluginProtocol
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from backbeat import tasks as backbeat_tasks
-from backbeat.middleware import BackbeatMiddleware, inject_tasks
+from backbeat.middleware import BackbeatMiddleware, InjectedTasks, inject_tasks
 from backbeat.runner import Runner
 from backbeat.status_routes import Auth
 
 __all__ = ["BackbeatPlugin", "BackgroundTask", "BackgroundTasks", "TaskStatus"]
 
 
-class BackgroundTask(backbeat_tasks.BackgroundTask, litestar_background.BackgroundTask):
+# Both bases declare `args`/`kwargs`/`tasks` with their own annotations; at run time
+# backbeat's attributes are the ones used, Litestar's class only lends its type.
+class BackgroundTask(  # type: ignore[misc]
+    backbeat_tasks.BackgroundTask, litestar_background.BackgroundTask
+):
     """backbeat's `BackgroundTask`, typed as Litestar's too."""
 
 
-class BackgroundTasks(backbeat_tasks.BackgroundTasks, litestar_background.BackgroundTasks):
+class BackgroundTasks(  # type: ignore[misc]
+    backbeat_tasks.BackgroundTasks, litestar_background.BackgroundTasks
+):
     """backbeat's `BackgroundTasks`, typed as Litestar's too."""
+
+
+class _InjectedTasks(InjectedTasks, BackgroundTasks):  # type: ignore[misc]
+    """What ``tasks: BackgroundTasks`` receives (Litestar checks it is one)."""
 
 
 _scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
@@ -63,8 +74,9 @@ _scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
 )
 
 
-@dataclass
-class TaskStatus:
+class TaskStatus(msgspec.Struct, omit_defaults=True):
+    """A task's status as the status route shows it."""
+
     id: str
     state: str
     attempts: int
@@ -124,7 +136,7 @@ class BackbeatPlugin(InitPluginProtocol):
                 if not allowed:
                     raise NotAuthorizedException("not allowed to see this task", status_code=403)
 
-        @get("/{task_id:str}", tags=["tasks"], sync_to_thread=False)
+        @get("/{task_id:str}", tags=["tasks"])
         async def task_status(task_id: str, request: Request[Any, Any, Any]) -> TaskStatus:
             await guard(request)
             info = await runner.aget(task_id)
@@ -155,7 +167,7 @@ class BackbeatPlugin(InitPluginProtocol):
 
 
 async def _request_tasks(request: Request[Any, Any, Any]) -> AsyncIterator[BackgroundTasks]:
-    tasks = inject_tasks(request.scope)  # type: ignore[arg-type]
+    tasks = inject_tasks(request.scope, _InjectedTasks)  # type: ignore[arg-type]
     try:
         yield tasks  # type: ignore[misc]
     except Exception:
@@ -163,12 +175,12 @@ async def _request_tasks(request: Request[Any, Any, Any]) -> AsyncIterator[Backg
         raise
 
 
-def _with_decorator_background(
-    after_request: Callable[[Response[Any]], Any] | None,
-) -> Callable[[Response[Any]], Any]:
+def _with_decorator_background(after_request: Any) -> Callable[[Response[Any]], Any]:
     async def merged(response: Response[Any]) -> Response[Any]:
-        if after_request is not None:
-            response = await after_request(response)
+        if after_request is not None:  # the app's own hook first
+            response = after_request(response)
+            if inspect.isawaitable(response):
+                response = await response
         scope = _scope.get()
         handler = scope.get("route_handler") if scope is not None else None
         decorator = getattr(handler, "background", None)

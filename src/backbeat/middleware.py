@@ -60,8 +60,9 @@ class InjectedTasks(BackgroundTasks):
         await super().__call__()
 
 
-def inject_tasks(scope: Scope) -> InjectedTasks:
-    """A request's `InjectedTasks`, made the first time a handler or dependency asks."""
+def inject_tasks(scope: Scope, kind: type[InjectedTasks] = InjectedTasks) -> InjectedTasks:
+    """A request's `InjectedTasks` (of class `kind`: a framework may check the type it
+    injects), made the first time a handler or dependency asks."""
     if current_runner.get() is None:
         raise RuntimeError(
             "backbeat's injected tasks need the app wrapped by BackbeatMiddleware "
@@ -70,7 +71,7 @@ def inject_tasks(scope: Scope) -> InjectedTasks:
         )
     made: list[InjectedTasks] = scope.setdefault(INJECTED, [])
     if not made:
-        made.append(InjectedTasks())
+        made.append(kind())
     return made[0]
 
 
