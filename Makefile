@@ -44,6 +44,7 @@ lint: venv
 test: lint
 	$(BIN)/python -m pytest
 	bash tests/compat/run.sh
+	bash tests/frameworks/run.sh
 
 # The Redis store's tests again on Redis 6.2 and on Valkey (part of `make test`).
 test-compat: venv
@@ -56,4 +57,4 @@ bench: venv
 	$(BIN)/python bench/sqlite/timing.py
 
 clean:
-	rm -rf $(VENV) .venv-servers bench/.venv-peers .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-servers .venv-esmerald bench/.venv-peers .mypy_cache .ruff_cache .pytest_cache

@@ -64,7 +64,12 @@ def in_a_thread(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     """
 
     async def run_sync(*args: Any, **kwargs: Any) -> Any:
-        return await run_in_thread(func, *args, **kwargs)
+        result = await run_in_thread(func, *args, **kwargs)
+        if inspect.isawaitable(result):
+            # A callable object whose __call__ hands back an awaitable (another framework's
+            # async wrapper, a partial of an async function): run what it meant to run.
+            return await result
+        return result
 
     for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
         with contextlib.suppress(AttributeError):

@@ -46,7 +46,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from backbeat import tasks as backbeat_tasks
 from backbeat.middleware import BackbeatMiddleware, InjectedTasks, inject_tasks
 from backbeat.runner import Runner
-from backbeat.status_routes import Auth
+from backbeat.status_routes import Auth, allows
 
 __all__ = ["BackbeatPlugin", "BackgroundTask", "BackgroundTasks", "TaskStatus"]
 
@@ -129,12 +129,8 @@ class BackbeatPlugin(InitPluginProtocol):
         runner = self.runner
 
         async def guard(request: Request[Any, Any, Any]) -> None:
-            if auth is not None:
-                allowed = auth(request)  # type: ignore[arg-type]
-                if not isinstance(allowed, bool):
-                    allowed = await allowed
-                if not allowed:
-                    raise NotAuthorizedException("not allowed to see this task", status_code=403)
+            if not await allows(auth, request):  # type: ignore[arg-type]
+                raise NotAuthorizedException("not allowed to see this task", status_code=403)
 
         @get("/{task_id:str}", tags=["tasks"])
         async def task_status(task_id: str, request: Request[Any, Any, Any]) -> TaskStatus:

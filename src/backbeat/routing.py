@@ -198,7 +198,7 @@ class HandlerRoute(Route):
 
 def reachable(app: object) -> Iterator[object]:
     """Everything an ASGI app leads to: middleware (``.app``), routers (``.router``),
-    mounts and routes (``.routes``), each once."""
+    mounts and routes (``.routes``), route handler objects (``.handler``), each once."""
     seen: set[int] = set()
     pending: list[object] = [app]
     while pending:
@@ -213,17 +213,20 @@ def reachable(app: object) -> Iterator[object]:
         routes = getattr(item, "routes", None)
         if isinstance(routes, list):
             pending.extend(routes)
-        pending.extend(getattr(item, name, None) for name in ("app", "router"))
+        for name in ("app", "router", "handler"):
+            found = getattr(item, name, None)
+            if found is not None and not inspect.isfunction(found):
+                pending.append(found)
 
 
 def handler_modules(app: object) -> set[str]:
     """The modules that define an ASGI app's route handlers (backbeat, Starlette, FastAPI)."""
     modules: set[str] = set()
     for item in reachable(app):
-        endpoint = getattr(item, "handler", None) or getattr(item, "endpoint", None)
-        module = getattr(endpoint, "__module__", None)
-        if isinstance(module, str) and inspect.isfunction(endpoint):
-            modules.add(module)
+        for name in ("handler", "endpoint", "fn"):  # backbeat/Lilya, Starlette, Esmerald
+            endpoint = getattr(item, name, None)
+            if inspect.isfunction(endpoint):
+                modules.add(endpoint.__module__)
     return modules
 
 

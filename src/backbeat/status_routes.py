@@ -27,17 +27,23 @@ if TYPE_CHECKING:
 
 Auth = Callable[[Request], bool | Awaitable[bool]]
 
-_PUBLIC_FIELDS = ("id", "state", "attempts", "created_at", "started_at", "finished_at")
+PUBLIC_FIELDS = ("id", "state", "attempts", "created_at", "started_at", "finished_at")
+
+
+async def allows(auth: Auth | None, request: Request) -> bool:
+    """Whether `auth` (if any) lets this request see tasks."""
+    if auth is None:
+        return True
+    allowed = auth(request)
+    if inspect.isawaitable(allowed):
+        allowed = await allowed
+    return bool(allowed)
 
 
 async def check_auth(auth: Auth | None, request: Request) -> None:
     """403 unless `auth` (if any) allows the request."""
-    if auth is not None:
-        allowed = auth(request)
-        if inspect.isawaitable(allowed):
-            allowed = await allowed
-        if not allowed:
-            raise HTTPException(403, "not allowed to see this task")
+    if not await allows(auth, request):
+        raise HTTPException(403, "not allowed to see this task")
 
 
 def status_route(
@@ -61,7 +67,7 @@ def status_route(
             raise HTTPException(404, f"no task with id {task_id}")
         shown: dict[str, Any] = info.as_dict()
         if not include_errors:
-            shown = {key: shown[key] for key in _PUBLIC_FIELDS}
+            shown = {key: shown[key] for key in PUBLIC_FIELDS}
         return JSONResponse(shown, status_code=200)
 
     return get(path, name=name)(task_status)
