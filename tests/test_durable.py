@@ -102,6 +102,12 @@ async def test_what_cannot_be_stored_is_a_type_error_and_nothing_is_stored(db):
             await runner.asubmit(BackgroundTask(functools.partial(record_sync, "p")))
         with pytest.raises(TypeError, match="bound method"):
             await runner.asubmit(BackgroundTask(runner.get, "x"))
+        # JSON, but a worker could not call the function with it: a set becomes a list, and
+        # `label` takes a str.
+        with pytest.raises(TypeError, match=r"record_sync.* cannot be stored: .*'label'"):
+            await runner.asubmit(BackgroundTask(record_sync, {1, 2}))
+        with pytest.raises(TypeError, match=r"cannot be stored: .*missing"):
+            await runner.asubmit(BackgroundTask(record_sync))
         assert sum(runner.stats().values()) == 0
 
 

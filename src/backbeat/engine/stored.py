@@ -31,7 +31,7 @@ from backbeat.ids import new_id
 from backbeat.observers import carry_all
 from backbeat.policy import TaskPolicy
 from backbeat.registry import TaskRegistry
-from backbeat.serialization import encode_arguments
+from backbeat.serialization import ArgumentError, decode_arguments, encode_arguments
 from backbeat.signing import sign
 from backbeat.status import LIVE_STATES, TaskInfo
 from backbeat.stores.base import NewTask, Store, StoreError
@@ -166,12 +166,19 @@ class StoredEngine:
             return after
         if not isinstance(task, BackgroundTask):
             task = BackgroundTask(task)  # type: ignore[arg-type]  # appended to .tasks by hand
-        name = self.registry.name_to_store(original_function(task))
+        func = original_function(task)
+        name = self.registry.name_to_store(func)
         carried = None
         if self.hooks.observers:  # in the context the task was made in, or the caller's
             made_in = task.context or caller or contextvars.copy_context()
             carried = made_in.run(carry_all, self.hooks.observers)
         payload = encode_arguments(name, task.args, task.kwargs, carried)
+        # What a worker will read back must fit the function (a set stored as a list for a
+        # `str` parameter would fail there, after the 2xx): read it back now.
+        try:
+            decode_arguments(func, payload)
+        except ArgumentError as exc:
+            raise ArgumentError(f"task {name!r} cannot be stored: {exc}") from None
         if len(payload) > self.max_task_size:
             raise ValueError(
                 f"task {name!r} cannot be stored: its arguments are {len(payload)} bytes as "
