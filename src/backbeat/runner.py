@@ -9,10 +9,8 @@ façade over one engine, chosen once from its options:
   (`backbeat.engine.stored`): tasks written before the response, run by any
   process of the app under leases, status in the store.
 
-Either way: at most ``concurrency`` tasks at once, each task's policy (retries
-with jittered backoff, a timeout per attempt, a delay), status by id, hooks,
-and a drain on shutdown with ``shutdown_timeout`` seconds of grace. An attempt
-is run by the same code in both (`backbeat.engine.execution`).
+Either way: at most ``concurrency`` tasks at once, each task's policy, status by
+id, hooks, a drain with ``shutdown_timeout`` s of grace; one attempt code for both.
 """
 
 from __future__ import annotations
@@ -33,6 +31,7 @@ from backbeat.registry import durable_name
 from backbeat.signing import signing_key as signing_key_of
 from backbeat.status import FINISHED, TaskInfo, value_of
 from backbeat.stores import Store, open_store
+from backbeat.stores.base import StoredStatus
 from backbeat.tasks import BackgroundTask, RequestTasks, request_tasks
 
 if TYPE_CHECKING:
@@ -47,12 +46,11 @@ logger = logging.getLogger("backbeat")
 class Runner:
     """Runs handed-over tasks with limits, retries, timeouts and status; drains on shutdown.
 
-    Options for any runner: ``concurrency``, ``shutdown_timeout``, ``finished_ttl``,
-    the hooks. Without a store: ``max_pending``, ``overflow_timeout``,
-    ``keep_finished``, ``eager`` (tests: run inline, re-raise; a store is then
-    not used). With a store: ``execute``, ``lease``, ``poll_interval``,
-    ``max_lost_leases``, ``max_task_size``, ``queues`` (the queues this process
-    runs; default all), ``signing_key`` (see docs/durable.md, docs/redis.md).
+    Any runner: ``concurrency``, ``shutdown_timeout``, ``finished_ttl``, the hooks.
+    Without a store: ``max_pending``, ``overflow_timeout``, ``keep_finished``, ``eager``
+    (tests: inline, re-raise; no store then). With one: ``execute``, ``lease``,
+    ``poll_interval``, ``max_lost_leases``, ``max_task_size``, ``queues`` (this process
+    runs; default all), ``signing_key`` (docs/durable.md, docs/redis.md).
     """
 
     def __init__(
@@ -175,7 +173,7 @@ class Runner:
         """True between `start()` and the end of `drain()`'s accepting phase."""
         return self._engine.accepting
 
-    # --- names (stored tasks) --------------------------------------------------------
+    # --- names, and writing ahead of a response (stored tasks) -------------------------
 
     def register(self, func: Callable[..., Any]) -> str:
         """Let this runner (and workers loading this app) run `func` by name.
@@ -200,8 +198,6 @@ class Runner:
         """Register every function in a task tree (a route's ``background=``)."""
         if isinstance(self._engine, StoredEngine):
             self._engine.register_tree(task)
-
-    # --- writing ahead of a response (stored tasks) -----------------------------------
 
     async def prepare(self, task: BackgroundTask) -> Prepared:
         """Write a request's tasks before its response starts; activate them once it is sent."""
@@ -286,7 +282,7 @@ class Runner:
                 return
         await self._engine.hand_off(task)
 
-    # --- looking -------------------------------------------------------------------------
+    # --- looking, results, cancelling ----------------------------------------------------
 
     def get(self, task_id: str) -> TaskInfo | None:
         """The status of a task by id, or None (unknown, or finished and forgotten).
@@ -298,6 +294,13 @@ class Runner:
     async def aget(self, task_id: str) -> TaskInfo | None:
         """`get` for handlers (stores that do I/O make this the one to use)."""
         return await self._engine.aget(task_id)
+
+    def stored(self, task_id: str) -> StoredStatus | None:
+        """A stored task as the store keeps it (arguments and result as JSON, the worker),
+        for integrations; None without a store. Safe to call from any thread."""
+        if isinstance(self._engine, LocalEngine):
+            return None
+        return self._engine.calls.call(lambda store: store.get(task_id))
 
     def stats(self) -> dict[str, int]:
         """Counts by state: live for pending/scheduled/running, totals for finished states.
@@ -317,8 +320,6 @@ class Runner:
         With a store: until the store has no such task, whichever process runs it.
         """
         await self._engine.join(timeout)
-
-    # --- results and cancelling -----------------------------------------------------------
 
     async def aresult(self, task_id: str, timeout: float | None = None) -> Any:  # noqa: ASYNC109
         """Wait for a task to finish and return its value (JSON-decoded for a stored task).

@@ -1,0 +1,223 @@
+"""A backend for Django's task framework: Django's task API, backbeat's store and workers.
+
+    # settings.py
+    TASKS = {
+        "default": {
+            "BACKEND": "backbeat.django.BackbeatBackend",
+            "OPTIONS": {"store": "sqlite:////var/lib/myapp/tasks.db"},  # or redis://…
+        }
+    }
+
+    # myapp/tasks.py
+    from django_tasks import task          # Django >= 6.0: from django.tasks import task
+
+    @task(priority=10, queue_name="mail")
+    def send_welcome(email: str) -> str: ...
+
+    result = send_welcome.enqueue("ann@example.com")   # also .aenqueue, .using(run_after=…)
+    result.refresh(); result.status, result.return_value, result.errors
+
+Tasks are written to the store (the call returns once they are stored) and run by
+``DJANGO_SETTINGS_MODULE=myproject.settings backbeat worker backbeat.django:runner``,
+which sets Django up, imports every installed app's ``tasks`` module and runs the
+tasks of the backend's store with backbeat's leases, retries and dead letters.
+Priorities map to backbeat priorities, ``queue_name`` to queues, ``run_after`` to a
+delay. ``get_result`` reads the store: status, times, arguments,
+return value, errors (with the exception's class and traceback), the worker.
+
+Works with ``django.tasks`` (Django >= 6.0) and with the ``django-tasks`` backport
+(Django 4.2-5.2), whichever is installed. Not supported: ``takes_context=True`` tasks
+(refused at enqueue time with a clear error).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic_core import from_json
+
+from backbeat.runner import Runner
+from backbeat.stores.base import StoredStatus
+from backbeat.tasks import BackgroundTask
+
+
+def _tasks_api() -> str:
+    """``django.tasks`` (Django >= 6.0) if it is there, else the ``django_tasks`` backport."""
+    try:
+        importlib.import_module("django.tasks")
+    except ImportError:
+        return "django_tasks"
+    return "django.tasks"
+
+
+_API = _tasks_api()
+_base: Any = importlib.import_module(f"{_API}.base")
+_exceptions: Any = importlib.import_module(f"{_API}.exceptions")
+BaseTaskBackend: Any = importlib.import_module(f"{_API}.backends.base").BaseTaskBackend
+Task: Any = _base.Task
+TaskError: Any = _base.TaskError
+TaskResult: Any = _base.TaskResult
+TaskResultStatus: Any = _base.TaskResultStatus
+InvalidTaskError: Any = _exceptions.InvalidTaskError
+TaskResultDoesNotExist: Any = _exceptions.TaskResultDoesNotExist
+
+__all__ = ["BackbeatBackend"]
+
+_STATUS = {
+    "pending": TaskResultStatus.READY,
+    "held": TaskResultStatus.READY,
+    "scheduled": TaskResultStatus.READY,
+    "running": TaskResultStatus.RUNNING,
+    "succeeded": TaskResultStatus.SUCCESSFUL,
+    "failed": TaskResultStatus.FAILED,
+    "cancelled": TaskResultStatus.FAILED,
+}
+
+
+class BackbeatBackend(BaseTaskBackend):  # type: ignore[misc]  # Django's class: untyped here
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        options = params.get("OPTIONS", {})
+        store = options.get("store")
+        if not store:
+            raise InvalidTaskError(
+                f'TASKS["{alias}"]["OPTIONS"]["store"] is missing: a backbeat store URL '
+                '("sqlite:///path/tasks.db", "redis://host:6379/0")'
+            )
+        self.store_url = str(store)
+        self.signing_key = options.get("signing_key")
+        # Writes only: `backbeat worker backbeat.django:runner` runs the tasks.
+        self.runner = Runner(store=self.store_url, execute=False, signing_key=self.signing_key)
+
+    def validate_task(self, task: Task) -> None:
+        super().validate_task(task)
+        if task.takes_context:
+            raise InvalidTaskError(
+                f"{task.module_path}: takes_context=True is not supported by backbeat's backend"
+            )
+
+    def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+        self.validate_task(task)
+        job = BackgroundTask(task.func, *args, **kwargs).using(
+            queue=task.queue_name, priority=task.priority, delay=_delay(task.run_after)
+        )
+        self.runner.register(task.func)
+        task_id = self.runner.submit(job)  # stored when this returns
+        return self.get_result(task_id)
+
+    def get_result(self, result_id: str) -> TaskResult:
+        row = self.runner.stored(result_id)
+        if row is None:
+            raise TaskResultDoesNotExist(result_id)
+        return _result(row, self.alias)
+
+
+def _delay(run_after: datetime | None) -> float | None:
+    return None if run_after is None else max(run_after.timestamp() - time.time(), 0.0)
+
+
+def _time(timestamp: float | None) -> datetime | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
+
+
+def _result(row: StoredStatus, alias: str) -> TaskResult:
+    document = from_json(row.payload or '{"args": [], "kwargs": {}}')
+    state = "scheduled" if row.state == "pending" and row.due_at > time.time() else row.state
+    status = _STATUS[state]
+    errors = []
+    if row.error and status == TaskResultStatus.FAILED:
+        trace = row.traceback or row.error
+        errors.append(TaskError(exception_class_path=_exception_path(row), traceback=trace))
+    result = TaskResult(
+        task=_django_task(row.name, row.queue, row.priority, alias),
+        id=row.id,
+        status=status,
+        enqueued_at=_time(row.created_at),
+        started_at=_time(row.started_at),
+        finished_at=_time(row.finished_at),
+        last_attempted_at=_time(row.started_at),
+        args=list(document.get("args", [])),
+        kwargs=dict(document.get("kwargs", {})),
+        backend=alias,
+        errors=errors,
+        worker_ids=[row.worker] * row.attempts if row.worker else [],
+    )
+    if row.result is not None:
+        object.__setattr__(result, "_return_value", from_json(row.result))
+    return result
+
+
+def _exception_path(row: StoredStatus) -> str:
+    """The failing exception's class as ``module.Class``, from the stored traceback's last
+    line (``traceback`` writes non-builtin classes with their module)."""
+    text = (row.traceback or row.error or "").strip().splitlines() or ["Exception"]
+    name = text[-1].partition(":")[0].strip() or "Exception"
+    return name if "." in name else f"builtins.{name}"
+
+
+def _django_task(name: str, queue: str, priority: int, alias: str) -> Task:
+    """The task object Django's API hands back in a result: the module's own when it can be
+    imported, else one made for the stored function."""
+    module_name, _, qualname = name.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), qualname)
+    except (ImportError, AttributeError):
+        found = None
+    if isinstance(found, Task):
+        return found
+    func = found if callable(found) else _missing(name)
+    return Task(func=func, priority=priority, queue_name=queue, backend=alias)
+
+
+def _missing(name: str) -> Any:
+    def missing(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError(f"task function {name} cannot be imported here")
+
+    return missing
+
+
+_worker: Runner | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """``backbeat.django:runner`` — the worker's runner, made on first use: Django set up
+    (``DJANGO_SETTINGS_MODULE``), every installed app's ``tasks`` module imported, their
+    tasks registered, on the default backend's store (``BACKBEAT_DJANGO_BACKEND`` names
+    another alias)."""
+    global _worker
+    if name != "runner":
+        raise AttributeError(name)
+    if _worker is None:
+        _worker = _worker_runner()
+    return _worker
+
+
+def _worker_runner() -> Runner:
+    importlib.import_module("django").setup()
+    importlib.import_module("django.utils.module_loading").autodiscover_modules("tasks")
+    alias = os.environ.get("BACKBEAT_DJANGO_BACKEND", "default")
+    backend = _backends()[alias]
+    if not isinstance(backend, BackbeatBackend):
+        raise InvalidTaskError(f'TASKS["{alias}"] is not backbeat.django.BackbeatBackend')
+    runner = Runner(store=backend.store_url, signing_key=backend.signing_key)
+    apps = importlib.import_module("django.apps").apps
+    for config in apps.get_app_configs():
+        module = sys.modules.get(f"{config.name}.tasks")
+        for value in vars(module).values() if module is not None else ():
+            if isinstance(value, Task) and value.backend == alias:
+                runner.register(value.func)
+    return runner
+
+
+def _backends() -> Any:
+    return importlib.import_module(_API).task_backends

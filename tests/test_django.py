@@ -1,0 +1,139 @@
+"""backbeat.django: a real Django project (tests/django_project, on the django-tasks backport)
+enqueues through Django's task API only; a `backbeat worker backbeat.django:runner` process
+runs the tasks; results are read back through the same API, in another process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("django_tasks")
+
+from backbeat import Runner
+from tests.serving import ROOT, background_process
+from tests.test_workers import wait_until
+
+ENQUEUE = """
+import json
+from datetime import timedelta
+import django
+django.setup()
+from django.utils import timezone
+from tests.django_project.shop.tasks import send_welcome, refuse, count_async
+import asyncio
+later = send_welcome.using(run_after=timezone.now() + timedelta(seconds=60))
+results = {
+    "welcome": send_welcome.enqueue("ann@example.com", shout=True),
+    "refuse": refuse.enqueue(12),
+    "async": asyncio.run(count_async.aenqueue([1, 2, 3])),
+    "later": later.enqueue("bob@example.com"),
+}
+print(json.dumps({k: [r.id, r.status, r.args, r.kwargs] for k, r in results.items()}))
+"""
+
+READ = """
+import json, sys
+import django
+django.setup()
+from django_tasks import default_task_backend
+out = {}
+for key, task_id in json.loads(sys.argv[1]).items():
+    r = default_task_backend.get_result(task_id)
+    errors = [[e.exception_class_path, e.traceback.splitlines()[-1]] for e in r.errors]
+    value = r.return_value if r.status == "SUCCESSFUL" else None
+    out[key] = [r.status, value, errors, r.task.queue_name, r.task.priority, r.attempts,
+                r.task.func.__name__]
+try:
+    default_task_backend.get_result("nope")
+except Exception as exc:
+    out["missing"] = type(exc).__name__
+print(json.dumps(out))
+"""
+
+
+def django_env(url: str) -> dict[str, str]:
+    return {
+        "DJANGO_SETTINGS_MODULE": "tests.django_project.settings",
+        "BACKBEAT_DJANGO_STORE": url,
+    }
+
+
+def run(code: str, url: str, *args: str) -> dict:
+    import os
+
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        env={**os.environ, **django_env(url)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_djangos_task_api_on_backbeats_store_and_worker(tmp_path, shared_db):
+    url = shared_db  # SQLite and Redis
+    enqueued = run(ENQUEUE, url)
+    assert {key: value[1] for key, value in enqueued.items()} == dict.fromkeys(enqueued, "READY")
+    assert enqueued["welcome"][2:] == [["ann@example.com"], {"shout": True}]
+    ids = {key: value[0] for key, value in enqueued.items()}
+    store = Runner(store=url)
+    worker = [sys.executable, "-m", "backbeat", "worker", "backbeat.django:runner"]
+    with background_process(worker, tmp_path, env=django_env(url), name="worker") as (_, log):
+        wait_until(
+            lambda: store.stats()["succeeded"] + store.stats()["failed"] == 3,
+            20,
+            "the worker to run the three due tasks",
+            log.read_text,
+        )
+    seen = run(READ, url, json.dumps(ids))
+    assert seen["welcome"] == [
+        "SUCCESSFUL",
+        "WELCOME ANN@EXAMPLE.COM",
+        [],
+        "mail",
+        10,
+        1,
+        "send_welcome",
+    ]
+    status, value, errors, *_ = seen["refuse"]
+    assert (status, value) == ("FAILED", None)
+    assert errors == [["builtins.ValueError", "ValueError: cannot refund 12"]]
+    assert seen["async"][:2] == ["SUCCESSFUL", 6]
+    assert seen["later"][0] == "READY"  # run_after is a minute away: still waiting
+    assert seen["missing"] == "TaskResultDoesNotExist"
+
+
+def test_what_the_backend_cannot_do_is_refused_when_declared_or_enqueued(tmp_path):
+    code = """
+import json
+import django
+django.setup()
+from django_tasks import task
+from tests.django_project.shop.tasks import send_welcome
+def with_context(context, note):
+    pass
+out = {}
+for key, call in {
+    "context": lambda: task(takes_context=True)(with_context),
+    "queue": lambda: send_welcome.using(queue_name="nope").enqueue("x"),
+    "arguments": lambda: send_welcome.enqueue({1, 2}),
+}.items():
+    try:
+        call()
+        out[key] = "accepted"
+    except Exception as exc:
+        out[key] = f"{type(exc).__name__}: {exc}"
+print(json.dumps(out))
+"""
+    url = f"sqlite:///{tmp_path}/tasks.db"
+    seen = run(code, url)
+    assert seen["context"].startswith("InvalidTaskError") and "takes_context" in seen["context"]
+    assert seen["queue"].startswith("InvalidTaskError")
+    assert "cannot be stored" in seen["arguments"] or "JSON" in seen["arguments"]
+    assert sum(Runner(store=url).stats().values()) == 0  # nothing was stored
