@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("django_tasks")
 
 from backbeat import Runner
-from tests.serving import ROOT, background_process
+from tests.serving import ROOT, background_process, uvicorn
 from tests.test_workers import wait_until
 
 ENQUEUE = """
@@ -137,3 +137,32 @@ print(json.dumps(out))
     assert seen["queue"].startswith("InvalidTaskError")
     assert "cannot be stored" in seen["arguments"] or "JSON" in seen["arguments"]
     assert sum(Runner(store=url).stats().values()) == 0  # nothing was stored
+
+
+def test_the_example_project_served_by_uvicorn_and_killed(tmp_path):
+    """A view enqueues through Django's API; the web process is killed with SIGKILL before any
+    worker runs; a worker started afterwards runs every accepted task."""
+    import signal
+
+    import httpx
+
+    env = {"DJANGO_SETTINGS_MODULE": "examples.django_shop.settings",
+           "BACKBEAT_STORE": f"sqlite:///{tmp_path}/tasks.db"}  # fmt: skip
+    emails = [f"user{n}@example.com" for n in range(5)]
+    with uvicorn("examples.django_shop.asgi:application", tmp_path, env=env, name="web") as web:
+        with httpx.Client(base_url=web.url, timeout=10) as client:
+            ids = [client.post(f"/signup?email={e}").json()["task"] for e in emails]
+            assert client.get(f"/tasks/{ids[0]}").json()["status"] == "READY"
+        web.process.send_signal(signal.SIGKILL)
+        web.process.wait()
+    worker = [sys.executable, "-m", "backbeat", "worker", "backbeat.django:runner"]
+    with background_process(worker, tmp_path, env=env, name="worker") as (_, log):
+        wait_until(
+            lambda: log.read_text().count("welcome sent") == 5, 20, "welcomes", log.read_text
+        )
+    with (
+        uvicorn("examples.django_shop.asgi:application", tmp_path, env=env, name="again") as web,
+        httpx.Client(base_url=web.url, timeout=10) as client,
+    ):
+        seen = [client.get(f"/tasks/{i}").json() for i in ids]
+    assert seen == [{"status": "SUCCESSFUL", "return_value": f"welcome:{e}"} for e in emails]

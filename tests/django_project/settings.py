@@ -5,6 +5,7 @@ import os
 
 SECRET_KEY = "tests-only"
 USE_TZ = True
+TIME_ZONE = "UTC"
 INSTALLED_APPS = ["django_tasks", "tests.django_project.shop"]
 DATABASES: dict[str, dict[str, str]] = {}
 TASKS = {

@@ -19,4 +19,3 @@ def refuse(amount: int) -> None:
 @task()
 async def count_async(numbers: list[int]) -> int:
     return sum(numbers)
-
