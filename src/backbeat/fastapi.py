@@ -38,7 +38,7 @@ from pydantic import BaseModel
 from backbeat.applications import with_runner
 from backbeat.middleware import BackbeatMiddleware, inject_tasks
 from backbeat.runner import Runner
-from backbeat.status_routes import Auth, check_auth
+from backbeat.status_routes import Auth, check_auth, status_fields
 from backbeat.tasks import BackgroundTasks
 
 __all__ = ["TaskStatus", "Tasks", "install", "lifespan", "status_router"]
@@ -124,16 +124,7 @@ def status_router(
         info = await runner.aget(task_id)
         if info is None:
             raise HTTPException(404, f"no task with id {task_id}")
-        return TaskStatus(
-            id=info.id,
-            state=info.state.value,
-            attempts=info.attempts,
-            created_at=info.created_at,
-            started_at=info.started_at,
-            finished_at=info.finished_at,
-            name=info.name if include_errors else None,
-            error=info.error if include_errors else None,
-        )
+        return TaskStatus(**status_fields(info, include_errors))
 
     @router.get("/{task_id}/result", responses={409: {"description": "not succeeded (yet)"}})
     async def task_result(task_id: str) -> Any:

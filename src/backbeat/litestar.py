@@ -46,7 +46,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from backbeat import tasks as backbeat_tasks
 from backbeat.middleware import BackbeatMiddleware, InjectedTasks, inject_tasks
 from backbeat.runner import Runner
-from backbeat.status_routes import Auth, allows
+from backbeat.status_routes import Auth, allows, status_fields
 
 __all__ = ["BackbeatPlugin", "BackgroundTask", "BackgroundTasks", "TaskStatus"]
 
@@ -138,16 +138,7 @@ class BackbeatPlugin(InitPluginProtocol):
             info = await runner.aget(task_id)
             if info is None:
                 raise HTTPException(f"no task with id {task_id}", status_code=404)
-            return TaskStatus(
-                id=info.id,
-                state=info.state.value,
-                attempts=info.attempts,
-                created_at=info.created_at,
-                started_at=info.started_at,
-                finished_at=info.finished_at,
-                name=info.name if include_errors else None,
-                error=info.error if include_errors else None,
-            )
+            return TaskStatus(**status_fields(info, include_errors))
 
         @get("/{task_id:str}/result", tags=["tasks"])
         async def task_result(task_id: str, request: Request[Any, Any, Any]) -> Any:

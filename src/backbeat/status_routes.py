@@ -21,6 +21,7 @@ from starlette.routing import compile_path
 
 from backbeat.responses import JSONResponse
 from backbeat.routing import HandlerRoute, get
+from backbeat.status import TaskInfo
 
 if TYPE_CHECKING:
     from backbeat.runner import Runner
@@ -28,6 +29,20 @@ if TYPE_CHECKING:
 Auth = Callable[[Request], bool | Awaitable[bool]]
 
 PUBLIC_FIELDS = ("id", "state", "attempts", "created_at", "started_at", "finished_at")
+
+
+def status_fields(info: TaskInfo, include_errors: bool) -> dict[str, Any]:
+    """What a status route shows of a task (times as datetimes, for a framework's model)."""
+    return {
+        "id": info.id,
+        "state": info.state.value,
+        "attempts": info.attempts,
+        "created_at": info.created_at,
+        "started_at": info.started_at,
+        "finished_at": info.finished_at,
+        "name": info.name if include_errors else None,
+        "error": info.error if include_errors else None,
+    }
 
 
 async def allows(auth: Auth | None, request: Request) -> bool:
