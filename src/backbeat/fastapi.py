@@ -38,6 +38,7 @@ from pydantic import BaseModel
 from backbeat.applications import with_runner
 from backbeat.middleware import BackbeatMiddleware, inject_tasks
 from backbeat.runner import Runner
+from backbeat.status import TaskInfo
 from backbeat.status_routes import Auth, check_auth, status_fields
 from backbeat.tasks import BackgroundTasks
 
@@ -119,18 +120,19 @@ def status_router(
 
     router = APIRouter(tags=list(tags), dependencies=[Depends(allowed)])
 
-    @router.get("/{task_id}", response_model=TaskStatus, response_model_exclude_none=True)
-    async def task_status(task_id: str) -> TaskStatus:
+    async def lookup(task_id: str) -> TaskInfo:
         info = await runner.aget(task_id)
         if info is None:
             raise HTTPException(404, f"no task with id {task_id}")
-        return TaskStatus(**status_fields(info, include_errors))
+        return info
+
+    @router.get("/{task_id}", response_model=TaskStatus, response_model_exclude_none=True)
+    async def task_status(task_id: str) -> TaskStatus:
+        return TaskStatus(**status_fields(await lookup(task_id), include_errors))
 
     @router.get("/{task_id}/result", responses={409: {"description": "not succeeded (yet)"}})
     async def task_result(task_id: str) -> Any:
-        info = await runner.aget(task_id)
-        if info is None:
-            raise HTTPException(404, f"no task with id {task_id}")
+        info = await lookup(task_id)
         if info.state != "succeeded":
             raise HTTPException(409, f"task {task_id} is {info.state}")
         return info.result

@@ -46,6 +46,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from backbeat import tasks as backbeat_tasks
 from backbeat.middleware import BackbeatMiddleware, InjectedTasks, inject_tasks
 from backbeat.runner import Runner
+from backbeat.status import TaskInfo
 from backbeat.status_routes import Auth, allows, status_fields
 
 __all__ = ["BackbeatPlugin", "BackgroundTask", "BackgroundTasks", "TaskStatus"]
@@ -128,24 +129,22 @@ class BackbeatPlugin(InitPluginProtocol):
         handlers (in its OpenAPI schema), as `runner.status_route` shows them."""
         runner = self.runner
 
-        async def guard(request: Request[Any, Any, Any]) -> None:
+        async def lookup(task_id: str, request: Request[Any, Any, Any]) -> TaskInfo:
             if not await allows(auth, request):  # type: ignore[arg-type]
                 raise NotAuthorizedException("not allowed to see this task", status_code=403)
-
-        @get("/{task_id:str}", tags=["tasks"])
-        async def task_status(task_id: str, request: Request[Any, Any, Any]) -> TaskStatus:
-            await guard(request)
             info = await runner.aget(task_id)
             if info is None:
                 raise HTTPException(f"no task with id {task_id}", status_code=404)
+            return info
+
+        @get("/{task_id:str}", tags=["tasks"])
+        async def task_status(task_id: str, request: Request[Any, Any, Any]) -> TaskStatus:
+            info = await lookup(task_id, request)
             return TaskStatus(**status_fields(info, include_errors))
 
         @get("/{task_id:str}/result", tags=["tasks"])
         async def task_result(task_id: str, request: Request[Any, Any, Any]) -> Any:
-            await guard(request)
-            info = await runner.aget(task_id)
-            if info is None:
-                raise HTTPException(f"no task with id {task_id}", status_code=404)
+            info = await lookup(task_id, request)
             if info.state.value != "succeeded":
                 raise HTTPException(f"task {task_id} is {info.state.value}", status_code=409)
             return info.result
