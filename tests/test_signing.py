@@ -73,6 +73,32 @@ def test_forged_and_changed_tasks_are_dead_lettered_signed_ones_run(shared_db):
     assert durable_tasks.calls == [("real", "sync")]
 
 
+def test_a_task_this_process_wrote_runs_as_it_wrote_it(shared_db):
+    """The process that accepted a task and claims it itself runs the call it checked and
+    stored (it does not read it back), so a change made in the store meanwhile does not
+    run there either; a task with large arguments is read back, and refused."""
+    durable_tasks.calls.clear()
+    big = "x" * 4000  # over what a writer keeps in memory: read back from the store
+
+    async def scenario() -> dict[str, object]:
+        async with durable_tasks.runner(shared_db, signing_key=KEY, poll_interval=0.05) as app:
+            small = await app.asubmit(BackgroundTask(record_sync, "mine").using(delay=0.5))
+            large = await app.asubmit(BackgroundTask(record_sync, "mine", big).using(delay=0.5))
+            store = open_store(shared_db)
+            await tamper(store, shared_db, small)
+            await tamper(store, shared_db, large)
+            await store.close()
+            await asyncio.sleep(0.6)
+            await app.join(timeout=10)
+            return {"small": await app.aget(small), "large": await app.aget(large)}
+
+    seen = asyncio.run(scenario())
+    assert seen["small"].state == "succeeded"
+    assert durable_tasks.calls == [("mine", "sync")]
+    assert seen["large"].state == "failed"
+    assert "signature does not match" in seen["large"].error
+
+
 async def tamper(store, url: str, task_id: str) -> None:
     """Change a stored task's arguments the way an attacker would: in the store itself."""
     if url.startswith("redis"):

@@ -24,7 +24,7 @@ async def record(label: str, amount: Decimal, ident: uuid.UUID) -> None:
     calls.append((label, (amount, ident, request_id.get())))
 
 
-def record_sync(label: str) -> None:
+def record_sync(label: str, padding: str = "") -> None:
     calls.append((label, "sync"))
 
 

@@ -8,11 +8,12 @@ the attempt's outcome into the `Settlement` the store records.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from backbeat.engine.execution import Attempt, Outcome
 from backbeat.policy import TaskPolicy
@@ -28,6 +29,18 @@ logger = logging.getLogger("backbeat")
 
 class Unrunnable(Exception):
     """The stored task cannot run in this process: dead-letter it, keep going."""
+
+
+Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+class WrittenHere(NamedTuple):
+    """A task this process wrote, kept until it claims it: the request's context it runs
+    in, and the call as read back from its stored arguments when it was written (the
+    same call `resolve` would decode again), or None when that was too large to keep."""
+
+    context: contextvars.Context
+    call: Call | None
 
 
 @functools.lru_cache(maxsize=256)
@@ -55,11 +68,18 @@ def attempt_of(item: ClaimedTask) -> Attempt:
 
 
 def resolve(
-    registry: TaskRegistry, item: ClaimedTask, key: bytes | None = None
+    registry: TaskRegistry,
+    item: ClaimedTask,
+    key: bytes | None = None,
+    here: WrittenHere | None = None,
 ) -> tuple[Callable[..., Any], list[Any], dict[str, Any]]:
     """The function and arguments of a claimed task; `Unrunnable` says why there are none.
 
-    With a signing `key`, a task whose signature is missing or wrong is not run."""
+    With a signing `key`, a task whose signature is missing or wrong is not run. A task
+    this process wrote (`here`) runs the call it checked then: what it stored."""
+    if here is not None and here.call is not None:
+        kept, kept_args, kept_kwargs = here.call
+        return kept, list(kept_args), kept_kwargs
     payload = item.payload
     if key is not None:
         try:

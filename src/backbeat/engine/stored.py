@@ -24,6 +24,7 @@ from typing import Any
 from backbeat.batching import TurnBatch
 from backbeat.concurrency import synchronous
 from backbeat.engine.blocking import BlockingCalls
+from backbeat.engine.claims import WrittenHere
 from backbeat.engine.execution import Hooks
 from backbeat.engine.limits import Limits
 from backbeat.engine.worker import StoredWorker
@@ -40,6 +41,9 @@ from backbeat.tasks import BackgroundTask, BackgroundTasks, RequestTasks, declar
 logger = logging.getLogger("backbeat")
 
 _REMEMBERED_IDS = 100_000
+# A task written here keeps its decoded call until claimed here when its arguments are
+# at most this many bytes of JSON (most are): memory stays bounded by the cap on ids.
+_KEPT_CALL_SIZE = 2048
 
 
 def original_function(task: BackgroundTask) -> Callable[..., Any]:
@@ -98,9 +102,9 @@ class StoredEngine:
         self.max_task_size = max_task_size
         self.registry = registry or TaskRegistry()
         self.signing_key = signing_key
-        # Contexts of tasks this process wrote, so that it runs them in their
-        # request's context when it claims them itself.
-        self._contexts: dict[str, contextvars.Context] = {}
+        # Tasks this process wrote, so that it runs them in their request's context
+        # (and without reading their arguments back) when it claims them itself.
+        self._written_here: dict[str, WrittenHere] = {}
         self._written: OrderedDict[str, None] = OrderedDict()
         self.worker = StoredWorker(
             store,
@@ -110,7 +114,7 @@ class StoredEngine:
             lease=lease,
             poll_interval=poll_interval,
             max_lost_leases=max_lost_leases,
-            contexts=self._contexts,
+            written_here=self._written_here,
             queues=queues,
             signing_key=signing_key,
         )
@@ -176,7 +180,7 @@ class StoredEngine:
         # What a worker will read back must fit the function (a set stored as a list for a
         # `str` parameter would fail there, after the 2xx): read it back now.
         try:
-            decode_arguments(func, payload)
+            args, kwargs = decode_arguments(func, payload)
         except ArgumentError as exc:
             raise ArgumentError(f"task {name!r} cannot be stored: {exc}") from None
         if len(payload) > self.max_task_size:
@@ -212,17 +216,16 @@ class StoredEngine:
                 key=policy.key,
             )
         )
-        self._remember(task_id, (task.context or caller or contextvars.copy_context()).copy())
-        return [task_id]
-
-    def _remember(self, task_id: str, context: contextvars.Context) -> None:
         self._written[task_id] = None
         if len(self._written) > _REMEMBERED_IDS:
             self._written.popitem(last=False)
         if self.execute:
-            self._contexts[task_id] = context
-            if len(self._contexts) > _REMEMBERED_IDS:
-                self._contexts.pop(next(iter(self._contexts)))
+            context = (task.context or caller or contextvars.copy_context()).copy()
+            call = (func, args, kwargs) if len(payload) <= _KEPT_CALL_SIZE else None
+            self._written_here[task_id] = WrittenHere(context, call)
+            if len(self._written_here) > _REMEMBERED_IDS:
+                self._written_here.pop(next(iter(self._written_here)))
+        return [task_id]
 
     def take(self, task: BackgroundTask) -> bool:
         return False  # a stored task is handed over by writing it, which takes an await

@@ -22,7 +22,13 @@ import socket
 import time
 
 from backbeat.concurrency import enforce_async_callable
-from backbeat.engine.claims import Unrunnable, attempt_of, resolve, settlement_for
+from backbeat.engine.claims import (
+    Unrunnable,
+    WrittenHere,
+    attempt_of,
+    resolve,
+    settlement_for,
+)
 from backbeat.engine.execution import (
     Attempt,
     Hooks,
@@ -63,7 +69,7 @@ class StoredWorker:
         lease: float,
         poll_interval: float,
         max_lost_leases: int,
-        contexts: dict[str, contextvars.Context],
+        written_here: dict[str, WrittenHere],
         queues: tuple[str, ...] | None = None,
         signing_key: bytes | None = None,
     ) -> None:
@@ -77,8 +83,8 @@ class StoredWorker:
         self.max_lost_leases = max_lost_leases
         self.queues = queues  # None: every queue
         self.name = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
-        # Request contexts of tasks this process wrote: they run in them when claimed here.
-        self.contexts = contexts
+        # Tasks this process wrote: claimed here, they run in their request's context.
+        self.written_here = written_here
         self.executions: dict[str, asyncio.Task[None]] = {}
         self.receipts: dict[str, str] = {}  # id -> the claim it runs under
         # Running tasks to stop: cancelled by someone, or their lease was lost.
@@ -251,10 +257,11 @@ class StoredWorker:
     # --- running -------------------------------------------------------------------------
 
     def spawn(self, item: ClaimedTask) -> None:
-        context = self.contexts.pop(item.id, None) or contextvars.Context()
+        here = self.written_here.pop(item.id, None)
+        context = contextvars.Context() if here is None else here.context
         context.run(current_runner.set, None)
         execution = asyncio.get_running_loop().create_task(
-            self._execute(item), name=f"task {item.name!r} (id {item.id})", context=context
+            self._execute(item, here), name=f"task {item.name!r} (id {item.id})", context=context
         )
         self.executions[item.id] = execution
         self.receipts[item.id] = item.receipt
@@ -267,10 +274,10 @@ class StoredWorker:
                 self._stopping.add(task_id)
                 execution.cancel()
 
-    async def _execute(self, item: ClaimedTask) -> None:
+    async def _execute(self, item: ClaimedTask, here: WrittenHere | None) -> None:
         try:
             try:
-                func, args, kwargs = resolve(self.registry, item, self.signing_key)
+                func, args, kwargs = resolve(self.registry, item, self.signing_key, here)
             except Unrunnable as exc:
                 await self._unrunnable(item, str(exc))
                 return
