@@ -7,6 +7,7 @@ server killed while they wait runs them when it starts again):
 
 - ``tasks: Tasks``, injected like FastAPI's own ``BackgroundTasks``, also into
   dependencies (one collection per request);
+- FastAPI's own ``BackgroundTasks`` parameter (``install`` wires it to the runner);
 - a response's ``background=``;
 - a delayed task (a reminder) that waits in the store.
 
@@ -19,7 +20,7 @@ import asyncio
 import logging
 import os
 
-from fastapi import Depends, FastAPI
+from fastapi import BackgroundTasks, Depends, FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -67,6 +68,12 @@ async def signup(data: Signup, tasks: Tasks) -> dict[str, str]:
     welcome = tasks.add_task(send_welcome, data.email)
     tasks.add_task(remind, data.email).using(delay=float(os.environ.get("REMIND_AFTER", "2")))
     return {"task": welcome.id}
+
+
+@app.post("/feedback")
+async def feedback(data: Signup, background_tasks: BackgroundTasks) -> dict[str, bool]:
+    background_tasks.add_task(audit, f"feedback from {data.email}")
+    return {"thanks": True}
 
 
 @app.post("/unsubscribe")

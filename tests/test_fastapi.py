@@ -10,11 +10,11 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI, HTTPException, Response
+from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Response
 from fastapi.responses import JSONResponse
 
 from backbeat import App, BackgroundTask, Runner, get, task
-from backbeat.fastapi import Tasks, install, lifespan, status_router
+from backbeat.fastapi import SupervisedBackgroundTasks, Tasks, install, lifespan, status_router
 from backbeat.testing import TestClient
 from tests.apps import durable_tasks
 from tests.conftest import recording
@@ -271,8 +271,9 @@ def test_logging_names_the_request_when_storing_fails(tmp_path):
 
 
 def test_the_example_served_by_uvicorn_survives_a_kill_9(tmp_path):
-    """examples/fastapi_app.py under a real uvicorn: injected, dependency and response tasks
-    run; reminders accepted before a kill -9 run after the restart."""
+    """examples/fastapi_app.py under a real uvicorn: injected (backbeat's and FastAPI's own),
+    dependency and response tasks run; reminders accepted before a kill -9 run after the
+    restart."""
     env = {"BACKBEAT_STORE": f"sqlite:///{tmp_path}/tasks.db", "REMIND_AFTER": "3"}
     emails = [f"user{n}@example.com" for n in range(10)]
     with uvicorn("examples.fastapi_app:app", tmp_path, env=env, name="first") as server:
@@ -281,6 +282,7 @@ def test_the_example_served_by_uvicorn_survives_a_kill_9(tmp_path):
                 client.post("/signup?source=ads", json={"email": e}).json()["task"] for e in emails
             ]
             client.post("/unsubscribe", json={"email": "gone@example.com"})
+            client.post("/feedback", json={"email": "fan@example.com"})
             wait_until(
                 lambda: server.log().count("welcome sent to") == 10, 10, "welcomes", server.log
             )
@@ -291,6 +293,7 @@ def test_the_example_served_by_uvicorn_survives_a_kill_9(tmp_path):
     assert status["state"] == "succeeded"
     assert first.count("audit: signup from ads") == 10
     assert "audit: unsubscribed gone@example.com" in first
+    assert "audit: feedback from fan@example.com" in first  # FastAPI's own parameter
     assert "reminder sent" not in first  # still waiting in the store when the server died
     with uvicorn("examples.fastapi_app:app", tmp_path, env=env, name="second") as restarted:
         wait_until(
@@ -324,3 +327,110 @@ def test_a_task_fastapi_drops_is_cancelled_and_logged_not_lost_silently(tmp_path
         "never handed over" in line and "POST /" in line
         for line in backbeat_log.messages(logging.WARNING)
     )
+
+
+# FastAPI's own `BackgroundTasks` parameter, in an app `install` wired to backbeat.
+
+
+def test_fastapis_own_parameter_runs_its_tasks_in_order_after_the_response(tmp_path):
+    log = tmp_path / "log.txt"
+    app = FastAPI()
+    runner = install(app)
+
+    def get_query(background_tasks: BackgroundTasks, q: str | None = None) -> str | None:
+        if q:
+            background_tasks.add_task(write_line, str(log), f"found query: {q}")
+        return q
+
+    @app.post("/send-notification/{email}")
+    async def send_notification(
+        email: str, background_tasks: BackgroundTasks, q: str | None = Depends(get_query)
+    ) -> dict[str, str]:
+        assert isinstance(background_tasks, SupervisedBackgroundTasks)
+        background_tasks.add_task(write_line, str(log), f"message to {email}")
+        assert log.exists() is False  # not run inline, in the handler or before the response
+        return {"message": "Message sent"}
+
+    with TestClient(app) as client:
+        response = client.post("/send-notification/rick@example.com?q=some-query")
+        stats = runner.stats()
+    assert response.json() == {"message": "Message sent"}
+    assert log.read_text() == "found query: some-query\nmessage to rick@example.com\n"
+    assert stats["succeeded"] == 2  # the runner ran them
+
+
+def test_fastapis_own_parameter_isolates_retries_and_drops_on_raise(backbeat_log):
+    ran: list[str] = []
+    attempts: list[int] = []
+
+    @task(retries=2, backoff=0.01)
+    def flaky() -> None:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise RuntimeError("not yet")
+
+    def explode() -> None:
+        raise RuntimeError("boom")
+
+    app = FastAPI()
+    runner = install(app)
+
+    @app.post("/")
+    def handler(background_tasks: BackgroundTasks) -> dict[str, bool]:  # a sync handler
+        background_tasks.add_task(explode)
+        background_tasks.add_task(flaky)
+        background_tasks.add_task(ran.append, "after the failure")
+        return {"ok": True}
+
+    @app.post("/raises")
+    async def raises(background_tasks: BackgroundTasks) -> None:
+        background_tasks.add_task(ran.append, "should not run")
+        raise HTTPException(409, "taken")
+
+    with TestClient(app, raise_task_exceptions=False) as client:
+        assert client.post("/").status_code == 200
+        assert client.post("/raises").status_code == 409
+        stats = runner.stats()
+    assert ran == ["after the failure"]
+    assert len(attempts) == 3
+    assert (stats["succeeded"], stats["failed"]) == (2, 1)
+    assert any("boom" in line for line in backbeat_log.messages(logging.ERROR))
+
+
+def test_fastapis_own_parameter_is_stored_before_the_response_or_refused(tmp_path):
+    store = f"sqlite:///{tmp_path}/tasks.db"
+    app = FastAPI()
+    install(app, Runner(store=store)).register(durable_tasks.record_sync)
+
+    @app.post("/good")
+    async def good(label: str, background_tasks: BackgroundTasks) -> dict[str, str]:
+        background_tasks.add_task(durable_tasks.record_sync, label)
+        return {"ok": "yes"}
+
+    @app.post("/bad")
+    async def bad(background_tasks: BackgroundTasks) -> dict[str, str]:
+        background_tasks.add_task(durable_tasks.record_sync, "first")
+        background_tasks.add_task(durable_tasks.record_sync, object())  # not JSON
+        return {"ok": "no"}
+
+    durable_tasks.calls.clear()
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.post("/good?label=kept").status_code == 200
+        refused = client.post("/bad")
+    assert refused.status_code == 500
+    assert durable_tasks.calls == [("kept", "sync")]
+    assert Runner(store=store).stats()["succeeded"] == 1
+
+
+def test_an_app_not_installed_keeps_fastapis_behaviour():
+    install(FastAPI())  # another app of the process is wired to backbeat
+    ran: list[str] = []
+    app = FastAPI()
+
+    @app.post("/")
+    async def handler(background_tasks: BackgroundTasks) -> None:
+        background_tasks.add_task(ran.append, "inline")
+
+    with TestClient(app) as client:
+        client.post("/")
+    assert ran == ["inline"]

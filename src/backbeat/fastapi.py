@@ -19,30 +19,51 @@ their runners started too, and with a store every task a request makes is stored
 before the response starts. ``tasks: Tasks`` is a backbeat `BackgroundTasks`, one
 per request (shared with the request's dependencies, like FastAPI's own): run by
 the runner after the response, each task isolated, with its ``@task`` policy; not
-run if the handler raises. FastAPI's own ``BackgroundTasks`` keep FastAPI's
-behaviour (inline, after the response): use ``Tasks``.
+run if the handler raises.
+
+FastAPI's own ``BackgroundTasks`` parameter works too once `install` has run:
+FastAPI then injects a `SupervisedBackgroundTasks` (its own class, subclassed)
+whose tasks, in a request served through the middleware, go to the runner
+exactly as ``Tasks``' do, when FastAPI hands them to the response. Elsewhere
+(an app not installed) it behaves as FastAPI's. ``Tasks`` gives more:
+``add_task`` returns the task (its id), and a handler may pass it to a response
+of its own.
 
 Needs ``pip install "backbeat[fastapi]"``; nothing here is imported otherwise.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ParamSpec
 
+import fastapi
+import fastapi.dependencies.utils
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from pydantic import BaseModel
+from starlette.background import BackgroundTask as StarletteTask
 
 from backbeat.applications import with_runner
 from backbeat.middleware import BackbeatMiddleware, inject_tasks
 from backbeat.runner import Runner
 from backbeat.status import TaskInfo
 from backbeat.status_routes import Auth, check_auth, status_fields
-from backbeat.tasks import BackgroundTasks
+from backbeat.tasks import BackgroundTasks, current_runner
 
-__all__ = ["TaskStatus", "Tasks", "install", "lifespan", "status_router"]
+__all__ = [
+    "SupervisedBackgroundTasks",
+    "TaskStatus",
+    "Tasks",
+    "install",
+    "lifespan",
+    "status_router",
+]
+
+logger = logging.getLogger("backbeat")
+P = ParamSpec("P")
 
 
 async def _request_tasks(request: Request) -> AsyncIterator[BackgroundTasks]:
@@ -58,13 +79,60 @@ Tasks = Annotated[BackgroundTasks, Depends(_request_tasks)]
 """A handler or dependency parameter: this request's backbeat tasks."""
 
 
+class SupervisedBackgroundTasks(fastapi.BackgroundTasks):
+    """What FastAPI injects for a ``BackgroundTasks`` parameter once `install` has run.
+
+    Made while a request is served through `BackbeatMiddleware`, it keeps its tasks
+    in a backbeat collection (stored ahead of the response with a store), which
+    the response hands to the runner; FastAPI's rules stay: nothing runs if the
+    handler raises, or if it returns a response with a ``background`` of its own
+    (with a store, those are then cancelled, and logged). Made anywhere else, it
+    is FastAPI's class, unchanged.
+    """
+
+    def __init__(self, tasks: Sequence[StarletteTask] | None = None) -> None:
+        super().__init__(tasks)
+        self.supervised = BackgroundTasks() if current_runner.get() is not None else None
+
+    def add_task(self, func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> None:
+        if self.supervised is None:
+            super().add_task(func, *args, **kwargs)
+        else:
+            self.supervised.add_task(func, *args, **kwargs)
+
+    async def __call__(self) -> None:
+        if self.supervised is not None:
+            await self.supervised()
+        await super().__call__()
+
+
+def _supervise_fastapis_own_tasks() -> None:
+    """Have FastAPI make `SupervisedBackgroundTasks` for its injected parameter (it
+    makes them in one place, `solve_dependencies`, from this module-level name)."""
+    solver = fastapi.dependencies.utils
+    made_by_fastapi = getattr(solver, "BackgroundTasks", None)
+    if made_by_fastapi is SupervisedBackgroundTasks:
+        return
+    if made_by_fastapi is not fastapi.BackgroundTasks:
+        logger.warning(
+            "backbeat: FastAPI %s does not make its injected BackgroundTasks where backbeat "
+            "expects: they keep FastAPI's behaviour (inline); use backbeat.fastapi.Tasks",
+            fastapi.__version__,
+        )
+        return
+    setattr(solver, "BackgroundTasks", SupervisedBackgroundTasks)  # noqa: B010 - not exported
+
+
 def install(app: FastAPI, runner: Runner | None = None) -> Runner:
     """Run `runner` (a default `Runner()` if None) for `app`; returns it.
 
     Call before the app starts serving. It adds `BackbeatMiddleware` as the
-    outermost middleware.
+    outermost middleware, and has FastAPI inject `SupervisedBackgroundTasks` for
+    its own ``BackgroundTasks`` parameter (in every app of the process; it only
+    differs from FastAPI's in requests served through backbeat's middleware).
     """
     runner = runner if runner is not None else Runner()
+    _supervise_fastapis_own_tasks()
     app.add_middleware(BackbeatMiddleware, runner=runner)
     app.state.backbeat_runner = runner  # for `backbeat worker app:app` and the TestClient
     return runner

@@ -6,8 +6,9 @@ The runner starts when the wrapped app's lifespan starts up and drains before
 the wrapped app's own shutdown runs. During a request, backbeat tasks that a
 response awaits (its ``background=``) are handed to the runner instead of
 running inside the request's ASGI call. Other frameworks' own task classes
-(`starlette.background.BackgroundTasks`, FastAPI's injected tasks) still run
-inline: only backbeat tasks know how to hand themselves over.
+(`starlette.background.BackgroundTasks`, …) still run inline: only backbeat
+tasks know how to hand themselves over (`backbeat.fastapi.install` makes
+FastAPI's injected ones backbeat's).
 
 With a store, a 2xx is a promise here too: every backbeat task made while the
 request is served is stored before ``http.response.start`` goes out. If that
