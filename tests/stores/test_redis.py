@@ -87,3 +87,43 @@ def store_url_redis(redis_server):
     url = fresh_prefix_url(redis_server)
     yield url
     forget(url)
+
+
+_tried: set[str] = set()
+_started: dict[str, float] = {}
+
+
+async def _fails_once(label: str) -> None:
+    if label not in _tried:
+        _tried.add(label)
+        raise RuntimeError("the first attempt fails")
+    _started[label] = time.time()
+
+
+async def test_a_retry_wakes_an_idle_worker_at_its_due_time(store_url_redis):
+    """The worker records a failure (the retry rings the bell) while it waits on the
+    streams and, poked by the failed task's end, claims too: that claim must not make the
+    wait miss the ring (it did: 10-50% of retries started a whole wait late)."""
+    import anyio
+
+    writer = Runner(store=store_url_redis, execute=False)
+    worker = Runner(store=store_url_redis, poll_interval=30.0)  # a missed ring shows
+    for runner in (writer, worker):
+        runner.register(_fails_once)
+    late: list[float] = []
+    async with writer, worker:
+        await anyio.sleep(0.3)  # the worker is idle, blocked on the streams
+        for n in range(20):
+            label = f"retry{n}"
+            task = BackgroundTask(_fails_once, label).using(retries=1, backoff=0.05)
+            task_id = await writer.asubmit(task)
+            with anyio.fail_after(5):
+                while label not in _started:  # noqa: ASYNC110 - the task fills the dict
+                    await anyio.sleep(0.002)
+            stored = await worker.aget(task_id)
+            assert stored is not None and stored.attempts == 2
+            assert worker.store is not None
+            status = await worker.store.get(task_id)
+            assert status is not None
+            late.append(_started[label] - status.due_at)  # due_at: when the retry was due
+    assert max(late) < 0.5, sorted(late)[-5:]

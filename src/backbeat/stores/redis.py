@@ -294,20 +294,27 @@ class RedisStore:
         """Block on the streams (XREAD from the last ids seen) until an entry comes, the
         soonest held or delayed task is due, or `timeout` passes."""
         soonest, streams = await self._call("due")
+        bell = f"{self._tag}:bell"
         if not self._seen:
             # Any task entry there is news; the bell's past rings are not (the soonest due
             # time was just read).
             self._saw(streams)
-            bell = f"{self._tag}:bell"
             self._seen = {key: last if key == bell else "0-0" for key, last in self._seen.items()}
         else:
             self._saw(streams, only_new=True)
+        since = dict(self._seen)
+        # A ring after `soonest` was read is news even when a claim made meanwhile (a
+        # poked worker claims while this wait goes on) has already seen it: that claim
+        # took nothing not yet due, and nothing else would time the wait for it.
+        rung = dict(zip(streams[::2], streams[1::2], strict=True)).get(bell)
+        if rung is not None:
+            since[bell] = rung
         # Stay inside the operation timeout: a blocked read is a read.
         timeout = min(timeout, max(self.timeout - 0.5, 0.1))
         due_first = False
         if soonest and float(soonest) - time.time() < timeout:
             timeout, due_first = max(float(soonest) - time.time(), 0.0) + 0.001, True
-        if not self._seen:
+        if not since:
             await asyncio.sleep(timeout)
             return
         try:
@@ -315,11 +322,11 @@ class RedisStore:
                 # Redis ends a BLOCK only on its own clock tick (1/hz, 100 ms by default):
                 # a due time is kept here instead (the read is dropped at the timeout).
                 async with asyncio.timeout(timeout):
-                    got = await self._client.xread(self._seen, block=int(timeout * 1000) + 200)
+                    got = await self._client.xread(since, block=int(timeout * 1000) + 200)
             else:
                 # BLOCK 0 would wait for ever: a zero timeout reads what is there and goes.
                 block = int(timeout * 1000) or None
-                got = await self._client.xread(self._seen, block=block)
+                got = await self._client.xread(since, block=block)
         except TimeoutError:
             return
         except Exception as exc:
