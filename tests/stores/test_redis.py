@@ -103,17 +103,17 @@ async def _fails_once(label: str) -> None:
 async def test_a_retry_wakes_an_idle_worker_at_its_due_time(store_url_redis):
     """The worker records a failure (the retry rings the bell) while it waits on the
     streams and, poked by the failed task's end, claims too: that claim must not make the
-    wait miss the ring (it did: 10-50% of retries started a whole wait late)."""
+    wait miss the ring (it did: 10-50% of retries started up to a whole wait late)."""
     import anyio
 
     writer = Runner(store=store_url_redis, execute=False)
-    worker = Runner(store=store_url_redis, poll_interval=30.0)  # a missed ring shows
+    worker = Runner(store=store_url_redis, poll_interval=30.0)  # waits end at 1.5 s at most
     for runner in (writer, worker):
         runner.register(_fails_once)
     late: list[float] = []
     async with writer, worker:
         await anyio.sleep(0.3)  # the worker is idle, blocked on the streams
-        for n in range(20):
+        for n in range(30):
             label = f"retry{n}"
             task = BackgroundTask(_fails_once, label).using(retries=1, backoff=0.05)
             task_id = await writer.asubmit(task)
@@ -126,4 +126,4 @@ async def test_a_retry_wakes_an_idle_worker_at_its_due_time(store_url_redis):
             status = await worker.store.get(task_id)
             assert status is not None
             late.append(_started[label] - status.due_at)  # due_at: when the retry was due
-    assert max(late) < 0.5, sorted(late)[-5:]
+    assert max(late) < 0.5, sorted(late)[-5:]  # a missed ring cost up to 1.5 s here
