@@ -47,7 +47,7 @@ from backbeat.middleware import BackbeatMiddleware
 from backbeat.routing import declare_task_modules, reachable
 from backbeat.runner import Runner
 from backbeat.status import TaskInfo
-from backbeat.status_routes import PUBLIC_FIELDS, Auth, allows
+from backbeat.status_routes import Auth, allows, shown_status
 
 __all__ = ["BackgroundTask", "BackgroundTasks", "install", "status_gateways", "supervise"]
 
@@ -167,8 +167,7 @@ def status_gateways(
 
     @get("/{task_id}", tags=["tasks"])
     async def task_status(task_id: str, request: Request) -> dict[str, Any]:
-        shown: dict[str, Any] = (await lookup(task_id, request)).as_dict()
-        return shown if include_errors else {key: shown[key] for key in PUBLIC_FIELDS}
+        return shown_status(await lookup(task_id, request), include_errors)
 
     @get("/{task_id}/result", tags=["tasks"])
     async def task_result(task_id: str, request: Request) -> Any:

@@ -19,8 +19,6 @@ Needs ``pip install "backbeat[lilya]"``; nothing here is imported otherwise.
 
 from __future__ import annotations
 
-from typing import Any
-
 from lilya import background as lilya_background
 from lilya.requests import Request
 from lilya.responses import JSONResponse
@@ -29,7 +27,7 @@ from lilya.routing import Path
 from backbeat import tasks as backbeat_tasks
 from backbeat.runner import Runner
 from backbeat.status import TaskInfo
-from backbeat.status_routes import PUBLIC_FIELDS, Auth, allows
+from backbeat.status_routes import Auth, allows, shown_status
 
 __all__ = ["BackgroundTask", "BackgroundTasks", "status_paths"]
 
@@ -67,10 +65,7 @@ def status_paths(
         info = await lookup(request)
         if isinstance(info, JSONResponse):
             return info
-        shown: dict[str, Any] = info.as_dict()
-        if not include_errors:
-            shown = {key: shown[key] for key in PUBLIC_FIELDS}
-        return JSONResponse(shown)
+        return JSONResponse(shown_status(info, include_errors))
 
     async def task_result(request: Request) -> JSONResponse:
         info = await lookup(request)

@@ -28,7 +28,13 @@ if TYPE_CHECKING:
 
 Auth = Callable[[Request], bool | Awaitable[bool]]
 
-PUBLIC_FIELDS = ("id", "state", "attempts", "created_at", "started_at", "finished_at")
+_PUBLIC_FIELDS = ("id", "state", "attempts", "created_at", "started_at", "finished_at")
+
+
+def shown_status(info: TaskInfo, include_errors: bool) -> dict[str, Any]:
+    """What a status route shows of a task, as JSON-ready values."""
+    shown: dict[str, Any] = info.as_dict()
+    return shown if include_errors else {key: shown[key] for key in _PUBLIC_FIELDS}
 
 
 def status_fields(info: TaskInfo, include_errors: bool) -> dict[str, Any]:
@@ -80,9 +86,6 @@ def status_route(
         info = await runner.aget(task_id)
         if info is None:
             raise HTTPException(404, f"no task with id {task_id}")
-        shown: dict[str, Any] = info.as_dict()
-        if not include_errors:
-            shown = {key: shown[key] for key in PUBLIC_FIELDS}
-        return JSONResponse(shown, status_code=200)
+        return JSONResponse(shown_status(info, include_errors), status_code=200)
 
     return get(path, name=name)(task_status)

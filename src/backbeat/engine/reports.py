@@ -81,10 +81,6 @@ class Settlements:
         await self._batch.settle()
 
     async def _finish(self, settlements: list[Settlement]) -> None:
-        """While the store is unreachable (a restart, a cut link) the outcomes are kept and
-        sent again, with backoff, for up to five leases: once it answers, each is
-        recorded, or refused if its claim was taken over meanwhile.
-        """
         deadline = time.monotonic() + max(5 * self.lease, 10.0)
         wait = 0.1
         while True:

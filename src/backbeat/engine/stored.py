@@ -172,10 +172,10 @@ class StoredEngine:
             task = BackgroundTask(task)  # type: ignore[arg-type]  # appended to .tasks by hand
         func = original_function(task)
         name = self.registry.name_to_store(func)
-        carried = None
-        if self.hooks.observers:  # in the context the task was made in, or the caller's
-            made_in = task.context or caller or contextvars.copy_context()
-            carried = made_in.run(carry_all, self.hooks.observers)
+        # The context the task was made in, or the caller's: observers look there, and
+        # this process runs the task in a copy of it if it claims it itself.
+        made_in = task.context or caller or contextvars.copy_context()
+        carried = made_in.run(carry_all, self.hooks.observers) if self.hooks.observers else None
         payload = encode_arguments(name, task.args, task.kwargs, carried)
         # What a worker will read back must fit the function (a set stored as a list for a
         # `str` parameter would fail there, after the 2xx): read it back now.
@@ -220,9 +220,8 @@ class StoredEngine:
         if len(self._written) > _REMEMBERED_IDS:
             self._written.popitem(last=False)
         if self.execute:
-            context = (task.context or caller or contextvars.copy_context()).copy()
             call = (func, args, kwargs) if len(payload) <= _KEPT_CALL_SIZE else None
-            self._written_here[task_id] = WrittenHere(context, call)
+            self._written_here[task_id] = WrittenHere(made_in.copy(), call)
             if len(self._written_here) > _REMEMBERED_IDS:
                 self._written_here.pop(next(iter(self._written_here)))
         return [task_id]
