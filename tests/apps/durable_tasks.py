@@ -78,3 +78,19 @@ def stepwise_sync(steps: int) -> None:
     for step in range(1, steps + 1):
         time.sleep(0.02)
         progress(step / steps, step=step)
+
+
+# When each call of `timed` started and ended (time.monotonic()), by label.
+timings: dict[str, list[float]] = {}
+
+
+async def timed(label: str) -> None:
+    timings.setdefault(label, []).append(time.monotonic())
+    timings[label].append(time.monotonic())
+
+
+@task(name="tests.fails_then_succeeds", retries=3, backoff=0.05, max_backoff=0.05)
+async def fails_then_succeeds(label: str) -> None:
+    timings.setdefault(label, []).append(time.monotonic())
+    if len(timings[label]) < 3:
+        raise ConnectionError(f"{label}: attempt {len(timings[label])} fails")

@@ -11,6 +11,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pydantic_core import PydanticSerializationError, to_json
@@ -69,9 +70,13 @@ class Settlements:
     recorded, or refused if its claim was taken over meanwhile.
     """
 
-    def __init__(self, store: Store, lease: float) -> None:
+    def __init__(
+        self, store: Store, lease: float, recorded: Callable[[], object] = lambda: None
+    ) -> None:
         self.store = store
         self.lease = lease
+        # Told once outcomes are in the store: a task they finish may have let another run.
+        self.recorded = recorded
         self._batch: TurnBatch[Settlement] = TurnBatch(self._finish)
 
     def add(self, settlement: Settlement) -> None:
@@ -104,6 +109,7 @@ class Settlements:
             except StoreError as exc:
                 logger.error("backbeat: cannot record %d outcome(s): %s", len(settlements), exc)
                 return
+        self.recorded()
         for settlement, held in zip(settlements, kept, strict=True):
             if not held:
                 task_id, attempt = split_receipt(settlement.receipt)

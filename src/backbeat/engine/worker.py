@@ -94,7 +94,11 @@ class StoredWorker:
         # Tasks may be waiting that a finishing task could let run: look when one ends.
         self.backlog = False
         self.claiming = False
-        self._settlements = Settlements(store, lease)
+        # A sequence's next step, or a retry, may be runnable once an outcome is recorded.
+        self._settlements = Settlements(store, lease, recorded=self.poke)
+        # The soonest retry this worker scheduled (wall clock): its wait ends then at the
+        # latest, whatever the store's wait, started before the retry existed, waits for.
+        self._retry_at: float | None = None
         self._reports = ProgressReports(store)
         # The claim loop waits for the store (one wait at a time, kept across pokes) or a poke.
         self._store_wait: asyncio.Task[None] | None = None
@@ -186,7 +190,15 @@ class StoredWorker:
             return
         if self._store_wait is None:
             self._store_wait = self._loop.create_task(self.store.wait(self.poll_interval))
-        await asyncio.wait((self._store_wait, self._poke), return_when=asyncio.FIRST_COMPLETED)
+        timeout = None
+        if self._retry_at is not None:
+            timeout = self._retry_at - time.time() + 0.001
+            if timeout <= 0:  # due already: the claim that just ran saw it
+                self._retry_at = None
+                timeout = None
+        await asyncio.wait(
+            (self._store_wait, self._poke), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         if self._poke.done():
             self._poke = self._loop.create_future()
         if self._store_wait.done():
@@ -328,9 +340,12 @@ class StoredWorker:
         report_failure(self.hooks, task_info(attempt, FAILED, now, error, now), Unrunnable(error))
 
     def _record(self, attempt: Attempt, outcome: Outcome) -> None:
-        self._settlements.add(settlement_for(self.receipts[attempt.id], attempt, outcome))
-        if outcome.retry_in is not None:
-            self.poke()  # the claim loop's next wake-up may now be sooner
+        settlement = settlement_for(self.receipts[attempt.id], attempt, outcome)
+        self._settlements.add(settlement)
+        if settlement.retry_at is not None and (
+            self._retry_at is None or settlement.retry_at < self._retry_at
+        ):
+            self._retry_at = settlement.retry_at
 
     # --- stopping ------------------------------------------------------------------------
 
