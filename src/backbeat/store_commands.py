@@ -18,9 +18,10 @@ from typing import Any
 
 from pydantic_core import from_json
 
+from backbeat.processes import is_gone
 from backbeat.status import TaskState
 from backbeat.stores import Store, open_store
-from backbeat.stores.base import FINISHED_STATES, StoredStatus
+from backbeat.stores.base import FINISHED_STATES, StoredStatus, WorkerInfo
 
 STATES = tuple(state.value for state in TaskState)
 
@@ -44,6 +45,16 @@ async def _with(store: Store, command: Any, args: argparse.Namespace) -> int:
         return code
     finally:
         await store.close()
+
+
+async def _alive(store: Store) -> list[WorkerInfo]:
+    """The workers whose heartbeats go on, less those seen dead from here (their process is
+    gone from this machine) that no live worker has taken over yet."""
+    return [
+        worker
+        for worker in await store.workers()
+        if not is_gone(worker.machine, worker.pid, worker.process_started)
+    ]
 
 
 def _when(timestamp: float | None) -> str:
@@ -72,7 +83,7 @@ def _table(rows: list[list[str]]) -> str:
 async def status(store: Store, args: argparse.Namespace) -> int:
     counts = await store.counts()
     recent = await store.list_tasks(state="failed", limit=args.failures) if args.failures else []
-    alive = await store.workers()
+    alive = await _alive(store)
     out = sys.stdout
     out.write(f"store {args.store}\n\n")
     width = max(len(state) for state in counts)
@@ -158,7 +169,7 @@ async def purge(store: Store, args: argparse.Namespace) -> int:
 
 
 async def workers(store: Store, args: argparse.Namespace) -> int:
-    alive = await store.workers()
+    alive = await _alive(store)
     if args.json:
         for worker in alive:
             sys.stdout.write(json.dumps(worker.document()) + "\n")

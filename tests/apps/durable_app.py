@@ -4,7 +4,7 @@ import os
 import time
 
 from backbeat import App, BackgroundTasks, Runner, post
-from tests.apps.durable_tasks import mark, sleep_and_mark
+from tests.apps.durable_tasks import mark, mark_start_and_sleep, sleep_and_mark
 
 runner = Runner(
     store=os.environ["BACKBEAT_TEST_STORE"],
@@ -16,12 +16,19 @@ runner = Runner(
 )
 # A plain function used by handlers: registered, so that workers may run it.
 runner.register(sleep_and_mark)
+runner.register(mark_start_and_sleep)
 
 
 @post("/work")
 async def work(seconds: float, label: str, tasks: BackgroundTasks) -> dict[str, str]:
     job = tasks.add_task(sleep_and_mark, seconds, label)
     return {"id": job.id}
+
+
+@post("/long")
+async def long(seconds: float, label: str, tasks: BackgroundTasks) -> dict[str, str]:
+    """A task that marks its start (`start:LABEL`) and its end (`LABEL`)."""
+    return {"id": tasks.add_task(mark_start_and_sleep, seconds, label).id}
 
 
 async def audit(seconds: float, label: str) -> None:
@@ -58,6 +65,6 @@ async def block(seconds: float, label: str, tasks: BackgroundTasks) -> dict[str,
 
 
 app = App(
-    routes=[work, audit_route, poison, block, runner.status_route(include_errors=True)],
+    routes=[work, long, audit_route, poison, block, runner.status_route(include_errors=True)],
     runner=runner,
 )

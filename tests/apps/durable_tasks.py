@@ -39,6 +39,12 @@ async def sleep_and_mark(seconds: float, label: str) -> None:
     mark(label)
 
 
+async def mark_start_and_sleep(seconds: float, label: str) -> None:
+    mark(f"start:{label}")
+    await asyncio.sleep(seconds)
+    mark(label)
+
+
 def fail_unless(path: str) -> None:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} is missing")

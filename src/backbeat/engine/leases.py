@@ -8,6 +8,9 @@ one's success is then discarded. So a thread, with its own event loop for the
 store's calls, renews the leases of everything the worker runs, every
 ``lease / 3`` seconds, whatever the worker's loop is doing.
 
+It also sends the worker's heartbeat every second (``engine.takeover``: a worker
+whose heartbeats stop, or whose process is gone, has its tasks taken over).
+
 The keeper also watches that loop: when it has not answered for a second (or
 ``lease / 3``, if shorter), the keeper logs a warning naming the task that is
 running on it. A loop blocked for ``10 * lease`` is taken for hung: the keeper
@@ -25,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from backbeat.engine.takeover import beat_interval, grace, take_over_dead
 from backbeat.stores.base import Store, WorkerInfo
 
 logger = logging.getLogger("backbeat")
@@ -42,6 +46,7 @@ class LeaseKeeper:
         stop: Callable[[list[str]], object],
         describe: Callable[[], str],
         worker_info: Callable[[], WorkerInfo],
+        taken_over: Callable[[], object] = lambda: None,
     ) -> None:
         self.store = store
         self.worker = worker
@@ -50,6 +55,7 @@ class LeaseKeeper:
         self.stop_tasks = stop  # tells the worker's loop which tasks to stop
         self.describe = describe  # what the worker's loop is running now
         self.worker_info = worker_info  # what the heartbeat says
+        self.taken_over = taken_over  # a dead worker's tasks are claimable now (thread-safe)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -79,7 +85,9 @@ class LeaseKeeper:
         tick = min(self.lease / 6, 0.25)
         warn_after = min(self.lease / 3, 1.0)
         renew_every = self.lease / 3
-        last_renewal = -renew_every  # a first heartbeat at once
+        beat_every = beat_interval(self.lease)
+        last_renewal = -renew_every  # a first renewal, heartbeat and look around at once
+        last_beat = -beat_every
         warned = gave_up = False
         try:
             while not self._stop.wait(tick):
@@ -114,6 +122,9 @@ class LeaseKeeper:
                             self.describe(),
                         )
                     continue
+                if now - last_beat >= beat_every:
+                    last_beat = now
+                    self._beat_and_look_around(own_loop, store)
                 if now - last_renewal >= renew_every:
                     last_renewal = now
                     self._renew(own_loop, store)
@@ -131,12 +142,18 @@ class LeaseKeeper:
             with contextlib.suppress(Exception):
                 own_loop.run_until_complete(store.close())
 
-    def _renew(self, own_loop: asyncio.AbstractEventLoop, store: Store) -> None:
+    def _beat_and_look_around(self, own_loop: asyncio.AbstractEventLoop, store: Store) -> None:
+        """Say this worker is alive; take over the tasks of workers that are not."""
         try:
-            # Alive until three renewals are missed.
-            own_loop.run_until_complete(store.heartbeat(self.worker_info(), self.lease))
+            own_loop.run_until_complete(store.heartbeat(self.worker_info(), grace(self.lease)))
+            taken = own_loop.run_until_complete(take_over_dead(store, self.worker))
         except Exception as exc:
             logger.warning("backbeat: worker %s cannot send its heartbeat: %s", self.worker, exc)
+            return
+        if taken:
+            self.taken_over()
+
+    def _renew(self, own_loop: asyncio.AbstractEventLoop, store: Store) -> None:
         receipts = self.receipts()
         if not receipts:
             return

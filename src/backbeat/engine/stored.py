@@ -328,7 +328,7 @@ class StoredEngine:
         self.calls.loop = asyncio.get_running_loop()
         self.accepting = True
         if self.execute:
-            self.worker.start()
+            await self.worker.start()
 
     async def drain(self) -> None:
         self.accepting = False

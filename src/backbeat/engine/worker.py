@@ -40,8 +40,10 @@ from backbeat.engine.execution import (
 from backbeat.engine.leases import LeaseKeeper
 from backbeat.engine.limits import Limits
 from backbeat.engine.reports import ProgressReports, Settlements
+from backbeat.engine.takeover import grace, take_over_dead
 from backbeat.ids import new_id
 from backbeat.policy import DEFAULT_POLICY
+from backbeat.processes import this_process
 from backbeat.registry import TaskRegistry
 from backbeat.status import CANCELLED, FAILED
 from backbeat.stores.base import (
@@ -120,11 +122,16 @@ class StoredWorker:
         if self._poke is not None and not self._poke.done():
             self._poke.set_result(None)
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        # On record before the first claim, and what a dead process held is taken over
+        # before this one claims anything (the lease keeper goes on doing both).
+        self.started_at = time.time()
+        await self.store.heartbeat(self.info(), grace(self.lease))
+        if await take_over_dead(self.store, self.name):
+            self.backlog = True
         loop = self._loop = asyncio.get_running_loop()
         self._poke = loop.create_future()
         self.claiming = True
-        self.started_at = time.time()
         # The worker's own loops run outside any request's context.
         context = contextvars.Context()
         self._loops = [
@@ -139,20 +146,23 @@ class StoredWorker:
             stop=lambda ids: loop.call_soon_threadsafe(self._stop, ids),
             describe=self._running_on_loop,
             worker_info=self.info,
+            taken_over=lambda: loop.call_soon_threadsafe(self.poke),
         )
         self._keeper.start(loop)
 
     def info(self) -> WorkerInfo:
         """What this worker reports about itself (`Store.heartbeat`)."""
-        host, pid, _ = self.name.split(":")
+        process = this_process()
         return WorkerInfo(
             name=self.name,
-            host=host,
-            pid=int(pid),
+            host=socket.gethostname(),
+            pid=process.pid,
             queues=self.queues,
             concurrency=self.limits.concurrency,
             running=len(self.executions),
             started_at=self.started_at,
+            machine=process.machine,
+            process_started=process.started,
         )
 
     # --- claiming ------------------------------------------------------------------------

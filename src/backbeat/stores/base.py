@@ -101,6 +101,11 @@ class WorkerInfo:
     running: int  # tasks it runs now
     started_at: float
     seen_at: float = 0.0  # set by the store
+    # Where `pid` names this process, and when the process started (`backbeat.processes`):
+    # another process on the same machine can tell at once that it is gone.
+    machine: str = ""
+    process_started: float = 0.0
+    expires_at: float = 0.0  # set by the store: taken for dead after this
 
     def document(self) -> dict[str, object]:
         return {
@@ -112,12 +117,20 @@ class WorkerInfo:
             "running": self.running,
             "started_at": self.started_at,
             "seen_at": self.seen_at,
+            "machine": self.machine,
+            "process_started": self.process_started,
         }
 
     @classmethod
-    def from_document(cls, document: dict[str, Any]) -> WorkerInfo:
+    def from_document(cls, document: dict[str, Any], expires_at: float = 0.0) -> WorkerInfo:
         queues = document.get("queues")
-        return cls(**{**document, "queues": None if queues is None else tuple(queues)})
+        known = {
+            name: document[name]
+            for name in cls.__dataclass_fields__
+            if name in document and name != "expires_at"
+        }
+        known["queues"] = None if queues is None else tuple(queues)
+        return cls(**known, expires_at=expires_at)
 
 
 @dataclass(slots=True)
@@ -360,6 +373,18 @@ class Store(Protocol):
         """Record that this worker is alive (its `seen_at` is now) until `expires_in`
         seconds from now; 0 removes it (a worker that stops says so)."""
 
-    async def workers(self) -> list[WorkerInfo]:
-        """The workers whose last heartbeat has not expired, by name."""
+    async def workers(self, *, include_expired: bool = False) -> list[WorkerInfo]:
+        """The workers whose last heartbeat has not expired, by name, each with its
+        `expires_at`; with ``include_expired``, also those whose heartbeats stopped and
+        that nobody has taken over yet (`take_over` removes them)."""
+        ...
+
+    async def take_over(self, worker: str) -> list[str]:
+        """A worker is dead: end its claims now and forget its heartbeat.
+
+        Its running tasks' leases expire at once, so the next claim takes them over as
+        lost (counted in `lost`, as if the lease had run out); an outcome the dead
+        worker would still send is refused (fencing). Returns the ids of those tasks;
+        none when another process took them over first. Wakes this process's waiting
+        workers, as a write does."""
         ...

@@ -367,11 +367,28 @@ class MemoryStore:
             worker.seen_at = time.time()
             self._workers[worker.name] = (replace(worker), worker.seen_at + expires_in)
 
-    async def workers(self) -> list[WorkerInfo]:
+    async def workers(self, *, include_expired: bool = False) -> list[WorkerInfo]:
         with self._lock:
+            since = float("-inf") if include_expired else time.time()
+            listed = [
+                replace(info, expires_at=expires)
+                for info, expires in self._workers.values()
+                if expires > since
+            ]
+        return sorted(listed, key=lambda info: info.name)
+
+    async def take_over(self, worker: str) -> list[str]:
+        with self._lock:
+            self._workers.pop(worker, None)
             now = time.time()
-            live = [info for info, expires in self._workers.values() if expires > now]
-        return sorted(live, key=lambda info: info.name)
+            ids = []
+            for row in self._rows.values():
+                if row.state == "running" and row.worker == worker and (row.lease_until or 0) > now:
+                    row.lease_until = now
+                    ids.append(row.task.id)
+        if ids:
+            self._wakeups.notify()
+        return ids
 
     async def list_tasks(
         self,

@@ -50,7 +50,6 @@ from backbeat.stores.sqlite_sql import (
     COUNTS,
     CURRENT,
     DEAD_LOST,
-    LIVE_WORKERS,
     PROGRESS,
     RELEASE,
     REQUEUE,
@@ -58,6 +57,8 @@ from backbeat.stores.sqlite_sql import (
     SOONEST,
     START,
     STATUS_COLUMNS,
+    TAKE_OVER,
+    WORKERS,
     claim_sql,
     insert_groups,
     insert_row,
@@ -354,9 +355,21 @@ class SQLiteStore:
 
         await self._write(beat)
 
-    async def workers(self) -> list[WorkerInfo]:
-        rows = await anyio.to_thread.run_sync(self._read, LIVE_WORKERS, (time.time(),))
-        return [WorkerInfo.from_document(json.loads(row[0])) for row in rows]
+    async def workers(self, *, include_expired: bool = False) -> list[WorkerInfo]:
+        since = float("-inf") if include_expired else time.time()
+        rows = await anyio.to_thread.run_sync(self._read, WORKERS, (since,))
+        return [WorkerInfo.from_document(json.loads(document), at) for document, at in rows]
+
+    async def take_over(self, worker: str) -> list[str]:
+        def expire(conn: sqlite3.Connection) -> list[str]:
+            conn.execute("DELETE FROM backbeat_workers WHERE name = ?", (worker,))
+            rows = conn.execute(TAKE_OVER, {"now": time.time(), "worker": worker}).fetchall()
+            return [task_id for (task_id,) in rows]
+
+        ids = await self._write(expire)
+        if ids:
+            self._wakeups.notify()
+        return ids
 
     def _sooner(self, due: float) -> None:
         """A task written now is due then: the next due time seen may come later."""
