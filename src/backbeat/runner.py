@@ -72,13 +72,24 @@ class Runner:
         on_error: Hook | None = None,
         on_retry: Hook | None = None,
     ) -> None:
-        counts = ("concurrency", "max_pending", "keep_finished", "max_lost_leases", "max_task_size")
-        seconds = ("shutdown_timeout", "overflow_timeout", "finished_ttl", "lease", "poll_interval")
-        given = locals()
-        for name in counts:
-            check_count(name, given[name])
-        for name in seconds:
-            check_seconds(name, given[name])
+        counts = {
+            "concurrency": concurrency,
+            "max_pending": max_pending,
+            "keep_finished": keep_finished,
+            "max_lost_leases": max_lost_leases,
+            "max_task_size": max_task_size,
+        }
+        seconds = {
+            "shutdown_timeout": shutdown_timeout,
+            "overflow_timeout": overflow_timeout,
+            "finished_ttl": finished_ttl,
+            "lease": lease,
+            "poll_interval": poll_interval,
+        }
+        for name, count in counts.items():
+            check_count(name, count)
+        for name, value in seconds.items():
+            check_seconds(name, value)
         self.limits = Limits(
             concurrency=concurrency,
             max_pending=max_pending,

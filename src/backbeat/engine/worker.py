@@ -41,6 +41,7 @@ from backbeat.engine.leases import LeaseKeeper
 from backbeat.engine.limits import Limits
 from backbeat.engine.reports import ProgressReports, Settlements
 from backbeat.ids import new_id
+from backbeat.logs import about_task
 from backbeat.policy import DEFAULT_POLICY
 from backbeat.registry import TaskRegistry
 from backbeat.status import CANCELLED, FAILED
@@ -51,7 +52,7 @@ from backbeat.stores.base import (
     StoreError,
     WorkerInfo,
 )
-from backbeat.tasks import about_task, current_runner
+from backbeat.tasks import current_runner
 
 logger = logging.getLogger("backbeat")
 

@@ -16,17 +16,14 @@ until retried or purged) and ``cancelled``.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic_core import from_json
 
+from backbeat.logs import log_dead_letters as log_dead_letters  # stores/memory.py imports it here
 from backbeat.status import TaskInfo, TaskState
-from backbeat.tasks import about_task
-
-logger = logging.getLogger("backbeat")
 
 
 @dataclass(slots=True)
@@ -165,18 +162,6 @@ def _utc(timestamp: float) -> datetime:
 
 
 FINISHED_STATES = ("succeeded", "failed", "cancelled")
-
-
-def log_dead_letters(dead: list[tuple[str, str, str]] | list[list[str]]) -> None:
-    """Log the (id, name, error) of tasks a claim dead-lettered (lost their lease too often)."""
-    for task_id, name, error in dead:
-        logger.error(
-            "Background task %r (id %s) failed: %s",
-            name,
-            task_id,
-            error,
-            extra=about_task(task_id, name),
-        )
 
 
 def check_purgeable(states: tuple[str, ...]) -> None:
