@@ -31,7 +31,7 @@ SUCCEEDED = TaskState.SUCCEEDED
 FAILED = TaskState.FAILED
 CANCELLED = TaskState.CANCELLED
 FINISHED = frozenset({SUCCEEDED, FAILED, CANCELLED})
-LIVE_STATES = ("pending", "scheduled", "running")  # what `queue_stats` counts
+LIVE_STATES = tuple(state.value for state in TaskState if state not in FINISHED)  # `queue_stats`
 
 
 def _utc(timestamp: float | None) -> datetime | None:

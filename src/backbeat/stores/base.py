@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from pydantic_core import from_json
 
 from backbeat.logs import log_dead_letters as log_dead_letters  # stores/memory.py imports it here
-from backbeat.status import TaskInfo, TaskState
+from backbeat.status import FINISHED, TaskInfo, TaskState
 
 
 @dataclass(slots=True)
@@ -161,7 +161,7 @@ def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
-FINISHED_STATES = ("succeeded", "failed", "cancelled")
+FINISHED_STATES = tuple(state.value for state in TaskState if state in FINISHED)
 
 
 def check_purgeable(states: tuple[str, ...]) -> None:
@@ -171,8 +171,8 @@ def check_purgeable(states: tuple[str, ...]) -> None:
         raise ValueError(f"only finished tasks can be purged, not {sorted(unknown)}")
 
 
-# The keys of `Store.counts`.
-COUNTED_STATES = ("pending", "scheduled", "running", "succeeded", "failed", "cancelled")
+# The keys of `Store.counts`, in TaskState's order (the Redis script's `counts` answers in it).
+COUNTED_STATES = tuple(state.value for state in TaskState)
 
 
 def receipt_for(task_id: str, attempt: int) -> str:
