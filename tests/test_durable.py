@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient as StarletteTestClient
 
-from backbeat import App, BackgroundTask, BackgroundTasks, JSONResponse, Runner, post
+from backbeat import (
+    App,
+    BackgroundTask,
+    BackgroundTasks,
+    JSONResponse,
+    Runner,
+    post,
+    status_route,
+)
 from backbeat.ids import new_id
 from backbeat.stores import NewTask
 from backbeat.testing import TestClient
@@ -154,7 +162,7 @@ def test_app_writes_tasks_before_the_response_and_runs_them_after(db):
         return JSONResponse({"task": job.id}, status_code=202)
 
     runner = durable_tasks.runner(db)
-    app = App(routes=[pay, runner.status_route()], runner=runner)
+    app = App(routes=[pay, status_route(runner)], runner=runner)
     with TestClient(app) as client:
         response = client.post("/pay")
         assert response.status_code == 202

@@ -169,6 +169,7 @@ def test_the_status_router_guards_with_auth():
         assert client.get(f"/tasks/{task_id}", headers={"x-key": "k"}).status_code == 200
 
 
+@pytest.mark.process
 def test_the_example_served_by_uvicorn_survives_a_kill_9(tmp_path):
     env = {"BACKBEAT_STORE": f"sqlite:///{tmp_path}/tasks.db", "REMIND_AFTER": "3"}
     emails = [f"user{n}@example.com" for n in range(5)]

@@ -13,7 +13,11 @@ import time
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tests.serving import ROOT
+
+pytestmark = pytest.mark.process
 
 APP = """
 from pathlib import Path

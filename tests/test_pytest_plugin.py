@@ -9,6 +9,8 @@ import pytest
 
 from tests.serving import ROOT
 
+pytestmark = pytest.mark.process
+
 pytest_plugins = ["pytester"]
 
 APP = """

@@ -4,11 +4,14 @@ killed with SIGKILL and started again on the same files (AOF, appendfsync always
 import time
 
 import httpx
+import pytest
 
 from backbeat import Runner
 from tests.redis_server import OwnRedis
 from tests.serving import background_process, uvicorn
 from tests.test_workers import env_for, post_tasks, wait_until
+
+pytestmark = [pytest.mark.process, pytest.mark.redis]
 
 WORKER = ["-m", "backbeat", "worker", "tests.apps.durable_app:app"]
 

@@ -6,10 +6,14 @@ import signal
 import sys
 import time
 
+import pytest
+
 from tests.serving import Server, background_process, uvicorn
 from tests.test_workers import backbeat, env_for, post_tasks, wait_until
 
 APP = "tests.apps.durable_app:app"
+pytestmark = pytest.mark.process
+
 WORKER = [sys.executable, "-m", "backbeat", "worker", APP]
 
 

@@ -15,6 +15,8 @@ from backbeat import BackgroundTask, Runner
 from tests.apps import durable_tasks
 from tests.serving import ROOT, background_process, uvicorn
 
+pytestmark = pytest.mark.process
+
 
 def env_for(store_url: str, **overrides: str) -> dict[str, str]:
     return {"BACKBEAT_TEST_STORE": store_url, **overrides}

@@ -126,7 +126,7 @@ class BackbeatPlugin(InitPluginProtocol):
         self, path: str = "/tasks", *, include_errors: bool = False, auth: Auth | None = None
     ) -> Router:
         """``GET {path}/{task_id}`` (the status) and ``{path}/{task_id}/result`` as Litestar
-        handlers (in its OpenAPI schema), as `runner.status_route` shows them."""
+        handlers (in its OpenAPI schema), as `backbeat.status_route` shows them."""
         runner = self.runner
 
         async def lookup(task_id: str, request: Request[Any, Any, Any]) -> TaskInfo:

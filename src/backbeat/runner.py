@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from backbeat.concurrency import in_event_loop
 from backbeat.engine.execution import FailureListener, Hook, Hooks
@@ -33,10 +33,6 @@ from backbeat.status import FINISHED, TaskInfo, value_of
 from backbeat.stores import Store, open_store
 from backbeat.stores.base import StoredStatus
 from backbeat.tasks import BackgroundTask, RequestTasks, request_tasks
-
-if TYPE_CHECKING:
-    from backbeat.routing import HandlerRoute
-    from backbeat.status_routes import Auth
 
 __all__ = ["Runner", "RunnerFull"]
 
@@ -76,13 +72,24 @@ class Runner:
         on_error: Hook | None = None,
         on_retry: Hook | None = None,
     ) -> None:
-        counts = ("concurrency", "max_pending", "keep_finished", "max_lost_leases", "max_task_size")
-        seconds = ("shutdown_timeout", "overflow_timeout", "finished_ttl", "lease", "poll_interval")
-        given = locals()
-        for name in counts:
-            check_count(name, given[name])
-        for name in seconds:
-            check_seconds(name, given[name])
+        counts = {
+            "concurrency": concurrency,
+            "max_pending": max_pending,
+            "keep_finished": keep_finished,
+            "max_lost_leases": max_lost_leases,
+            "max_task_size": max_task_size,
+        }
+        seconds = {
+            "shutdown_timeout": shutdown_timeout,
+            "overflow_timeout": overflow_timeout,
+            "finished_ttl": finished_ttl,
+            "lease": lease,
+            "poll_interval": poll_interval,
+        }
+        for name, count in counts.items():
+            check_count(name, count)
+        for name, value in seconds.items():
+            check_seconds(name, value)
         self.limits = Limits(
             concurrency=concurrency,
             max_pending=max_pending,
@@ -383,18 +390,3 @@ class Runner:
     def remove_failure_listener(self, listener: FailureListener) -> None:
         if listener in self.hooks.failure_listeners:
             self.hooks.failure_listeners.remove(listener)
-
-    def status_route(
-        self,
-        path: str = "/tasks/{task_id}",
-        *,
-        name: str = "task_status",
-        include_errors: bool = False,
-        auth: Auth | None = None,
-    ) -> HandlerRoute:
-        """A GET route serving this runner's task status as JSON: id, state, attempts and
-        times; more with ``include_errors``; ``auth`` guards it (`backbeat.status_routes`)."""
-        # The one import from the web layer, made only when a route is asked for.
-        from backbeat.status_routes import status_route
-
-        return status_route(self, path, name=name, include_errors=include_errors, auth=auth)

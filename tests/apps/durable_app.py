@@ -3,7 +3,7 @@
 import os
 import time
 
-from backbeat import App, BackgroundTasks, Runner, post
+from backbeat import App, BackgroundTasks, Runner, post, status_route
 from tests.apps.durable_tasks import mark, mark_start_and_sleep, sleep_and_mark
 
 runner = Runner(
@@ -65,6 +65,6 @@ async def block(seconds: float, label: str, tasks: BackgroundTasks) -> dict[str,
 
 
 app = App(
-    routes=[work, long, audit_route, poison, block, runner.status_route(include_errors=True)],
+    routes=[work, long, audit_route, poison, block, status_route(runner, include_errors=True)],
     runner=runner,
 )

@@ -17,9 +17,9 @@ from typing import Any
 from pydantic_core import PydanticSerializationError, to_json
 
 from backbeat.batching import TurnBatch
+from backbeat.logs import about_task
 from backbeat.progress import Reporter
 from backbeat.stores.base import Settlement, Store, StoreError, StoreUnavailable, split_receipt
-from backbeat.tasks import about_task
 
 logger = logging.getLogger("backbeat")
 

@@ -42,6 +42,7 @@ from backbeat.engine.limits import Limits
 from backbeat.engine.reports import ProgressReports, Settlements
 from backbeat.engine.takeover import grace, take_over_dead
 from backbeat.ids import new_id
+from backbeat.logs import about_task
 from backbeat.policy import DEFAULT_POLICY
 from backbeat.processes import this_process
 from backbeat.registry import TaskRegistry
@@ -53,7 +54,7 @@ from backbeat.stores.base import (
     StoreError,
     WorkerInfo,
 )
-from backbeat.tasks import about_task, current_runner
+from backbeat.tasks import current_runner
 
 logger = logging.getLogger("backbeat")
 

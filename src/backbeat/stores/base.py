@@ -16,17 +16,13 @@ until retried or purged) and ``cancelled``.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic_core import from_json
 
-from backbeat.status import TaskInfo, TaskState
-from backbeat.tasks import about_task
-
-logger = logging.getLogger("backbeat")
+from backbeat.status import FINISHED, TaskInfo, TaskState
 
 
 @dataclass(slots=True)
@@ -177,19 +173,7 @@ def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
-FINISHED_STATES = ("succeeded", "failed", "cancelled")
-
-
-def log_dead_letters(dead: list[tuple[str, str, str]] | list[list[str]]) -> None:
-    """Log the (id, name, error) of tasks a claim dead-lettered (lost their lease too often)."""
-    for task_id, name, error in dead:
-        logger.error(
-            "Background task %r (id %s) failed: %s",
-            name,
-            task_id,
-            error,
-            extra=about_task(task_id, name),
-        )
+FINISHED_STATES = tuple(state.value for state in TaskState if state in FINISHED)
 
 
 def check_purgeable(states: tuple[str, ...]) -> None:
@@ -199,8 +183,8 @@ def check_purgeable(states: tuple[str, ...]) -> None:
         raise ValueError(f"only finished tasks can be purged, not {sorted(unknown)}")
 
 
-# The keys of `Store.counts`.
-COUNTED_STATES = ("pending", "scheduled", "running", "succeeded", "failed", "cancelled")
+# The keys of `Store.counts`, in TaskState's order (the Redis script's `counts` answers in it).
+COUNTED_STATES = tuple(state.value for state in TaskState)
 
 
 def receipt_for(task_id: str, attempt: int) -> str:

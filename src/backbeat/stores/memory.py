@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
+from backbeat.logs import log_dead_letters
 from backbeat.status import TaskState
 from backbeat.stores.base import (
     COUNTED_STATES,
@@ -24,7 +25,6 @@ from backbeat.stores.base import (
     StoreError,
     WorkerInfo,
     check_purgeable,
-    log_dead_letters,
     receipt_for,
     split_receipt,
 )

@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from backbeat.batching import TurnGroup
+from backbeat.logs import log_dead_letters
 from backbeat.stores.base import (
     COUNTED_STATES,
     FINISHED_STATES,
@@ -44,7 +45,6 @@ from backbeat.stores.base import (
     StoreUnavailable,
     WorkerInfo,
     check_purgeable,
-    log_dead_letters,
     receipt_for,
     split_receipt,
 )

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 
 from backbeat.batching import TurnGroup
+from backbeat.logs import log_dead_letters
 from backbeat.stores.base import (
     COUNTED_STATES,
     FINISHED_STATES,
@@ -35,7 +36,6 @@ from backbeat.stores.base import (
     StoredStatus,
     WorkerInfo,
     check_purgeable,
-    log_dead_letters,
     receipt_for,
     split_receipt,
 )
