@@ -275,7 +275,7 @@ def test_a_worker_whose_store_cannot_be_reached_exits_with_one_line(tmp_path):
     result = subprocess.run(
         [
             sys.executable, "-m", "backbeat", "worker", "tests.apps.durable_app:app",
-            "--store", f"redis://127.0.0.1:{free_port()}/0",
+            "--store", f"redis://127.0.0.1:{free_port()}/0", "--exit-if-unreachable",
         ],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
         env={**__import__("os").environ, "BACKBEAT_TEST_STORE": env_store},

@@ -65,6 +65,17 @@ def parser() -> argparse.ArgumentParser:
         "--store", metavar="URL", help="run the tasks of this store (default: the app's own)"
     )
     worker.add_argument("--log-level", default="INFO", help="default INFO")
+    worker.add_argument(
+        "--exit-if-unreachable",
+        action="store_true",
+        help="exit 1 at once if the store cannot be reached (default: wait, retrying)",
+    )
+    worker.add_argument(
+        "--connect-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="exit 1 if the store cannot be reached within this time (default: wait for ever)",
+    )
 
     status = commands.add_parser("status", help="counts by state and recent failures")
     status.add_argument("--store", required=True, metavar="URL")
@@ -112,7 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "worker":
             return run_worker(
-                args.target, args.concurrency, args.log_level, args.queues, args.store
+                args.target,
+                args.concurrency,
+                args.log_level,
+                args.queues,
+                args.store,
+                exit_if_unreachable=args.exit_if_unreachable,
+                connect_timeout=args.connect_timeout,
             )
         return run_store_command(args)
     except (CommandError, StoreError) as exc:
@@ -166,6 +183,9 @@ def run_worker(
     log_level: str,
     queues: str | None = None,
     store: str | None = None,
+    *,
+    exit_if_unreachable: bool = False,
+    connect_timeout: float | None = None,
 ) -> int:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -180,18 +200,29 @@ def run_worker(
         if not names:
             raise CommandError(f"--queues needs queue names, got {queues!r}")
         runner.queues = names
+    if connect_timeout is not None and connect_timeout < 0:
+        raise CommandError(f"--connect-timeout must be >= 0, got {connect_timeout}")
     runner.executes = True
-    asyncio.run(_serve(runner, target))
-    return 0
+    return asyncio.run(_serve(runner, target, 0.0 if exit_if_unreachable else connect_timeout))
 
 
-async def _serve(runner: Runner, target: str) -> None:
+async def _serve(runner: Runner, target: str, connect_timeout: float | None) -> int:
     log = logging.getLogger("backbeat")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if connect_timeout == 0 and runner.store is not None:
+        await runner.store.open()  # --exit-if-unreachable: StoreUnavailable is the one line
     async with runner:
+        if not await _connected(runner, connect_timeout, stop):
+            if stop.is_set():
+                return 0
+            sys.stderr.write(
+                f"backbeat worker: error: the store {runner.store!r} could not be reached "
+                f"within {connect_timeout:g}s\n"
+            )
+            return EXIT_ERROR
         log.info(
             "backbeat worker for %s: store %r, queues %s, concurrency %d, pid %d",
             target,
@@ -203,3 +234,16 @@ async def _serve(runner: Runner, target: str) -> None:
         await stop.wait()
         log.info("backbeat worker: stopping (draining for up to %.0fs)", runner.shutdown_timeout)
     log.info("backbeat worker: stopped")
+    return 0
+
+
+async def _connected(runner: Runner, within: float | None, stop: asyncio.Event) -> bool:
+    """Whether the store answered within `within` seconds (a SIGTERM meanwhile: False)."""
+    connected = asyncio.ensure_future(runner.wait_connected(within))
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait((connected, stopped), return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not connected.done():
+        connected.cancel()
+        return False
+    return connected.result()

@@ -226,6 +226,18 @@ class Runner:
     async def start(self) -> None:
         await self._engine.start()
 
+    async def wait_connected(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Wait until the started runner's store has answered (a store unreachable at
+        start-up is tried again in the background); False after `timeout` seconds."""
+        if not isinstance(self._engine, StoredEngine):
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await self._engine.connection.connected.wait()
+        except TimeoutError:
+            return False
+        return True
+
     async def drain(self) -> None:
         """Stop taking tasks; give the others `shutdown_timeout` s; then cancel the rest
         (lost without a store, released to the store with one)."""

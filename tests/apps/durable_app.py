@@ -3,7 +3,7 @@
 import os
 import time
 
-from backbeat import App, BackgroundTasks, Runner, post, status_route
+from backbeat import App, BackgroundTasks, Runner, get, post, status_route
 from tests.apps.durable_tasks import mark, mark_start_and_sleep, sleep_and_mark
 
 runner = Runner(
@@ -64,7 +64,21 @@ async def block(seconds: float, label: str, tasks: BackgroundTasks) -> dict[str,
     return {"id": tasks.add_task(block_loop, seconds, label).id}
 
 
+@get("/health")
+async def health() -> dict[str, bool]:
+    """A route that stores nothing: it answers whatever the store's state."""
+    return {"ok": True}
+
+
 app = App(
-    routes=[work, long, audit_route, poison, block, status_route(runner, include_errors=True)],
+    routes=[
+        health,
+        work,
+        long,
+        audit_route,
+        poison,
+        block,
+        status_route(runner, include_errors=True),
+    ],
     runner=runner,
 )

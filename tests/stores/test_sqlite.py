@@ -3,11 +3,19 @@
 import asyncio
 import stat
 import time
+from pathlib import Path
 
 import pytest
 
 from backbeat.ids import new_id
-from backbeat.stores import MemoryStore, NewTask, SQLiteStore, StoreError, open_store
+from backbeat.stores import (
+    MemoryStore,
+    NewTask,
+    SQLiteStore,
+    StoreError,
+    StoreUnavailable,
+    open_store,
+)
 from backbeat.stores.sqlite import path_from_url
 from tests.stores.rows import new_task
 
@@ -43,11 +51,31 @@ async def test_urls(tmp_path):
     with pytest.raises(StoreError, match="unknown store 'mysql'"):
         open_store("mysql://localhost")
     assert isinstance(open_store("memory://"), MemoryStore)
-    store = open_store(f"sqlite:///{tmp_path}/nested/dir/t.db")
-    assert not (tmp_path / "nested").exists()  # nothing before `open`
+    store = open_store(f"sqlite:///{tmp_path}/t.db")
+    assert not (tmp_path / "t.db").exists()  # nothing before `open`
     await store.open()
-    assert (tmp_path / "nested" / "dir" / "t.db").exists()
+    assert (tmp_path / "t.db").exists()
     await store.close()
+
+
+async def test_a_missing_directory_of_an_absolute_path_is_waited_for_not_created(
+    tmp_path, monkeypatch
+):
+    """An absolute path is the deployment's: its directory missing is a volume not mounted
+    yet (unavailable: the app waits), not one to make on the disk beneath it."""
+    store = open_store(f"sqlite:///{tmp_path}/volume/tasks.db")
+    with pytest.raises(StoreUnavailable, match=r"volume.* does not exist \(a volume not mounted"):
+        await store.open()
+    assert not (tmp_path / "volume").exists()
+    (tmp_path / "volume").mkdir()  # mounted
+    await store.open()
+    await store.close()
+    # A relative path is the project's own: its directories are made.
+    monkeypatch.chdir(tmp_path)
+    relative = open_store("sqlite:///.backbeat/tasks.db")
+    await relative.open()
+    assert (tmp_path / ".backbeat" / "tasks.db").exists()
+    await relative.close()
 
 
 async def test_a_corrupt_or_unreadable_file_is_a_clear_error_at_open(tmp_path):
@@ -62,8 +90,9 @@ async def test_a_corrupt_or_unreadable_file_is_a_clear_error_at_open(tmp_path):
         await SQLiteStore(directory).open()
 
 
-async def test_sqlite_store_files_are_private(tmp_path):
-    path = tmp_path / "new" / "deeper" / "tasks.db"
+async def test_sqlite_store_files_are_private(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = Path("new") / "deeper" / "tasks.db"
     store = SQLiteStore(path)
     now = time.time()
     await store.enqueue([NewTask(new_id(), "n", "{}", now, now)])

@@ -25,6 +25,7 @@ from backbeat.batching import TurnBatch
 from backbeat.concurrency import synchronous
 from backbeat.engine.blocking import BlockingCalls
 from backbeat.engine.claims import WrittenHere
+from backbeat.engine.connecting import StoreConnection
 from backbeat.engine.execution import Hooks
 from backbeat.engine.limits import Limits
 from backbeat.engine.worker import StoredWorker
@@ -119,6 +120,7 @@ class StoredEngine:
             signing_key=signing_key,
         )
         self.accepting = False
+        self.connection = StoreConnection(store, self._opened)
         self._activations: TurnBatch[str] = TurnBatch(self._activate)
 
     # --- names -------------------------------------------------------------------------
@@ -303,6 +305,7 @@ class StoredEngine:
         self._activations.add(*ids)
 
     async def _activate(self, ids: list[str]) -> None:
+        self.connection.store_answered()  # they were written: the store is there
         worker = self.worker
         free = worker.free
         try:
@@ -323,15 +326,25 @@ class StoredEngine:
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.store.open()  # a bad URL, a missing or corrupt store: an error at start-up
         self.register_declared()
         self.calls.loop = asyncio.get_running_loop()
         self.accepting = True
+        # A bad URL, a missing or corrupt store: an error at start-up. An unreachable one
+        # is tried again while the app serves (`engine.connecting`).
+        self.connection = StoreConnection(self.store, self._opened)
+        try:
+            await self.connection.open()
+        except BaseException:
+            self.accepting = False
+            raise
+
+    async def _opened(self) -> None:
         if self.execute:
             await self.worker.start()
 
     async def drain(self) -> None:
         self.accepting = False
+        await self.connection.close()
         if self.worker.claiming:
             await self.worker.drain()
         await self._activations.settle()

@@ -118,6 +118,15 @@ class SQLiteFile:
         while not parent.exists():
             missing.append(parent)
             parent = parent.parent
+        if missing and self.path.is_absolute():
+            # An absolute path is the deployment's (a volume, /var/lib/…): a missing
+            # directory there is a volume not mounted yet, not one to create on whatever
+            # lies beneath. A relative one is the project's own (.backbeat/tasks.db).
+            raise StoreUnavailable(
+                f"the directory {str(missing[-1])!r} of the SQLite store {str(self.path)!r} "
+                "does not exist (a volume not mounted yet?); create it to start with an "
+                "empty store"
+            )
         for directory in reversed(missing):
             with contextlib.suppress(FileExistsError):
                 directory.mkdir(mode=0o700)
@@ -130,6 +139,8 @@ class SQLiteFile:
                 raise StoreMissing(f"no store at {self.path.absolute()}")
             try:
                 self._create_private()
+            except StoreUnavailable:
+                raise
             except OSError as exc:
                 raise StoreError(
                     f"cannot create the SQLite store {str(self.path)!r}: {exc}"
@@ -258,14 +269,16 @@ class SQLiteFile:
         if not live:
             return conn
         if conn is None or self._replaced():
-            # Never write into a file nobody else can see: refuse, and open anew.
+            # Never write into a file nobody else can see: refuse, and open anew. A file
+            # that could not be opened before (a volume mounted since) takes this batch.
             gone = conn is not None
             conn = self._reopen(conn)
-            reason = "was deleted or replaced" if gone else "cannot be opened"
-            refusal = StoreUnavailable(f"the SQLite store {str(self.path)!r} {reason}")
-            for write in live:
-                write.future.set_exception(refusal)
-            return conn
+            if gone or conn is None:
+                reason = "was deleted or replaced" if gone else "cannot be opened"
+                refusal = StoreUnavailable(f"the SQLite store {str(self.path)!r} {reason}")
+                for write in live:
+                    write.future.set_exception(refusal)
+                return conn
         try:
             try:
                 outcomes = self._transaction(conn, live, isolate=False)
