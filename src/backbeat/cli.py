@@ -1,6 +1,7 @@
 """The backbeat command: workers, and a look into a store.
 
     backbeat worker MODULE:ATTR [--store URL] [--concurrency N] [--queues A,B]
+                                [--metrics HOST:PORT]
     backbeat status --store URL [--failures N]
     backbeat workers --store URL [--json]
     backbeat list --store URL [--state S] [--queue Q] [--name N] [--limit N] [--json]
@@ -9,6 +10,7 @@
     backbeat retry ID... --store URL | backbeat retry --failed --store URL
     backbeat purge --store URL [--older-than 7d] [--state S]... [--dry-run]
 
+Every ``--store URL`` may be given as ``BACKBEAT_STORE=URL`` instead.
 Built on `argparse` (the standard library's, so the command adds no dependency).
 Bad arguments and unusable stores give a one-line error and a non-zero exit
 (2 for a store that does not exist: only the app and its workers create one).
@@ -28,12 +30,14 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from backbeat import __version__
 from backbeat.applications import find_runner
 from backbeat.routing import declare_task_modules
 from backbeat.runner import Runner
 from backbeat.store_commands import STATES, CommandError, run_store_command
 from backbeat.stores import StoreError, StoreMissing
 from backbeat.stores.base import FINISHED_STATES
+from backbeat.worker_endpoint import INSTALL_METRICS, WorkerEndpoint, parse_address, worker_metrics
 
 EXIT_ERROR = 1
 EXIT_NO_STORE = 2
@@ -51,8 +55,23 @@ def duration(text: str) -> float:
     return float(found.group(1)) * _SECONDS[found.group(2)]
 
 
+def store_option(
+    command: argparse.ArgumentParser, *, required: bool = True, help: str = "the store's URL"
+) -> None:
+    """``--store URL``, which ``BACKBEAT_STORE=URL`` in the environment gives instead."""
+    default = os.environ.get("BACKBEAT_STORE") or None
+    command.add_argument(
+        "--store",
+        metavar="URL",
+        default=default,
+        required=required and default is None,
+        help=f"{help}; or set BACKBEAT_STORE",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="backbeat", description=__doc__.split("\n")[0])
+    root.add_argument("--version", action="version", version=f"backbeat {__version__}")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     worker = commands.add_parser("worker", help="run the tasks of an app's store")
@@ -61,21 +80,26 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--queues", metavar="A,B", help="run tasks of these queues only (default: all)"
     )
-    worker.add_argument(
-        "--store", metavar="URL", help="run the tasks of this store (default: the app's own)"
+    store_option(
+        worker, required=False, help="run the tasks of this store (default: the app's own)"
     )
     worker.add_argument("--log-level", default="INFO", help="default INFO")
+    worker.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve /healthz (for probes) and /metrics (Prometheus) here",
+    )
 
     status = commands.add_parser("status", help="counts by state and recent failures")
-    status.add_argument("--store", required=True, metavar="URL")
+    store_option(status)
     status.add_argument("--failures", type=int, default=10, metavar="N", help="default 10")
 
     workers = commands.add_parser("workers", help="the workers alive now (their heartbeats)")
-    workers.add_argument("--store", required=True, metavar="URL")
+    store_option(workers)
     workers.add_argument("--json", action="store_true", help="one JSON object per line")
 
     listing = commands.add_parser("list", help="tasks, newest first")
-    listing.add_argument("--store", required=True, metavar="URL")
+    store_option(listing)
     listing.add_argument("--state", choices=STATES)
     listing.add_argument("--queue")
     listing.add_argument("--name")
@@ -85,20 +109,20 @@ def parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("show", help="one task: arguments, result, error, traceback")
     show.add_argument("id", metavar="ID")
-    show.add_argument("--store", required=True, metavar="URL")
+    store_option(show)
     show.add_argument("--json", action="store_true")
 
     cancel = commands.add_parser("cancel", help="cancel tasks (running ones at their next renewal)")
     cancel.add_argument("ids", nargs="+", metavar="ID")
-    cancel.add_argument("--store", required=True, metavar="URL")
+    store_option(cancel)
 
     retry = commands.add_parser("retry", help="run failed tasks again")
     retry.add_argument("ids", nargs="*", metavar="ID")
     retry.add_argument("--failed", action="store_true", help="every failed task")
-    retry.add_argument("--store", required=True, metavar="URL")
+    store_option(retry)
 
     purge = commands.add_parser("purge", help="delete finished tasks")
-    purge.add_argument("--store", required=True, metavar="URL")
+    store_option(purge)
     purge.add_argument("--older-than", type=duration, default=0.0, metavar="AGE", help="e.g. 7d")
     purge.add_argument(
         "--state", action="append", choices=FINISHED_STATES, help="repeatable; default all finished"
@@ -112,12 +136,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "worker":
             return run_worker(
-                args.target, args.concurrency, args.log_level, args.queues, args.store
+                args.target,
+                args.concurrency,
+                args.log_level,
+                args.queues,
+                args.store,
+                metrics=args.metrics,
             )
         return run_store_command(args)
     except (CommandError, StoreError) as exc:
         sys.stderr.write(f"backbeat {args.command}: error: {exc}\n")
         return EXIT_NO_STORE if isinstance(exc, StoreMissing) else EXIT_ERROR
+    except BrokenPipeError:
+        # The reader went away (`backbeat list | head -1`): no traceback. Python flushes
+        # stdout once more at exit, which would complain again: point it at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
 
 
 # --- worker ---------------------------------------------------------------------------------
@@ -166,6 +200,8 @@ def run_worker(
     log_level: str,
     queues: str | None = None,
     store: str | None = None,
+    *,
+    metrics: str | None = None,
 ) -> int:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -181,16 +217,47 @@ def run_worker(
             raise CommandError(f"--queues needs queue names, got {queues!r}")
         runner.queues = names
     runner.executes = True
-    asyncio.run(_serve(runner, target))
+    endpoint = None if metrics is None else listen(runner, metrics)
+    try:
+        asyncio.run(_serve(runner, target, endpoint))
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
     return 0
 
 
-async def _serve(runner: Runner, target: str) -> None:
+def listen(runner: Runner, address: str) -> WorkerEndpoint:
+    """``--metrics HOST:PORT``: bound before the store is opened, so probes get their 503."""
+    try:
+        host, port = parse_address(address)
+    except ValueError as exc:
+        raise CommandError(f"--metrics: {exc}") from None
+    metrics = worker_metrics(runner)
+    if metrics is None:
+        logging.getLogger("backbeat").warning(
+            "backbeat worker: %s; /metrics answers 501", INSTALL_METRICS
+        )
+    try:
+        return WorkerEndpoint(runner, host, port, metrics)
+    except OSError as exc:
+        raise CommandError(
+            f"--metrics: cannot listen on {address}: {exc.strerror or exc}"
+        ) from None
+
+
+async def _serve(runner: Runner, target: str, endpoint: WorkerEndpoint | None = None) -> None:
     log = logging.getLogger("backbeat")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if endpoint is not None:
+        endpoint.start(loop)
+        log.info(
+            "backbeat worker: health at %s/healthz, metrics at %s/metrics",
+            endpoint.url,
+            endpoint.url,
+        )
     async with runner:
         log.info(
             "backbeat worker for %s: store %r, queues %s, concurrency %d, pid %d",
