@@ -79,8 +79,14 @@ def test_a_worker_serves_its_metrics_and_a_health_that_sees_a_blocked_loop(tmp_p
         # A task that blocks the worker's event loop for 3 s: /healthz says so, then recovers.
         response = httpx.post(f"{server.url}/block", params={"seconds": 3, "label": "blocked"})
         assert response.status_code == 201
-        wait_until(lambda: health(base)[0] == 503, 10, "a 503 while blocked", log.read_text)
-        problems = health(base)[1]["problems"]
+        seen: dict = {}
+
+        def unhealthy() -> bool:
+            status, seen["document"] = health(base)
+            return status == 503
+
+        wait_until(unhealthy, 10, "a 503 while blocked", log.read_text)
+        problems = seen["document"]["problems"]
         assert any("event loop has been blocked" in p and "block_loop" in p for p in problems)
         wait_until(lambda: "blocked" in server.marks(), 10, "the blocking task", log.read_text)
         wait_until(lambda: health(base)[0] == 200, 10, "healthy again", log.read_text)

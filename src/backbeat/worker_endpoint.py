@@ -59,13 +59,20 @@ def worker_metrics(runner: Runner) -> TaskMetrics | None:
     return instrument(runner)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A probe that hangs up early, say: not worth a traceback on the worker's stderr.
+        logger.debug("backbeat worker: endpoint request failed", exc_info=True)
+
+
 class WorkerEndpoint:
     def __init__(self, runner: Runner, host: str, port: int, metrics: TaskMetrics | None) -> None:
         self.runner = runner
         self.metrics = metrics
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server = ThreadingHTTPServer((host, port), self._handler())  # OSError: say it
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), self._handler())  # OSError: the CLI says it
         self._thread: threading.Thread | None = None
 
     @property
@@ -102,14 +109,15 @@ class WorkerEndpoint:
     def scrape(self) -> tuple[int, bytes, str]:
         if self.metrics is None:
             return 501, INSTALL_METRICS.encode() + b"\n", "text/plain; charset=utf-8"
-        assert self._loop is not None
-        refresh = asyncio.run_coroutine_threadsafe(self.metrics.refresh(), self._loop)
-        try:
-            refresh.result(timeout=_GAUGE_WAIT)
-        except concurrent.futures.TimeoutError:
-            refresh.cancel()
-        except Exception as exc:  # the store is away: the counters still tell
-            logger.warning("backbeat worker: cannot read the task gauge for /metrics: %s", exc)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            refresh = asyncio.run_coroutine_threadsafe(self.metrics.refresh(), loop)
+            try:
+                refresh.result(timeout=_GAUGE_WAIT)
+            except concurrent.futures.TimeoutError:
+                refresh.cancel()
+            except Exception as exc:  # the store is away: the counters still tell
+                logger.warning("backbeat worker: cannot read the task gauge for /metrics: %s", exc)
         return 200, self.metrics.exposition(), self.metrics.content_type
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
