@@ -13,7 +13,8 @@
 Every ``--store URL`` may be given as ``BACKBEAT_STORE=URL`` instead.
 Built on `argparse` (the standard library's, so the command adds no dependency).
 Bad arguments and unusable stores give a one-line error and a non-zero exit
-(2 for a store that does not exist: only the app and its workers create one).
+(2 for a store that does not exist: only the app and its workers create one);
+a reader that goes away (``backbeat list | head``) ends it quietly, exit 1.
 """
 
 from __future__ import annotations

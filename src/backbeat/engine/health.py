@@ -3,9 +3,11 @@
 A worker is healthy while three things beat: its event loop answers the lease
 keeper (a task blocking the loop stops claims, outcomes and cancellations), the
 lease keeper's thread ticks (without it, leases run out under running tasks),
-and the claim loop turns (it does at least every ``poll_interval``, and every
-few seconds while it backs off from store errors). `StoredWorker.health` reads
-the three; anything else is a problem, named in the answer.
+and the claim loop turns (it does at least every ``poll_interval``, and at
+least every 5 s while it backs off from store errors: it is stuck after
+``poll_interval + lease + 5`` s). `StoredWorker.health` reads the three;
+anything else is a problem, named in the answer. A store that cannot be reached
+is not one: the worker retries, and restarting it would not help.
 """
 
 from __future__ import annotations

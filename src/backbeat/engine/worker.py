@@ -56,6 +56,9 @@ from backbeat.tasks import about_task, current_runner
 
 logger = logging.getLogger("backbeat")
 
+# The longest a loop waits before trying the store again (it doubles from 0.1 s).
+MAX_BACK_OFF = 5.0
+
 
 class StoredWorker:
     """Claims and runs a store's tasks in this process."""
@@ -177,7 +180,7 @@ class StoredWorker:
                 )
             if self._loops[0].done():
                 problems.append("the claim loop has stopped")
-            elif claim_loop_idle > self.poll_interval + self.lease:
+            elif claim_loop_idle > self.poll_interval + self.lease + MAX_BACK_OFF:
                 problems.append(f"the claim loop has not turned for {claim_loop_idle:.1f}s")
         return WorkerHealth(
             self.name, len(self.executions), loop_blocked, claim_loop_idle, tuple(problems)
@@ -257,7 +260,7 @@ class StoredWorker:
         return claimed
 
     async def _back_off(self, what: str, exc: Exception, failures: int) -> None:
-        wait = min(0.05 * 2**failures, 5.0)
+        wait = min(0.05 * 2**failures, MAX_BACK_OFF)
         logger.error(
             "backbeat: worker %s cannot %s (failure %d in a row; trying again in %.2fs): %s: %s",
             self.name,
