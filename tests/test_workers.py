@@ -240,7 +240,7 @@ async def test_the_cli_lists_shows_cancels_and_purges(shared_db):
 
     cancelled = await asyncio.to_thread(cli, "cancel", later, done)
     assert (cancelled.returncode, cancelled.stdout) == (1, "1 task(s) cancelled\n")
-    assert "1 of the ids given are unknown or finished" in cancelled.stderr
+    assert f"1 of the 2 ids given not cancelled: {done} (succeeded)" in cancelled.stderr
     assert waiting.get(later).state == "cancelled"
 
     dry = await asyncio.to_thread(cli, "purge", "--state", "succeeded", "--dry-run")
@@ -251,13 +251,19 @@ async def test_the_cli_lists_shows_cancels_and_purges(shared_db):
     assert waiting.get(done) is None and waiting.get(dead) is not None
 
 
-def test_a_worker_runs_the_store_given_with_store(tmp_path, shared_db):
-    """The app's own store is SQLite; `--store` points the worker at another one."""
+@pytest.mark.parametrize("given", ["--store", "BACKBEAT_STORE"])
+def test_a_worker_runs_the_store_given_with_store(tmp_path, shared_db, given):
+    """The app's own store is SQLite; `--store` (or BACKBEAT_STORE) points the worker at
+    another one."""
     script_runner = durable_tasks.runner(shared_db)
     task_id = script_runner.submit(BackgroundTask(durable_tasks.sleep_and_mark, 0, "elsewhere"))
     env = env_for(f"sqlite:///{tmp_path}/app-own.db")
     worker = [sys.executable, "-m", "backbeat", "worker", "tests.apps.durable_app:app"]
-    with background_process([*worker, "--store", shared_db], tmp_path, env=env, name="w") as (
+    if given == "--store":
+        worker += ["--store", shared_db]
+    else:
+        env["BACKBEAT_STORE"] = shared_db
+    with background_process(worker, tmp_path, env=env, name="w") as (
         process,
         log,
     ):

@@ -1,6 +1,7 @@
 """The backbeat command: workers, and a look into a store.
 
     backbeat worker MODULE:ATTR [--store URL] [--concurrency N] [--queues A,B]
+                                [--metrics HOST:PORT]
     backbeat status --store URL [--failures N]
     backbeat workers --store URL [--json]
     backbeat list --store URL [--state S] [--queue Q] [--name N] [--limit N] [--json]
@@ -9,9 +10,11 @@
     backbeat retry ID... --store URL | backbeat retry --failed --store URL
     backbeat purge --store URL [--older-than 7d] [--state S]... [--dry-run]
 
+Every ``--store URL`` may be given as ``BACKBEAT_STORE=URL`` instead.
 Built on `argparse` (the standard library's, so the command adds no dependency).
 Bad arguments and unusable stores give a one-line error and a non-zero exit
-(2 for a store that does not exist: only the app and its workers create one).
+(2 for a store that does not exist: only the app and its workers create one);
+a reader that goes away (``backbeat list | head``) ends it quietly, exit 1.
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from backbeat import __version__
 from backbeat.applications import find_runner
 from backbeat.routing import declare_task_modules
 from backbeat.runner import Runner
 from backbeat.store_commands import STATES, CommandError, run_store_command
 from backbeat.stores import StoreError, StoreMissing
 from backbeat.stores.base import FINISHED_STATES
+from backbeat.worker_endpoint import INSTALL_METRICS, WorkerEndpoint, parse_address, worker_metrics
 
 EXIT_ERROR = 1
 EXIT_NO_STORE = 2
@@ -51,8 +56,23 @@ def duration(text: str) -> float:
     return float(found.group(1)) * _SECONDS[found.group(2)]
 
 
+def store_option(
+    command: argparse.ArgumentParser, *, required: bool = True, help: str = "the store's URL"
+) -> None:
+    """``--store URL``, which ``BACKBEAT_STORE=URL`` in the environment gives instead."""
+    default = os.environ.get("BACKBEAT_STORE") or None
+    command.add_argument(
+        "--store",
+        metavar="URL",
+        default=default,
+        required=required and default is None,
+        help=f"{help}; or set BACKBEAT_STORE",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="backbeat", description=__doc__.split("\n")[0])
+    root.add_argument("--version", action="version", version=f"backbeat {__version__}")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     worker = commands.add_parser("worker", help="run the tasks of an app's store")
@@ -61,8 +81,8 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--queues", metavar="A,B", help="run tasks of these queues only (default: all)"
     )
-    worker.add_argument(
-        "--store", metavar="URL", help="run the tasks of this store (default: the app's own)"
+    store_option(
+        worker, required=False, help="run the tasks of this store (default: the app's own)"
     )
     worker.add_argument("--log-level", default="INFO", help="default INFO")
     worker.add_argument(
@@ -76,17 +96,22 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="exit 1 if the store cannot be reached within this time (default: wait for ever)",
     )
+    worker.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve /healthz (for probes) and /metrics (Prometheus) here",
+    )
 
     status = commands.add_parser("status", help="counts by state and recent failures")
-    status.add_argument("--store", required=True, metavar="URL")
+    store_option(status)
     status.add_argument("--failures", type=int, default=10, metavar="N", help="default 10")
 
     workers = commands.add_parser("workers", help="the workers alive now (their heartbeats)")
-    workers.add_argument("--store", required=True, metavar="URL")
+    store_option(workers)
     workers.add_argument("--json", action="store_true", help="one JSON object per line")
 
     listing = commands.add_parser("list", help="tasks, newest first")
-    listing.add_argument("--store", required=True, metavar="URL")
+    store_option(listing)
     listing.add_argument("--state", choices=STATES)
     listing.add_argument("--queue")
     listing.add_argument("--name")
@@ -96,20 +121,20 @@ def parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("show", help="one task: arguments, result, error, traceback")
     show.add_argument("id", metavar="ID")
-    show.add_argument("--store", required=True, metavar="URL")
+    store_option(show)
     show.add_argument("--json", action="store_true")
 
     cancel = commands.add_parser("cancel", help="cancel tasks (running ones at their next renewal)")
     cancel.add_argument("ids", nargs="+", metavar="ID")
-    cancel.add_argument("--store", required=True, metavar="URL")
+    store_option(cancel)
 
     retry = commands.add_parser("retry", help="run failed tasks again")
     retry.add_argument("ids", nargs="*", metavar="ID")
     retry.add_argument("--failed", action="store_true", help="every failed task")
-    retry.add_argument("--store", required=True, metavar="URL")
+    store_option(retry)
 
     purge = commands.add_parser("purge", help="delete finished tasks")
-    purge.add_argument("--store", required=True, metavar="URL")
+    store_option(purge)
     purge.add_argument("--older-than", type=duration, default=0.0, metavar="AGE", help="e.g. 7d")
     purge.add_argument(
         "--state", action="append", choices=FINISHED_STATES, help="repeatable; default all finished"
@@ -130,11 +155,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.store,
                 exit_if_unreachable=args.exit_if_unreachable,
                 connect_timeout=args.connect_timeout,
+                metrics=args.metrics,
             )
         return run_store_command(args)
     except (CommandError, StoreError) as exc:
         sys.stderr.write(f"backbeat {args.command}: error: {exc}\n")
         return EXIT_NO_STORE if isinstance(exc, StoreMissing) else EXIT_ERROR
+    except BrokenPipeError:
+        # The reader went away (`backbeat list | head -1`): no traceback. Python flushes
+        # stdout once more at exit, which would complain again: point it at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
 
 
 # --- worker ---------------------------------------------------------------------------------
@@ -186,6 +217,7 @@ def run_worker(
     *,
     exit_if_unreachable: bool = False,
     connect_timeout: float | None = None,
+    metrics: str | None = None,
 ) -> int:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -203,15 +235,53 @@ def run_worker(
     if connect_timeout is not None and connect_timeout < 0:
         raise CommandError(f"--connect-timeout must be >= 0, got {connect_timeout}")
     runner.executes = True
-    return asyncio.run(_serve(runner, target, 0.0 if exit_if_unreachable else connect_timeout))
+    endpoint = None if metrics is None else listen(runner, metrics)
+    try:
+        return asyncio.run(
+            _serve(runner, target, 0.0 if exit_if_unreachable else connect_timeout, endpoint)
+        )
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
 
 
-async def _serve(runner: Runner, target: str, connect_timeout: float | None) -> int:
+def listen(runner: Runner, address: str) -> WorkerEndpoint:
+    """``--metrics HOST:PORT``: bound before the store is opened, so probes get their 503."""
+    try:
+        host, port = parse_address(address)
+    except ValueError as exc:
+        raise CommandError(f"--metrics: {exc}") from None
+    metrics = worker_metrics(runner)
+    if metrics is None:
+        logging.getLogger("backbeat").warning(
+            "backbeat worker: %s; /metrics answers 501", INSTALL_METRICS
+        )
+    try:
+        return WorkerEndpoint(runner, host, port, metrics)
+    except OSError as exc:
+        raise CommandError(
+            f"--metrics: cannot listen on {address}: {exc.strerror or exc}"
+        ) from None
+
+
+async def _serve(
+    runner: Runner,
+    target: str,
+    connect_timeout: float | None,
+    endpoint: WorkerEndpoint | None = None,
+) -> int:
     log = logging.getLogger("backbeat")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if endpoint is not None:
+        endpoint.start(loop)
+        log.info(
+            "backbeat worker: health at %s/healthz, metrics at %s/metrics",
+            endpoint.url,
+            endpoint.url,
+        )
     if connect_timeout == 0 and runner.store is not None:
         await runner.store.open()  # --exit-if-unreachable: StoreUnavailable is the one line
     async with runner:

@@ -23,6 +23,7 @@ from typing import Any
 
 from backbeat.concurrency import in_event_loop
 from backbeat.engine.execution import FailureListener, Hook, Hooks
+from backbeat.engine.health import WorkerHealth
 from backbeat.engine.limits import Limits, check_count, check_seconds, queue_names
 from backbeat.engine.local import LocalEngine, RunnerFull
 from backbeat.engine.stored import Prepared, StoredEngine
@@ -332,6 +333,14 @@ class Runner:
         """Pending, scheduled and running tasks per queue; with a store, the store's (every
         process's tasks)."""
         return await self._engine.queue_stats()
+
+    def health(self) -> WorkerHealth | None:
+        """Whether this process's worker beats (its loop, lease keeper and claim loop); None
+        when this process runs no stored tasks. Safe to call from any thread."""
+        engine = self._engine
+        if isinstance(engine, StoredEngine) and engine.execute:
+            return engine.health()
+        return None
 
     async def join(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - the brief's API
         """Wait until no task is pending, scheduled or running (TimeoutError after `timeout`).

@@ -24,6 +24,7 @@ from backbeat.stores import Store, open_store
 from backbeat.stores.base import FINISHED_STATES, StoredStatus, WorkerInfo
 
 STATES = tuple(state.value for state in TaskState)
+UNFINISHED_STATES = tuple(state for state in STATES if state not in FINISHED_STATES)
 
 
 class CommandError(Exception):
@@ -71,10 +72,11 @@ def _document(task: StoredStatus) -> dict[str, Any]:
     return shown
 
 
-def _table(rows: list[list[str]]) -> str:
+def _table(rows: list[list[str]], indent: str = "") -> str:
     widths = [max(len(row[n]) for row in rows) for n in range(len(rows[0]))]
     return "".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        indent
+        + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         + "\n"
         for row in rows
     )
@@ -89,6 +91,13 @@ async def status(store: Store, args: argparse.Namespace) -> int:
     width = max(len(state) for state in counts)
     for state, count in counts.items():
         out.write(f"  {state:<{width}}  {count:>8}\n")
+    queues = await store.queues()
+    if queues:
+        rows = [["QUEUE", *(state.upper() for state in counts)]]
+        for queue in queues:
+            of_queue = await store.counts(queue)
+            rows.append([queue, *(str(of_queue[state]) for state in counts)])
+        out.write("\nby queue:\n" + _table(rows, indent="  "))
     out.write(f"\nworkers: {len(alive)} alive, running {sum(w.running for w in alive)} task(s)\n")
     if recent:
         out.write(f"\nmost recent failures ({len(recent)}):\n")
@@ -144,20 +153,49 @@ async def show(store: Store, args: argparse.Namespace) -> int:
 
 
 async def cancel(store: Store, args: argparse.Namespace) -> int:
-    count = await store.cancel(args.ids, "cancelled with `backbeat cancel`")
+    ids = list(dict.fromkeys(args.ids))
+    refused = await _refused(store, ids, acts_on=UNFINISHED_STATES)
+    acted_on = [task_id for task_id in ids if task_id not in refused]
+    count = await store.cancel(acted_on, "cancelled with `backbeat cancel`") if acted_on else 0
     sys.stdout.write(f"{count} task(s) cancelled\n")
-    if count < len(args.ids):
-        raise CommandError(f"{len(args.ids) - count} of the ids given are unknown or finished")
+    _say_the_rest(ids, count, refused, "cancelled")
     return 0
 
 
 async def retry(store: Store, args: argparse.Namespace) -> int:
-    ids, every_failed = args.ids, args.failed
-    count = await store.retry(None if every_failed else ids)
+    if args.failed:
+        count = await store.retry(None)
+        sys.stdout.write(f"{count} task(s) back to pending\n")
+        return 0
+    ids = list(dict.fromkeys(args.ids))
+    refused = await _refused(store, ids, acts_on=("failed",))
+    acted_on = [task_id for task_id in ids if task_id not in refused]
+    count = await store.retry(acted_on) if acted_on else 0
     sys.stdout.write(f"{count} task(s) back to pending\n")
-    if ids and count < len(ids):
-        raise CommandError(f"{len(ids) - count} of the ids given are not failed tasks")
+    _say_the_rest(ids, count, refused, "retried (only failed tasks are)")
     return 0
+
+
+async def _refused(store: Store, ids: list[str], acts_on: tuple[str, ...]) -> dict[str, str]:
+    """The ids a command will not act on, each with why: unknown, or the task's state."""
+    refused = {}
+    now = time.time()
+    for task_id in ids:
+        task = await store.get(task_id)
+        state = "unknown" if task is None else task.info(now).state.value
+        if state not in acts_on:
+            refused[task_id] = state
+    return refused
+
+
+def _say_the_rest(ids: list[str], count: int, refused: dict[str, str], verb: str) -> None:
+    """Exit 1 naming the ids not acted on (a task may also have changed state meanwhile)."""
+    if count == len(ids):
+        return
+    named = ", ".join(f"{task_id} ({why})" for task_id, why in refused.items())
+    if len(ids) - count > len(refused):
+        named += (", and " if named else "") + "some whose state changed meanwhile"
+    raise CommandError(f"{len(ids) - count} of the {len(ids)} ids given not {verb}: {named}")
 
 
 async def purge(store: Store, args: argparse.Namespace) -> int:

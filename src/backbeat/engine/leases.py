@@ -56,6 +56,9 @@ class LeaseKeeper:
         self.describe = describe  # what the worker's loop is running now
         self.worker_info = worker_info  # what the heartbeat says
         self.taken_over = taken_over  # a dead worker's tasks are claimable now (thread-safe)
+        # The loop is said to be blocked (a warning, and a 503 at /healthz) after this long.
+        self.warn_after = min(lease / 3, 1.0)
+        self.ticked_at = time.monotonic()  # the thread's last turn (read by `health`)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -63,7 +66,9 @@ class LeaseKeeper:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._last_beat = time.monotonic()
+        started = time.monotonic()
+        self._last_beat = started
+        self.ticked_at = started
         self._thread = threading.Thread(
             target=self._run, name=f"backbeat-leases-{self.worker}", daemon=True
         )
@@ -75,6 +80,14 @@ class LeaseKeeper:
             self._thread.join(timeout=5)
             self._thread = None
 
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def loop_blocked(self, now: float) -> float:
+        """Seconds since the worker's loop last answered this keeper (monotonic `now`)."""
+        return max(now - self._last_beat, 0.0)
+
     def _beat(self) -> None:
         self._last_beat = time.monotonic()
 
@@ -83,7 +96,7 @@ class LeaseKeeper:
         # The worker's store may belong to the worker's loop: this thread has its own handle.
         store = self.store.twin()
         tick = min(self.lease / 6, 0.25)
-        warn_after = min(self.lease / 3, 1.0)
+        warn_after = self.warn_after
         renew_every = self.lease / 3
         beat_every = beat_interval(self.lease)
         last_renewal = -renew_every  # a first renewal, heartbeat and look around at once
@@ -92,6 +105,7 @@ class LeaseKeeper:
         try:
             while not self._stop.wait(tick):
                 now = time.monotonic()
+                self.ticked_at = now
                 blocked = now - self._last_beat
                 try:
                     assert self._loop is not None

@@ -27,6 +27,7 @@ from backbeat.engine.blocking import BlockingCalls
 from backbeat.engine.claims import WrittenHere
 from backbeat.engine.connecting import StoreConnection
 from backbeat.engine.execution import Hooks
+from backbeat.engine.health import WorkerHealth
 from backbeat.engine.limits import Limits
 from backbeat.engine.worker import StoredWorker
 from backbeat.ids import new_id
@@ -337,6 +338,13 @@ class StoredEngine:
         except BaseException:
             self.accepting = False
             raise
+
+    def health(self) -> WorkerHealth:
+        """The worker's health (`engine.health`). Waiting for a store that cannot be reached
+        is no problem of this process: restarting it would not help, it retries."""
+        if self.accepting and not self.connection.connected.is_set():
+            return WorkerHealth(self.worker.name, 0, 0.0, 0.0, (), waiting_for_store=True)
+        return self.worker.health()
 
     async def _opened(self) -> None:
         if self.execute:

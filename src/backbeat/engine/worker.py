@@ -37,6 +37,7 @@ from backbeat.engine.execution import (
     run_attempt,
     task_info,
 )
+from backbeat.engine.health import WorkerHealth
 from backbeat.engine.leases import LeaseKeeper
 from backbeat.engine.limits import Limits
 from backbeat.engine.reports import ProgressReports, Settlements
@@ -57,6 +58,9 @@ from backbeat.stores.base import (
 from backbeat.tasks import current_runner
 
 logger = logging.getLogger("backbeat")
+
+# The longest a loop waits before trying the store again (it doubles from 0.1 s).
+MAX_BACK_OFF = 5.0
 
 
 class StoredWorker:
@@ -107,6 +111,7 @@ class StoredWorker:
         self._store_wait: asyncio.Task[None] | None = None
         self._poke: asyncio.Future[None] | None = None
         self.started_at = 0.0
+        self.turned_at = 0.0  # the claim loop's last turn (monotonic; read by `health`)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._keeper: LeaseKeeper | None = None
@@ -166,11 +171,42 @@ class StoredWorker:
             process_started=process.started,
         )
 
+    def health(self, now: float | None = None) -> WorkerHealth:
+        """Whether the loop, the lease keeper and the claim loop beat (`engine.health`);
+        `now` is a `time.monotonic()` reading."""
+        now = time.monotonic() if now is None else now
+        keeper = self._keeper
+        claim_loop_idle = max(now - self.turned_at, 0.0)
+        loop_blocked = 0.0 if keeper is None else keeper.loop_blocked(now)
+        problems = []
+        if keeper is None or not self.claiming:
+            problems.append("the worker is not running (starting, or stopping)")
+        else:
+            if not keeper.alive:
+                problems.append("the lease keeper's thread has stopped")
+            elif now - keeper.ticked_at > self.lease:
+                problems.append(
+                    f"the lease keeper has not ticked for {now - keeper.ticked_at:.1f}s"
+                )
+            if loop_blocked > keeper.warn_after:
+                problems.append(
+                    f"the event loop has been blocked for {loop_blocked:.1f}s "
+                    f"by {self._running_on_loop()}"
+                )
+            if self._loops[0].done():
+                problems.append("the claim loop has stopped")
+            elif claim_loop_idle > self.poll_interval + self.lease + MAX_BACK_OFF:
+                problems.append(f"the claim loop has not turned for {claim_loop_idle:.1f}s")
+        return WorkerHealth(
+            self.name, len(self.executions), loop_blocked, claim_loop_idle, tuple(problems)
+        )
+
     # --- claiming ------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
         failures = 0
         while self.claiming:
+            self.turned_at = time.monotonic()
             free = self.free
             claimed: list[ClaimedTask] = []
             if free > 0:
@@ -247,7 +283,7 @@ class StoredWorker:
         return claimed
 
     async def _back_off(self, what: str, exc: Exception, failures: int) -> None:
-        wait = min(0.05 * 2**failures, 5.0)
+        wait = min(0.05 * 2**failures, MAX_BACK_OFF)
         logger.error(
             "backbeat: worker %s cannot %s (failure %d in a row; trying again in %.2fs): %s: %s",
             self.name,
