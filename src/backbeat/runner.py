@@ -195,7 +195,8 @@ class Runner:
             self._engine.registry.add_module(module)
 
     def register_tasks(self, task: BackgroundTask) -> None:
-        """Register every function in a task tree (a route's ``background=``)."""
+        """Register every function in a task tree (a route's ``background=``); TypeError or
+        ValueError, as a request storing it would get, for one a store could not run."""
         if isinstance(self._engine, StoredEngine):
             self._engine.register_tree(task)
 

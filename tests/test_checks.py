@@ -1,0 +1,154 @@
+"""Tasks a store could not run, found when the app starts (and by `backbeat check`), not
+request by request."""
+
+import subprocess
+import sys
+
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from backbeat import App, BackbeatMiddleware, BackgroundTask, BackgroundTasks, Runner, post
+from backbeat.checks import UnrunnableTasks
+from backbeat.testing import TestClient
+from tests.apps import durable_tasks, mail_helpers
+from tests.apps.mail_helpers import send_mail
+from tests.serving import ROOT, uvicorn
+
+
+@pytest.fixture
+def store(tmp_path) -> str:
+    return f"sqlite:///{tmp_path}/tasks.db"
+
+
+@pytest.fixture(autouse=True)
+def no_mail_yet():
+    mail_helpers.sent.clear()
+
+
+def closure_task() -> BackgroundTask:
+    def remind() -> None: ...
+
+    return BackgroundTask(remind)
+
+
+def test_a_mounted_routes_task_from_an_undeclared_module_runs_with_a_store(store):
+    @post("/welcome", background=BackgroundTask(send_mail, "ann@example.com"))
+    async def welcome() -> None: ...
+
+    app = App(routes=[Mount("/api", routes=[welcome])], runner=Runner(store=store))
+    with TestClient(app) as client:
+        assert client.post("/api/welcome").status_code == 201
+    assert mail_helpers.sent == ["ann@example.com"]
+
+
+def test_a_mounted_routes_closure_fails_start_up_naming_the_route_and_the_fix(store):
+    @post("/remind", background=closure_task())
+    async def remind() -> None: ...
+
+    @post("/later", background=BackgroundTasks([BackgroundTask(lambda: None)]))
+    async def later() -> None: ...
+
+    app = App(routes=[Mount("/api", routes=[remind, later])], runner=Runner(store=store))
+    with pytest.raises(UnrunnableTasks) as refused, TestClient(app):
+        pass
+    lines = str(refused.value).splitlines()
+    assert len(refused.value.problems) == 2
+    assert any(
+        "POST /api/remind" in line
+        and "closure_task.<locals>.remind" in line
+        and "define it at module level" in line
+        for line in lines
+    )
+    assert any("POST /api/later" in line and "cannot be a lambda" in line for line in lines)
+    assert not app.runner.running
+
+
+def test_a_top_level_closure_fails_start_up_with_the_others_not_the_import(store):
+    @post("/remind", background=closure_task())
+    async def remind() -> None: ...
+
+    @post("/bad-args", background=BackgroundTask(durable_tasks.record_sync, object()))
+    async def bad_args() -> None: ...
+
+    app = App(routes=[remind, bad_args], runner=Runner(store=store))  # no error yet
+    with pytest.raises(UnrunnableTasks) as refused, TestClient(app):
+        pass
+    assert [problem.route for problem in refused.value.problems] == [
+        "POST /remind",
+        "POST /bad-args",
+    ]
+    assert "cannot be stored as JSON" in str(refused.value)
+
+
+def test_without_a_store_closures_are_fine(store):
+    ran = []
+
+    def remind() -> None:
+        ran.append("remind")
+
+    @post("/remind", background=BackgroundTask(remind))
+    async def remind_route() -> None: ...
+
+    with TestClient(App(routes=[Mount("/api", routes=[remind_route])])) as client:
+        assert client.post("/api/remind").status_code == 201
+    assert ran == ["remind"]
+
+
+def test_the_middleware_checks_the_backbeat_routes_of_the_app_it_wraps(store):
+    @post("/welcome", background=BackgroundTask(send_mail, "bob@example.com"))
+    async def welcome() -> None: ...
+
+    @post("/remind", background=closure_task())
+    async def remind() -> None: ...
+
+    good = BackbeatMiddleware(
+        Starlette(routes=[Mount("/v1", routes=[welcome])]), runner=Runner(store=store)
+    )
+    with TestClient(good) as client:
+        assert client.post("/v1/welcome").status_code == 201
+    assert mail_helpers.sent == ["bob@example.com"]
+
+    bad = BackbeatMiddleware(
+        Starlette(routes=[Mount("/v1", routes=[welcome, remind])]), runner=Runner(store=store)
+    )
+    with pytest.raises(UnrunnableTasks, match="POST /v1/remind"), TestClient(bad):
+        pass
+
+
+def test_an_app_mounted_in_another_is_checked_with_its_own_runner(store):
+    @post("/remind", background=closure_task())
+    async def remind() -> None: ...
+
+    inner = App(routes=[remind])  # in memory: its closure is fine
+    outer = App(routes=[Mount("/inner", app=inner)], runner=Runner(store=store))
+    with TestClient(outer) as client:
+        assert client.post("/inner/remind").status_code == 201
+
+
+def test_uvicorn_refuses_to_start_with_one_clear_line_per_problem(tmp_path, store):
+    env = {"BACKBEAT_TEST_STORE": store, "BACKBEAT_TEST_PROBLEMS": "1"}
+    command = [sys.executable, "-m", "uvicorn", "tests.apps.mounted_app:app", "--port", "0"]
+    done = subprocess.run(
+        command, cwd=ROOT, env={**env_base(), **env}, capture_output=True, text=True, timeout=60
+    )
+    log = done.stderr
+    assert done.returncode != 0
+    assert "POST /api/remind" in log and "POST /api/later" in log
+    assert "Application startup failed" in log
+    assert "Traceback" not in log
+
+
+def test_uvicorn_runs_a_mounted_task_from_an_undeclared_module(tmp_path, store):
+    env = {"BACKBEAT_TEST_STORE": store}
+    with uvicorn("tests.apps.mounted_app:app", tmp_path, env=env) as server:
+        import httpx
+
+        assert httpx.post(f"{server.url}/api/welcome", timeout=10).status_code == 201
+        server.wait_for_mark("mail:ann@example.com")
+
+
+def env_base() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
