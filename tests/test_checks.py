@@ -1,9 +1,11 @@
 """Tasks a store could not run, found when the app starts (and by `backbeat check`), not
 request by request."""
 
+import os
 import subprocess
 import sys
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -13,7 +15,7 @@ from backbeat.checks import UnrunnableTasks
 from backbeat.testing import TestClient
 from tests.apps import durable_tasks, mail_helpers
 from tests.apps.mail_helpers import send_mail
-from tests.serving import ROOT, uvicorn
+from tests.serving import ROOT, background_process, uvicorn
 
 
 @pytest.fixture
@@ -126,11 +128,25 @@ def test_an_app_mounted_in_another_is_checked_with_its_own_runner(store):
         assert client.post("/inner/remind").status_code == 201
 
 
-def test_uvicorn_refuses_to_start_with_one_clear_line_per_problem(tmp_path, store):
-    env = {"BACKBEAT_TEST_STORE": store, "BACKBEAT_TEST_PROBLEMS": "1"}
-    command = [sys.executable, "-m", "uvicorn", "tests.apps.mounted_app:app", "--port", "0"]
-    done = subprocess.run(
-        command, cwd=ROOT, env={**env_base(), **env}, capture_output=True, text=True, timeout=60
+def run(*command: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *command],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_uvicorn_refuses_to_start_with_one_clear_line_per_problem(store):
+    done = run(
+        "uvicorn",
+        "tests.apps.mounted_app:app",
+        "--port",
+        "0",
+        BACKBEAT_TEST_STORE=store,
+        BACKBEAT_TEST_PROBLEMS="1",
     )
     log = done.stderr
     assert done.returncode != 0
@@ -139,16 +155,56 @@ def test_uvicorn_refuses_to_start_with_one_clear_line_per_problem(tmp_path, stor
     assert "Traceback" not in log
 
 
-def test_uvicorn_runs_a_mounted_task_from_an_undeclared_module(tmp_path, store):
-    env = {"BACKBEAT_TEST_STORE": store}
-    with uvicorn("tests.apps.mounted_app:app", tmp_path, env=env) as server:
-        import httpx
-
+@pytest.mark.parametrize("target", ["tests.apps.mounted_app:app", "tests.apps.mounted_app:wrapped"])
+def test_a_worker_runs_the_mounted_task_of_an_app_that_only_writes(tmp_path, store, target):
+    app_env = {"BACKBEAT_TEST_STORE": store, "BACKBEAT_TEST_EXECUTE": "0"}
+    worker = [sys.executable, "-m", "backbeat", "worker", target]
+    with (
+        uvicorn(target, tmp_path, env=app_env) as server,
+        background_process(worker, tmp_path, env={"BACKBEAT_TEST_STORE": store}, name="worker"),
+    ):
         assert httpx.post(f"{server.url}/api/welcome", timeout=10).status_code == 201
-        server.wait_for_mark("mail:ann@example.com")
+        server.wait_for_mark("mail:ann@example.com", timeout=15)
+    assert "unknown task" not in (tmp_path / "worker.log").read_text()
 
 
-def env_base() -> dict[str, str]:
-    import os
+def test_backbeat_check_lists_what_a_store_could_not_run(store):
+    done = run(
+        "backbeat",
+        "check",
+        "tests.apps.mounted_app:app",
+        BACKBEAT_TEST_STORE=store,
+        BACKBEAT_TEST_PROBLEMS="1",
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert "2 task(s)" in lines[0]
+    assert lines[1].startswith("  POST /api/remind: task ") and "module level" in lines[1]
+    assert lines[2].startswith("  POST /api/later: task ") and "lambda" in lines[2]
+    assert done.stderr == ""
 
-    return dict(os.environ)
+
+def test_backbeat_check_says_all_is_well_and_creates_no_store(tmp_path, store):
+    done = run("backbeat", "check", "tests.apps.mounted_app:app", BACKBEAT_TEST_STORE=store)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert "every task its routes declare can be run from its store" in done.stdout
+    assert list(tmp_path.iterdir()) == []  # checking opens no store
+
+
+def test_backbeat_check_of_an_app_without_a_store_says_so(tmp_path):
+    done = run("backbeat", "check", "tests.apps.mounted_app:app", BACKBEAT_TEST_PROBLEMS="1")
+    assert done.returncode == 0, done.stderr
+    assert "no store" in done.stdout and "nothing to check" in done.stdout
+
+
+@pytest.mark.parametrize("example", ["examples.register:app", "examples.fastapi_app:app"])
+def test_backbeat_check_of_the_examples(tmp_path, example):
+    done = run("backbeat", "check", example, BACKBEAT_STORE=f"sqlite:///{tmp_path}/tasks.db")
+    assert (done.returncode, done.stderr) == (0, ""), done.stdout
+    assert "can be run from its store" in done.stdout
+
+
+def test_backbeat_check_of_an_app_that_cannot_be_imported():
+    done = run("backbeat", "check", "tests.apps.broken_app:app")
+    assert done.returncode == 1
+    assert done.stderr.startswith("backbeat check: error: importing 'tests.apps.broken_app'")

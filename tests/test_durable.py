@@ -169,7 +169,7 @@ def test_a_route_task_that_cannot_be_stored_fails_at_startup(db):
     async def handler() -> None: ...
 
     app = App(routes=[handler], runner=durable_tasks.runner(db))
-    with pytest.raises(UnrunnableTasks, match="POST /x: .*cannot be a lambda"), TestClient(app):
+    with pytest.raises(UnrunnableTasks, match=r"POST /x: .*cannot be a lambda"), TestClient(app):
         pass
 
 

@@ -28,7 +28,14 @@ from backbeat.routing import declare_task_modules
 from backbeat.runner import Runner
 from backbeat.tasks import BackgroundTask, BackgroundTasks
 
-__all__ = ["Problem", "UnrunnableTasks", "check_app", "declare_route_tasks", "report"]
+__all__ = [
+    "Problem",
+    "UnrunnableTasks",
+    "check_app",
+    "declare_route_tasks",
+    "problems_of",
+    "report",
+]
 
 # An app with more reachable objects than this is not walked further (a cycle guard).
 _MOST_VISITED = 100_000
@@ -67,10 +74,15 @@ def report(problems: list[Problem]) -> str:
 def check_app(runner: Runner, app: object) -> None:
     """Declare the app's task modules and route tasks to the runners that serve them;
     `UnrunnableTasks` if any route's task could not be run from a store."""
-    declare_task_modules(runner, app)
-    problems = declare_route_tasks(runner, app)
+    problems = problems_of(runner, app)
     if problems:
         raise UnrunnableTasks(problems)
+
+
+def problems_of(runner: Runner, app: object) -> list[Problem]:
+    """`check_app`'s declarations, and the problems as a list (``backbeat check``)."""
+    declare_task_modules(runner, app)
+    return declare_route_tasks(runner, app)
 
 
 def declare_route_tasks(runner: Runner, app: object) -> list[Problem]:

@@ -1,6 +1,7 @@
 """The backbeat command: workers, and a look into a store.
 
     backbeat worker MODULE:ATTR [--store URL] [--concurrency N] [--queues A,B]
+    backbeat check MODULE:ATTR
     backbeat status --store URL [--failures N]
     backbeat workers --store URL [--json]
     backbeat list --store URL [--state S] [--queue Q] [--name N] [--limit N] [--json]
@@ -29,6 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from backbeat.applications import find_runner
+from backbeat.checks import declare_route_tasks, problems_of, report
 from backbeat.routing import declare_task_modules
 from backbeat.runner import Runner
 from backbeat.store_commands import STATES, CommandError, run_store_command
@@ -65,6 +67,11 @@ def parser() -> argparse.ArgumentParser:
         "--store", metavar="URL", help="run the tasks of this store (default: the app's own)"
     )
     worker.add_argument("--log-level", default="INFO", help="default INFO")
+
+    check = commands.add_parser(
+        "check", help="list the tasks an app's routes declare that its store could not run"
+    )
+    check.add_argument("target", metavar="MODULE:ATTR", help="an App, a Runner, or middleware")
 
     status = commands.add_parser("status", help="counts by state and recent failures")
     status.add_argument("--store", required=True, metavar="URL")
@@ -114,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_worker(
                 args.target, args.concurrency, args.log_level, args.queues, args.store
             )
+        if args.command == "check":
+            return run_check(args.target)
         return run_store_command(args)
     except (CommandError, StoreError) as exc:
         sys.stderr.write(f"backbeat {args.command}: error: {exc}\n")
@@ -124,6 +133,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def load_runner(target: str, store: str | None = None) -> Runner:
+    obj = load_target(target)
+    runner = obj if isinstance(obj, Runner) else find_runner(obj)
+    if runner is None:
+        raise CommandError(f"{target} is not an App, a Runner or a BackbeatMiddleware")
+    if store is not None:
+        runner.use_store(store)
+    declare_task_modules(runner, obj)
+    # The routes' tasks the app stores (mounted ones too): the worker runs them by name.
+    declare_route_tasks(runner, obj)
+    if not runner.durable:
+        raise CommandError(
+            f"the runner of {target} has no store: give it one, e.g. "
+            "Runner(store='sqlite:///tasks.db')"
+        )
+    return runner
+
+
+def load_target(target: str) -> Any:
+    """What MODULE:ATTR names, imported from the current directory."""
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
         raise CommandError(f"{target!r} is not MODULE:ATTR (for example myapp.main:app)")
@@ -146,18 +174,31 @@ def load_runner(target: str, store: str | None = None) -> Runner:
             obj = getattr(obj, part)
         except AttributeError:
             raise CommandError(f"{module_name!r} has no attribute {attribute!r}") from None
+    return obj
+
+
+# --- check ----------------------------------------------------------------------------------
+
+
+def run_check(target: str) -> int:
+    """0: every task the app's routes declare can be run from its store (or it has none);
+    1: the list of those that cannot, one line each."""
+    obj = load_target(target)
     runner = obj if isinstance(obj, Runner) else find_runner(obj)
     if runner is None:
         raise CommandError(f"{target} is not an App, a Runner or a BackbeatMiddleware")
-    if store is not None:
-        runner.use_store(store)
-    declare_task_modules(runner, obj)
+    problems = problems_of(runner, obj)
+    if problems:
+        sys.stdout.write(report(problems) + "\n")
+        return EXIT_ERROR
     if not runner.durable:
-        raise CommandError(
-            f"the runner of {target} has no store: give it one, e.g. "
-            "Runner(store='sqlite:///tasks.db')"
+        sys.stdout.write(
+            f"{target}: no store: its tasks run in memory in this process, where any "
+            "function runs; nothing to check\n"
         )
-    return runner
+    else:
+        sys.stdout.write(f"{target}: every task its routes declare can be run from its store\n")
+    return 0
 
 
 def run_worker(

@@ -6,9 +6,10 @@ and the start-up check must list them.
 
 import os
 
+from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from backbeat import App, BackgroundTask, Runner, post
+from backbeat import App, BackbeatMiddleware, BackgroundTask, Runner, post
 from tests.apps.mail_helpers import send_mail
 
 
@@ -34,6 +35,13 @@ if os.environ.get("BACKBEAT_TEST_PROBLEMS") == "1":
 
     routes += [remind, later]
 
-store = os.environ.get("BACKBEAT_TEST_STORE")
-runner = Runner(store=store, poll_interval=0.2) if store else Runner()
-app = App(routes=[Mount("/api", routes=routes)], runner=runner)
+
+def make_runner() -> Runner:
+    store = os.environ.get("BACKBEAT_TEST_STORE")
+    execute = os.environ.get("BACKBEAT_TEST_EXECUTE", "1") == "1"
+    return Runner(store=store, execute=execute, poll_interval=0.2) if store else Runner()
+
+
+app = App(routes=[Mount("/api", routes=routes)], runner=make_runner())
+# The same routes in a Starlette app under the middleware.
+wrapped = BackbeatMiddleware(Starlette(routes=[Mount("/api", routes=routes)]), make_runner())
