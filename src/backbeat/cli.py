@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import logging
 import os
@@ -34,7 +35,7 @@ from backbeat.checks import declare_route_tasks, problems_of, report
 from backbeat.routing import declare_task_modules
 from backbeat.runner import Runner
 from backbeat.store_commands import STATES, CommandError, run_store_command
-from backbeat.stores import StoreError, StoreMissing
+from backbeat.stores import SQLiteStore, StoreError, StoreMissing
 from backbeat.stores.base import FINISHED_STATES
 
 EXIT_ERROR = 1
@@ -232,6 +233,9 @@ async def _serve(runner: Runner, target: str) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if not await wait_for_store(runner, stop):
+        log.info("backbeat worker: stopped before its store was there")
+        return
     async with runner:
         log.info(
             "backbeat worker for %s: store %r, queues %s, concurrency %d, pid %d",
@@ -244,3 +248,31 @@ async def _serve(runner: Runner, target: str) -> None:
         await stop.wait()
         log.info("backbeat worker: stopping (draining for up to %.0fs)", runner.shutdown_timeout)
     log.info("backbeat worker: stopped")
+
+
+async def wait_for_store(runner: Runner, stop: asyncio.Event) -> bool:
+    """A worker never creates a SQLite store: the app does. Started from another directory,
+    a relative path would name a new, empty file that no app writes to, and the worker would
+    watch it, idle, for ever. So it waits for the file, saying where it looks (one line per
+    backoff step, up to every 30 s). False: stopped meanwhile."""
+    store = runner.store
+    if not isinstance(store, SQLiteStore):
+        return True
+    store.never_create()
+    delay = 1.0
+    while not store.exists:
+        logging.getLogger("backbeat").warning(
+            "backbeat worker: no store at %s yet: waiting for the app to create it (a worker "
+            "never creates one; a relative sqlite:/// path is relative to the working "
+            "directory, here %s); looking again in %.0fs",
+            store.path,
+            os.getcwd(),
+            delay,
+        )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await stop.wait()
+        if stop.is_set():
+            return False
+        delay = min(delay * 2, 30.0)
+    return True

@@ -34,7 +34,7 @@ import sys
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backbeat.checks import UnrunnableTasks, check_app
+from backbeat.checks import UnrunnableTasks, check_app, declare_route_tasks
 from backbeat.routing import declare_task_modules, reachable
 from backbeat.runner import Runner
 from backbeat.stores.base import StoreError
@@ -89,6 +89,7 @@ class BackbeatMiddleware:
         self.app = app
         self.runner = runner if runner is not None else Runner()
         declare_task_modules(self.runner, app)
+        declare_route_tasks(self.runner, app)  # what cannot be stops the start-up
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

@@ -107,8 +107,9 @@ class SQLiteFile:
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
 
-    def _create_private(self) -> None:
-        """Make the file (and missing directories) readable by this user only.
+    def _create_private(self) -> bool:
+        """Make the file (and missing directories) readable by this user only; False when
+        another process made it first.
 
         Task arguments are in it. SQLite gives the -wal and -shm files the
         mode of the database file, so they are private too.
@@ -121,19 +122,24 @@ class SQLiteFile:
         for directory in reversed(missing):
             with contextlib.suppress(FileExistsError):
                 directory.mkdir(mode=0o700)
-        with contextlib.suppress(FileExistsError):
+        try:
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return False
+        return True
 
     def _connect(self) -> sqlite3.Connection:
         if not self.path.exists():
             if not self.create:
                 raise StoreMissing(f"no store at {self.path.absolute()}")
             try:
-                self._create_private()
+                created = self._create_private()
             except OSError as exc:
                 raise StoreError(
                     f"cannot create the SQLite store {str(self.path)!r}: {exc}"
                 ) from exc
+            if created:  # loud on purpose: a relative path from the wrong directory too
+                logger.warning("backbeat: no store at %s: created a new, empty one", self.path)
         try:
             conn = sqlite3.connect(
                 self.path,
