@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import copy
 import logging
 import time
 from collections import OrderedDict
@@ -49,6 +50,25 @@ _KEPT_CALL_SIZE = 2048
 def original_function(task: BackgroundTask) -> Callable[..., Any]:
     func = task.func
     return synchronous(func) or func
+
+
+def as_stored(task: BackgroundTask) -> BackgroundTask:
+    """A copy of a task tree whose arguments went through JSON and back against their
+    functions, as a store hands them to a worker (an unannotated parameter gets the plain
+    JSON value); ArgumentError for arguments a store could not keep. Same ids."""
+    if not isinstance(task, BackgroundTasks):
+        payload = encode_arguments(task.name, task.args, task.kwargs)
+        copied = copy.copy(task)
+        copied.args, copied.kwargs = decode_arguments(original_function(task), payload)  # type: ignore[assignment]
+        return copied
+    collection = BackgroundTasks(as_group=task.as_group)
+    collection.tasks = [
+        as_stored(member) if isinstance(member, BackgroundTask) else member for member in task.tasks
+    ]
+    collection.id = task.id
+    collection.created = task.created
+    collection.policy = task.policy
+    return collection
 
 
 class Prepared:
