@@ -208,3 +208,36 @@ def test_backbeat_check_of_an_app_that_cannot_be_imported():
     done = run("backbeat", "check", "tests.apps.broken_app:app")
     assert done.returncode == 1
     assert done.stderr.startswith("backbeat check: error: importing 'tests.apps.broken_app'")
+
+
+def test_a_litestar_handlers_task_from_an_undeclared_module_runs_with_a_store(store):
+    from litestar import Litestar
+    from litestar import post as litestar_post
+
+    from backbeat.litestar import BackbeatPlugin
+    from backbeat.litestar import BackgroundTask as LitestarTask
+
+    @litestar_post("/welcome", background=LitestarTask(send_mail, "cy@example.com"))
+    async def welcome() -> None: ...
+
+    app = Litestar([welcome], plugins=[BackbeatPlugin(Runner(store=store))])
+    with TestClient(app) as client:
+        assert client.post("/welcome").status_code == 201
+    assert mail_helpers.sent == ["cy@example.com"]
+
+
+def test_a_litestar_handlers_closure_fails_start_up(store):
+    from litestar import Litestar
+    from litestar import post as litestar_post
+
+    from backbeat.litestar import BackbeatPlugin
+
+    @litestar_post("/v2/remind", background=closure_task())
+    async def remind() -> None: ...
+
+    app = Litestar([remind], plugins=[BackbeatPlugin(Runner(store=store))])
+    with pytest.raises(BaseExceptionGroup) as raised, TestClient(app):
+        pass
+    [refused] = raised.value.exceptions  # Litestar's task group wraps it
+    assert isinstance(refused, UnrunnableTasks)
+    assert "POST /v2/remind: task " in str(refused)

@@ -119,15 +119,16 @@ def route_tasks(runner: Runner, app: object) -> Iterator[tuple[Runner, str, Back
         if isinstance(own, Runner):
             owner = own
         path = getattr(item, "path", None)
-        here = prefix + path if isinstance(path, str) else prefix
+        here = prefix.rstrip("/") + path if isinstance(path, str) else prefix
         background = getattr(item, "background", None)
         if isinstance(background, BackgroundTask):
             where = f"{_methods(item)}{here or '/'}"
             for task in _leaves(background):
                 yield owner, where, task
-        routes = getattr(item, "routes", None)
-        if isinstance(routes, list):
-            pending.append((routes, here, owner))
+        for name in ("routes", "route_handlers"):  # Starlette's and Litestar's
+            routes = getattr(item, name, None)
+            if isinstance(routes, list):
+                pending.append((routes, here, owner))
         for name in ("handler", "router", "app"):
             found = getattr(item, name, None)
             # A function or a bound method is an endpoint: nothing to walk into.
@@ -136,7 +137,7 @@ def route_tasks(runner: Runner, app: object) -> Iterator[tuple[Runner, str, Back
 
 
 def _methods(route: object) -> str:
-    methods = getattr(route, "methods", None)
+    methods = getattr(route, "methods", None) or getattr(route, "http_methods", None)
     if not methods:
         return ""
     shown = sorted(str(method) for method in methods if method != "HEAD") or ["HEAD"]
