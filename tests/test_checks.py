@@ -139,10 +139,11 @@ def run(*command: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_uvicorn_refuses_to_start_with_one_clear_line_per_problem(store):
+@pytest.mark.parametrize("target", ["tests.apps.mounted_app:app", "tests.apps.mounted_app:wrapped"])
+def test_uvicorn_refuses_to_start_with_one_clear_line_per_problem(store, target):
     done = run(
         "uvicorn",
-        "tests.apps.mounted_app:app",
+        target,
         "--port",
         "0",
         BACKBEAT_TEST_STORE=store,
