@@ -135,9 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def load_runner(target: str, store: str | None = None) -> Runner:
     obj = load_target(target)
-    runner = obj if isinstance(obj, Runner) else find_runner(obj)
-    if runner is None:
-        raise CommandError(f"{target} is not an App, a Runner or a BackbeatMiddleware")
+    runner = runner_of(obj, target)
     if store is not None:
         runner.use_store(store)
     declare_task_modules(runner, obj)
@@ -178,6 +176,13 @@ def load_target(target: str) -> Any:
     return obj
 
 
+def runner_of(obj: Any, target: str) -> Runner:
+    runner = obj if isinstance(obj, Runner) else find_runner(obj)
+    if runner is None:
+        raise CommandError(f"{target} is not an App, a Runner or a BackbeatMiddleware")
+    return runner
+
+
 # --- check ----------------------------------------------------------------------------------
 
 
@@ -185,9 +190,7 @@ def run_check(target: str) -> int:
     """0: every task the app's routes declare can be run from its store (or it has none);
     1: the list of those that cannot, one line each."""
     obj = load_target(target)
-    runner = obj if isinstance(obj, Runner) else find_runner(obj)
-    if runner is None:
-        raise CommandError(f"{target} is not an App, a Runner or a BackbeatMiddleware")
+    runner = runner_of(obj, target)
     problems = problems_of(runner, obj)
     if problems:
         sys.stdout.write(report(problems) + "\n")
