@@ -242,3 +242,30 @@ def test_a_litestar_handlers_closure_fails_start_up(store):
     [refused] = raised.value.exceptions  # Litestar's task group wraps it
     assert isinstance(refused, UnrunnableTasks)
     assert "POST /v2/remind: task " in str(refused)
+
+
+def notify() -> None: ...
+
+
+def notify_again() -> None: ...
+
+
+notify_again.__qualname__ = notify_again.__name__ = "notify"  # found by the same name
+
+
+def test_two_functions_under_one_name_fail_start_up_with_the_fix(store):
+    @post("/a", background=BackgroundTask(notify))
+    async def a() -> None: ...
+
+    @post("/b", background=BackgroundTask(notify_again))
+    async def b() -> None: ...
+
+    app = App(routes=[Mount("/x", routes=[a, b])], runner=Runner(store=store))
+    with pytest.raises(UnrunnableTasks) as refused, TestClient(app):
+        pass
+    [problem] = refused.value.problems
+    assert problem.route == "POST /x/b"
+    assert "two different functions are registered as task 'tests.test_checks:notify'" in str(
+        problem
+    )
+    assert "give one another name with @task(name=...)" in problem.reason
