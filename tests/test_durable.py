@@ -19,6 +19,7 @@ from backbeat import (
     post,
     status_route,
 )
+from backbeat.checks import UnrunnableTasks
 from backbeat.ids import new_id
 from backbeat.stores import NewTask
 from backbeat.testing import TestClient
@@ -175,8 +176,9 @@ def test_a_route_task_that_cannot_be_stored_fails_at_startup(db):
     @post("/x", background=BackgroundTask(lambda: None))
     async def handler() -> None: ...
 
-    with pytest.raises(TypeError, match="cannot be a lambda"):
-        App(routes=[handler], runner=durable_tasks.runner(db))
+    app = App(routes=[handler], runner=durable_tasks.runner(db))
+    with pytest.raises(UnrunnableTasks, match=r"POST /x: .*cannot be a lambda"), TestClient(app):
+        pass
 
 
 def test_a_task_that_cannot_be_stored_turns_the_request_into_a_500(db, backbeat_log):

@@ -3,6 +3,7 @@
 import asyncio
 import collections
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -290,3 +291,46 @@ def test_a_worker_whose_store_cannot_be_reached_exits_with_one_line(tmp_path):
     lines = [line for line in result.stderr.splitlines() if "backbeat worker: error" in line]
     assert len(lines) == 1 and "cannot be reached" in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_worker_started_elsewhere_waits_for_its_store_and_never_creates_one(tmp_path):
+    # The app's store is `sqlite:///tasks.db`: relative to the directory each process starts in.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    named = elsewhere / "tasks.db"
+    marks = tmp_path / "marks.txt"
+    log_path = tmp_path / "worker.log"
+    env = {
+        **os.environ,
+        "BACKBEAT_TEST_STORE": "sqlite:///tasks.db",
+        "BACKBEAT_TEST_OUT": str(marks),
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [sys.executable, "-m", "backbeat", "worker", "tests.apps.durable_app:app"]
+    with open(log_path, "ab") as log:
+        worker = subprocess.Popen(
+            command, cwd=elsewhere, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until(
+            lambda: f"no store at {named} yet" in log_path.read_text(),
+            20,
+            "the worker to say which file it waits for",
+            log_path.read_text,
+        )
+        assert not named.exists()  # nothing made behind the app's back
+        # The app creates the store there and writes a task: the worker runs it.
+        app_runner = Runner(store=f"sqlite:///{named}", execute=False)
+        app_runner.register(durable_tasks.sleep_and_mark)
+        app_runner.submit(BackgroundTask(durable_tasks.sleep_and_mark, 0, "late"))
+        wait_until(
+            lambda: marks.exists() and "late" in marks.read_text(),
+            20,
+            "the worker to run the task once the store was there",
+            log_path.read_text,
+        )
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=15) == 0
+    assert f"store SQLiteStore('{named}')" in log_path.read_text()  # where it works, absolute

@@ -2,6 +2,7 @@
 
     backbeat worker MODULE:ATTR [--store URL] [--concurrency N] [--queues A,B]
                                 [--metrics HOST:PORT]
+    backbeat check MODULE:ATTR
     backbeat status --store URL [--failures N]
     backbeat workers --store URL [--json]
     backbeat list --store URL [--state S] [--queue Q] [--name N] [--limit N] [--json]
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import logging
 import os
@@ -33,10 +35,11 @@ from typing import Any
 
 from backbeat import __version__
 from backbeat.applications import find_runner
+from backbeat.checks import declare_route_tasks, problems_of, report
 from backbeat.routing import declare_task_modules
 from backbeat.runner import Runner
 from backbeat.store_commands import STATES, CommandError, run_store_command
-from backbeat.stores import StoreError, StoreMissing
+from backbeat.stores import SQLiteStore, StoreError, StoreMissing
 from backbeat.stores.base import FINISHED_STATES
 from backbeat.worker_endpoint import INSTALL_METRICS, WorkerEndpoint, parse_address, worker_metrics
 
@@ -102,6 +105,11 @@ def parser() -> argparse.ArgumentParser:
         help="serve /healthz (for probes) and /metrics (Prometheus) here",
     )
 
+    check = commands.add_parser(
+        "check", help="list the tasks an app's routes declare that its store could not run"
+    )
+    check.add_argument("target", metavar="MODULE:ATTR", help="an App, a Runner, or middleware")
+
     status = commands.add_parser("status", help="counts by state and recent failures")
     store_option(status)
     status.add_argument("--failures", type=int, default=10, metavar="N", help="default 10")
@@ -157,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 connect_timeout=args.connect_timeout,
                 metrics=args.metrics,
             )
+        if args.command == "check":
+            return run_check(args.target)
         return run_store_command(args)
     except (CommandError, StoreError) as exc:
         sys.stderr.write(f"backbeat {args.command}: error: {exc}\n")
@@ -172,6 +182,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def load_runner(target: str, store: str | None = None) -> Runner:
+    obj = load_target(target)
+    runner = runner_of(obj, target)
+    if store is not None:
+        runner.use_store(store)
+    declare_task_modules(runner, obj)
+    # The routes' tasks the app stores (mounted ones too): the worker runs them by name.
+    declare_route_tasks(runner, obj)
+    if not runner.durable:
+        raise CommandError(
+            f"the runner of {target} has no store: give it one, e.g. "
+            "Runner(store='sqlite:///tasks.db')"
+        )
+    return runner
+
+
+def load_target(target: str) -> Any:
+    """What MODULE:ATTR names, imported from the current directory."""
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
         raise CommandError(f"{target!r} is not MODULE:ATTR (for example myapp.main:app)")
@@ -194,18 +221,36 @@ def load_runner(target: str, store: str | None = None) -> Runner:
             obj = getattr(obj, part)
         except AttributeError:
             raise CommandError(f"{module_name!r} has no attribute {attribute!r}") from None
+    return obj
+
+
+def runner_of(obj: Any, target: str) -> Runner:
     runner = obj if isinstance(obj, Runner) else find_runner(obj)
     if runner is None:
         raise CommandError(f"{target} is not an App, a Runner or a BackbeatMiddleware")
-    if store is not None:
-        runner.use_store(store)
-    declare_task_modules(runner, obj)
-    if not runner.durable:
-        raise CommandError(
-            f"the runner of {target} has no store: give it one, e.g. "
-            "Runner(store='sqlite:///tasks.db')"
-        )
     return runner
+
+
+# --- check ----------------------------------------------------------------------------------
+
+
+def run_check(target: str) -> int:
+    """0: every task the app's routes declare can be run from its store (or it has none);
+    1: the list of those that cannot, one line each."""
+    obj = load_target(target)
+    runner = runner_of(obj, target)
+    problems = problems_of(runner, obj)
+    if problems:
+        sys.stdout.write(report(problems) + "\n")
+        return EXIT_ERROR
+    if not runner.durable:
+        sys.stdout.write(
+            f"{target}: no store: its tasks run in memory in this process, where any "
+            "function runs; nothing to check\n"
+        )
+    else:
+        sys.stdout.write(f"{target}: every task its routes declare can be run from its store\n")
+    return 0
 
 
 def run_worker(
@@ -282,6 +327,9 @@ async def _serve(
             endpoint.url,
             endpoint.url,
         )
+    if not await wait_for_store(runner, stop):
+        log.info("backbeat worker: stopped before its store was there")
+        return 0
     if connect_timeout == 0 and runner.store is not None:
         await runner.store.open()  # --exit-if-unreachable: StoreUnavailable is the one line
     async with runner:
@@ -317,3 +365,31 @@ async def _connected(runner: Runner, within: float | None, stop: asyncio.Event) 
         connected.cancel()
         return False
     return connected.result()
+
+
+async def wait_for_store(runner: Runner, stop: asyncio.Event) -> bool:
+    """A worker never creates a SQLite store: the app does. Started from another directory,
+    a relative path would name a new, empty file that no app writes to, and the worker would
+    watch it, idle, for ever. So it waits for the file, saying where it looks (one line per
+    backoff step, up to every 30 s). False: stopped meanwhile."""
+    store = runner.store
+    if not isinstance(store, SQLiteStore):
+        return True
+    store.never_create()
+    delay = 1.0
+    while not store.exists:
+        logging.getLogger("backbeat").warning(
+            "backbeat worker: no store at %s yet: waiting for the app to create it (a worker "
+            "never creates one; a relative sqlite:/// path is relative to the working "
+            "directory, here %s); looking again in %.0fs",
+            store.path,
+            os.getcwd(),
+            delay,
+        )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await stop.wait()
+        if stop.is_set():
+            return False
+        delay = min(delay * 2, 30.0)
+    return True

@@ -50,6 +50,7 @@ from litestar.plugins import InitPluginProtocol
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from backbeat import tasks as backbeat_tasks
+from backbeat.checks import check_app
 from backbeat.middleware import BackbeatMiddleware, InjectedTasks, inject_tasks
 from backbeat.runner import Runner
 from backbeat.status import TaskInfo
@@ -125,6 +126,8 @@ class BackbeatPlugin(InitPluginProtocol):
 
     @asynccontextmanager
     async def _lifespan(self, app: Litestar) -> AsyncIterator[None]:
+        # A handler's task that a store could not run fails here, not every request.
+        check_app(self.runner, app)
         async with self.runner:
             yield
 

@@ -26,9 +26,10 @@ from backbeat.engine.execution import FailureListener, Hook, Hooks
 from backbeat.engine.health import WorkerHealth
 from backbeat.engine.limits import Limits, check_count, check_seconds, queue_names
 from backbeat.engine.local import LocalEngine, RunnerFull
-from backbeat.engine.stored import Prepared, StoredEngine
+from backbeat.engine.stored import Prepared, StoredEngine, as_stored
 from backbeat.observers import Observer
 from backbeat.registry import durable_name
+from backbeat.serialization import ArgumentError
 from backbeat.signing import signing_key as signing_key_of
 from backbeat.status import FINISHED, TaskInfo, value_of
 from backbeat.stores import Store, open_store
@@ -45,9 +46,11 @@ class Runner:
 
     Any runner: ``concurrency``, ``shutdown_timeout``, ``finished_ttl``, the hooks.
     Without a store: ``max_pending``, ``overflow_timeout``, ``keep_finished``, ``eager``
-    (tests: inline, re-raise; no store then). With one: ``execute``, ``lease``,
-    ``poll_interval``, ``max_lost_leases``, ``max_task_size``, ``queues`` (this process
-    runs; default all), ``signing_key`` (docs/durable.md, docs/redis.md).
+    (tests: inline, re-raise; no store then), ``round_trip`` (tests: arguments through
+    JSON and back, as a store would hand them to a worker; docs/testing.md). With one:
+    ``execute``, ``lease``, ``poll_interval``, ``max_lost_leases``, ``max_task_size``,
+    ``queues`` (this process runs; default all), ``signing_key`` (docs/durable.md,
+    docs/redis.md).
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class Runner:
         max_task_size: int = 1 << 20,
         queues: list[str] | tuple[str, ...] | None = None,
         signing_key: str | bytes | None = None,
+        round_trip: bool = False,
         on_start: Hook | None = None,
         on_success: Hook | None = None,
         on_error: Hook | None = None,
@@ -101,6 +105,9 @@ class Runner:
         )
         self.hooks = Hooks(on_start, on_success, on_error, on_retry)
         self.eager = eager
+        # Without a store, hand tasks their arguments through JSON and back as a store
+        # would (tests: `backbeat.testing.TestClient`, the pytest plugin's runners).
+        self.round_trip = round_trip
         self._stored_options = {
             "execute": execute,
             "lease": float(lease),
@@ -203,7 +210,8 @@ class Runner:
             self._engine.registry.add_module(module)
 
     def register_tasks(self, task: BackgroundTask) -> None:
-        """Register every function in a task tree (a route's ``background=``)."""
+        """Register every function in a task tree (a route's ``background=``); TypeError or
+        ValueError, as a request storing it would get, for one a store could not run."""
         if isinstance(self._engine, StoredEngine):
             self._engine.register_tree(task)
 
@@ -271,7 +279,7 @@ class Runner:
         if not isinstance(task, BackgroundTask):
             raise TypeError(f"Runner.submit expects a BackgroundTask, got {task!r}")
         if not self.durable:
-            return self._engine.submit(task)  # type: ignore[union-attr]
+            return self._engine.submit(self._as_stored(task))  # type: ignore[union-attr]
         if not in_event_loop():
             return self._engine.submit_blocking(task)  # type: ignore[union-attr]
         raise RuntimeError(
@@ -283,12 +291,27 @@ class Runner:
         """`submit` for any runner; with a store, returns once the task is written."""
         if not isinstance(task, BackgroundTask):
             raise TypeError(f"Runner.asubmit expects a BackgroundTask, got {task!r}")
-        return await self._engine.asubmit(task)
+        return await self._engine.asubmit(self._as_stored(task))
 
     def take(self, task: BackgroundTask) -> bool:
         """What `await task()` does first inside a request served under this runner:
         take the task if there is room (no await on this path). False: call `hand_off`."""
+        if self.round_trip:
+            task = self._as_stored(task)
         return self._engine.take(task)
+
+    def _as_stored(self, task: BackgroundTask) -> BackgroundTask:
+        """The task as a store would hand it to a worker, where this runner round-trips."""
+        if not self.round_trip or self.durable:
+            return task  # a store's own round trip is the real one
+        try:
+            return as_stored(task)
+        except ArgumentError as exc:
+            raise ArgumentError(
+                f"{exc}: a store could not keep it, and this runner hands tasks their "
+                "arguments as a store would (Runner(round_trip=...); TestClient(app, "
+                "round_trip=False) for an app that never uses a store)"
+            ) from None
 
     async def hand_off(self, task: BackgroundTask) -> None:
         """Take the task, or wait for room, or run it inline; eager mode runs it here."""
@@ -300,7 +323,7 @@ class Runner:
             if prepared is not None:
                 await prepared.activate()  # stored ahead of the response: now runnable
                 return
-        await self._engine.hand_off(task)
+        await self._engine.hand_off(self._as_stored(task))
 
     # --- looking, results, cancelling ----------------------------------------------------
 

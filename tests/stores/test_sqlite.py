@@ -1,12 +1,14 @@
 """What is the SQLite store's own: the file, its URLs, its group commit."""
 
 import asyncio
+import logging
 import stat
 import time
 from pathlib import Path
 
 import pytest
 
+from backbeat import Runner
 from backbeat.ids import new_id
 from backbeat.stores import (
     MemoryStore,
@@ -102,3 +104,19 @@ async def test_sqlite_store_files_are_private(tmp_path, monkeypatch):
     for directory in (path.parent, path.parent.parent):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
     await store.close()
+
+
+async def test_a_relative_path_is_logged_absolute_and_a_new_store_loudly(
+    tmp_path, monkeypatch, backbeat_log
+):
+    monkeypatch.chdir(tmp_path)
+    async with Runner(store="sqlite:///tasks.db"):
+        pass
+    async with Runner(store="sqlite:///tasks.db"):
+        pass
+    absolute = tmp_path / "tasks.db"
+    created = [m for m in backbeat_log.messages(logging.WARNING) if "created" in m]
+    assert created == [f"backbeat: no store at {absolute}: created a new, empty one"]
+    opened = [m for m in backbeat_log.messages(logging.INFO) if "task store" in m]
+    assert opened == [f"backbeat: task store: the SQLite file {absolute}"] * 2
+    assert repr(SQLiteStore("tasks.db")) == f"SQLiteStore({str(absolute)!r})"

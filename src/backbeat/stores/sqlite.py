@@ -91,11 +91,17 @@ class SQLiteStore:
     def __init__(
         self, path: str | Path, *, busy_timeout: float = 10.0, create: bool = True
     ) -> None:
-        self.path = Path(path)
+        # Absolute from the start: the file named in every log line, and the same file
+        # whatever directory the process moves to.
+        self.path = Path(path).absolute()
         self.file = SQLiteFile(
             self.path,
             busy_timeout=busy_timeout,
             create=create,
+            # A relative path is the project's own (.backbeat/tasks.db): its directories
+            # are made. An absolute one is the deployment's (a volume, /var/lib/…): a
+            # missing directory there is a volume not mounted yet, not one to create.
+            make_directories=not Path(path).is_absolute(),
             setup=setup,
             count_unfinished=(
                 "SELECT count(*) FROM backbeat_tasks WHERE state IN ('held', 'pending', 'running')"
@@ -107,7 +113,7 @@ class SQLiteStore:
         )
         # When the claim that ran last saw the next due time, and what it was.
         self._due_hint: tuple[float, float | None] = (-1.0, None)
-        self._wakeups = _WAKEUPS.setdefault(self.path.absolute(), Wakeups())
+        self._wakeups = _WAKEUPS.setdefault(self.path, Wakeups())
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> SQLiteStore:
@@ -130,6 +136,17 @@ class SQLiteStore:
     async def open(self) -> None:
         # A bad path or a corrupt file is an error here, not at the first task.
         await anyio.to_thread.run_sync(self.file.connection)
+        logger.info("backbeat: task store: the SQLite file %s", self.path)
+
+    @property
+    def exists(self) -> bool:
+        """Whether the file is there (a worker waits for it: it never creates a store)."""
+        return self.path.exists()
+
+    def never_create(self) -> None:
+        """Refuse to create the file from now on (`StoreMissing`): a worker's store, so
+        that one started elsewhere never watches a new, empty file no app writes to."""
+        self.file.create = False
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self.file.close)
