@@ -48,20 +48,54 @@ class _Row:
     progress: str | None = None
 
     def status(self) -> StoredStatus:
-        t = self.task
+        task = self.task
         return StoredStatus(
-            t.id, t.name, self.state, self.attempts, self.error, self.traceback,
-            t.created_at, self.started_at, self.finished_at, t.due_at, self.result, self.progress,
-            t.queue, t.payload, self.worker, t.priority,
-        )  # fmt: skip
+            id=task.id,
+            name=task.name,
+            state=self.state,
+            attempts=self.attempts,
+            error=self.error,
+            traceback=self.traceback,
+            created_at=task.created_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            due_at=task.due_at,
+            result=self.result,
+            progress=self.progress,
+            queue=task.queue,
+            payload=task.payload,
+            worker=self.worker,
+            priority=task.priority,
+        )
 
     def claimed(self) -> ClaimedTask:
-        t = self.task
+        task = self.task
         return ClaimedTask(
-            t.id, t.name, t.payload, self.attempts, t.created_at, t.retries, t.backoff,
-            t.max_backoff, t.timeout, self.lost, self.error, t.queue,
-            receipt_for(t.id, self.attempts),
-        )  # fmt: skip
+            id=task.id,
+            name=task.name,
+            payload=task.payload,
+            attempts=self.attempts,
+            created_at=task.created_at,
+            retries=task.retries,
+            backoff=task.backoff,
+            max_backoff=task.max_backoff,
+            timeout=task.timeout,
+            lost=self.lost,
+            error=self.error,
+            queue=task.queue,
+            receipt=receipt_for(task.id, self.attempts),
+        )
+
+    def make_pending(self) -> None:
+        """Runnable again (activated, released, retried), held by no worker."""
+        self.state = "pending"
+        self.lease_until = None
+        self.worker = None
+
+    def finish(self, state: str, now: float) -> None:
+        self.state = state
+        self.finished_at = now
+        self.lease_until = None
 
 
 class MemoryStore:
@@ -147,7 +181,7 @@ class MemoryStore:
             for task_id in ids:
                 row = self._rows.get(task_id)
                 if row is not None and row.state == "held":
-                    row.state, row.lease_until = "pending", None
+                    row.make_pending()
         self._wakeups.notify()
 
     async def start(
@@ -163,7 +197,7 @@ class MemoryStore:
                 if len(claimed) < limit and not row.task.after and row.task.due_at <= now:
                     claimed.append(self._take(row, worker, now, lease))
                 else:
-                    row.state, row.lease_until = "pending", None
+                    row.make_pending()
         if len(claimed) < len(ids):
             self._wakeups.notify()  # some were only activated
         return claimed
@@ -187,10 +221,10 @@ class MemoryStore:
             ]
             for row in expired:
                 if row.cancel_requested:  # cancelled while running, and its worker is gone
-                    row.state, row.finished_at, row.lease_until = "cancelled", now, None
+                    row.finish("cancelled", now)
                 elif row.lost + 1 >= max_lost:
                     row.lost += 1
-                    row.state, row.finished_at, row.lease_until = "failed", now, None
+                    row.finish("failed", now)
                     row.error = (
                         "its worker died or hung each time it ran it: the lease was lost "
                         f"{row.lost} times (max_lost_leases={max_lost}); dead-lettered. Retry it "
@@ -254,21 +288,22 @@ class MemoryStore:
                 kept.append(row is not None)
                 if row is None:
                     continue
-                row.lease_until = None
                 state = settlement.state
                 if state is TaskState.SUCCEEDED:
-                    row.state, row.finished_at, row.result = "succeeded", now, settlement.result
+                    row.finish("succeeded", now)
+                    row.result = settlement.result
                     continue
                 row.error = settlement.error or row.error
                 if state is TaskState.CANCELLED:
-                    row.state, row.finished_at = "cancelled", now
+                    row.finish("cancelled", now)
                     continue
                 row.traceback = settlement.traceback
                 if state is TaskState.FAILED:
-                    row.state, row.finished_at = "failed", now
+                    row.finish("failed", now)
                 else:
                     assert settlement.retry_at is not None
-                    row.state, row.worker, row.task.due_at = "pending", None, settlement.retry_at
+                    row.make_pending()
+                    row.task.due_at = settlement.retry_at
             return kept
 
     async def progress(self, receipt: str, document: str) -> bool:
@@ -286,7 +321,7 @@ class MemoryStore:
             for receipt in receipts:
                 row = self._current(receipt)
                 if row is not None and not row.cancel_requested:
-                    row.state, row.lease_until, row.worker = "pending", None, None
+                    row.make_pending()
                     row.attempts = max(row.attempts - 1, 0)
         self._wakeups.notify()
 
@@ -296,12 +331,13 @@ class MemoryStore:
             for task_id in ids:
                 row = self._rows.get(task_id)
                 if row is not None and row.state in ("held", "pending"):
-                    row.state, row.finished_at, row.error = "cancelled", time.time(), reason
-                    row.lease_until = None
+                    row.finish("cancelled", time.time())
+                    row.error = reason
                     count += 1
                 elif row is not None and row.state == "running":
                     # Cancelled by its worker, told at its next renewal.
-                    row.cancel_requested, row.error = True, reason
+                    row.cancel_requested = True
+                    row.error = reason
                     count += 1
             return count
 
@@ -311,8 +347,11 @@ class MemoryStore:
             count = 0
             for row in rows:
                 if row is not None and row.state == "failed":
-                    row.state, row.attempts, row.worker, row.lost = "pending", 0, None, 0
-                    row.started_at = row.finished_at = None
+                    row.make_pending()
+                    row.attempts = 0
+                    row.lost = 0
+                    row.started_at = None
+                    row.finished_at = None
                     row.task.due_at = time.time()
                     count += 1
         self._wakeups.notify()
