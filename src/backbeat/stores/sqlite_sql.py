@@ -65,9 +65,22 @@ KEY_COLUMN = 13  # where a row tuple holds its key
 def insert_row(t: NewTask) -> tuple[Any, ...]:
     """The parameters of `INSERT` for a task (its key at `KEY_COLUMN`)."""
     return (
-        t.id, t.name, t.payload, t.retries, t.backoff, t.max_backoff, t.timeout, t.created_at,
-        t.due_at, t.after, t.held_until, t.queue, t.priority, t.key, t.held_until,
-    )  # fmt: skip
+        t.id,
+        t.name,
+        t.payload,
+        t.retries,
+        t.backoff,
+        t.max_backoff,
+        t.timeout,
+        t.created_at,
+        t.due_at,
+        t.after,
+        t.held_until,
+        t.queue,
+        t.priority,
+        t.key,
+        t.held_until,
+    )
 
 
 LIVE_WITH_KEY = (
