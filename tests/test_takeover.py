@@ -123,3 +123,29 @@ def test_a_frozen_workers_tasks_are_taken_over_after_the_heartbeat_grace(tmp_pat
     assert 8.0 < took < 15.0  # beats every 1 s, dead 10 s after the last
     assert "no heartbeat for" in log.read_text()
     assert all(pids == [frozen.pid, taker.pid] for pids in starts(server).values())
+
+
+def test_backbeat_workers_leaves_out_a_worker_whose_process_is_gone(tmp_path, shared_db):
+    """Before any live worker has taken it over, a worker killed on this machine is not
+    listed as alive (its heartbeat has not run out yet)."""
+    import asyncio
+    import subprocess
+
+    from backbeat.processes import this_process
+    from backbeat.stores import open_store
+    from backbeat.stores.base import WorkerInfo
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    me = this_process()
+
+    async def beat() -> None:
+        store = open_store(shared_db)
+        for name, pid in (("gone", gone.pid), ("alive", me.pid)):
+            info = WorkerInfo(name, "host", pid, None, 1, 0, time.time(), machine=me.machine)
+            info.process_started = me.started if pid == me.pid else 1.0
+            await store.heartbeat(info, 30)
+        await store.close()
+
+    asyncio.run(beat())
+    assert [w["name"] for w in workers(shared_db)] == ["alive"]
