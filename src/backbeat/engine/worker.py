@@ -131,7 +131,8 @@ class StoredWorker:
             self.store,
             self.name,
             self.lease,
-            receipts=lambda: list(self.receipts.values()),
+            # Also those of finished tasks whose outcome is not written yet.
+            receipts=lambda: list({*self.receipts.values(), *self._settlements.unrecorded()}),
             stop=lambda ids: loop.call_soon_threadsafe(self._stop, ids),
             describe=self._running_on_loop,
             worker_info=self.info,
