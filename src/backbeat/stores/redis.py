@@ -71,7 +71,11 @@ def _optional(value: str | None) -> str | None:
 
 
 def _number(value: str | None) -> float | None:
-    return None if value is None or value == "" else float(value)
+    """A number field; None when it is empty or was made unreadable outside backbeat."""
+    try:
+        return None if value is None or value == "" else float(value)
+    except ValueError:
+        return None
 
 
 def _text(value: object) -> str:
@@ -135,6 +139,9 @@ class RedisStore:
             self._client = client_class.from_url(
                 self._connect_url,
                 decode_responses=True,
+                # Bytes that are not UTF-8 (a value written outside backbeat) fail the one
+                # task that holds them (its arguments cannot be read), not the whole reply.
+                encoding_errors="surrogateescape",
                 socket_timeout=self.timeout,
                 # One retry on a new connection (a pooled one may have died with a Redis
                 # that came back since), both attempts within `timeout`.
@@ -369,19 +376,19 @@ def _status(task_id: str, values: list[str | None]) -> StoredStatus:
         id=task_id,
         name=name,
         state=state,
-        attempts=int(attempts or 0),
+        attempts=int(_number(attempts) or 0),
         error=_optional(error),
         traceback=_optional(traceback),
-        created_at=float(created_at or 0),
+        created_at=_number(created_at) or 0.0,
         started_at=_number(started_at),
         finished_at=_number(finished_at),
-        due_at=float(due_at or 0),
+        due_at=_number(due_at) or 0.0,
         result=_optional(result),
         progress=_optional(progress),
         queue=queue or "default",
         payload=_optional(payload),
         worker=_optional(worker),
-        priority=int(priority or 0),
+        priority=int(_number(priority) or 0),
     )
 
 
