@@ -216,6 +216,14 @@ end
 
 if step == 'enqueue' then
   local now, groups = tonumber(ARGV[3]), tonumber(ARGV[4])
+  -- On Redis's clock, when the writer stops waiting for this write (it answers 503, or
+  -- raises): a write that arrives later, after a freeze or a stall, stores nothing.
+  local deadline = tonumber(ARGV[5 + groups] or '')
+  if deadline then
+    local clock = redis.call('TIME')
+    local late = tonumber(clock[1]) + tonumber(clock[2]) / 1000000 - deadline
+    if late > 0 then return redis.error_reply('LATE ' .. late) end
+  end
   local F = {'name', 'payload', 'retries', 'backoff', 'max_backoff', 'timeout', 'created_at',
     'due_at', 'after', 'held_until', 'queue', 'priority', 'key'}
   local out, queues = {}, {}

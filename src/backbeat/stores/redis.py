@@ -103,6 +103,8 @@ class RedisStore:
         self._client: Any = None
         self._script: Any = None
         self._seen: dict[str, str] = {}  # stream -> the last entry id a claim or wait saw
+        self._clock_offset = 0.0  # Redis's clock minus this host's
+        self._clock_measured = -float("inf")  # when (monotonic)
         self._enqueues: TurnGroup[list[NewTask], list[str]] = TurnGroup(
             lambda groups: asyncio.ensure_future(self._enqueue_groups(groups))
         )
@@ -156,9 +158,29 @@ class RedisStore:
     async def _call(self, step: str, *args: object) -> Any:
         self._connect()
         try:
-            return await self._script(keys=[self._tag], args=[step, self._tag, *args])
+            # The whole operation, a reconnection and its retry included, within `timeout`.
+            async with asyncio.timeout(self.timeout):
+                return await self._script(keys=[self._tag], args=[step, self._tag, *args])
         except Exception as exc:
             raise _translated(exc, self) from exc
+
+    async def _write_deadline(self) -> float:
+        """When, on Redis's clock, a write sent now comes too late to be stored: half the
+        timeout from now. Its caller gives up at the timeout (a request answers 503): a
+        write that lands after that, from a frozen or stalled Redis, must store nothing.
+        Redis's clock is measured against this host's once a minute."""
+        if time.monotonic() - self._clock_measured > 60:
+            self._connect()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    sent = time.time()
+                    seconds, micros = await self._client.time()
+                    answered = time.time()
+            except Exception as exc:
+                raise _translated(exc, self) from exc
+            self._clock_offset = seconds + micros / 1e6 - (sent + answered) / 2
+            self._clock_measured = time.monotonic()
+        return time.time() + self._clock_offset + self.timeout / 2
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -168,6 +190,7 @@ class RedisStore:
 
     async def _enqueue_groups(self, groups: list[list[NewTask]]) -> list[list[str] | BaseException]:
         # One JSON argument per group: redis-py encodes arguments one by one, in Python.
+        deadline = await self._write_deadline()
         args: list[object] = [time.time(), len(groups)]
         for tasks in groups:
             rows = [
@@ -179,6 +202,7 @@ class RedisStore:
                 for t in tasks
             ]  # fmt: skip
             args.append(json.dumps(rows))
+        args.append(repr(deadline))
         answers = await self._call("enqueue", *args)
         return [
             StoreError(answer) if isinstance(answer, str) else list(answer) for answer in answers
@@ -398,6 +422,12 @@ def _translated(exc: Exception, store: RedisStore) -> StoreError:
     unreachable = (exceptions.ConnectionError, exceptions.TimeoutError, OSError, TimeoutError)
     if isinstance(exc, unreachable):
         return StoreUnavailable(f"{store!r} cannot be reached: {exc}")
+    if isinstance(exc, exceptions.ResponseError) and str(exc).startswith("LATE "):
+        late = float(str(exc).split()[1])
+        return StoreUnavailable(
+            f"{store!r}: the write reached Redis {late:.1f}s after its deadline (a frozen or "
+            "stalled server); nothing was stored"
+        )
     if isinstance(exc, StoreError):
         return exc
     return StoreError(f"{store!r}: {type(exc).__name__}: {exc}")
