@@ -99,12 +99,14 @@ def test_a_finished_task_keeps_its_lease_until_its_outcome_is_written(tmp_path, 
     outcome waits for the loop while the second blocks it. Its lease is kept meanwhile: a
     second worker does not run it again, and its success is the one recorded."""
     env = env_for(shared_db, BACKBEAT_TEST_EXECUTE="0", BACKBEAT_TEST_LEASE="1")
-    with uvicorn("tests.apps.durable_app:app", tmp_path, env=env) as server:
-        with httpx.Client(base_url=server.url) as client:
-            ids = [
-                client.post("/block", params={"seconds": 3, "label": label}).json()["id"]
-                for label in ("first", "second")
-            ]
+    with (
+        uvicorn("tests.apps.durable_app:app", tmp_path, env=env) as server,
+        httpx.Client(base_url=server.url) as client,
+    ):
+        ids = [
+            client.post("/block", params={"seconds": 3, "label": label}).json()["id"]
+            for label in ("first", "second")
+        ]
     runner = Runner(store=env["BACKBEAT_TEST_STORE"])
     holder = Workers(tmp_path, env, count=1, concurrency=2, name="holder")
     other = Workers(tmp_path, env, count=1, concurrency=2, name="other")

@@ -5,6 +5,7 @@ import json
 import time
 
 import httpx
+import pytest
 
 from backbeat import Runner
 from tests.redis_server import OwnRedis
@@ -143,3 +144,50 @@ def test_a_write_that_reaches_redis_after_its_deadline_stores_nothing(tmp_path):
     assert refused is not None and "after its deadline" in str(refused), refused
     assert 1.4 < took < 2.0, took  # it landed (late) and was answered, within the timeout
     assert counts["pending"] == 0, counts
+
+
+@pytest.mark.parametrize("command", ["FLUSHDB", "FLUSHALL"])
+def test_a_flushed_redis_is_noticed_said_and_refused_once_never_a_silent_2xx(tmp_path, command):
+    """A flush drops every task under the prefix: the app says so (an ERROR with how many
+    unfinished tasks were lost), refuses the write that finds out (503), sets the store up
+    again and goes on; a worker runs what was accepted afterwards."""
+    import sys
+
+    from tests.redis_server import raw_client
+
+    redis = OwnRedis(str(tmp_path)).start()
+    try:
+        env = env_for(redis.url, BACKBEAT_TEST_EXECUTE="0")
+        with uvicorn("tests.apps.durable_app:app", tmp_path, env=env) as server:
+            post_tasks(server.url, 60, seconds=0, prefix="lost")
+            looking = Runner(store=redis.url)
+            # Their activations (writes of the app's, after each response) first: else one of
+            # those would be the write that finds the data gone.
+            wait_until(lambda: looking.stats()["pending"] == 60, 10, "the activations")
+            admin = raw_client(redis.url)
+            try:
+                admin.execute_command(command)
+            finally:
+                admin.close()
+            with httpx.Client(base_url=server.url, timeout=10) as client:
+                statuses = [
+                    client.post("/work", params={"seconds": 0, "label": f"after{n}"}).status_code
+                    for n in range(10)
+                ]
+            log = server.log()
+        accepted = [f"after{n}" for n, status in enumerate(statuses) if status == 201]
+        assert statuses == [503] + [201] * 9, statuses
+        assert "is gone (FLUSHDB, FLUSHALL" in log and "the 60 unfinished task(s)" in log, log
+        with background_process([sys.executable, *WORKER], tmp_path, env=env, name="worker") as (
+            _,
+            worker_log,
+        ):
+            wait_until(
+                lambda: set(accepted) <= set(server.marks()),
+                20,
+                "the later tasks",
+                worker_log.read_text,
+            )
+        assert Runner(store=redis.url).stats()["succeeded"] == 9
+    finally:
+        redis.stop()

@@ -32,6 +32,40 @@ def test_url_forms_and_the_prefix():
         open_store("redis://h/0?cluster=maybe")
 
 
+def test_a_bad_url_option_is_one_line_naming_the_accepted_ones():
+    with pytest.raises(StoreError) as raised:
+        open_store("redis://h:6379/0?prefx=shop")
+    message = str(raised.value)
+    assert "prefx" in message and "prefix" in message and "cluster" in message
+    assert "\n" not in message
+    assert open_store("rediss://h/0?ssl_cert_reqs=none&prefix=a").prefix == "a"
+
+
+def test_the_repr_names_the_database():
+    assert repr(open_store("redis://u:pw@cache:6380/2?prefix=shop")) == (
+        "RedisStore(redis://cache:6380, db=2, prefix='shop')"
+    )
+    assert "db=0" in repr(open_store("redis://cache"))
+    assert repr(open_store("unix:///run/redis.sock?db=3")) == (
+        "RedisStore(unix:///run/redis.sock, db=3, prefix='backbeat')"
+    )
+
+
+def test_read_only_commands_write_nothing(store_url_redis):
+    from tests.test_workers import backbeat
+
+    for command in (["status"], ["list"], ["show", "0" * 26], ["workers"]):
+        done = backbeat(*command, "--store", store_url_redis)
+        assert done.returncode == 2, done  # no store under that prefix: nothing was made
+        assert "no backbeat store under prefix" in done.stderr, done.stderr
+    client = raw_client(store_url_redis)
+    try:
+        prefix = store_url_redis.rpartition("prefix=")[2]
+        assert list(client.scan_iter(match="{" + prefix + "}*")) == []
+    finally:
+        client.close()
+
+
 async def test_every_key_shares_the_prefixs_hash_tag(store_url_redis):
     store = open_store(store_url_redis)
     await store.enqueue([new_task(queue="mail", priority=3), new_task(due_in=60)])

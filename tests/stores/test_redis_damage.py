@@ -70,7 +70,7 @@ async def test_a_running_task_whose_record_is_deleted_strands_nothing(url, backb
     async with durable_tasks.runner(url, poll_interval=0.05, lease=0.6) as runner:
         gone = await runner.asubmit(BackgroundTask(durable_tasks.sleep_and_mark, 30, "gone"))
         with anyio.fail_after(5):
-            while (await runner.aget(gone)).state != "running":
+            while (await runner.aget(gone)).state != "running":  # noqa: ASYNC110 - a store
                 await anyio.sleep(0.02)
         client = raw_client(url)
         try:

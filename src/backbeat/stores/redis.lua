@@ -13,9 +13,18 @@
 --   P:d:<id>            set: tasks waiting for this one;  P:k:<key>: a live key's task
 --   P:w, P:we           hash and zset: worker heartbeats and their expiry
 --   P:bell              stream: rung when a task is delayed (idle workers wake, re-time)
-local step, P = ARGV[1], ARGV[2]
+--   P:made              string: a token `open` leaves; gone, the data was flushed
+-- ARGV[1] may carry that token after the step ("claim <token>"): a call made for data that
+-- is gone (FLUSHDB, FLUSHALL, an eviction) is refused with "GONE <the token now>".
+local step, made = ARGV[1]:match('^(%S+) ?(.*)$')
+local P = ARGV[2]
 local GROUP = 'backbeat'
 local LIVE = {held = true, pending = true, running = true}
+
+if made ~= '' and step ~= 'open' then
+  local now_made = redis.call('GET', P .. ':made')
+  if now_made ~= made then return redis.error_reply('GONE ' .. (now_made or '-')) end
+end
 
 local function tk(id) return P .. ':t:' .. id end
 local function sk(state, q)
@@ -177,6 +186,15 @@ local function current(id, attempt)
   return state == 'running' and attempts == attempt, t
 end
 
+-- How many tasks are held, pending or running (what a flush would lose).
+local function unfinished()
+  local count = 0
+  for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+    count = count + redis.call('ZCARD', sk('pending', q)) + redis.call('ZCARD', sk('running', q))
+  end
+  return count
+end
+
 local function queues_of(list)
   if #list > 0 then return list end
   return redis.call('SMEMBERS', P .. ':queues')
@@ -278,6 +296,7 @@ if step == 'enqueue' then
       table.insert(out, ids)
     end
   end
+  table.insert(out, unfinished())
   return out
 
 elseif step == 'activate' or step == 'start' then
@@ -615,11 +634,20 @@ elseif step == 'due' then  -- when the soonest held or delayed task is due, and 
   end
   return {soonest, stream_ids()}
 
-elseif step == 'open' then
-  stream_of('default', '0')
-  if redis.call('EXISTS', P .. ':bell') == 0 then
-    redis.call('XADD', P .. ':bell', 'MAXLEN', '~', 100, '*', 'opened', ARGV[3])
+elseif step == 'open' then  -- ARGV[4]: a new token, if none is there; ARGV[5]: '1' to create
+  local token = redis.call('GET', P .. ':made')
+  local found = token or redis.call('EXISTS', P .. ':streams', P .. ':bell') > 0
+  if ARGV[5] == '1' then
+    stream_of('default', '0')
+    if redis.call('EXISTS', P .. ':bell') == 0 then
+      redis.call('XADD', P .. ':bell', 'MAXLEN', '~', 100, '*', 'opened', ARGV[3])
+    end
+    if not token then
+      token = ARGV[4]
+      redis.call('SET', P .. ':made', token)
+    end
+    found = true
   end
-  return 0
+  return {token or '', found and 1 or 0, unfinished()}
 end
 return redis.error_reply('unknown step ' .. tostring(step))

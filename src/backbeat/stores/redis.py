@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -41,6 +42,7 @@ from backbeat.stores.base import (
     Settlement,
     StoredStatus,
     StoreError,
+    StoreMissing,
     StoreUnavailable,
     WorkerInfo,
     check_purgeable,
@@ -82,12 +84,45 @@ def _text(value: object) -> str:
     return "" if value is None else str(value)
 
 
+# The URL's query options: backbeat's, then those redis-py takes (and any ``ssl_*``).
+_URL_OPTIONS = (
+    "prefix",
+    "cluster",
+    "db",
+    "client_name",
+    "protocol",
+    "max_connections",
+    "socket_keepalive",
+)
+
+
+class _Marker:
+    """What a store's handles (itself and its twins) know of the data under its prefix: the
+    token `open` left there (a FLUSHDB or FLUSHALL takes it away), and how many unfinished
+    tasks it held when last counted (at start-up and at each write of tasks)."""
+
+    def __init__(self) -> None:
+        self.token = ""  # "": not opened for writing; nothing is checked
+        self.unfinished = 0
+        self.counted_at = 0.0
+
+
 class RedisStore:
     """Tasks in Redis; one client per event loop (`twin` makes another)."""
 
-    def __init__(self, url: str, *, prefix: str = "backbeat", timeout: float = 2.0) -> None:
+    def __init__(
+        self, url: str, *, prefix: str = "backbeat", timeout: float = 2.0, create: bool = True
+    ) -> None:
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        unknown = [
+            name for name in query if name not in _URL_OPTIONS and not name.startswith("ssl_")
+        ]
+        if unknown:
+            raise StoreError(
+                f"unknown Redis URL option(s) {', '.join(unknown)}: the options are "
+                f"{', '.join(_URL_OPTIONS)} and ssl_* (for rediss://)"
+            )
         prefix = query.pop("prefix", prefix)
         cluster = query.pop("cluster", "no").lower()
         if cluster not in ("yes", "no", "true", "false", "1", "0"):
@@ -98,8 +133,13 @@ class RedisStore:
         self.url = url
         self.prefix = prefix
         self.timeout = timeout
+        # False (the CLI's read-only commands): `open` writes nothing, and there must be a
+        # store under the prefix already.
+        self.create = create
+        self.db = query.get("db") or parts.path.strip("/") or "0"
         self._connect_url = urlunsplit(parts._replace(query=urlencode(query)))
         self._tag = "{" + prefix + "}"
+        self._marker = _Marker()
         self._client: Any = None
         self._script: Any = None
         self._seen: dict[str, str] = {}  # stream -> the last entry id a claim or wait saw
@@ -110,19 +150,56 @@ class RedisStore:
         )
 
     @classmethod
-    def from_url(cls, url: str) -> RedisStore:
-        return cls(url)
+    def from_url(cls, url: str, *, create: bool = True) -> RedisStore:
+        return cls(url, create=create)
 
     def __repr__(self) -> str:
         parts = urlsplit(self.url)
-        host = parts.hostname or parts.path
-        return f"RedisStore({parts.scheme}://{host}:{parts.port or ''}, prefix={self.prefix!r})"
+        if parts.scheme == "unix":
+            where = f"unix://{parts.path}"
+        else:
+            where = f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}"
+        return f"RedisStore({where}, db={self.db}, prefix={self.prefix!r})"
 
     def twin(self) -> RedisStore:
-        return RedisStore(self.url, prefix=self.prefix, timeout=self.timeout)
+        twin = RedisStore(self.url, prefix=self.prefix, timeout=self.timeout, create=self.create)
+        twin._marker = self._marker
+        return twin
 
     async def open(self) -> None:
-        await self._call("open", time.time())
+        token, found, unfinished = await self._call(
+            "open", time.time(), uuid.uuid4().hex, int(self.create)
+        )
+        if not found:
+            raise StoreMissing(
+                f"no backbeat store under prefix {self.prefix!r} in {self!r} (nothing was created)"
+            )
+        self._counted(unfinished)
+        if self.create:
+            self._marker.token = token
+            await self._warn_of_eviction()
+
+    def _counted(self, unfinished: int) -> None:
+        self._marker.unfinished = unfinished
+        self._marker.counted_at = time.time()
+
+    async def _warn_of_eviction(self) -> None:
+        """Redis may evict keys when full, unless told not to: tasks would vanish."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                info = await self._client.info("memory")
+        except Exception as exc:  # INFO may be disabled (a managed Redis): not worth failing
+            logger.debug("backbeat: cannot read %r's maxmemory-policy: %s", self, exc)
+            return
+        policy = info.get("maxmemory_policy") if isinstance(info, dict) else None
+        if policy not in (None, "noeviction"):
+            logger.warning(
+                "backbeat: %r has maxmemory-policy %s: when it is full, Redis deletes keys, "
+                "tasks among them. Set maxmemory-policy noeviction (a full Redis then refuses "
+                "writes: 503s, nothing lost).",
+                self,
+                policy,
+            )
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -157,12 +234,35 @@ class RedisStore:
 
     async def _call(self, step: str, *args: object) -> Any:
         self._connect()
+        token = self._marker.token
         try:
             # The whole operation, a reconnection and its retry included, within `timeout`.
             async with asyncio.timeout(self.timeout):
-                return await self._script(keys=[self._tag], args=[step, self._tag, *args])
+                return await self._script(
+                    keys=[self._tag], args=[f"{step} {token}" if token else step, self._tag, *args]
+                )
         except Exception as exc:
+            if str(exc).startswith("GONE "):
+                await self._flushed(token)
             raise _translated(exc, self) from exc
+
+    async def _flushed(self, token: str) -> None:
+        """The data under the prefix is gone (the token `open` left is): say so once, with
+        how many tasks were lost, set the store up again, and refuse this call."""
+        marker = self._marker
+        if marker.token == token:  # the first of this store's handles to find out
+            marker.token = ""
+            logger.error(
+                "backbeat: the data of %r is gone (FLUSHDB, FLUSHALL, an eviction or its keys "
+                "deleted): the %d unfinished task(s) it held when last counted (%s) are lost. "
+                "Writes in flight are refused (503); the store is set up again.",
+                self,
+                marker.unfinished,
+                time.strftime("%H:%M:%S", time.localtime(marker.counted_at)),
+            )
+            self._seen.clear()
+            await self.open()
+        raise StoreUnavailable(f"{self!r}: its data is gone (flushed or evicted); try again")
 
     async def _write_deadline(self) -> float:
         """When, on Redis's clock, a write sent now comes too late to be stored: half the
@@ -203,7 +303,8 @@ class RedisStore:
             ]  # fmt: skip
             args.append(json.dumps(rows))
         args.append(repr(deadline))
-        answers = await self._call("enqueue", *args)
+        *answers, unfinished = await self._call("enqueue", *args)
+        self._counted(unfinished)
         return [
             StoreError(answer) if isinstance(answer, str) else list(answer) for answer in answers
         ]
