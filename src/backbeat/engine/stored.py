@@ -117,6 +117,7 @@ class StoredEngine:
             written_here=self._written_here,
             queues=queues,
             signing_key=signing_key,
+            max_task_size=max_task_size,
         )
         self.accepting = False
         self._activations: TurnBatch[str] = TurnBatch(self._activate)

@@ -72,9 +72,11 @@ class StoredWorker:
         written_here: dict[str, WrittenHere],
         queues: tuple[str, ...] | None = None,
         signing_key: bytes | None = None,
+        max_task_size: int | None = None,
     ) -> None:
         self.store = store
         self.signing_key = signing_key
+        self.max_task_size = max_task_size  # stored tasks over it are refused, not decoded
         self.registry = registry
         self.limits = limits
         self.hooks = hooks
@@ -278,7 +280,9 @@ class StoredWorker:
     async def _execute(self, item: ClaimedTask, here: WrittenHere | None) -> None:
         try:
             try:
-                func, args, kwargs = resolve(self.registry, item, self.signing_key, here)
+                func, args, kwargs = resolve(
+                    self.registry, item, self.signing_key, here, self.max_task_size
+                )
             except Unrunnable as exc:
                 await self._unrunnable(item, str(exc))
                 return
