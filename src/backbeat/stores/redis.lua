@@ -236,9 +236,9 @@ if step == 'enqueue' then
   local now, groups = tonumber(ARGV[3]), tonumber(ARGV[4])
   -- On Redis's clock, when the writer stops waiting for this write (it answers 503, or
   -- raises): a write that arrives later, after a freeze or a stall, stores nothing.
+  local clock = redis.call('TIME')  -- returned, for the writer to measure its offset
   local deadline = tonumber(ARGV[5 + groups] or '')
   if deadline then
-    local clock = redis.call('TIME')
     local late = tonumber(clock[1]) + tonumber(clock[2]) / 1000000 - deadline
     if late > 0 then return redis.error_reply('LATE ' .. late) end
   end
@@ -297,6 +297,7 @@ if step == 'enqueue' then
     end
   end
   table.insert(out, unfinished())
+  table.insert(out, clock)
   return out
 
 elseif step == 'activate' or step == 'start' then
@@ -648,6 +649,6 @@ elseif step == 'open' then  -- ARGV[4]: a new token, if none is there; ARGV[5]: 
     end
     found = true
   end
-  return {token or '', found and 1 or 0, unfinished()}
+  return {token or '', found and 1 or 0, unfinished(), redis.call('TIME')}
 end
 return redis.error_reply('unknown step ' .. tostring(step))

@@ -144,7 +144,6 @@ class RedisStore:
         self._script: Any = None
         self._seen: dict[str, str] = {}  # stream -> the last entry id a claim or wait saw
         self._clock_offset = 0.0  # Redis's clock minus this host's
-        self._clock_measured = -float("inf")  # when (monotonic)
         self._enqueues: TurnGroup[list[NewTask], list[str]] = TurnGroup(
             lambda groups: asyncio.ensure_future(self._enqueue_groups(groups))
         )
@@ -167,9 +166,11 @@ class RedisStore:
         return twin
 
     async def open(self) -> None:
-        token, found, unfinished = await self._call(
-            "open", time.time(), uuid.uuid4().hex, int(self.create)
+        sent = time.time()
+        token, found, unfinished, clock = await self._call(
+            "open", sent, uuid.uuid4().hex, int(self.create)
         )
+        self._measured(sent, clock)
         if not found:
             raise StoreMissing(
                 f"no backbeat store under prefix {self.prefix!r} in {self!r} (nothing was created)"
@@ -264,23 +265,14 @@ class RedisStore:
             await self.open()
         raise StoreUnavailable(f"{self!r}: its data is gone (flushed or evicted); try again")
 
-    async def _write_deadline(self) -> float:
-        """When, on Redis's clock, a write sent now comes too late to be stored: half the
-        timeout from now. Its caller gives up at the timeout (a request answers 503): a
-        write that lands after that, from a frozen or stalled Redis, must store nothing.
-        Redis's clock is measured against this host's once a minute."""
-        if time.monotonic() - self._clock_measured > 60:
-            self._connect()
-            try:
-                async with asyncio.timeout(self.timeout):
-                    sent = time.time()
-                    seconds, micros = await self._client.time()
-                    answered = time.time()
-            except Exception as exc:
-                raise _translated(exc, self) from exc
-            self._clock_offset = seconds + micros / 1e6 - (sent + answered) / 2
-            self._clock_measured = time.monotonic()
-        return time.time() + self._clock_offset + self.timeout / 2
+    def _measured(self, sent: float, clock: list[str]) -> None:
+        """Redis's clock minus this host's (for the deadline of writes), from a call sent at
+        `sent` that read it: kept if the call was quick (a slow one would skew it by up to
+        half its time)."""
+        answered = time.time()
+        if answered - sent < self.timeout / 8:
+            seconds, micros = clock
+            self._clock_offset = int(seconds) + int(micros) / 1e6 - (sent + answered) / 2
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -290,8 +282,8 @@ class RedisStore:
 
     async def _enqueue_groups(self, groups: list[list[NewTask]]) -> list[list[str] | BaseException]:
         # One JSON argument per group: redis-py encodes arguments one by one, in Python.
-        deadline = await self._write_deadline()
-        args: list[object] = [time.time(), len(groups)]
+        sent = time.time()
+        args: list[object] = [sent, len(groups)]
         for tasks in groups:
             rows = [
                 [
@@ -302,9 +294,13 @@ class RedisStore:
                 for t in tasks
             ]  # fmt: skip
             args.append(json.dumps(rows))
-        args.append(repr(deadline))
-        *answers, unfinished = await self._call("enqueue", *args)
+        # When, on Redis's clock, this write comes too late to store anything: half the
+        # timeout from now. Its caller gives up at the timeout (a request answers 503), and
+        # a write that lands after that, from a frozen or stalled Redis, must not run.
+        args.append(repr(sent + self._clock_offset + self.timeout / 2))
+        *answers, unfinished, clock = await self._call("enqueue", *args)
         self._counted(unfinished)
+        self._measured(sent, clock)
         return [
             StoreError(answer) if isinstance(answer, str) else list(answer) for answer in answers
         ]
