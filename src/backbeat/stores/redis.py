@@ -17,8 +17,11 @@ script), capped by the soonest delayed or held task's due time.
 URL: ``redis://[[user]:password@]host[:port][/db][?prefix=NAME]``, also
 ``rediss://`` (TLS) and ``unix:///path/to/socket``; ``?cluster=yes`` uses redis-py's
 cluster client (any node as the entry point). ``timeout`` (seconds, default 2)
-bounds connecting and each operation; past it, or with Redis down, an operation
-raises `StoreUnavailable` (a 503 for a request that would store a task).
+bounds each operation, connecting included; past it, or with Redis down, an operation
+raises `StoreUnavailable` (a 503 for a request that would store a task). A write of tasks
+carries a deadline (half the timeout, on Redis's clock) the script checks: one that lands
+after its writer gave up stores nothing. `open` leaves a token under the prefix that each
+later call checks: a flush is noticed, said, and the store set up again.
 """
 
 from __future__ import annotations
@@ -386,7 +389,8 @@ class RedisStore:
     async def get(self, task_id: str) -> StoredStatus | None:
         self._connect()
         try:
-            values = await self._client.hmget(f"{self._tag}:t:{task_id}", _STATUS_FIELDS)
+            async with asyncio.timeout(self.timeout):
+                values = await self._client.hmget(f"{self._tag}:t:{task_id}", _STATUS_FIELDS)
         except Exception as exc:
             raise _translated(exc, self) from exc
         return None if values[1] is None else _status(task_id, values)
@@ -518,7 +522,8 @@ def _translated(exc: Exception, store: RedisStore) -> StoreError:
 
     unreachable = (exceptions.ConnectionError, exceptions.TimeoutError, OSError, TimeoutError)
     if isinstance(exc, unreachable):
-        return StoreUnavailable(f"{store!r} cannot be reached: {exc}")
+        why = str(exc) or f"no answer within {store.timeout}s"
+        return StoreUnavailable(f"{store!r} cannot be reached: {why}")
     if isinstance(exc, exceptions.ResponseError) and str(exc).startswith("LATE "):
         late = float(str(exc).split()[1])
         return StoreUnavailable(
