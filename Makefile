@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv demo test test-compat lint bench clean
+.PHONY: venv demo test test-fast test-compat lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ test: lint
 	$(BIN)/python -m pytest
 	bash tests/compat/run.sh
 	bash tests/frameworks/run.sh
+
+# The tests that start no server and no process (pytest markers, pyproject.toml): a
+# minute at most, for the edit-test loop. `make test` runs everything.
+test-fast: venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "not process and not redis and not netns"
 
 # The Redis store's tests again on Redis 6.2 and on Valkey (part of `make test`).
 test-compat: venv

@@ -11,7 +11,7 @@ import logging
 
 from pydantic import BaseModel
 
-from backbeat import App, BackgroundTasks, JSONResponse, Runner, post, task
+from backbeat import App, BackgroundTasks, JSONResponse, Runner, post, status_route, task
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 log = logging.getLogger("examples.accepted")
@@ -36,4 +36,4 @@ async def upload(data: FileIn, tasks: BackgroundTasks) -> JSONResponse:
 
 
 runner = Runner(concurrency=10, shutdown_timeout=10)
-app = App(routes=[upload, runner.status_route("/tasks/{task_id}")], runner=runner)
+app = App(routes=[upload, status_route(runner, "/tasks/{task_id}")], runner=runner)

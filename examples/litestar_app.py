@@ -5,6 +5,8 @@ The handler's decorator task, the injected ``tasks``, and the response's own
 retried by their ``@task`` policy, kept in ./.backbeat/litestar.db or
 $BACKBEAT_STORE: a reminder accepted before a kill -9 runs after the restart).
 ``GET /tasks/{id}`` answers a task's status (in the OpenAPI schema at /schema).
+Parameters are declared as Litestar 3 requires (``NamedDependency``, ``JSONBody``):
+Litestar 2.25 imports this module without a deprecation warning.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import logging
 import os
 
 from litestar import Litestar, Response, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 from pydantic import BaseModel
 
 from backbeat import Runner, task
@@ -48,14 +52,14 @@ def audit(event: str) -> None:
 
 
 @post("/signup", status_code=202, background=BackgroundTask(audit, "a signup"))
-async def signup(data: Signup, tasks: BackgroundTasks) -> dict[str, str]:
+async def signup(data: JSONBody[Signup], tasks: NamedDependency[BackgroundTasks]) -> dict[str, str]:
     welcome = tasks.add_task(send_welcome, data.email)
     tasks.add_task(remind, data.email).using(delay=float(os.environ.get("REMIND_AFTER", "2")))
     return {"task": welcome.id}
 
 
 @post("/unsubscribe", background=BackgroundTask(audit, "an unsubscription"))
-async def unsubscribe(data: Signup) -> Response[dict[str, str]]:
+async def unsubscribe(data: JSONBody[Signup]) -> Response[dict[str, str]]:
     # Litestar alone would drop the decorator's task here; with the plugin both run.
     job = BackgroundTask(audit, f"unsubscribed {data.email}")
     return Response({"task": job.id}, background=job)

@@ -14,7 +14,15 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from backbeat import App, BackgroundTask, BackgroundTasks, JSONResponse, Runner, post
+from backbeat import (
+    App,
+    BackgroundTask,
+    BackgroundTasks,
+    JSONResponse,
+    Runner,
+    post,
+    status_route,
+)
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 log = logging.getLogger("examples.register")
@@ -72,4 +80,4 @@ async def create_user_with_log(data: UserIn) -> JSONResponse:
 
 # A short lease, so that after a kill -9 the demo picks its tasks up again within seconds.
 runner = Runner(store=os.environ.get("BACKBEAT_STORE", "sqlite:///.backbeat/tasks.db"), lease=5)
-app = App(routes=[create_user, create_user_with_log, runner.status_route()], runner=runner)
+app = App(routes=[create_user, create_user_with_log, status_route(runner)], runner=runner)

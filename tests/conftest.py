@@ -14,10 +14,17 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-# The stores a runner can use, and those that several runners (processes) share by URL.
-# A new store joins both lists; the stored-engine tests then run on it too.
-STORES = ["sqlite", "memory", "redis"]
-SHARED_STORES = ["sqlite", "redis"]
+# The one registry of stores the tests run on: every store-parametrized fixture (`db`,
+# `shared_db`, and the contract suite's `store` in tests/stores/conftest.py) takes its
+# params from here. A new store joins `STORES` (and `SHARED_STORES` if other processes reach
+# it by URL); the contract, stored-engine and worker-process tests then run on it too. A
+# store that needs a server marks its param, so `make test-fast` leaves it out.
+STORES = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("memory", id="memory"),
+    pytest.param("redis", id="redis", marks=pytest.mark.redis),
+]
+SHARED_STORES = [param for param in STORES if param.id != "memory"]
 
 
 def store_url(kind: str, request, tmp_path) -> str:

@@ -2,6 +2,7 @@ import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import pytest
 from starlette.exceptions import HTTPException
@@ -16,8 +17,10 @@ from backbeat import (
     Runner,
     get,
     post,
+    status_route,
     task,
 )
+from backbeat.status import TaskInfo, TaskState
 from backbeat.testing import TestClient
 from tests.apps import durable_tasks
 from tests.helpers import asgi_call
@@ -144,7 +147,7 @@ def status_app(**options):
         return {"task": tasks.add_task(fail_to_send, "victim@example.com").id}
 
     runner = Runner()
-    return App(routes=[send, runner.status_route(**options)], runner=runner)
+    return App(routes=[send, status_route(runner, **options)], runner=runner)
 
 
 def test_status_route_hides_errors_and_names_unless_allowed():
@@ -178,12 +181,32 @@ def test_status_route_auth_gives_403_or_the_callables_own_401():
         unknown = client.get("/tasks/01NOSUCH", headers={"authorization": "Bearer user"})
         assert unknown.status_code == 403  # no way to probe which ids exist
     with pytest.raises(TypeError, match="auth"):
-        Runner().status_route(auth="admin")
+        status_route(Runner(), auth="admin")
 
 
 def test_status_route_needs_a_task_id_parameter():
     with pytest.raises(ValueError, match="task_id"):
-        Runner().status_route("/jobs/{id}")
+        status_route(Runner(), "/jobs/{id}")
+
+
+def test_status_route_reads_from_anything_with_aget_not_only_a_runner():
+    created = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+
+    class Archive:
+        async def aget(self, task_id: str) -> TaskInfo | None:
+            if task_id != "01ARCHIVED":
+                return None
+            return TaskInfo(
+                task_id, "old.job", TaskState.SUCCEEDED, 1, None, created, created, created
+            )
+
+    app = App(routes=[status_route(Archive(), "/archive/{task_id}")], runner=False)
+    with StarletteTestClient(app) as client:
+        shown = client.get("/archive/01ARCHIVED").json()
+        missing = client.get("/archive/01OTHER")
+    assert shown["state"] == "succeeded"
+    assert shown["finished_at"] == created.isoformat()
+    assert missing.status_code == 404
 
 
 def test_eager_runner_reraises_task_errors_in_the_test():

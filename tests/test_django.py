@@ -16,6 +16,8 @@ from backbeat import Runner
 from tests.serving import ROOT, background_process, uvicorn
 from tests.test_workers import wait_until
 
+pytestmark = pytest.mark.process
+
 ENQUEUE = """
 import json
 from datetime import timedelta

@@ -7,6 +7,8 @@ import pytest
 
 from tests.serving import ROOT
 
+pytestmark = pytest.mark.process
+
 PAGES = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
 
 

@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient as StarletteTestClient
 
-from backbeat import App, BackgroundTask, BackgroundTasks, JSONResponse, Runner, post
+from backbeat import (
+    App,
+    BackgroundTask,
+    BackgroundTasks,
+    JSONResponse,
+    Runner,
+    post,
+    status_route,
+)
+from backbeat.checks import UnrunnableTasks
 from backbeat.ids import new_id
 from backbeat.stores import NewTask
 from backbeat.testing import TestClient
@@ -154,7 +163,7 @@ def test_app_writes_tasks_before_the_response_and_runs_them_after(db):
         return JSONResponse({"task": job.id}, status_code=202)
 
     runner = durable_tasks.runner(db)
-    app = App(routes=[pay, runner.status_route()], runner=runner)
+    app = App(routes=[pay, status_route(runner)], runner=runner)
     with TestClient(app) as client:
         response = client.post("/pay")
         assert response.status_code == 202
@@ -167,8 +176,9 @@ def test_a_route_task_that_cannot_be_stored_fails_at_startup(db):
     @post("/x", background=BackgroundTask(lambda: None))
     async def handler() -> None: ...
 
-    with pytest.raises(TypeError, match="cannot be a lambda"):
-        App(routes=[handler], runner=durable_tasks.runner(db))
+    app = App(routes=[handler], runner=durable_tasks.runner(db))
+    with pytest.raises(UnrunnableTasks, match=r"POST /x: .*cannot be a lambda"), TestClient(app):
+        pass
 
 
 def test_a_task_that_cannot_be_stored_turns_the_request_into_a_500(db, backbeat_log):

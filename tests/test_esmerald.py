@@ -166,6 +166,7 @@ async def _ids(runner):
     return [status.id for status in await runner.store.list_tasks()]
 
 
+@pytest.mark.process
 def test_the_example_served_by_uvicorn_survives_a_kill_9(tmp_path):
     env = {"BACKBEAT_STORE": f"sqlite:///{tmp_path}/tasks.db", "REMIND_AFTER": "3"}
     user = {"email": "ann@example.com", "password": "s3cret"}

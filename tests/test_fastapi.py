@@ -270,6 +270,7 @@ def test_logging_names_the_request_when_storing_fails(tmp_path):
     assert "POST /bad" in " ".join(log.messages(logging.ERROR))
 
 
+@pytest.mark.process
 def test_the_example_served_by_uvicorn_survives_a_kill_9(tmp_path):
     """examples/fastapi_app.py under a real uvicorn: injected (backbeat's and FastAPI's own),
     dependency and response tasks run; reminders accepted before a kill -9 run after the

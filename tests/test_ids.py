@@ -3,6 +3,8 @@ import threading
 import time
 from collections import Counter
 
+import pytest
+
 from backbeat.ids import _ALPHABET, id_timestamp, new_id
 
 CROCKFORD = set(_ALPHABET)
@@ -70,6 +72,7 @@ def test_id_encodes_its_creation_time():
     assert before - 0.002 <= id_timestamp(task_id) <= after + 0.002
 
 
+@pytest.mark.process
 def test_a_forked_child_does_not_reuse_its_parents_random_bytes():
     import os
 

@@ -9,6 +9,7 @@ import logging
 import signal
 
 import httpx
+import pytest
 from lilya.apps import Lilya
 from lilya.requests import Request
 from lilya.responses import JSONResponse
@@ -88,6 +89,7 @@ def double(number: int) -> int:
     return 2 * number
 
 
+@pytest.mark.process
 def test_the_example_served_by_uvicorn_survives_a_kill_9(tmp_path):
     env = {"BACKBEAT_STORE": f"sqlite:///{tmp_path}/tasks.db", "REMIND_AFTER": "3"}
     emails = [f"user{n}@example.com" for n in range(5)]

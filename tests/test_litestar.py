@@ -1,7 +1,10 @@
 """backbeat.litestar: the plugin, a tiny Litestar app per test. What Litestar's own tests of
 background tasks check (a response's task runs after it, in order, a group concurrently)
 holds; what differs, on purpose: the decorator's task also runs when the handler returns a
-Response with its own, and a failing task stops no other."""
+Response with its own, and a failing task stops no other.
+
+Handlers declare their parameters as Litestar 3 will require (``NamedDependency``,
+``FromQuery``): a Litestar deprecation warning fails these tests."""
 
 from __future__ import annotations
 
@@ -13,7 +16,9 @@ import httpx
 import pytest
 from litestar import Litestar, Response, get, post
 from litestar import background_tasks as litestar_tasks
-from litestar.exceptions import HTTPException
+from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException, LitestarDeprecationWarning
+from litestar.params import FromQuery
 
 from backbeat import Runner, task
 from backbeat.litestar import BackbeatPlugin, BackgroundTask, BackgroundTasks
@@ -71,7 +76,7 @@ def test_injected_tasks_run_in_order_isolated_after_the_response(backbeat_log):
         raise RuntimeError("boom")
 
     @post("/", background=BackgroundTask(ran.append, "decorator"))
-    async def handler(tasks: BackgroundTasks) -> dict[str, bool]:
+    async def handler(tasks: NamedDependency[BackgroundTasks]) -> dict[str, bool]:
         tasks.add_task(ran.append, "first")
         tasks.add_task(explode)
         tasks.add_task(ran.append, "third")
@@ -93,7 +98,7 @@ def test_no_injected_task_runs_when_the_handler_raises():
     ran: list[str] = []
 
     @post("/")
-    async def handler(tasks: BackgroundTasks) -> None:
+    async def handler(tasks: NamedDependency[BackgroundTasks]) -> None:
         tasks.add_task(ran.append, "never")
         raise HTTPException("taken", status_code=409)
 
@@ -128,11 +133,13 @@ def test_with_a_store_tasks_are_stored_before_the_response_or_refused(tmp_path):
     plugin = BackbeatPlugin(runner)
 
     @post("/good")
-    async def good(label: str, tasks: BackgroundTasks) -> dict[str, str]:
+    async def good(
+        label: FromQuery[str], tasks: NamedDependency[BackgroundTasks]
+    ) -> dict[str, str]:
         return {"id": tasks.add_task(durable_tasks.record_sync, label).id}
 
     @post("/bad")
-    async def bad(tasks: BackgroundTasks) -> None:
+    async def bad(tasks: NamedDependency[BackgroundTasks]) -> None:
         tasks.add_task(durable_tasks.record_sync, "first")
         tasks.add_task(durable_tasks.record_sync, object())  # not JSON
 
@@ -156,7 +163,7 @@ def test_the_status_router_guards_with_auth():
     plugin = BackbeatPlugin()
 
     @post("/")
-    async def handler(tasks: BackgroundTasks) -> dict[str, str]:
+    async def handler(tasks: NamedDependency[BackgroundTasks]) -> dict[str, str]:
         return {"id": tasks.add_task(print, "hi").id}
 
     def only_with_key(request: Any) -> bool:
@@ -169,6 +176,7 @@ def test_the_status_router_guards_with_auth():
         assert client.get(f"/tasks/{task_id}", headers={"x-key": "k"}).status_code == 200
 
 
+@pytest.mark.process
 def test_the_example_served_by_uvicorn_survives_a_kill_9(tmp_path):
     env = {"BACKBEAT_STORE": f"sqlite:///{tmp_path}/tasks.db", "REMIND_AFTER": "3"}
     emails = [f"user{n}@example.com" for n in range(5)]
@@ -192,4 +200,19 @@ def test_the_example_served_by_uvicorn_survives_a_kill_9(tmp_path):
     assert "welcome sent" not in restarted.log()
 
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_the_bare_annotation_still_works_in_litestar_2_with_its_warning():
+    ran: list[str] = []
+
+    with pytest.warns(LitestarDeprecationWarning, match="Inferred dependency field 'tasks'"):
+
+        @post("/")
+        async def handler(tasks: BackgroundTasks) -> None:
+            tasks.add_task(ran.append, "ran")
+
+        app = Litestar([handler], plugins=[BackbeatPlugin()])
+    with TestClient(app) as client:
+        assert client.post("/").status_code == 201
+    assert ran == ["ran"]
+
+
+pytestmark = pytest.mark.filterwarnings("error::DeprecationWarning")

@@ -12,10 +12,14 @@ import sys
 import tempfile
 import time
 
+import pytest
+
 from tests.hosts import Hosts
 from tests.redis_server import server_binary
 from tests.serving import ROOT
 from tests.test_workers import wait_until
+
+pytestmark = [pytest.mark.netns, pytest.mark.process, pytest.mark.redis]
 
 WORKER = [sys.executable, "-m", "backbeat", "worker", "tests.apps.durable_app:app"]
 CLIENT = """

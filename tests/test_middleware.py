@@ -246,6 +246,7 @@ def test_with_a_store_a_task_the_response_never_runs_is_cancelled(tmp_path):
     assert (counts["cancelled"], counts["pending"], counts["succeeded"]) == (1, 0, 0)
 
 
+@pytest.mark.process
 def test_fastapi_under_uvicorn_refuses_unstorable_tasks_and_keeps_its_promises(tmp_path):
     env = {"BACKBEAT_TEST_STORE": f"sqlite:///{tmp_path}/tasks.db"}
     with uvicorn("tests.apps.middleware_app:app", tmp_path, env=env) as server:

@@ -10,11 +10,14 @@ import sys
 import time
 
 import httpx
+import pytest
 
 from backbeat import Runner
 from backbeat.stores import open_store
 from tests.serving import ROOT, uvicorn
 from tests.test_workers import env_for, post_tasks, wait_until
+
+pytestmark = pytest.mark.process
 
 WORKER = [sys.executable, "-m", "backbeat", "worker", "tests.apps.durable_app:app"]
 

@@ -9,6 +9,8 @@ import pytest
 
 from tests.serving import ROOT
 
+pytestmark = pytest.mark.process
+
 pytest_plugins = ["pytester"]
 
 APP = """
@@ -108,4 +110,44 @@ def test_the_example_of_docs_testing_md_passes(pytester):
         "import pytest\n@pytest.fixture\ndef anyio_backend():\n    return 'asyncio'\n"
     )
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+def test_the_fixtures_round_trip_task_arguments_as_a_store_would(pytester):
+    result = run_inner(
+        pytester,
+        """
+from datetime import datetime
+from pydantic import BaseModel
+
+class Point(BaseModel):
+    x: int
+
+got = []
+
+def keep(point, when) -> None:
+    got.append((point, when))
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+@pytest.mark.anyio
+async def test_the_runner(backbeat_runner):
+    async with backbeat_runner:
+        backbeat_runner.submit(BackgroundTask(keep, Point(x=1), datetime(2026, 1, 2)))
+        await backbeat_runner.join()
+    assert got[-1] == ({"x": 1}, "2026-01-02T00:00:00")
+
+def test_the_eager_runner(backbeat_eager_runner):
+    @post("/keep")
+    async def keep_route() -> JSONResponse:
+        task = BackgroundTask(keep, Point(x=2), datetime(2026, 1, 3))
+        return JSONResponse({}, background=task)
+
+    with TestClient(App(routes=[keep_route], runner=backbeat_eager_runner)) as client:
+        client.post("/keep")
+    assert got[-1] == ({"x": 2}, "2026-01-03T00:00:00")
+""",
+    )
     result.assert_outcomes(passed=2)

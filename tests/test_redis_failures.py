@@ -12,6 +12,8 @@ from tests.redis_server import OwnRedis
 from tests.serving import background_process, uvicorn
 from tests.test_workers import env_for, post_tasks, wait_until
 
+pytestmark = [pytest.mark.process, pytest.mark.redis]
+
 WORKER = ["-m", "backbeat", "worker", "tests.apps.durable_app:app"]
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from tests.serving import request, uvicorn
 
+pytestmark = pytest.mark.process
+
 
 @pytest.fixture
 def server(tmp_path):

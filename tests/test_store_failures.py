@@ -72,6 +72,7 @@ async def test_any_error_in_the_claim_loop_is_logged_and_the_loop_goes_on(tmp_pa
     assert sum("cannot claim tasks" in m and "a bug in the claim" in m for m in errors) == 2
 
 
+@pytest.mark.process
 def test_a_worker_survives_a_corrupt_row_and_stops_cleanly_on_sigterm(tmp_path):
     env = env_for(f"sqlite:///{tmp_path}/tasks.db", BACKBEAT_TEST_EXECUTE="0")
     with uvicorn("tests.apps.durable_app:app", tmp_path, env=env) as server:
@@ -97,6 +98,7 @@ def open_marks(tmp_path) -> list[str]:
     return [line.split()[0] for line in path.read_text().splitlines()] if path.exists() else []
 
 
+@pytest.mark.process
 def test_a_deleted_store_file_is_refused_with_503_never_a_2xx(tmp_path):
     env = env_for(f"sqlite:///{tmp_path}/tasks.db", BACKBEAT_TEST_EXECUTE="0")
     with uvicorn("tests.apps.durable_app:app", tmp_path, env=env) as server:
@@ -172,6 +174,7 @@ def small_volume(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.process
 async def test_a_full_disk_is_refused_then_recovered_without_a_restart(small_volume):
     filler = small_volume / "filler"
     filler.write_bytes(b"\0" * 1_000_000)

@@ -3,6 +3,7 @@
 import asyncio
 import collections
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import pytest
 from backbeat import BackgroundTask, Runner
 from tests.apps import durable_tasks
 from tests.serving import ROOT, background_process, uvicorn
+
+pytestmark = pytest.mark.process
 
 
 def env_for(store_url: str, **overrides: str) -> dict[str, str]:
@@ -238,7 +241,7 @@ async def test_the_cli_lists_shows_cancels_and_purges(shared_db):
 
     cancelled = await asyncio.to_thread(cli, "cancel", later, done)
     assert (cancelled.returncode, cancelled.stdout) == (1, "1 task(s) cancelled\n")
-    assert "1 of the ids given are unknown or finished" in cancelled.stderr
+    assert f"1 of the 2 ids given not cancelled: {done} (succeeded)" in cancelled.stderr
     assert waiting.get(later).state == "cancelled"
 
     dry = await asyncio.to_thread(cli, "purge", "--state", "succeeded", "--dry-run")
@@ -249,13 +252,19 @@ async def test_the_cli_lists_shows_cancels_and_purges(shared_db):
     assert waiting.get(done) is None and waiting.get(dead) is not None
 
 
-def test_a_worker_runs_the_store_given_with_store(tmp_path, shared_db):
-    """The app's own store is SQLite; `--store` points the worker at another one."""
+@pytest.mark.parametrize("given", ["--store", "BACKBEAT_STORE"])
+def test_a_worker_runs_the_store_given_with_store(tmp_path, shared_db, given):
+    """The app's own store is SQLite; `--store` (or BACKBEAT_STORE) points the worker at
+    another one."""
     script_runner = durable_tasks.runner(shared_db)
     task_id = script_runner.submit(BackgroundTask(durable_tasks.sleep_and_mark, 0, "elsewhere"))
     env = env_for(f"sqlite:///{tmp_path}/app-own.db")
     worker = [sys.executable, "-m", "backbeat", "worker", "tests.apps.durable_app:app"]
-    with background_process([*worker, "--store", shared_db], tmp_path, env=env, name="w") as (
+    if given == "--store":
+        worker += ["--store", shared_db]
+    else:
+        env["BACKBEAT_STORE"] = shared_db
+    with background_process(worker, tmp_path, env=env, name="w") as (
         process,
         log,
     ):
@@ -273,7 +282,7 @@ def test_a_worker_whose_store_cannot_be_reached_exits_with_one_line(tmp_path):
     result = subprocess.run(
         [
             sys.executable, "-m", "backbeat", "worker", "tests.apps.durable_app:app",
-            "--store", f"redis://127.0.0.1:{free_port()}/0",
+            "--store", f"redis://127.0.0.1:{free_port()}/0", "--exit-if-unreachable",
         ],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
         env={**__import__("os").environ, "BACKBEAT_TEST_STORE": env_store},
@@ -282,3 +291,46 @@ def test_a_worker_whose_store_cannot_be_reached_exits_with_one_line(tmp_path):
     lines = [line for line in result.stderr.splitlines() if "backbeat worker: error" in line]
     assert len(lines) == 1 and "cannot be reached" in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_worker_started_elsewhere_waits_for_its_store_and_never_creates_one(tmp_path):
+    # The app's store is `sqlite:///tasks.db`: relative to the directory each process starts in.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    named = elsewhere / "tasks.db"
+    marks = tmp_path / "marks.txt"
+    log_path = tmp_path / "worker.log"
+    env = {
+        **os.environ,
+        "BACKBEAT_TEST_STORE": "sqlite:///tasks.db",
+        "BACKBEAT_TEST_OUT": str(marks),
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [sys.executable, "-m", "backbeat", "worker", "tests.apps.durable_app:app"]
+    with open(log_path, "ab") as log:
+        worker = subprocess.Popen(
+            command, cwd=elsewhere, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until(
+            lambda: f"no store at {named} yet" in log_path.read_text(),
+            20,
+            "the worker to say which file it waits for",
+            log_path.read_text,
+        )
+        assert not named.exists()  # nothing made behind the app's back
+        # The app creates the store there and writes a task: the worker runs it.
+        app_runner = Runner(store=f"sqlite:///{named}", execute=False)
+        app_runner.register(durable_tasks.sleep_and_mark)
+        app_runner.submit(BackgroundTask(durable_tasks.sleep_and_mark, 0, "late"))
+        wait_until(
+            lambda: marks.exists() and "late" in marks.read_text(),
+            20,
+            "the worker to run the task once the store was there",
+            log_path.read_text,
+        )
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=15) == 0
+    assert f"store SQLiteStore('{named}')" in log_path.read_text()  # where it works, absolute

@@ -8,6 +8,7 @@ from backbeat.responses import JSONResponse, Request, Response
 from backbeat.routing import delete, get, patch, post, put, route
 from backbeat.runner import Runner, RunnerFull
 from backbeat.status import TaskCancelled, TaskFailed, TaskInfo, TaskState
+from backbeat.status_routes import status_route
 from backbeat.tasks import BackgroundTask, BackgroundTasks, Task, Tasks, task
 
 __version__ = "0.1.0"
@@ -37,5 +38,6 @@ __all__ = [
     "put",
     "route",
     "set_thread_limit",
+    "status_route",
     "task",
 ]

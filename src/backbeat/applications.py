@@ -9,6 +9,7 @@ body byte and run under it; the lifespan starts it and drains it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -16,12 +17,13 @@ from typing import Any, Literal
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
-from starlette.types import Lifespan, Receive, Scope, Send
+from starlette.types import Lifespan, Message, Receive, Scope, Send
 
+from backbeat.checks import UnrunnableTasks, check_app, declare_route_tasks
 from backbeat.params import DEFAULT_MAX_BODY_SIZE
 from backbeat.routing import declare_task_modules
 from backbeat.runner import Runner
-from backbeat.tasks import BackgroundTask, current_runner
+from backbeat.tasks import current_runner
 
 
 class App(Starlette):
@@ -60,12 +62,10 @@ class App(Starlette):
         if self.runner is not None:
             lifespan = with_runner(self.runner, lifespan)
             if self.runner.durable:
+                # Known from import on (a worker, a runner never started, may need them);
+                # what cannot be registered stops the start-up (`check_app`).
                 declare_task_modules(self.runner, routes or [])
-                # A route's task that cannot be stored by name fails here, at start-up.
-                for item in routes or ():
-                    background = getattr(item, "background", None)
-                    if isinstance(background, BackgroundTask):
-                        self.runner.register_tasks(background)
+                declare_route_tasks(self.runner, routes or [])
         super().__init__(
             debug=debug,
             routes=routes,
@@ -75,6 +75,9 @@ class App(Starlette):
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await super().__call__(scope, receive, plain_startup_failure(send))
+            return
         if self.runner is None or scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
@@ -94,7 +97,9 @@ def with_runner(runner: Runner, lifespan: Lifespan[Any] | None) -> Lifespan[Any]
 
     @asynccontextmanager
     async def lifespan_with_runner(app: Any) -> AsyncIterator[Any]:
-        declare_task_modules(runner, app)  # routes may have been added since
+        # Routes may have been added since the app was made; a route's task that a store
+        # could not run fails here, before anything starts, rather than every request.
+        check_app(runner, app)
         if lifespan is None:
             async with runner:
                 yield None
@@ -103,6 +108,19 @@ def with_runner(runner: Runner, lifespan: Lifespan[Any] | None) -> Lifespan[Any]
             yield state
 
     return lifespan_with_runner
+
+
+def plain_startup_failure(send: Send) -> Send:
+    """`send` for the lifespan, with `UnrunnableTasks` reported as its lines, not as the
+    traceback Starlette sends (the server prints the message: the list is what helps)."""
+
+    async def send_plainly(message: Message) -> None:
+        refused = sys.exception()  # Starlette sends the failure while handling it
+        if message["type"] == "lifespan.startup.failed" and isinstance(refused, UnrunnableTasks):
+            message = {**message, "message": str(refused)}
+        await send(message)
+
+    return send_plainly
 
 
 def find_runner(app: Any) -> Runner | None:

@@ -1,6 +1,8 @@
 """The backbeat command: workers, and a look into a store.
 
     backbeat worker MODULE:ATTR [--store URL] [--concurrency N] [--queues A,B]
+                                [--metrics HOST:PORT]
+    backbeat check MODULE:ATTR
     backbeat status --store URL [--failures N]
     backbeat workers --store URL [--json]
     backbeat list --store URL [--state S] [--queue Q] [--name N] [--limit N] [--json]
@@ -9,15 +11,18 @@
     backbeat retry ID... --store URL | backbeat retry --failed --store URL
     backbeat purge --store URL [--older-than 7d] [--state S]... [--dry-run]
 
+Every ``--store URL`` may be given as ``BACKBEAT_STORE=URL`` instead.
 Built on `argparse` (the standard library's, so the command adds no dependency).
 Bad arguments and unusable stores give a one-line error and a non-zero exit
-(2 for a store that does not exist: only the app and its workers create one).
+(2 for a store that does not exist: only the app and its workers create one);
+a reader that goes away (``backbeat list | head``) ends it quietly, exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import logging
 import os
@@ -28,12 +33,15 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from backbeat import __version__
 from backbeat.applications import find_runner
+from backbeat.checks import declare_route_tasks, problems_of, report
 from backbeat.routing import declare_task_modules
 from backbeat.runner import Runner
 from backbeat.store_commands import STATES, CommandError, run_store_command
-from backbeat.stores import StoreError, StoreMissing
+from backbeat.stores import SQLiteStore, StoreError, StoreMissing
 from backbeat.stores.base import FINISHED_STATES
+from backbeat.worker_endpoint import INSTALL_METRICS, WorkerEndpoint, parse_address, worker_metrics
 
 EXIT_ERROR = 1
 EXIT_NO_STORE = 2
@@ -51,8 +59,23 @@ def duration(text: str) -> float:
     return float(found.group(1)) * _SECONDS[found.group(2)]
 
 
+def store_option(
+    command: argparse.ArgumentParser, *, required: bool = True, help: str = "the store's URL"
+) -> None:
+    """``--store URL``, which ``BACKBEAT_STORE=URL`` in the environment gives instead."""
+    default = os.environ.get("BACKBEAT_STORE") or None
+    command.add_argument(
+        "--store",
+        metavar="URL",
+        default=default,
+        required=required and default is None,
+        help=f"{help}; or set BACKBEAT_STORE",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="backbeat", description=__doc__.split("\n")[0])
+    root.add_argument("--version", action="version", version=f"backbeat {__version__}")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     worker = commands.add_parser("worker", help="run the tasks of an app's store")
@@ -61,21 +84,42 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--queues", metavar="A,B", help="run tasks of these queues only (default: all)"
     )
-    worker.add_argument(
-        "--store", metavar="URL", help="run the tasks of this store (default: the app's own)"
+    store_option(
+        worker, required=False, help="run the tasks of this store (default: the app's own)"
     )
     worker.add_argument("--log-level", default="INFO", help="default INFO")
+    worker.add_argument(
+        "--exit-if-unreachable",
+        action="store_true",
+        help="exit 1 at once if the store cannot be reached (default: wait, retrying)",
+    )
+    worker.add_argument(
+        "--connect-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="exit 1 if the store cannot be reached within this time (default: wait for ever)",
+    )
+    worker.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve /healthz (for probes) and /metrics (Prometheus) here",
+    )
+
+    check = commands.add_parser(
+        "check", help="list the tasks an app's routes declare that its store could not run"
+    )
+    check.add_argument("target", metavar="MODULE:ATTR", help="an App, a Runner, or middleware")
 
     status = commands.add_parser("status", help="counts by state and recent failures")
-    status.add_argument("--store", required=True, metavar="URL")
+    store_option(status)
     status.add_argument("--failures", type=int, default=10, metavar="N", help="default 10")
 
     workers = commands.add_parser("workers", help="the workers alive now (their heartbeats)")
-    workers.add_argument("--store", required=True, metavar="URL")
+    store_option(workers)
     workers.add_argument("--json", action="store_true", help="one JSON object per line")
 
     listing = commands.add_parser("list", help="tasks, newest first")
-    listing.add_argument("--store", required=True, metavar="URL")
+    store_option(listing)
     listing.add_argument("--state", choices=STATES)
     listing.add_argument("--queue")
     listing.add_argument("--name")
@@ -85,20 +129,20 @@ def parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("show", help="one task: arguments, result, error, traceback")
     show.add_argument("id", metavar="ID")
-    show.add_argument("--store", required=True, metavar="URL")
+    store_option(show)
     show.add_argument("--json", action="store_true")
 
     cancel = commands.add_parser("cancel", help="cancel tasks (running ones at their next renewal)")
     cancel.add_argument("ids", nargs="+", metavar="ID")
-    cancel.add_argument("--store", required=True, metavar="URL")
+    store_option(cancel)
 
     retry = commands.add_parser("retry", help="run failed tasks again")
     retry.add_argument("ids", nargs="*", metavar="ID")
     retry.add_argument("--failed", action="store_true", help="every failed task")
-    retry.add_argument("--store", required=True, metavar="URL")
+    store_option(retry)
 
     purge = commands.add_parser("purge", help="delete finished tasks")
-    purge.add_argument("--store", required=True, metavar="URL")
+    store_option(purge)
     purge.add_argument("--older-than", type=duration, default=0.0, metavar="AGE", help="e.g. 7d")
     purge.add_argument(
         "--state", action="append", choices=FINISHED_STATES, help="repeatable; default all finished"
@@ -112,18 +156,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "worker":
             return run_worker(
-                args.target, args.concurrency, args.log_level, args.queues, args.store
+                args.target,
+                args.concurrency,
+                args.log_level,
+                args.queues,
+                args.store,
+                exit_if_unreachable=args.exit_if_unreachable,
+                connect_timeout=args.connect_timeout,
+                metrics=args.metrics,
             )
+        if args.command == "check":
+            return run_check(args.target)
         return run_store_command(args)
     except (CommandError, StoreError) as exc:
         sys.stderr.write(f"backbeat {args.command}: error: {exc}\n")
         return EXIT_NO_STORE if isinstance(exc, StoreMissing) else EXIT_ERROR
+    except BrokenPipeError:
+        # The reader went away (`backbeat list | head -1`): no traceback. Python flushes
+        # stdout once more at exit, which would complain again: point it at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
 
 
 # --- worker ---------------------------------------------------------------------------------
 
 
 def load_runner(target: str, store: str | None = None) -> Runner:
+    obj = load_target(target)
+    runner = runner_of(obj, target)
+    if store is not None:
+        runner.use_store(store)
+    declare_task_modules(runner, obj)
+    # The routes' tasks the app stores (mounted ones too): the worker runs them by name.
+    declare_route_tasks(runner, obj)
+    if not runner.durable:
+        raise CommandError(
+            f"the runner of {target} has no store: give it one, e.g. "
+            "Runner(store='sqlite:///tasks.db')"
+        )
+    return runner
+
+
+def load_target(target: str) -> Any:
+    """What MODULE:ATTR names, imported from the current directory."""
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
         raise CommandError(f"{target!r} is not MODULE:ATTR (for example myapp.main:app)")
@@ -146,18 +221,36 @@ def load_runner(target: str, store: str | None = None) -> Runner:
             obj = getattr(obj, part)
         except AttributeError:
             raise CommandError(f"{module_name!r} has no attribute {attribute!r}") from None
+    return obj
+
+
+def runner_of(obj: Any, target: str) -> Runner:
     runner = obj if isinstance(obj, Runner) else find_runner(obj)
     if runner is None:
         raise CommandError(f"{target} is not an App, a Runner or a BackbeatMiddleware")
-    if store is not None:
-        runner.use_store(store)
-    declare_task_modules(runner, obj)
-    if not runner.durable:
-        raise CommandError(
-            f"the runner of {target} has no store: give it one, e.g. "
-            "Runner(store='sqlite:///tasks.db')"
-        )
     return runner
+
+
+# --- check ----------------------------------------------------------------------------------
+
+
+def run_check(target: str) -> int:
+    """0: every task the app's routes declare can be run from its store (or it has none);
+    1: the list of those that cannot, one line each."""
+    obj = load_target(target)
+    runner = runner_of(obj, target)
+    problems = problems_of(runner, obj)
+    if problems:
+        sys.stdout.write(report(problems) + "\n")
+        return EXIT_ERROR
+    if not runner.durable:
+        sys.stdout.write(
+            f"{target}: no store: its tasks run in memory in this process, where any "
+            "function runs; nothing to check\n"
+        )
+    else:
+        sys.stdout.write(f"{target}: every task its routes declare can be run from its store\n")
+    return 0
 
 
 def run_worker(
@@ -166,6 +259,10 @@ def run_worker(
     log_level: str,
     queues: str | None = None,
     store: str | None = None,
+    *,
+    exit_if_unreachable: bool = False,
+    connect_timeout: float | None = None,
+    metrics: str | None = None,
 ) -> int:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -180,18 +277,70 @@ def run_worker(
         if not names:
             raise CommandError(f"--queues needs queue names, got {queues!r}")
         runner.queues = names
+    if connect_timeout is not None and connect_timeout < 0:
+        raise CommandError(f"--connect-timeout must be >= 0, got {connect_timeout}")
     runner.executes = True
-    asyncio.run(_serve(runner, target))
-    return 0
+    endpoint = None if metrics is None else listen(runner, metrics)
+    try:
+        return asyncio.run(
+            _serve(runner, target, 0.0 if exit_if_unreachable else connect_timeout, endpoint)
+        )
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
 
 
-async def _serve(runner: Runner, target: str) -> None:
+def listen(runner: Runner, address: str) -> WorkerEndpoint:
+    """``--metrics HOST:PORT``: bound before the store is opened, so probes get their 503."""
+    try:
+        host, port = parse_address(address)
+    except ValueError as exc:
+        raise CommandError(f"--metrics: {exc}") from None
+    metrics = worker_metrics(runner)
+    if metrics is None:
+        logging.getLogger("backbeat").warning(
+            "backbeat worker: %s; /metrics answers 501", INSTALL_METRICS
+        )
+    try:
+        return WorkerEndpoint(runner, host, port, metrics)
+    except OSError as exc:
+        raise CommandError(
+            f"--metrics: cannot listen on {address}: {exc.strerror or exc}"
+        ) from None
+
+
+async def _serve(
+    runner: Runner,
+    target: str,
+    connect_timeout: float | None,
+    endpoint: WorkerEndpoint | None = None,
+) -> int:
     log = logging.getLogger("backbeat")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if endpoint is not None:
+        endpoint.start(loop)
+        log.info(
+            "backbeat worker: health at %s/healthz, metrics at %s/metrics",
+            endpoint.url,
+            endpoint.url,
+        )
+    if not await wait_for_store(runner, stop):
+        log.info("backbeat worker: stopped before its store was there")
+        return 0
+    if connect_timeout == 0 and runner.store is not None:
+        await runner.store.open()  # --exit-if-unreachable: StoreUnavailable is the one line
     async with runner:
+        if not await _connected(runner, connect_timeout, stop):
+            if stop.is_set():
+                return 0
+            sys.stderr.write(
+                f"backbeat worker: error: the store {runner.store!r} could not be reached "
+                f"within {connect_timeout:g}s\n"
+            )
+            return EXIT_ERROR
         log.info(
             "backbeat worker for %s: store %r, queues %s, concurrency %d, pid %d",
             target,
@@ -203,3 +352,44 @@ async def _serve(runner: Runner, target: str) -> None:
         await stop.wait()
         log.info("backbeat worker: stopping (draining for up to %.0fs)", runner.shutdown_timeout)
     log.info("backbeat worker: stopped")
+    return 0
+
+
+async def _connected(runner: Runner, within: float | None, stop: asyncio.Event) -> bool:
+    """Whether the store answered within `within` seconds (a SIGTERM meanwhile: False)."""
+    connected = asyncio.ensure_future(runner.wait_connected(within))
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait((connected, stopped), return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not connected.done():
+        connected.cancel()
+        return False
+    return connected.result()
+
+
+async def wait_for_store(runner: Runner, stop: asyncio.Event) -> bool:
+    """A worker never creates a SQLite store: the app does. Started from another directory,
+    a relative path would name a new, empty file that no app writes to, and the worker would
+    watch it, idle, for ever. So it waits for the file, saying where it looks (one line per
+    backoff step, up to every 30 s). False: stopped meanwhile."""
+    store = runner.store
+    if not isinstance(store, SQLiteStore):
+        return True
+    store.never_create()
+    delay = 1.0
+    while not store.exists:
+        logging.getLogger("backbeat").warning(
+            "backbeat worker: no store at %s yet: waiting for the app to create it (a worker "
+            "never creates one; a relative sqlite:/// path is relative to the working "
+            "directory, here %s); looking again in %.0fs",
+            store.path,
+            os.getcwd(),
+            delay,
+        )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await stop.wait()
+        if stop.is_set():
+            return False
+        delay = min(delay * 2, 30.0)
+    return True

@@ -153,7 +153,7 @@ def status_gateways(
     include_errors: bool = False,
     auth: Auth | None = None,
 ) -> list[Gateway]:
-    """``GET {path}/{task_id}`` (a task's status, as `runner.status_route` shows it) and
+    """``GET {path}/{task_id}`` (a task's status, as `backbeat.status_route` shows it) and
     ``GET {path}/{task_id}/result`` (409 until it succeeded) as Esmerald gateways, for the
     app's ``routes=`` (in its OpenAPI schema, tag ``tasks``)."""
 

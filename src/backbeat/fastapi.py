@@ -175,7 +175,7 @@ def status_router(
     """GET ``/{task_id}`` (the status) and ``/{task_id}/result`` (a finished task's value)
     as an `APIRouter` that shows in OpenAPI; include it with a prefix.
 
-    As `runner.status_route`: the id, state, attempts and times only, unless
+    As `backbeat.status_route`: the id, state, attempts and times only, unless
     ``include_errors``; ``auth(request) -> bool`` (or awaitable) guards both (403).
     """
     if auth is not None and not callable(auth):

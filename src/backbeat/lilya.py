@@ -51,7 +51,7 @@ def status_paths(
     include_errors: bool = False,
     auth: Auth | None = None,
 ) -> list[Path]:
-    """``GET {path}`` (a task's status, as `runner.status_route` shows it) and
+    """``GET {path}`` (a task's status, as `backbeat.status_route` shows it) and
     ``GET {path}/result`` (a finished task's value; 409 until it succeeded)."""
 
     async def lookup(request: Request) -> TaskInfo | JSONResponse:

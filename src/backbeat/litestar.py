@@ -1,13 +1,17 @@
 """backbeat in a Litestar app: one plugin.
 
     from litestar import Litestar, post
+    from litestar.di import NamedDependency
+    from litestar.params import FromQuery
     from backbeat import Runner
     from backbeat.litestar import BackbeatPlugin, BackgroundTask, BackgroundTasks
 
     plugin = BackbeatPlugin(Runner(store="sqlite:///tasks.db"))
 
     @post("/signup", background=BackgroundTask(audit, "signup"))
-    async def signup(email: str, tasks: BackgroundTasks) -> dict[str, str]:
+    async def signup(
+        email: FromQuery[str], tasks: NamedDependency[BackgroundTasks]
+    ) -> dict[str, str]:
         tasks.add_task(send_welcome, email)
         return {"ok": "yes"}
 
@@ -15,8 +19,10 @@
 
 The plugin runs the runner in the app's lifespan, wraps the app in
 `BackbeatMiddleware` (tasks supervised; with a store, stored before the response
-starts), injects ``tasks: BackgroundTasks`` (one per request, handed to the runner
-after the response; not run if the handler raises), and runs a handler's
+starts), injects ``tasks: NamedDependency[BackgroundTasks]`` (one per request,
+handed to the runner after the response; not run if the handler raises; the
+bare ``tasks: BackgroundTasks`` works on Litestar 2 with a deprecation warning,
+and not on Litestar 3), and runs a handler's
 decorator ``background=`` also when the handler returns a `Response` with its own
 (decorator's first, then the response's: Litestar itself drops the decorator's).
 `BackgroundTask` and `BackgroundTasks` here are backbeat's, also typed as
@@ -44,6 +50,7 @@ from litestar.plugins import InitPluginProtocol
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from backbeat import tasks as backbeat_tasks
+from backbeat.checks import check_app
 from backbeat.middleware import BackbeatMiddleware, InjectedTasks, inject_tasks
 from backbeat.runner import Runner
 from backbeat.status import TaskInfo
@@ -119,6 +126,8 @@ class BackbeatPlugin(InitPluginProtocol):
 
     @asynccontextmanager
     async def _lifespan(self, app: Litestar) -> AsyncIterator[None]:
+        # A handler's task that a store could not run fails here, not every request.
+        check_app(self.runner, app)
         async with self.runner:
             yield
 
@@ -126,10 +135,13 @@ class BackbeatPlugin(InitPluginProtocol):
         self, path: str = "/tasks", *, include_errors: bool = False, auth: Auth | None = None
     ) -> Router:
         """``GET {path}/{task_id}`` (the status) and ``{path}/{task_id}/result`` as Litestar
-        handlers (in its OpenAPI schema), as `runner.status_route` shows them."""
+        handlers (in its OpenAPI schema), as `backbeat.status_route` shows them."""
         runner = self.runner
 
-        async def lookup(task_id: str, request: Request[Any, Any, Any]) -> TaskInfo:
+        # The id is read from the request, not declared as a parameter: a parameter
+        # would need Litestar 2.25's `FromPath` to be warning-free, and 2.12 lacks it.
+        async def lookup(request: Request[Any, Any, Any]) -> TaskInfo:
+            task_id = request.path_params["task_id"]
             if not await allows(auth, request):  # type: ignore[arg-type]
                 raise NotAuthorizedException("not allowed to see this task", status_code=403)
             info = await runner.aget(task_id)
@@ -138,15 +150,15 @@ class BackbeatPlugin(InitPluginProtocol):
             return info
 
         @get("/{task_id:str}", tags=["tasks"])
-        async def task_status(task_id: str, request: Request[Any, Any, Any]) -> TaskStatus:
-            info = await lookup(task_id, request)
+        async def task_status(request: Request[Any, Any, Any]) -> TaskStatus:
+            info = await lookup(request)
             return TaskStatus(**status_fields(info, include_errors))
 
         @get("/{task_id:str}/result", tags=["tasks"])
-        async def task_result(task_id: str, request: Request[Any, Any, Any]) -> Any:
-            info = await lookup(task_id, request)
+        async def task_result(request: Request[Any, Any, Any]) -> Any:
+            info = await lookup(request)
             if info.state.value != "succeeded":
-                raise HTTPException(f"task {task_id} is {info.state.value}", status_code=409)
+                raise HTTPException(f"task {info.id} is {info.state.value}", status_code=409)
             return info.result
 
         return Router(path=path, route_handlers=[task_status, task_result])

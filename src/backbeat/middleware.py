@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backbeat.checks import UnrunnableTasks, check_app, declare_route_tasks
 from backbeat.routing import declare_task_modules, reachable
 from backbeat.runner import Runner
 from backbeat.stores.base import StoreError
@@ -87,6 +89,7 @@ class BackbeatMiddleware:
         self.app = app
         self.runner = runner if runner is not None else Runner()
         declare_task_modules(self.runner, app)
+        declare_route_tasks(self.runner, app)  # what cannot be stops the start-up
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -157,7 +160,9 @@ class BackbeatMiddleware:
         return runners
 
     async def _start(self) -> None:
-        declare_task_modules(self.runner, self.app)  # routes may have been added since
+        # Routes may have been added since; a route's task that a store could not run
+        # fails the start-up here, rather than every request (`backbeat.checks`).
+        check_app(self.runner, self.app)
         for runner in self._runners():
             if not runner.running:  # a lifespan helper may have started it already
                 await runner.start()
@@ -181,6 +186,11 @@ class BackbeatMiddleware:
             app_answered = True
             if message["type"] == "lifespan.startup.complete":
                 await self._start()
+            refused = sys.exception()  # the wrapped app reports our failure while handling it
+            if message["type"] == "lifespan.startup.failed" and isinstance(
+                refused, UnrunnableTasks
+            ):
+                message = {**message, "message": str(refused)}  # its lines, not a traceback
             await send(message)
 
         try:
@@ -198,7 +208,11 @@ class BackbeatMiddleware:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await self._start()
+                try:
+                    await self._start()
+                except UnrunnableTasks as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    raise
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self._drain()

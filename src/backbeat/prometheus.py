@@ -15,6 +15,7 @@ Metrics (labels in brackets):
 The gauge is read when metrics are served: `metrics_route` reads it first (one
 store call per queue); with another exporter, call ``await metrics.refresh()``
 periodically (a queue seen once keeps reporting, at 0 when empty).
+``backbeat worker --metrics HOST:PORT`` serves a worker's (`backbeat.worker_endpoint`).
 
 Needs ``pip install "backbeat[prometheus]"`` (prometheus-client).
 """
@@ -42,6 +43,8 @@ _DURATIONS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 3
 
 
 class TaskMetrics(Observer):
+    content_type = CONTENT_TYPE_LATEST  # of `exposition()`
+
     def __init__(self, runner: Runner, registry: CollectorRegistry = REGISTRY) -> None:
         self.runner = runner
         self.registry = registry
@@ -72,6 +75,10 @@ class TaskMetrics(Observer):
         for queue in self.live.keys() - counts.keys():
             counts[queue] = dict.fromkeys(_LIVE, 0)  # a series does not vanish when empty
         self.live = counts
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus's text format (the gauge as last refreshed)."""
+        return generate_latest(self.registry)
 
 
 class _Attempt:
@@ -111,6 +118,6 @@ def metrics_route(metrics: TaskMetrics, path: str = "/metrics") -> HandlerRoute:
 
     async def serve_metrics(request: Request) -> Response:
         await metrics.refresh()
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=metrics.content_type)
 
     return get(path, name="metrics")(serve_metrics)

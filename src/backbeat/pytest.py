@@ -8,6 +8,9 @@ Fixtures:
 - ``backbeat_eager_runner`` — ``Runner(eager=True)``: every task runs inline
   where it is handed over; its exception is raised right there (not watched
   below: the test sees it in place).
+
+Both hand tasks their arguments through JSON and back (``round_trip=True``), as
+a store would: a test sees the types production with a store will see.
 - ``backbeat_store`` — the URL of a fresh SQLite store in the test's ``tmp_path``.
 - ``backbeat_sqlite_runner`` — a `Runner` on that store, not started.
 
@@ -60,15 +63,16 @@ def backbeat_store(tmp_path: Path) -> str:
 def backbeat_runner(
     request: pytest.FixtureRequest, backbeat_failures: Failures
 ) -> Iterator[Runner]:
-    """A fresh in-memory runner (not started); its tasks' final failures fail the test."""
-    yield from _watched(Runner(), request, backbeat_failures)
+    """A fresh in-memory runner (not started) that hands tasks their arguments as a store
+    would; its tasks' final failures fail the test."""
+    yield from _watched(Runner(round_trip=True), request, backbeat_failures)
 
 
 @pytest.fixture
 def backbeat_eager_runner() -> Runner:
     """``Runner(eager=True)``: tasks run inline where they are handed over, and raise there
     (so `pytest.raises` around the request or the submit sees a task's exception)."""
-    return Runner(eager=True)
+    return Runner(eager=True, round_trip=True)
 
 
 @pytest.fixture

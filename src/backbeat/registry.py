@@ -123,7 +123,8 @@ class TaskRegistry:
         if known is not None and known is not func:
             raise ValueError(
                 f"two different functions are registered as task {name!r}: "
-                f"{qualified_name(known)} and {qualified_name(func)}"
+                f"{qualified_name(known)} and {qualified_name(func)}; a worker could not "
+                "tell which to run: give one another name with @task(name=...)"
             )
         self._functions[name] = func
         self._names[id(func)] = name

@@ -19,24 +19,22 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from backbeat.concurrency import in_event_loop
 from backbeat.engine.execution import FailureListener, Hook, Hooks
+from backbeat.engine.health import WorkerHealth
 from backbeat.engine.limits import Limits, check_count, check_seconds, queue_names
 from backbeat.engine.local import LocalEngine, RunnerFull
-from backbeat.engine.stored import Prepared, StoredEngine
+from backbeat.engine.stored import Prepared, StoredEngine, as_stored
 from backbeat.observers import Observer
 from backbeat.registry import durable_name
+from backbeat.serialization import ArgumentError
 from backbeat.signing import signing_key as signing_key_of
 from backbeat.status import FINISHED, TaskInfo, value_of
 from backbeat.stores import Store, open_store
 from backbeat.stores.base import StoredStatus
 from backbeat.tasks import BackgroundTask, RequestTasks, request_tasks
-
-if TYPE_CHECKING:
-    from backbeat.routing import HandlerRoute
-    from backbeat.status_routes import Auth
 
 __all__ = ["Runner", "RunnerFull"]
 
@@ -48,9 +46,11 @@ class Runner:
 
     Any runner: ``concurrency``, ``shutdown_timeout``, ``finished_ttl``, the hooks.
     Without a store: ``max_pending``, ``overflow_timeout``, ``keep_finished``, ``eager``
-    (tests: inline, re-raise; no store then). With one: ``execute``, ``lease``,
-    ``poll_interval``, ``max_lost_leases``, ``max_task_size``, ``queues`` (this process
-    runs; default all), ``signing_key`` (docs/durable.md, docs/redis.md).
+    (tests: inline, re-raise; no store then), ``round_trip`` (tests: arguments through
+    JSON and back, as a store would hand them to a worker; docs/testing.md). With one:
+    ``execute``, ``lease``, ``poll_interval``, ``max_lost_leases``, ``max_task_size``,
+    ``queues`` (this process runs; default all), ``signing_key`` (docs/durable.md,
+    docs/redis.md).
     """
 
     def __init__(
@@ -71,18 +71,30 @@ class Runner:
         max_task_size: int = 1 << 20,
         queues: list[str] | tuple[str, ...] | None = None,
         signing_key: str | bytes | None = None,
+        round_trip: bool = False,
         on_start: Hook | None = None,
         on_success: Hook | None = None,
         on_error: Hook | None = None,
         on_retry: Hook | None = None,
     ) -> None:
-        counts = ("concurrency", "max_pending", "keep_finished", "max_lost_leases", "max_task_size")
-        seconds = ("shutdown_timeout", "overflow_timeout", "finished_ttl", "lease", "poll_interval")
-        given = locals()
-        for name in counts:
-            check_count(name, given[name])
-        for name in seconds:
-            check_seconds(name, given[name])
+        counts = {
+            "concurrency": concurrency,
+            "max_pending": max_pending,
+            "keep_finished": keep_finished,
+            "max_lost_leases": max_lost_leases,
+            "max_task_size": max_task_size,
+        }
+        seconds = {
+            "shutdown_timeout": shutdown_timeout,
+            "overflow_timeout": overflow_timeout,
+            "finished_ttl": finished_ttl,
+            "lease": lease,
+            "poll_interval": poll_interval,
+        }
+        for name, count in counts.items():
+            check_count(name, count)
+        for name, value in seconds.items():
+            check_seconds(name, value)
         self.limits = Limits(
             concurrency=concurrency,
             max_pending=max_pending,
@@ -93,6 +105,9 @@ class Runner:
         )
         self.hooks = Hooks(on_start, on_success, on_error, on_retry)
         self.eager = eager
+        # Without a store, hand tasks their arguments through JSON and back as a store
+        # would (tests: `backbeat.testing.TestClient`, the pytest plugin's runners).
+        self.round_trip = round_trip
         self._stored_options = {
             "execute": execute,
             "lease": float(lease),
@@ -195,7 +210,8 @@ class Runner:
             self._engine.registry.add_module(module)
 
     def register_tasks(self, task: BackgroundTask) -> None:
-        """Register every function in a task tree (a route's ``background=``)."""
+        """Register every function in a task tree (a route's ``background=``); TypeError or
+        ValueError, as a request storing it would get, for one a store could not run."""
         if isinstance(self._engine, StoredEngine):
             self._engine.register_tree(task)
 
@@ -218,6 +234,18 @@ class Runner:
 
     async def start(self) -> None:
         await self._engine.start()
+
+    async def wait_connected(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Wait until the started runner's store has answered (a store unreachable at
+        start-up is tried again in the background); False after `timeout` seconds."""
+        if not isinstance(self._engine, StoredEngine):
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await self._engine.connection.connected.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def drain(self) -> None:
         """Stop taking tasks; give the others `shutdown_timeout` s; then cancel the rest
@@ -251,7 +279,7 @@ class Runner:
         if not isinstance(task, BackgroundTask):
             raise TypeError(f"Runner.submit expects a BackgroundTask, got {task!r}")
         if not self.durable:
-            return self._engine.submit(task)  # type: ignore[union-attr]
+            return self._engine.submit(self._as_stored(task))  # type: ignore[union-attr]
         if not in_event_loop():
             return self._engine.submit_blocking(task)  # type: ignore[union-attr]
         raise RuntimeError(
@@ -263,12 +291,27 @@ class Runner:
         """`submit` for any runner; with a store, returns once the task is written."""
         if not isinstance(task, BackgroundTask):
             raise TypeError(f"Runner.asubmit expects a BackgroundTask, got {task!r}")
-        return await self._engine.asubmit(task)
+        return await self._engine.asubmit(self._as_stored(task))
 
     def take(self, task: BackgroundTask) -> bool:
         """What `await task()` does first inside a request served under this runner:
         take the task if there is room (no await on this path). False: call `hand_off`."""
+        if self.round_trip:
+            task = self._as_stored(task)
         return self._engine.take(task)
+
+    def _as_stored(self, task: BackgroundTask) -> BackgroundTask:
+        """The task as a store would hand it to a worker, where this runner round-trips."""
+        if not self.round_trip or self.durable:
+            return task  # a store's own round trip is the real one
+        try:
+            return as_stored(task)
+        except ArgumentError as exc:
+            raise ArgumentError(
+                f"{exc}: a store could not keep it, and this runner hands tasks their "
+                "arguments as a store would (Runner(round_trip=...); TestClient(app, "
+                "round_trip=False) for an app that never uses a store)"
+            ) from None
 
     async def hand_off(self, task: BackgroundTask) -> None:
         """Take the task, or wait for room, or run it inline; eager mode runs it here."""
@@ -280,7 +323,7 @@ class Runner:
             if prepared is not None:
                 await prepared.activate()  # stored ahead of the response: now runnable
                 return
-        await self._engine.hand_off(task)
+        await self._engine.hand_off(self._as_stored(task))
 
     # --- looking, results, cancelling ----------------------------------------------------
 
@@ -313,6 +356,14 @@ class Runner:
         """Pending, scheduled and running tasks per queue; with a store, the store's (every
         process's tasks)."""
         return await self._engine.queue_stats()
+
+    def health(self) -> WorkerHealth | None:
+        """Whether this process's worker beats (its loop, lease keeper and claim loop); None
+        when this process runs no stored tasks. Safe to call from any thread."""
+        engine = self._engine
+        if isinstance(engine, StoredEngine) and engine.execute:
+            return engine.health()
+        return None
 
     async def join(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - the brief's API
         """Wait until no task is pending, scheduled or running (TimeoutError after `timeout`).
@@ -383,18 +434,3 @@ class Runner:
     def remove_failure_listener(self, listener: FailureListener) -> None:
         if listener in self.hooks.failure_listeners:
             self.hooks.failure_listeners.remove(listener)
-
-    def status_route(
-        self,
-        path: str = "/tasks/{task_id}",
-        *,
-        name: str = "task_status",
-        include_errors: bool = False,
-        auth: Auth | None = None,
-    ) -> HandlerRoute:
-        """A GET route serving this runner's task status as JSON: id, state, attempts and
-        times; more with ``include_errors``; ``auth`` guards it (`backbeat.status_routes`)."""
-        # The one import from the web layer, made only when a route is asked for.
-        from backbeat.status_routes import status_route
-
-        return status_route(self, path, name=name, include_errors=include_errors, auth=auth)

@@ -31,7 +31,7 @@ SUCCEEDED = TaskState.SUCCEEDED
 FAILED = TaskState.FAILED
 CANCELLED = TaskState.CANCELLED
 FINISHED = frozenset({SUCCEEDED, FAILED, CANCELLED})
-LIVE_STATES = ("pending", "scheduled", "running")  # what `queue_stats` counts
+LIVE_STATES = tuple(state.value for state in TaskState if state not in FINISHED)  # `queue_stats`
 
 
 def _utc(timestamp: float | None) -> datetime | None:
@@ -159,16 +159,6 @@ class TaskTable:
 
     def unfinished(self) -> list[TaskRecord]:
         return [r for r in self._records.values() if r.state not in FINISHED]
-
-    def cancel_unfinished(self, error: str) -> list[tuple[TaskRecord, TaskState]]:
-        """Cancel every unfinished task (`error` may name its ``{state}``); returns each
-        with the state it was in."""
-        cancelled = []
-        for record in self.unfinished():
-            cancelled.append((record, record.state))
-            record.error = error.format(state=record.state.value)
-            self.move(record, CANCELLED)
-        return cancelled
 
     def live_by_queue(self) -> dict[str, dict[str, int]]:
         """Pending, scheduled and running tasks per queue."""

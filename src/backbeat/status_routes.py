@@ -1,4 +1,4 @@
-"""Serving a task's status over HTTP: ``runner.status_route("/tasks/{task_id}")``.
+"""Serving a task's status over HTTP: ``status_route(runner, "/tasks/{task_id}")``.
 
 Whoever knows a task id can ask for its status, so the route shows by default
 only what does not leak: the id, the state, the attempts and the timestamps.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -23,10 +23,15 @@ from backbeat.responses import JSONResponse
 from backbeat.routing import HandlerRoute, get
 from backbeat.status import TaskInfo
 
-if TYPE_CHECKING:
-    from backbeat.runner import Runner
-
 Auth = Callable[[Request], bool | Awaitable[bool]]
+"""Who may see tasks: called with the request, returns (or awaits to) True to allow."""
+
+
+class TaskLookup(Protocol):
+    """What a status route reads tasks from: a `Runner`, or anything that finds one by id."""
+
+    async def aget(self, task_id: str) -> TaskInfo | None: ...
+
 
 _PUBLIC_FIELDS = ("id", "state", "attempts", "created_at", "started_at", "finished_at")
 
@@ -68,14 +73,20 @@ async def check_auth(auth: Auth | None, request: Request) -> None:
 
 
 def status_route(
-    runner: Runner,
+    runner: TaskLookup,
     path: str = "/tasks/{task_id}",
     *,
     name: str = "task_status",
     include_errors: bool = False,
     auth: Auth | None = None,
 ) -> HandlerRoute:
-    """A GET route answering a task's status as JSON; 404 for an unknown id."""
+    """A GET route answering a task's status as JSON; 404 for an unknown id.
+
+    ``backbeat.status_route(runner, "/tasks/{task_id}")``: put it in ``App(routes=...)``.
+    `runner` is what the tasks are looked up in (anything with ``aget``); `path` must
+    contain ``{task_id}``; ``include_errors=True`` adds the task's name and error text;
+    `auth` guards the route (see the module's docstring).
+    """
     if "task_id" not in compile_path(path)[2]:
         raise ValueError(f"status_route path must contain {{task_id}}, got {path!r}")
     if auth is not None and not callable(auth):

@@ -18,11 +18,13 @@ from typing import Any
 
 from pydantic_core import from_json
 
+from backbeat.processes import is_gone
 from backbeat.status import TaskState
 from backbeat.stores import Store, open_store
-from backbeat.stores.base import FINISHED_STATES, StoredStatus
+from backbeat.stores.base import FINISHED_STATES, StoredStatus, WorkerInfo
 
 STATES = tuple(state.value for state in TaskState)
+UNFINISHED_STATES = tuple(state for state in STATES if state not in FINISHED_STATES)
 
 
 class CommandError(Exception):
@@ -46,6 +48,16 @@ async def _with(store: Store, command: Any, args: argparse.Namespace) -> int:
         await store.close()
 
 
+async def _alive(store: Store) -> list[WorkerInfo]:
+    """The workers whose heartbeats go on, less those seen dead from here (their process is
+    gone from this machine) that no live worker has taken over yet."""
+    return [
+        worker
+        for worker in await store.workers()
+        if not is_gone(worker.machine, worker.pid, worker.process_started)
+    ]
+
+
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
@@ -60,10 +72,11 @@ def _document(task: StoredStatus) -> dict[str, Any]:
     return shown
 
 
-def _table(rows: list[list[str]]) -> str:
+def _table(rows: list[list[str]], indent: str = "") -> str:
     widths = [max(len(row[n]) for row in rows) for n in range(len(rows[0]))]
     return "".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        indent
+        + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         + "\n"
         for row in rows
     )
@@ -72,12 +85,19 @@ def _table(rows: list[list[str]]) -> str:
 async def status(store: Store, args: argparse.Namespace) -> int:
     counts = await store.counts()
     recent = await store.list_tasks(state="failed", limit=args.failures) if args.failures else []
-    alive = await store.workers()
+    alive = await _alive(store)
     out = sys.stdout
     out.write(f"store {args.store}\n\n")
     width = max(len(state) for state in counts)
     for state, count in counts.items():
         out.write(f"  {state:<{width}}  {count:>8}\n")
+    queues = await store.queues()
+    if queues:
+        rows = [["QUEUE", *(state.upper() for state in counts)]]
+        for queue in queues:
+            of_queue = await store.counts(queue)
+            rows.append([queue, *(str(of_queue[state]) for state in counts)])
+        out.write("\nby queue:\n" + _table(rows, indent="  "))
     out.write(f"\nworkers: {len(alive)} alive, running {sum(w.running for w in alive)} task(s)\n")
     if recent:
         out.write(f"\nmost recent failures ({len(recent)}):\n")
@@ -133,20 +153,49 @@ async def show(store: Store, args: argparse.Namespace) -> int:
 
 
 async def cancel(store: Store, args: argparse.Namespace) -> int:
-    count = await store.cancel(args.ids, "cancelled with `backbeat cancel`")
+    ids = list(dict.fromkeys(args.ids))
+    refused = await _refused(store, ids, acts_on=UNFINISHED_STATES)
+    acted_on = [task_id for task_id in ids if task_id not in refused]
+    count = await store.cancel(acted_on, "cancelled with `backbeat cancel`") if acted_on else 0
     sys.stdout.write(f"{count} task(s) cancelled\n")
-    if count < len(args.ids):
-        raise CommandError(f"{len(args.ids) - count} of the ids given are unknown or finished")
+    _say_the_rest(ids, count, refused, "cancelled")
     return 0
 
 
 async def retry(store: Store, args: argparse.Namespace) -> int:
-    ids, every_failed = args.ids, args.failed
-    count = await store.retry(None if every_failed else ids)
+    if args.failed:
+        count = await store.retry(None)
+        sys.stdout.write(f"{count} task(s) back to pending\n")
+        return 0
+    ids = list(dict.fromkeys(args.ids))
+    refused = await _refused(store, ids, acts_on=("failed",))
+    acted_on = [task_id for task_id in ids if task_id not in refused]
+    count = await store.retry(acted_on) if acted_on else 0
     sys.stdout.write(f"{count} task(s) back to pending\n")
-    if ids and count < len(ids):
-        raise CommandError(f"{len(ids) - count} of the ids given are not failed tasks")
+    _say_the_rest(ids, count, refused, "retried (only failed tasks are)")
     return 0
+
+
+async def _refused(store: Store, ids: list[str], acts_on: tuple[str, ...]) -> dict[str, str]:
+    """The ids a command will not act on, each with why: unknown, or the task's state."""
+    refused = {}
+    now = time.time()
+    for task_id in ids:
+        task = await store.get(task_id)
+        state = "unknown" if task is None else task.info(now).state.value
+        if state not in acts_on:
+            refused[task_id] = state
+    return refused
+
+
+def _say_the_rest(ids: list[str], count: int, refused: dict[str, str], verb: str) -> None:
+    """Exit 1 naming the ids not acted on (a task may also have changed state meanwhile)."""
+    if count == len(ids):
+        return
+    named = ", ".join(f"{task_id} ({why})" for task_id, why in refused.items())
+    if len(ids) - count > len(refused):
+        named += (", and " if named else "") + "some whose state changed meanwhile"
+    raise CommandError(f"{len(ids) - count} of the {len(ids)} ids given not {verb}: {named}")
 
 
 async def purge(store: Store, args: argparse.Namespace) -> int:
@@ -158,7 +207,7 @@ async def purge(store: Store, args: argparse.Namespace) -> int:
 
 
 async def workers(store: Store, args: argparse.Namespace) -> int:
-    alive = await store.workers()
+    alive = await _alive(store)
     if args.json:
         for worker in alive:
             sys.stdout.write(json.dumps(worker.document()) + "\n")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ParamSpec, Protocol, Self, TypeVar, overload
@@ -25,9 +24,8 @@ from starlette.background import BackgroundTask as StarletteBackgroundTask
 
 from backbeat.concurrency import enforce_async_callable
 from backbeat.ids import new_id
+from backbeat.logs import log_failure
 from backbeat.policy import DEFAULT_POLICY, TaskPolicy
-
-logger = logging.getLogger("backbeat")
 
 P = ParamSpec("P")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -128,31 +126,6 @@ def qualified_name(func: object) -> str:
     target = func if isinstance(qualname, str) else type(func)
     module = getattr(target, "__module__", None) or "?"
     return f"{module}:{getattr(target, '__qualname__', '?')}"
-
-
-def about_task(
-    task_id: str | None, name: str | None, attempt: int | None = None, queue: str | None = None
-) -> dict[str, Any]:
-    """The ``extra=`` of every log record about one task: JSON formatters and Sentry's
-    logging integration find these attributes on the record and group by them."""
-    return {"task_id": task_id, "task_name": name, "attempt": attempt, "queue": queue}
-
-
-def log_failure(task: object, exc: BaseException, attempts: int | None = None) -> None:
-    """Log a task's (final) failure at ERROR on the `backbeat` logger, with the traceback."""
-    name = getattr(task, "name", None) or qualified_name(task)
-    task_id = getattr(task, "id", None)
-    queue = getattr(task, "queue", None) or getattr(getattr(task, "policy", None), "queue", None)
-    logger.error(
-        "Background task %r (id %s) failed%s: %s: %s",
-        name,
-        task_id,
-        f" after {attempts} attempts" if attempts and attempts > 1 else "",
-        type(exc).__name__,
-        exc,
-        exc_info=exc,
-        extra=about_task(task_id, name, attempts or getattr(task, "number", None), queue),
-    )
 
 
 class TaskSink(Protocol):
@@ -257,7 +230,7 @@ class BackgroundTask(StarletteBackgroundTask):
         try:
             await self.run()
         except Exception as exc:
-            log_failure(self, exc)
+            log_failure(self.id, self.name, exc, queue=self.policy.queue)
 
     def using(
         self,
@@ -374,7 +347,9 @@ async def _run_isolated(member: BackgroundTask) -> None:
     try:
         await member()
     except Exception as exc:
-        log_failure(member, exc)
+        name = getattr(member, "name", None) or qualified_name(member)
+        queue = getattr(getattr(member, "policy", None), "queue", None)
+        log_failure(getattr(member, "id", None), name, exc, queue=queue)
 
 
 def _task_list(tasks: Iterable[BackgroundTask] | None) -> list[BackgroundTask]:

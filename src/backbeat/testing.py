@@ -13,6 +13,13 @@ the test: the client re-raises its exception after the request, as Starlette's
 ``raise_server_exceptions`` does for the handler's. Pass
 ``raise_task_exceptions=False`` to test failures on purpose.
 
+Task arguments go through JSON and back on their way to the task, as a store
+would hand them to a worker: an unannotated parameter gets a dict for a
+pydantic model, a str for a datetime, in a test without a store as in
+production with one, and an argument a store could not keep fails the test.
+``TestClient(app, round_trip=False)`` hands over live objects (an app that
+never uses a store). With a store, the store's own round trip is the one.
+
 A runner with ``execute=False`` leaves its tasks to worker processes: the
 client does not wait for those (they would never finish in this process);
 look at them in the store, or run a worker.
@@ -44,11 +51,13 @@ class TestClient(starlette.testclient.TestClient):
         *args: Any,
         runner: Runner | None = None,
         raise_task_exceptions: bool = True,
+        round_trip: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(app, *args, **kwargs)
         self.runner = runner if runner is not None else find_runner(app)
         self.raise_task_exceptions = raise_task_exceptions
+        self.round_trip = round_trip
         self.task_failures: list[tuple[TaskInfo, BaseException]] = []
 
     def __enter__(self) -> TestClient:
@@ -68,7 +77,18 @@ class TestClient(starlette.testclient.TestClient):
         self.task_failures.append((info, exc))
 
     def request(self, *args: Any, **kwargs: Any) -> Any:
-        response = super().request(*args, **kwargs)
+        runner = self.runner
+        if runner is None:
+            response = super().request(*args, **kwargs)
+        else:
+            # The tasks the request hands over get their arguments as a store would give
+            # them (the runner's own setting again after: the app may be used elsewhere).
+            usual = runner.round_trip
+            runner.round_trip = self.round_trip
+            try:
+                response = super().request(*args, **kwargs)
+            finally:
+                runner.round_trip = usual
         self.wait_for_tasks()
         if self.raise_task_exceptions and self.task_failures:
             info, exc = self.task_failures[0]

@@ -3,8 +3,8 @@
 import os
 import time
 
-from backbeat import App, BackgroundTasks, Runner, post
-from tests.apps.durable_tasks import mark, sleep_and_mark
+from backbeat import App, BackgroundTasks, Runner, get, post, status_route
+from tests.apps.durable_tasks import mark, mark_start_and_sleep, sleep_and_mark
 
 runner = Runner(
     store=os.environ["BACKBEAT_TEST_STORE"],
@@ -16,12 +16,19 @@ runner = Runner(
 )
 # A plain function used by handlers: registered, so that workers may run it.
 runner.register(sleep_and_mark)
+runner.register(mark_start_and_sleep)
 
 
 @post("/work")
 async def work(seconds: float, label: str, tasks: BackgroundTasks) -> dict[str, str]:
     job = tasks.add_task(sleep_and_mark, seconds, label)
     return {"id": job.id}
+
+
+@post("/long")
+async def long(seconds: float, label: str, tasks: BackgroundTasks) -> dict[str, str]:
+    """A task that marks its start (`start:LABEL`) and its end (`LABEL`)."""
+    return {"id": tasks.add_task(mark_start_and_sleep, seconds, label).id}
 
 
 async def audit(seconds: float, label: str) -> None:
@@ -57,7 +64,21 @@ async def block(seconds: float, label: str, tasks: BackgroundTasks) -> dict[str,
     return {"id": tasks.add_task(block_loop, seconds, label).id}
 
 
+@get("/health")
+async def health() -> dict[str, bool]:
+    """A route that stores nothing: it answers whatever the store's state."""
+    return {"ok": True}
+
+
 app = App(
-    routes=[work, audit_route, poison, block, runner.status_route(include_errors=True)],
+    routes=[
+        health,
+        work,
+        long,
+        audit_route,
+        poison,
+        block,
+        status_route(runner, include_errors=True),
+    ],
     runner=runner,
 )

@@ -39,6 +39,12 @@ async def sleep_and_mark(seconds: float, label: str) -> None:
     mark(label)
 
 
+async def mark_start_and_sleep(seconds: float, label: str) -> None:
+    mark(f"start:{label}")
+    await asyncio.sleep(seconds)
+    mark(label)
+
+
 def fail_unless(path: str) -> None:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} is missing")
@@ -78,3 +84,19 @@ def stepwise_sync(steps: int) -> None:
     for step in range(1, steps + 1):
         time.sleep(0.02)
         progress(step / steps, step=step)
+
+
+# When each call of `timed` started and ended (time.monotonic()), by label.
+timings: dict[str, list[float]] = {}
+
+
+async def timed(label: str) -> None:
+    timings.setdefault(label, []).append(time.monotonic())
+    timings[label].append(time.monotonic())
+
+
+@task(name="tests.fails_then_succeeds", retries=3, backoff=0.05, max_backoff=0.05)
+async def fails_then_succeeds(label: str) -> None:
+    timings.setdefault(label, []).append(time.monotonic())
+    if len(timings[label]) < 3:
+        raise ConnectionError(f"{label}: attempt {len(timings[label])} fails")

@@ -1,25 +1,19 @@
 """The `store` fixture: every contract test runs on every store, like anyio's backends.
 
-A new store joins `STORES` and must pass `test_contract.py` unchanged.
+A new store joins `STORES` in tests/conftest.py and must pass `test_contract.py` unchanged.
 """
 
 import pytest
 
-from backbeat.stores import MemoryStore, SQLiteStore, open_store
-from tests.redis_server import forget, fresh_prefix_url
-
-STORES = ["sqlite", "memory", "redis"]
+from backbeat.stores import SQLiteStore, open_store
+from tests.conftest import STORES, store_url
+from tests.redis_server import forget
 
 
 @pytest.fixture(params=STORES)
 async def store(request, tmp_path):
-    if request.param == "sqlite":
-        opened = SQLiteStore(tmp_path / "tasks.db")
-    elif request.param == "memory":
-        opened = MemoryStore()
-    else:
-        url = fresh_prefix_url(request.getfixturevalue("redis_server"))
-        opened = open_store(url)
+    url = store_url(request.param, request, tmp_path)
+    opened = open_store(url)
     await opened.open()
     yield opened
     await opened.close()

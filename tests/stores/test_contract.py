@@ -352,6 +352,29 @@ async def test_heartbeats_list_the_live_workers(store):
     assert alive[0].seen_at > time.time() - 5
     await store.heartbeat(worker("a"), 0)  # it stopped
     assert [w.name for w in await store.workers()] == ["b"]
+    # Until someone takes it over, a worker whose heartbeats stopped is still on record.
+    [gone] = [w for w in await store.workers(include_expired=True) if w.name == "gone"]
+    assert gone.expires_at < time.time() < alive[0].expires_at
+
+
+async def test_a_dead_workers_tasks_are_taken_over_at_once_and_its_outcomes_refused(store):
+    from backbeat.stores.base import WorkerInfo
+
+    mine, its_other, someone_elses = new_task(), new_task(), new_task()
+    await store.enqueue([mine, its_other])
+    held = await store.claim("dead", limit=10, lease=30)
+    await store.enqueue([someone_elses])
+    [others] = await store.claim("alive", limit=10, lease=30)
+    await store.heartbeat(WorkerInfo("dead", "host", 42, None, 10, 2, time.time()), 30)
+    taken = await store.take_over("dead")
+    assert sorted(taken) == sorted([mine.id, its_other.id])
+    assert [w.name for w in await store.workers(include_expired=True)] == []
+    assert await store.take_over("dead") == []  # a second taker finds nothing
+    again = await store.claim("new", limit=10, lease=30)
+    assert sorted(task.id for task in again) == sorted(taken)
+    assert all((task.attempts, task.lost) == (2, 1) for task in again)
+    assert await store.finish([succeeded(task, "1") for task in held]) == [False, False]
+    assert await store.renew([others.receipt], lease=30) == []  # not the dead one's
 
 
 async def test_counts_of_one_queue(store):

@@ -51,6 +51,8 @@ def test_the_repr_names_the_database():
     )
 
 
+@pytest.mark.redis
+@pytest.mark.process
 def test_read_only_commands_write_nothing(store_url_redis):
     from tests.test_workers import backbeat
 
@@ -66,6 +68,7 @@ def test_read_only_commands_write_nothing(store_url_redis):
         client.close()
 
 
+@pytest.mark.redis
 async def test_every_key_shares_the_prefixs_hash_tag(store_url_redis):
     store = open_store(store_url_redis)
     await store.enqueue([new_task(queue="mail", priority=3), new_task(due_in=60)])
@@ -98,6 +101,7 @@ def test_a_runner_on_an_unreachable_server_refuses_writes_quickly():
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.process
 def test_without_redis_py_the_error_says_what_to_install():
     code = (
         "import sys; sys.modules['redis'] = None\n"
@@ -134,6 +138,7 @@ async def _fails_once(label: str) -> None:
     _started[label] = time.time()
 
 
+@pytest.mark.redis
 async def test_a_retry_wakes_an_idle_worker_at_its_due_time(store_url_redis):
     """The worker records a failure (the retry rings the bell) while it waits on the
     streams and, poked by the failed task's end, claims too: that claim must not make the

@@ -14,7 +14,7 @@ from backbeat import BackgroundTask
 from tests.apps import durable_tasks
 from tests.redis_server import forget, fresh_prefix_url, raw_client
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 
 @pytest.fixture

@@ -1,13 +1,23 @@
 """What is the SQLite store's own: the file, its URLs, its group commit."""
 
 import asyncio
+import logging
 import stat
 import time
+from pathlib import Path
 
 import pytest
 
+from backbeat import Runner
 from backbeat.ids import new_id
-from backbeat.stores import MemoryStore, NewTask, SQLiteStore, StoreError, open_store
+from backbeat.stores import (
+    MemoryStore,
+    NewTask,
+    SQLiteStore,
+    StoreError,
+    StoreUnavailable,
+    open_store,
+)
 from backbeat.stores.sqlite import path_from_url
 from tests.stores.rows import new_task
 
@@ -43,11 +53,31 @@ async def test_urls(tmp_path):
     with pytest.raises(StoreError, match="unknown store 'mysql'"):
         open_store("mysql://localhost")
     assert isinstance(open_store("memory://"), MemoryStore)
-    store = open_store(f"sqlite:///{tmp_path}/nested/dir/t.db")
-    assert not (tmp_path / "nested").exists()  # nothing before `open`
+    store = open_store(f"sqlite:///{tmp_path}/t.db")
+    assert not (tmp_path / "t.db").exists()  # nothing before `open`
     await store.open()
-    assert (tmp_path / "nested" / "dir" / "t.db").exists()
+    assert (tmp_path / "t.db").exists()
     await store.close()
+
+
+async def test_a_missing_directory_of_an_absolute_path_is_waited_for_not_created(
+    tmp_path, monkeypatch
+):
+    """An absolute path is the deployment's: its directory missing is a volume not mounted
+    yet (unavailable: the app waits), not one to make on the disk beneath it."""
+    store = open_store(f"sqlite:///{tmp_path}/volume/tasks.db")
+    with pytest.raises(StoreUnavailable, match=r"volume.* does not exist \(a volume not mounted"):
+        await store.open()
+    assert not (tmp_path / "volume").exists()
+    (tmp_path / "volume").mkdir()  # mounted
+    await store.open()
+    await store.close()
+    # A relative path is the project's own: its directories are made.
+    monkeypatch.chdir(tmp_path)
+    relative = open_store("sqlite:///.backbeat/tasks.db")
+    await relative.open()
+    assert (tmp_path / ".backbeat" / "tasks.db").exists()
+    await relative.close()
 
 
 async def test_a_corrupt_or_unreadable_file_is_a_clear_error_at_open(tmp_path):
@@ -62,8 +92,9 @@ async def test_a_corrupt_or_unreadable_file_is_a_clear_error_at_open(tmp_path):
         await SQLiteStore(directory).open()
 
 
-async def test_sqlite_store_files_are_private(tmp_path):
-    path = tmp_path / "new" / "deeper" / "tasks.db"
+async def test_sqlite_store_files_are_private(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = Path("new") / "deeper" / "tasks.db"
     store = SQLiteStore(path)
     now = time.time()
     await store.enqueue([NewTask(new_id(), "n", "{}", now, now)])
@@ -73,3 +104,19 @@ async def test_sqlite_store_files_are_private(tmp_path):
     for directory in (path.parent, path.parent.parent):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
     await store.close()
+
+
+async def test_a_relative_path_is_logged_absolute_and_a_new_store_loudly(
+    tmp_path, monkeypatch, backbeat_log
+):
+    monkeypatch.chdir(tmp_path)
+    async with Runner(store="sqlite:///tasks.db"):
+        pass
+    async with Runner(store="sqlite:///tasks.db"):
+        pass
+    absolute = tmp_path / "tasks.db"
+    created = [m for m in backbeat_log.messages(logging.WARNING) if "created" in m]
+    assert created == [f"backbeat: no store at {absolute}: created a new, empty one"]
+    opened = [m for m in backbeat_log.messages(logging.INFO) if "task store" in m]
+    assert opened == [f"backbeat: task store: the SQLite file {absolute}"] * 2
+    assert repr(SQLiteStore("tasks.db")) == f"SQLiteStore({str(absolute)!r})"

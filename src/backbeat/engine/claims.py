@@ -16,13 +16,13 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from backbeat.engine.execution import Attempt, Outcome
+from backbeat.logs import about_task
 from backbeat.policy import TaskPolicy
 from backbeat.registry import TaskRegistry
 from backbeat.serialization import ArgumentError, carried_in, decode_arguments, encode_result
 from backbeat.signing import verified
 from backbeat.status import SUCCEEDED
 from backbeat.stores.base import ClaimedTask, Settlement
-from backbeat.tasks import about_task
 
 logger = logging.getLogger("backbeat")
 

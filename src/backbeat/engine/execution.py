@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from backbeat.logs import about_task, log_failure
 from backbeat.observers import Observer, end_all, watch_all
 from backbeat.policy import TaskPolicy, retry_wait
 from backbeat.progress import Reporter, current_reporter
@@ -40,7 +41,6 @@ from backbeat.status import (
     TaskInfo,
     TaskState,
 )
-from backbeat.tasks import about_task, log_failure
 
 logger = logging.getLogger("backbeat")
 
@@ -263,7 +263,7 @@ async def _failed(
         if hooks.on_retry is not None:
             await call_hook(hooks.on_retry, task_info(attempt, SCHEDULED, started, error), failure)
         return outcome
-    log_failure(attempt, failure, attempts=attempt.number)
+    log_failure(attempt.id, attempt.name, failure, attempt.number, attempt.queue)
     outcome = Outcome(FAILED, error=error, traceback=trace, failure=failure)
     recorded = record(attempt, outcome)
     if recorded is not None:

@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import heapq
-import itertools
-import logging
 import time
-from collections import deque
 from collections.abc import Callable
 
 from backbeat.engine.execution import Hooks, Outcome, run_attempt
 from backbeat.ids import new_id
 from backbeat.policy import TaskPolicy
-from backbeat.status import FAILED, RUNNING, SUCCEEDED, TaskRecord, TaskState, TaskTable
-from backbeat.tasks import BackgroundTask, BackgroundTasks, about_task
-
-logger = logging.getLogger("backbeat")
+from backbeat.status import FAILED, RUNNING, SUCCEEDED, TaskRecord, TaskTable
+from backbeat.tasks import BackgroundTask, BackgroundTasks
 
 
 class Job:
@@ -152,67 +146,3 @@ async def run_eagerly(task: BackgroundTask, table: TaskTable, hooks: Hooks) -> N
             return
         if outcome.state is FAILED:
             raise raised[-1] if raised else RuntimeError(outcome.error)
-
-
-class WaitingLine:
-    """Jobs waiting for a slot: priority 0 in a deque (the usual case, cheap), others in
-    a heap by priority (higher first; a negative one after the deque), then arrival."""
-
-    __slots__ = ("_arrivals", "_plain", "_ranked")
-
-    def __init__(self) -> None:
-        self._plain: deque[Job] = deque()
-        self._ranked: list[tuple[int, int, Job]] = []
-        self._arrivals = itertools.count()
-
-    def __bool__(self) -> bool:
-        return bool(self._plain or self._ranked)
-
-    def add(self, job: Job) -> None:
-        priority = job.task.policy.priority
-        if priority == 0:
-            self._plain.append(job)
-        else:
-            heapq.heappush(self._ranked, (-priority, next(self._arrivals), job))
-
-    def pop(self) -> Job:
-        """The next job to start (IndexError when none waits)."""
-        ranked = self._ranked
-        if ranked and (ranked[0][0] < 0 or not self._plain):
-            return heapq.heappop(ranked)[2]
-        return self._plain.popleft()
-
-    def remove(self, job: Job) -> bool:
-        """Take a job out of the line (it was cancelled); False if it was not in it."""
-        if job in self._plain:
-            self._plain.remove(job)
-            return True
-        entries = [entry for entry in self._ranked if entry[2] is job]
-        if not entries:
-            return False
-        self._ranked.remove(entries[0])
-        heapq.heapify(self._ranked)
-        return True
-
-    def clear(self) -> None:
-        self._plain.clear()
-        self._ranked.clear()
-
-
-def log_lost(lost: list[tuple[TaskRecord, TaskState]], shutdown_timeout: float) -> None:
-    """The drain cancelled these unfinished tasks (with the state each was in): say so."""
-    for record, was in lost:
-        logger.error(
-            "Task %r (id %s) lost at shutdown: it was %s",
-            record.name,
-            record.id,
-            was,
-            extra=about_task(record.id, record.name, record.attempts, record.queue),
-        )
-    if lost:
-        logger.error(
-            "backbeat runner: %d task(s) not finished within shutdown_timeout=%.1fs were "
-            "cancelled and lost (this runner has no store)",
-            len(lost),
-            shutdown_timeout,
-        )

@@ -8,6 +8,9 @@ one's success is then discarded. So a thread, with its own event loop for the
 store's calls, renews the leases of everything the worker runs, every
 ``lease / 3`` seconds, whatever the worker's loop is doing.
 
+It also sends the worker's heartbeat every second (``engine.takeover``: a worker
+whose heartbeats stop, or whose process is gone, has its tasks taken over).
+
 The keeper also watches that loop: when it has not answered for a second (or
 ``lease / 3``, if shorter), the keeper logs a warning naming the task that is
 running on it. A loop blocked for ``10 * lease`` is taken for hung: the keeper
@@ -25,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from backbeat.engine.takeover import beat_interval, grace, take_over_dead
 from backbeat.stores.base import Store, WorkerInfo, split_receipt
 
 logger = logging.getLogger("backbeat")
@@ -42,6 +46,7 @@ class LeaseKeeper:
         stop: Callable[[list[str]], object],
         describe: Callable[[], str],
         worker_info: Callable[[], WorkerInfo],
+        taken_over: Callable[[], object] = lambda: None,
     ) -> None:
         self.store = store
         self.worker = worker
@@ -50,6 +55,10 @@ class LeaseKeeper:
         self.stop_tasks = stop  # tells the worker's loop which tasks to stop
         self.describe = describe  # what the worker's loop is running now
         self.worker_info = worker_info  # what the heartbeat says
+        self.taken_over = taken_over  # a dead worker's tasks are claimable now (thread-safe)
+        # The loop is said to be blocked (a warning, and a 503 at /healthz) after this long.
+        self.warn_after = min(lease / 3, 1.0)
+        self.ticked_at = time.monotonic()  # the thread's last turn (read by `health`)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -57,7 +66,9 @@ class LeaseKeeper:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._last_beat = time.monotonic()
+        started = time.monotonic()
+        self._last_beat = started
+        self.ticked_at = started
         self._thread = threading.Thread(
             target=self._run, name=f"backbeat-leases-{self.worker}", daemon=True
         )
@@ -69,6 +80,14 @@ class LeaseKeeper:
             self._thread.join(timeout=5)
             self._thread = None
 
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def loop_blocked(self, now: float) -> float:
+        """Seconds since the worker's loop last answered this keeper (monotonic `now`)."""
+        return max(now - self._last_beat, 0.0)
+
     def _beat(self) -> None:
         self._last_beat = time.monotonic()
 
@@ -77,13 +96,16 @@ class LeaseKeeper:
         # The worker's store may belong to the worker's loop: this thread has its own handle.
         store = self.store.twin()
         tick = min(self.lease / 6, 0.25)
-        warn_after = min(self.lease / 3, 1.0)
+        warn_after = self.warn_after
         renew_every = self.lease / 3
-        last_renewal = -renew_every  # a first heartbeat at once
+        beat_every = beat_interval(self.lease)
+        last_renewal = -renew_every  # a first renewal, heartbeat and look around at once
+        last_beat = -beat_every
         warned = gave_up = False
         try:
             while not self._stop.wait(tick):
                 now = time.monotonic()
+                self.ticked_at = now
                 blocked = now - self._last_beat
                 try:
                     assert self._loop is not None
@@ -114,6 +136,9 @@ class LeaseKeeper:
                             self.describe(),
                         )
                     continue
+                if now - last_beat >= beat_every:
+                    last_beat = now
+                    self._beat_and_look_around(own_loop, store)
                 if now - last_renewal >= renew_every:
                     last_renewal = now
                     self._renew(own_loop, store)
@@ -131,12 +156,18 @@ class LeaseKeeper:
             with contextlib.suppress(Exception):
                 own_loop.run_until_complete(store.close())
 
-    def _renew(self, own_loop: asyncio.AbstractEventLoop, store: Store) -> None:
+    def _beat_and_look_around(self, own_loop: asyncio.AbstractEventLoop, store: Store) -> None:
+        """Say this worker is alive; take over the tasks of workers that are not."""
         try:
-            # Alive until three renewals are missed.
-            own_loop.run_until_complete(store.heartbeat(self.worker_info(), self.lease))
+            own_loop.run_until_complete(store.heartbeat(self.worker_info(), grace(self.lease)))
+            taken = own_loop.run_until_complete(take_over_dead(store, self.worker))
         except Exception as exc:
             logger.warning("backbeat: worker %s cannot send its heartbeat: %s", self.worker, exc)
+            return
+        if taken:
+            self.taken_over()
+
+    def _renew(self, own_loop: asyncio.AbstractEventLoop, store: Store) -> None:
         receipts = self.receipts()
         if not receipts:
             return

@@ -22,16 +22,11 @@ import time
 from collections.abc import Callable
 
 from backbeat.engine.execution import Hooks, Outcome, run_attempt
-from backbeat.engine.jobs import (
-    Collection,
-    Job,
-    WaitingLine,
-    log_lost,
-    run_eagerly,
-    start_collection,
-)
+from backbeat.engine.jobs import Collection, Job, run_eagerly, start_collection
 from backbeat.engine.limits import Limits
+from backbeat.engine.slot_queue import SlotQueue
 from backbeat.ids import new_id
+from backbeat.logs import log_lost
 from backbeat.status import (
     CANCELLED,
     FAILED,
@@ -40,14 +35,13 @@ from backbeat.status import (
     SCHEDULED,
     SUCCEEDED,
     TaskInfo,
+    TaskRecord,
+    TaskState,
     TaskTable,
 )
 from backbeat.tasks import BackgroundTask, BackgroundTasks, current_runner
 
 logger = logging.getLogger("backbeat")
-
-
-_NOT_RUNNING = "this Runner is not running: start it (`async with runner:`, or the app's lifespan)"
 
 
 class RunnerFull(Exception):
@@ -68,7 +62,7 @@ class LocalEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.accepting = False
         self._running = 0
-        self._line = WaitingLine()  # jobs waiting for a slot
+        self._slot_queue = SlotQueue()
         self._timers: set[Job] = set()
         self._executions: set[asyncio.Task[None]] = set()
         self._idle: asyncio.Event | None = None
@@ -107,23 +101,31 @@ class LocalEngine:
             assert job.timer is not None
             job.timer.cancel()
         self._timers.clear()
-        self._line.clear()
+        self._slot_queue.clear()
         self._jobs.clear()
         self._keys.clear()
         for execution in self._executions:
             execution.cancel()
         if self._executions:
             await asyncio.gather(*self._executions, return_exceptions=True)
-        log_lost(
-            self._table.cancel_unfinished("cancelled at shutdown while {state}"), shutdown_timeout
-        )
+        log_lost(self._cancel_unfinished(), shutdown_timeout)
         self._loop = None
+
+    def _cancel_unfinished(self) -> list[tuple[TaskRecord, TaskState]]:
+        """Cancel what the drain left unfinished; each task with the state it was in."""
+        lost = [(record, record.state) for record in self._table.unfinished()]
+        for record, was in lost:
+            record.error = f"cancelled at shutdown while {was.value}"
+            self._table.move(record, CANCELLED)
+        return lost
 
     # --- taking tasks ------------------------------------------------------------------
 
     def submit(self, task: BackgroundTask) -> str:
         if not self.accepting:
-            raise RuntimeError(_NOT_RUNNING)
+            raise RuntimeError(
+                "this Runner is not running: start it (`async with runner:`, or the app's lifespan)"
+            )
         if self._waiting() >= self.limits.max_pending:
             raise RunnerFull(f"{self.limits.max_pending} tasks are already waiting (max_pending)")
         return self._accept(task, None)
@@ -202,7 +204,7 @@ class LocalEngine:
             if self._running < self.limits.concurrency:
                 self._spawn(job)
             else:
-                self._wait_for_slot(job)
+                self._slot_queue.add(job)
             return job.record.id
         unit = self._plan(task, caller)
         self._start(unit, None)
@@ -270,10 +272,7 @@ class LocalEngine:
         if self._running < self.limits.concurrency:
             self._spawn(job)
         else:
-            self._wait_for_slot(job)
-
-    def _wait_for_slot(self, job: Job) -> None:
-        self._line.add(job)
+            self._slot_queue.add(job)
 
     def _spawn(self, job: Job) -> None:
         assert self._loop is not None
@@ -313,12 +312,12 @@ class LocalEngine:
             self._cancelling.discard(record.id)
             self._table.move(record, CANCELLED)
             self._done(job)
-            if self._line:
+            if self._slot_queue:
                 self._fill_slots()
             return
         if outcome.state is not SCHEDULED:
             self._done(job)
-        if self._line:
+        if self._slot_queue:
             self._fill_slots()
 
     def _record(self, job: Job, outcome: Outcome) -> None:
@@ -343,9 +342,9 @@ class LocalEngine:
             self._idle.set()
 
     def _fill_slots(self) -> None:
-        line = self._line
-        while line and self._running < self.limits.concurrency:
-            self._spawn(line.pop())
+        queue = self._slot_queue
+        while queue and self._running < self.limits.concurrency:
+            self._spawn(queue.pop())
 
     def _room_made(self) -> None:
         if self._waiting() < self.limits.max_pending:
@@ -368,7 +367,7 @@ class LocalEngine:
             job.timer.cancel()
             job.timer = None
             self._timers.discard(job)
-        if self._line.remove(job):  # waiting for a free slot
+        if self._slot_queue.remove(job):  # waiting for a free slot
             started = True
         else:  # a sequence's member, waiting for its turn (or for its timer, above)
             started = job.on_done is not None or record.state is SCHEDULED

@@ -11,14 +11,15 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pydantic_core import PydanticSerializationError, to_json
 
 from backbeat.batching import TurnBatch
+from backbeat.logs import about_task
 from backbeat.progress import Reporter
 from backbeat.stores.base import Settlement, Store, StoreError, StoreUnavailable, split_receipt
-from backbeat.tasks import about_task
 
 logger = logging.getLogger("backbeat")
 
@@ -74,9 +75,13 @@ class Settlements:
     elsewhere, in that time.
     """
 
-    def __init__(self, store: Store, lease: float) -> None:
+    def __init__(
+        self, store: Store, lease: float, recorded: Callable[[], object] = lambda: None
+    ) -> None:
         self.store = store
         self.lease = lease
+        # Told once outcomes are in the store: a task they finish may have let another run.
+        self.recorded = recorded
         self._batch: TurnBatch[Settlement] = TurnBatch(self._finish)
         self._unrecorded: dict[str, None] = {}  # receipts, read from the lease keeper's thread
 
@@ -122,6 +127,7 @@ class Settlements:
             except StoreError as exc:
                 logger.error("backbeat: cannot record %d outcome(s): %s", len(settlements), exc)
                 return
+        self.recorded()
         for settlement, held in zip(settlements, kept, strict=True):
             if not held:
                 task_id, attempt = split_receipt(settlement.receipt)

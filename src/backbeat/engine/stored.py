@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import copy
 import logging
 import time
 from collections import OrderedDict
@@ -25,7 +26,9 @@ from backbeat.batching import TurnBatch
 from backbeat.concurrency import synchronous
 from backbeat.engine.blocking import BlockingCalls
 from backbeat.engine.claims import WrittenHere
+from backbeat.engine.connecting import StoreConnection
 from backbeat.engine.execution import Hooks
+from backbeat.engine.health import WorkerHealth
 from backbeat.engine.limits import Limits
 from backbeat.engine.worker import StoredWorker
 from backbeat.ids import new_id
@@ -49,6 +52,25 @@ _KEPT_CALL_SIZE = 2048
 def original_function(task: BackgroundTask) -> Callable[..., Any]:
     func = task.func
     return synchronous(func) or func
+
+
+def as_stored(task: BackgroundTask) -> BackgroundTask:
+    """A copy of a task tree whose arguments went through JSON and back against their
+    functions, as a store hands them to a worker (an unannotated parameter gets the plain
+    JSON value); ArgumentError for arguments a store could not keep. Same ids."""
+    if not isinstance(task, BackgroundTasks):
+        payload = encode_arguments(task.name, task.args, task.kwargs)
+        copied = copy.copy(task)
+        copied.args, copied.kwargs = decode_arguments(original_function(task), payload)  # type: ignore[assignment]
+        return copied
+    collection = BackgroundTasks(as_group=task.as_group)
+    collection.tasks = [
+        as_stored(member) if isinstance(member, BackgroundTask) else member for member in task.tasks
+    ]
+    collection.id = task.id
+    collection.created = task.created
+    collection.policy = task.policy
+    return collection
 
 
 class Prepared:
@@ -120,6 +142,7 @@ class StoredEngine:
             max_task_size=max_task_size,
         )
         self.accepting = False
+        self.connection = StoreConnection(store, self._opened)
         self._activations: TurnBatch[str] = TurnBatch(self._activate)
 
     # --- names -------------------------------------------------------------------------
@@ -134,11 +157,15 @@ class StoredEngine:
                 self.registry.register(func)
 
     def register_tree(self, task: BackgroundTask) -> None:
+        """Register every function of a task tree declared ahead of any request (a route's
+        ``background=``) and check that its arguments can be stored; TypeError or
+        ValueError, as a request storing it would get, for the first that cannot."""
         if isinstance(task, BackgroundTasks):
             for member in task.tasks:
                 self.register_tree(member)
         else:
-            self.register(original_function(task))
+            func = original_function(task)
+            self.stored_arguments(task, self.register(func), func, None)
 
     # --- writing -------------------------------------------------------------------------
 
@@ -177,19 +204,7 @@ class StoredEngine:
         # this process runs the task in a copy of it if it claims it itself.
         made_in = task.context or caller or contextvars.copy_context()
         carried = made_in.run(carry_all, self.hooks.observers) if self.hooks.observers else None
-        payload = encode_arguments(name, task.args, task.kwargs, carried)
-        # What a worker will read back must fit the function (a set stored as a list for a
-        # `str` parameter would fail there, after the 2xx): read it back now.
-        try:
-            args, kwargs = decode_arguments(func, payload)
-        except ArgumentError as exc:
-            raise ArgumentError(f"task {name!r} cannot be stored: {exc}") from None
-        if len(payload) > self.max_task_size:
-            raise ValueError(
-                f"task {name!r} cannot be stored: its arguments are {len(payload)} bytes as "
-                f"JSON, over the limit of {self.max_task_size} (Runner(max_task_size=...)); "
-                "keep large data elsewhere (a file, a table, an object store) and pass a reference"
-            )
+        payload, args, kwargs = self.stored_arguments(task, name, func, carried)
         fresh = task.context is None or task.id in self._written
         task_id = new_id() if fresh else task.id
         if self.signing_key is not None:
@@ -226,6 +241,29 @@ class StoredEngine:
             if len(self._written_here) > _REMEMBERED_IDS:
                 self._written_here.pop(next(iter(self._written_here)))
         return [task_id]
+
+    def stored_arguments(
+        self,
+        task: BackgroundTask,
+        name: str,
+        func: Callable[..., Any],
+        carried: dict[str, str] | None,
+    ) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+        """A task's arguments as stored, and as a worker will read them back."""
+        payload = encode_arguments(name, task.args, task.kwargs, carried)
+        # What a worker will read back must fit the function (a set stored as a list for a
+        # `str` parameter would fail there, after the 2xx): read it back now.
+        try:
+            args, kwargs = decode_arguments(func, payload)
+        except ArgumentError as exc:
+            raise ArgumentError(f"task {name!r} cannot be stored: {exc}") from None
+        if len(payload) > self.max_task_size:
+            raise ValueError(
+                f"task {name!r} cannot be stored: its arguments are {len(payload)} bytes as "
+                f"JSON, over the limit of {self.max_task_size} (Runner(max_task_size=...)); "
+                "keep large data elsewhere (a file, a table, an object store) and pass a reference"
+            )
+        return payload, args, kwargs
 
     def take(self, task: BackgroundTask) -> bool:
         return False  # a stored task is handed over by writing it, which takes an await
@@ -304,6 +342,7 @@ class StoredEngine:
         self._activations.add(*ids)
 
     async def _activate(self, ids: list[str]) -> None:
+        self.connection.store_answered()  # they were written: the store is there
         worker = self.worker
         free = worker.free
         try:
@@ -324,15 +363,32 @@ class StoredEngine:
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.store.open()  # a bad URL, a missing or corrupt store: an error at start-up
         self.register_declared()
         self.calls.loop = asyncio.get_running_loop()
         self.accepting = True
+        # A bad URL, a missing or corrupt store: an error at start-up. An unreachable one
+        # is tried again while the app serves (`engine.connecting`).
+        self.connection = StoreConnection(self.store, self._opened)
+        try:
+            await self.connection.open()
+        except BaseException:
+            self.accepting = False
+            raise
+
+    def health(self) -> WorkerHealth:
+        """The worker's health (`engine.health`). Waiting for a store that cannot be reached
+        is no problem of this process: restarting it would not help, it retries."""
+        if self.accepting and not self.connection.connected.is_set():
+            return WorkerHealth(self.worker.name, 0, 0.0, 0.0, (), waiting_for_store=True)
+        return self.worker.health()
+
+    async def _opened(self) -> None:
         if self.execute:
-            self.worker.start()
+            await self.worker.start()
 
     async def drain(self) -> None:
         self.accepting = False
+        await self.connection.close()
         if self.worker.claiming:
             await self.worker.drain()
         await self._activations.settle()

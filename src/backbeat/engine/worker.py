@@ -37,11 +37,15 @@ from backbeat.engine.execution import (
     run_attempt,
     task_info,
 )
+from backbeat.engine.health import WorkerHealth
 from backbeat.engine.leases import LeaseKeeper
 from backbeat.engine.limits import Limits
 from backbeat.engine.reports import ProgressReports, Settlements
+from backbeat.engine.takeover import grace, take_over_dead
 from backbeat.ids import new_id
+from backbeat.logs import about_task
 from backbeat.policy import DEFAULT_POLICY
+from backbeat.processes import this_process
 from backbeat.registry import TaskRegistry
 from backbeat.status import CANCELLED, FAILED
 from backbeat.stores.base import (
@@ -51,9 +55,12 @@ from backbeat.stores.base import (
     StoreError,
     WorkerInfo,
 )
-from backbeat.tasks import about_task, current_runner
+from backbeat.tasks import current_runner
 
 logger = logging.getLogger("backbeat")
+
+# The longest a loop waits before trying the store again (it doubles from 0.1 s).
+MAX_BACK_OFF = 5.0
 
 
 class StoredWorker:
@@ -96,12 +103,17 @@ class StoredWorker:
         # Tasks may be waiting that a finishing task could let run: look when one ends.
         self.backlog = False
         self.claiming = False
-        self._settlements = Settlements(store, lease)
+        # A sequence's next step, or a retry, may be runnable once an outcome is recorded.
+        self._settlements = Settlements(store, lease, recorded=self.poke)
+        # The soonest retry this worker scheduled (wall clock): its wait ends then at the
+        # latest, whatever the store's wait, started before the retry existed, waits for.
+        self._retry_at: float | None = None
         self._reports = ProgressReports(store)
         # The claim loop waits for the store (one wait at a time, kept across pokes) or a poke.
         self._store_wait: asyncio.Task[None] | None = None
         self._poke: asyncio.Future[None] | None = None
         self.started_at = 0.0
+        self.turned_at = 0.0  # the claim loop's last turn (monotonic; read by `health`)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._keeper: LeaseKeeper | None = None
@@ -118,11 +130,16 @@ class StoredWorker:
         if self._poke is not None and not self._poke.done():
             self._poke.set_result(None)
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        # On record before the first claim, and what a dead process held is taken over
+        # before this one claims anything (the lease keeper goes on doing both).
+        self.started_at = time.time()
+        await self.store.heartbeat(self.info(), grace(self.lease))
+        if await take_over_dead(self.store, self.name):
+            self.backlog = True
         loop = self._loop = asyncio.get_running_loop()
         self._poke = loop.create_future()
         self.claiming = True
-        self.started_at = time.time()
         # The worker's own loops run outside any request's context.
         context = contextvars.Context()
         self._loops = [
@@ -138,20 +155,53 @@ class StoredWorker:
             stop=lambda ids: loop.call_soon_threadsafe(self._stop, ids),
             describe=self._running_on_loop,
             worker_info=self.info,
+            taken_over=lambda: loop.call_soon_threadsafe(self.poke),
         )
         self._keeper.start(loop)
 
     def info(self) -> WorkerInfo:
         """What this worker reports about itself (`Store.heartbeat`)."""
-        host, pid, _ = self.name.split(":")
+        process = this_process()
         return WorkerInfo(
             name=self.name,
-            host=host,
-            pid=int(pid),
+            host=socket.gethostname(),
+            pid=process.pid,
             queues=self.queues,
             concurrency=self.limits.concurrency,
             running=len(self.executions),
             started_at=self.started_at,
+            machine=process.machine,
+            process_started=process.started,
+        )
+
+    def health(self, now: float | None = None) -> WorkerHealth:
+        """Whether the loop, the lease keeper and the claim loop beat (`engine.health`);
+        `now` is a `time.monotonic()` reading."""
+        now = time.monotonic() if now is None else now
+        keeper = self._keeper
+        claim_loop_idle = max(now - self.turned_at, 0.0)
+        loop_blocked = 0.0 if keeper is None else keeper.loop_blocked(now)
+        problems = []
+        if keeper is None or not self.claiming:
+            problems.append("the worker is not running (starting, or stopping)")
+        else:
+            if not keeper.alive:
+                problems.append("the lease keeper's thread has stopped")
+            elif now - keeper.ticked_at > self.lease:
+                problems.append(
+                    f"the lease keeper has not ticked for {now - keeper.ticked_at:.1f}s"
+                )
+            if loop_blocked > keeper.warn_after:
+                problems.append(
+                    f"the event loop has been blocked for {loop_blocked:.1f}s "
+                    f"by {self._running_on_loop()}"
+                )
+            if self._loops[0].done():
+                problems.append("the claim loop has stopped")
+            elif claim_loop_idle > self.poll_interval + self.lease + MAX_BACK_OFF:
+                problems.append(f"the claim loop has not turned for {claim_loop_idle:.1f}s")
+        return WorkerHealth(
+            self.name, len(self.executions), loop_blocked, claim_loop_idle, tuple(problems)
         )
 
     # --- claiming ------------------------------------------------------------------------
@@ -159,6 +209,7 @@ class StoredWorker:
     async def _claim_loop(self) -> None:
         failures = 0
         while self.claiming:
+            self.turned_at = time.monotonic()
             free = self.free
             claimed: list[ClaimedTask] = []
             if free > 0:
@@ -189,7 +240,15 @@ class StoredWorker:
             return
         if self._store_wait is None:
             self._store_wait = self._loop.create_task(self.store.wait(self.poll_interval))
-        await asyncio.wait((self._store_wait, self._poke), return_when=asyncio.FIRST_COMPLETED)
+        timeout = None
+        if self._retry_at is not None:
+            timeout = self._retry_at - time.time() + 0.001
+            if timeout <= 0:  # due already: the claim that just ran saw it
+                self._retry_at = None
+                timeout = None
+        await asyncio.wait(
+            (self._store_wait, self._poke), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         if self._poke.done():
             self._poke = self._loop.create_future()
         if self._store_wait.done():
@@ -227,7 +286,7 @@ class StoredWorker:
         return claimed
 
     async def _back_off(self, what: str, exc: Exception, failures: int) -> None:
-        wait = min(0.05 * 2**failures, 5.0)
+        wait = min(0.05 * 2**failures, MAX_BACK_OFF)
         logger.error(
             "backbeat: worker %s cannot %s (failure %d in a row; trying again in %.2fs): %s: %s",
             self.name,
@@ -333,9 +392,12 @@ class StoredWorker:
         report_failure(self.hooks, task_info(attempt, FAILED, now, error, now), Unrunnable(error))
 
     def _record(self, attempt: Attempt, outcome: Outcome) -> None:
-        self._settlements.add(settlement_for(self.receipts[attempt.id], attempt, outcome))
-        if outcome.retry_in is not None:
-            self.poke()  # the claim loop's next wake-up may now be sooner
+        settlement = settlement_for(self.receipts[attempt.id], attempt, outcome)
+        self._settlements.add(settlement)
+        if settlement.retry_at is not None and (
+            self._retry_at is None or settlement.retry_at < self._retry_at
+        ):
+            self._retry_at = settlement.retry_at
 
     # --- stopping ------------------------------------------------------------------------
 

@@ -16,17 +16,13 @@ until retried or purged) and ``cancelled``.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic_core import from_json
 
-from backbeat.status import TaskInfo, TaskState
-from backbeat.tasks import about_task
-
-logger = logging.getLogger("backbeat")
+from backbeat.status import FINISHED, TaskInfo, TaskState
 
 
 @dataclass(slots=True)
@@ -101,6 +97,11 @@ class WorkerInfo:
     running: int  # tasks it runs now
     started_at: float
     seen_at: float = 0.0  # set by the store
+    # Where `pid` names this process, and when the process started (`backbeat.processes`):
+    # another process on the same machine can tell at once that it is gone.
+    machine: str = ""
+    process_started: float = 0.0
+    expires_at: float = 0.0  # set by the store: taken for dead after this
 
     def document(self) -> dict[str, object]:
         return {
@@ -112,12 +113,20 @@ class WorkerInfo:
             "running": self.running,
             "started_at": self.started_at,
             "seen_at": self.seen_at,
+            "machine": self.machine,
+            "process_started": self.process_started,
         }
 
     @classmethod
-    def from_document(cls, document: dict[str, Any]) -> WorkerInfo:
+    def from_document(cls, document: dict[str, Any], expires_at: float = 0.0) -> WorkerInfo:
         queues = document.get("queues")
-        return cls(**{**document, "queues": None if queues is None else tuple(queues)})
+        known = {
+            name: document[name]
+            for name in cls.__dataclass_fields__
+            if name in document and name != "expires_at"
+        }
+        known["queues"] = None if queues is None else tuple(queues)
+        return cls(**known, expires_at=expires_at)
 
 
 @dataclass(slots=True)
@@ -164,19 +173,7 @@ def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
-FINISHED_STATES = ("succeeded", "failed", "cancelled")
-
-
-def log_dead_letters(dead: list[tuple[str, str, str]] | list[list[str]]) -> None:
-    """Log the (id, name, error) of tasks a claim dead-lettered (lost their lease too often)."""
-    for task_id, name, error in dead:
-        logger.error(
-            "Background task %r (id %s) failed: %s",
-            name,
-            task_id,
-            error,
-            extra=about_task(task_id, name),
-        )
+FINISHED_STATES = tuple(state.value for state in TaskState if state in FINISHED)
 
 
 def check_purgeable(states: tuple[str, ...]) -> None:
@@ -186,8 +183,8 @@ def check_purgeable(states: tuple[str, ...]) -> None:
         raise ValueError(f"only finished tasks can be purged, not {sorted(unknown)}")
 
 
-# The keys of `Store.counts`.
-COUNTED_STATES = ("pending", "scheduled", "running", "succeeded", "failed", "cancelled")
+# The keys of `Store.counts`, in TaskState's order (the Redis script's `counts` answers in it).
+COUNTED_STATES = tuple(state.value for state in TaskState)
 
 
 def receipt_for(task_id: str, attempt: int) -> str:
@@ -360,6 +357,18 @@ class Store(Protocol):
         """Record that this worker is alive (its `seen_at` is now) until `expires_in`
         seconds from now; 0 removes it (a worker that stops says so)."""
 
-    async def workers(self) -> list[WorkerInfo]:
-        """The workers whose last heartbeat has not expired, by name."""
+    async def workers(self, *, include_expired: bool = False) -> list[WorkerInfo]:
+        """The workers whose last heartbeat has not expired, by name, each with its
+        `expires_at`; with ``include_expired``, also those whose heartbeats stopped and
+        that nobody has taken over yet (`take_over` removes them)."""
+        ...
+
+    async def take_over(self, worker: str) -> list[str]:
+        """A worker is dead: end its claims now and forget its heartbeat.
+
+        Its running tasks' leases expire at once, so the next claim takes them over as
+        lost (counted in `lost`, as if the lease had run out); an outcome the dead
+        worker would still send is refused (fencing). Returns the ids of those tasks;
+        none when another process took them over first. Wakes this process's waiting
+        workers, as a write does."""
         ...

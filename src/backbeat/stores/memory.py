@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
+from backbeat.logs import log_dead_letters
 from backbeat.status import TaskState
 from backbeat.stores.base import (
     COUNTED_STATES,
@@ -24,7 +25,6 @@ from backbeat.stores.base import (
     StoreError,
     WorkerInfo,
     check_purgeable,
-    log_dead_letters,
     receipt_for,
     split_receipt,
 )
@@ -367,11 +367,28 @@ class MemoryStore:
             worker.seen_at = time.time()
             self._workers[worker.name] = (replace(worker), worker.seen_at + expires_in)
 
-    async def workers(self) -> list[WorkerInfo]:
+    async def workers(self, *, include_expired: bool = False) -> list[WorkerInfo]:
         with self._lock:
+            since = float("-inf") if include_expired else time.time()
+            listed = [
+                replace(info, expires_at=expires)
+                for info, expires in self._workers.values()
+                if expires > since
+            ]
+        return sorted(listed, key=lambda info: info.name)
+
+    async def take_over(self, worker: str) -> list[str]:
+        with self._lock:
+            self._workers.pop(worker, None)
             now = time.time()
-            live = [info for info, expires in self._workers.values() if expires > now]
-        return sorted(live, key=lambda info: info.name)
+            ids = []
+            for row in self._rows.values():
+                if row.state == "running" and row.worker == worker and (row.lease_until or 0) > now:
+                    row.lease_until = now
+                    ids.append(row.task.id)
+        if ids:
+            self._wakeups.notify()
+        return ids
 
     async def list_tasks(
         self,

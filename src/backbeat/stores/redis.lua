@@ -620,10 +620,36 @@ elseif step == 'beat' then
   end
   return 0
 
-elseif step == 'workers' then
-  local names = redis.call('ZRANGEBYSCORE', P .. ':we', '(' .. ARGV[3], '+inf')
-  if #names == 0 then return {} end
-  return redis.call('HMGET', P .. ':w', unpack(names))
+elseif step == 'workers' then  -- {document, expires_at, ...} of those expiring after ARGV[3]
+  local listed = redis.call('ZRANGEBYSCORE', P .. ':we', '(' .. ARGV[3], '+inf', 'WITHSCORES')
+  local out = {}
+  for i = 1, #listed, 2 do
+    local document = redis.call('HGET', P .. ':w', listed[i])
+    if document then
+      table.insert(out, document)
+      table.insert(out, listed[i + 1])
+    end
+  end
+  return out
+
+elseif step == 'take_over' then  -- a dead worker: its leases run out now
+  local now, name = tonumber(ARGV[3]), ARGV[4]
+  redis.call('HDEL', P .. ':w', name)
+  redis.call('ZREM', P .. ':we', name)
+  local ids = {}
+  for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', sk('running', q), '(' .. now, '+inf')) do
+      if redis.call('HGET', tk(id), 'worker') == name then
+        redis.call('ZADD', sk('running', q), now, id)
+        redis.call('HSET', tk(id), 'lease_until', now)
+        table.insert(ids, id)
+      end
+    end
+  end
+  if #ids > 0 then  -- idle workers block on the streams: wake them to claim these
+    redis.call('XADD', P .. ':bell', 'MAXLEN', '~', 100, '*', 'due', now)
+  end
+  return ids
 
 elseif step == 'due' then  -- when the soonest held or delayed task is due, and the streams
   local soonest = ''

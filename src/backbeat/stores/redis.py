@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from backbeat.batching import TurnGroup
+from backbeat.logs import log_dead_letters
 from backbeat.stores.base import (
     COUNTED_STATES,
     FINISHED_STATES,
@@ -49,7 +50,6 @@ from backbeat.stores.base import (
     StoreUnavailable,
     WorkerInfo,
     check_purgeable,
-    log_dead_letters,
     receipt_for,
     split_receipt,
 )
@@ -417,10 +417,16 @@ class RedisStore:
         found = [await self.get(task_id) for task_id in ids]
         return [status for status in found if status is not None]
 
-    async def workers(self) -> list[WorkerInfo]:
-        documents = await self._call("workers", time.time())
-        alive = [WorkerInfo.from_document(json.loads(d)) for d in documents if d]
-        return sorted(alive, key=lambda worker: worker.name)
+    async def workers(self, *, include_expired: bool = False) -> list[WorkerInfo]:
+        listed = await self._call("workers", "-inf" if include_expired else time.time())
+        found = [
+            WorkerInfo.from_document(json.loads(document), float(expires_at))
+            for document, expires_at in zip(listed[::2], listed[1::2], strict=True)
+        ]
+        return sorted(found, key=lambda worker: worker.name)
+
+    async def take_over(self, worker: str) -> list[str]:
+        return [_text(task_id) for task_id in await self._call("take_over", time.time(), worker)]
 
     async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 - the store contract
         """Block on the streams (XREAD from the last ids seen) until an entry comes, the

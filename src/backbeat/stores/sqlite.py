@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 
 from backbeat.batching import TurnGroup
+from backbeat.logs import log_dead_letters
 from backbeat.stores.base import (
     COUNTED_STATES,
     FINISHED_STATES,
@@ -35,7 +36,6 @@ from backbeat.stores.base import (
     StoredStatus,
     WorkerInfo,
     check_purgeable,
-    log_dead_letters,
     receipt_for,
     split_receipt,
 )
@@ -50,7 +50,6 @@ from backbeat.stores.sqlite_sql import (
     COUNTS,
     CURRENT,
     DEAD_LOST,
-    LIVE_WORKERS,
     PROGRESS,
     RELEASE,
     REQUEUE,
@@ -58,6 +57,8 @@ from backbeat.stores.sqlite_sql import (
     SOONEST,
     START,
     STATUS_COLUMNS,
+    TAKE_OVER,
+    WORKERS,
     claim_sql,
     insert_groups,
     insert_row,
@@ -90,11 +91,17 @@ class SQLiteStore:
     def __init__(
         self, path: str | Path, *, busy_timeout: float = 10.0, create: bool = True
     ) -> None:
-        self.path = Path(path)
+        # Absolute from the start: the file named in every log line, and the same file
+        # whatever directory the process moves to.
+        self.path = Path(path).absolute()
         self.file = SQLiteFile(
             self.path,
             busy_timeout=busy_timeout,
             create=create,
+            # A relative path is the project's own (.backbeat/tasks.db): its directories
+            # are made. An absolute one is the deployment's (a volume, /var/lib/…): a
+            # missing directory there is a volume not mounted yet, not one to create.
+            make_directories=not Path(path).is_absolute(),
             setup=setup,
             count_unfinished=(
                 "SELECT count(*) FROM backbeat_tasks WHERE state IN ('held', 'pending', 'running')"
@@ -106,7 +113,7 @@ class SQLiteStore:
         )
         # When the claim that ran last saw the next due time, and what it was.
         self._due_hint: tuple[float, float | None] = (-1.0, None)
-        self._wakeups = _WAKEUPS.setdefault(self.path.absolute(), Wakeups())
+        self._wakeups = _WAKEUPS.setdefault(self.path, Wakeups())
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> SQLiteStore:
@@ -129,6 +136,17 @@ class SQLiteStore:
     async def open(self) -> None:
         # A bad path or a corrupt file is an error here, not at the first task.
         await anyio.to_thread.run_sync(self.file.connection)
+        logger.info("backbeat: task store: the SQLite file %s", self.path)
+
+    @property
+    def exists(self) -> bool:
+        """Whether the file is there (a worker waits for it: it never creates a store)."""
+        return self.path.exists()
+
+    def never_create(self) -> None:
+        """Refuse to create the file from now on (`StoreMissing`): a worker's store, so
+        that one started elsewhere never watches a new, empty file no app writes to."""
+        self.file.create = False
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self.file.close)
@@ -354,9 +372,21 @@ class SQLiteStore:
 
         await self._write(beat)
 
-    async def workers(self) -> list[WorkerInfo]:
-        rows = await anyio.to_thread.run_sync(self._read, LIVE_WORKERS, (time.time(),))
-        return [WorkerInfo.from_document(json.loads(row[0])) for row in rows]
+    async def workers(self, *, include_expired: bool = False) -> list[WorkerInfo]:
+        since = float("-inf") if include_expired else time.time()
+        rows = await anyio.to_thread.run_sync(self._read, WORKERS, (since,))
+        return [WorkerInfo.from_document(json.loads(document), at) for document, at in rows]
+
+    async def take_over(self, worker: str) -> list[str]:
+        def expire(conn: sqlite3.Connection) -> list[str]:
+            conn.execute("DELETE FROM backbeat_workers WHERE name = ?", (worker,))
+            rows = conn.execute(TAKE_OVER, {"now": time.time(), "worker": worker}).fetchall()
+            return [task_id for (task_id,) in rows]
+
+        ids = await self._write(expire)
+        if ids:
+            self._wakeups.notify()
+        return ids
 
     def _sooner(self, due: float) -> None:
         """A task written now is due then: the next due time seen may come later."""

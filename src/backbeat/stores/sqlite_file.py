@@ -88,10 +88,12 @@ class SQLiteFile:
         create: bool,
         setup: Callable[[sqlite3.Connection], None],
         count_unfinished: str,
+        make_directories: bool = True,
     ) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
         self.create = create
+        self.make_directories = make_directories
         self.setup = setup  # creates the schema, idempotently
         self.count_unfinished = count_unfinished  # SQL: the tasks lost if the file goes
         self.transactions = 0  # commits made: tells how well writes were grouped
@@ -107,8 +109,9 @@ class SQLiteFile:
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
 
-    def _create_private(self) -> None:
-        """Make the file (and missing directories) readable by this user only.
+    def _create_private(self) -> bool:
+        """Make the file (and missing directories) readable by this user only; False when
+        another process made it first.
 
         Task arguments are in it. SQLite gives the -wal and -shm files the
         mode of the database file, so they are private too.
@@ -118,22 +121,35 @@ class SQLiteFile:
         while not parent.exists():
             missing.append(parent)
             parent = parent.parent
+        if missing and not self.make_directories:
+            raise StoreUnavailable(
+                f"the directory {str(missing[-1])!r} of the SQLite store {str(self.path)!r} "
+                "does not exist (a volume not mounted yet?); create it to start with an "
+                "empty store"
+            )
         for directory in reversed(missing):
             with contextlib.suppress(FileExistsError):
                 directory.mkdir(mode=0o700)
-        with contextlib.suppress(FileExistsError):
+        try:
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return False
+        return True
 
     def _connect(self) -> sqlite3.Connection:
         if not self.path.exists():
             if not self.create:
                 raise StoreMissing(f"no store at {self.path.absolute()}")
             try:
-                self._create_private()
+                created = self._create_private()
+            except StoreUnavailable:
+                raise
             except OSError as exc:
                 raise StoreError(
                     f"cannot create the SQLite store {str(self.path)!r}: {exc}"
                 ) from exc
+            if created:  # loud on purpose: a relative path from the wrong directory too
+                logger.warning("backbeat: no store at %s: created a new, empty one", self.path)
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -258,14 +274,16 @@ class SQLiteFile:
         if not live:
             return conn
         if conn is None or self._replaced():
-            # Never write into a file nobody else can see: refuse, and open anew.
+            # Never write into a file nobody else can see: refuse, and open anew. A file
+            # that could not be opened before (a volume mounted since) takes this batch.
             gone = conn is not None
             conn = self._reopen(conn)
-            reason = "was deleted or replaced" if gone else "cannot be opened"
-            refusal = StoreUnavailable(f"the SQLite store {str(self.path)!r} {reason}")
-            for write in live:
-                write.future.set_exception(refusal)
-            return conn
+            if gone or conn is None:
+                reason = "was deleted or replaced" if gone else "cannot be opened"
+                refusal = StoreUnavailable(f"the SQLite store {str(self.path)!r} {reason}")
+                for write in live:
+                    write.future.set_exception(refusal)
+                return conn
         try:
             try:
                 outcomes = self._transaction(conn, live, isolate=False)

@@ -157,7 +157,12 @@ BEAT = (
     "ON CONFLICT (name) DO UPDATE SET document = excluded.document, "
     "expires_at = excluded.expires_at"
 )
-LIVE_WORKERS = "SELECT document FROM backbeat_workers WHERE expires_at > ? ORDER BY name"
+WORKERS = "SELECT document, expires_at FROM backbeat_workers WHERE expires_at > ? ORDER BY name"
+# A dead worker's tasks: their leases run out now (the next claim counts them as lost).
+TAKE_OVER = (
+    "UPDATE backbeat_tasks SET lease_until = :now "
+    "WHERE state = 'running' AND worker = :worker AND lease_until > :now RETURNING id"
+)
 SOONEST = "SELECT min(due_at) FROM backbeat_tasks WHERE state = 'pending' AND due_at > ?"
 # Cancelled while running, and its worker is gone: cancelled, not run again.
 CANCEL_ORPHANS = (

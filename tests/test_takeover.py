@@ -1,0 +1,125 @@
+"""A dead process's tasks are taken over in seconds, not after their 30 s leases, and
+the taker says so. Real processes killed with SIGKILL, default lease (30 s)."""
+
+import json
+import signal
+import sys
+import time
+
+import pytest
+
+from tests.serving import Server, background_process, uvicorn
+from tests.test_workers import backbeat, env_for, post_tasks, wait_until
+
+APP = "tests.apps.durable_app:app"
+pytestmark = pytest.mark.process
+
+WORKER = [sys.executable, "-m", "backbeat", "worker", APP]
+
+
+def starts(server: Server) -> dict[str, list[int]]:
+    """The pids that started each task (`start:LABEL` marks)."""
+    started: dict[str, list[int]] = {}
+    for label, pid in server.marks_with_pids():
+        if label.startswith("start:"):
+            started.setdefault(label.removeprefix("start:"), []).append(pid)
+    return started
+
+
+def test_an_app_restarted_after_a_kill_9_runs_its_tasks_again_at_once(tmp_path, shared_db):
+    env = env_for(shared_db, BACKBEAT_TEST_LEASE="30", BACKBEAT_TEST_CONCURRENCY="50")
+    with uvicorn(APP, tmp_path, env=env, name="first") as first:
+        labels = post_tasks(first.url, 20, seconds=60, prefix="k", path="/long")
+        wait_until(lambda: len(starts(first)) == 20, 10, "the tasks to start", first.log)
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait()
+    restarted_at = time.monotonic()
+    with uvicorn(APP, tmp_path, env=env, name="second") as second:
+        wait_until(
+            lambda: all(len(pids) == 2 for pids in starts(second).values()),
+            30,
+            "every task to start again",
+            second.log,
+        )
+        took = time.monotonic() - restarted_at
+        log = second.log()
+    print(f"{shared_db.partition(':')[0]}: 20 tasks started again {took:.2f}s after the restart")
+    assert took < 5.0  # the target is 3 s, a process start included
+    assert sorted(starts(second)) == sorted(labels)
+    assert all(pids[1] == second.process.pid for pids in starts(second).values())
+    [line] = [line for line in log.splitlines() if "takes over" in line]
+    assert f"pid {first.process.pid} " in line and "its process is gone" in line
+    assert "20 task(s)" in line
+
+
+def test_a_worker_on_the_same_host_takes_over_a_killed_workers_tasks(tmp_path, shared_db):
+    app_env = env_for(
+        shared_db,
+        BACKBEAT_TEST_EXECUTE="0",
+        BACKBEAT_TEST_LEASE="30",
+        BACKBEAT_TEST_CONCURRENCY="50",
+    )
+    with (
+        uvicorn(APP, tmp_path, env=app_env, name="app") as server,
+        background_process(WORKER, tmp_path, env=app_env, name="doomed") as (doomed, _),
+    ):
+        wait_until(lambda: len(workers(shared_db)) == 1, 10, "the first worker")
+        labels = post_tasks(server.url, 20, seconds=60, prefix="w", path="/long")
+        wait_until(lambda: len(starts(server)) == 20, 10, "the tasks to start", server.log)
+        with background_process(WORKER, tmp_path, env=app_env, name="taker") as (taker, log):
+            wait_until(lambda: len(workers(shared_db)) == 2, 10, "the second worker")
+            doomed.send_signal(signal.SIGKILL)
+            doomed.wait()
+            killed_at = time.monotonic()
+            wait_until(
+                lambda: all(len(pids) == 2 for pids in starts(server).values()),
+                30,
+                "every task to start again",
+                log.read_text,
+            )
+            took = time.monotonic() - killed_at
+            # `backbeat workers` no longer lists the dead one.
+            assert [w["pid"] for w in workers(shared_db)] == [taker.pid]
+    print(f"{shared_db.partition(':')[0]}: 20 tasks started again {took:.2f}s after the kill")
+    assert took < 5.0
+    assert sorted(starts(server)) == sorted(labels)
+    assert all(pids == [doomed.pid, taker.pid] for pids in starts(server).values())
+    assert "its process is gone" in log.read_text()
+
+
+def workers(store_url: str) -> list[dict]:
+    listed = backbeat("workers", "--store", store_url, "--json")
+    assert listed.returncode == 0, listed.stderr
+    return [json.loads(line) for line in listed.stdout.splitlines()]
+
+
+def test_a_frozen_workers_tasks_are_taken_over_after_the_heartbeat_grace(tmp_path, shared_db):
+    """SIGSTOP: the process is there, but its heartbeats stop; 10 s later (the grace, not the
+    30 s lease) another worker runs its tasks."""
+    app_env = env_for(shared_db, BACKBEAT_TEST_EXECUTE="0", BACKBEAT_TEST_LEASE="30")
+    with (
+        uvicorn(APP, tmp_path, env=app_env, name="app") as server,
+        background_process(WORKER, tmp_path, env=app_env, name="frozen") as (frozen, _),
+    ):
+        wait_until(lambda: len(workers(shared_db)) == 1, 10, "the first worker")
+        labels = post_tasks(server.url, 2, seconds=3, prefix="f", path="/long")
+        wait_until(lambda: len(starts(server)) == 2, 10, "the tasks to start", server.log)
+        with background_process(WORKER, tmp_path, env=app_env, name="taker") as (taker, log):
+            wait_until(lambda: len(workers(shared_db)) == 2, 10, "the second worker")
+            frozen.send_signal(signal.SIGSTOP)
+            stopped_at = time.monotonic()
+            try:
+                wait_until(
+                    lambda: all(len(pids) == 2 for pids in starts(server).values()),
+                    30,
+                    "every task to start again",
+                    log.read_text,
+                )
+                took = time.monotonic() - stopped_at
+            finally:
+                frozen.send_signal(signal.SIGCONT)
+            wait_until(lambda: set(server.marks()) >= set(labels), 15, "the tasks to finish")
+    print(f"{shared_db.partition(':')[0]}: taken over {took:.1f}s after the SIGSTOP")
+    assert 8.0 < took < 15.0  # beats every 1 s, dead 10 s after the last
+    assert "no heartbeat for" in log.read_text()
+    assert all(pids == [frozen.pid, taker.pid] for pids in starts(server).values())
