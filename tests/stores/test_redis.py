@@ -166,3 +166,19 @@ async def test_a_retry_wakes_an_idle_worker_at_its_due_time(store_url_redis):
             assert status is not None
             late.append(_started[label] - status.due_at)  # due_at: when the retry was due
     assert max(late) < 0.5, sorted(late)[-5:]  # a missed ring cost up to 1.5 s here
+
+
+@pytest.mark.redis
+async def test_clocks_that_differ_cost_one_refused_write_at_most(store_url_redis):
+    """The deadline of a write is on Redis's clock, measured from the replies: a store that
+    has it wrong by 5 s (a host whose clock is off, before any quick reply told it) has one
+    write refused, learns the offset from that reply, and the next write goes through."""
+    store = RedisStore(store_url_redis)
+    await store.open()
+    store._marker.clock_offset -= 5.0  # as if this host's clock were 5 s ahead of Redis's
+    with pytest.raises(StoreUnavailable, match="after its deadline"):
+        await store.enqueue([new_task()])
+    [task_id] = await store.enqueue([new_task()])
+    assert (await store.get(task_id)).state == "pending"
+    assert (await store.counts())["pending"] == 1  # the refused write stored nothing
+    await store.close()

@@ -240,7 +240,7 @@ if step == 'enqueue' then
   local deadline = tonumber(ARGV[5 + groups] or '')
   if deadline then
     local late = tonumber(clock[1]) + tonumber(clock[2]) / 1000000 - deadline
-    if late > 0 then return redis.error_reply('LATE ' .. late) end
+    if late > 0 then return {'LATE', tostring(late), clock} end
   end
   local F = {'name', 'payload', 'retries', 'backoff', 'max_backoff', 'timeout', 'created_at',
     'due_at', 'after', 'held_until', 'queue', 'priority', 'key'}

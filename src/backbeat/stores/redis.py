@@ -100,14 +100,15 @@ _URL_OPTIONS = (
 
 
 class _Marker:
-    """What a store's handles (itself and its twins) know of the data under its prefix: the
-    token `open` left there (a FLUSHDB or FLUSHALL takes it away), and how many unfinished
-    tasks it held when last counted (at start-up and at each write of tasks)."""
+    """What a store's handles (itself and its twins) know of the Redis under its prefix: the
+    token `open` left there (a FLUSHDB or FLUSHALL takes it away), how many unfinished tasks
+    it held when last counted (at start-up and at each write of tasks), and its clock."""
 
     def __init__(self) -> None:
         self.token = ""  # "": not opened for writing; nothing is checked
         self.unfinished = 0
         self.counted_at = 0.0
+        self.clock_offset = 0.0  # Redis's clock minus this host's
 
 
 class RedisStore:
@@ -146,7 +147,6 @@ class RedisStore:
         self._client: Any = None
         self._script: Any = None
         self._seen: dict[str, str] = {}  # stream -> the last entry id a claim or wait saw
-        self._clock_offset = 0.0  # Redis's clock minus this host's
         self._enqueues: TurnGroup[list[NewTask], list[str]] = TurnGroup(
             lambda groups: asyncio.ensure_future(self._enqueue_groups(groups))
         )
@@ -275,7 +275,7 @@ class RedisStore:
         answered = time.time()
         if answered - sent < self.timeout / 8:
             seconds, micros = clock
-            self._clock_offset = int(seconds) + int(micros) / 1e6 - (sent + answered) / 2
+            self._marker.clock_offset = int(seconds) + int(micros) / 1e6 - (sent + answered) / 2
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -300,10 +300,16 @@ class RedisStore:
         # When, on Redis's clock, this write comes too late to store anything: half the
         # timeout from now. Its caller gives up at the timeout (a request answers 503), and
         # a write that lands after that, from a frozen or stalled Redis, must not run.
-        args.append(repr(sent + self._clock_offset + self.timeout / 2))
-        *answers, unfinished, clock = await self._call("enqueue", *args)
+        args.append(repr(sent + self._marker.clock_offset + self.timeout / 2))
+        reply = await self._call("enqueue", *args)
+        self._measured(sent, reply.pop())
+        if reply[0] == "LATE":  # also when the clocks differ more than was measured: now they are
+            raise StoreUnavailable(
+                f"{self!r}: the write reached Redis {float(reply[1]):.1f}s after its deadline "
+                "(a frozen or stalled server); nothing was stored"
+            )
+        *answers, unfinished = reply
         self._counted(unfinished)
-        self._measured(sent, clock)
         return [
             StoreError(answer) if isinstance(answer, str) else list(answer) for answer in answers
         ]
@@ -530,12 +536,6 @@ def _translated(exc: Exception, store: RedisStore) -> StoreError:
     if isinstance(exc, unreachable):
         why = str(exc) or f"no answer within {store.timeout}s"
         return StoreUnavailable(f"{store!r} cannot be reached: {why}")
-    if isinstance(exc, exceptions.ResponseError) and str(exc).startswith("LATE "):
-        late = float(str(exc).split()[1])
-        return StoreUnavailable(
-            f"{store!r}: the write reached Redis {late:.1f}s after its deadline (a frozen or "
-            "stalled server); nothing was stored"
-        )
     if isinstance(exc, StoreError):
         return exc
     return StoreError(f"{store!r}: {type(exc).__name__}: {exc}")
