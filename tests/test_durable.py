@@ -362,6 +362,21 @@ def test_a_task_too_large_to_store_is_refused_before_the_response(db, backbeat_l
         Runner(max_task_size=0)
 
 
+async def test_a_worker_refuses_a_stored_task_over_max_task_size(shared_db, backbeat_log):
+    """A task over the limit in the store (written by a runner with a larger limit, or
+    forged: a 50 MB argument ran and took the worker's memory) is dead-lettered undecoded."""
+    async with durable_tasks.runner(shared_db, execute=False, max_task_size=100_000) as writer:
+        big = await writer.asubmit(BackgroundTask(record_sync, "big", "a" * 50_000))
+        small = await writer.asubmit(BackgroundTask(record_sync, "small"))
+    async with durable_tasks.runner(shared_db, max_task_size=10_000, poll_interval=0.05) as worker:
+        await worker.join(timeout=5)
+        infos = [await worker.aget(big), await worker.aget(small)]
+    assert [info.state for info in infos] == ["failed", "succeeded"]
+    assert "over the limit of 10000 (Runner(max_task_size=...))" in infos[0].error
+    assert durable_tasks.calls == [("small", "sync")]
+    assert any(big in m and "over the limit" in m for m in backbeat_log.messages())
+
+
 def test_a_script_enqueues_with_a_plain_submit_and_the_app_runs_it(shared_db):
     db = shared_db
     # A cron job or a script: no event loop, the runner never started.

@@ -97,6 +97,42 @@ def test_a_task_that_blocks_its_loop_keeps_its_lease_and_runs_once(tmp_path, sha
     assert "lost the lease" not in logs
 
 
+def test_a_finished_task_keeps_its_lease_until_its_outcome_is_written(tmp_path, shared_db):
+    """Two tasks on one worker each block its loop for 3 s (lease 1 s): the first one's
+    outcome waits for the loop while the second blocks it. Its lease is kept meanwhile: a
+    second worker does not run it again, and its success is the one recorded."""
+    env = env_for(shared_db, BACKBEAT_TEST_EXECUTE="0", BACKBEAT_TEST_LEASE="1")
+    with (
+        uvicorn("tests.apps.durable_app:app", tmp_path, env=env) as server,
+        httpx.Client(base_url=server.url) as client,
+    ):
+        ids = [
+            client.post("/block", params={"seconds": 3, "label": label}).json()["id"]
+            for label in ("first", "second")
+        ]
+    runner = Runner(store=env["BACKBEAT_TEST_STORE"])
+    holder = Workers(tmp_path, env, count=1, concurrency=2, name="holder")
+    other = Workers(tmp_path, env, count=1, concurrency=2, name="other")
+    try:
+        holder.keep_alive()
+        wait_until(lambda: runner.stats()["running"] == 2, 15, "both claimed", holder.logs)
+        other.keep_alive()  # idle, claiming every 0.2 s: it takes any lease that runs out
+        wait_until(
+            lambda: all(runner.get(task_id).state == "succeeded" for task_id in ids),
+            30,
+            "both outcomes",
+            lambda: holder.logs() + other.logs(),
+        )
+        infos = [runner.get(task_id) for task_id in ids]
+        assert holder.stop() == [0] and other.stop() == [0]
+    finally:
+        for process in holder.processes + other.processes:
+            process.kill()
+    assert [info.attempts for info in infos] == [1, 1], other.logs()
+    assert collections.Counter(marks(tmp_path)) == {"first": 1, "second": 1}
+    assert "is ignored" not in holder.logs()
+
+
 def test_a_task_that_kills_every_worker_is_dead_lettered_and_its_neighbours_finish(
     tmp_path, shared_db
 ):

@@ -32,6 +32,42 @@ def test_url_forms_and_the_prefix():
         open_store("redis://h/0?cluster=maybe")
 
 
+def test_a_bad_url_option_is_one_line_naming_the_accepted_ones():
+    with pytest.raises(StoreError) as raised:
+        open_store("redis://h:6379/0?prefx=shop")
+    message = str(raised.value)
+    assert "prefx" in message and "prefix" in message and "cluster" in message
+    assert "\n" not in message
+    assert open_store("rediss://h/0?ssl_cert_reqs=none&prefix=a").prefix == "a"
+
+
+def test_the_repr_names_the_database():
+    assert repr(open_store("redis://u:pw@cache:6380/2?prefix=shop")) == (
+        "RedisStore(redis://cache:6380, db=2, prefix='shop')"
+    )
+    assert "db=0" in repr(open_store("redis://cache"))
+    assert repr(open_store("unix:///run/redis.sock?db=3")) == (
+        "RedisStore(unix:///run/redis.sock, db=3, prefix='backbeat')"
+    )
+
+
+@pytest.mark.redis
+@pytest.mark.process
+def test_read_only_commands_write_nothing(store_url_redis):
+    from tests.test_workers import backbeat
+
+    for command in (["status"], ["list"], ["show", "0" * 26], ["workers"]):
+        done = backbeat(*command, "--store", store_url_redis)
+        assert done.returncode == 2, done  # no store under that prefix: nothing was made
+        assert "no backbeat store under prefix" in done.stderr, done.stderr
+    client = raw_client(store_url_redis)
+    try:
+        prefix = store_url_redis.rpartition("prefix=")[2]
+        assert list(client.scan_iter(match="{" + prefix + "}*")) == []
+    finally:
+        client.close()
+
+
 @pytest.mark.redis
 async def test_every_key_shares_the_prefixs_hash_tag(store_url_redis):
     store = open_store(store_url_redis)
@@ -130,3 +166,19 @@ async def test_a_retry_wakes_an_idle_worker_at_its_due_time(store_url_redis):
             assert status is not None
             late.append(_started[label] - status.due_at)  # due_at: when the retry was due
     assert max(late) < 0.5, sorted(late)[-5:]  # a missed ring cost up to 1.5 s here
+
+
+@pytest.mark.redis
+async def test_clocks_that_differ_cost_one_refused_write_at_most(store_url_redis):
+    """The deadline of a write is on Redis's clock, measured from the replies: a store that
+    has it wrong by 5 s (a host whose clock is off, before any quick reply told it) has one
+    write refused, learns the offset from that reply, and the next write goes through."""
+    store = RedisStore(store_url_redis)
+    await store.open()
+    store._marker.clock_offset -= 5.0  # as if this host's clock were 5 s ahead of Redis's
+    with pytest.raises(StoreUnavailable, match="after its deadline"):
+        await store.enqueue([new_task()])
+    [task_id] = await store.enqueue([new_task()])
+    assert (await store.get(task_id)).state == "pending"
+    assert (await store.counts())["pending"] == 1  # the refused write stored nothing
+    await store.close()

@@ -72,11 +72,14 @@ def resolve(
     item: ClaimedTask,
     key: bytes | None = None,
     here: WrittenHere | None = None,
+    max_size: int | None = None,
 ) -> tuple[Callable[..., Any], list[Any], dict[str, Any]]:
     """The function and arguments of a claimed task; `Unrunnable` says why there are none.
 
     With a signing `key`, a task whose signature is missing or wrong is not run. A task
-    this process wrote (`here`) runs the call it checked then: what it stored."""
+    this process wrote (`here`) runs the call it checked then: what it stored. Arguments
+    over `max_size` (`max_task_size`) are not decoded: no writer stores them, so they were
+    written some other way, and decoding them could take the worker's memory."""
     if here is not None and here.call is not None:
         kept, kept_args, kept_kwargs = here.call
         return kept, list(kept_args), kept_kwargs
@@ -86,6 +89,12 @@ def resolve(
             payload = verified(key, item.id, item.name, payload)
         except ValueError as exc:
             raise Unrunnable(f"refused: {exc}") from None
+    if max_size is not None and len(payload) > max_size:
+        raise Unrunnable(
+            f"refused: its arguments are {len(payload)} bytes as JSON, over the limit of "
+            f"{max_size} (Runner(max_task_size=...)); no writer stores such a task, so it was "
+            "written outside backbeat (or by a runner with a larger max_task_size)"
+        )
     func = registry.get(item.name)
     if func is None:
         raise Unrunnable(

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 
 from backbeat.engine.takeover import beat_interval, grace, take_over_dead
-from backbeat.stores.base import Store, WorkerInfo
+from backbeat.stores.base import Store, WorkerInfo, split_receipt
 
 logger = logging.getLogger("backbeat")
 
@@ -176,6 +176,9 @@ class LeaseKeeper:
         except Exception as exc:
             logger.error("backbeat: worker %s cannot renew its task leases: %s", self.worker, exc)
             return
+        # An outcome recorded meanwhile ended its claim: that is no reason to stop anything.
+        still = {split_receipt(receipt)[0] for receipt in self.receipts()}
+        stop = [task_id for task_id in stop if task_id in still]
         if stop:
             # Cancelled by someone, or the lease is gone (another worker may run the
             # task now): either way this worker stops it; its outcome would be refused.

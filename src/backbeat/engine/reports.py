@@ -68,6 +68,11 @@ class Settlements:
     While the store is unreachable (a restart, a cut link) the outcomes are kept and
     sent again, with backoff, for up to five leases: once it answers, each is
     recorded, or refused if its claim was taken over meanwhile.
+
+    Until then its claim is still this worker's: `unrecorded` lists the receipts the
+    lease keeper goes on renewing. A task that finished while a neighbour blocks the
+    loop (its write waits for the loop) must not lose its lease, and run again
+    elsewhere, in that time.
     """
 
     def __init__(
@@ -78,14 +83,27 @@ class Settlements:
         # Told once outcomes are in the store: a task they finish may have let another run.
         self.recorded = recorded
         self._batch: TurnBatch[Settlement] = TurnBatch(self._finish)
+        self._unrecorded: dict[str, None] = {}  # receipts, read from the lease keeper's thread
 
     def add(self, settlement: Settlement) -> None:
+        self._unrecorded[settlement.receipt] = None
         self._batch.add(settlement)
+
+    def unrecorded(self) -> list[str]:
+        """The receipts of outcomes not yet recorded (nor refused): their leases are kept."""
+        return list(self._unrecorded)
 
     async def settle(self) -> None:
         await self._batch.settle()
 
     async def _finish(self, settlements: list[Settlement]) -> None:
+        try:
+            await self._record(settlements)
+        finally:
+            for settlement in settlements:
+                self._unrecorded.pop(settlement.receipt, None)
+
+    async def _record(self, settlements: list[Settlement]) -> None:
         deadline = time.monotonic() + max(5 * self.lease, 10.0)
         wait = 0.1
         while True:

@@ -139,6 +139,7 @@ class StoredEngine:
             written_here=self._written_here,
             queues=queues,
             signing_key=signing_key,
+            max_task_size=max_task_size,
         )
         self.accepting = False
         self.connection = StoreConnection(store, self._opened)

@@ -79,9 +79,11 @@ class StoredWorker:
         written_here: dict[str, WrittenHere],
         queues: tuple[str, ...] | None = None,
         signing_key: bytes | None = None,
+        max_task_size: int | None = None,
     ) -> None:
         self.store = store
         self.signing_key = signing_key
+        self.max_task_size = max_task_size  # stored tasks over it are refused, not decoded
         self.registry = registry
         self.limits = limits
         self.hooks = hooks
@@ -148,7 +150,8 @@ class StoredWorker:
             self.store,
             self.name,
             self.lease,
-            receipts=lambda: list(self.receipts.values()),
+            # Also those of finished tasks whose outcome is not written yet.
+            receipts=lambda: list({*self.receipts.values(), *self._settlements.unrecorded()}),
             stop=lambda ids: loop.call_soon_threadsafe(self._stop, ids),
             describe=self._running_on_loop,
             worker_info=self.info,
@@ -336,7 +339,9 @@ class StoredWorker:
     async def _execute(self, item: ClaimedTask, here: WrittenHere | None) -> None:
         try:
             try:
-                func, args, kwargs = resolve(self.registry, item, self.signing_key, here)
+                func, args, kwargs = resolve(
+                    self.registry, item, self.signing_key, here, self.max_task_size
+                )
             except Unrunnable as exc:
                 await self._unrunnable(item, str(exc))
                 return

@@ -31,7 +31,7 @@ def open_store(url: str, *, create: bool = True) -> Store:
         # only when the store connects.
         from backbeat.stores.redis import RedisStore
 
-        return RedisStore.from_url(url)
+        return RedisStore.from_url(url, create=create)
     raise StoreError(
         f"unknown store {scheme!r} in {url!r}; supported: sqlite:///path.db, "
         "redis://host:6379/0 (also rediss://, unix://), memory://"

@@ -13,9 +13,18 @@
 --   P:d:<id>            set: tasks waiting for this one;  P:k:<key>: a live key's task
 --   P:w, P:we           hash and zset: worker heartbeats and their expiry
 --   P:bell              stream: rung when a task is delayed (idle workers wake, re-time)
-local step, P = ARGV[1], ARGV[2]
+--   P:made              string: a token `open` leaves; gone, the data was flushed
+-- ARGV[1] may carry that token after the step ("claim <token>"): a call made for data that
+-- is gone (FLUSHDB, FLUSHALL, an eviction) is refused with "GONE <the token now>".
+local step, made = ARGV[1]:match('^(%S+) ?(.*)$')
+local P = ARGV[2]
 local GROUP = 'backbeat'
 local LIVE = {held = true, pending = true, running = true}
+
+if made ~= '' and step ~= 'open' then
+  local now_made = redis.call('GET', P .. ':made')
+  if now_made ~= made then return redis.error_reply('GONE ' .. (now_made or '-')) end
+end
 
 local function tk(id) return P .. ':t:' .. id end
 local function sk(state, q)
@@ -33,10 +42,18 @@ local function stream_of(q, prio)
   return key
 end
 
+local bury  -- (below) dead-letters a task whose record cannot be read
+
 -- A pending task becomes runnable: into its stream if due and free of earlier tasks.
 local function push(id, now)
   local t = tk(id)
   local blocked, due, q, prio = unpack(redis.call('HMGET', t, 'blocked', 'due_at', 'queue', 'priority'))
+  local why = (not tonumber(blocked or '0') and 'blocked') or (not tonumber(due) and 'due_at')
+    or ((q or '') == '' and 'queue') or (not tonumber(prio or '0') and 'priority')
+  if why then
+    bury(id, t, nil, why, now)
+    return
+  end
   if tonumber(blocked or '0') > 0 then return end
   if tonumber(due) > now then
     redis.call('ZADD', P .. ':delayed', due, id)
@@ -94,13 +111,59 @@ local function finish_as(id, t, q, from, to, now)
   finished(id, t, now)
 end
 
+-- Tasks dead-lettered in this call because their record cannot be read (changed or
+-- broken outside backbeat): {id, name, error} each, reported by `claim`.
+local buried = {}
+
+-- Dead-letter a task whose field `why` cannot be read: at once, with an error that says so,
+-- so that it strands nothing else. `q`: the queue it was found in, if known.
+bury = function(id, t, q, why, now)
+  local state, name, own = unpack(redis.call('HMGET', t, 'state', 'name', 'queue'))
+  if not q then q = own end
+  if (q or '') == '' then  -- which sets hold it is not known: take it out of every queue's
+    for _, each in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+      redis.call('ZREM', sk('pending', each), id)
+      redis.call('ZREM', sk('running', each), id)
+    end
+    q = 'default'
+  end
+  local error = 'its stored record cannot be read: field ' .. why .. ' is missing or '
+    .. 'malformed (changed outside backbeat?); dead-lettered'
+  redis.call('HSET', t, 'queue', q, 'error', error)
+  if not LIVE[state or ''] then state = 'pending' end
+  finish_as(id, t, q, state, 'failed', now)
+  table.insert(buried, {id, name or '?', error})
+end
+
+-- The field of a task (as fetched by `take`) that cannot be read, or nil.
+local function unreadable(v)
+  if (v[1] or '') == '' then return 'name' end
+  if (v[2] or ''):sub(1, 1) ~= '{' then return 'payload (not a JSON document)' end
+  if not tonumber(v[3] or '0') then return 'attempts' end
+  for i, field in pairs({[4] = 'created_at', [5] = 'retries', [6] = 'backoff',
+      [7] = 'max_backoff'}) do
+    if not tonumber(v[i]) then return field end
+  end
+  if (v[8] or '') ~= '' and not tonumber(v[8]) then return 'timeout' end
+  if not tonumber(v[9] or '0') then return 'lost' end
+  if (v[11] or '') == '' then return 'queue' end
+  return nil
+end
+
 -- What a claim returns (ClaimedTask's fields after the id), then what `take` needs.
 local TAKE = {'name', 'payload', 'attempts', 'created_at', 'retries', 'backoff',
   'max_backoff', 'timeout', 'lost', 'error', 'queue', 'state', 'entry', 'stream'}
 
-local function take(id, lost, now, lease, worker)
+-- Lease a task to `worker`; nil (which table.insert ignores) and the task dead-lettered
+-- if its record cannot be read.
+local function take(id, lost, now, lease, worker, found_in)
   local t = tk(id)
   local v = redis.call('HMGET', t, unpack(TAKE))
+  local why = unreadable(v)
+  if why then
+    bury(id, t, found_in, why, now)
+    return nil
+  end
   local attempts = tonumber(v[3] or '0') + 1
   local lost_total = tonumber(v[9] or '0') + lost
   local q, state, entry = v[11], v[12], v[13]
@@ -123,6 +186,15 @@ local function current(id, attempt)
   return state == 'running' and attempts == attempt, t
 end
 
+-- How many tasks are held, pending or running (what a flush would lose).
+local function unfinished()
+  local count = 0
+  for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+    count = count + redis.call('ZCARD', sk('pending', q)) + redis.call('ZCARD', sk('running', q))
+  end
+  return count
+end
+
 local function queues_of(list)
   if #list > 0 then return list end
   return redis.call('SMEMBERS', P .. ':queues')
@@ -136,7 +208,8 @@ local function stream_ids()
   end
   if redis.call('EXISTS', P .. ':bell') == 1 then table.insert(keys, P .. ':bell') end
   for _, key in ipairs(keys) do
-    local info = redis.call('XINFO', 'STREAM', key)
+    local info = redis.pcall('XINFO', 'STREAM', key)
+    if info.err then info = {} end  -- deleted (outside backbeat): the next claim restores it
     for i = 1, #info, 2 do
       if info[i] == 'last-generated-id' then table.insert(seen, key); table.insert(seen, info[i + 1]) end
     end
@@ -144,8 +217,31 @@ local function stream_ids()
   return seen
 end
 
+-- A stream (or its consumer group) was deleted outside backbeat: make it again, and put
+-- back the pending tasks whose entries went with it.
+local function restore_stream(key, q, now)
+  redis.pcall('XGROUP', 'CREATE', key, GROUP, '0', 'MKSTREAM')
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', sk('pending', q), '-inf', now)) do
+    local t = tk(id)
+    local state, stream, entry = unpack(redis.call('HMGET', t, 'state', 'stream', 'entry'))
+    if state == 'pending' and stream == key and entry ~= ''
+        and #redis.call('XRANGE', key, entry, entry) == 0 then
+      redis.call('HSET', t, 'entry', '', 'stream', '')
+      push(id, now)
+    end
+  end
+end
+
 if step == 'enqueue' then
   local now, groups = tonumber(ARGV[3]), tonumber(ARGV[4])
+  -- On Redis's clock, when the writer stops waiting for this write (it answers 503, or
+  -- raises): a write that arrives later, after a freeze or a stall, stores nothing.
+  local clock = redis.call('TIME')  -- returned, for the writer to measure its offset
+  local deadline = tonumber(ARGV[5 + groups] or '')
+  if deadline then
+    local late = tonumber(clock[1]) + tonumber(clock[2]) / 1000000 - deadline
+    if late > 0 then return {'LATE', tostring(late), clock} end
+  end
   local F = {'name', 'payload', 'retries', 'backoff', 'max_backoff', 'timeout', 'created_at',
     'due_at', 'after', 'held_until', 'queue', 'priority', 'key'}
   local out, queues = {}, {}
@@ -200,6 +296,8 @@ if step == 'enqueue' then
       table.insert(out, ids)
     end
   end
+  table.insert(out, unfinished())
+  table.insert(out, clock)
   return out
 
 elseif step == 'activate' or step == 'start' then
@@ -212,7 +310,7 @@ elseif step == 'activate' or step == 'start' then
     if state == 'held' then
       if step == 'start' and #claimed < limit and tonumber(blocked) == 0 and after == ''
           and tonumber(due) <= now then
-        table.insert(claimed, take(id, 0, now, lease, worker))
+        table.insert(claimed, take(id, 0, now, lease, worker, nil))
       else
         redis.call('ZREM', P .. ':held', id)
         redis.call('HSET', t, 'state', 'pending', 'lease_until', '')
@@ -230,8 +328,10 @@ elseif step == 'claim' then
   -- Held past their hold (the process that wrote them died), and delays that are due.
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':held', '-inf', now, 'LIMIT', 0, 1000)) do
     redis.call('ZREM', P .. ':held', id)
-    redis.call('HSET', tk(id), 'state', 'pending', 'lease_until', '')
-    push(id, now)
+    if redis.call('EXISTS', tk(id)) == 1 then
+      redis.call('HSET', tk(id), 'state', 'pending', 'lease_until', '')
+      push(id, now)
+    end
   end
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':delayed', '-inf', now, 'LIMIT', 0, 1000)) do
     redis.call('ZREM', P .. ':delayed', id)
@@ -243,31 +343,38 @@ elseif step == 'claim' then
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', sk('running', q), '-inf', now)) do
       local t = tk(id)
       local cancel, lost, name = unpack(redis.call('HMGET', t, 'cancel_requested', 'lost', 'name'))
-      lost = tonumber(lost)
-      if cancel == '1' then
+      if not name and redis.call('EXISTS', t) == 0 then  -- deleted (outside backbeat)
+        redis.call('ZREM', sk('running', q), id)
+        table.insert(dead, {id, '?', 'its stored record was deleted (outside backbeat) while '
+          .. 'it ran; nothing is left of it to run again'})
+      elseif not tonumber(lost or '0') then
+        bury(id, t, q, 'lost', now)
+      elseif cancel == '1' then
         finish_as(id, t, q, 'running', 'cancelled', now)
-      elseif lost + 1 >= max_lost then
+      elseif tonumber(lost or '0') + 1 >= max_lost then
+        lost = tonumber(lost or '0') + 1
         local error = 'its worker died or hung each time it ran it: the lease was lost '
-          .. (lost + 1) .. ' times (max_lost_leases=' .. max_lost
+          .. lost .. ' times (max_lost_leases=' .. max_lost
           .. '); dead-lettered. Retry it (backbeat retry) once the cause is fixed.'
-        redis.call('HSET', t, 'lost', lost + 1, 'error', error)
+        redis.call('HSET', t, 'lost', lost, 'error', error)
         finish_as(id, t, q, 'running', 'failed', now)
         table.insert(dead, {id, name, error})
-      elseif lost >= 1 then
-        table.insert(suspects, id)
+      elseif tonumber(lost or '0') >= 1 then
+        table.insert(suspects, {id, q})
       else
-        table.insert(lost_once, id)
+        table.insert(lost_once, {id, q})
       end
     end
   end
   local claimed = {}
   if alone_first and #suspects > 0 then
-    table.insert(claimed, take(suspects[1], 1, now, lease, worker))
+    table.insert(claimed, take(suspects[1][1], 1, now, lease, worker, suspects[1][2]))
+    for _, each in ipairs(buried) do table.insert(dead, each) end
     return {claimed, dead, stream_ids()}
   end
-  for _, id in ipairs(lost_once) do
+  for _, lost in ipairs(lost_once) do
     if #claimed >= limit then break end
-    table.insert(claimed, take(id, 1, now, lease, worker))
+    table.insert(claimed, take(lost[1], 1, now, lease, worker, lost[2]))
   end
   local only = {}
   for _, q in ipairs(queues) do only[q] = true end
@@ -276,15 +383,20 @@ elseif step == 'claim' then
     local q, prio = member:match('^(.*)\t(.*)$')
     if only[q] then
       local key = P .. ':x:' .. q .. ':' .. prio
-      local got = redis.call('XREADGROUP', 'GROUP', GROUP, worker, 'COUNT', limit - #claimed,
-        'STREAMS', key, '>')
+      local read = {'XREADGROUP', 'GROUP', GROUP, worker, 'COUNT', limit - #claimed, 'STREAMS',
+        key, '>'}
+      local got = redis.pcall(unpack(read))
+      if type(got) == 'table' and got.err then  -- the stream or its group was deleted
+        restore_stream(key, q, now)
+        got = redis.call(unpack(read))
+      end
       if got then
         for _, item in ipairs(got[1][2]) do
           local entry, id = item[1], item[2][2]
           local t = tk(id)
           local state, mine = unpack(redis.call('HMGET', t, 'state', 'entry'))
           if state == 'pending' and mine == entry then
-            table.insert(claimed, take(id, 0, now, lease, worker))
+            table.insert(claimed, take(id, 0, now, lease, worker, q))
           else  -- cancelled, purged or moved since it was added: only the entry is left
             redis.call('XACK', key, GROUP, entry)
             redis.call('XDEL', key, entry)
@@ -293,6 +405,7 @@ elseif step == 'claim' then
       end
     end
   end
+  for _, each in ipairs(buried) do table.insert(dead, each) end
   return {claimed, dead, stream_ids()}
 
 elseif step == 'renew' then
@@ -548,11 +661,20 @@ elseif step == 'due' then  -- when the soonest held or delayed task is due, and 
   end
   return {soonest, stream_ids()}
 
-elseif step == 'open' then
-  stream_of('default', '0')
-  if redis.call('EXISTS', P .. ':bell') == 0 then
-    redis.call('XADD', P .. ':bell', 'MAXLEN', '~', 100, '*', 'opened', ARGV[3])
+elseif step == 'open' then  -- ARGV[4]: a new token, if none is there; ARGV[5]: '1' to create
+  local token = redis.call('GET', P .. ':made')
+  local found = token or redis.call('EXISTS', P .. ':streams', P .. ':bell') > 0
+  if ARGV[5] == '1' then
+    stream_of('default', '0')
+    if redis.call('EXISTS', P .. ':bell') == 0 then
+      redis.call('XADD', P .. ':bell', 'MAXLEN', '~', 100, '*', 'opened', ARGV[3])
+    end
+    if not token then
+      token = ARGV[4]
+      redis.call('SET', P .. ':made', token)
+    end
+    found = true
   end
-  return 0
+  return {token or '', found and 1 or 0, unfinished(), redis.call('TIME')}
 end
 return redis.error_reply('unknown step ' .. tostring(step))

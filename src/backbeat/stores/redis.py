@@ -17,8 +17,11 @@ script), capped by the soonest delayed or held task's due time.
 URL: ``redis://[[user]:password@]host[:port][/db][?prefix=NAME]``, also
 ``rediss://`` (TLS) and ``unix:///path/to/socket``; ``?cluster=yes`` uses redis-py's
 cluster client (any node as the entry point). ``timeout`` (seconds, default 2)
-bounds connecting and each operation; past it, or with Redis down, an operation
-raises `StoreUnavailable` (a 503 for a request that would store a task).
+bounds each operation, connecting included; past it, or with Redis down, an operation
+raises `StoreUnavailable` (a 503 for a request that would store a task). A write of tasks
+carries a deadline (half the timeout, on Redis's clock) the script checks: one that lands
+after its writer gave up stores nothing. `open` leaves a token under the prefix that each
+later call checks: a flush is noticed, said, and the store set up again.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -42,6 +46,7 @@ from backbeat.stores.base import (
     Settlement,
     StoredStatus,
     StoreError,
+    StoreMissing,
     StoreUnavailable,
     WorkerInfo,
     check_purgeable,
@@ -71,19 +76,57 @@ def _optional(value: str | None) -> str | None:
 
 
 def _number(value: str | None) -> float | None:
-    return None if value is None or value == "" else float(value)
+    """A number field; None when it is empty or was made unreadable outside backbeat."""
+    try:
+        return None if value is None or value == "" else float(value)
+    except ValueError:
+        return None
 
 
 def _text(value: object) -> str:
     return "" if value is None else str(value)
 
 
+# The URL's query options: backbeat's, then those redis-py takes (and any ``ssl_*``).
+_URL_OPTIONS = (
+    "prefix",
+    "cluster",
+    "db",
+    "client_name",
+    "protocol",
+    "max_connections",
+    "socket_keepalive",
+)
+
+
+class _Marker:
+    """What a store's handles (itself and its twins) know of the Redis under its prefix: the
+    token `open` left there (a FLUSHDB or FLUSHALL takes it away), how many unfinished tasks
+    it held when last counted (at start-up and at each write of tasks), and its clock."""
+
+    def __init__(self) -> None:
+        self.token = ""  # "": not opened for writing; nothing is checked
+        self.unfinished = 0
+        self.counted_at = 0.0
+        self.clock_offset = 0.0  # Redis's clock minus this host's
+
+
 class RedisStore:
     """Tasks in Redis; one client per event loop (`twin` makes another)."""
 
-    def __init__(self, url: str, *, prefix: str = "backbeat", timeout: float = 2.0) -> None:
+    def __init__(
+        self, url: str, *, prefix: str = "backbeat", timeout: float = 2.0, create: bool = True
+    ) -> None:
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        unknown = [
+            name for name in query if name not in _URL_OPTIONS and not name.startswith("ssl_")
+        ]
+        if unknown:
+            raise StoreError(
+                f"unknown Redis URL option(s) {', '.join(unknown)}: the options are "
+                f"{', '.join(_URL_OPTIONS)} and ssl_* (for rediss://)"
+            )
         prefix = query.pop("prefix", prefix)
         cluster = query.pop("cluster", "no").lower()
         if cluster not in ("yes", "no", "true", "false", "1", "0"):
@@ -94,8 +137,13 @@ class RedisStore:
         self.url = url
         self.prefix = prefix
         self.timeout = timeout
+        # False (the CLI's read-only commands): `open` writes nothing, and there must be a
+        # store under the prefix already.
+        self.create = create
+        self.db = query.get("db") or parts.path.strip("/") or "0"
         self._connect_url = urlunsplit(parts._replace(query=urlencode(query)))
         self._tag = "{" + prefix + "}"
+        self._marker = _Marker()
         self._client: Any = None
         self._script: Any = None
         self._seen: dict[str, str] = {}  # stream -> the last entry id a claim or wait saw
@@ -104,19 +152,58 @@ class RedisStore:
         )
 
     @classmethod
-    def from_url(cls, url: str) -> RedisStore:
-        return cls(url)
+    def from_url(cls, url: str, *, create: bool = True) -> RedisStore:
+        return cls(url, create=create)
 
     def __repr__(self) -> str:
         parts = urlsplit(self.url)
-        host = parts.hostname or parts.path
-        return f"RedisStore({parts.scheme}://{host}:{parts.port or ''}, prefix={self.prefix!r})"
+        if parts.scheme == "unix":
+            where = f"unix://{parts.path}"
+        else:
+            where = f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}"
+        return f"RedisStore({where}, db={self.db}, prefix={self.prefix!r})"
 
     def twin(self) -> RedisStore:
-        return RedisStore(self.url, prefix=self.prefix, timeout=self.timeout)
+        twin = RedisStore(self.url, prefix=self.prefix, timeout=self.timeout, create=self.create)
+        twin._marker = self._marker
+        return twin
 
     async def open(self) -> None:
-        await self._call("open", time.time())
+        sent = time.time()
+        token, found, unfinished, clock = await self._call(
+            "open", sent, uuid.uuid4().hex, int(self.create)
+        )
+        self._measured(sent, clock)
+        if not found:
+            raise StoreMissing(
+                f"no backbeat store under prefix {self.prefix!r} in {self!r} (nothing was created)"
+            )
+        self._counted(unfinished)
+        if self.create:
+            self._marker.token = token
+            await self._warn_of_eviction()
+
+    def _counted(self, unfinished: int) -> None:
+        self._marker.unfinished = unfinished
+        self._marker.counted_at = time.time()
+
+    async def _warn_of_eviction(self) -> None:
+        """Redis may evict keys when full, unless told not to: tasks would vanish."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                info = await self._client.info("memory")
+        except Exception as exc:  # INFO may be disabled (a managed Redis): not worth failing
+            logger.debug("backbeat: cannot read %r's maxmemory-policy: %s", self, exc)
+            return
+        policy = info.get("maxmemory_policy") if isinstance(info, dict) else None
+        if policy not in (None, "noeviction"):
+            logger.warning(
+                "backbeat: %r has maxmemory-policy %s: when it is full, Redis deletes keys, "
+                "tasks among them. Set maxmemory-policy noeviction (a full Redis then refuses "
+                "writes: 503s, nothing lost).",
+                self,
+                policy,
+            )
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -135,6 +222,9 @@ class RedisStore:
             self._client = client_class.from_url(
                 self._connect_url,
                 decode_responses=True,
+                # Bytes that are not UTF-8 (a value written outside backbeat) fail the one
+                # task that holds them (its arguments cannot be read), not the whole reply.
+                encoding_errors="surrogateescape",
                 socket_timeout=self.timeout,
                 # One retry on a new connection (a pooled one may have died with a Redis
                 # that came back since), both attempts within `timeout`.
@@ -148,10 +238,44 @@ class RedisStore:
 
     async def _call(self, step: str, *args: object) -> Any:
         self._connect()
+        token = self._marker.token
         try:
-            return await self._script(keys=[self._tag], args=[step, self._tag, *args])
+            # The whole operation, a reconnection and its retry included, within `timeout`.
+            async with asyncio.timeout(self.timeout):
+                return await self._script(
+                    keys=[self._tag], args=[f"{step} {token}" if token else step, self._tag, *args]
+                )
         except Exception as exc:
+            if str(exc).startswith("GONE "):
+                await self._flushed(token)
             raise _translated(exc, self) from exc
+
+    async def _flushed(self, token: str) -> None:
+        """The data under the prefix is gone (the token `open` left is): say so once, with
+        how many tasks were lost, set the store up again, and refuse this call."""
+        marker = self._marker
+        if marker.token == token:  # the first of this store's handles to find out
+            marker.token = ""
+            logger.error(
+                "backbeat: the data of %r is gone (FLUSHDB, FLUSHALL, an eviction or its keys "
+                "deleted): the %d unfinished task(s) it held when last counted (%s) are lost. "
+                "Writes in flight are refused (503); the store is set up again.",
+                self,
+                marker.unfinished,
+                time.strftime("%H:%M:%S", time.localtime(marker.counted_at)),
+            )
+            self._seen.clear()
+            await self.open()
+        raise StoreUnavailable(f"{self!r}: its data is gone (flushed or evicted); try again")
+
+    def _measured(self, sent: float, clock: list[str]) -> None:
+        """Redis's clock minus this host's (for the deadline of writes), from a call sent at
+        `sent` that read it: kept if the call was quick (a slow one would skew it by up to
+        half its time)."""
+        answered = time.time()
+        if answered - sent < self.timeout / 8:
+            seconds, micros = clock
+            self._marker.clock_offset = int(seconds) + int(micros) / 1e6 - (sent + answered) / 2
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -161,7 +285,8 @@ class RedisStore:
 
     async def _enqueue_groups(self, groups: list[list[NewTask]]) -> list[list[str] | BaseException]:
         # One JSON argument per group: redis-py encodes arguments one by one, in Python.
-        args: list[object] = [time.time(), len(groups)]
+        sent = time.time()
+        args: list[object] = [sent, len(groups)]
         for tasks in groups:
             rows = [
                 [
@@ -172,7 +297,19 @@ class RedisStore:
                 for t in tasks
             ]  # fmt: skip
             args.append(json.dumps(rows))
-        answers = await self._call("enqueue", *args)
+        # When, on Redis's clock, this write comes too late to store anything: half the
+        # timeout from now. Its caller gives up at the timeout (a request answers 503), and
+        # a write that lands after that, from a frozen or stalled Redis, must not run.
+        args.append(repr(sent + self._marker.clock_offset + self.timeout / 2))
+        reply = await self._call("enqueue", *args)
+        self._measured(sent, reply.pop())
+        if reply[0] == "LATE":  # also when the clocks differ more than was measured: now they are
+            raise StoreUnavailable(
+                f"{self!r}: the write reached Redis {float(reply[1]):.1f}s after its deadline "
+                "(a frozen or stalled server); nothing was stored"
+            )
+        *answers, unfinished = reply
+        self._counted(unfinished)
         return [
             StoreError(answer) if isinstance(answer, str) else list(answer) for answer in answers
         ]
@@ -258,7 +395,8 @@ class RedisStore:
     async def get(self, task_id: str) -> StoredStatus | None:
         self._connect()
         try:
-            values = await self._client.hmget(f"{self._tag}:t:{task_id}", _STATUS_FIELDS)
+            async with asyncio.timeout(self.timeout):
+                values = await self._client.hmget(f"{self._tag}:t:{task_id}", _STATUS_FIELDS)
         except Exception as exc:
             raise _translated(exc, self) from exc
         return None if values[1] is None else _status(task_id, values)
@@ -375,19 +513,19 @@ def _status(task_id: str, values: list[str | None]) -> StoredStatus:
         id=task_id,
         name=name,
         state=state,
-        attempts=int(attempts or 0),
+        attempts=int(_number(attempts) or 0),
         error=_optional(error),
         traceback=_optional(traceback),
-        created_at=float(created_at or 0),
+        created_at=_number(created_at) or 0.0,
         started_at=_number(started_at),
         finished_at=_number(finished_at),
-        due_at=float(due_at or 0),
+        due_at=_number(due_at) or 0.0,
         result=_optional(result),
         progress=_optional(progress),
         queue=queue or "default",
         payload=_optional(payload),
         worker=_optional(worker),
-        priority=int(priority or 0),
+        priority=int(_number(priority) or 0),
     )
 
 
@@ -396,7 +534,8 @@ def _translated(exc: Exception, store: RedisStore) -> StoreError:
 
     unreachable = (exceptions.ConnectionError, exceptions.TimeoutError, OSError, TimeoutError)
     if isinstance(exc, unreachable):
-        return StoreUnavailable(f"{store!r} cannot be reached: {exc}")
+        why = str(exc) or f"no answer within {store.timeout}s"
+        return StoreUnavailable(f"{store!r} cannot be reached: {why}")
     if isinstance(exc, StoreError):
         return exc
     return StoreError(f"{store!r}: {type(exc).__name__}: {exc}")
