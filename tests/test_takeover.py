@@ -141,6 +141,7 @@ def test_backbeat_workers_leaves_out_a_worker_whose_process_is_gone(tmp_path, sh
 
     async def beat() -> None:
         store = open_store(shared_db)
+        await store.open()
         for name, pid in (("gone", gone.pid), ("alive", me.pid)):
             info = WorkerInfo(name, "host", pid, None, 1, 0, time.time(), machine=me.machine)
             info.process_started = me.started if pid == me.pid else 1.0
