@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from litestar import Litestar, Response, get, post
+from litestar import Litestar, Response, Router, get, post
 from litestar import background_tasks as litestar_tasks
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, LitestarDeprecationWarning
@@ -37,6 +37,21 @@ def test_the_decorators_task_runs_then_the_responses():
 
     with TestClient(Litestar([handler], plugins=[BackbeatPlugin()])) as client:
         assert client.get("/").json() == {"ok": True}
+    assert ran == ["decorator", "response"]
+
+
+def test_a_handler_under_a_router_keeps_its_task():
+    """A Router deep-copies its handlers, and with them their backbeat tasks (whose
+    contextvars Context cannot be deep-copied by itself)."""
+    ran: list[str] = []
+
+    @get("/", background=BackgroundTasks([BackgroundTask(ran.append, "decorator")]))
+    async def handler() -> Response[dict[str, bool]]:
+        return Response({"ok": True}, background=BackgroundTask(ran.append, "response"))
+
+    app = Litestar([Router("/api", route_handlers=[handler])], plugins=[BackbeatPlugin()])
+    with TestClient(app) as client:
+        assert client.get("/api").json() == {"ok": True}
     assert ran == ["decorator", "response"]
 
 

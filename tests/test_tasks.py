@@ -311,3 +311,22 @@ def test_tasks_must_be_an_iterable_of_tasks():
         BackgroundTasks(tasks=42)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="expects BackgroundTask items"):
         BackgroundTasks(tasks="ab")  # type: ignore[arg-type]
+
+
+async def test_a_deep_copy_runs_its_own_tasks_in_the_same_context():
+    """Frameworks deep-copy route handlers with their tasks (a Litestar Router does)."""
+    import copy
+
+    ran: list[tuple[str, str]] = []
+    where: contextvars.ContextVar[str] = contextvars.ContextVar("where", default="-")
+
+    async def note(label: str) -> None:
+        ran.append((label, where.get()))
+
+    where.set("request")
+    original = BackgroundTasks([BackgroundTask(note, "a")])
+    copied = copy.deepcopy(original)
+    copied.add_task(note, "b")
+    await copied()
+    assert ran == [("a", "request"), ("b", "request")]
+    assert len(original.tasks) == 1

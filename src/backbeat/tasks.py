@@ -13,6 +13,7 @@ backbeat's rules on top:
 from __future__ import annotations
 
 import asyncio
+import copy
 import contextvars
 import functools
 import time
@@ -287,6 +288,30 @@ class BackgroundTask(StarletteBackgroundTask):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} id={self.id}>"
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        # Frameworks deep-copy route handlers (a Litestar Router does), and a contextvars
+        # Context cannot be copied that way. It is a snapshot each run copies anyway, so
+        # the copy shares it; the rest is copied.
+        copied = object.__new__(type(self))
+        memo[id(self)] = copied
+        for name in _attribute_names(self):
+            value = getattr(self, name)
+            shared = name == "context"
+            setattr(copied, name, value if shared else copy.deepcopy(value, memo))
+        return copied
+
+
+def _attribute_names(task: BackgroundTask) -> list[str]:
+    """The attributes a task has set, in its __dict__ and in slots (a framework's task class
+    mixed in may keep some there: Litestar's `BackgroundTasks` keeps `tasks` in one)."""
+    names = list(vars(task))
+    for klass in type(task).__mro__:
+        slots = getattr(klass, "__slots__", ())
+        for slot in (slots,) if isinstance(slots, str) else slots:
+            if slot not in ("__dict__", "__weakref__") and hasattr(task, slot):
+                names.append(slot)
+    return names
+
 
 class BackgroundTasks(BackgroundTask):
     """An ordered collection of tasks: ``BackgroundTasks(tasks=None, as_group=False)``.
@@ -314,6 +339,11 @@ class BackgroundTasks(BackgroundTask):
         new_task = BackgroundTask(func, *args, **kwargs)
         self.tasks.append(new_task)
         return new_task
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        copied = super().__deepcopy__(memo)
+        copied.func = copied._run_tasks  # not the original's
+        return copied
 
     async def _run_tasks(self) -> None:
         if self.as_group:
