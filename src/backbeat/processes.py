@@ -7,9 +7,13 @@ taken for one another. Another process on the same machine can then tell at once
 that a worker is gone — its pid no longer runs, or runs a newer process that reused
 the pid — instead of waiting for its heartbeats or its leases to run out.
 
-Where /proc is missing (macOS, BSD), the machine is the host name and a pid that
-exists is taken to be the worker's (a reused pid then hides a death until the
-heartbeat runs out: never a live worker taken for dead).
+The start time is the kernel's own count, in seconds since boot: unlike a wall-clock
+time it does not move when the clock is set, and the boot id in `machine` says that
+two counts are comparable. Where a pid cannot be looked at (/proc mounted with
+``hidepid``, a process of another user) or where pids cannot be placed (no pid
+namespace to read), the process is taken to be alive: never a live worker taken for
+dead; its heartbeats tell. Without /proc at all (macOS, BSD) the machine is the host
+name and only a pid that no longer exists tells a death.
 """
 
 from __future__ import annotations
@@ -25,28 +29,14 @@ _PROC = Path("/proc")
 
 @dataclass(frozen=True, slots=True)
 class ProcessIdentity:
-    machine: str  # where this pid means this process
+    machine: str  # where this pid means this process ("": nowhere this can tell)
     pid: int
-    started: float  # when the process started (seconds since the epoch; 0.0: unknown)
-
-
-@functools.cache
-def _boot_time() -> float | None:
-    try:
-        for line in (_PROC / "stat").read_text().splitlines():
-            if line.startswith("btime "):
-                return float(line.split()[1])
-    except OSError:
-        pass
-    return None
+    started: float  # seconds after boot the process started (0.0: unknown)
 
 
 def _start_time(pid: int) -> float | None:
-    """When `pid` started, from /proc (None: no such process, a dead one not yet reaped by
-    its parent, or no /proc)."""
-    boot = _boot_time()
-    if boot is None:
-        return None
+    """When `pid` started, in seconds since boot (None: no such process, a dead one not yet
+    reaped by its parent, or one this process may not look at)."""
     try:
         stat = (_PROC / str(pid) / "stat").read_text()
     except OSError:
@@ -56,16 +46,18 @@ def _start_time(pid: int) -> float | None:
     if fields[0] in ("Z", "X"):
         return None  # a zombie: it has ended
     ticks = int(fields[19])  # field 22, starttime, in clock ticks since boot
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @functools.cache
 def _machine() -> str:
+    if not _PROC.is_dir():
+        return socket.gethostname()
     try:
         boot_id = (_PROC / "sys/kernel/random/boot_id").read_text().strip()
         namespace = os.readlink(_PROC / "self/ns/pid")
     except OSError:
-        return socket.gethostname()
+        return ""  # pids cannot be placed: only heartbeats tell
     return f"{boot_id}/{namespace}"
 
 
@@ -86,16 +78,22 @@ def is_gone(machine: str, pid: int, started: float) -> bool:
     """
     if not machine or machine != _machine():
         return False
-    running_since = _start_time(pid)
-    if running_since is not None:
-        # The same pid with another start time is a new process that reused it.
-        return started > 0 and abs(running_since - started) > 1.0
-    if _boot_time() is not None:
-        return True  # /proc is there and has no such pid
+    if _PROC.is_dir():
+        running_since = _start_time(pid)
+        if running_since is not None:
+            # The same pid with another start time is a new process that reused it.
+            return started > 0 and abs(running_since - started) > 0.5
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
-        return False
+        return False  # there, another user's
+    if _PROC.is_dir():
+        # It exists: a zombie (ended, its parent has not reaped it yet) reads as None above.
+        stat = _PROC / str(pid) / "stat"
+        try:
+            return stat.read_text().split(")")[-1].split()[0] in ("Z", "X")
+        except OSError:
+            return False  # hidden from us (hidepid): taken to be alive
     return False

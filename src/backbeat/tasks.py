@@ -13,8 +13,8 @@ backbeat's rules on top:
 from __future__ import annotations
 
 import asyncio
-import copy
 import contextvars
+import copy
 import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable

@@ -182,3 +182,22 @@ async def test_clocks_that_differ_cost_one_refused_write_at_most(store_url_redis
     assert (await store.get(task_id)).state == "pending"
     assert (await store.counts())["pending"] == 1  # the refused write stored nothing
     await store.close()
+
+
+@pytest.mark.redis
+async def test_heartbeats_expire_on_redis_clock_not_the_senders(store_url_redis, monkeypatch):
+    """A host whose clock is 20 s behind still beats: expiry is kept on Redis's clock and
+    given back on the reader's, so a lagging clock does not make a live worker look dead."""
+    import backbeat.stores.redis as redis_module
+    from backbeat.stores.base import WorkerInfo
+
+    store = open_store(store_url_redis)
+    await store.open()
+    real_time = time.time
+    monkeypatch.setattr(redis_module.time, "time", lambda: real_time() - 20)
+    await store.heartbeat(WorkerInfo("lagging", "host", 42, None, 1, 0, real_time()), 10)
+    monkeypatch.setattr(redis_module.time, "time", real_time)
+    [worker] = await store.workers()
+    assert worker.name == "lagging"
+    assert 8 < worker.expires_at - time.time() <= 10.5
+    await store.close()

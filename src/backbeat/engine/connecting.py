@@ -6,8 +6,9 @@ Meanwhile the app serves: a request that would store a task gets a 503 with
 ``Retry-After`` (its write fails, as when the store goes away later), other routes
 answer as usual. One WARNING line at start-up, one per retry (at most every
 `MAX_RETRY_WAIT` seconds), one INFO line once the store answers; then this process
-starts running tasks. Only `StoreUnavailable` is waited out: a bad URL, a corrupt
-or missing store is a mistake to fix, and still fails the start at once.
+starts running tasks. At start-up only `StoreUnavailable` is waited out: a bad URL, a
+corrupt or missing store is a mistake to fix, and still fails the start at once; once
+the app runs, any error of a retry is logged (ERROR) and tried again.
 """
 
 from __future__ import annotations
@@ -81,8 +82,19 @@ class StoreConnection:
                     exc,
                 )
                 continue
-            except Exception:
-                logger.exception("backbeat: store %r cannot be used", self.store)
-                return
+            except Exception as exc:
+                # Reachable but not usable (a replica that refuses writes after a failover,
+                # a file found corrupt): say so loudly, and keep trying at the slowest pace.
+                failures += 1
+                wait = MAX_RETRY_WAIT
+                logger.error(
+                    "backbeat: store %r cannot be used (%d tries), retrying in %.1fs: %s: %s",
+                    self.store,
+                    failures,
+                    wait,
+                    type(exc).__name__,
+                    exc,
+                )
+                continue
             logger.info("backbeat: store %r connected after %d tries", self.store, failures + 1)
             return

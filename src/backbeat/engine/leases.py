@@ -63,6 +63,7 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_beat = time.monotonic()
+        self._beat_sent_at = float("-inf")  # the last heartbeat the store took (monotonic)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -160,12 +161,24 @@ class LeaseKeeper:
         """Say this worker is alive; take over the tasks of workers that are not."""
         try:
             own_loop.run_until_complete(store.heartbeat(self.worker_info(), grace(self.lease)))
-            taken = own_loop.run_until_complete(take_over_dead(store, self.worker))
         except Exception as exc:
             logger.warning("backbeat: worker %s cannot send its heartbeat: %s", self.worker, exc)
             return
+        # Others' silence means death only if this worker's own beats went through on time:
+        # after a stall of the store (or of this process) everyone's beats are late.
+        done = time.monotonic()
+        steady = done - self._beat_sent_at <= 2 * beat_interval(self.lease) + 1.0
+        self._beat_sent_at = done
+        try:
+            taken = own_loop.run_until_complete(
+                take_over_dead(store, self.worker, judge_silence=steady)
+            )
+        except Exception as exc:
+            logger.warning("backbeat: worker %s cannot look for dead workers: %s", self.worker, exc)
+            return
         if taken:
-            self.taken_over()
+            with contextlib.suppress(RuntimeError):  # the worker's loop is closed
+                self.taken_over()
 
     def _renew(self, own_loop: asyncio.AbstractEventLoop, store: Store) -> None:
         receipts = self.receipts()
@@ -176,9 +189,16 @@ class LeaseKeeper:
         except Exception as exc:
             logger.error("backbeat: worker %s cannot renew its task leases: %s", self.worker, exc)
             return
-        # An outcome recorded meanwhile ended its claim: that is no reason to stop anything.
-        still = {split_receipt(receipt)[0] for receipt in self.receipts()}
-        stop = [task_id for task_id in stop if task_id in still]
+        # An outcome recorded meanwhile ended its claim: that is no reason to stop anything,
+        # nor to stop a later attempt of the same task this worker claimed since (a retry).
+        # A task renewed under two receipts at once (an outcome not yet written, and its
+        # retry's claim) is left to the next renewal, which tells them apart.
+        sent: dict[str, str | None] = {}
+        for receipt in receipts:
+            task_id = split_receipt(receipt)[0]
+            sent[task_id] = None if task_id in sent else receipt
+        current = set(self.receipts())
+        stop = [task_id for task_id in stop if sent.get(task_id) in current]
         if stop:
             # Cancelled by someone, or the lease is gone (another worker may run the
             # task now): either way this worker stops it; its outcome would be refused.

@@ -363,6 +363,8 @@ class StoredEngine:
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.accepting:
+            return  # started already (the app's lifespan and a middleware's, say)
         self.register_declared()
         self.calls.loop = asyncio.get_running_loop()
         self.accepting = True

@@ -6,7 +6,9 @@ each of its own heartbeats (from the lease keeper's thread). A worker is dead wh
 * it ran on this machine and its process is gone (its pid ended, or now runs a newer
   process): known at once, so a process restarted after a ``kill -9`` takes over
   what its previous run held as it starts;
-* its heartbeats stopped `grace` seconds ago (any machine; ``HEARTBEAT_GRACE``).
+* its heartbeats stopped `grace` seconds ago (any machine; ``HEARTBEAT_GRACE``), judged
+  only by a worker whose own heartbeats go through on time (after a stall of the store,
+  everyone's are late; expiry is on the store's clock, hosts' clocks may disagree).
 
 Its claims then end at once (`Store.take_over`): its tasks are claimed again as if
 their leases had run out (counted as lost leases, so a task that kills every worker
@@ -40,21 +42,27 @@ def grace(lease: float) -> float:
     return min(lease, HEARTBEAT_GRACE)
 
 
-def why_dead(worker: WorkerInfo, now: float) -> str | None:
+def why_dead(worker: WorkerInfo, now: float, *, judge_silence: bool = True) -> str | None:
     """Why `worker` is dead, or None while it may be alive."""
-    if worker.expires_at <= now:
-        return f"no heartbeat for {now - worker.seen_at:.1f}s"
     if is_gone(worker.machine, worker.pid, worker.process_started):
         return "its process is gone"
+    if judge_silence and worker.expires_at <= now:
+        return f"its heartbeats stopped, its grace ran out {now - worker.expires_at:.1f}s ago"
     return None
 
 
-async def take_over_dead(store: Store, me: str) -> int:
-    """End the claims of every dead worker but `me`; how many tasks were taken over."""
+async def take_over_dead(store: Store, me: str, *, judge_silence: bool = True) -> int:
+    """End the claims of every dead worker but `me`; how many tasks were taken over.
+
+    ``judge_silence=False``: only processes seen gone from this machine (a worker whose
+    own heartbeats were late, or that has just connected, cannot tell a silent worker
+    from a stalled store)."""
     taken = 0
     now = time.time()
     for worker in await store.workers(include_expired=True):
-        reason = None if worker.name == me else why_dead(worker, now)
+        if worker.name == me:
+            continue
+        reason = why_dead(worker, now, judge_silence=judge_silence)
         if reason is None:
             continue
         ids = await store.take_over(worker.name)

@@ -91,7 +91,7 @@ class StoredWorker:
         self.poll_interval = poll_interval
         self.max_lost_leases = max_lost_leases
         self.queues = queues  # None: every queue
-        self.name = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
+        self.name = _worker_name()
         # Tasks this process wrote: claimed here, they run in their request's context.
         self.written_here = written_here
         self.executions: dict[str, asyncio.Task[None]] = {}
@@ -134,8 +134,13 @@ class StoredWorker:
         # On record before the first claim, and what a dead process held is taken over
         # before this one claims anything (the lease keeper goes on doing both).
         self.started_at = time.time()
+        # Named as it starts, not when made: the app module (and its runner) may be
+        # imported before its server forks (gunicorn --preload): each child is a worker.
+        self.name = _worker_name()
         await self.store.heartbeat(self.info(), grace(self.lease))
-        if await take_over_dead(self.store, self.name):
+        # Silence is judged later, by the lease keeper: a process that has just connected
+        # (perhaps after the store was down for everyone) cannot tell it from a stall.
+        if await take_over_dead(self.store, self.name, judge_silence=False):
             self.backlog = True
         loop = self._loop = asyncio.get_running_loop()
         self._poke = loop.create_future()
@@ -442,3 +447,8 @@ class StoredWorker:
                 shutdown_timeout,
                 ", ".join(left_ids),
             )
+
+
+def _worker_name() -> str:
+    """host:pid:random, unique per run."""
+    return f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"

@@ -97,7 +97,8 @@ class WorkerInfo:
     running: int  # tasks it runs now
     started_at: float
     seen_at: float = 0.0  # set by the store
-    # Where `pid` names this process, and when the process started (`backbeat.processes`):
+    # Where `pid` names this process, and when the process started (seconds after boot, as
+    # the kernel counts: `backbeat.processes`):
     # another process on the same machine can tell at once that it is gone.
     machine: str = ""
     process_started: float = 0.0

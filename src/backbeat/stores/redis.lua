@@ -26,6 +26,12 @@ if made ~= '' and step ~= 'open' then
   if now_made ~= made then return redis.error_reply('GONE ' .. (now_made or '-')) end
 end
 
+-- Redis's own clock, in seconds (for what hosts with different clocks compare).
+local function server_now()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) + tonumber(time[2]) / 1000000
+end
+
 local function tk(id) return P .. ':t:' .. id end
 local function sk(state, q)
   if state == 'held' then state = 'pending' end
@@ -605,8 +611,9 @@ elseif step == 'counts' then
 elseif step == 'queues' then
   return redis.call('SMEMBERS', P .. ':queues')
 
-elseif step == 'beat' then
-  local now, name, document, expires = tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6])
+elseif step == 'beat' then  -- expiry on Redis's clock: hosts' clocks may disagree
+  local name, document, expires = ARGV[4], ARGV[5], tonumber(ARGV[6])
+  local now = server_now()
   if expires <= 0 then
     redis.call('HDEL', P .. ':w', name)
     redis.call('ZREM', P .. ':we', name)
@@ -620,9 +627,12 @@ elseif step == 'beat' then
   end
   return 0
 
-elseif step == 'workers' then  -- {document, expires_at, ...} of those expiring after ARGV[3]
-  local listed = redis.call('ZRANGEBYSCORE', P .. ':we', '(' .. ARGV[3], '+inf', 'WITHSCORES')
-  local out = {}
+elseif step == 'workers' then
+  -- {Redis's time now, document, expires_at, ...}: all of them (ARGV[3] 'all') or the live
+  local now = server_now()
+  local since = ARGV[3] == 'all' and '-inf' or '(' .. now
+  local listed = redis.call('ZRANGEBYSCORE', P .. ':we', since, '+inf', 'WITHSCORES')
+  local out = {tostring(now)}
   for i = 1, #listed, 2 do
     local document = redis.call('HGET', P .. ':w', listed[i])
     if document then

@@ -122,6 +122,7 @@ class _Marker:
         self.unfinished = 0
         self.counted_at = 0.0
         self.clock_offset = 0.0  # Redis's clock minus this host's
+        self.clock_measured = False
 
 
 class RedisStore:
@@ -281,14 +282,17 @@ class RedisStore:
             await self.open()
         raise StoreUnavailable(f"{self!r}: its data is gone (flushed or evicted); try again")
 
-    def _measured(self, sent: float, clock: list[str]) -> None:
+    def _measured(self, sent: float, clock: list[str], *, late: bool = False) -> None:
         """Redis's clock minus this host's (for the deadline of writes), from a call sent at
         `sent` that read it: kept if the call was quick (a slow one would skew it by up to
-        half its time)."""
+        half its time), if it is the first, or if the write it came with was refused as
+        late (the offset known was wrong, or nothing would ever correct it)."""
         answered = time.time()
-        if answered - sent < self.timeout / 8:
+        marker = self._marker
+        if late or not marker.clock_measured or answered - sent < self.timeout / 8:
             seconds, micros = clock
-            self._marker.clock_offset = int(seconds) + int(micros) / 1e6 - (sent + answered) / 2
+            marker.clock_offset = int(seconds) + int(micros) / 1e6 - (sent + answered) / 2
+            marker.clock_measured = True
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -326,7 +330,7 @@ class RedisStore:
         # a write that lands after that, from a frozen or stalled Redis, must not run.
         args.append(repr(sent + self._marker.clock_offset + self.timeout / 2))
         reply = await self._call("enqueue", *args)
-        self._measured(sent, reply.pop())
+        self._measured(sent, reply.pop(), late=reply[0] == "LATE")
         if reply[0] == "LATE":  # also when the clocks differ more than was measured: now they are
             raise StoreUnavailable(
                 f"{self!r}: the write reached Redis {float(reply[1]):.1f}s after its deadline "
@@ -453,9 +457,11 @@ class RedisStore:
         return [status for status in found if status is not None]
 
     async def workers(self, *, include_expired: bool = False) -> list[WorkerInfo]:
-        listed = await self._call("workers", "-inf" if include_expired else time.time())
+        server_now, *listed = await self._call("workers", "all" if include_expired else "live")
+        # Expiry is kept on Redis's clock (hosts' clocks may disagree): given on ours.
+        skew = time.time() - float(server_now)
         found = [
-            WorkerInfo.from_document(json.loads(document), float(expires_at))
+            WorkerInfo.from_document(json.loads(document), float(expires_at) + skew)
             for document, expires_at in zip(listed[::2], listed[1::2], strict=True)
         ]
         return sorted(found, key=lambda worker: worker.name)

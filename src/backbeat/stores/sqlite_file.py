@@ -216,7 +216,12 @@ class SQLiteFile:
         try:
             return self._connect()
         except StoreError as exc:
-            logger.error("backbeat: cannot open the SQLite store again: %s", exc)
+            # Each write that meets it is refused and says why (a 503 and its log line).
+            logger.log(
+                logging.ERROR if conn is not None else logging.DEBUG,
+                "backbeat: cannot open the SQLite store again: %s",
+                exc,
+            )
             return None
 
     # --- the writer ----------------------------------------------------------------------
