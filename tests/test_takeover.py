@@ -5,6 +5,8 @@ import json
 import signal
 import sys
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -52,34 +54,48 @@ def test_an_app_restarted_after_a_kill_9_runs_its_tasks_again_at_once(tmp_path, 
     assert "20 task(s)" in line
 
 
-def test_a_worker_on_the_same_host_takes_over_a_killed_workers_tasks(tmp_path, shared_db):
-    app_env = env_for(
-        shared_db,
+@contextmanager
+def a_worker_running_tasks_and_a_second_one(tmp_path, store_url: str, count: int, seconds: float):
+    """An app that only writes, a first worker running `count` tasks of `seconds` each, then a
+    second worker: (app, first worker, second worker, the second's log, the labels)."""
+    env = env_for(
+        store_url,
         BACKBEAT_TEST_EXECUTE="0",
         BACKBEAT_TEST_LEASE="30",
         BACKBEAT_TEST_CONCURRENCY="50",
     )
     with (
-        uvicorn(APP, tmp_path, env=app_env, name="app") as server,
-        background_process(WORKER, tmp_path, env=app_env, name="doomed") as (doomed, _),
+        uvicorn(APP, tmp_path, env=env, name="app") as server,
+        background_process(WORKER, tmp_path, env=env, name="first") as (first, _),
     ):
-        wait_until(lambda: len(workers(shared_db)) == 1, 10, "the first worker")
-        labels = post_tasks(server.url, 20, seconds=60, prefix="w", path="/long")
-        wait_until(lambda: len(starts(server)) == 20, 10, "the tasks to start", server.log)
-        with background_process(WORKER, tmp_path, env=app_env, name="taker") as (taker, log):
-            wait_until(lambda: len(workers(shared_db)) == 2, 10, "the second worker")
-            doomed.send_signal(signal.SIGKILL)
-            doomed.wait()
-            killed_at = time.monotonic()
-            wait_until(
-                lambda: all(len(pids) == 2 for pids in starts(server).values()),
-                30,
-                "every task to start again",
-                log.read_text,
-            )
-            took = time.monotonic() - killed_at
-            # `backbeat workers` no longer lists the dead one.
-            assert [w["pid"] for w in workers(shared_db)] == [taker.pid]
+        wait_until(lambda: len(workers(store_url)) == 1, 10, "the first worker")
+        labels = post_tasks(server.url, count, seconds=seconds, prefix="w", path="/long")
+        wait_until(lambda: len(starts(server)) == count, 10, "the tasks to start", server.log)
+        with background_process(WORKER, tmp_path, env=env, name="second") as (second, log):
+            wait_until(lambda: len(workers(store_url)) == 2, 10, "the second worker")
+            yield server, first, second, log, labels
+
+
+def every_task_started_twice(server: Server, log: Path) -> float:
+    """Wait until every task has started a second time; when (time.monotonic())."""
+    wait_until(
+        lambda: all(len(pids) == 2 for pids in starts(server).values()),
+        30,
+        "every task to start again",
+        log.read_text,
+    )
+    return time.monotonic()
+
+
+def test_a_worker_on_the_same_host_takes_over_a_killed_workers_tasks(tmp_path, shared_db):
+    with a_worker_running_tasks_and_a_second_one(tmp_path, shared_db, 20, 60) as running:
+        server, doomed, taker, log, labels = running
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait()
+        killed_at = time.monotonic()
+        took = every_task_started_twice(server, log) - killed_at
+        # `backbeat workers` no longer lists the dead one.
+        assert [w["pid"] for w in workers(shared_db)] == [taker.pid]
     print(f"{shared_db.partition(':')[0]}: 20 tasks started again {took:.2f}s after the kill")
     assert took < 5.0
     assert sorted(starts(server)) == sorted(labels)
@@ -96,29 +112,15 @@ def workers(store_url: str) -> list[dict]:
 def test_a_frozen_workers_tasks_are_taken_over_after_the_heartbeat_grace(tmp_path, shared_db):
     """SIGSTOP: the process is there, but its heartbeats stop; 10 s later (the grace, not the
     30 s lease) another worker runs its tasks."""
-    app_env = env_for(shared_db, BACKBEAT_TEST_EXECUTE="0", BACKBEAT_TEST_LEASE="30")
-    with (
-        uvicorn(APP, tmp_path, env=app_env, name="app") as server,
-        background_process(WORKER, tmp_path, env=app_env, name="frozen") as (frozen, _),
-    ):
-        wait_until(lambda: len(workers(shared_db)) == 1, 10, "the first worker")
-        labels = post_tasks(server.url, 2, seconds=3, prefix="f", path="/long")
-        wait_until(lambda: len(starts(server)) == 2, 10, "the tasks to start", server.log)
-        with background_process(WORKER, tmp_path, env=app_env, name="taker") as (taker, log):
-            wait_until(lambda: len(workers(shared_db)) == 2, 10, "the second worker")
-            frozen.send_signal(signal.SIGSTOP)
-            stopped_at = time.monotonic()
-            try:
-                wait_until(
-                    lambda: all(len(pids) == 2 for pids in starts(server).values()),
-                    30,
-                    "every task to start again",
-                    log.read_text,
-                )
-                took = time.monotonic() - stopped_at
-            finally:
-                frozen.send_signal(signal.SIGCONT)
-            wait_until(lambda: set(server.marks()) >= set(labels), 15, "the tasks to finish")
+    with a_worker_running_tasks_and_a_second_one(tmp_path, shared_db, 2, 3) as running:
+        server, frozen, taker, log, labels = running
+        frozen.send_signal(signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        try:
+            took = every_task_started_twice(server, log) - stopped_at
+        finally:
+            frozen.send_signal(signal.SIGCONT)
+        wait_until(lambda: set(server.marks()) >= set(labels), 15, "the tasks to finish")
     print(f"{shared_db.partition(':')[0]}: taken over {took:.1f}s after the SIGSTOP")
     assert 8.0 < took < 15.0  # beats every 1 s, dead 10 s after the last
     assert "its heartbeats stopped" in log.read_text()
