@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib
 import logging
 import os
@@ -327,9 +326,11 @@ async def _serve(
             endpoint.url,
             endpoint.url,
         )
-    if not await wait_for_store(runner, stop):
-        log.info("backbeat worker: stopped before its store was there")
-        return 0
+    if isinstance(runner.store, SQLiteStore):
+        # The app creates its store, a worker waits for it (`engine.connecting`): started
+        # from another directory, a relative path would name a new, empty file no app
+        # writes to, and the worker would watch it, idle, for ever.
+        runner.store.never_create()
     if connect_timeout == 0 and runner.store is not None:
         await runner.store.open()  # --exit-if-unreachable: StoreUnavailable is the one line
     async with runner:
@@ -365,31 +366,3 @@ async def _connected(runner: Runner, within: float | None, stop: asyncio.Event) 
         connected.cancel()
         return False
     return connected.result()
-
-
-async def wait_for_store(runner: Runner, stop: asyncio.Event) -> bool:
-    """A worker never creates a SQLite store: the app does. Started from another directory,
-    a relative path would name a new, empty file that no app writes to, and the worker would
-    watch it, idle, for ever. So it waits for the file, saying where it looks (one line per
-    backoff step, up to every 30 s). False: stopped meanwhile."""
-    store = runner.store
-    if not isinstance(store, SQLiteStore):
-        return True
-    store.never_create()
-    delay = 1.0
-    while not store.exists:
-        logging.getLogger("backbeat").warning(
-            "backbeat worker: no store at %s yet: waiting for the app to create it (a worker "
-            "never creates one; a relative sqlite:/// path is relative to the working "
-            "directory, here %s); looking again in %.0fs",
-            store.path,
-            os.getcwd(),
-            delay,
-        )
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await stop.wait()
-        if stop.is_set():
-            return False
-        delay = min(delay * 2, 30.0)
-    return True

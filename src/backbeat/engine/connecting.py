@@ -6,9 +6,10 @@ Meanwhile the app serves: a request that would store a task gets a 503 with
 ``Retry-After`` (its write fails, as when the store goes away later), other routes
 answer as usual. One WARNING line at start-up, one per retry (at most every
 `MAX_RETRY_WAIT` seconds), one INFO line once the store answers; then this process
-starts running tasks. At start-up only `StoreUnavailable` is waited out: a bad URL, a
-corrupt or missing store is a mistake to fix, and still fails the start at once; once
-the app runs, any error of a retry is logged (ERROR) and tried again.
+starts running tasks. At start-up only an unreachable store, and a store not created yet
+where this process may not create one (a worker's SQLite file: the app creates it), are
+waited out: a bad URL or a corrupt store is a mistake to fix, and still fails the start
+at once; once the app runs, any error of a retry is logged (ERROR) and tried again.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from backbeat.stores.base import Store, StoreUnavailable
+from backbeat.stores.base import Store, StoreError, StoreMissing, StoreUnavailable
 
 logger = logging.getLogger("backbeat")
 
@@ -40,8 +41,8 @@ class StoreConnection:
         """Open now, or log why not and keep trying in the background."""
         try:
             await self._attempt()
-        except StoreUnavailable as exc:
-            logger.warning("backbeat: store %r unreachable, retrying: %s", self.store, exc)
+        except (StoreUnavailable, StoreMissing) as exc:
+            _log_waiting(self.store, exc, 1, None)
             self._retrying = asyncio.get_running_loop().create_task(self._retry())
 
     def store_answered(self) -> None:
@@ -71,16 +72,10 @@ class StoreConnection:
             self._answered.clear()
             try:
                 await self._attempt()
-            except StoreUnavailable as exc:
+            except (StoreUnavailable, StoreMissing) as exc:
                 failures += 1
                 wait = min(wait * 2, MAX_RETRY_WAIT)
-                logger.warning(
-                    "backbeat: store %r still unreachable (%d tries), retrying in %.1fs: %s",
-                    self.store,
-                    failures,
-                    wait,
-                    exc,
-                )
+                _log_waiting(self.store, exc, failures, wait)
                 continue
             except Exception as exc:
                 # Reachable but not usable (a replica that refuses writes after a failover,
@@ -98,3 +93,28 @@ class StoreConnection:
                 continue
             logger.info("backbeat: store %r connected after %d tries", self.store, failures + 1)
             return
+
+
+def _log_waiting(store: Store, exc: StoreError, tries: int, wait: float | None) -> None:
+    """One WARNING line per try (`wait`: None at start-up, else the next try's delay)."""
+    if isinstance(exc, StoreMissing):  # a worker's: it never creates a store, the app does
+        if wait is None:
+            logger.warning("backbeat: %s yet: waiting for the app to create it", exc)
+        else:
+            logger.warning(
+                "backbeat: %s yet (%d tries): waiting for the app to create it, looking again "
+                "in %.1fs",
+                exc,
+                tries,
+                wait,
+            )
+    elif wait is None:
+        logger.warning("backbeat: store %r unreachable, retrying: %s", store, exc)
+    else:
+        logger.warning(
+            "backbeat: store %r still unreachable (%d tries), retrying in %.1fs: %s",
+            store,
+            tries,
+            wait,
+            exc,
+        )

@@ -138,11 +138,6 @@ class SQLiteStore:
         await anyio.to_thread.run_sync(self.file.connection)
         logger.info("backbeat: task store: the SQLite file %s", self.path)
 
-    @property
-    def exists(self) -> bool:
-        """Whether the file is there (a worker waits for it: it never creates a store)."""
-        return self.path.exists()
-
     def never_create(self) -> None:
         """Refuse to create the file from now on (`StoreMissing`): a worker's store, so
         that one started elsewhere never watches a new, empty file no app writes to."""
