@@ -131,6 +131,25 @@ class WorkerInfo:
 
 
 @dataclass(slots=True)
+class ScheduleRecord:
+    """What a store keeps of a periodic task (`backbeat.schedules`): the rule it last ran
+    by, the latest tick handled, and whether it is paused."""
+
+    name: str
+    rule: str  # `Rule.text`: "cron */5 * * * * Europe/Berlin", "every 60s"
+    last_tick: int | None = None  # seconds since the epoch
+    last_task: str | None = None  # the id of the task the latest enqueued tick made
+    # What was done at `last_tick`: "enqueued", "paused", or "skipped: <why>".
+    note: str | None = None
+    paused: bool = False
+    updated_at: float = 0.0
+
+
+# The note of a tick skipped by `skip_if_running` (`Store.fire_schedule`).
+STILL_RUNNING = "skipped: the previous run was not finished"
+
+
+@dataclass(slots=True)
 class StoredStatus:
     """A stored task as `Store.get` and `Store.list_tasks` give it; `info()` is its `TaskInfo`."""
 
@@ -372,4 +391,38 @@ class Store(Protocol):
         worker would still send is refused (fencing). Returns the ids of those tasks;
         none when another process took them over first. Wakes this process's waiting
         workers, as a write does."""
+        ...
+
+    async def schedules(self) -> list[ScheduleRecord]:
+        """Every schedule the store knows, by name."""
+        ...
+
+    async def declare_schedules(self, schedules: list[tuple[str, str]]) -> None:
+        """Record these (name, rule) schedules, those the store does not know yet (a rule
+        that changed is recorded by the next `fire_schedule`)."""
+
+    async def fire_schedule(
+        self,
+        name: str,
+        rule: str,
+        tick: int,
+        task: NewTask | None,
+        note: str = "",
+        *,
+        skip_if_running: bool = False,
+    ) -> ScheduleRecord | None:
+        """Handle one tick of a schedule, once whatever the number of processes trying.
+
+        In one atomic step: nothing (None) if the schedule's latest tick handled is
+        `tick` or later (another process did it). Else `tick` becomes the latest, under
+        `rule`, and: if the schedule is paused, nothing is enqueued (noted "paused");
+        else with no `task`, the tick is skipped (noted `note`); else with
+        `skip_if_running` and the previous tick's task still held, pending or running,
+        skipped too; else `task` is enqueued (as `enqueue` would, key included) and
+        becomes the last task. Returns the record as it now is."""
+        ...
+
+    async def pause_schedule(self, name: str, paused: bool) -> bool:
+        """Pause a schedule (its ticks are noted, nothing enqueued) or resume it (from its
+        next tick on); False if there is no schedule of that name."""
         ...

@@ -18,8 +18,10 @@ from backbeat.status import TaskState
 from backbeat.stores.base import (
     COUNTED_STATES,
     FINISHED_STATES,
+    STILL_RUNNING,
     ClaimedTask,
     NewTask,
+    ScheduleRecord,
     Settlement,
     StoredStatus,
     StoreError,
@@ -29,6 +31,8 @@ from backbeat.stores.base import (
     split_receipt,
 )
 from backbeat.stores.wakeups import Wakeups
+
+LIVE = ("held", "pending", "running")
 
 
 @dataclass(slots=True)
@@ -104,6 +108,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._rows: dict[str, _Row] = {}
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
+        self._schedules: dict[str, ScheduleRecord] = {}
         self._lock = threading.Lock()  # the lease keeper's and sync callers' loops use it too
         self._wakeups = Wakeups()
 
@@ -137,7 +142,7 @@ class MemoryStore:
         after = json.loads(row.task.after) if row.task.after else []
         for task_id in after:
             before = self._rows.get(task_id)
-            if before is not None and before.state in ("held", "pending", "running"):
+            if before is not None and before.state in LIVE:
                 return False
         return True
 
@@ -153,27 +158,31 @@ class MemoryStore:
 
     async def enqueue(self, tasks: list[NewTask]) -> list[str]:
         with self._lock:
-            for task in tasks:
-                if task.id in self._rows:
-                    raise StoreError(f"UNIQUE constraint failed: a task with id {task.id} exists")
-            live = {
-                row.task.key: row.task.id
-                for row in self._rows.values()
-                if row.task.key is not None and row.state in ("held", "pending", "running")
-            }
-            ids = []
-            for task in tasks:
-                if task.key is not None and task.key in live:
-                    ids.append(live[task.key])
-                    continue
-                if task.key is not None:
-                    live[task.key] = task.id
-                held = task.held_until is not None
-                self._rows[task.id] = _Row(
-                    task, "held" if held else "pending", lease_until=task.held_until
-                )
-                ids.append(task.id)
+            ids = self._add(tasks)
         self._wakeups.notify()
+        return ids
+
+    def _add(self, tasks: list[NewTask]) -> list[str]:
+        for task in tasks:
+            if task.id in self._rows:
+                raise StoreError(f"UNIQUE constraint failed: a task with id {task.id} exists")
+        live = {
+            row.task.key: row.task.id
+            for row in self._rows.values()
+            if row.task.key is not None and row.state in LIVE
+        }
+        ids = []
+        for task in tasks:
+            if task.key is not None and task.key in live:
+                ids.append(live[task.key])
+                continue
+            if task.key is not None:
+                live[task.key] = task.id
+            held = task.held_until is not None
+            self._rows[task.id] = _Row(
+                task, "held" if held else "pending", lease_until=task.held_until
+            )
+            ids.append(task.id)
         return ids
 
     async def activate(self, ids: list[str]) -> None:
@@ -453,3 +462,54 @@ class MemoryStore:
                     if len(found) == limit:
                         break
             return found
+
+    async def schedules(self) -> list[ScheduleRecord]:
+        with self._lock:
+            return [replace(self._schedules[name]) for name in sorted(self._schedules)]
+
+    async def declare_schedules(self, schedules: list[tuple[str, str]]) -> None:
+        with self._lock:
+            for name, rule in schedules:
+                if name not in self._schedules:
+                    self._schedules[name] = ScheduleRecord(name, rule, updated_at=time.time())
+
+    async def fire_schedule(
+        self,
+        name: str,
+        rule: str,
+        tick: int,
+        task: NewTask | None,
+        note: str = "",
+        *,
+        skip_if_running: bool = False,
+    ) -> ScheduleRecord | None:
+        with self._lock:
+            record = self._schedules.setdefault(name, ScheduleRecord(name, rule))
+            if record.last_tick is not None and record.last_tick >= tick:
+                return None
+            record.rule = rule
+            record.last_tick = tick
+            record.updated_at = time.time()
+            previous = self._rows.get(record.last_task or "")
+            if record.paused:
+                record.note = "paused"
+            elif task is None:
+                record.note = note
+            elif skip_if_running and previous is not None and previous.state in LIVE:
+                record.note = STILL_RUNNING
+            else:
+                record.last_task = self._add([task])[0]
+                record.note = "enqueued"
+            fired = replace(record)
+        if fired.note == "enqueued":
+            self._wakeups.notify()
+        return fired
+
+    async def pause_schedule(self, name: str, paused: bool) -> bool:
+        with self._lock:
+            record = self._schedules.get(name)
+            if record is None:
+                return False
+            record.paused = paused
+            record.updated_at = time.time()
+            return True

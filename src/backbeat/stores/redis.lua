@@ -14,12 +14,15 @@
 --   P:w, P:we           hash and zset: worker heartbeats and their expiry
 --   P:bell              stream: rung when a task is delayed (idle workers wake, re-time)
 --   P:made              string: a token `open` leaves; gone, the data was flushed
+--   P:schedules, P:sch:<name>  set of schedule names, and a hash per schedule
 -- ARGV[1] may carry that token after the step ("claim <token>"): a call made for data that
 -- is gone (FLUSHDB, FLUSHALL, an eviction) is refused with "GONE <the token now>".
 local step, made = ARGV[1]:match('^(%S+) ?(.*)$')
 local P = ARGV[2]
 local GROUP = 'backbeat'
 local LIVE = {held = true, pending = true, running = true}
+-- A schedule's fields, as `schedules` and `fire` answer them (after its name).
+local SCHEDULE = {'rule', 'last_tick', 'last_task', 'note', 'paused', 'updated_at'}
 
 if made ~= '' and step ~= 'open' then
   local now_made = redis.call('GET', P .. ':made')
@@ -238,6 +241,47 @@ local function restore_stream(key, q, now)
   end
 end
 
+-- The fields of a task as `enqueue` and `fire_schedule` receive it, after its id.
+local NEW = {'name', 'payload', 'retries', 'backoff', 'max_backoff', 'timeout', 'created_at',
+  'due_at', 'after', 'held_until', 'queue', 'priority', 'key'}
+
+-- Store a new task (a list: its id, then the NEW fields as strings); returns its id, or that
+-- of the live task that has its key already (then nothing is added).
+local function add_task(row, now)
+  local id = row[1]
+  local v = {}
+  for i = 1, #NEW do v[NEW[i]] = row[i + 1] end
+  local existing = v.key ~= '' and redis.call('GET', P .. ':k:' .. v.key)
+  if existing and LIVE[redis.call('HGET', tk(existing), 'state') or ''] then
+    return existing
+  end
+  local t = tk(id)
+  local held = v.held_until ~= ''
+  redis.call('HSET', t, 'name', v.name, 'payload', v.payload, 'retries', v.retries,
+    'backoff', v.backoff, 'max_backoff', v.max_backoff, 'timeout', v.timeout,
+    'created_at', v.created_at, 'due_at', v.due_at, 'after', v.after,
+    'held_until', v.held_until, 'lease_until', v.held_until, 'queue', v.queue,
+    'priority', v.priority, 'key', v.key, 'state', held and 'held' or 'pending',
+    'attempts', 0, 'lost', 0, 'blocked', 0, 'cancel_requested', 0)
+  redis.call('ZADD', P .. ':ids', 0, id)
+  redis.call('SADD', P .. ':queues', v.queue)
+  redis.call('ZADD', sk('pending', v.queue), v.due_at, id)
+  if v.key ~= '' then redis.call('SET', P .. ':k:' .. v.key, id) end
+  if v.after ~= '' then
+    local ok, before = pcall(cjson.decode, v.after)
+    if ok and type(before) == 'table' then
+      for _, b in ipairs(before) do
+        if LIVE[redis.call('HGET', tk(b), 'state') or ''] then
+          redis.call('HINCRBY', t, 'blocked', 1)
+          redis.call('SADD', P .. ':d:' .. b, id)
+        end
+      end
+    end
+  end
+  if held then redis.call('ZADD', P .. ':held', v.held_until, id) else push(id, now) end
+  return id
+end
+
 if step == 'enqueue' then
   local now, groups = tonumber(ARGV[3]), tonumber(ARGV[4])
   -- On Redis's clock, when the writer stops waiting for this write (it answers 503, or
@@ -248,9 +292,7 @@ if step == 'enqueue' then
     local late = tonumber(clock[1]) + tonumber(clock[2]) / 1000000 - deadline
     if late > 0 then return {'LATE', tostring(late), clock} end
   end
-  local F = {'name', 'payload', 'retries', 'backoff', 'max_backoff', 'timeout', 'created_at',
-    'due_at', 'after', 'held_until', 'queue', 'priority', 'key'}
-  local out, queues = {}, {}
+  local out = {}
   for g = 1, groups do
     -- A group: one caller's tasks, as one JSON list of [id, F...] lists of strings.
     local rows = cjson.decode(ARGV[4 + g])
@@ -261,44 +303,7 @@ if step == 'enqueue' then
     if bad then
       table.insert(out, 'UNIQUE constraint failed: a task with id ' .. bad .. ' exists')
     else
-      for _, row in ipairs(rows) do
-        local id = row[1]
-        local v = {}
-        for i = 1, 13 do v[F[i]] = row[i + 1] end
-        local existing = v.key ~= '' and redis.call('GET', P .. ':k:' .. v.key)
-        if existing and LIVE[redis.call('HGET', tk(existing), 'state') or ''] then
-          table.insert(ids, existing)
-        else
-          local t = tk(id)
-          local held = v.held_until ~= ''
-          redis.call('HSET', t, 'name', v.name, 'payload', v.payload, 'retries', v.retries,
-            'backoff', v.backoff, 'max_backoff', v.max_backoff, 'timeout', v.timeout,
-            'created_at', v.created_at, 'due_at', v.due_at, 'after', v.after,
-            'held_until', v.held_until, 'lease_until', v.held_until, 'queue', v.queue,
-            'priority', v.priority, 'key', v.key, 'state', held and 'held' or 'pending',
-            'attempts', 0, 'lost', 0, 'blocked', 0, 'cancel_requested', 0)
-          redis.call('ZADD', P .. ':ids', 0, id)
-          if not queues[v.queue] then
-            queues[v.queue] = true
-            redis.call('SADD', P .. ':queues', v.queue)
-          end
-          redis.call('ZADD', sk('pending', v.queue), v.due_at, id)
-          if v.key ~= '' then redis.call('SET', P .. ':k:' .. v.key, id) end
-          if v.after ~= '' then
-            local ok, before = pcall(cjson.decode, v.after)
-            if ok and type(before) == 'table' then
-              for _, b in ipairs(before) do
-                if LIVE[redis.call('HGET', tk(b), 'state') or ''] then
-                  redis.call('HINCRBY', t, 'blocked', 1)
-                  redis.call('SADD', P .. ':d:' .. b, id)
-                end
-              end
-            end
-          end
-          if held then redis.call('ZADD', P .. ':held', v.held_until, id) else push(id, now) end
-          table.insert(ids, id)
-        end
-      end
+      for _, row in ipairs(rows) do table.insert(ids, add_task(row, now)) end
       table.insert(out, ids)
     end
   end
@@ -670,6 +675,55 @@ elseif step == 'due' then  -- when the soonest held or delayed task is due, and 
     end
   end
   return {soonest, stream_ids()}
+
+elseif step == 'schedules' then  -- every schedule: {name, rule, last_tick, ...} each
+  local out = {}
+  for _, name in ipairs(redis.call('SORT', P .. ':schedules', 'ALPHA')) do
+    local record = redis.call('HMGET', P .. ':sch:' .. name, unpack(SCHEDULE))
+    table.insert(record, 1, name)
+    table.insert(out, record)
+  end
+  return out
+
+elseif step == 'declare' then  -- ARGV[4..]: name, rule, ...: those not known yet
+  local now = tonumber(ARGV[3])
+  for i = 4, #ARGV, 2 do
+    if redis.call('SADD', P .. ':schedules', ARGV[i]) == 1 then
+      redis.call('HSET', P .. ':sch:' .. ARGV[i], 'rule', ARGV[i + 1], 'paused', 0,
+        'updated_at', now)
+    end
+  end
+  return 0
+
+elseif step == 'fire' then  -- one tick of a schedule, handled once (`Store.fire_schedule`)
+  local now, name, rule, tick, note = tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
+  local skip_if_running, busy_note, row = ARGV[8] == '1', ARGV[9], ARGV[10]
+  local s = P .. ':sch:' .. name
+  if redis.call('SADD', P .. ':schedules', name) == 1 then
+    redis.call('HSET', s, 'paused', 0)
+  end
+  local last_tick, last_task, paused = unpack(redis.call('HMGET', s, 'last_tick', 'last_task',
+    'paused'))
+  if tonumber(last_tick or '') and tonumber(last_tick) >= tick then return false end
+  if paused == '1' then
+    note = 'paused'
+  elseif row ~= '' and skip_if_running
+      and LIVE[redis.call('HGET', tk(last_task or ''), 'state') or ''] then
+    note = busy_note
+  elseif row ~= '' then
+    last_task = add_task(cjson.decode(row), now)
+    note = 'enqueued'
+  end
+  redis.call('HSET', s, 'rule', rule, 'last_tick', tick, 'last_task', last_task or '',
+    'note', note, 'updated_at', now)
+  local record = redis.call('HMGET', s, unpack(SCHEDULE))
+  table.insert(record, 1, name)
+  return record
+
+elseif step == 'pause' then  -- ARGV[5] '1' pauses, '0' resumes; 0 if there is no such one
+  if redis.call('SISMEMBER', P .. ':schedules', ARGV[4]) == 0 then return 0 end
+  redis.call('HSET', P .. ':sch:' .. ARGV[4], 'paused', ARGV[5], 'updated_at', ARGV[3])
+  return 1
 
 elseif step == 'open' then  -- ARGV[4]: a new token, if none is there; ARGV[5]: '1' to create
   local token = redis.call('GET', P .. ':made')

@@ -41,8 +41,10 @@ from backbeat.logs import log_dead_letters
 from backbeat.stores.base import (
     COUNTED_STATES,
     FINISHED_STATES,
+    STILL_RUNNING,
     ClaimedTask,
     NewTask,
+    ScheduleRecord,
     Settlement,
     StoredStatus,
     StoreError,
@@ -305,25 +307,7 @@ class RedisStore:
         sent = time.time()
         args: list[object] = [sent, len(groups)]
         for tasks in groups:
-            rows = [
-                [
-                    t.id,
-                    t.name,
-                    t.payload,
-                    str(t.retries),
-                    repr(t.backoff),
-                    repr(t.max_backoff),
-                    _text(t.timeout),
-                    repr(t.created_at),
-                    repr(t.due_at),
-                    _text(t.after),
-                    _text(t.held_until),
-                    t.queue,
-                    str(t.priority),
-                    _text(t.key),
-                ]
-                for t in tasks
-            ]
+            rows = [_new_row(t) for t in tasks]
             args.append(json.dumps(rows))
         # When, on Redis's clock, this write comes too late to store anything: half the
         # timeout from now. Its caller gives up at the timeout (a request answers 503), and
@@ -469,6 +453,32 @@ class RedisStore:
     async def take_over(self, worker: str) -> list[str]:
         return [_text(task_id) for task_id in await self._call("take_over", time.time(), worker)]
 
+    async def schedules(self) -> list[ScheduleRecord]:
+        return [_schedule(values) for values in await self._call("schedules")]
+
+    async def declare_schedules(self, schedules: list[tuple[str, str]]) -> None:
+        if schedules:
+            await self._call("declare", time.time(), *(part for pair in schedules for part in pair))
+
+    async def fire_schedule(
+        self,
+        name: str,
+        rule: str,
+        tick: int,
+        task: NewTask | None,
+        note: str = "",
+        *,
+        skip_if_running: bool = False,
+    ) -> ScheduleRecord | None:
+        row = "" if task is None else json.dumps(_new_row(task))
+        fired = await self._call(
+            "fire", time.time(), name, rule, tick, note, int(skip_if_running), STILL_RUNNING, row
+        )
+        return None if fired is None else _schedule(fired)
+
+    async def pause_schedule(self, name: str, paused: bool) -> bool:
+        return bool(await self._call("pause", time.time(), name, int(paused)))
+
     async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 - the store contract
         """Block on the streams (XREAD from the last ids seen) until an entry comes, the
         soonest held or delayed task is due, or `timeout` passes."""
@@ -535,6 +545,39 @@ _CLAIMED_FIELDS = (
     "error",
     "queue",
 )
+
+
+def _new_row(t: NewTask) -> list[str]:
+    """A new task as the script's `add_task` reads it: its id, then its fields as strings."""
+    return [
+        t.id,
+        t.name,
+        t.payload,
+        str(t.retries),
+        repr(t.backoff),
+        repr(t.max_backoff),
+        _text(t.timeout),
+        repr(t.created_at),
+        repr(t.due_at),
+        _text(t.after),
+        _text(t.held_until),
+        t.queue,
+        str(t.priority),
+        _text(t.key),
+    ]
+
+
+def _schedule(values: list[Any]) -> ScheduleRecord:
+    name, rule, last_tick, last_task, note, paused, updated_at = (_text(v) for v in values)
+    return ScheduleRecord(
+        name=name,
+        rule=rule,
+        last_tick=int(last_tick) if last_tick else None,
+        last_task=_optional(last_task),
+        note=_optional(note),
+        paused=paused == "1",
+        updated_at=_number(updated_at) or 0.0,
+    )
 
 
 def _claimed(row: list[str]) -> ClaimedTask:

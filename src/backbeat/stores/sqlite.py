@@ -32,6 +32,7 @@ from backbeat.stores.base import (
     FINISHED_STATES,
     ClaimedTask,
     NewTask,
+    ScheduleRecord,
     Settlement,
     StoredStatus,
     WorkerInfo,
@@ -40,6 +41,7 @@ from backbeat.stores.base import (
     split_receipt,
 )
 from backbeat.stores.sqlite_file import SQLiteFile, path_from_url
+from backbeat.stores.sqlite_schedules import DECLARE, PAUSE, SELECT_ALL, fire, record
 from backbeat.stores.sqlite_sql import (
     ACTIVATE,
     BEAT,
@@ -415,3 +417,48 @@ class SQLiteStore:
         sql, parameters = list_query(state, queue, name, before, time.time())
         rows = await anyio.to_thread.run_sync(self._read, sql, (*parameters, limit))
         return [StoredStatus(*row) for row in rows]
+
+    # --- schedules ------------------------------------------------------------------------
+
+    async def schedules(self) -> list[ScheduleRecord]:
+        rows = await anyio.to_thread.run_sync(self._read, SELECT_ALL, ())
+        return [record(row) for row in rows]
+
+    async def declare_schedules(self, schedules: list[tuple[str, str]]) -> None:
+        now = time.time()
+
+        def declare(conn: sqlite3.Connection) -> None:
+            conn.executemany(DECLARE, [(name, rule, now) for name, rule in schedules])
+
+        await self._write(declare)
+
+    async def fire_schedule(
+        self,
+        name: str,
+        rule: str,
+        tick: int,
+        task: NewTask | None,
+        note: str = "",
+        *,
+        skip_if_running: bool = False,
+    ) -> ScheduleRecord | None:
+        fired = await self._write(
+            functools.partial(
+                fire,
+                name=name,
+                rule=rule,
+                tick=tick,
+                task=task,
+                note=note,
+                skip_if_running=skip_if_running,
+            )
+        )
+        if fired is not None and fired.note == "enqueued":
+            self._wakeups.notify()
+        return fired
+
+    async def pause_schedule(self, name: str, paused: bool) -> bool:
+        def pause(conn: sqlite3.Connection) -> bool:
+            return conn.execute(PAUSE, (int(paused), time.time(), name)).rowcount > 0
+
+        return await self._write(pause)

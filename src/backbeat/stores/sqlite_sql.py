@@ -41,6 +41,15 @@ CREATE TABLE IF NOT EXISTS backbeat_tasks (
     priority INTEGER NOT NULL DEFAULT 0,
     key TEXT
 );
+CREATE TABLE IF NOT EXISTS backbeat_schedules (
+    name TEXT PRIMARY KEY,
+    rule TEXT NOT NULL,
+    last_tick INTEGER,
+    last_task TEXT,
+    note TEXT,
+    paused INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS backbeat_workers (
     name TEXT PRIMARY KEY,
     document TEXT NOT NULL,
