@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from backbeat.concurrency import in_event_loop
@@ -29,12 +30,20 @@ from backbeat.engine.local import LocalEngine, RunnerFull
 from backbeat.engine.stored import Prepared, StoredEngine, as_stored
 from backbeat.observers import Observer
 from backbeat.registry import durable_name
+from backbeat.schedules import MissedTicks, Schedule, make_schedule
 from backbeat.serialization import ArgumentError
 from backbeat.signing import signing_key as signing_key_of
 from backbeat.status import FINISHED, TaskInfo, value_of
 from backbeat.stores import Store, open_store
 from backbeat.stores.base import StoredStatus
-from backbeat.tasks import BackgroundTask, RequestTasks, request_tasks
+from backbeat.tasks import (
+    BackgroundTask,
+    RequestTasks,
+    declared_schedules,
+    qualified_name,
+    request_tasks,
+    task_policy,
+)
 
 __all__ = ["Runner", "RunnerFull"]
 
@@ -118,6 +127,8 @@ class Runner:
             "signing_key": signing_key_of(signing_key),
         }
         self._engine: LocalEngine | StoredEngine = LocalEngine(self.limits, self.hooks, eager=eager)
+        # Periodic tasks: `schedule(...)`'s, then at start those declared with @task(cron=...).
+        self.schedules: list[Schedule] = []
         if store is not None and not eager:
             self.use_store(store)
 
@@ -135,6 +146,7 @@ class Runner:
             registry=old.registry if isinstance(old, StoredEngine) else None,
             **self._stored_options,  # type: ignore[arg-type]
         )
+        self._engine.schedules = self.schedules
 
     # --- what the runner is ----------------------------------------------------------
 
@@ -232,7 +244,89 @@ class Runner:
 
     # --- lifecycle -------------------------------------------------------------------
 
+    def schedule(
+        self,
+        func: Callable[..., Any],
+        *,
+        cron: str | None = None,
+        every: timedelta | float | None = None,
+        tz: str | None = None,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        name: str | None = None,
+        missed: MissedTicks = "latest",
+        catch_up: int = 10,
+        max_lateness: timedelta | float | None = None,
+        skip_if_running: bool = False,
+    ) -> Schedule:
+        """Enqueue ``func(*args, **kwargs)`` at every tick of a cron expression (in time
+        zone `tz`, default UTC) or of an interval, once per tick whatever the number of
+        processes: each runner with this store tries, the store lets one enqueue it.
+
+        ``missed`` says what happens to ticks missed while every process was down: the
+        latest runs once (``"latest"``), each of the newest ``catch_up`` runs (``"all"``),
+        or none (``"skip"``); a tick later than ``max_lateness`` never runs. With
+        ``skip_if_running``, a tick is skipped while the previous tick's task is pending
+        or running. ``name`` (default: the task's name) identifies the schedule in the
+        store and in ``backbeat schedules``. A store is needed; ValueError or TypeError
+        now for a schedule whose ticks could not be stored. docs/scheduling.md.
+        """
+        policy = task_policy(func)
+        made = make_schedule(
+            func,
+            name=name or (policy.name if policy and policy.name else qualified_name(func)),
+            cron=cron,
+            every=every,
+            tz=tz,
+            args=args,
+            kwargs=kwargs,
+            missed=missed,
+            catch_up=catch_up,
+            max_lateness=max_lateness,
+            skip_if_running=skip_if_running,
+        )
+        if any(known.name == made.name for known in self.schedules):
+            raise ValueError(
+                f"a schedule named {made.name!r} exists already: give this one another name="
+            )
+        if isinstance(self._engine, StoredEngine):
+            self._engine.add_schedule(made)
+        self.schedules.append(made)
+        return made
+
+    def _gather_schedules(self) -> None:
+        """Add the @task(cron=...) schedules; check them all against the engine."""
+        names = {known.name: known for known in self.schedules}
+        declared = [found for found in declared_schedules() if found not in self.schedules]
+        for found in declared:
+            if found.name in names:
+                raise ValueError(
+                    f"two schedules are named {found.name!r} (one from @task, one from "
+                    "runner.schedule): give one another name="
+                )
+        engine = self._engine
+        if not isinstance(engine, StoredEngine):
+            if self.schedules:
+                raise RuntimeError(
+                    "runner.schedule needs a runner with a store, which decides which process "
+                    "enqueues each tick: Runner(store='sqlite:///tasks.db'), or "
+                    "store='memory://' for one process"
+                )
+            if declared:
+                logger.warning(
+                    "backbeat: %d periodic task(s) (%s) are declared but this runner has no "
+                    "store: they do not run here (Runner(store=...))",
+                    len(declared),
+                    ", ".join(found.name for found in declared),
+                )
+            return
+        for found in declared:
+            engine.add_schedule(found)
+            self.schedules.append(found)
+
     async def start(self) -> None:
+        if not self.running:
+            self._gather_schedules()
         await self._engine.start()
 
     async def wait_connected(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109

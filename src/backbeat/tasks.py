@@ -18,6 +18,7 @@ import copy
 import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import timedelta
 from typing import Any, ParamSpec, Protocol, Self, TypeVar, overload
 
 import anyio
@@ -27,6 +28,7 @@ from backbeat.concurrency import enforce_async_callable
 from backbeat.ids import new_id
 from backbeat.logs import log_failure
 from backbeat.policy import DEFAULT_POLICY, TaskPolicy
+from backbeat.schedules import MissedTicks, Schedule, make_rule, make_schedule
 
 P = ParamSpec("P")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -47,6 +49,12 @@ def task(
     delay: float | None = None,
     queue: str = "default",
     priority: int = 0,
+    cron: str | None = None,
+    every: timedelta | float | None = None,
+    tz: str | None = None,
+    missed: MissedTicks = "latest",
+    max_lateness: timedelta | float | None = None,
+    skip_if_running: bool = False,
 ) -> Callable[[F], F]: ...
 def task(
     func: F | None = None,
@@ -60,6 +68,12 @@ def task(
     delay: float | None = None,
     queue: str = "default",
     priority: int = 0,
+    cron: str | None = None,
+    every: timedelta | float | None = None,
+    tz: str | None = None,
+    missed: MissedTicks = "latest",
+    max_lateness: timedelta | float | None = None,
+    skip_if_running: bool = False,
 ) -> F | Callable[[F], F]:
     """Declare a task function's policy where the function is defined.
 
@@ -75,6 +89,12 @@ def task(
     supervised runner applies them; inline (no runner) a task runs once. With a
     store, ``queue`` names the workers that take it (``backbeat worker --queues``)
     and higher ``priority`` tasks are claimed first.
+
+    ``cron="*/5 * * * *"`` (in time zone ``tz``, default UTC) or ``every=timedelta(...)``
+    also makes it a periodic task, called with no arguments at every tick by any runner
+    with a store that imports it, once per tick whatever the number of processes
+    (`backbeat.schedules`, docs/scheduling.md); ``missed``, ``max_lateness`` and
+    ``skip_if_running`` as for `Runner.schedule`.
     """
     options = {
         "retries": retries,
@@ -87,11 +107,28 @@ def task(
     }
     # Validate now, so a bad option fails at import time, not at the first request.
     TaskPolicy(**options)  # type: ignore[arg-type]
+    periodic = cron is not None or every is not None
+    if periodic:
+        make_rule(cron, every, tz)
+    elif tz is not None or skip_if_running or max_lateness is not None or missed != "latest":
+        raise ValueError("tz, missed, max_lateness and skip_if_running need cron= or every=")
 
     def decorate(fn: F) -> F:
         if not callable(fn):
             raise TypeError(f"@task needs a function, got {fn!r}")
         policy = TaskPolicy(name=name, **options)  # type: ignore[arg-type]
+        schedule = None
+        if periodic:  # checked before the function is marked: a bad one is not declared
+            schedule = make_schedule(
+                fn,
+                name=name or qualified_name(fn),
+                cron=cron,
+                every=every,
+                tz=tz,
+                missed=missed,
+                max_lateness=max_lateness,
+                skip_if_running=skip_if_running,
+            )
         try:
             setattr(fn, _POLICY_ATTRIBUTE, policy)
         except AttributeError:
@@ -99,6 +136,8 @@ def task(
                 f"@task cannot mark {fn!r}: it takes no attributes; wrap it in a def"
             ) from None
         _declared.append(fn)
+        if schedule is not None:
+            _declared_schedules.append(schedule)
         return fn
 
     return decorate(func) if func is not None else decorate
@@ -111,6 +150,14 @@ _declared: list[Callable[..., Any]] = []
 
 def declared_tasks() -> list[Callable[..., Any]]:
     return list(_declared)
+
+
+# Every periodic @task (cron= or every=): every runner with a store that imports them runs them.
+_declared_schedules: list[Schedule] = []
+
+
+def declared_schedules() -> list[Schedule]:
+    return list(_declared_schedules)
 
 
 def task_policy(func: Callable[..., Any]) -> TaskPolicy | None:

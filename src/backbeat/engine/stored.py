@@ -30,11 +30,13 @@ from backbeat.engine.connecting import StoreConnection
 from backbeat.engine.execution import Hooks
 from backbeat.engine.health import WorkerHealth
 from backbeat.engine.limits import Limits
+from backbeat.engine.scheduler import Scheduler
 from backbeat.engine.worker import StoredWorker
 from backbeat.ids import new_id
 from backbeat.observers import carry_all
 from backbeat.policy import TaskPolicy
 from backbeat.registry import TaskRegistry
+from backbeat.schedules import Schedule
 from backbeat.serialization import ArgumentError, decode_arguments, encode_arguments
 from backbeat.signing import sign
 from backbeat.status import LIVE_STATES, TaskInfo
@@ -144,6 +146,10 @@ class StoredEngine:
         self.accepting = False
         self.connection = StoreConnection(store, self._opened)
         self._activations: TurnBatch[str] = TurnBatch(self._activate)
+        # The app's periodic tasks (the runner's list: one added later is seen).
+        self.schedules: list[Schedule] = []
+        self.scheduler: Scheduler | None = None
+        self._scheduling: asyncio.Task[None] | None = None
 
     # --- names -------------------------------------------------------------------------
 
@@ -170,13 +176,29 @@ class StoredEngine:
     # --- writing -------------------------------------------------------------------------
 
     def rows(
-        self, task: BackgroundTask, caller: contextvars.Context | None, *, hold: bool
+        self,
+        task: BackgroundTask,
+        caller: contextvars.Context | None,
+        *,
+        hold: bool,
+        remember: bool = True,
     ) -> list[NewTask]:
-        """The rows for a task tree; TypeError for anything that cannot be stored."""
+        """The rows for a task tree; TypeError for anything that cannot be stored.
+
+        ``remember=False``: a row that may never be stored (a schedule's tick, which
+        another process may enqueue first), so this process keeps nothing of it."""
         now = time.time()
         rows: list[NewTask] = []
-        self._flatten(task, [], rows, caller, now, hold)
+        self._flatten(task, [], rows, caller, now, hold, remember)
         return rows
+
+    def scheduled_task(self, schedule: Schedule, tick: int) -> NewTask:
+        """The task a schedule's tick enqueues (`engine.scheduler`): due at the tick (after
+        the task's delay, if it has one), which its status shows (`StoredStatus.due_at`)."""
+        task = BackgroundTask(schedule.func, *schedule.args, **schedule.kwargs)
+        [row] = self.rows(task, contextvars.Context(), hold=False, remember=False)
+        row.due_at = tick + (task.policy.delay or 0.0)
+        return row
 
     def _flatten(
         self,
@@ -186,15 +208,16 @@ class StoredEngine:
         caller: contextvars.Context | None,
         now: float,
         hold: bool,
+        remember: bool = True,
     ) -> list[str]:
         if isinstance(task, BackgroundTasks):
             if task.as_group:
                 ends: list[str] = []
                 for member in task.tasks:
-                    ends.extend(self._flatten(member, after, rows, caller, now, hold))
+                    ends.extend(self._flatten(member, after, rows, caller, now, hold, remember))
                 return ends or after
             for member in task.tasks:
-                after = self._flatten(member, after, rows, caller, now, hold)
+                after = self._flatten(member, after, rows, caller, now, hold, remember)
             return after
         if not isinstance(task, BackgroundTask):
             task = BackgroundTask(task)  # type: ignore[arg-type]  # appended to .tasks by hand
@@ -232,6 +255,8 @@ class StoredEngine:
                 key=policy.key,
             )
         )
+        if not remember:
+            return [task_id]
         self._written[task_id] = None
         if len(self._written) > _REMEMBERED_IDS:
             self._written.popitem(last=False)
@@ -387,9 +412,31 @@ class StoredEngine:
     async def _opened(self) -> None:
         if self.execute:
             await self.worker.start()
+        self._schedule_ticks()
+
+    def add_schedule(self, schedule: Schedule) -> None:
+        """Check that a schedule's ticks can be stored (its function found by name by any
+        process, its arguments kept as JSON): TypeError or ValueError now, not at a tick."""
+        self.register_tree(BackgroundTask(schedule.func, *schedule.args, **schedule.kwargs))
+        if self.scheduler is not None:
+            self.scheduler.poke()
+        elif self.accepting and self.connection.connected.is_set():
+            self._schedule_ticks()
+
+    def _schedule_ticks(self) -> None:
+        """Start trying the schedules' ticks, once the store has answered."""
+        if self.scheduler is None and self.schedules:
+            self.scheduler = Scheduler(self.store, self.schedules, self.scheduled_task)
+            self._scheduling = asyncio.get_running_loop().create_task(
+                self.scheduler.run(), context=contextvars.Context()
+            )
 
     async def drain(self) -> None:
         self.accepting = False
+        if self._scheduling is not None:
+            self._scheduling.cancel()
+            await asyncio.gather(self._scheduling, return_exceptions=True)
+            self._scheduling = self.scheduler = None
         await self.connection.close()
         if self.worker.claiming:
             await self.worker.drain()
