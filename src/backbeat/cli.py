@@ -140,6 +140,14 @@ def parser() -> argparse.ArgumentParser:
     retry.add_argument("--failed", action="store_true", help="every failed task")
     store_option(retry)
 
+    schedules = commands.add_parser(
+        "schedules", help="periodic tasks: list them, or pause/resume one (kept in the store)"
+    )
+    schedules.add_argument("action", nargs="?", choices=("list", "pause", "resume"), default="list")
+    schedules.add_argument("name", nargs="?", metavar="NAME")
+    store_option(schedules)
+    schedules.add_argument("--json", action="store_true", help="one JSON object per line")
+
     purge = commands.add_parser("purge", help="delete finished tasks")
     store_option(purge)
     purge.add_argument("--older-than", type=duration, default=0.0, metavar="AGE", help="e.g. 7d")

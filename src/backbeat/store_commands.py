@@ -19,6 +19,7 @@ from typing import Any
 from pydantic_core import from_json
 
 from backbeat.processes import is_gone
+from backbeat.schedules import Cron, rule_from_text, shown_time
 from backbeat.status import TaskState
 from backbeat.stores import Store, open_store
 from backbeat.stores.base import FINISHED_STATES, StoredStatus, WorkerInfo
@@ -229,7 +230,66 @@ async def workers(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+async def schedules(store: Store, args: argparse.Namespace) -> int:
+    """`backbeat schedules`: list them; `pause NAME` / `resume NAME`, kept in the store."""
+    if args.action in ("pause", "resume"):
+        if not args.name:
+            raise CommandError(
+                f"say which schedule to {args.action}: backbeat schedules {args.action} NAME"
+            )
+        if not await store.pause_schedule(args.name, args.action == "pause"):
+            known = ", ".join(record.name for record in await store.schedules()) or "none"
+            raise CommandError(f"no schedule named {args.name!r} (known: {known})")
+        verb = "paused" if args.action == "pause" else "resumed"
+        sys.stdout.write(f"schedule {args.name} {verb}: every process obeys at its next tick\n")
+        return 0
+    now = time.time()
+    documents = []
+    for record in await store.schedules():
+        rule = rule_from_text(record.rule)
+        shown_rule, zone, shown_zone = record.rule, "UTC", "-"
+        if isinstance(rule, Cron):
+            shown_rule, zone, shown_zone = rule.expression, rule.zone, rule.zone
+        upcoming = None
+        if rule is not None and not record.paused:
+            upcoming = rule.after(max(int(now), record.last_tick or 0))
+        last_state = record.note
+        if record.note == "enqueued" and record.last_task is not None:
+            task = await store.get(record.last_task)
+            last_state = "purged" if task is None else task.info(now).state.value
+        documents.append(
+            {
+                "name": record.name,
+                "rule": shown_rule,
+                "zone": shown_zone,
+                "next_run": "paused" if record.paused else shown_time(upcoming, zone),
+                "last_run": shown_time(record.last_tick, zone),
+                "last_state": last_state or "-",
+                "last_task": record.last_task,
+                "paused": record.paused,
+            }
+        )
+    if args.json:
+        for document in documents:
+            sys.stdout.write(json.dumps(document) + "\n")
+        return 0
+    if not documents:
+        sys.stdout.write("no schedules (a runner with this store records its own when it starts)\n")
+        return 0
+    rows = [["NAME", "RULE", "ZONE", "NEXT", "LAST", "LAST STATE"]]
+    for document in documents:
+        rows.append(
+            [
+                str(document[column])
+                for column in ("name", "rule", "zone", "next_run", "last_run", "last_state")
+            ]
+        )
+    sys.stdout.write(_table(rows))
+    return 0
+
+
 COMMANDS = {
+    "schedules": schedules,
     "workers": workers,
     "status": status,
     "list": listing,
