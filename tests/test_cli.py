@@ -4,6 +4,7 @@ nothing. Real subprocesses on real SQLite stores."""
 
 import asyncio
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -158,3 +159,54 @@ async def test_read_only_commands_write_nothing(tmp_path):
         result = await asyncio.to_thread(backbeat, *args, "--store", f"sqlite:///{missing}")
         assert result.returncode == 2, (args, result.stderr)
     assert not missing.parent.exists()
+
+
+@pytest.mark.anyio
+async def test_schedules_are_listed_paused_and_resumed_in_the_store(tmp_path):
+    from backbeat.stores import SQLiteStore
+    from tests.stores.rows import new_task
+
+    url = f"sqlite:///{tmp_path}/tasks.db"
+    store = SQLiteStore(tmp_path / "tasks.db")
+    await store.declare_schedules(
+        [("nightly", "cron 30 2 * * * Europe/Berlin"), ("sync", "every 300s")]
+    )
+    task = new_task("sync")
+    # Its last tick in the future, so that the next one shown does not depend on the clock.
+    await store.fire_schedule("sync", "every 300s", 1_893_456_000, task)  # 2030-01-01 00:00Z
+    await store.close()
+
+    listed = backbeat("schedules", "--store", url)
+    assert listed.returncode == 0, listed.stderr
+    header, nightly, sync = listed.stdout.splitlines()
+    assert header.split() == ["NAME", "RULE", "ZONE", "NEXT", "LAST", "LAST", "STATE"]
+    assert nightly.split()[:7] == ["nightly", "30", "2", "*", "*", "*", "Europe/Berlin"]
+    assert nightly.split()[7].endswith(("T02:30:00+01:00", "T02:30:00+02:00"))
+    assert sync.split()[1:3] == ["every", "300s"]
+    assert sync.split()[-3:] == [
+        "2030-01-01T00:05:00+00:00",
+        "2030-01-01T00:00:00+00:00",
+        "pending",
+    ]
+
+    assert backbeat("schedules", "pause", "nightly", "--store", url).returncode == 0
+    documents = [
+        json.loads(line)
+        for line in backbeat("schedules", "--json", "--store", url).stdout.splitlines()
+    ]
+    assert [(d["name"], d["paused"], d["next_run"]) for d in documents] == [
+        ("nightly", True, "paused"),
+        ("sync", False, "2030-01-01T00:05:00+00:00"),
+    ]
+    assert documents[1]["last_task"] == task.id
+    assert backbeat("schedules", "resume", "nightly", "--store", url).returncode == 0
+    assert '"paused": false' in backbeat("schedules", "--json", "--store", url).stdout
+
+    unknown = backbeat("schedules", "pause", "nigthly", "--store", url)
+    assert unknown.returncode == 1
+    assert unknown.stderr == (
+        "backbeat schedules: error: no schedule named 'nigthly' (known: nightly, sync)\n"
+    )
+    nameless = backbeat("schedules", "pause", "--store", url)
+    assert nameless.returncode == 1
+    assert "say which schedule to pause" in nameless.stderr

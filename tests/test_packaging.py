@@ -57,6 +57,20 @@ asyncio.run(main())
 """
 
 
+CRON_WITHOUT_THE_EXTRA = """
+from backbeat import task
+
+@task(every=60)
+def hourly() -> None: ...
+
+try:
+    @task(cron="* * * * *")
+    def minutely() -> None: ...
+except ImportError as exc:
+    print(exc)
+"""
+
+
 def run(*args: str | Path, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [str(arg) for arg in args], cwd=cwd, capture_output=True, text=True, timeout=timeout
@@ -95,6 +109,9 @@ def test_the_wheel_installs_alone_and_runs_the_cli_and_a_worker(tmp_path):
     status = run(bin_dir / "backbeat", "status", "--store", "sqlite:///tasks.db", cwd=work)
     assert any(line.split() == ["pending", "1"] for line in status.stdout.splitlines())
     assert status.stderr == ""
+    # Schedules: every= needs nothing more; cron= needs the cron extra, and says so.
+    cron = run(bin_dir / "python", "-c", CRON_WITHOUT_THE_EXTRA, cwd=work).stdout
+    assert "pip install 'backbeat[cron]'" in cron, cron
 
     env = {**os.environ, "PYTHONPATH": ""}
     endpoint = f"http://127.0.0.1:{free_port()}"

@@ -1,12 +1,14 @@
 """backbeat.schedules: rules, their ticks in time zones, and the plan of what to enqueue."""
 
+import asyncio
 import itertools
+import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from backbeat import task
+from backbeat import Runner, task
 from backbeat.schedules import ON_TIME, Cron, Every, make_rule, make_schedule, plan
 
 
@@ -197,3 +199,54 @@ def test_ticks_are_the_same_instants_in_every_process_whatever_its_own_zone():
     noon_tokyo = datetime(2026, 12, 2, 12, tzinfo=ZoneInfo("Asia/Tokyo"))
     assert rule.at_or_before(int(noon_tokyo.timestamp()) + 5) == int(noon_tokyo.timestamp())
     assert datetime.fromtimestamp(int(noon_tokyo.timestamp()), UTC).hour == 3
+
+
+# --- through a Runner --------------------------------------------------------------------
+
+ran: list[float] = []
+
+
+async def note_the_time(label: str) -> str:
+    ran.append(time.time())
+    return label
+
+
+@pytest.mark.anyio
+async def test_a_runner_enqueues_its_schedules_ticks_as_ordinary_tasks():
+    ran.clear()
+    runner = Runner(store="memory://")
+    runner.schedule(note_the_time, every=1, args=["tick"], name="heartbeat")
+    async with runner:
+        deadline = time.monotonic() + 5
+        while len(ran) < 3:
+            assert time.monotonic() < deadline, "no three ticks ran in 5 s"
+            await asyncio.sleep(0.02)
+        [record] = await runner.store.schedules()
+        assert (record.name, record.rule, record.note) == ("heartbeat", "every 1s", "enqueued")
+        assert await runner.aresult(record.last_task, timeout=5) == "tick"
+    # The first tick is the one just before the start (on time: ON_TIME); then one a second.
+    assert ran[2] - ran[1] == pytest.approx(1.0, abs=0.25)
+
+
+def test_runner_schedule_refuses_what_a_tick_could_not_store():
+    runner = Runner(store="memory://")
+
+    def closure() -> None: ...
+
+    with pytest.raises(TypeError, match="cannot find it by name"):
+        runner.schedule(closure, every=60)
+    with pytest.raises(TypeError, match="cannot be stored"):
+        runner.schedule(note_the_time, every=60, args=[object()])
+    runner.schedule(note_the_time, every=60, args=["a"])
+    with pytest.raises(ValueError, match=r"a schedule named 'tests\.test_schedules:note_the_time'"):
+        runner.schedule(note_the_time, every=60, args=["b"])
+    runner.schedule(note_the_time, every=60, args=["b"], name="second")
+    assert [s.name for s in runner.schedules] == ["tests.test_schedules:note_the_time", "second"]
+
+
+@pytest.mark.anyio
+async def test_schedules_need_a_store():
+    runner = Runner()
+    runner.schedule(note_the_time, every=60, args=["a"])
+    with pytest.raises(RuntimeError, match=r"runner\.schedule needs a runner with a store"):
+        await runner.start()
