@@ -56,7 +56,8 @@ def check_concurrency_key(func: Callable[..., Any], key: object) -> None:
     if key not in named:
         raise TypeError(
             f"task option concurrency_key={key!r} names no parameter of "
-            f"{getattr(func, '__qualname__', func)!r} (its parameters: {', '.join(named) or 'none'})"
+            f"{getattr(func, '__qualname__', func)!r} "
+            f"(its parameters: {', '.join(named) or 'none'})"
         )
 
 
@@ -86,7 +87,11 @@ def gates_of(
     rate_gate, count, window = None, 0, 0.0
     if rate_limit is not None:
         count, window = parse_rate(rate_limit)
-        key = None if rate_limit_key is None else _key_value(name, "rate_limit_key", rate_limit_key, args, kwargs)
+        key = (
+            None
+            if rate_limit_key is None
+            else _key_value(name, "rate_limit_key", rate_limit_key, args, kwargs)
+        )
         rate_gate = json.dumps(["rate", name, key])
     concurrency_gate, slots = None, 0
     if concurrency_key is not None or max_concurrency is not None:
