@@ -60,14 +60,10 @@ class NewTask:
 
     @property
     def line(self) -> str | None:
-        return gate_line(self.rate_gate, self.concurrency_gate)
-
-
-def gate_line(rate_gate: str | None, concurrency_gate: str | None) -> str | None:
-    """The line a gated task waits in: one per pair of gates (None: the task is not gated)."""
-    if rate_gate is None and concurrency_gate is None:
-        return None
-    return f"{rate_gate or ''}\t{concurrency_gate or ''}"
+        """The line it waits in: one per queue and pair of gates (None: it is not gated)."""
+        if self.rate_gate is None and self.concurrency_gate is None:
+            return None
+        return f"{self.queue}\t{self.rate_gate or ''}\t{self.concurrency_gate or ''}"
 
 
 @dataclass(slots=True)
