@@ -150,3 +150,17 @@ async def test_wait_ends_when_a_closed_rate_gate_opens(store):
     assert 0.2 < waited < 1.0, waited
     while not await claim_ids(store):  # noqa: ASYNC110 - open now, or within a clock tick
         await asyncio.sleep(0.005)
+
+
+async def test_a_line_keeps_the_order_tasks_were_written_in_one_write(store):
+    now = time.time()
+    tasks = [keyed() for _ in range(20)]
+    for task in tasks:
+        task.due_at = now  # one write's tasks share their due time; their ids may not sort
+    await store.enqueue(tasks)
+    order = []
+    for _ in tasks:
+        [claim] = await store.claim("w", 10, 30)
+        order.append(claim.id)
+        await store.finish([succeeded(claim)])
+    assert order == [task.id for task in tasks]

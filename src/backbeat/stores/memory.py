@@ -521,9 +521,10 @@ class MemoryStore:
             return found
 
 
-def _order(row: _Row) -> tuple[int, float, str]:
-    """A line's order: higher priority first, then sooner due, then older."""
-    return (-row.task.priority, row.task.due_at, row.task.id)
+def _order(row: _Row) -> tuple[int, float]:
+    """A line's order: higher priority first, then sooner due, then as written (a stable
+    sort of rows kept in the order they were written)."""
+    return (-row.task.priority, row.task.due_at)
 
 
 def _back_in_line(row: _Row) -> None:

@@ -14,7 +14,7 @@
 --   P:w, P:we           hash and zset: worker heartbeats and their expiry
 --   P:bell              stream: rung when a task is delayed (idle workers wake, re-time)
 --   P:gates:<queue>     zset: lines of gated tasks by when to look at them (Redis's clock)
---   P:gl:<line>         zset: a line's waiting tasks, score -priority, member due .. id
+--   P:gl:<line>         zset: a line's waiting tasks, score -priority, member due..seq..id
 --   P:gr:<gate>, P:gh:<gate>  a rate gate's starts (zset by time), a concurrency gate's
 --                       running tasks (set); see `take_gated`
 --   P:made              string: a token `open` leaves; gone, the data was flushed
@@ -210,7 +210,13 @@ local RECHECK = 1.0  -- a full concurrency gate's line is looked at again after 
 local function gates_key(q) return P .. ':gates:' .. q end
 
 into_line = function(id, t, q, line, prio, due)
-  local member = string.format('%017.6f', tonumber(due)) .. id
+  -- Due time, then the order tasks were written (ids made in one millisecond are unordered).
+  local seq = redis.call('HGET', t, 'seq')
+  if not seq then
+    seq = redis.call('INCR', P .. ':gseq')
+    redis.call('HSET', t, 'seq', seq)
+  end
+  local member = string.format('%017.6f%015d', tonumber(due), tonumber(seq)) .. id
   redis.call('ZADD', P .. ':gl:' .. line, -tonumber(prio), member)
   redis.call('HSET', t, 'lm', member)
   redis.call('ZADD', gates_key(q), 'LT', 0, line)  -- look at it now
@@ -278,9 +284,9 @@ local function take_gated(queues, now, lease, worker, limit, claimed)
       if #members == 0 then
         redis.call('ZREM', gates, line)  -- empty: `into_line` adds it again
       else
-        local room, look, rgate, rwindow, cgate = room_of(members[1]:sub(18), limit - #claimed, snow)
+        local room, look, rgate, rwindow, cgate = room_of(members[1]:sub(33), limit - #claimed, snow)
         for i = 1, math.min(room, #members) do
-          local id = members[i]:sub(18)
+          local id = members[i]:sub(33)
           redis.call('ZREM', key, members[i])
           redis.call('HSET', tk(id), 'lm', '')
           local row = take(id, 0, now, lease, worker, q)

@@ -30,8 +30,8 @@ CREATE TABLE IF NOT EXISTS backbeat_lines (
 CREATE INDEX IF NOT EXISTS backbeat_lines_look ON backbeat_lines (look_at);
 CREATE TABLE IF NOT EXISTS backbeat_gate_starts (gate TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS backbeat_gate_starts_at ON backbeat_gate_starts (gate, at);
-CREATE INDEX IF NOT EXISTS backbeat_lines_waiting ON backbeat_tasks
-    (line, priority DESC, due_at, id) WHERE line IS NOT NULL AND state IN ('pending', 'held');
+CREATE INDEX IF NOT EXISTS backbeat_line_order ON backbeat_tasks
+    (line, priority DESC, due_at) WHERE line IS NOT NULL AND state IN ('pending', 'held');
 CREATE INDEX IF NOT EXISTS backbeat_gate_holders ON backbeat_tasks (concurrency_gate)
     WHERE state = 'running' AND concurrency_gate IS NOT NULL;
 """
@@ -63,7 +63,7 @@ HEADS = (
     "SELECT id, rate_gate, rate_limit, rate_window, concurrency_gate, max_concurrency "
     "FROM backbeat_tasks t WHERE line = :line AND state IN ('pending', 'held') "
     "AND (state = 'pending' OR lease_until < :now) AND {runnable} "
-    "ORDER BY priority DESC, due_at, id LIMIT :limit"
+    "ORDER BY priority DESC, due_at, rowid LIMIT :limit"
 )
 SOONEST_IN_LINE = (
     "SELECT min(due_at) FROM backbeat_tasks WHERE line = ? AND state IN ('pending', 'held') "
