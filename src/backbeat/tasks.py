@@ -300,6 +300,8 @@ class BackgroundTask(StarletteBackgroundTask):
         for key_name, option in optional:
             if not isinstance(option, _Unset):
                 changes[key_name] = option
+        if changes.get("rate_limit", "") is None and "rate_limit_key" not in changes:
+            changes["rate_limit_key"] = None  # no rate limit: no key for it either
         if "concurrency_key" in changes:
             check_concurrency_key(synchronous(self.func) or self.func, changes["concurrency_key"])
         self.policy = self.policy.replace(**changes)
