@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from backbeat.gates import parse_rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,22 @@ class TaskPolicy:
     queue: str = "default"
     priority: int = 0
     key: str | None = None
+    # Gates (`backbeat.gates`), enforced by the store when the task starts: at most
+    # `rate_limit` starts per window (per `rate_limit_key` value), and at most
+    # `max_concurrency` running at once per `concurrency_key` value (a parameter's name or
+    # a callable; max_concurrency alone: per task name).
+    rate_limit: str | None = None
+    rate_limit_key: Callable[..., str] | None = None
+    concurrency_key: str | Callable[..., str] | None = None
+    max_concurrency: int | None = None
+
+    @property
+    def gated(self) -> bool:
+        return (
+            self.rate_limit is not None
+            or self.concurrency_key is not None
+            or self.max_concurrency is not None
+        )
 
     def __post_init__(self) -> None:
         _check_int("retries", self.retries)
@@ -42,6 +61,33 @@ class TaskPolicy:
             raise ValueError(f"task option priority must be an int, got {self.priority!r}")
         if self.key is not None and (not isinstance(self.key, str) or not self.key):
             raise ValueError(f"task option key must be a non-empty str, got {self.key!r}")
+        self._check_gates()
+
+    def _check_gates(self) -> None:
+        if self.rate_limit is not None:
+            parse_rate(self.rate_limit)
+        if self.rate_limit_key is not None:
+            if not callable(self.rate_limit_key):
+                raise ValueError(
+                    "task option rate_limit_key must be a callable(*args, **kwargs) -> str, "
+                    f"got {self.rate_limit_key!r}"
+                )
+            if self.rate_limit is None:
+                raise ValueError("task option rate_limit_key needs a rate_limit to apply per key")
+        key = self.concurrency_key
+        if key is not None and not callable(key) and not (isinstance(key, str) and key):
+            raise ValueError(
+                "task option concurrency_key must be a parameter's name or a "
+                f"callable(*args, **kwargs) -> str, got {key!r}"
+            )
+        if self.max_concurrency is not None and (
+            not isinstance(self.max_concurrency, int)
+            or isinstance(self.max_concurrency, bool)
+            or self.max_concurrency < 1
+        ):
+            raise ValueError(
+                f"task option max_concurrency must be an int >= 1, got {self.max_concurrency!r}"
+            )
 
     def replace(self, **changes: Any) -> TaskPolicy:
         unknown = set(changes) - {field.name for field in dataclasses.fields(self)}

@@ -24,7 +24,8 @@ from typing import Any, ParamSpec, Protocol, Self, TypeVar, overload
 import anyio
 from starlette.background import BackgroundTask as StarletteBackgroundTask
 
-from backbeat.concurrency import enforce_async_callable
+from backbeat.concurrency import enforce_async_callable, synchronous
+from backbeat.gates import check_concurrency_key
 from backbeat.ids import new_id
 from backbeat.logs import log_failure
 from backbeat.policy import DEFAULT_POLICY, TaskPolicy
@@ -49,6 +50,10 @@ def task(
     delay: float | None = None,
     queue: str = "default",
     priority: int = 0,
+    rate_limit: str | None = None,
+    rate_limit_key: Callable[..., str] | None = None,
+    concurrency_key: str | Callable[..., str] | None = None,
+    max_concurrency: int | None = None,
     cron: str | None = None,
     every: timedelta | float | None = None,
     tz: str | None = None,
@@ -68,6 +73,10 @@ def task(
     delay: float | None = None,
     queue: str = "default",
     priority: int = 0,
+    rate_limit: str | None = None,
+    rate_limit_key: Callable[..., str] | None = None,
+    concurrency_key: str | Callable[..., str] | None = None,
+    max_concurrency: int | None = None,
     cron: str | None = None,
     every: timedelta | float | None = None,
     tz: str | None = None,
@@ -95,6 +104,13 @@ def task(
     with a store that imports it, once per tick whatever the number of processes
     (`backbeat.schedules`, docs/scheduling.md); ``missed``, ``max_lateness`` and
     ``skip_if_running`` as for `Runner.schedule`.
+
+    Limits, enforced by the store across every worker (docs/scheduling.md):
+    ``rate_limit="20/s"`` (or ``"100/m"``, ``"1000/h"``, ``"20/2s"``) caps how many start
+    per window, per ``rate_limit_key(*args, **kwargs)`` value if given;
+    ``concurrency_key`` (a parameter's name, or a callable returning a str) with
+    ``max_concurrency`` (default 1) caps how many with the same key value run at once
+    (``max_concurrency`` alone: how many of this task run at once).
     """
     options = {
         "retries": retries,
@@ -104,6 +120,10 @@ def task(
         "delay": delay,
         "queue": queue,
         "priority": priority,
+        "rate_limit": rate_limit,
+        "rate_limit_key": rate_limit_key,
+        "concurrency_key": concurrency_key,
+        "max_concurrency": max_concurrency,
     }
     # Validate now, so a bad option fails at import time, not at the first request.
     TaskPolicy(**options)  # type: ignore[arg-type]
@@ -116,6 +136,7 @@ def task(
     def decorate(fn: F) -> F:
         if not callable(fn):
             raise TypeError(f"@task needs a function, got {fn!r}")
+        check_concurrency_key(fn, concurrency_key)
         policy = TaskPolicy(name=name, **options)  # type: ignore[arg-type]
         schedule = None
         if periodic:  # checked before the function is marked: a bad one is not declared
@@ -291,11 +312,17 @@ class BackgroundTask(StarletteBackgroundTask):
         queue: str | None = None,
         priority: int | None = None,
         key: str | _Unset | None = _UNSET,
+        rate_limit: str | _Unset | None = _UNSET,
+        rate_limit_key: Callable[..., str] | _Unset | None = _UNSET,
+        concurrency_key: str | Callable[..., str] | _Unset | None = _UNSET,
+        max_concurrency: int | _Unset | None = _UNSET,
     ) -> Self:
         """Override this task's policy (from `@task` or the defaults); returns the task.
 
         ``key`` is an idempotency key: while a task with the same key is waiting or
         running, handing this one over adds nothing and gives that task's id.
+        ``rate_limit``, ``rate_limit_key``, ``concurrency_key`` and ``max_concurrency``
+        are the gates of `task` (None removes one).
         """
         changes: dict[str, Any] = {
             name: value
@@ -308,9 +335,22 @@ class BackgroundTask(StarletteBackgroundTask):
             )
             if value is not None
         }
-        for key_name, option in (("timeout", timeout), ("delay", delay), ("key", key)):
+        optional = (
+            ("timeout", timeout),
+            ("delay", delay),
+            ("key", key),
+            ("rate_limit", rate_limit),
+            ("rate_limit_key", rate_limit_key),
+            ("concurrency_key", concurrency_key),
+            ("max_concurrency", max_concurrency),
+        )
+        for key_name, option in optional:
             if not isinstance(option, _Unset):
                 changes[key_name] = option
+        if changes.get("rate_limit", "") is None and "rate_limit_key" not in changes:
+            changes["rate_limit_key"] = None  # no rate limit: no key for it either
+        if "concurrency_key" in changes:
+            check_concurrency_key(synchronous(self.func) or self.func, changes["concurrency_key"])
         self.policy = self.policy.replace(**changes)
         return self
 

@@ -94,3 +94,15 @@ async def test_a_tick_task_keeps_the_idempotency_key_rule(store):
     fired = await store.fire_schedule("report", RULE, 60, new_task(key="one-report"))
     assert fired.last_task == live.id
     assert (await store.counts())["pending"] == 1
+
+
+async def test_a_tick_task_with_limits_waits_in_its_line_like_any_other(store):
+    gated = new_task(rate_gate='["rate", "emails.send"]', rate_limit=1, rate_window=60.0)
+    fired = await store.fire_schedule("report", RULE, 60, gated)
+    assert fired.last_task == gated.id
+    [claimed] = await store.claim("w", limit=5, lease=30)
+    assert claimed.id == gated.id
+    await store.fire_schedule(
+        "report", RULE, 120, new_task(rate_gate=gated.rate_gate, rate_limit=1, rate_window=60.0)
+    )
+    assert await store.claim("w", limit=5, lease=30) == []  # its gate allows 1 a minute

@@ -26,7 +26,7 @@ from backbeat.engine.jobs import Collection, Job, run_eagerly, start_collection
 from backbeat.engine.limits import Limits
 from backbeat.engine.slot_queue import SlotQueue
 from backbeat.ids import new_id
-from backbeat.logs import log_lost
+from backbeat.logs import log_failure, log_lost
 from backbeat.status import (
     CANCELLED,
     FAILED,
@@ -46,6 +46,26 @@ logger = logging.getLogger("backbeat")
 
 class RunnerFull(Exception):
     """`Runner.submit` was called while ``max_pending`` tasks were already waiting."""
+
+
+class GatesNeedAStore(ValueError):
+    """A task with a rate limit or a concurrency key was handed to a runner without a store."""
+
+
+def refuse_gates(task: object) -> None:
+    """Rate limits and per-key concurrency are kept by a store, across processes: a runner
+    without one refuses such tasks (GatesNeedAStore) rather than run them unlimited."""
+    if isinstance(task, BackgroundTasks):
+        for member in task.tasks:
+            refuse_gates(member)
+        return
+    policy = getattr(task, "policy", None)
+    if policy is not None and policy.gated:
+        raise GatesNeedAStore(
+            f"task {getattr(task, 'name', task)!r} has a rate_limit, concurrency_key or "
+            "max_concurrency: these are kept by a store across every worker, and this runner "
+            "has none; give it one (Runner(store='sqlite:///tasks.db') keeps them on one host)"
+        )
 
 
 class LocalEngine:
@@ -122,6 +142,7 @@ class LocalEngine:
     # --- taking tasks ------------------------------------------------------------------
 
     def submit(self, task: BackgroundTask) -> str:
+        refuse_gates(task)
         if not self.accepting:
             raise RuntimeError(
                 "this Runner is not running: start it (`async with runner:`, or the app's lifespan)"
@@ -134,6 +155,12 @@ class LocalEngine:
         return self.submit(task)
 
     def take(self, task: BackgroundTask) -> bool:
+        if task.policy.gated or isinstance(task, BackgroundTasks):
+            try:
+                refuse_gates(task)
+            except GatesNeedAStore as exc:
+                log_failure(task.id, task.name, exc, queue=task.policy.queue)
+                return True  # refused: logged, as a task that fails is, and never run
         if self.accepting and not self.eager and self._waiting() < self.limits.max_pending:
             self._accept(task, contextvars.copy_context())
             return True

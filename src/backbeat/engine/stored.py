@@ -32,6 +32,7 @@ from backbeat.engine.health import WorkerHealth
 from backbeat.engine.limits import Limits
 from backbeat.engine.scheduler import Scheduler
 from backbeat.engine.worker import StoredWorker
+from backbeat.gates import Gates, gates_of
 from backbeat.ids import new_id
 from backbeat.observers import carry_all
 from backbeat.policy import TaskPolicy
@@ -235,6 +236,9 @@ class StoredEngine:
         created = now if fresh else task.created
         policy: TaskPolicy = task.policy
         due = created + policy.delay if policy.delay else now
+        # The gates' key values, from the call as given (before JSON), now: a key that
+        # cannot be computed refuses the task before any 2xx.
+        gates = _gates(policy, name, func, task) if policy.gated else _NO_GATES
         rows.append(
             NewTask(
                 id=task_id,
@@ -253,6 +257,11 @@ class StoredEngine:
                 queue=policy.queue,
                 priority=policy.priority,
                 key=policy.key,
+                rate_gate=gates.rate_gate,
+                rate_limit=gates.rate_limit,
+                rate_window=gates.rate_window,
+                concurrency_gate=gates.concurrency_gate,
+                max_concurrency=gates.max_concurrency,
             )
         )
         if not remember:
@@ -485,6 +494,22 @@ def _members(collection: BackgroundTasks, inside: set[int]) -> None:
         inside.add(id(member))
         if isinstance(member, BackgroundTasks):
             _members(member, inside)
+
+
+_NO_GATES = Gates(None, 0, 0.0, None, 0)
+
+
+def _gates(policy: TaskPolicy, name: str, func: Callable[..., Any], task: BackgroundTask) -> Gates:
+    return gates_of(
+        name,
+        func,
+        task.args,
+        task.kwargs,
+        rate_limit=policy.rate_limit,
+        rate_limit_key=policy.rate_limit_key,
+        concurrency_key=policy.concurrency_key,
+        max_concurrency=policy.max_concurrency,
+    )
 
 
 def _json_ids(ids: list[str]) -> str | None:

@@ -48,6 +48,22 @@ class NewTask:
     # Idempotency: while a task with this key is held, pending or running, enqueue
     # adds nothing and returns that task's id.
     key: str | None = None
+    # Gates (`backbeat.gates`; the store enforces them when it starts the task, see
+    # `Store.claim`): at most `rate_limit` starts of tasks with this `rate_gate` in any
+    # `rate_window` seconds, and at most `max_concurrency` tasks with this
+    # `concurrency_gate` running at once. A gated task waits in the line of its gates.
+    rate_gate: str | None = None
+    rate_limit: int = 0
+    rate_window: float = 0.0
+    concurrency_gate: str | None = None
+    max_concurrency: int = 0
+
+    @property
+    def line(self) -> str | None:
+        """The line it waits in: one per queue and pair of gates (None: it is not gated)."""
+        if self.rate_gate is None and self.concurrency_gate is None:
+            return None
+        return f"{self.queue}\t{self.rate_gate or ''}\t{self.concurrency_gate or ''}"
 
 
 @dataclass(slots=True)
@@ -268,7 +284,8 @@ class Store(Protocol):
         self, worker: str, ids: list[str], lease: float, limit: int
     ) -> list[ClaimedTask]:
         """`activate`, then claim at once those of these tasks that can run now (up to
-        `limit`): the process that wrote them runs them, in the same write."""
+        `limit`): the process that wrote them runs them, in the same write. Gated tasks
+        are only activated (into their lines): a `claim` starts them."""
         ...
 
     async def claim(
@@ -290,6 +307,25 @@ class Store(Protocol):
         an expired lease that would reach `max_lost` losses is dead-lettered.
         With ``alone_first`` (an idle worker), a task lost before, if one is
         waiting, is claimed instead, alone: it comes back with ``lost >= 2``.
+
+        Gated tasks (`NewTask.line`) are not runnable this way: each waits in its line,
+        ordered by priority (higher first), due time, id, and the claim takes the first
+        of a line only while its gates are open, atomically, on the store's clock:
+
+        * a rate gate is open while fewer than ``rate_limit`` tasks of it started in the
+          last ``rate_window`` seconds (a log of start times: exact, a burst of up to
+          ``rate_limit`` at once is allowed); every start counts, retries included;
+        * a concurrency gate is open while fewer than ``max_concurrency`` tasks of it
+          are running. A slot is freed when the task finishes, is scheduled for a retry,
+          released or cancelled, and when its lease runs out (or its worker is taken
+          over, `take_over`): a running gated task whose lease expired goes back to the
+          front of its line (its loss counted in `lost`, dead-lettered at `max_lost`
+          as any task) instead of being claimed directly, so it never runs next to
+          another holder of its slot. Gated tasks are never claimed ``alone_first``.
+
+        Gated tasks are taken before the others (they are limited anyway), up to `limit`
+        in all; a closed gate holds only its own line back. `wait` ends when a rate
+        gate with waiting tasks opens.
         """
         ...
 

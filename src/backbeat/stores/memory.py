@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, replace
 
 from backbeat.logs import log_dead_letters
@@ -111,6 +112,12 @@ class MemoryStore:
         self._schedules: dict[str, ScheduleRecord] = {}
         self._lock = threading.Lock()  # the lease keeper's and sync callers' loops use it too
         self._wakeups = Wakeups()
+        # Gates (`Store.claim`): start times per rate gate, kept for one window; whether any
+        # gated task was ever written (else the claim skips them); when a closed rate gate
+        # with waiting tasks opens next (`wait` ends then).
+        self._starts: dict[str, deque[float]] = {}
+        self._any_gated = False
+        self._reopens: float | None = None
 
     def __repr__(self) -> str:
         return "MemoryStore()"
@@ -132,8 +139,10 @@ class MemoryStore:
                 for row in self._rows.values()
                 if row.state == "pending" and row.task.due_at > now
             ]
+        if self._reopens is not None:
+            later.append(self._reopens)
         if later:
-            timeout = min(timeout, min(later) - now + 0.001)
+            timeout = min(timeout, max(min(later) - now, 0.0) + 0.001)
         await self._wakeups.wait(timeout)
 
     def _runnable(self, row: _Row, now: float) -> bool:
@@ -179,6 +188,8 @@ class MemoryStore:
             if task.key is not None:
                 live[task.key] = task.id
             held = task.held_until is not None
+            if task.line is not None:
+                self._any_gated = True
             self._rows[task.id] = _Row(
                 task, "held" if held else "pending", lease_until=task.held_until
             )
@@ -203,7 +214,12 @@ class MemoryStore:
                 row = self._rows.get(task_id)
                 if row is None or row.state != "held":
                     continue
-                if len(claimed) < limit and not row.task.after and row.task.due_at <= now:
+                if (
+                    len(claimed) < limit
+                    and not row.task.after
+                    and row.task.due_at <= now
+                    and row.task.line is None
+                ):
                     claimed.append(self._take(row, worker, now, lease))
                 else:
                     row.make_pending()
@@ -240,6 +256,9 @@ class MemoryStore:
                         "(backbeat retry) once the cause is fixed."
                     )
                     log_dead_letters([(row.task.id, row.task.name, row.error)])
+            for row in expired:
+                if row.state == "running" and row.task.line is not None:
+                    _back_in_line(row)
             suspects = [
                 row
                 for row in expired
@@ -250,24 +269,71 @@ class MemoryStore:
             if alone_first and suspects:
                 suspects.sort(key=lambda row: row.lease_until or 0)
                 return [self._take(suspects[0], worker, now, lease)]
+            gated = self._gated(worker, now, lease, limit, queues) if self._any_gated else []
+            limit -= len(gated)
             candidates = [
                 row
                 for row in self._rows.values()
-                if (row.state == "pending" and self._runnable(row, now))
-                or (
-                    row.state in ("held", "running")
-                    and row.lease_until is not None
-                    and row.lease_until < now
-                    and (
-                        (row.state == "running" and row.lost == 0)
-                        or (row.state == "held" and self._runnable(row, now))
+                if row.task.line is None
+                and (
+                    (row.state == "pending" and self._runnable(row, now))
+                    or (
+                        row.state in ("held", "running")
+                        and row.lease_until is not None
+                        and row.lease_until < now
+                        and (
+                            (row.state == "running" and row.lost == 0)
+                            or (row.state == "held" and self._runnable(row, now))
+                        )
                     )
                 )
             ]
             if queues is not None:
                 candidates = [row for row in candidates if row.task.queue in queues]
             candidates.sort(key=lambda row: (-row.task.priority, row.task.due_at))
-            return [self._take(row, worker, now, lease) for row in candidates[:limit]]
+            return gated + [self._take(row, worker, now, lease) for row in candidates[:limit]]
+
+    def _gated(
+        self, worker: str, now: float, lease: float, limit: int, queues: tuple[str, ...] | None
+    ) -> list[ClaimedTask]:
+        """Start the first tasks of each line whose gates are open (`Store.claim`)."""
+        lines: dict[str, list[_Row]] = {}
+        running: dict[str, int] = {}
+        for row in self._rows.values():
+            line, task = row.task.line, row.task
+            if line is None:
+                continue
+            if row.state == "running" and task.concurrency_gate is not None:
+                running[task.concurrency_gate] = running.get(task.concurrency_gate, 0) + 1
+            waiting = row.state == "pending" or (
+                row.state == "held" and (row.lease_until or 0) < now
+            )
+            if waiting and (queues is None or task.queue in queues) and self._runnable(row, now):
+                lines.setdefault(line, []).append(row)
+        self._reopens = None
+        claimed: list[ClaimedTask] = []
+        for rows in sorted(lines.values(), key=lambda rows: _order(min(rows, key=_order))):
+            rows.sort(key=_order)
+            head = rows[0].task
+            room = limit - len(claimed)
+            log = None
+            if head.rate_gate is not None:
+                log = self._starts.setdefault(head.rate_gate, deque())
+                while log and log[0] <= now - head.rate_window:
+                    log.popleft()
+                room = min(room, head.rate_limit - len(log))
+                if len(log) >= head.rate_limit:  # closed: `wait` ends when it opens
+                    reopens = log[0] + head.rate_window
+                    self._reopens = min(self._reopens or reopens, reopens)
+            if head.concurrency_gate is not None:
+                held = running.get(head.concurrency_gate, 0)
+                room = min(room, head.max_concurrency - held)
+                running[head.concurrency_gate] = held + max(room, 0)
+            for row in rows[: max(room, 0)]:
+                if log is not None:
+                    log.append(now)
+                claimed.append(self._take(row, worker, now, lease))
+        return claimed
 
     def _current(self, receipt: str) -> _Row | None:
         """The row a claim names, while the claim is current (same attempt, running)."""
@@ -513,3 +579,15 @@ class MemoryStore:
             record.paused = paused
             record.updated_at = time.time()
             return True
+
+
+def _order(row: _Row) -> tuple[int, float]:
+    """A line's order: higher priority first, then sooner due, then as written (a stable
+    sort of rows kept in the order they were written)."""
+    return (-row.task.priority, row.task.due_at)
+
+
+def _back_in_line(row: _Row) -> None:
+    """A gated task whose lease ran out waits in its line again (`Store.claim`)."""
+    row.lost += 1
+    row.make_pending()

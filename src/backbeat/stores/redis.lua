@@ -13,6 +13,10 @@
 --   P:d:<id>            set: tasks waiting for this one;  P:k:<key>: a live key's task
 --   P:w, P:we           hash and zset: worker heartbeats and their expiry
 --   P:bell              stream: rung when a task is delayed (idle workers wake, re-time)
+--   P:gates:<queue>     zset: lines of gated tasks by when to look at them (Redis's clock)
+--   P:gl:<line>         zset: a line's waiting tasks, score -priority, member due..seq..id
+--   P:gr:<gate>, P:gh:<gate>  a rate gate's starts (zset by time), a concurrency gate's
+--                       running tasks (set); see `take_gated`
 --   P:made              string: a token `open` leaves; gone, the data was flushed
 --   P:schedules, P:sch:<name>  set of schedule names, and a hash per schedule
 -- ARGV[1] may carry that token after the step ("claim <token>"): a call made for data that
@@ -54,9 +58,12 @@ end
 local bury  -- (below) dead-letters a task whose record cannot be read
 
 -- A pending task becomes runnable: into its stream if due and free of earlier tasks.
+local into_line  -- (below) a due gated task waits in its line, not in a stream
+
 local function push(id, now)
   local t = tk(id)
-  local blocked, due, q, prio = unpack(redis.call('HMGET', t, 'blocked', 'due_at', 'queue', 'priority'))
+  local blocked, due, q, prio, line = unpack(redis.call('HMGET', t, 'blocked', 'due_at', 'queue',
+    'priority', 'line'))
   local why = (not tonumber(blocked or '0') and 'blocked') or (not tonumber(due) and 'due_at')
     or ((q or '') == '' and 'queue') or (not tonumber(prio or '0') and 'priority')
   if why then
@@ -71,6 +78,10 @@ local function push(id, now)
     return
   end
   redis.call('ZREM', P .. ':delayed', id)
+  if line and line ~= '' then
+    into_line(id, t, q, line, prio, due)
+    return
+  end
   local key = stream_of(q, prio)
   local entry = redis.call('XADD', key, '*', 'id', id)
   redis.call('HSET', t, 'entry', entry, 'stream', key)
@@ -111,7 +122,10 @@ local function move(id, t, q, from, to, score)
   redis.call('HSET', t, 'state', to)
 end
 
+local ungate  -- (below) out of its line, and its concurrency slot freed
+
 local function finish_as(id, t, q, from, to, now)
+  ungate(id, t)
   move(id, t, q, from, to, now)
   redis.call('HSET', t, 'finished_at', now, 'lease_until', '')
   drop_entry(t)
@@ -189,6 +203,129 @@ local function take(id, lost, now, lease, worker, found_in)
     tostring(lost_total), v[10] or '', q}
 end
 
+-- Gates. A gated task (field `line`: its queue and gates) never enters a stream: once due
+-- and free of earlier tasks it waits in its line, and the claim takes the first of each
+-- line whose gates are open (`take_gated`), on Redis's clock. A rate gate keeps its starts
+-- for one window (open while fewer than `rlimit` started in the last `rwindow` seconds);
+-- a concurrency gate, the ids of its running tasks (open while fewer than `cmax`).
+local RECHECK = 1.0  -- a full concurrency gate's line is looked at again after this at the latest
+
+local function gates_key(q) return P .. ':gates:' .. q end
+
+into_line = function(id, t, q, line, prio, due)
+  -- Due time, then the order tasks were written (ids made in one millisecond are unordered).
+  local seq = redis.call('HGET', t, 'seq')
+  if not seq then
+    seq = redis.call('INCR', P .. ':gseq')
+    redis.call('HSET', t, 'seq', seq)
+  end
+  local member = string.format('%017.6f%015d', tonumber(due), tonumber(seq)) .. id
+  redis.call('ZADD', P .. ':gl:' .. line, -tonumber(prio), member)
+  redis.call('HSET', t, 'lm', member)
+  redis.call('ZADD', gates_key(q), 'LT', 0, line)  -- look at it now
+end
+
+-- A slot of the line's gate may be free: look at the line now, if tasks wait in it.
+local function look_now(q, line)
+  if line and line ~= '' and redis.call('EXISTS', P .. ':gl:' .. line) == 1 then
+    redis.call('ZADD', gates_key(q), 'LT', 0, line)
+  end
+end
+
+ungate = function(id, t)
+  local line, member, cgate, q = unpack(redis.call('HMGET', t, 'line', 'lm', 'cgate', 'queue'))
+  if not line or line == '' then return end
+  if member and member ~= '' then
+    redis.call('ZREM', P .. ':gl:' .. line, member)
+    redis.call('HSET', t, 'lm', '')
+  end
+  if cgate and cgate ~= '' and redis.call('SREM', P .. ':gh:' .. cgate, id) == 1 then
+    look_now(q, line)
+  end
+end
+
+-- How many of a line may start now, by the gates of its first task, and when to look again.
+local function room_of(head, room, snow)
+  local rgate, rlimit, rwindow, cgate, cmax = unpack(redis.call('HMGET', tk(head), 'rgate',
+    'rlimit', 'rwindow', 'cgate', 'cmax'))
+  local look = snow
+  if rgate and rgate ~= '' then
+    local log, window, limit = P .. ':gr:' .. rgate, tonumber(rwindow), tonumber(rlimit)
+    redis.call('ZREMRANGEBYSCORE', log, '-inf', snow - window)
+    local count = redis.call('ZCARD', log)
+    room = math.min(room, limit - count)
+    if count + math.max(room, 0) >= limit then  -- closed once these start: open again then
+      local oldest = redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')[2]
+      look = math.max(look, (oldest and tonumber(oldest) or snow) + window)
+    end
+  end
+  if cgate and cgate ~= '' then
+    local holders, max = P .. ':gh:' .. cgate, tonumber(cmax)
+    if redis.call('SCARD', holders) >= max then  -- forget any that no longer run
+      for _, holder in ipairs(redis.call('SMEMBERS', holders)) do
+        if redis.call('HGET', tk(holder), 'state') ~= 'running' then
+          redis.call('SREM', holders, holder)
+        end
+      end
+    end
+    local held = redis.call('SCARD', holders)
+    room = math.min(room, max - held)
+    if held + math.max(room, 0) >= max then look = math.max(look, snow + RECHECK) end
+  end
+  return math.max(room, 0), look, rgate, rwindow, cgate
+end
+
+-- Start the first tasks of the open lines of these queues, up to `limit` in all.
+local function take_gated(queues, now, lease, worker, limit, claimed)
+  local snow = server_now()
+  for _, q in ipairs(queues) do
+    local gates = gates_key(q)
+    for _, line in ipairs(redis.call('ZRANGEBYSCORE', gates, '-inf', snow)) do
+      if #claimed >= limit then return end
+      local key = P .. ':gl:' .. line
+      local members = redis.call('ZRANGE', key, 0, limit - #claimed - 1)
+      if #members == 0 then
+        redis.call('ZREM', gates, line)  -- empty: `into_line` adds it again
+      else
+        local room, look, rgate, rwindow, cgate = room_of(members[1]:sub(33), limit - #claimed, snow)
+        for i = 1, math.min(room, #members) do
+          local id = members[i]:sub(33)
+          redis.call('ZREM', key, members[i])
+          redis.call('HSET', tk(id), 'lm', '')
+          local row = take(id, 0, now, lease, worker, q)
+          if row then
+            table.insert(claimed, row)
+            if rgate ~= '' then
+              local log = P .. ':gr:' .. rgate
+              redis.call('ZADD', log, snow, id .. ':' .. row[4])
+              redis.call('PEXPIRE', log, math.ceil((tonumber(rwindow) + 1) * 1000))
+            end
+            if cgate ~= '' then redis.call('SADD', P .. ':gh:' .. cgate, id) end
+          end
+        end
+        if redis.call('EXISTS', key) == 0 then
+          redis.call('ZREM', gates, line)
+        else  -- served lines go to the back, closed ones wait for their gate
+          redis.call('ZADD', gates, look, line)
+        end
+      end
+    end
+  end
+end
+
+-- When a line is to be looked at next, after now, in seconds from now (for `wait`); '' if none.
+local function next_look()
+  local snow, soonest = server_now(), nil
+  for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+    local first = redis.call('ZRANGEBYSCORE', gates_key(q), '(' .. snow, '+inf', 'WITHSCORES',
+      'LIMIT', 0, 1)
+    if #first > 0 and (not soonest or tonumber(first[2]) < soonest) then
+      soonest = tonumber(first[2])
+    end
+  end
+  return soonest and tostring(soonest - snow) or ''
+end
+
 local function current(id, attempt)
   local t = tk(id)
   local state, attempts = unpack(redis.call('HMGET', t, 'state', 'attempts'))
@@ -243,14 +380,15 @@ end
 
 -- The fields of a task as `enqueue` and `fire_schedule` receive it, after its id.
 local NEW = {'name', 'payload', 'retries', 'backoff', 'max_backoff', 'timeout', 'created_at',
-  'due_at', 'after', 'held_until', 'queue', 'priority', 'key'}
+  'due_at', 'after', 'held_until', 'queue', 'priority', 'key', 'rgate', 'rlimit', 'rwindow',
+  'cgate', 'cmax', 'line'}
 
 -- Store a new task (a list: its id, then the NEW fields as strings); returns its id, or that
 -- of the live task that has its key already (then nothing is added).
 local function add_task(row, now)
   local id = row[1]
   local v = {}
-  for i = 1, #NEW do v[NEW[i]] = row[i + 1] end
+  for i = 1, #NEW do v[NEW[i]] = row[i + 1] or '' end
   local existing = v.key ~= '' and redis.call('GET', P .. ':k:' .. v.key)
   if existing and LIVE[redis.call('HGET', tk(existing), 'state') or ''] then
     return existing
@@ -263,6 +401,10 @@ local function add_task(row, now)
     'held_until', v.held_until, 'lease_until', v.held_until, 'queue', v.queue,
     'priority', v.priority, 'key', v.key, 'state', held and 'held' or 'pending',
     'attempts', 0, 'lost', 0, 'blocked', 0, 'cancel_requested', 0)
+  if v.line ~= '' then
+    redis.call('HSET', t, 'rgate', v.rgate, 'rlimit', v.rlimit, 'rwindow', v.rwindow,
+      'cgate', v.cgate, 'cmax', v.cmax, 'line', v.line)
+  end
   redis.call('ZADD', P .. ':ids', 0, id)
   redis.call('SADD', P .. ':queues', v.queue)
   redis.call('ZADD', sk('pending', v.queue), v.due_at, id)
@@ -316,11 +458,11 @@ elseif step == 'activate' or step == 'start' then
   local claimed = {}
   for _, id in ipairs(cjson.decode(ARGV[7])) do
     local t = tk(id)
-    local state, blocked, due, after = unpack(redis.call('HMGET', t, 'state', 'blocked',
-      'due_at', 'after'))
+    local state, blocked, due, after, line = unpack(redis.call('HMGET', t, 'state', 'blocked',
+      'due_at', 'after', 'line'))
     if state == 'held' then
       if step == 'start' and #claimed < limit and tonumber(blocked) == 0 and after == ''
-          and tonumber(due) <= now then
+          and tonumber(due) <= now and (line or '') == '' then
         table.insert(claimed, take(id, 0, now, lease, worker, nil))
       else
         redis.call('ZREM', P .. ':held', id)
@@ -353,7 +495,8 @@ elseif step == 'claim' then
   for _, q in ipairs(queues) do
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', sk('running', q), '-inf', now)) do
       local t = tk(id)
-      local cancel, lost, name = unpack(redis.call('HMGET', t, 'cancel_requested', 'lost', 'name'))
+      local cancel, lost, name, line = unpack(redis.call('HMGET', t, 'cancel_requested', 'lost',
+        'name', 'line'))
       if not name and redis.call('EXISTS', t) == 0 then  -- deleted (outside backbeat)
         redis.call('ZREM', sk('running', q), id)
         table.insert(dead, {id, '?', 'its stored record was deleted (outside backbeat) while '
@@ -370,6 +513,11 @@ elseif step == 'claim' then
         redis.call('HSET', t, 'lost', lost, 'error', error)
         finish_as(id, t, q, 'running', 'failed', now)
         table.insert(dead, {id, name, error})
+      elseif line and line ~= '' then  -- a gated task waits in its line again, first
+        ungate(id, t)
+        redis.call('HSET', t, 'lost', tonumber(lost or '0') + 1, 'lease_until', '', 'worker', '')
+        move(id, t, q, 'running', 'pending', redis.call('HGET', t, 'due_at'))
+        push(id, now)
       elseif tonumber(lost or '0') >= 1 then
         table.insert(suspects, {id, q})
       else
@@ -387,6 +535,7 @@ elseif step == 'claim' then
     if #claimed >= limit then break end
     table.insert(claimed, take(lost[1], 1, now, lease, worker, lost[2]))
   end
+  take_gated(queues, now, lease, worker, limit, claimed)
   local only = {}
   for _, q in ipairs(queues) do only[q] = true end
   for _, member in ipairs(redis.call('ZREVRANGE', P .. ':streams', 0, -1)) do
@@ -448,10 +597,11 @@ elseif step == 'finish' then
   for _, s in ipairs(cjson.decode(ARGV[4])) do
     local id, attempt, state, result, error, trace, retry_at = unpack(s)
     local t = tk(id)
-    local was, attempts, q, entry, stream, key = unpack(redis.call('HMGET', t, 'state',
-      'attempts', 'queue', 'entry', 'stream', 'key'))
+    local was, attempts, q, entry, stream, key, line = unpack(redis.call('HMGET', t, 'state',
+      'attempts', 'queue', 'entry', 'stream', 'key', 'line'))
     local ok = was == 'running' and attempts == attempt
     table.insert(kept, ok and 1 or 0)
+    if ok and line and line ~= '' then ungate(id, t) end
     if ok then
       if entry and entry ~= '' then
         redis.call('XACK', stream, GROUP, entry)
@@ -494,6 +644,7 @@ elseif step == 'release' then
     local ok, t = current(id, ARGV[i + 1])
     if ok and redis.call('HGET', t, 'cancel_requested') ~= '1' then
       local q, due = unpack(redis.call('HMGET', t, 'queue', 'due_at'))
+      ungate(id, t)
       drop_entry(t)
       redis.call('HINCRBY', t, 'attempts', -1)
       redis.call('HSET', t, 'lease_until', '', 'worker', '')
@@ -674,7 +825,7 @@ elseif step == 'due' then  -- when the soonest held or delayed task is due, and 
       soonest = first[2]
     end
   end
-  return {soonest, stream_ids()}
+  return {soonest, stream_ids(), next_look()}
 
 elseif step == 'schedules' then  -- every schedule: {name, rule, last_tick, ...} each
   local out = {}

@@ -482,7 +482,10 @@ class RedisStore:
     async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 - the store contract
         """Block on the streams (XREAD from the last ids seen) until an entry comes, the
         soonest held or delayed task is due, or `timeout` passes."""
-        soonest, streams = await self._call("due")
+        soonest, streams, gate_in = await self._call("due")
+        if gate_in:  # a gate opens then (seconds from now, on Redis's clock)
+            opens = time.time() + float(gate_in)
+            soonest = str(opens) if not soonest else str(min(float(soonest), opens))
         bell = f"{self._tag}:bell"
         if not self._seen:
             # Any task entry there is news; the bell's past rings are not (the soonest due
@@ -530,6 +533,21 @@ class RedisStore:
                 self._seen[key] = last
 
 
+def _gates(t: NewTask) -> list[str]:
+    """A task's gate fields as the script's enqueue takes them ('' when not gated)."""
+    line = t.line
+    if line is None:
+        return ["", "", "", "", "", ""]
+    return [
+        _text(t.rate_gate),
+        str(t.rate_limit),
+        repr(t.rate_window),
+        _text(t.concurrency_gate),
+        str(t.max_concurrency),
+        line,
+    ]
+
+
 # What the script's claim returns for each task, in order (`take` in redis.lua).
 _CLAIMED_FIELDS = (
     "id",
@@ -564,6 +582,7 @@ def _new_row(t: NewTask) -> list[str]:
         t.queue,
         str(t.priority),
         _text(t.key),
+        *_gates(t),
     ]
 
 

@@ -41,6 +41,7 @@ from backbeat.stores.base import (
     split_receipt,
 )
 from backbeat.stores.sqlite_file import SQLiteFile, path_from_url
+from backbeat.stores.sqlite_gates import OPEN_LINE, SOONEST_OR_LINE, settled, take_gated
 from backbeat.stores.sqlite_schedules import DECLARE, PAUSE, SELECT_ALL, fire, record
 from backbeat.stores.sqlite_sql import (
     ACTIVATE,
@@ -48,6 +49,7 @@ from backbeat.stores.sqlite_sql import (
     CANCEL_ORPHANS,
     CANCEL_RUNNING,
     CANCEL_WAITING,
+    CLAIMED_COLUMNS,
     CORRUPT_AFTER,
     COUNTS,
     CURRENT,
@@ -55,6 +57,8 @@ from backbeat.stores.sqlite_sql import (
     PROGRESS,
     RELEASE,
     REQUEUE,
+    REQUEUED,
+    RUNNABLE,
     SETTLE,
     SOONEST,
     START,
@@ -75,6 +79,13 @@ logger = logging.getLogger("backbeat")
 
 # One signal per file for every store object on it in this process (`Store.wait`).
 _WAKEUPS: dict[Path, Wakeups] = {}
+
+
+def _activate(conn: sqlite3.Connection, ids: str, now: float) -> None:
+    """Written-ahead tasks (a JSON list of ids) made runnable; gated ones' lines looked at now."""
+    lines = {line for (line,) in conn.execute(ACTIVATE, {"ids": ids}).fetchall() if line}
+    if lines:
+        settled(conn, lines, now)
 
 
 def _claimed(row: Any) -> ClaimedTask:
@@ -170,7 +181,7 @@ class SQLiteStore:
 
     async def activate(self, ids: list[str]) -> None:
         def update(conn: sqlite3.Connection) -> None:
-            conn.execute(ACTIVATE, {"ids": json.dumps(ids)})
+            _activate(conn, json.dumps(ids), time.time())
 
         await self._write(update)
         self._wakeups.notify()
@@ -184,7 +195,7 @@ class SQLiteStore:
             parameters = {"now": now, "until": now + lease, "worker": worker, "ids": listed}
             rows = conn.execute(START, {**parameters, "limit": limit}).fetchall()
             if len(rows) < len(ids):
-                conn.execute(ACTIVATE, {"ids": listed})
+                _activate(conn, listed, now)
             return [_claimed(row) for row in rows]
 
         claimed = await self._write(activate_and_claim)
@@ -220,9 +231,16 @@ class SQLiteStore:
                 rows = conn.execute(claim_sql(only, True), parameters).fetchall()
                 if rows:
                     return [_claimed(row[:-1]) for row in rows]  # never corrupt: it ran
+            gated, look_at = take_gated(conn, parameters, queues, RUNNABLE, CLAIMED_COLUMNS)
+            parameters["limit"] = limit - len(gated)
+            ungated = (
+                conn.execute(claim_sql(only, False), parameters).fetchall()
+                if parameters["limit"] > 0
+                else []
+            )
             claimed: list[list[Any]] = []
             corrupt: list[list[Any]] = []
-            for *row, is_corrupt in conn.execute(claim_sql(only, False), parameters).fetchall():
+            for *row, is_corrupt in [*gated, *ungated]:
                 (corrupt if is_corrupt else claimed).append(row)
             for row in corrupt:
                 logger.error("backbeat: task %r (id %s): %s", row[1], row[0], CORRUPT_AFTER)
@@ -232,7 +250,10 @@ class SQLiteStore:
                     (now, CORRUPT_AFTER, row[0]),
                 )
             soonest = conn.execute(SOONEST, (now,)).fetchone()
-            self._due_hint = (time.monotonic(), soonest[0] if soonest else None)
+            due = soonest[0] if soonest else None
+            if look_at is not None and look_at > now:  # a gate opens then
+                due = look_at if due is None else min(due, look_at)
+            self._due_hint = (time.monotonic(), due)
             return [_claimed(row) for row in claimed]
 
         return await self._write(take)
@@ -262,6 +283,7 @@ class SQLiteStore:
         def settle(conn: sqlite3.Connection) -> list[bool]:
             now = time.time()
             kept = []
+            lines: set[str] = set()
             for settlement in settlements:
                 task_id, attempt = split_receipt(settlement.receipt)
                 parameters = {
@@ -273,8 +295,12 @@ class SQLiteStore:
                     "traceback": settlement.traceback,
                     "retry_at": settlement.retry_at,
                 }
-                cursor = conn.execute(SETTLE[settlement.state], parameters)
-                kept.append(cursor.rowcount == 1)
+                row = conn.execute(SETTLE[settlement.state], parameters).fetchone()
+                kept.append(row is not None)
+                if row is not None and row[0] is not None:
+                    lines.add(row[0])
+            if lines:  # their gates may have a free slot
+                settled(conn, lines, now)
             return kept
 
         return await self._write(settle)
@@ -287,7 +313,13 @@ class SQLiteStore:
 
     async def release(self, receipts: list[str]) -> None:
         def give_back(conn: sqlite3.Connection) -> None:
-            conn.executemany(RELEASE, [split_receipt(receipt) for receipt in receipts])
+            lines = set()
+            for receipt in receipts:
+                for (line,) in conn.execute(RELEASE, split_receipt(receipt)).fetchall():
+                    if line is not None:
+                        lines.add(line)
+            if lines:
+                settled(conn, lines, time.time())
 
         await self._write(give_back)
         self._wakeups.notify()
@@ -307,8 +339,14 @@ class SQLiteStore:
         def again(conn: sqlite3.Connection) -> int:
             now = time.time()
             if ids is None:
-                return conn.execute(REQUEUE, (now,)).rowcount
-            return sum(conn.execute(REQUEUE + " AND id = ?", (now, i)).rowcount for i in ids)
+                rows = conn.execute(REQUEUE + REQUEUED, (now,)).fetchall()
+            else:
+                sql = REQUEUE + " AND id = ?" + REQUEUED
+                rows = [row for i in ids for row in conn.execute(sql, (now, i)).fetchall()]
+            lines = [row for row in rows if row[0] is not None]
+            if lines:  # their lines may have been forgotten: written again
+                conn.executemany(OPEN_LINE, lines)
+            return len(rows)
 
         count = await self._write(again)
         self._wakeups.notify()
@@ -397,10 +435,7 @@ class SQLiteStore:
             return due  # read by the claim that just ran, in its transaction
 
         def soonest() -> float | None:
-            rows = self._read(
-                SOONEST,
-                (time.time(),),
-            )
+            rows = self._read(SOONEST_OR_LINE, {"now": time.time()})
             return rows[0][0] if rows else None
 
         return await anyio.to_thread.run_sync(soonest)

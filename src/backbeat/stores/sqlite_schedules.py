@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from backbeat.stores.base import STILL_RUNNING, NewTask, ScheduleRecord
-from backbeat.stores.sqlite_sql import INSERT, insert_row, keyed_id
+from backbeat.stores.sqlite_sql import insert_groups, insert_row
 
 COLUMNS = "name, rule, last_tick, last_task, note, paused, updated_at"
 SELECT_ALL = f"SELECT {COLUMNS} FROM backbeat_schedules ORDER BY name"
@@ -48,10 +48,10 @@ def fire(
     elif task is not None and skip_if_running and _live(conn, last_task):
         note = STILL_RUNNING
     elif task is not None:
-        row = insert_row(task)
-        last_task = keyed_id(row, conn, {})
-        if last_task == task.id:
-            conn.execute(INSERT, row)
+        [written] = insert_groups([[insert_row(task)]], conn)
+        if isinstance(written, BaseException):
+            raise written
+        [last_task] = written
         note = "enqueued"
     conn.execute(
         "UPDATE backbeat_schedules SET rule = ?, last_tick = ?, last_task = ?, note = ?, "

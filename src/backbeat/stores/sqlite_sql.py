@@ -12,6 +12,7 @@ from typing import Any
 
 from backbeat.status import TaskState
 from backbeat.stores.base import NewTask
+from backbeat.stores.sqlite_gates import GATES_SCHEMA, OPEN_LINE, lines_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS backbeat_tasks (
@@ -39,7 +40,13 @@ CREATE TABLE IF NOT EXISTS backbeat_tasks (
     progress TEXT,
     queue TEXT NOT NULL DEFAULT 'default',
     priority INTEGER NOT NULL DEFAULT 0,
-    key TEXT
+    key TEXT,
+    rate_gate TEXT,
+    rate_limit INTEGER NOT NULL DEFAULT 0,
+    rate_window REAL NOT NULL DEFAULT 0,
+    concurrency_gate TEXT,
+    max_concurrency INTEGER NOT NULL DEFAULT 0,
+    line TEXT
 );
 CREATE TABLE IF NOT EXISTS backbeat_schedules (
     name TEXT PRIMARY KEY,
@@ -65,10 +72,13 @@ STATUS_COLUMNS = (
 
 INSERT = (
     "INSERT INTO backbeat_tasks (id, name, payload, retries, backoff, max_backoff, timeout, "
-    "created_at, due_at, after, lease_until, queue, priority, key, state) VALUES "
-    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN ? IS NULL THEN 'pending' ELSE 'held' END)"
+    "created_at, due_at, after, lease_until, queue, priority, key, state, rate_gate, "
+    "rate_limit, rate_window, concurrency_gate, max_concurrency, line) VALUES "
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+    "CASE WHEN ? IS NULL THEN 'pending' ELSE 'held' END, ?, ?, ?, ?, ?, ?)"
 )
 KEY_COLUMN = 13  # where a row tuple holds its key
+LINE_COLUMN = 20  # and its gates' line (`backbeat.stores.sqlite_gates`)
 
 
 def insert_row(t: NewTask) -> tuple[Any, ...]:
@@ -89,6 +99,12 @@ def insert_row(t: NewTask) -> tuple[Any, ...]:
         t.priority,
         t.key,
         t.held_until,
+        t.rate_gate,
+        t.rate_limit,
+        t.rate_window,
+        t.concurrency_gate,
+        t.max_concurrency,
+        t.line,
     )
 
 
@@ -135,17 +151,18 @@ def claim_sql(queues: int | None, alone: bool) -> str:
         return CLAIM.format(
             candidates=(
                 "SELECT id, priority, due_at FROM backbeat_tasks WHERE state = 'running' "
-                f"AND lease_until < :now AND lost >= 1{only} ORDER BY lease_until LIMIT 1"
+                f"AND lease_until < :now AND lost >= 1 AND line IS NULL{only} "
+                "ORDER BY lease_until LIMIT 1"
             )
         )
     return CLAIM.format(
         candidates=(
             "SELECT id, priority, due_at FROM backbeat_tasks t "
-            f"WHERE state = 'pending' AND {RUNNABLE}{only}"
+            f"WHERE state = 'pending' AND line IS NULL AND {RUNNABLE}{only}"
             " UNION ALL SELECT id, priority, due_at FROM backbeat_tasks t"
-            f" WHERE state = 'held' AND lease_until < :now AND {RUNNABLE}{only}"
+            f" WHERE state = 'held' AND lease_until < :now AND line IS NULL AND {RUNNABLE}{only}"
             " UNION ALL SELECT id, priority, due_at FROM backbeat_tasks"
-            f" WHERE state = 'running' AND lease_until < :now AND lost = 0{only}"
+            f" WHERE state = 'running' AND lease_until < :now AND lost = 0 AND line IS NULL{only}"
         )
     )
 
@@ -197,12 +214,13 @@ START = (
     "UPDATE backbeat_tasks SET state = 'running', attempts = attempts + 1, "
     "started_at = :now, lease_until = :until, worker = :worker "
     "WHERE id IN (SELECT t.id FROM json_each(:ids) j JOIN backbeat_tasks t ON t.id = j.value "
-    "WHERE t.state = 'held' AND t.after IS NULL AND t.due_at <= :now LIMIT :limit) "
+    "WHERE t.state = 'held' AND t.after IS NULL AND t.due_at <= :now AND t.line IS NULL "
+    "LIMIT :limit) "
     f"RETURNING {CLAIMED_COLUMNS}"
 )
 ACTIVATE = (
     "UPDATE backbeat_tasks SET state = 'pending', lease_until = NULL "
-    "WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'held'"
+    "WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'held' RETURNING line"
 )
 
 
@@ -230,6 +248,7 @@ def setup(conn: sqlite3.Connection) -> None:
         "CREATE INDEX IF NOT EXISTS backbeat_tasks_keys ON backbeat_tasks (key) "
         "WHERE key IS NOT NULL"
     )
+    conn.executescript(GATES_SCHEMA)
 
 
 ADDED_COLUMNS = {
@@ -240,6 +259,12 @@ ADDED_COLUMNS = {
     "queue": "TEXT NOT NULL DEFAULT 'default'",
     "priority": "INTEGER NOT NULL DEFAULT 0",
     "key": "TEXT",
+    "rate_gate": "TEXT",
+    "rate_limit": "INTEGER NOT NULL DEFAULT 0",
+    "rate_window": "REAL NOT NULL DEFAULT 0",
+    "concurrency_gate": "TEXT",
+    "max_concurrency": "INTEGER NOT NULL DEFAULT 0",
+    "line": "TEXT",
 }
 
 
@@ -261,7 +286,7 @@ CURRENT = "id = ? AND attempts = ? AND state = 'running'"
 CURRENT_NAMED = "id = :id AND attempts = :attempt AND state = 'running'"
 RELEASE = (
     "UPDATE backbeat_tasks SET state = 'pending', attempts = MAX(attempts - 1, 0), "
-    f"lease_until = NULL, worker = NULL WHERE {CURRENT} AND cancel_requested = 0"
+    f"lease_until = NULL, worker = NULL WHERE {CURRENT} AND cancel_requested = 0 RETURNING line"
 )
 # Any state: the last report of an attempt may land after its outcome.
 PROGRESS = "UPDATE backbeat_tasks SET progress = ? WHERE id = ? AND attempts = ?"
@@ -277,22 +302,25 @@ REQUEUE = (
     "UPDATE backbeat_tasks SET state = 'pending', attempts = 0, lost = 0, due_at = ?, "
     "finished_at = NULL, started_at = NULL, worker = NULL WHERE state = 'failed'"
 )
+REQUEUED = " RETURNING line, queue, due_at"
 SETTLE = {
     TaskState.SUCCEEDED: (
         "UPDATE backbeat_tasks SET state = 'succeeded', finished_at = :now, lease_until = NULL, "
-        "result = :result WHERE " + CURRENT_NAMED
+        "result = :result WHERE " + CURRENT_NAMED + " RETURNING line"
     ),
     TaskState.SCHEDULED: (
         "UPDATE backbeat_tasks SET state = 'pending', due_at = :retry_at, lease_until = NULL, "
-        "worker = NULL, error = :error, traceback = :traceback WHERE " + CURRENT_NAMED
+        "worker = NULL, error = :error, traceback = :traceback WHERE "
+        + CURRENT_NAMED
+        + " RETURNING line"
     ),
     TaskState.FAILED: (
         "UPDATE backbeat_tasks SET state = 'failed', finished_at = :now, lease_until = NULL, "
-        "error = :error, traceback = :traceback WHERE " + CURRENT_NAMED
+        "error = :error, traceback = :traceback WHERE " + CURRENT_NAMED + " RETURNING line"
     ),
     TaskState.CANCELLED: (
         "UPDATE backbeat_tasks SET state = 'cancelled', finished_at = :now, lease_until = NULL, "
-        "error = coalesce(:error, error) WHERE " + CURRENT_NAMED
+        "error = coalesce(:error, error) WHERE " + CURRENT_NAMED + " RETURNING line"
     ),
 }
 
@@ -310,7 +338,9 @@ def insert_groups(
     ]
     conn.execute("SAVEPOINT groups")
     try:
-        conn.executemany(INSERT, [row for rows in fresh for row in rows])
+        inserted = [row for rows in fresh for row in rows]
+        conn.executemany(INSERT, inserted)
+        _open_lines(conn, inserted)
     except sqlite3.Error:
         conn.execute("ROLLBACK TO groups")
     else:
@@ -322,6 +352,7 @@ def insert_groups(
         conn.execute("SAVEPOINT one")
         try:
             conn.executemany(INSERT, rows)
+            _open_lines(conn, rows)
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK TO one")
             outcomes.append(exc)
@@ -329,6 +360,13 @@ def insert_groups(
             outcomes.append(group_ids)
         conn.execute("RELEASE one")
     return outcomes
+
+
+def _open_lines(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Gated tasks were written: their lines are looked at from their due time."""
+    lines = lines_of(rows, LINE_COLUMN)
+    if lines:
+        conn.executemany(OPEN_LINE, lines)
 
 
 def keyed_id(row: tuple[Any, ...], conn: sqlite3.Connection, known: dict[str, str]) -> str:
