@@ -50,6 +50,7 @@ def test_cron_ticks_in_its_time_zone():
         ({"cron": "61 * * * *"}, "is not a cron expression"),
         ({"cron": "* * *"}, "is not a cron expression"),
         ({"cron": "* * * * *", "tz": "Mars/Olympus"}, "unknown time zone tz='Mars/Olympus'"),
+        ({"cron": "0 30 2 * * *", "tz": "Europe/Berlin"}, "use five fields for it"),
     ],
 )
 def test_a_bad_rule_is_refused_with_what_is_wrong(options, message):
@@ -192,6 +193,33 @@ def test_an_hourly_wildcard_follows_the_real_clock_through_the_fall_back_hour():
     for _ in range(3):
         moments.append(rule.after(moments[-1]))
     assert [b - a for a, b in itertools.pairwise(moments)] == [3600, 3600, 3600]
+
+
+@pytest.mark.parametrize(
+    ("expression", "zone", "day"),
+    [
+        ("30 2 * * *", "Europe/Berlin", "2026-10-24"),
+        ("30 2 * * *", "Europe/Berlin", "2026-03-28"),
+        ("0,30 2 * * *", "Europe/Berlin", "2026-10-24"),
+        ("30 1 * * *", "America/New_York", "2026-10-31"),
+        ("45 1 * * *", "Australia/Lord_Howe", "2026-04-04"),  # falls back half an hour
+        ("*/30 * * * *", "Europe/Berlin", "2026-10-24"),
+    ],
+)
+def test_ticks_never_go_back_through_a_dst_change(expression, zone, day):
+    # Minute by minute over three days around the change: the next tick is always later,
+    # the latest always at or before, and the latest never moves back.
+    rule = Cron(expression, zone)
+    start = at(f"{day}T00:00:00", zone)
+    latest = None
+    for moment in range(start, start + 3 * 86400, 60):
+        assert rule.after(moment) > moment
+        found = rule.at_or_before(moment)
+        assert found <= moment
+        assert latest is None or found >= latest
+        latest = found
+    six_fields_in_utc = Cron("0 30 2 * * *")  # no clock changes there: allowed
+    assert six_fields_in_utc.after(at("2026-10-25T00:00:00")) == at("2026-10-25T02:30:00")
 
 
 def test_ticks_are_the_same_instants_in_every_process_whatever_its_own_zone():

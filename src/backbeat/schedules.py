@@ -84,14 +84,25 @@ class Cron:
 
     def after(self, moment: int) -> int:
         ticks = self._cronsim()(self.expression, self._local(moment))
-        return int(next(ticks).timestamp())
+        while True:
+            # A fixed time is matched on the wall clock (Debian's way): inside an hour the
+            # clock passes twice, the match may be one already passed. Never go back.
+            tick = int(next(ticks).timestamp())
+            if tick > moment:
+                return tick
 
     def at_or_before(self, moment: int) -> int | None:
         ticks = self._cronsim()(self.expression, self._local(moment + 1), reverse=True)
         try:
-            return int(next(ticks).timestamp())
+            tick = int(next(ticks).timestamp())
+            while tick > moment:
+                tick = int(next(ticks).timestamp())
         except StopIteration:
             return None
+        # Inside a repeated hour the wall clock may also step back past today's tick.
+        while (later := self.after(tick)) <= moment:
+            tick = later
+        return tick
 
     def _local(self, moment: int) -> datetime:
         return datetime.fromtimestamp(moment, ZoneInfo(self.zone))
@@ -131,12 +142,26 @@ def make_rule(cron: str | None, every: timedelta | float | None, tz: str | None)
         ) from None
     if not isinstance(cron, str):
         raise ValueError(f"cron= must be a str, got {cron!r}")
+    fields = cron.split()
+    if len(fields) == 6 and not fields[2].startswith("*") and _changes_clocks(zone):
+        raise ValueError(
+            f"cron={cron!r} in tz={zone!r}: six fields (seconds first) follow the real clock, "
+            "so a job at a fixed hour would run twice when the clocks fall back and not at all "
+            "when they spring forward; use five fields for it (Debian's rules apply to those)"
+        )
     try:
         return Cron(cron, zone)
     except ImportError:
         raise
     except Exception as exc:  # cronsim's CronSimError, and what a malformed field raises
         raise ValueError(f"cron={cron!r} is not a cron expression: {exc}") from None
+
+
+def _changes_clocks(zone: str) -> bool:
+    """Whether the zone's offset from UTC differs between January and July (DST)."""
+    year = datetime.now(UTC).year
+    offsets = {datetime(year, month, 1, tzinfo=ZoneInfo(zone)).utcoffset() for month in (1, 7)}
+    return len(offsets) > 1
 
 
 @dataclass(frozen=True, slots=True)

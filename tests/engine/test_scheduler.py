@@ -55,7 +55,8 @@ async def step_through(schedulers, clock, start, end, step):
     clock.now = start
     while clock.now < end:
         for scheduler in schedulers:
-            await scheduler.run_once()
+            due = await scheduler.run_once()
+            assert due is None or due > clock.now  # never a time passed: that would spin
         clock.now += step
 
 

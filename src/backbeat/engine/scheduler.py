@@ -75,7 +75,8 @@ class Scheduler:
                     _log(schedule, tick.at, fired.note or "", fired.last_task)
         if not self.schedules:
             return None
-        return min(schedule.rule.after(math.floor(now)) for schedule in self.schedules)
+        soonest = min(schedule.rule.after(math.floor(now)) for schedule in self.schedules)
+        return max(soonest, math.floor(now) + 1)  # never a time passed: no busy loop
 
     async def run(self) -> None:
         """Until cancelled: handle the ticks as they come; a store error is logged and
