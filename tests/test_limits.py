@@ -119,17 +119,29 @@ async def test_the_key_values_are_computed_and_stored_when_the_task_is_written(t
     rows = await read_rows(url)
     assert rows[0] == {
         "name": "limits.per_tenant",
-        "rate_gate": json.dumps(["rate", "limits.per_tenant", "acme"]),
+        "rate_gate": json.dumps(["rate", "limits.per_tenant", "5/1s", "acme"]),
         "rate_limit": 5,
         "rate_window": 1.0,
         "concurrency_gate": None,
         "max_concurrency": 0,
     }
     assert [(row["concurrency_gate"], row["max_concurrency"]) for row in rows[1:3]] == [
-        (json.dumps(["concurrency", "limits.sync_customer", "42"]), 2),
-        (json.dumps(["concurrency", "limits.sync_customer", "7"]), 2),
+        (json.dumps(["concurrency", "limits.sync_customer", 2, "42"]), 2),
+        (json.dumps(["concurrency", "limits.sync_customer", 2, "7"]), 2),
     ]
     assert rows[3]["rate_gate"] is None  # using(rate_limit=None) took the gate away
+
+
+@pytest.mark.anyio
+async def test_a_call_with_another_limit_is_counted_under_its_own():
+    async with Runner(store="memory://", execute=False) as runner:
+        await runner.asubmit(BackgroundTask(per_tenant, "acme"))
+        await runner.asubmit(BackgroundTask(per_tenant, "acme").using(rate_limit="1/s"))
+        await runner.asubmit(BackgroundTask(per_tenant, "acme").using(rate_limit="1/s"))
+        store = runner.store
+        claimed = await store.claim("w", limit=10, lease=30)
+    # One under 5/s, one under 1/s: the second 1/s call waits, whatever the 5/s log says.
+    assert len(claimed) == 2
 
 
 @pytest.mark.parametrize(
@@ -165,3 +177,14 @@ async def test_a_runner_without_a_store_refuses_gated_tasks_clearly(backbeat_log
         assert runner.stats()["running"] == 0
     [message] = backbeat_log.messages()
     assert "'limits.sync_customer'" in message and "this runner has none" in message
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("options", [{"eager": True}, {"round_trip": True}])
+async def test_a_runner_for_tests_runs_tasks_with_limits(options):
+    # Limits are a store's: a test's runner (eager, or TestClient's round trip) runs the
+    # task, so that adding a rate limit to a task does not break the tests that call it.
+    async with Runner(**options) as runner:
+        task_id = runner.submit(BackgroundTask(per_tenant, "a"))
+        await runner.join(5)
+        assert runner.get(task_id).state == "succeeded"

@@ -10,6 +10,7 @@ import pytest
 
 from backbeat import Runner, task
 from backbeat.schedules import ON_TIME, Cron, Every, make_rule, make_schedule, plan
+from tests.conftest import recording
 
 
 def at(text: str, zone: str = "UTC") -> int:
@@ -278,3 +279,58 @@ async def test_schedules_need_a_store():
     runner.schedule(note_the_time, every=60, args=["a"])
     with pytest.raises(RuntimeError, match=r"runner\.schedule needs a runner with a store"):
         await runner.start()
+
+
+@pytest.mark.anyio
+async def test_a_schedule_added_to_a_running_runner_runs():
+    ran.clear()
+    async with Runner(store="memory://") as runner:
+        runner.schedule(note_the_time, every=1, args=["late"])
+        deadline = time.monotonic() + 5
+        while not ran:
+            assert time.monotonic() < deadline, "the schedule added while running never ran"
+            await asyncio.sleep(0.02)
+
+
+def partner_key(customer_id: object, **_: object) -> str:
+    return customer_id  # type: ignore[return-value]  # an int: not a key
+
+
+@task(rate_limit="10/m", rate_limit_key=partner_key)
+async def call_partner(customer_id: object) -> None: ...
+
+
+async def note_twice(label: str) -> str:
+    ran.append(time.time())
+    return label
+
+
+def test_a_schedule_whose_task_could_not_be_stored_is_refused_at_schedule():
+    runner = Runner(store="memory://")
+    with pytest.raises(ValueError, match="rate_limit_key"):
+        runner.schedule(call_partner, every=60, kwargs={"customer_id": 42})
+    assert runner.schedules == []
+
+
+@pytest.mark.anyio
+async def test_one_schedule_that_fails_at_its_tick_does_not_stop_the_others():
+    from backbeat.engine.scheduler import Scheduler
+
+    ran.clear()
+    runner = Runner(store="memory://")
+    runner.register(note_twice)
+    broken = make_schedule(note_twice, name="broken", every=1, args=["x"])
+    fine = make_schedule(note_twice, name="fine", every=1, args=["y"])
+
+    def make_task(schedule, tick):
+        if schedule.name == "broken":
+            raise RuntimeError("cannot build this one")
+        return runner._engine.scheduled_task(schedule, tick)
+
+    with recording("backbeat") as records:
+        scheduler = Scheduler(runner.store, [broken, fine], make_task, clock=lambda: 120.5)
+        await runner.store.open()
+        await scheduler.run_once()
+    assert [r.name for r in await runner.store.schedules()] == ["broken", "fine"]
+    assert (await runner.store.schedules())[1].note == "enqueued"
+    assert "schedule 'broken': cannot handle its tick" in records.messages()[0]

@@ -9,8 +9,10 @@ name) at once. The key values are computed here, from the call's arguments, when
 task is written; the store enforces the gates when it starts tasks
 (`backbeat.stores.base.Store.claim`).
 
-Gates are named by JSON lists (``["rate", task name, key]``), so that no two task
-names and keys ever share a name by accident.
+Gates are named by JSON lists (``["rate", task name, "20/1s", key]``,
+``["concurrency", task name, 1, key]``), so that no two task names, limits and keys ever
+share a gate by accident: a call whose ``.using(...)`` sets another limit has gates of its
+own.
 """
 
 from __future__ import annotations
@@ -92,7 +94,9 @@ def gates_of(
             if rate_limit_key is None
             else _key_value(name, "rate_limit_key", rate_limit_key, args, kwargs)
         )
-        rate_gate = json.dumps(["rate", name, key])
+        # The limit is part of the gate: a task whose `.using(rate_limit=...)` differs is
+        # counted apart, never under another limit's log.
+        rate_gate = json.dumps(["rate", name, f"{count}/{window:g}s", key])
     concurrency_gate, slots = None, 0
     if concurrency_key is not None or max_concurrency is not None:
         slots = 1 if max_concurrency is None else max_concurrency
@@ -101,7 +105,7 @@ def gates_of(
             key = _argument(name, func, concurrency_key, args, kwargs)
         elif concurrency_key is not None:
             key = _key_value(name, "concurrency_key", concurrency_key, args, kwargs)
-        concurrency_gate = json.dumps(["concurrency", name, key])
+        concurrency_gate = json.dumps(["concurrency", name, slots, key])
     return Gates(rate_gate, count, window, concurrency_gate, slots)
 
 

@@ -127,6 +127,8 @@ class Runner:
             "signing_key": signing_key_of(signing_key),
         }
         self._engine: LocalEngine | StoredEngine = LocalEngine(self.limits, self.hooks, eager=eager)
+        if round_trip:
+            self._engine.keeps_no_limits = False  # a test's runner: limits are a store's
         # Periodic tasks: `schedule(...)`'s, then at start those declared with @task(cron=...).
         self.schedules: list[Schedule] = []
         if store is not None and not eager:
@@ -290,8 +292,10 @@ class Runner:
                 f"a schedule named {made.name!r} exists already: give this one another name="
             )
         if isinstance(self._engine, StoredEngine):
-            self._engine.add_schedule(made)
+            self._engine.check_schedule(made)
         self.schedules.append(made)
+        if isinstance(self._engine, StoredEngine):
+            self._engine.schedule_added()
         return made
 
     def _gather_schedules(self) -> None:
@@ -321,7 +325,7 @@ class Runner:
                 )
             return
         for found in declared:
-            engine.add_schedule(found)
+            engine.check_schedule(found)
             self.schedules.append(found)
 
     async def start(self) -> None:

@@ -259,7 +259,7 @@ def plan(
     if latest is None or (last_tick is not None and latest <= last_tick):
         return []
     if last_tick is None or rule_stored != schedule.rule.text:
-        return [Tick(latest, True)] if now - latest <= ON_TIME else []
+        return [_on_time_or_late(schedule, latest, now)] if now - latest <= ON_TIME else []
     if schedule.missed == "all":
         ticks = [latest]
         while len(ticks) < schedule.catch_up:

@@ -164,3 +164,18 @@ async def test_a_line_keeps_the_order_tasks_were_written_in_one_write(store):
         order.append(claim.id)
         await store.finish([succeeded(claim)])
     assert order == [task.id for task in tasks]
+
+
+async def test_open_gates_and_other_tasks_share_claims_neither_starves(store):
+    # Many tasks whose gates are open (a key each) and, behind them, other tasks.
+    gated = await enqueue_in_order(store, [keyed(gate=f"k{n}") for n in range(20)])
+    others = await enqueue_in_order(store, [new_task(priority=10) for _ in range(4)])
+    one_slot = [await claim_ids(store, limit=1) for _ in range(4)]
+    # One-slot claims alternate: two of each kind in four claims.
+    assert sum(ids[0] in others for ids in one_slot) == 2
+    assert sum(ids[0] in gated for ids in one_slot) == 2
+    four_slots = await claim_ids(store, limit=4)
+    assert len(four_slots) == 4
+    assert sum(task_id in others for task_id in four_slots) == 2  # what was left of them
+    # With nothing else waiting, the gated ones take the whole claim.
+    assert len(await claim_ids(store, limit=10)) == 10

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from backbeat.schedules import Schedule, plan, shown_time
-from backbeat.stores.base import NewTask, Store, StoreError
+from backbeat.stores.base import NewTask, ScheduleRecord, Store, StoreError
 
 logger = logging.getLogger("backbeat")
 
@@ -59,24 +59,32 @@ class Scheduler:
         records = {record.name: record for record in await self.store.schedules()}
         for schedule in self.schedules:
             record = records.get(schedule.name)
-            rule = None if record is None else record.rule
-            last_tick = None if record is None else record.last_tick
-            for tick in plan(schedule, rule, last_tick, now):
-                task = self.make_task(schedule, tick.at) if tick.enqueue else None
-                fired = await self.store.fire_schedule(
-                    schedule.name,
-                    schedule.rule.text,
-                    tick.at,
-                    task,
-                    tick.note,
-                    skip_if_running=schedule.skip_if_running,
-                )
-                if fired is not None:
-                    _log(schedule, tick.at, fired.note or "", fired.last_task)
+            try:
+                await self._handle(schedule, record, now)
+            except StoreError:
+                raise  # the round is tried again (`run`)
+            except Exception:  # this schedule's, not the others': they go on
+                logger.exception("backbeat: schedule %r: cannot handle its tick", schedule.name)
         if not self.schedules:
             return None
         soonest = min(schedule.rule.after(math.floor(now)) for schedule in self.schedules)
         return max(soonest, math.floor(now) + 1)  # never a time passed: no busy loop
+
+    async def _handle(self, schedule: Schedule, record: ScheduleRecord | None, now: float) -> None:
+        rule = None if record is None else record.rule
+        last_tick = None if record is None else record.last_tick
+        for tick in plan(schedule, rule, last_tick, now):
+            task = self.make_task(schedule, tick.at) if tick.enqueue else None
+            fired = await self.store.fire_schedule(
+                schedule.name,
+                schedule.rule.text,
+                tick.at,
+                task,
+                tick.note,
+                skip_if_running=schedule.skip_if_running,
+            )
+            if fired is not None:
+                _log(schedule, tick.at, fired.note or "", fired.last_task)
 
     async def run(self) -> None:
         """Until cancelled: handle the ticks as they come; a store error is logged and

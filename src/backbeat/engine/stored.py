@@ -421,19 +421,28 @@ class StoredEngine:
     async def _opened(self) -> None:
         if self.execute:
             await self.worker.start()
-        self._schedule_ticks()
+        self._start_scheduler()
 
-    def add_schedule(self, schedule: Schedule) -> None:
-        """Check that a schedule's ticks can be stored (its function found by name by any
-        process, its arguments kept as JSON): TypeError or ValueError now, not at a tick."""
-        self.register_tree(BackgroundTask(schedule.func, *schedule.args, **schedule.kwargs))
+    def check_schedule(self, schedule: Schedule) -> None:
+        """TypeError or ValueError now, not at a tick, for a schedule whose task could not be
+        stored (its function found by name by any process, its arguments kept as JSON, its
+        limits' keys computed). Scheduling a function declares it: it is registered."""
+        self.register(schedule.func)
+        self.scheduled_task(schedule, 0)
+
+    def schedule_added(self) -> None:
+        """A schedule was added to `schedules`: the scheduler sees it now (from any thread)."""
+        if self.calls.loop is not None:
+            self.calls.loop.call_soon_threadsafe(self._schedule_ticks)
+
+    def _schedule_ticks(self) -> None:
         if self.scheduler is not None:
             self.scheduler.poke()
         elif self.accepting and self.connection.connected.is_set():
-            self._schedule_ticks()
+            self._start_scheduler()
 
-    def _schedule_ticks(self) -> None:
-        """Start trying the schedules' ticks, once the store has answered."""
+    def _start_scheduler(self) -> None:
+        """Start trying the schedules' ticks (the store has answered)."""
         if self.scheduler is None and self.schedules:
             self.scheduler = Scheduler(self.store, self.schedules, self.scheduled_task)
             self._scheduling = asyncio.get_running_loop().create_task(

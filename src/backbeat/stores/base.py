@@ -233,6 +233,24 @@ def split_receipt(receipt: str) -> tuple[str, int]:
     return task_id, int(attempt)
 
 
+class GatedShare:
+    """How many of a claim's slots go first to tasks with limits (`Store.claim`).
+
+    Tasks whose gates are open and other tasks share a claim: the gated ones take half of
+    it first (rounded up and down in turn, so that one-slot claims alternate), the others
+    the rest, then the gated ones what the others left. So neither kind starves the other,
+    whatever their backlog; within each kind, priority and due time order them.
+    """
+
+    def __init__(self) -> None:
+        self._round_up = 1
+
+    def next(self, limit: int) -> int:
+        share = (limit + self._round_up) // 2
+        self._round_up ^= 1
+        return share
+
+
 class StoreError(Exception):
     """The store cannot be opened or used (bad URL, unreadable file, corrupt data)."""
 

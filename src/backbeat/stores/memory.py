@@ -21,6 +21,7 @@ from backbeat.stores.base import (
     FINISHED_STATES,
     STILL_RUNNING,
     ClaimedTask,
+    GatedShare,
     NewTask,
     ScheduleRecord,
     Settlement,
@@ -117,6 +118,7 @@ class MemoryStore:
         # with waiting tasks opens next (`wait` ends then).
         self._starts: dict[str, deque[float]] = {}
         self._any_gated = False
+        self._shares = GatedShare()
         self._reopens: float | None = None
 
     def __repr__(self) -> str:
@@ -269,8 +271,8 @@ class MemoryStore:
             if alone_first and suspects:
                 suspects.sort(key=lambda row: row.lease_until or 0)
                 return [self._take(suspects[0], worker, now, lease)]
-            gated = self._gated(worker, now, lease, limit, queues) if self._any_gated else []
-            limit -= len(gated)
+            share = self._shares.next(limit)
+            gated = self._gated(worker, now, lease, share, queues) if self._any_gated else []
             candidates = [
                 row
                 for row in self._rows.values()
@@ -291,7 +293,11 @@ class MemoryStore:
             if queues is not None:
                 candidates = [row for row in candidates if row.task.queue in queues]
             candidates.sort(key=lambda row: (-row.task.priority, row.task.due_at))
-            return gated + [self._take(row, worker, now, lease) for row in candidates[:limit]]
+            room = limit - len(gated)
+            claimed = gated + [self._take(row, worker, now, lease) for row in candidates[:room]]
+            if self._any_gated and len(claimed) < limit:  # what the others left
+                claimed += self._gated(worker, now, lease, limit - len(claimed), queues)
+            return claimed
 
     def _gated(
         self, worker: str, now: float, lease: float, limit: int, queues: tuple[str, ...] | None

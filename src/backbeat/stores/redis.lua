@@ -476,8 +476,9 @@ elseif step == 'activate' or step == 'start' then
 elseif step == 'claim' then
   local now, lease, worker = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
   local limit, max_lost, alone_first = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8] == '1'
+  local gated_share = tonumber(ARGV[9])  -- of `limit`: the rest is other tasks' first
   local wanted = {}
-  for i = 9, #ARGV do table.insert(wanted, ARGV[i]) end
+  for i = 10, #ARGV do table.insert(wanted, ARGV[i]) end
   -- Held past their hold (the process that wrote them died), and delays that are due.
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':held', '-inf', now, 'LIMIT', 0, 1000)) do
     redis.call('ZREM', P .. ':held', id)
@@ -535,7 +536,7 @@ elseif step == 'claim' then
     if #claimed >= limit then break end
     table.insert(claimed, take(lost[1], 1, now, lease, worker, lost[2]))
   end
-  take_gated(queues, now, lease, worker, limit, claimed)
+  take_gated(queues, now, lease, worker, math.min(#claimed + gated_share, limit), claimed)
   local only = {}
   for _, q in ipairs(queues) do only[q] = true end
   for _, member in ipairs(redis.call('ZREVRANGE', P .. ':streams', 0, -1)) do
@@ -565,6 +566,7 @@ elseif step == 'claim' then
       end
     end
   end
+  take_gated(queues, now, lease, worker, limit, claimed)  -- what the others left
   for _, each in ipairs(buried) do table.insert(dead, each) end
   return {claimed, dead, stream_ids()}
 

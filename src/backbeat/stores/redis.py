@@ -43,6 +43,7 @@ from backbeat.stores.base import (
     FINISHED_STATES,
     STILL_RUNNING,
     ClaimedTask,
+    GatedShare,
     NewTask,
     ScheduleRecord,
     Settlement,
@@ -163,6 +164,7 @@ class RedisStore:
         self._client: Any = None
         self._script: Any = None
         self._seen: dict[str, str] = {}  # stream -> the last entry id a claim or wait saw
+        self._shares = GatedShare()
         self._enqueues: TurnGroup[list[NewTask], list[str]] = TurnGroup(
             lambda groups: asyncio.ensure_future(self._enqueue_groups(groups))
         )
@@ -346,8 +348,9 @@ class RedisStore:
         queues: tuple[str, ...] | None = None,
     ) -> list[ClaimedTask]:
         now = time.time()
+        share = self._shares.next(limit)
         rows, dead, streams = await self._call(
-            "claim", now, lease, worker, limit, max_lost, int(alone_first), *(queues or ())
+            "claim", now, lease, worker, limit, max_lost, int(alone_first), share, *(queues or ())
         )
         self._saw(streams)
         log_dead_letters(dead)

@@ -31,6 +31,7 @@ from backbeat.stores.base import (
     COUNTED_STATES,
     FINISHED_STATES,
     ClaimedTask,
+    GatedShare,
     NewTask,
     ScheduleRecord,
     Settlement,
@@ -126,6 +127,7 @@ class SQLiteStore:
         )
         # When the claim that ran last saw the next due time, and what it was.
         self._due_hint: tuple[float, float | None] = (-1.0, None)
+        self._shares = GatedShare()
         self._wakeups = _WAKEUPS.setdefault(self.path, Wakeups())
 
     @classmethod
@@ -231,13 +233,20 @@ class SQLiteStore:
                 rows = conn.execute(claim_sql(only, True), parameters).fetchall()
                 if rows:
                     return [_claimed(row[:-1]) for row in rows]  # never corrupt: it ran
-            gated, look_at = take_gated(conn, parameters, queues, RUNNABLE, CLAIMED_COLUMNS)
+            share = {**parameters, "limit": self._shares.next(limit)}
+            gated, look_at = take_gated(conn, share, queues, RUNNABLE, CLAIMED_COLUMNS)
             parameters["limit"] = limit - len(gated)
             ungated = (
                 conn.execute(claim_sql(only, False), parameters).fetchall()
                 if parameters["limit"] > 0
                 else []
             )
+            left = limit - len(gated) - len(ungated)
+            if left > 0 and look_at is not None:  # what the others left
+                more, look_at = take_gated(
+                    conn, {**parameters, "limit": left}, queues, RUNNABLE, CLAIMED_COLUMNS
+                )
+                gated += more
             claimed: list[list[Any]] = []
             corrupt: list[list[Any]] = []
             for *row, is_corrupt in [*gated, *ungated]:
