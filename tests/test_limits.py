@@ -4,6 +4,7 @@ The stores' side is tests/stores/test_contract_gates.py; real workers, tests/tes
 """
 
 import json
+import time
 
 import pytest
 
@@ -188,3 +189,38 @@ async def test_a_runner_for_tests_runs_tasks_with_limits(options):
         task_id = runner.submit(BackgroundTask(per_tenant, "a"))
         await runner.join(5)
         assert runner.get(task_id).state == "succeeded"
+
+
+def test_a_rate_window_is_at_most_a_day():
+    from backbeat.gates import parse_rate
+
+    assert parse_rate("10/24h") == (10, 86400.0)
+    with pytest.raises(ValueError, match="up to 24h"):
+        parse_rate("10/25h")
+
+
+@pytest.mark.anyio
+async def test_purge_forgets_start_times_no_window_reaches(tmp_path):
+    import collections
+    import sqlite3
+
+    from backbeat.stores import MemoryStore, SQLiteStore
+
+    two_days_ago = time.time() - 2 * 86400
+    memory = MemoryStore()
+    memory._starts['["rate", "t", "1/1s", "old-tenant"]'] = collections.deque([two_days_ago])
+    memory._starts['["rate", "t", "1/1s", "new-tenant"]'] = collections.deque([time.time()])
+    await memory.purge(time.time(), ("succeeded",))
+    assert list(memory._starts) == ['["rate", "t", "1/1s", "new-tenant"]']
+
+    sqlite = SQLiteStore(tmp_path / "tasks.db")
+    await sqlite.open()
+    with sqlite3.connect(tmp_path / "tasks.db") as conn:
+        conn.executemany(
+            "INSERT INTO backbeat_gate_starts (gate, at) VALUES (?, ?)",
+            [("old", two_days_ago), ("new", time.time())],
+        )
+    await sqlite.purge(time.time(), ("succeeded",))
+    with sqlite3.connect(tmp_path / "tasks.db") as conn:
+        assert conn.execute("SELECT gate FROM backbeat_gate_starts").fetchall() == [("new",)]
+    await sqlite.close()

@@ -2,7 +2,7 @@
 ticks for a minute with 4 worker processes on one SQLite file, and with 3 hosts (network
 namespaces) on one Redis; meanwhile one process is killed with SIGKILL and restarted, the
 schedule is paused and resumed from another process, and at the end everything stops, so
-that the ticks missed while nothing ran show the default policy (the latest one runs)."""
+that nothing runs the ticks missed while nothing ran and the first process back goes on."""
 
 from __future__ import annotations
 
@@ -186,26 +186,29 @@ def exercise(fleet: Fleet, kind: str) -> None:
         f"{fleet.runs()} runs, attempts {sorted({a for _, _, a in tasks})}"
     )
     assert len(ticks) == len(set(ticks)), "a tick was enqueued twice"
-    assert fleet.runs() == len(ticks), "a tick's task ran twice (or not at all)"
-    assert all(attempts == 1 for _, _, attempts in tasks)
+    # Each attempt ran once. A second attempt is at-least-once at work, not a second tick:
+    # only a task the killed process had claimed and not yet settled may have one.
+    assert fleet.runs() == sum(attempts for _, _, attempts in tasks)
+    assert sum(attempts > 1 for _, _, attempts in tasks) <= 1
     first = ticks[0]
     expected = {
         tick
         for tick in range(first, int(stopped))
         if not paused + 1 < tick < resumed - 1  # paused: noted, nothing enqueued
     }
-    # Around the pause, the stop and the kill a tick may land either side: only those
-    # strictly inside each window are asserted.
+    # A tick may land either side of the pause, the resume and the stop: only those
+    # strictly inside each window are asserted. The kill is not such a window: the ticks
+    # around it are all expected, enqueued by the processes left.
     loose = {
         tick
         for tick in range(first, int(back) + 2)
         if abs(tick - paused) <= 1 or abs(tick - resumed) <= 1 or tick >= int(stopped) - 1
     }
+    assert int(killed) in expected
     assert not (expected - loose) - set(ticks), f"ticks missing: {sorted(expected - set(ticks))}"
     assert not [t for t in ticks if paused + 1 < t < resumed - 1], "a paused tick was enqueued"
-    # Everything was down from `stopped` to `back`: the ticks missed meanwhile are not run,
-    # except the latest (missed="latest"), which the first process back enqueues at once.
-    down = [t for t in ticks if stopped + 1 < t < back - 1]
-    assert len(down) <= 1
-    assert any(int(back) - 1 <= t <= int(back) + 1 for t in ticks)
-    assert killed  # the kill happened mid-run: the ticks around it are in `expected`
+    # Everything was down from `stopped` to `back`: nothing ran those ticks, and the first
+    # process back went on from its first tick (the missed-tick policies are tested with an
+    # injected clock in tests/engine/test_scheduler.py, on every store).
+    assert not [t for t in ticks if stopped + 1 < t < back - 1]
+    assert max(ticks) >= int(back)

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+# Stores forget start times older than this (`Store.purge`), whatever the gate.
+LONGEST_WINDOW = 86400.0
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?|\.\d+)?\s*([smh])\s*$")
 
 
@@ -35,11 +37,11 @@ def parse_rate(text: object) -> tuple[int, float]:
     if match is not None:
         count, number, unit = match.groups()
         window = (float(number) if number else 1.0) * _UNITS[unit]
-        if int(count) >= 1 and window > 0:
+        if int(count) >= 1 and 0 < window <= LONGEST_WINDOW:
             return int(count), window
     raise ValueError(
         f"task option rate_limit must be 'N/s', 'N/m' or 'N/h' (N >= 1 starts per second, "
-        f"minute or hour; also 'N/2s' for a window of 2 s), got {text!r}"
+        f"minute or hour; also 'N/2s' for a window of 2 s, up to 24h), got {text!r}"
     )
 
 

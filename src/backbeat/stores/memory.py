@@ -14,6 +14,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 
+from backbeat.gates import LONGEST_WINDOW
 from backbeat.logs import log_dead_letters
 from backbeat.status import TaskState
 from backbeat.stores.base import (
@@ -447,6 +448,10 @@ class MemoryStore:
     ) -> int:
         check_purgeable(states)
         with self._lock:
+            # Start times no rate window reaches any more (keyed gates leave them behind).
+            forget = time.time() - LONGEST_WINDOW
+            for gate in [gate for gate, log in self._starts.items() if not log or log[-1] < forget]:
+                del self._starts[gate]
             doomed = [
                 task_id
                 for task_id, row in self._rows.items()

@@ -223,12 +223,15 @@ into_line = function(id, t, q, line, prio, due)
   redis.call('ZADD', P .. ':gl:' .. line, -tonumber(prio), member)
   redis.call('HSET', t, 'lm', member)
   redis.call('ZADD', gates_key(q), 'LT', 0, line)  -- look at it now
+  -- Idle workers block on the streams, which gated tasks never enter: ring for them.
+  redis.call('XADD', P .. ':bell', 'MAXLEN', '~', 100, '*', 'due', due)
 end
 
 -- A slot of the line's gate may be free: look at the line now, if tasks wait in it.
 local function look_now(q, line)
   if line and line ~= '' and redis.call('EXISTS', P .. ':gl:' .. line) == 1 then
     redis.call('ZADD', gates_key(q), 'LT', 0, line)
+    redis.call('XADD', P .. ':bell', 'MAXLEN', '~', 100, '*', 'due', 0)
   end
 end
 

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 
 from backbeat.batching import TurnGroup
+from backbeat.gates import LONGEST_WINDOW
 from backbeat.logs import log_dead_letters
 from backbeat.stores.base import (
     COUNTED_STATES,
@@ -42,7 +43,13 @@ from backbeat.stores.base import (
     split_receipt,
 )
 from backbeat.stores.sqlite_file import SQLiteFile, path_from_url
-from backbeat.stores.sqlite_gates import OPEN_LINE, SOONEST_OR_LINE, settled, take_gated
+from backbeat.stores.sqlite_gates import (
+    FORGET_OLD_STARTS,
+    OPEN_LINE,
+    SOONEST_OR_LINE,
+    settled,
+    take_gated,
+)
 from backbeat.stores.sqlite_schedules import DECLARE, PAUSE, SELECT_ALL, fire, record
 from backbeat.stores.sqlite_sql import (
     ACTIVATE,
@@ -378,6 +385,8 @@ class SQLiteStore:
             return int(rows[0][0])
 
         def delete(conn: sqlite3.Connection) -> int:
+            # Start times no rate window reaches any more (keyed gates leave them behind).
+            conn.execute(FORGET_OLD_STARTS, (time.time() - LONGEST_WINDOW,))
             return conn.execute(f"DELETE {where}", (*states, finished_before)).rowcount
 
         return await self._write(delete)

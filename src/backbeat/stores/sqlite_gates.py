@@ -75,6 +75,7 @@ LIVE_IN_LINE = (
 )
 STARTS = "SELECT count(*), min(at) FROM backbeat_gate_starts WHERE gate = ? AND at > ?"
 FORGET_STARTS = "DELETE FROM backbeat_gate_starts WHERE gate = ? AND at <= ?"
+FORGET_OLD_STARTS = "DELETE FROM backbeat_gate_starts WHERE at < ?"
 HOLDERS = "SELECT count(*) FROM backbeat_tasks WHERE concurrency_gate = ? AND state = 'running'"
 # Start the chosen tasks (`CLAIM` in sqlite_sql, for ids given as a JSON list).
 TAKE = (
