@@ -296,7 +296,7 @@ class MemoryStore:
             candidates.sort(key=lambda row: (-row.task.priority, row.task.due_at))
             room = limit - len(gated)
             claimed = gated + [self._take(row, worker, now, lease) for row in candidates[:room]]
-            if self._any_gated and len(claimed) < limit:  # what the others left
+            if len(gated) == share and len(claimed) < limit:  # the others left room
                 claimed += self._gated(worker, now, lease, limit - len(claimed), queues)
             return claimed
 

@@ -539,7 +539,9 @@ elseif step == 'claim' then
     if #claimed >= limit then break end
     table.insert(claimed, take(lost[1], 1, now, lease, worker, lost[2]))
   end
+  local before_gated = #claimed
   take_gated(queues, now, lease, worker, math.min(#claimed + gated_share, limit), claimed)
+  local more_gated = #claimed - before_gated >= gated_share  -- their share did not run dry
   local only = {}
   for _, q in ipairs(queues) do only[q] = true end
   for _, member in ipairs(redis.call('ZREVRANGE', P .. ':streams', 0, -1)) do
@@ -569,7 +571,7 @@ elseif step == 'claim' then
       end
     end
   end
-  take_gated(queues, now, lease, worker, limit, claimed)  -- what the others left
+  if more_gated then take_gated(queues, now, lease, worker, limit, claimed) end  -- what is left
   for _, each in ipairs(buried) do table.insert(dead, each) end
   return {claimed, dead, stream_ids()}
 

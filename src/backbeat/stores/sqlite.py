@@ -240,8 +240,10 @@ class SQLiteStore:
                 rows = conn.execute(claim_sql(only, True), parameters).fetchall()
                 if rows:
                     return [_claimed(row[:-1]) for row in rows]  # never corrupt: it ran
-            share = {**parameters, "limit": self._shares.next(limit)}
-            gated, look_at = take_gated(conn, share, queues, RUNNABLE, CLAIMED_COLUMNS)
+            share = self._shares.next(limit)
+            gated, look_at = take_gated(
+                conn, {**parameters, "limit": share}, queues, RUNNABLE, CLAIMED_COLUMNS
+            )
             parameters["limit"] = limit - len(gated)
             ungated = (
                 conn.execute(claim_sql(only, False), parameters).fetchall()
@@ -249,7 +251,7 @@ class SQLiteStore:
                 else []
             )
             left = limit - len(gated) - len(ungated)
-            if left > 0 and look_at is not None:  # what the others left
+            if left > 0 and len(gated) == share:  # what the others left, if more may start
                 more, look_at = take_gated(
                     conn, {**parameters, "limit": left}, queues, RUNNABLE, CLAIMED_COLUMNS
                 )
