@@ -224,3 +224,22 @@ async def test_purge_forgets_start_times_no_window_reaches(tmp_path):
     with sqlite3.connect(tmp_path / "tasks.db") as conn:
         assert conn.execute("SELECT gate FROM backbeat_gate_starts").fetchall() == [("new",)]
     await sqlite.close()
+
+
+@task(name="limits.plain")
+async def plain(n: int) -> None: ...
+
+
+@pytest.mark.anyio
+async def test_a_queue_rate_limit_is_shared_by_its_tasks_without_their_own():
+    limits = {"emails": "2/s"}
+    async with Runner(store="memory://", execute=False, queue_rate_limits=limits) as runner:
+        mails = [BackgroundTask(plain, n).using(queue="emails") for n in range(3)]
+        elsewhere = BackgroundTask(plain, 9)
+        own = BackgroundTask(per_tenant, "acme").using(queue="emails")  # 5/s of its own
+        ids = [await runner.asubmit(task) for task in [*mails, elsewhere, own]]
+        claimed = [c.id for c in await runner.store.claim("w", limit=10, lease=30)]
+        assert sorted(claimed) == sorted([*ids[:2], ids[3], ids[4]])
+        assert await runner.store.claim("w", limit=10, lease=30) == []  # the third waits
+    with pytest.raises(ValueError, match=r"queue_rate_limits\['emails'\]: task option rate_l"):
+        Runner(queue_rate_limits={"emails": "lots"})

@@ -167,3 +167,19 @@ def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
         return inspect.signature(func)
     except (TypeError, ValueError):
         return None
+
+
+def queue_gates(limits: dict[str, str] | None) -> dict[str, Gates]:
+    """The rate gates of ``Runner(queue_rate_limits={"emails": "100/m"})``, by queue: shared
+    by every task of the queue that has no ``rate_limit`` of its own; ValueError for a bad one."""
+    gates = {}
+    for queue, rate in (limits or {}).items():
+        if not isinstance(queue, str) or not queue:
+            raise ValueError(f"queue_rate_limits: a queue name must be a non-empty str: {queue!r}")
+        try:
+            count, window = parse_rate(rate)
+        except ValueError as exc:
+            raise ValueError(f"queue_rate_limits[{queue!r}]: {exc}") from None
+        gate = json.dumps(["queue-rate", queue, f"{count}/{window:g}s"])
+        gates[queue] = Gates(gate, count, window, None, 0)
+    return gates

@@ -28,6 +28,7 @@ from backbeat.engine.health import WorkerHealth
 from backbeat.engine.limits import Limits, check_count, check_seconds, queue_names
 from backbeat.engine.local import LocalEngine, RunnerFull
 from backbeat.engine.stored import Prepared, StoredEngine, as_stored
+from backbeat.gates import queue_gates
 from backbeat.observers import Observer
 from backbeat.registry import durable_name
 from backbeat.schedules import MissedTicks, Schedule, make_schedule
@@ -59,7 +60,8 @@ class Runner:
     JSON and back, as a store would hand them to a worker; docs/testing.md). With one:
     ``execute``, ``lease``, ``poll_interval``, ``max_lost_leases``, ``max_task_size``,
     ``queues`` (this process runs; default all), ``signing_key`` (docs/durable.md,
-    docs/redis.md).
+    docs/redis.md), ``queue_rate_limits`` (``{"emails": "100/m"}``: a rate limit shared by
+    the queue's tasks that have none of their own; docs/scheduling.md).
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class Runner:
         max_task_size: int = 1 << 20,
         queues: list[str] | tuple[str, ...] | None = None,
         signing_key: str | bytes | None = None,
+        queue_rate_limits: dict[str, str] | None = None,
         round_trip: bool = False,
         on_start: Hook | None = None,
         on_success: Hook | None = None,
@@ -125,7 +128,9 @@ class Runner:
             "max_task_size": max_task_size,
             "queues": queue_names(queues),
             "signing_key": signing_key_of(signing_key),
+            "queue_rate_limits": queue_rate_limits,
         }
+        queue_gates(queue_rate_limits)  # a bad one fails here, with or without a store
         self._engine: LocalEngine | StoredEngine = LocalEngine(self.limits, self.hooks, eager=eager)
         if round_trip:
             self._engine.keeps_no_limits = False  # a test's runner: limits are a store's

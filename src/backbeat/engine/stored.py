@@ -32,7 +32,7 @@ from backbeat.engine.health import WorkerHealth
 from backbeat.engine.limits import Limits
 from backbeat.engine.scheduler import Scheduler
 from backbeat.engine.worker import StoredWorker
-from backbeat.gates import Gates, gates_of
+from backbeat.gates import Gates, gates_of, queue_gates
 from backbeat.ids import new_id
 from backbeat.observers import carry_all
 from backbeat.policy import TaskPolicy
@@ -116,8 +116,10 @@ class StoredEngine:
         owns_store: bool = False,
         registry: TaskRegistry | None = None,
         signing_key: bytes | None = None,
+        queue_rate_limits: dict[str, str] | None = None,
     ) -> None:
         self.store = store
+        self.queue_gates = queue_gates(queue_rate_limits)
         self.hooks = hooks
         self.owns_store = owns_store  # made from a URL here: closed when the runner stops
         self.calls = BlockingCalls(store)
@@ -239,6 +241,12 @@ class StoredEngine:
         # The gates' key values, from the call as given (before JSON), now: a key that
         # cannot be computed refuses the task before any 2xx.
         gates = _gates(policy, name, func, task) if policy.gated else _NO_GATES
+        if gates.rate_gate is None and policy.queue in self.queue_gates:
+            # The queue's limit, for a task without one of its own.
+            queue_gate = self.queue_gates[policy.queue]
+            gates = queue_gate._replace(
+                concurrency_gate=gates.concurrency_gate, max_concurrency=gates.max_concurrency
+            )
         rows.append(
             NewTask(
                 id=task_id,
