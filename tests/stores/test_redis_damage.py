@@ -101,3 +101,29 @@ async def test_a_deleted_stream_is_made_again_and_its_tasks_run(url):
         states = {(await runner.aget(task_id)).state for task_id in before + after}
     assert states == {"succeeded"}
     assert len(durable_tasks.calls) == 23  # the 3 whose entries went with the stream too
+
+
+async def test_a_task_whose_limits_cannot_be_read_is_dead_lettered_and_nothing_else_stops(url):
+    from backbeat.stores import open_store
+    from tests.stores.rows import new_task
+
+    store = open_store(url)
+    await store.open()
+    try:
+        bad = new_task(rate_gate='["rate", "x"]', rate_limit=5, rate_window=1.0)
+        gated = new_task(concurrency_gate='["concurrency", "y"]', max_concurrency=1)
+        plain = new_task()
+        await store.enqueue([bad, gated, plain])
+        client = raw_client(url)
+        try:
+            client.hset(_key(url, f"t:{bad.id}"), "rlimit", "lots")
+        finally:
+            client.close()
+        claimed = {c.id for c in await store.claim("w", limit=10, lease=30)}
+        claimed |= {c.id for c in await store.claim("w", limit=10, lease=30)}
+        assert claimed == {gated.id, plain.id}
+        status = await store.get(bad.id)
+        assert status.state == "failed"
+        assert "field rlimit/rwindow is missing or malformed" in status.error
+    finally:
+        await store.close()

@@ -120,3 +120,22 @@ async def test_a_relative_path_is_logged_absolute_and_a_new_store_loudly(
     opened = [m for m in backbeat_log.messages(logging.INFO) if "task store" in m]
     assert opened == [f"backbeat: task store: the SQLite file {absolute}"] * 2
     assert repr(SQLiteStore("tasks.db")) == f"SQLiteStore({str(absolute)!r})"
+
+
+async def test_a_task_whose_limits_cannot_be_read_is_dead_lettered_and_nothing_else_stops(
+    sqlite_store, tmp_path
+):
+    import sqlite3
+
+    bad = new_task(rate_gate='["rate", "x"]', rate_limit=5, rate_window=1.0)
+    gated = new_task(concurrency_gate='["concurrency", "y"]', max_concurrency=1)
+    plain = new_task()
+    await sqlite_store.enqueue([bad, gated, plain])
+    with sqlite3.connect(tmp_path / "tasks.db") as conn:
+        conn.execute("UPDATE backbeat_tasks SET rate_limit = 'lots' WHERE id = ?", (bad.id,))
+    claimed = {c.id for c in await sqlite_store.claim("w", limit=10, lease=30)}
+    claimed |= {c.id for c in await sqlite_store.claim("w", limit=10, lease=30)}
+    assert claimed == {gated.id, plain.id}
+    status = await sqlite_store.get(bad.id)
+    assert status.state == "failed"
+    assert "field rate_limit/rate_window is missing or malformed" in status.error

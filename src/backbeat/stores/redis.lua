@@ -247,6 +247,17 @@ ungate = function(id, t)
   end
 end
 
+-- The gate field of a task that cannot be read (changed outside backbeat), or nil.
+local function unreadable_gates(t)
+  local rgate, rlimit, rwindow, cgate, cmax = unpack(redis.call('HMGET', t, 'rgate', 'rlimit',
+    'rwindow', 'cgate', 'cmax'))
+  if rgate and rgate ~= '' and not ((tonumber(rlimit) or 0) >= 1 and (tonumber(rwindow) or 0) > 0) then
+    return 'rlimit/rwindow'
+  end
+  if cgate and cgate ~= '' and not ((tonumber(cmax) or 0) >= 1) then return 'cmax' end
+  return nil
+end
+
 -- How many of a line may start now, by the gates of its first task, and when to look again.
 local function room_of(head, room, snow)
   local rgate, rlimit, rwindow, cgate, cmax = unpack(redis.call('HMGET', tk(head), 'rgate',
@@ -275,7 +286,7 @@ local function room_of(head, room, snow)
     room = math.min(room, max - held)
     if held + math.max(room, 0) >= max then look = math.max(look, snow + RECHECK) end
   end
-  return math.max(room, 0), look, rgate, rwindow, cgate
+  return math.max(room, 0), look, rgate or '', rwindow, cgate or ''
 end
 
 -- Start the first tasks of the open lines of these queues, up to `limit` in all.
@@ -287,8 +298,12 @@ local function take_gated(queues, now, lease, worker, limit, claimed)
       if #claimed >= limit then return end
       local key = P .. ':gl:' .. line
       local members = redis.call('ZRANGE', key, 0, limit - #claimed - 1)
+      local why = #members > 0 and unreadable_gates(tk(members[1]:sub(33)))
       if #members == 0 then
         redis.call('ZREM', gates, line)  -- empty: `into_line` adds it again
+      elseif why then  -- it alone is dead-lettered; the line goes on at the next claim
+        redis.call('ZREM', key, members[1])
+        bury(members[1]:sub(33), tk(members[1]:sub(33)), q, why, now)
       else
         local room, look, rgate, rwindow, cgate = room_of(members[1]:sub(33), limit - #claimed, snow)
         for i = 1, math.min(room, #members) do

@@ -18,8 +18,11 @@ Everything happens in the claim's write transaction, on this host's clock.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from typing import Any
+
+logger = logging.getLogger("backbeat")
 
 GATES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS backbeat_lines (
@@ -122,6 +125,10 @@ def take_gated(
         if not rows:
             _nothing_to_start(conn, line, now)
             continue
+        unreadable = _unreadable(rows[0])
+        if unreadable is not None:  # changed outside backbeat: it alone is dead-lettered
+            _bury(conn, rows[0][0], unreadable, now)
+            continue
         room, look_next = _room(conn, rows[0], now, limit - len(taken))
         ids = [row[0] for row in rows[:room]]
         if ids:
@@ -138,6 +145,33 @@ def take_gated(
         conn.execute("UPDATE backbeat_lines SET look_at = ? WHERE line = ?", (look_next, line))
     soonest = conn.execute("SELECT min(look_at) FROM backbeat_lines").fetchone()[0]
     return taken, soonest
+
+
+def _unreadable(head: tuple[Any, ...]) -> str | None:
+    """The gate field of a line's first task that cannot be read, if one cannot."""
+    _, rate_gate, rate_limit, rate_window, concurrency_gate, max_concurrency = head
+
+    def number(value: object, least: float) -> bool:
+        return isinstance(value, int | float) and value >= least
+
+    if rate_gate is not None and not (number(rate_limit, 1) and number(rate_window, 1e-9)):
+        return "rate_limit/rate_window"
+    if concurrency_gate is not None and not number(max_concurrency, 1):
+        return "max_concurrency"
+    return None
+
+
+def _bury(conn: sqlite3.Connection, task_id: str, field: str, now: float) -> None:
+    error = (
+        f"its stored record cannot be read: field {field} is missing or malformed (changed "
+        "outside backbeat?); dead-lettered"
+    )
+    logger.error("backbeat: task %s: %s", task_id, error)
+    conn.execute(
+        "UPDATE backbeat_tasks SET state = 'failed', finished_at = ?, error = ?, "
+        "lease_until = NULL WHERE id = ?",
+        (now, error, task_id),
+    )
 
 
 def _room(
