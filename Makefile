@@ -42,7 +42,7 @@ lint: venv
 	$(BIN)/lint-imports --no-cache
 
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 	bash tests/compat/run.sh
 	bash tests/frameworks/run.sh
 
