@@ -334,3 +334,24 @@ async def test_one_schedule_that_fails_at_its_tick_does_not_stop_the_others():
     assert [r.name for r in await runner.store.schedules()] == ["broken", "fine"]
     assert (await runner.store.schedules())[1].note == "enqueued"
     assert "schedule 'broken': cannot handle its tick" in records.messages()[0]
+
+
+def test_task_declares_its_schedule_with_every_option(monkeypatch):
+    from backbeat import tasks
+    from backbeat.tasks import declared_schedules
+
+    monkeypatch.setattr(tasks, "_declared_schedules", [])  # no other test's runner runs it
+
+    @task(name="nightly.digest", cron="0 3 * * *", tz="Europe/Paris", missed="all", catch_up=3)
+    def digest() -> None: ...
+
+    [declared] = [s for s in declared_schedules() if s.name == "nightly.digest"]
+    assert (declared.rule.text, declared.missed, declared.catch_up) == (
+        "cron 0 3 * * * Europe/Paris",
+        "all",
+        3,
+    )
+    with pytest.raises(ValueError, match="catch_up needs cron= or every="):
+
+        @task(catch_up=3)
+        def no_rule() -> None: ...

@@ -17,11 +17,11 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 MissedTicks = Literal["latest", "all", "skip"]
-MISSED_POLICIES = ("latest", "all", "skip")
+MISSED_POLICIES: tuple[str, ...] = get_args(MissedTicks)
 
 # A tick found this many seconds late or less is on time: the processes wake at each tick,
 # and a busy one may be late by this much. A schedule never fired before (or whose rule

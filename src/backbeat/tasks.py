@@ -58,6 +58,7 @@ def task(
     every: timedelta | float | None = None,
     tz: str | None = None,
     missed: MissedTicks = "latest",
+    catch_up: int = 10,
     max_lateness: timedelta | float | None = None,
     skip_if_running: bool = False,
 ) -> Callable[[F], F]: ...
@@ -81,6 +82,7 @@ def task(
     every: timedelta | float | None = None,
     tz: str | None = None,
     missed: MissedTicks = "latest",
+    catch_up: int = 10,
     max_lateness: timedelta | float | None = None,
     skip_if_running: bool = False,
 ) -> F | Callable[[F], F]:
@@ -102,8 +104,8 @@ def task(
     ``cron="*/5 * * * *"`` (in time zone ``tz``, default UTC) or ``every=timedelta(...)``
     also makes it a periodic task, called with no arguments at every tick by any runner
     with a store that imports it, once per tick whatever the number of processes
-    (`backbeat.schedules`, docs/scheduling.md); ``missed``, ``max_lateness`` and
-    ``skip_if_running`` as for `Runner.schedule`.
+    (`backbeat.schedules`, docs/scheduling.md); ``missed``, ``catch_up``,
+    ``max_lateness`` and ``skip_if_running`` as for `Runner.schedule`.
 
     Limits, enforced by the store across every worker (docs/scheduling.md):
     ``rate_limit="20/s"`` (or ``"100/m"``, ``"1000/h"``, ``"20/2s"``) caps how many start
@@ -132,6 +134,8 @@ def task(
         make_rule(cron, every, tz)
     elif tz is not None or skip_if_running or max_lateness is not None or missed != "latest":
         raise ValueError("tz, missed, max_lateness and skip_if_running need cron= or every=")
+    elif catch_up != 10:
+        raise ValueError("catch_up needs cron= or every=")
 
     def decorate(fn: F) -> F:
         if not callable(fn):
@@ -147,6 +151,7 @@ def task(
                 every=every,
                 tz=tz,
                 missed=missed,
+                catch_up=catch_up,
                 max_lateness=max_lateness,
                 skip_if_running=skip_if_running,
             )
