@@ -271,7 +271,17 @@ def backbeat(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.anyio
 async def test_into_a_pipe_watch_prints_one_frame_and_exits_0(tmp_path):
     url = f"sqlite:///{tmp_path}/tasks.db"
-    working = await a_store_in_every_state(tmp_path / "tasks.db")
+    path = tmp_path / "tasks.db"
+    working = await a_store_in_every_state(path)
+
+    def files() -> tuple[list[str], bytes, int]:
+        return (
+            sorted(p.name for p in tmp_path.iterdir()),
+            path.read_bytes(),
+            path.stat().st_mtime_ns,
+        )
+
+    before = files()
     result = await asyncio.to_thread(backbeat, "watch", "--store", url)
     assert (result.returncode, result.stderr) == (0, "")
     assert "\x1b" not in result.stdout  # no escape sequence into a file
@@ -291,6 +301,7 @@ async def test_into_a_pipe_watch_prints_one_frame_and_exits_0(tmp_path):
     # --once is the same frame; $COLUMNS cuts it.
     once = await asyncio.to_thread(backbeat, "watch", "--once", "--store", url, COLUMNS="50")
     assert once.returncode == 0 and max(len(line) for line in once.stdout.splitlines()) == 50
+    assert files() == before  # read only: no byte, no mtime, no -wal or -shm left behind
 
 
 @pytest.mark.process
