@@ -10,6 +10,7 @@
     backbeat cancel ID... --store URL
     backbeat retry ID... --store URL | backbeat retry --failed --store URL
     backbeat purge --store URL [--older-than 7d] [--state S]... [--dry-run]
+    backbeat watch --store URL [--interval SECONDS] [--limit N] [--once]
 
 Every ``--store URL`` may be given as ``BACKBEAT_STORE=URL`` instead.
 Built on `argparse` (the standard library's, so the command adds no dependency).
@@ -40,6 +41,7 @@ from backbeat.runner import Runner
 from backbeat.store_commands import STATES, CommandError, run_store_command
 from backbeat.stores import SQLiteStore, StoreError, StoreMissing
 from backbeat.stores.base import FINISHED_STATES
+from backbeat.watch import run_watch
 from backbeat.worker_endpoint import INSTALL_METRICS, WorkerEndpoint, parse_address, worker_metrics
 
 EXIT_ERROR = 1
@@ -155,6 +157,20 @@ def parser() -> argparse.ArgumentParser:
         "--state", action="append", choices=FINISHED_STATES, help="repeatable; default all finished"
     )
     purge.add_argument("--dry-run", action="store_true", help="only count them")
+
+    watch = commands.add_parser(
+        "watch", help="a live view: counts, throughput, workers, running tasks with progress"
+    )
+    store_option(watch)
+    watch.add_argument(
+        "--interval", type=float, default=1.0, metavar="SECONDS", help="between reads; default 1"
+    )
+    watch.add_argument(
+        "--limit", type=int, default=20, metavar="N", help="running tasks listed; default 20"
+    )
+    watch.add_argument(
+        "--once", action="store_true", help="print one frame and exit (so does a pipe)"
+    )
     return root
 
 
@@ -174,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "check":
             return run_check(args.target)
+        if args.command == "watch":
+            return run_watch(args)
         return run_store_command(args)
     except (CommandError, StoreError) as exc:
         sys.stderr.write(f"backbeat {args.command}: error: {exc}\n")

@@ -49,7 +49,7 @@ async def _with(store: Store, command: Any, args: argparse.Namespace) -> int:
         await store.close()
 
 
-async def _alive(store: Store) -> list[WorkerInfo]:
+async def alive_workers(store: Store) -> list[WorkerInfo]:
     """The workers whose heartbeats go on, less those seen dead from here (their process is
     gone from this machine) that no live worker has taken over yet."""
     return [
@@ -73,7 +73,7 @@ def _document(task: StoredStatus) -> dict[str, Any]:
     return shown
 
 
-def _table(rows: list[list[str]], indent: str = "") -> str:
+def table(rows: list[list[str]], indent: str = "") -> str:
     widths = [max(len(row[n]) for row in rows) for n in range(len(rows[0]))]
     return "".join(
         indent
@@ -86,7 +86,7 @@ def _table(rows: list[list[str]], indent: str = "") -> str:
 async def status(store: Store, args: argparse.Namespace) -> int:
     counts = await store.counts()
     recent = await store.list_tasks(state="failed", limit=args.failures) if args.failures else []
-    alive = await _alive(store)
+    alive = await alive_workers(store)
     out = sys.stdout
     out.write(f"store {args.store}\n\n")
     width = max(len(state) for state in counts)
@@ -98,7 +98,7 @@ async def status(store: Store, args: argparse.Namespace) -> int:
         for queue in queues:
             of_queue = await store.counts(queue)
             rows.append([queue, *(str(of_queue[state]) for state in counts)])
-        out.write("\nby queue:\n" + _table(rows, indent="  "))
+        out.write("\nby queue:\n" + table(rows, indent="  "))
     out.write(f"\nworkers: {len(alive)} alive, running {sum(w.running for w in alive)} task(s)\n")
     if recent:
         out.write(f"\nmost recent failures ({len(recent)}):\n")
@@ -126,7 +126,7 @@ async def listing(store: Store, args: argparse.Namespace) -> int:
         state = task.info(now).state.value
         created = _when(task.created_at)
         rows.append([task.id, state, task.name, task.queue, str(task.attempts), created])
-    sys.stdout.write(_table(rows))
+    sys.stdout.write(table(rows))
     return 0
 
 
@@ -208,7 +208,7 @@ async def purge(store: Store, args: argparse.Namespace) -> int:
 
 
 async def workers(store: Store, args: argparse.Namespace) -> int:
-    alive = await _alive(store)
+    alive = await alive_workers(store)
     if args.json:
         for worker in alive:
             sys.stdout.write(json.dumps(worker.document()) + "\n")
@@ -226,7 +226,7 @@ async def workers(store: Store, args: argparse.Namespace) -> int:
                 _when(worker.seen_at),
             ]
         )
-    sys.stdout.write(_table(rows))
+    sys.stdout.write(table(rows))
     return 0
 
 
@@ -243,7 +243,29 @@ async def schedules(store: Store, args: argparse.Namespace) -> int:
         verb = "paused" if args.action == "pause" else "resumed"
         sys.stdout.write(f"schedule {args.name} {verb}: every process obeys at its next tick\n")
         return 0
-    now = time.time()
+    documents = await schedule_documents(store, time.time())
+    if args.json:
+        for document in documents:
+            sys.stdout.write(json.dumps(document) + "\n")
+        return 0
+    if not documents:
+        sys.stdout.write("no schedules (a runner with this store records its own when it starts)\n")
+        return 0
+    rows = [["NAME", "RULE", "ZONE", "NEXT", "LAST", "LAST STATE"]]
+    for document in documents:
+        rows.append(
+            [
+                str(document[column])
+                for column in ("name", "rule", "zone", "next_run", "last_run", "last_state")
+            ]
+        )
+    sys.stdout.write(table(rows))
+    return 0
+
+
+async def schedule_documents(store: Store, now: float) -> list[dict[str, Any]]:
+    """Each schedule as `backbeat schedules` (and `backbeat watch`) show it: its rule, next
+    and last run in its zone, and the state of its last task (one `get` per schedule)."""
     documents = []
     for record in await store.schedules():
         rule = rule_from_text(record.rule)
@@ -269,23 +291,7 @@ async def schedules(store: Store, args: argparse.Namespace) -> int:
                 "paused": record.paused,
             }
         )
-    if args.json:
-        for document in documents:
-            sys.stdout.write(json.dumps(document) + "\n")
-        return 0
-    if not documents:
-        sys.stdout.write("no schedules (a runner with this store records its own when it starts)\n")
-        return 0
-    rows = [["NAME", "RULE", "ZONE", "NEXT", "LAST", "LAST STATE"]]
-    for document in documents:
-        rows.append(
-            [
-                str(document[column])
-                for column in ("name", "rule", "zone", "next_run", "last_run", "last_state")
-            ]
-        )
-    sys.stdout.write(_table(rows))
-    return 0
+    return documents
 
 
 COMMANDS = {
