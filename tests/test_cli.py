@@ -162,6 +162,7 @@ async def test_read_only_commands_write_nothing(tmp_path):
 
 
 @pytest.mark.anyio
+@pytest.mark.process
 async def test_schedules_are_listed_paused_and_resumed_in_the_store(tmp_path):
     from backbeat.stores import SQLiteStore
     from tests.stores.rows import new_task
