@@ -47,7 +47,7 @@ test: lint
 	bash tests/frameworks/run.sh
 
 # The tests that start no server and no process (pytest markers, pyproject.toml): a
-# minute at most, for the edit-test loop. `make test` runs everything.
+# minute or so, for the edit-test loop. `make test` runs everything.
 test-fast: venv
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m "not process and not redis and not netns"
