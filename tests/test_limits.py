@@ -208,10 +208,10 @@ async def test_purge_forgets_start_times_no_window_reaches(tmp_path):
 
     two_days_ago = time.time() - 2 * 86400
     memory = MemoryStore()
-    memory._starts['["rate", "t", "1/1s", "old-tenant"]'] = collections.deque([two_days_ago])
-    memory._starts['["rate", "t", "1/1s", "new-tenant"]'] = collections.deque([time.time()])
+    memory._gates.starts['["rate", "t", "1/1s", "old-tenant"]'] = collections.deque([two_days_ago])
+    memory._gates.starts['["rate", "t", "1/1s", "new-tenant"]'] = collections.deque([time.time()])
     await memory.purge(time.time(), ("succeeded",))
-    assert list(memory._starts) == ['["rate", "t", "1/1s", "new-tenant"]']
+    assert list(memory._gates.starts) == ['["rate", "t", "1/1s", "new-tenant"]']
 
     sqlite = SQLiteStore(tmp_path / "tasks.db")
     await sqlite.open()

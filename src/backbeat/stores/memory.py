@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from backbeat.gates import LONGEST_WINDOW
 from backbeat.logs import log_dead_letters
 from backbeat.status import TaskState
 from backbeat.stores.base import (
@@ -30,97 +28,24 @@ from backbeat.stores.base import (
     StoreError,
     WorkerInfo,
     check_purgeable,
-    receipt_for,
     split_receipt,
 )
+from backbeat.stores.memory_gates import MemoryGates, back_in_line
+from backbeat.stores.memory_rows import LIVE, Row
 from backbeat.stores.wakeups import Wakeups
-
-LIVE = ("held", "pending", "running")
-
-
-@dataclass(slots=True)
-class _Row:
-    task: NewTask
-    state: str
-    attempts: int = 0
-    started_at: float | None = None
-    finished_at: float | None = None
-    lease_until: float | None = None
-    worker: str | None = None
-    error: str | None = None
-    traceback: str | None = None
-    lost: int = 0
-    result: str | None = None
-    cancel_requested: bool = False
-    progress: str | None = None
-
-    def status(self) -> StoredStatus:
-        task = self.task
-        return StoredStatus(
-            id=task.id,
-            name=task.name,
-            state=self.state,
-            attempts=self.attempts,
-            error=self.error,
-            traceback=self.traceback,
-            created_at=task.created_at,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            due_at=task.due_at,
-            result=self.result,
-            progress=self.progress,
-            queue=task.queue,
-            payload=task.payload,
-            worker=self.worker,
-            priority=task.priority,
-        )
-
-    def claimed(self) -> ClaimedTask:
-        task = self.task
-        return ClaimedTask(
-            id=task.id,
-            name=task.name,
-            payload=task.payload,
-            attempts=self.attempts,
-            created_at=task.created_at,
-            retries=task.retries,
-            backoff=task.backoff,
-            max_backoff=task.max_backoff,
-            timeout=task.timeout,
-            lost=self.lost,
-            error=self.error,
-            queue=task.queue,
-            receipt=receipt_for(task.id, self.attempts),
-        )
-
-    def make_pending(self) -> None:
-        """Runnable again (activated, released, retried), held by no worker."""
-        self.state = "pending"
-        self.lease_until = None
-        self.worker = None
-
-    def finish(self, state: str, now: float) -> None:
-        self.state = state
-        self.finished_at = now
-        self.lease_until = None
 
 
 class MemoryStore:
     """Tasks in a dict, behind a lock: bound to no event loop, so `twin` is itself."""
 
     def __init__(self) -> None:
-        self._rows: dict[str, _Row] = {}
+        self._rows: dict[str, Row] = {}
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
         self._schedules: dict[str, ScheduleRecord] = {}
         self._lock = threading.Lock()  # the lease keeper's and sync callers' loops use it too
         self._wakeups = Wakeups()
-        # Gates (`Store.claim`): start times per rate gate, kept for one window; whether any
-        # gated task was ever written (else the claim skips them); when a closed rate gate
-        # with waiting tasks opens next (`wait` ends then).
-        self._starts: dict[str, deque[float]] = {}
-        self._any_gated = False
+        self._gates = MemoryGates()
         self._shares = GatedShare()
-        self._reopens: float | None = None
 
     def __repr__(self) -> str:
         return "MemoryStore()"
@@ -142,13 +67,13 @@ class MemoryStore:
                 for row in self._rows.values()
                 if row.state == "pending" and row.task.due_at > now
             ]
-        if self._reopens is not None:
-            later.append(self._reopens)
+        if self._gates.reopens is not None:
+            later.append(self._gates.reopens)
         if later:
             timeout = min(timeout, max(min(later) - now, 0.0) + 0.001)
         await self._wakeups.wait(timeout)
 
-    def _runnable(self, row: _Row, now: float) -> bool:
+    def _runnable(self, row: Row, now: float) -> bool:
         if row.task.due_at > now:
             return False
         after = json.loads(row.task.after) if row.task.after else []
@@ -158,7 +83,7 @@ class MemoryStore:
                 return False
         return True
 
-    def _take(self, row: _Row, worker: str, now: float, lease: float) -> ClaimedTask:
+    def _take(self, row: Row, worker: str, now: float, lease: float) -> ClaimedTask:
         if row.state == "running":
             row.lost += 1  # its lease expired: its worker died or hung
         row.state = "running"
@@ -192,8 +117,8 @@ class MemoryStore:
                 live[task.key] = task.id
             held = task.held_until is not None
             if task.line is not None:
-                self._any_gated = True
-            self._rows[task.id] = _Row(
+                self._gates.any_gated = True
+            self._rows[task.id] = Row(
                 task, "held" if held else "pending", lease_until=task.held_until
             )
             ids.append(task.id)
@@ -261,7 +186,7 @@ class MemoryStore:
                     log_dead_letters([(row.task.id, row.task.name, row.error)])
             for row in expired:
                 if row.state == "running" and row.task.line is not None:
-                    _back_in_line(row)
+                    back_in_line(row)
             suspects = [
                 row
                 for row in expired
@@ -273,7 +198,7 @@ class MemoryStore:
                 suspects.sort(key=lambda row: row.lease_until or 0)
                 return [self._take(suspects[0], worker, now, lease)]
             share = self._shares.next(limit)
-            gated = self._gated(worker, now, lease, share, queues) if self._any_gated else []
+            gated = self._start_gated(worker, now, lease, share, queues)
             candidates = [
                 row
                 for row in self._rows.values()
@@ -297,52 +222,18 @@ class MemoryStore:
             room = limit - len(gated)
             claimed = gated + [self._take(row, worker, now, lease) for row in candidates[:room]]
             if len(gated) == share and len(claimed) < limit:  # the others left room
-                claimed += self._gated(worker, now, lease, limit - len(claimed), queues)
+                claimed += self._start_gated(worker, now, lease, limit - len(claimed), queues)
             return claimed
 
-    def _gated(
+    def _start_gated(
         self, worker: str, now: float, lease: float, limit: int, queues: tuple[str, ...] | None
     ) -> list[ClaimedTask]:
-        """Start the first tasks of each line whose gates are open (`Store.claim`)."""
-        lines: dict[str, list[_Row]] = {}
-        running: dict[str, int] = {}
-        for row in self._rows.values():
-            line, task = row.task.line, row.task
-            if line is None:
-                continue
-            if row.state == "running" and task.concurrency_gate is not None:
-                running[task.concurrency_gate] = running.get(task.concurrency_gate, 0) + 1
-            waiting = row.state == "pending" or (
-                row.state == "held" and (row.lease_until or 0) < now
-            )
-            if waiting and (queues is None or task.queue in queues) and self._runnable(row, now):
-                lines.setdefault(line, []).append(row)
-        self._reopens = None
-        claimed: list[ClaimedTask] = []
-        for rows in sorted(lines.values(), key=lambda rows: _order(min(rows, key=_order))):
-            rows.sort(key=_order)
-            head = rows[0].task
-            room = limit - len(claimed)
-            log = None
-            if head.rate_gate is not None:
-                log = self._starts.setdefault(head.rate_gate, deque())
-                while log and log[0] <= now - head.rate_window:
-                    log.popleft()
-                room = min(room, head.rate_limit - len(log))
-                if len(log) >= head.rate_limit:  # closed: `wait` ends when it opens
-                    reopens = log[0] + head.rate_window
-                    self._reopens = min(self._reopens or reopens, reopens)
-            if head.concurrency_gate is not None:
-                held = running.get(head.concurrency_gate, 0)
-                room = min(room, head.max_concurrency - held)
-                running[head.concurrency_gate] = held + max(room, 0)
-            for row in rows[: max(room, 0)]:
-                if log is not None:
-                    log.append(now)
-                claimed.append(self._take(row, worker, now, lease))
-        return claimed
+        if not self._gates.any_gated:
+            return []
+        heads = self._gates.open_heads(self._rows.values(), now, limit, queues, self._runnable)
+        return [self._take(row, worker, now, lease) for row in heads]
 
-    def _current(self, receipt: str) -> _Row | None:
+    def _current(self, receipt: str) -> Row | None:
         """The row a claim names, while the claim is current (same attempt, running)."""
         task_id, attempt = split_receipt(receipt)
         row = self._rows.get(task_id)
@@ -448,10 +339,7 @@ class MemoryStore:
     ) -> int:
         check_purgeable(states)
         with self._lock:
-            # Start times no rate window reaches any more (keyed gates leave them behind).
-            forget = time.time() - LONGEST_WINDOW
-            for gate in [gate for gate, log in self._starts.items() if not log or log[-1] < forget]:
-                del self._starts[gate]
+            self._gates.forget_old_starts(time.time())
             doomed = [
                 task_id
                 for task_id, row in self._rows.items()
@@ -590,15 +478,3 @@ class MemoryStore:
             record.paused = paused
             record.updated_at = time.time()
             return True
-
-
-def _order(row: _Row) -> tuple[int, float]:
-    """A line's order: higher priority first, then sooner due, then as written (a stable
-    sort of rows kept in the order they were written)."""
-    return (-row.task.priority, row.task.due_at)
-
-
-def _back_in_line(row: _Row) -> None:
-    """A gated task whose lease ran out waits in its line again (`Store.claim`)."""
-    row.lost += 1
-    row.make_pending()

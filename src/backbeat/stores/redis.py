@@ -53,30 +53,20 @@ from backbeat.stores.base import (
     StoreUnavailable,
     WorkerInfo,
     check_purgeable,
-    receipt_for,
     split_receipt,
+)
+from backbeat.stores.redis_rows import (
+    STATUS_FIELDS,
+    claimed,
+    new_row,
+    schedule_record,
+    status,
+    text,
 )
 
 logger = logging.getLogger("backbeat")
 
 _SCRIPT = resources.files("backbeat.stores").joinpath("redis.lua").read_text()
-_STATUS_FIELDS = (
-    "name",
-    "state",
-    "attempts",
-    "error",
-    "traceback",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "due_at",
-    "result",
-    "progress",
-    "queue",
-    "payload",
-    "worker",
-    "priority",
-)
 
 
 def _redis() -> Any:
@@ -85,22 +75,6 @@ def _redis() -> Any:
     except ImportError:
         raise StoreError("the Redis store needs redis-py: pip install 'backbeat[redis]'") from None
     return redis.asyncio
-
-
-def _optional(value: str | None) -> str | None:
-    return None if value is None or value == "" else value
-
-
-def _number(value: str | None) -> float | None:
-    """A number field; None when it is empty or was made unreadable outside backbeat."""
-    try:
-        return None if value is None or value == "" else float(value)
-    except ValueError:
-        return None
-
-
-def _text(value: object) -> str:
-    return "" if value is None else str(value)
 
 
 # The URL's query options: backbeat's, then those redis-py takes (and any ``ssl_*``).
@@ -309,7 +283,7 @@ class RedisStore:
         sent = time.time()
         args: list[object] = [sent, len(groups)]
         for tasks in groups:
-            rows = [_new_row(t) for t in tasks]
+            rows = [new_row(t) for t in tasks]
             args.append(json.dumps(rows))
         # When, on Redis's clock, this write comes too late to store anything: half the
         # timeout from now. Its caller gives up at the timeout (a request answers 503), and
@@ -335,7 +309,7 @@ class RedisStore:
         self, worker: str, ids: list[str], lease: float, limit: int
     ) -> list[ClaimedTask]:
         rows = await self._call("start", time.time(), lease, worker, limit, json.dumps(ids))
-        return [_claimed(row) for row in rows]
+        return [claimed(row) for row in rows]
 
     async def claim(
         self,
@@ -354,7 +328,7 @@ class RedisStore:
         )
         self._saw(streams)
         log_dead_letters(dead)
-        return [_claimed(row) for row in rows]
+        return [claimed(row) for row in rows]
 
     async def renew(self, receipts: list[str], lease: float) -> list[str]:
         args: list[object] = []
@@ -371,10 +345,10 @@ class RedisStore:
                     task_id,
                     str(attempt),
                     s.state.value,
-                    _text(s.result),
-                    _text(s.error),
-                    _text(s.traceback),
-                    _text(s.retry_at),
+                    text(s.result),
+                    text(s.error),
+                    text(s.traceback),
+                    text(s.retry_at),
                 ]
             )
         return [bool(kept) for kept in await self._call("finish", time.time(), json.dumps(rows))]
@@ -416,10 +390,10 @@ class RedisStore:
         self._connect()
         try:
             async with asyncio.timeout(self.timeout):
-                values = await self._client.hmget(f"{self._tag}:t:{task_id}", _STATUS_FIELDS)
+                values = await self._client.hmget(f"{self._tag}:t:{task_id}", STATUS_FIELDS)
         except Exception as exc:
             raise _translated(exc, self) from exc
-        return None if values[1] is None else _status(task_id, values)
+        return None if values[1] is None else status(task_id, values)
 
     async def queues(self) -> list[str]:
         return sorted(await self._call("queues"))
@@ -441,7 +415,7 @@ class RedisStore:
             "list", time.time(), state or "", queue or "", name or "", limit, before or ""
         )
         found = [await self.get(task_id) for task_id in ids]
-        return [status for status in found if status is not None]
+        return [found_status for found_status in found if found_status is not None]
 
     async def workers(self, *, include_expired: bool = False) -> list[WorkerInfo]:
         server_now, *listed = await self._call("workers", "all" if include_expired else "live")
@@ -454,10 +428,10 @@ class RedisStore:
         return sorted(found, key=lambda worker: worker.name)
 
     async def take_over(self, worker: str) -> list[str]:
-        return [_text(task_id) for task_id in await self._call("take_over", time.time(), worker)]
+        return [text(task_id) for task_id in await self._call("take_over", time.time(), worker)]
 
     async def schedules(self) -> list[ScheduleRecord]:
-        return [_schedule(values) for values in await self._call("schedules")]
+        return [schedule_record(values) for values in await self._call("schedules")]
 
     async def declare_schedules(self, schedules: list[tuple[str, str]]) -> None:
         if schedules:
@@ -473,11 +447,11 @@ class RedisStore:
         *,
         skip_if_running: bool = False,
     ) -> ScheduleRecord | None:
-        row = "" if task is None else json.dumps(_new_row(task))
+        row = "" if task is None else json.dumps(new_row(task))
         fired = await self._call(
             "fire", time.time(), name, rule, tick, note, int(skip_if_running), STILL_RUNNING, row
         )
-        return None if fired is None else _schedule(fired)
+        return None if fired is None else schedule_record(fired)
 
     async def pause_schedule(self, name: str, paused: bool) -> bool:
         return bool(await self._call("pause", time.time(), name, int(paused)))
@@ -534,116 +508,6 @@ class RedisStore:
         for key, last in zip(streams[::2], streams[1::2], strict=True):
             if not only_new or key not in self._seen:
                 self._seen[key] = last
-
-
-def _gates(t: NewTask) -> list[str]:
-    """A task's gate fields as the script's enqueue takes them ('' when not gated)."""
-    line = t.line
-    if line is None:
-        return ["", "", "", "", "", ""]
-    return [
-        _text(t.rate_gate),
-        str(t.rate_limit),
-        repr(t.rate_window),
-        _text(t.concurrency_gate),
-        str(t.max_concurrency),
-        line,
-    ]
-
-
-# What the script's claim returns for each task, in order (`take` in redis.lua).
-_CLAIMED_FIELDS = (
-    "id",
-    "name",
-    "payload",
-    "attempts",
-    "created_at",
-    "retries",
-    "backoff",
-    "max_backoff",
-    "timeout",
-    "lost",
-    "error",
-    "queue",
-)
-
-
-def _new_row(t: NewTask) -> list[str]:
-    """A new task as the script's `add_task` reads it: its id, then its fields as strings."""
-    return [
-        t.id,
-        t.name,
-        t.payload,
-        str(t.retries),
-        repr(t.backoff),
-        repr(t.max_backoff),
-        _text(t.timeout),
-        repr(t.created_at),
-        repr(t.due_at),
-        _text(t.after),
-        _text(t.held_until),
-        t.queue,
-        str(t.priority),
-        _text(t.key),
-        *_gates(t),
-    ]
-
-
-def _schedule(values: list[Any]) -> ScheduleRecord:
-    name, rule, last_tick, last_task, note, paused, updated_at = (_text(v) for v in values)
-    return ScheduleRecord(
-        name=name,
-        rule=rule,
-        last_tick=int(last_tick) if last_tick else None,
-        last_task=_optional(last_task),
-        note=_optional(note),
-        paused=paused == "1",
-        updated_at=_number(updated_at) or 0.0,
-    )
-
-
-def _claimed(row: list[str]) -> ClaimedTask:
-    field = dict(zip(_CLAIMED_FIELDS, row, strict=True))
-    return ClaimedTask(
-        id=field["id"],
-        name=field["name"],
-        payload=field["payload"],
-        attempts=int(field["attempts"]),
-        created_at=float(field["created_at"]),
-        retries=int(field["retries"]),
-        backoff=float(field["backoff"]),
-        max_backoff=float(field["max_backoff"]),
-        timeout=_number(field["timeout"]),
-        lost=int(field["lost"] or 0),
-        error=_optional(field["error"]),
-        queue=field["queue"],
-        receipt=receipt_for(field["id"], int(field["attempts"])),
-    )
-
-
-def _status(task_id: str, values: list[str | None]) -> StoredStatus:
-    field = dict(zip(_STATUS_FIELDS, values, strict=True))
-    name = field["name"]
-    state = field["state"]
-    assert name is not None and state is not None
-    return StoredStatus(
-        id=task_id,
-        name=name,
-        state=state,
-        attempts=int(_number(field["attempts"]) or 0),
-        error=_optional(field["error"]),
-        traceback=_optional(field["traceback"]),
-        created_at=_number(field["created_at"]) or 0.0,
-        started_at=_number(field["started_at"]),
-        finished_at=_number(field["finished_at"]),
-        due_at=_number(field["due_at"]) or 0.0,
-        result=_optional(field["result"]),
-        progress=_optional(field["progress"]),
-        queue=field["queue"] or "default",
-        payload=_optional(field["payload"]),
-        worker=_optional(field["worker"]),
-        priority=int(_number(field["priority"]) or 0),
-    )
 
 
 def _translated(exc: Exception, store: RedisStore) -> StoreError:

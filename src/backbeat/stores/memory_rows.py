@@ -1,0 +1,77 @@
+"""A task as the memory store keeps it (`backbeat.stores.memory`): its row, and the states
+in which it is live."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from backbeat.stores.base import ClaimedTask, NewTask, StoredStatus, receipt_for
+
+LIVE = ("held", "pending", "running")
+
+
+@dataclass(slots=True)
+class Row:
+    task: NewTask
+    state: str
+    attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    lease_until: float | None = None
+    worker: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    lost: int = 0
+    result: str | None = None
+    cancel_requested: bool = False
+    progress: str | None = None
+
+    def status(self) -> StoredStatus:
+        task = self.task
+        return StoredStatus(
+            id=task.id,
+            name=task.name,
+            state=self.state,
+            attempts=self.attempts,
+            error=self.error,
+            traceback=self.traceback,
+            created_at=task.created_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            due_at=task.due_at,
+            result=self.result,
+            progress=self.progress,
+            queue=task.queue,
+            payload=task.payload,
+            worker=self.worker,
+            priority=task.priority,
+        )
+
+    def claimed(self) -> ClaimedTask:
+        task = self.task
+        return ClaimedTask(
+            id=task.id,
+            name=task.name,
+            payload=task.payload,
+            attempts=self.attempts,
+            created_at=task.created_at,
+            retries=task.retries,
+            backoff=task.backoff,
+            max_backoff=task.max_backoff,
+            timeout=task.timeout,
+            lost=self.lost,
+            error=self.error,
+            queue=task.queue,
+            receipt=receipt_for(task.id, self.attempts),
+        )
+
+    def make_pending(self) -> None:
+        """Runnable again (activated, released, retried), held by no worker."""
+        self.state = "pending"
+        self.lease_until = None
+        self.worker = None
+
+    def finish(self, state: str, now: float) -> None:
+        self.state = state
+        self.finished_at = now
+        self.lease_until = None
