@@ -165,6 +165,57 @@ class ScheduleRecord:
 STILL_RUNNING = "skipped: the previous run was not finished"
 
 
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    """Which tasks `Store.search` returns: every field given must match (None: any)."""
+
+    state: str | None = None  # as `TaskInfo` shows it: ``scheduled`` is pending, not yet due
+    queue: str | None = None
+    name: str | None = None
+    id: str | None = None  # the start of the id (ids are upper case; matched as given)
+    argument: str | None = None  # a piece of the arguments' JSON, as stored
+    error: str | None = None  # a piece of the error message
+    created_after: float | None = None  # seconds since the epoch, inclusive
+    created_before: float | None = None  # exclusive
+
+
+@dataclass(slots=True)
+class TaskPage:
+    """One page of `Store.search`: the matches, newest first, and where to go on."""
+
+    tasks: list[StoredStatus]
+    # Pass as `before` for the next page; None: no older task can match.
+    cursor: str | None
+    # How many tasks the store looked at for this page (at most `scan`).
+    scanned: int
+
+
+@dataclass(slots=True)
+class FailureGroup:
+    """Failed tasks of one name that failed with one exception type (`Store.failure_groups`)."""
+
+    name: str
+    exception: str  # the error up to its first ": " (the engine writes "Type: message")
+    count: int
+    latest_id: str
+    latest_at: float  # when the latest of them failed
+    example: str | None  # the latest one's error message
+
+
+@dataclass(slots=True)
+class GateUsage:
+    """How much of one limit is used now (`Store.gate_usage`): a rate limit's starts in
+    its current window, or a per-key concurrency limit's running tasks."""
+
+    kind: str  # "rate" or "concurrency"
+    name: str  # the task name or queue the limit belongs to
+    key: str  # the key it is per ("" when the limit is not per key)
+    limit: int
+    window: float  # seconds, for "rate"; 0 for "concurrency"
+    used: int
+    waiting: int  # tasks waiting in its line
+
+
 @dataclass(slots=True)
 class StoredStatus:
     """A stored task as `Store.get` and `Store.list_tasks` give it; `info()` is its `TaskInfo`."""
@@ -414,6 +465,52 @@ class Store(Protocol):
         """Tasks, newest first, optionally of one state (as `TaskInfo` shows it: a
         ``scheduled`` task is pending with a later due time), queue or name; ``before``
         is the last id of the previous page."""
+        ...
+
+    async def search(
+        self, where: TaskFilter, *, limit: int = 50, before: str | None = None, scan: int = 10_000
+    ) -> TaskPage:
+        """Tasks matching `where`, newest first (by id), older than the id `before`.
+
+        Bounded whatever the store's size: it looks at no more than `scan` tasks (an index
+        that yields only candidates, such as one of a state, counts only what it yields),
+        and returns up to `limit` matches. `TaskPage.cursor` continues the search: the last
+        match when the page is full, the last task looked at when `scan` ran out first,
+        None when no older task can match (ids sort by creation time, so `created_after`
+        ends the search and `created_before` starts it)."""
+        ...
+
+    async def failure_groups(self, *, scan: int = 10_000) -> list[FailureGroup]:
+        """The failed tasks grouped by name and exception type, largest group first:
+        of the `scan` most recently created failed tasks."""
+        ...
+
+    async def oldest_due(self, queue: str | None = None) -> float | None:
+        """The earliest `due_at` of the tasks pending and due now (of one queue): how long
+        the longest-waiting runnable task has waited. None: nothing is waiting."""
+        ...
+
+    async def run_now(self, ids: list[str]) -> int:
+        """Waiting tasks (pending or scheduled: not held, not running) become due now, as
+        if their delay or retry wait were over; wakes waiting workers. Returns how many."""
+        ...
+
+    async def delete(self, ids: list[str]) -> int:
+        """Delete finished tasks (succeeded, failed, cancelled), as `purge` does; the
+        others are left alone. Returns how many were deleted."""
+        ...
+
+    async def pause_queue(self, queue: str, paused: bool) -> None:
+        """Pause a queue (no task of it is claimed or started until resumed; running
+        ones go on) or resume it (wakes waiting workers)."""
+
+    async def paused_queues(self) -> list[str]:
+        """The paused queues, sorted."""
+        ...
+
+    async def gate_usage(self) -> list[GateUsage]:
+        """Every rate limit and per-key concurrency limit with tasks in use or waiting:
+        starts in its current window or tasks running, and tasks waiting in its line."""
         ...
 
     async def retry(self, ids: list[str] | None) -> int:
