@@ -11,6 +11,7 @@
     backbeat retry ID... --store URL | backbeat retry --failed --store URL
     backbeat purge --store URL [--older-than 7d] [--state S]... [--dry-run]
     backbeat watch --store URL [--interval SECONDS] [--limit N] [--once]
+    backbeat dashboard --store URL [--host H] [--port P] [--root-path P] [--read-only] [--open]
 
 Every ``--store URL`` may be given as ``BACKBEAT_STORE=URL`` instead.
 Built on `argparse` (the standard library's, so the command adds no dependency).
@@ -36,6 +37,8 @@ from typing import Any
 from backbeat import __version__
 from backbeat.applications import find_runner
 from backbeat.checks import declare_route_tasks, problems_of, report
+from backbeat.dashboard_command import add_parser as add_dashboard_parser
+from backbeat.dashboard_command import run_dashboard
 from backbeat.routing import declare_task_modules
 from backbeat.runner import Runner
 from backbeat.store_commands import STATES, CommandError, run_store_command
@@ -171,6 +174,8 @@ def parser() -> argparse.ArgumentParser:
     watch.add_argument(
         "--once", action="store_true", help="print one frame and exit (so does a pipe)"
     )
+    add_dashboard_parser(commands)
+    store_option(commands.choices["dashboard"])
     return root
 
 
@@ -192,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_check(args.target)
         if args.command == "watch":
             return run_watch(args)
+        if args.command == "dashboard":
+            return run_dashboard(args)
         return run_store_command(args)
     except (CommandError, StoreError) as exc:
         sys.stderr.write(f"backbeat {args.command}: error: {exc}\n")
