@@ -6,7 +6,7 @@ minute, shaped like what an app leaves behind: 30 days of tasks, 12 task names, 
 mostly succeeded, a few percent failed with a dozen kinds of error, some pending, cancelled
 and dead; ids are real ids (creation time + 80 random bits) at their creation time.
 
-    python bench/dashboard/fixture.py --tasks 1000000 --path /tmp/backbeat-bench/1m.db
+    python bench/dashboard/fixture.py --tasks 1000000 --path /tmp/backbeat-bench/1000000.db
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def ensure(path: Path, tasks: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=1_000_000)
-    parser.add_argument("--path", type=Path, default=Path("/tmp/backbeat-bench/1m.db"))
+    parser.add_argument("--path", type=Path, default=Path("/tmp/backbeat-bench/1000000.db"))
     parser.add_argument("--rebuild", action="store_true")
     args = parser.parse_args()
     if args.rebuild:
