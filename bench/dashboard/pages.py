@@ -24,8 +24,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fixture import ensure  # noqa: E402 - a script beside this one
-from serve import dashboard  # noqa: E402
+from fixture import ensure  # a script beside this one
+from serve import dashboard
 
 BUDGET_MS = 100.0
 

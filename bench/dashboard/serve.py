@@ -58,6 +58,8 @@ def dashboard(store: str, log: Path, *extra: str) -> Iterator[tuple[str, int]]:
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise SystemExit(f"backbeat dashboard never listened:\n{log.read_text()}")
+                    raise SystemExit(
+                        f"backbeat dashboard never listened:\n{log.read_text()}"
+                    ) from None
                 time.sleep(0.05)
         yield f"http://127.0.0.1:{port}", running.pid

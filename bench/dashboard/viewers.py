@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import platform
 import sys
 import tempfile
@@ -51,10 +52,8 @@ async def feed(url: str, stop: asyncio.Event) -> int:
                 fed += 1
             if fed % 6 == 0:
                 await runner.asubmit(BackgroundTask(work_app.fail, fed))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
-            except TimeoutError:
-                pass
     return fed
 
 
