@@ -1,0 +1,342 @@
+"""The dashboard in Debian's Chromium, as an operator uses it: a real app under uvicorn
+(tests/apps/dashboard_app.py: the dashboard mounted at /ops/dash, a SQLite store, the app
+running its tasks), driven by Playwright. Each page loads without a CSP violation or a
+script error; filter, open a task, retry a failed one until it succeeds, cancel a running
+one, watch a progress bar move without a reload; a read-only viewer sees no action and its
+forged POST is refused; a cross-site form POST is refused; with JavaScript off, filtering
+and a bulk action through its confirmation page still work.
+
+Screenshots go to the test's tmp dir, or to $BACKBEAT_SCREENSHOTS (docs/images/refresh.sh).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.apps.dashboard_app import FULL_TOKEN, READ_TOKEN
+from tests.browser import browser  # noqa: F401 - the session's Chromium (a fixture)
+from tests.serving import Server, uvicorn
+
+pytestmark = [pytest.mark.process, pytest.mark.browser]
+
+MOUNT = "/ops/dash"
+WAIT = 15.0  # seconds for anything to happen: generous on a loaded 2-core machine
+
+
+@dataclass
+class Site:
+    server: Server
+    directory: Path
+    shots: Path
+    http: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.http = httpx.Client(base_url=self.server.url, timeout=10)
+
+    @property
+    def origin(self) -> str:
+        return self.server.url
+
+    @property
+    def dash(self) -> str:
+        return self.server.url + MOUNT
+
+    def submit(self, path: str, **params: object) -> str:
+        """A task enqueued by the app's own route: its id."""
+        response = self.http.post(path, params=params)
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        response = self.http.get(
+            f"{MOUNT}/api/tasks/{task_id}", headers={"x-ops-token": FULL_TOKEN}
+        )
+        assert response.status_code == 200, response.text
+        document: dict[str, Any] = response.json()
+        return document
+
+    def state(self, task_id: str) -> str:
+        return str(self.task(task_id)["state"])
+
+    def wait_state(self, task_id: str, *states: str) -> None:
+        poll(lambda: self.state(task_id) in states, f"task {task_id} never {states}")
+
+    def succeed_from_now(self) -> None:
+        (self.directory / "succeed").touch()
+
+    def fail_from_now(self) -> None:
+        (self.directory / "succeed").unlink(missing_ok=True)
+
+
+def poll(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(what)
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    directory = tmp_path_factory.mktemp("dash-browser")
+    shots = Path(os.environ.get("BACKBEAT_SCREENSHOTS") or directory / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    env = {"BACKBEAT_TEST_STORE": f"sqlite:///{directory}/tasks.db"}
+    env["BACKBEAT_TEST_DIR"] = str(directory)
+    with uvicorn("tests.apps.dashboard_app:app", directory, env=env, name="app") as server:
+        made = Site(server, directory, shots)
+        yield made
+        made.http.close()
+
+
+class Tab:
+    """A page in a browser context, recording what the console says went wrong."""
+
+    def __init__(self, context: Any) -> None:
+        self.page = context.new_page()
+        self.problems: list[str] = []
+        self.page.on(
+            "console",
+            lambda message: message.type == "error" and self.problems.append(message.text),
+        )
+        self.page.on("pageerror", lambda error: self.problems.append(str(error)))
+
+    def goto(self, url: str) -> Any:
+        response = self.page.goto(url)
+        assert response is not None and response.status == 200, (url, response and response.status)
+        return response
+
+
+def context_with(browser: Any, site: Site, token: str, **options: Any) -> Any:  # noqa: F811
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, **options)
+    context.add_cookies([{"name": "ops", "value": token, "url": site.origin}])
+    context.set_default_timeout(WAIT * 1000)
+    return context
+
+
+@pytest.fixture(scope="module")
+def operator(browser: Any, site: Site) -> Iterator[Any]:  # noqa: F811
+    context = context_with(browser, site, FULL_TOKEN)
+    yield context
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def viewer(browser: Any, site: Site) -> Iterator[Any]:  # noqa: F811
+    context = context_with(browser, site, READ_TOKEN)
+    yield context
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def no_script(browser: Any, site: Site) -> Iterator[Any]:  # noqa: F811
+    context = context_with(browser, site, FULL_TOKEN, java_script_enabled=False)
+    yield context
+    context.close()
+
+
+def action_buttons(page: Any) -> Any:
+    return page.locator("form[method=post] button")
+
+
+# --- the tests --------------------------------------------------------------------------
+
+
+def test_every_page_loads_without_a_csp_violation(site: Site, operator: Any) -> None:
+    failed = site.submit("/orders", ident="A-1")
+    site.wait_state(failed, "failed")
+    tab = Tab(operator)
+    for path, heading in [
+        ("/", "Overview"),
+        ("/tasks", "Tasks"),
+        ("/failures", "Failures"),
+        ("/workers", "Workers"),
+        ("/schedules", "Schedules"),
+        (f"/tasks/{failed}", failed),
+    ]:
+        tab.goto(site.dash + path)
+        assert heading in tab.page.locator("h1").inner_text()
+        # Links carry the mount's prefix.
+        for href in tab.page.locator("nav a").evaluate_all("links => links.map(a => a.href)"):
+            assert href.startswith(site.dash), href
+    tab.goto(site.dash + "/")
+    tab.page.screenshot(path=site.shots / "overview.png", full_page=True)
+    assert tab.problems == []
+
+
+def test_filter_open_and_retry_a_failed_task_until_it_succeeds(site: Site, operator: Any) -> None:
+    site.fail_from_now()
+    ids = [site.submit("/orders", ident=f"R-{n}") for n in range(3)]
+    site.submit("/quick", label="unrelated")
+    for task_id in ids:
+        site.wait_state(task_id, "failed")
+    tab = Tab(operator)
+    tab.goto(site.dash + "/tasks")
+    tab.page.fill("input[name=name]", "ops.flaky")
+    tab.page.select_option("select[name=state]", "failed")
+    tab.page.fill("input[name=argument]", "R-")
+    tab.page.click("form.filters button[type=submit]")
+    tab.page.wait_for_url("**/tasks?*")
+    assert "name=ops.flaky" in tab.page.url and "state=failed" in tab.page.url
+    rows = tab.page.locator("tbody tr")
+    assert rows.count() == 3
+    assert "payment gateway unreachable" in rows.first.inner_text()
+    tab.page.screenshot(path=site.shots / "tasks-filtered.png", full_page=True)
+
+    target = ids[0]
+    tab.page.click(f"a[href$='/tasks/{target}']")
+    tab.page.wait_for_url(f"**/tasks/{target}")
+    assert "payment gateway unreachable for order R-0" in tab.page.content()
+    assert tab.page.locator("form[action$='actions/cancel']").count() == 0  # not for failed
+    site.succeed_from_now()
+    try:
+        tab.page.click("form[action$='actions/retry'] button")
+        tab.page.wait_for_load_state()
+        site.wait_state(target, "succeeded")
+    finally:
+        site.fail_from_now()
+    tab.goto(site.dash + f"/tasks/{target}")
+    assert "order R-0 charged" in tab.page.content()
+    assert tab.page.locator("form[action$='actions/retry']").count() == 0
+    assert tab.problems == []
+
+
+def test_cancel_a_running_task(site: Site, operator: Any) -> None:
+    task_id = site.submit("/imports", steps=400, pause=0.1)
+    site.wait_state(task_id, "running")
+    tab = Tab(operator)
+    tab.goto(site.dash + f"/tasks/{task_id}")
+    tab.page.click("form[action$='actions/cancel'] button")
+    tab.page.wait_for_load_state()
+    site.wait_state(task_id, "cancelled")
+    tab.goto(site.dash + f"/tasks/{task_id}")
+    assert "cancelled" in tab.page.locator("dl").inner_text()
+    assert tab.problems == []
+
+
+def test_a_progress_bar_moves_live_without_a_reload(site: Site, operator: Any) -> None:
+    task_id = site.submit("/imports", steps=40, pause=0.15)
+    site.wait_state(task_id, "running")
+    tab = Tab(operator)
+    tab.goto(site.dash + f"/tasks/{task_id}")
+    bar = tab.page.locator(f"progress[data-progress='{task_id}']")
+    tab.page.evaluate("window.stillTheSamePage = true")
+    first = float(bar.evaluate("bar => bar.value") or 0)
+    poll(
+        lambda: float(bar.evaluate("bar => bar.value") or 0) >= first + 0.2,
+        f"the progress bar stayed at {first}",
+    )
+    assert tab.page.evaluate("window.stillTheSamePage") is True  # updated in place (SSE)
+    tab.page.screenshot(path=site.shots / "task-progress.png", full_page=True)
+    assert tab.problems == []
+
+
+def test_a_read_only_viewer_sees_no_action_and_its_forged_post_is_refused(
+    site: Site, viewer: Any
+) -> None:
+    failed = site.submit("/orders", ident="RO-1")
+    site.wait_state(failed, "failed")
+    tab = Tab(viewer)
+    for path in ["/tasks", f"/tasks/{failed}", "/failures", "/workers", "/schedules"]:
+        tab.goto(site.dash + path)
+        assert action_buttons(tab.page).count() == 0, path
+    assert "Read-only" in tab.page.content()
+    # The same POST the operator's button makes, from the viewer's own page (same origin).
+    status = tab.page.evaluate(
+        """async ([url, id]) => {
+            const body = new URLSearchParams({id, confirm: "yes"});
+            return (await fetch(url, {method: "POST", body})).status;
+        }""",
+        [site.dash + "/actions/retry", failed],
+    )
+    assert status == 403
+    assert site.state(failed) == "failed"
+    assert tab.problems == []
+
+
+class Attacker:
+    """Another origin (same host, another port) serving a page that auto-submits a form
+    to the dashboard: what a malicious page open in the operator's browser would do."""
+
+    def __init__(self, target: str, fields: dict[str, str]) -> None:
+        inputs = "".join(f'<input type="hidden" name="{k}" value="{v}">' for k, v in fields.items())
+        page = (
+            f'<!doctype html><form id="f" method="post" action="{target}">{inputs}</form>'
+            "<script>document.getElementById('f').submit()</script>"
+        ).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("content-type", "text/html")
+                self.send_header("content-length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_cross_site_post_is_refused(site: Site, operator: Any) -> None:
+    failed = site.submit("/orders", ident="X-1")
+    site.wait_state(failed, "failed")
+    attacker = Attacker(site.dash + "/actions/delete", {"id": failed, "confirm": "yes"})
+    try:
+        page = operator.new_page()
+        with page.expect_response(lambda response: response.request.method == "POST") as posted:
+            page.goto(attacker.url)
+        response = posted.value
+        assert response.status == 403
+        # The operator's cookie went along (same site, other port): only the origin check
+        # refused it.
+        assert response.request.header_value("cookie") == f"ops={FULL_TOKEN}"
+        page.close()
+    finally:
+        attacker.close()
+    assert site.state(failed) == "failed"
+
+
+def test_without_javascript_filter_and_act_through_the_confirmation_page(
+    site: Site, no_script: Any
+) -> None:
+    ids = [site.submit("/quick", label=f"nojs-{n}") for n in range(4)]
+    for task_id in ids:
+        site.wait_state(task_id, "succeeded")
+    tab = Tab(no_script)
+    tab.goto(site.dash + "/tasks")
+    tab.page.fill("input[name=name]", "ops.quick")
+    tab.page.fill("input[name=argument]", "nojs-")
+    tab.page.click("form.filters button[type=submit]")
+    tab.page.wait_for_url("**/tasks?*")
+    assert tab.page.locator("tbody tr").count() == 4
+    # Delete everything matching the filter: a confirmation page with the count first.
+    matching = tab.page.locator("form.bulk").filter(has=tab.page.locator("input[value=filter]"))
+    matching.locator("button[value=delete]").click()
+    tab.page.wait_for_load_state()
+    assert "4" in tab.page.locator("main").inner_text()
+    tab.page.screenshot(path=site.shots / "confirm.png", full_page=True)
+    assert all(site.state(task_id) == "succeeded" for task_id in ids)  # nothing done yet
+    tab.page.locator("main form[method=post] button[type=submit]").first.click()
+    tab.page.wait_for_load_state()
+    assert "deleted" in tab.page.locator(".flash").inner_text()
+    for task_id in ids:
+        gone = site.http.get(f"{MOUNT}/api/tasks/{task_id}", headers={"x-ops-token": FULL_TOKEN})
+        assert gone.status_code == 404
