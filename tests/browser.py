@@ -43,7 +43,12 @@ def browser() -> Iterator[object]:
         pytest.skip("BACKBEAT_SKIP_BROWSER=1")
     if not Path(CHROMIUM).exists():
         pytest.fail(HOW_TO_INSTALL, pytrace=False)
-    from playwright.sync_api import sync_playwright
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail(
+            "no playwright: pip install -e '.[dev]' (it is in the dev extra)", pytrace=False
+        )
 
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
