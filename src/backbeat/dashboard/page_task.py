@@ -1,0 +1,105 @@
+"""One task: its arguments (through the redaction hook), result, progress, attempts (the
+store's history where it keeps one, else the latest error and traceback), worker, queue,
+times, and the actions valid for its state."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from pydantic_core import from_json
+
+from backbeat.stores.base import StoredStatus
+
+from backbeat.dashboard.actions import LABELS, actions_for
+from backbeat.dashboard.pages import View, button_form, esc, layout, progress_bar, when
+from backbeat.dashboard.redact import Redact
+
+
+def arguments_of(task: StoredStatus, redact: Redact) -> Any:
+    """The arguments as shown: decoded and redacted (None: not kept, as in process)."""
+    if task.payload is None:
+        return None
+    try:
+        document = from_json(task.payload)
+    except ValueError:
+        return {"unreadable": "the stored arguments are not JSON"}
+    return redact(document)
+
+
+def _pretty(value: Any) -> str:
+    return f"<pre>{esc(json.dumps(value, indent=2, ensure_ascii=False, default=repr))}</pre>"
+
+
+def _decoded(document: str | None) -> Any:
+    if document is None:
+        return None
+    try:
+        return from_json(document)
+    except ValueError:
+        return document
+
+
+def attempt_rows(attempts: list[Any]) -> str:
+    """A store's attempt history: each entry's fields as it gives them (dicts or objects)."""
+    items = []
+    for entry in attempts:
+        fields = entry if isinstance(entry, dict) else getattr(entry, "__dict__", None)
+        if fields is None and hasattr(entry, "__slots__"):
+            fields = {name: getattr(entry, name) for name in entry.__slots__}
+        fields = fields or {"attempt": entry}
+        traceback = fields.get("traceback")
+        summary = ", ".join(
+            f"{name} {when(value) if name.endswith('_at') and isinstance(value, float) else value}"
+            for name, value in fields.items()
+            if name != "traceback" and value is not None
+        )
+        detail = f"<details><summary>traceback</summary><pre>{esc(traceback)}</pre></details>"
+        items.append(f"<li>{esc(summary)}{detail if traceback else ''}</li>")
+    return f'<ol class="timeline">{"".join(items)}</ol>'
+
+
+def render(
+    view: View, task: StoredStatus, attempts: list[Any] | None, redact: Redact, back: str
+) -> str:
+    state = task.info(time.time()).state.value
+    facts = [
+        ("State", f'<span class="state-{state}">{state}</span>'),
+        ("Name", esc(task.name)),
+        ("Queue", esc(task.queue)),
+        ("Priority", str(task.priority)),
+        ("Attempts", str(task.attempts)),
+        ("Worker", esc(task.worker or "-")),
+        ("Created", when(task.created_at)),
+        ("Due", when(task.due_at) if state in ("pending", "scheduled") else "-"),
+        ("Started", when(task.started_at)),
+        ("Finished", when(task.finished_at)),
+    ]
+    body = "<dl class=\"facts\">" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>"
+    buttons = "".join(
+        button_form(view, action, LABELS[action], {"id": task.id, "back": back, "confirm": "yes"})
+        for action in actions_for(state)
+    )
+    if buttons:
+        body += f'<div class="actions">{buttons}</div>'
+    if state == "running" or task.progress is not None:
+        body += f"<h2>Progress</h2><p>{progress_bar(task.id, task.progress)}</p>"
+    arguments = arguments_of(task, redact)
+    body += "<h2>Arguments</h2>" + (
+        _pretty(arguments)
+        if arguments is not None
+        else '<p class="note">Not kept: an in-process task holds live objects.</p>'
+    )
+    if task.result is not None:
+        body += "<h2>Result</h2>" + _pretty(_decoded(task.result))
+    body += "<h2>Attempts</h2>"
+    if attempts:
+        body += attempt_rows(attempts)
+    elif task.error:
+        body += f'<p class="error-text">Latest error: {esc(task.error)}</p>'
+        if task.traceback:
+            body += f"<pre>{esc(task.traceback)}</pre>"
+    else:
+        body += f"<p>{task.attempts} attempt(s), no error recorded.</p>"
+    return layout(view, "tasks", f"Task {task.id}", body)
