@@ -88,8 +88,7 @@ def grant_of(answer: object) -> Grant:
         unknown = names - ACTIONS
         if unknown:
             raise ValueError(
-                f"authorize returned unknown action(s) {sorted(unknown)}; "
-                f"known: {sorted(ACTIONS)}"
+                f"authorize returned unknown action(s) {sorted(unknown)}; known: {sorted(ACTIONS)}"
             )
         return Grant(names, ",".join(sorted(names)) or "read")
     raise ValueError(

@@ -12,8 +12,6 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from backbeat.stores.base import FINISHED_STATES
-
 from backbeat.dashboard.access import ACTIONS, Forbidden
 from backbeat.dashboard.actions import (
     LABELS,
@@ -26,6 +24,7 @@ from backbeat.dashboard.actions import (
 from backbeat.dashboard.context import Context, grant_of, root_of, set_flash, view_of
 from backbeat.dashboard.filters import FIELDS, BadInput, filter_query, parse_filter
 from backbeat.dashboard.pages import esc, layout
+from backbeat.stores.base import FINISHED_STATES
 
 MAX_IDS = 10_000  # ids in one form post (a selection is a page's rows; this is generous)
 
@@ -40,7 +39,9 @@ class Done:
         self.target = target
 
 
-async def perform(context: Context, request: Request, action: str, fields: FormData | dict[str, Any]) -> Done:
+async def perform(
+    context: Context, request: Request, action: str, fields: FormData | dict[str, Any]
+) -> Done:
     """Do a confirmed action (the forms' and the API's), audit it, say what was done."""
     source = context.source
     get = fields.get
@@ -129,7 +130,9 @@ def purge_terms(fields: FormData | dict[str, Any]) -> tuple[float, tuple[str, ..
     try:
         seconds = float(text) * scale
     except ValueError:
-        raise BadInput(f"say how old the tasks to purge must be, as a number; got {text!r}") from None
+        raise BadInput(
+            f"say how old the tasks to purge must be, as a number; got {text!r}"
+        ) from None
     if seconds < 0:
         raise BadInput(f"the age of the tasks to purge cannot be negative; got {text!r}")
     if isinstance(fields, FormData):
@@ -139,16 +142,22 @@ def purge_terms(fields: FormData | dict[str, Any]) -> tuple[float, tuple[str, ..
     states = states or FINISHED_STATES
     unknown = sorted(set(states) - set(FINISHED_STATES))
     if unknown:
-        raise BadInput(f"only finished tasks can be purged ({', '.join(FINISHED_STATES)}), not {unknown}")
+        raise BadInput(
+            f"only finished tasks can be purged ({', '.join(FINISHED_STATES)}), not {unknown}"
+        )
     return seconds, states
 
 
 def safe_back(request: Request, given: object) -> str:
     """Where to go after an action: a page of this dashboard only (no open redirect)."""
     root = root_of(request)
-    if isinstance(given, str) and given.startswith(root + "/") and not given.startswith("//"):
-        if "\\" not in given and "//" not in given[len(root) :]:
-            return given
+    if (
+        isinstance(given, str)
+        and given.startswith(root + "/")
+        and "\\" not in given
+        and "//" not in given
+    ):
+        return given
     return f"{root}/tasks"
 
 
@@ -159,19 +168,22 @@ async def confirmation(context: Context, request: Request, action: str, form: Fo
         if form.get("scope") == "filter":
             where = parse_filter({key: str(form.get(key) or "") for key in FIELDS})
             matches = await count_matches(context.source, action, where)
-            count = f"{matches.count}{' or more' if matches.capped else ''}"
-            what = f"{count} task(s) matching {esc(filter_query(where) or 'no filter: every task')}"
+            counted = f"{matches.count}{' or more' if matches.capped else ''}"
+            what = (
+                f"{counted} task(s) matching {esc(filter_query(where) or 'no filter: every task')}"
+            )
         else:
             ids = ids_of(form)
             if not ids:
                 raise BadInput("no task selected: tick some rows, or act on the filter")
             what = f"{len(ids)} selected task(s)"
-        states = ", ".join(TASK_ACTIONS[action])
-        question = f"{LABELS[action]} {what}? (only those {states} are acted on)"
+        valid = ", ".join(TASK_ACTIONS[action])
+        question = f"{LABELS[action]} {what}? (only those {valid} are acted on)"
     elif action == "purge":
         seconds, states = purge_terms(form)
         count = await context.source.purge(time.time() - seconds, states, dry_run=True)
-        question = f"Purge {count} finished task(s) ({', '.join(states)}) older than {seconds:g}s?"
+        shown = ", ".join(states)
+        question = f"Purge {count} finished task(s) ({shown}) older than {seconds:g}s?"
     else:
         raise BadInput(f"{action} needs no confirmation")
     hidden = "".join(

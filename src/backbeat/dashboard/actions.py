@@ -12,9 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from backbeat.stores.base import FINISHED_STATES, TaskFilter
-
 from backbeat.dashboard.source import Source
+from backbeat.stores.base import FINISHED_STATES, TaskFilter
 
 logger = logging.getLogger("backbeat")
 

@@ -12,8 +12,6 @@ from pydantic_core import from_json
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from backbeat.stores.base import StoredStatus
-
 from backbeat.dashboard.action_routes import check_action, perform
 from backbeat.dashboard.context import Context
 from backbeat.dashboard.events import live_document
@@ -21,6 +19,7 @@ from backbeat.dashboard.filters import BadInput, parse_count, parse_filter
 from backbeat.dashboard.page_failures import FAILURES_SCANNED
 from backbeat.dashboard.page_task import arguments_of
 from backbeat.dashboard.redact import Redact
+from backbeat.stores.base import StoredStatus
 
 SEARCH_SCAN = 10_000
 MAX_LIMIT = 500
@@ -124,7 +123,7 @@ class Api:
         except ValueError as error:
             raise BadInput(f"the body is not JSON: {error}") from None
         if not isinstance(body, dict):
-            raise BadInput("the body must be a JSON object: {\"ids\": [...]} or {\"filter\": {...}}")
+            raise BadInput('the body must be a JSON object: {"ids": [...]} or {"filter": {...}}')
         fields = dict(body)
         if isinstance(body.get("filter"), dict):
             fields.update({key: str(value) for key, value in body["filter"].items()})

@@ -10,16 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
-
-from backbeat.runner import Runner
-from backbeat.stores import Store, StoreError
 
 from backbeat.dashboard.access import Authorize, Forbidden, grant_for, same_origin
 from backbeat.dashboard.action_routes import action_route
@@ -32,6 +28,8 @@ from backbeat.dashboard.pages import esc
 from backbeat.dashboard.redact import Redact, redact_secrets
 from backbeat.dashboard.snapshot import Hub
 from backbeat.dashboard.source import Source
+from backbeat.runner import Runner
+from backbeat.stores import Store, StoreError
 
 logger = logging.getLogger("backbeat")
 
@@ -135,7 +133,7 @@ class Dashboard:
 
 
 def _is_api(request: Request) -> bool:
-    path = request.scope["path"]
+    path = str(request.scope["path"])
     root = str(request.scope.get("root_path", ""))
     local = path[len(root) :] if root and path.startswith(root) else path
     return local.startswith("/api/")

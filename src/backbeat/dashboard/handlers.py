@@ -15,9 +15,9 @@ from backbeat.dashboard import (
 )
 from backbeat.dashboard.context import Context, view_of, with_flash_cleared
 from backbeat.dashboard.filters import parse_filter
-from backbeat.dashboard.pages import message_page
 from backbeat.dashboard.page_failures import FAILURES_SCANNED
 from backbeat.dashboard.page_tasks import PAGE_SIZE
+from backbeat.dashboard.pages import message_page
 
 SEARCH_SCAN = 10_000
 

@@ -3,9 +3,8 @@ its tasks."""
 
 from __future__ import annotations
 
-from backbeat.stores.base import FailureGroup
-
 from backbeat.dashboard.pages import View, ago, esc, layout, table, task_link
+from backbeat.stores.base import FailureGroup
 
 FAILURES_SCANNED = 10_000
 
@@ -39,8 +38,6 @@ def render(view: View, groups: list[FailureGroup]) -> str:
         )
     body = (
         f'<p class="note">Of the {FAILURES_SCANNED} most recently created failed tasks.</p>'
-        + table(
-            ["task", "exception", "failed", "latest", "example", ""], rows, "No failed tasks."
-        )
+        + table(["task", "exception", "failed", "latest", "example", ""], rows, "No failed tasks.")
     )
     return layout(view, "failures", "Failures", body)

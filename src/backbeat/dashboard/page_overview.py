@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 
-from backbeat.stores.base import COUNTED_STATES
-
 from backbeat.dashboard.charts import chart
 from backbeat.dashboard.pages import (
     View,
@@ -18,13 +16,15 @@ from backbeat.dashboard.pages import (
     task_link,
 )
 from backbeat.dashboard.snapshot import BUCKETS, History, Snapshot
+from backbeat.stores.base import COUNTED_STATES
 
 
 def counts_table(view: View, snapshot: Snapshot) -> str:
     cells = "".join(
         f'<div class="count state-{state}"><a href="{esc(view.url("tasks", {"state": state}))}">'
         f'<span class="label">{state}</span>'
-        f'<span class="number" data-count="{state}">{snapshot.counts.get(state, 0)}</span></a></div>'
+        f'<span class="number" data-count="{state}">{snapshot.counts.get(state, 0)}</span>'
+        "</a></div>"
         for state in COUNTED_STATES
     )
     return f'<section class="counts">{cells}</section>'

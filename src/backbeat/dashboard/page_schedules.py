@@ -35,8 +35,6 @@ def render(view: View, snapshot: Snapshot) -> str:
         f"<td>{gate.waiting}</td></tr>"
         for gate in snapshot.gates
     ]
-    gates = table(
-        ["limit", "of", "key", "used", "waiting"], gate_rows, "No limit is in use now."
-    )
+    gates = table(["limit", "of", "key", "used", "waiting"], gate_rows, "No limit is in use now.")
     body = "<h2>Schedules</h2>" + schedules + "<h2>Rate limits and concurrency</h2>" + gates
     return layout(view, "schedules", "Schedules & limits", body)

@@ -10,11 +10,10 @@ from typing import Any
 
 from pydantic_core import from_json
 
-from backbeat.stores.base import StoredStatus
-
 from backbeat.dashboard.actions import LABELS, actions_for
 from backbeat.dashboard.pages import View, button_form, esc, layout, progress_bar, when
 from backbeat.dashboard.redact import Redact
+from backbeat.stores.base import StoredStatus
 
 
 def arguments_of(task: StoredStatus, redact: Redact) -> Any:
@@ -76,7 +75,7 @@ def render(
         ("Started", when(task.started_at)),
         ("Finished", when(task.finished_at)),
     ]
-    body = "<dl class=\"facts\">" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>"
+    body = '<dl class="facts">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>"
     buttons = "".join(
         button_form(view, action, LABELS[action], {"id": task.id, "back": back, "confirm": "yes"})
         for action in actions_for(state)

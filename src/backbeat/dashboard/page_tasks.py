@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import time
 
-from backbeat.stores.base import COUNTED_STATES, TaskFilter, TaskPage
-
 from backbeat.dashboard.actions import LABELS, TASK_ACTIONS
 from backbeat.dashboard.filters import filter_query
 from backbeat.dashboard.pages import View, esc, layout, table, task_link, when
 from backbeat.dashboard.snapshot import Snapshot
+from backbeat.stores.base import COUNTED_STATES, TaskFilter, TaskPage
 
 ERROR_SHOWN = 120  # characters of an error in the list
 PAGE_SIZE = 50
@@ -22,8 +21,10 @@ def tabs(view: View, where: TaskFilter, snapshot: Snapshot) -> str:
     query.pop("state", None)
     total = sum(snapshot.counts.values())
     here = ' aria-current="page"'
-    links = [f'<a href="{esc(view.url("tasks", query))}"{"" if where.state else here}>all '
-             f'<span data-count="total">{total}</span></a>']
+    links = [
+        f'<a href="{esc(view.url("tasks", query))}"{"" if where.state else here}>all '
+        f'<span data-count="total">{total}</span></a>'
+    ]
     for state in COUNTED_STATES:
         link = esc(view.url("tasks", {**query, "state": state}))
         current = here if where.state == state else ""
@@ -40,7 +41,7 @@ def filter_form(view: View, where: TaskFilter) -> str:
     def field(name: str, label: str, hint: str = "") -> str:
         return (
             f'<label>{esc(label)} <input name="{name}" value="{esc(given.get(name, ""))}"'
-            f'{f" placeholder={chr(34)}{esc(hint)}{chr(34)}" if hint else ""}></label>'
+            f"{f' placeholder={chr(34)}{esc(hint)}{chr(34)}' if hint else ''}></label>"
         )
 
     options = "".join(

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import time
 
-from backbeat.stores.base import COUNTED_STATES
-
 from backbeat.dashboard.pages import View, age, button_form, esc, layout, table, task_link
 from backbeat.dashboard.snapshot import Snapshot
+from backbeat.stores.base import COUNTED_STATES
 
 
 def render(view: View, snapshot: Snapshot) -> str:
@@ -30,8 +29,9 @@ def render(view: View, snapshot: Snapshot) -> str:
     workers = table(
         ["name", "host", "pid", "heartbeat", "running", "queues", "leases held"],
         rows,
-        "No worker is alive." if not view.local else "A runner without a store has no workers: "
-        "this process runs its tasks.",
+        "No worker is alive."
+        if not view.local
+        else "A runner without a store has no workers: this process runs its tasks.",
     )
     queue_rows = []
     for queue, counts in snapshot.queues.items():
@@ -46,8 +46,6 @@ def render(view: View, snapshot: Snapshot) -> str:
         status = '<span class="badge">paused</span>' if paused else "active"
         queue_rows.append(f"<tr><th>{esc(queue)}</th>{cells}<td>{status} {toggle}</td></tr>")
     queues = table(["queue", *COUNTED_STATES, ""], queue_rows, "No queues yet.")
-    note = (
-        f'<p class="note">Leases held: of the {len(snapshot.running)} newest running tasks.</p>'
-    )
+    note = f'<p class="note">Leases held: of the {len(snapshot.running)} newest running tasks.</p>'
     body = "<h2>Workers</h2>" + workers + note + "<h2>Queues</h2>" + queues
     return layout(view, "workers", "Workers & queues", body)

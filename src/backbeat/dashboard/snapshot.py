@@ -26,9 +26,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from backbeat.stores.base import FINISHED_STATES, GateUsage, StoredStatus, WorkerInfo
-
 from backbeat.dashboard.source import Source
+from backbeat.stores.base import FINISHED_STATES, GateUsage, StoredStatus, WorkerInfo
 
 logger = logging.getLogger("backbeat")
 
@@ -152,9 +151,9 @@ class Hub:
     async def current(self) -> Snapshot:
         """The latest snapshot if it is fresh, else a new one (shared by concurrent asks)."""
         latest = self.latest
-        if latest is not None and latest.error is None:
-            if time.time() - latest.taken_at < self.interval:
-                return latest
+        fresh = latest is not None and time.time() - latest.taken_at < self.interval
+        if latest is not None and fresh and latest.error is None:
+            return latest
         return await self.read()
 
     async def read(self) -> Snapshot:

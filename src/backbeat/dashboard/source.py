@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from typing import Any, cast
 
+from backbeat.dashboard.local_view import LocalView
 from backbeat.runner import Runner
 from backbeat.store_commands import alive_workers, schedule_documents
 from backbeat.stores import Store, open_store
@@ -24,8 +25,6 @@ from backbeat.stores.base import (
     TaskPage,
     WorkerInfo,
 )
-
-from backbeat.dashboard.local_view import LocalView
 
 # The actions a memory runner's dashboard offers: its failed tasks cannot be run again.
 LOCAL_ACTIONS = frozenset({"cancel"})
@@ -62,7 +61,9 @@ class Source:
                 )
             self.label = _without_password(origin)
         elif isinstance(origin, Runner):
-            self.label = "this process's runner" if origin.store is None else type(origin.store).__name__
+            self.label = (
+                "this process's runner" if origin.store is None else type(origin.store).__name__
+            )
         elif _looks_like_store(origin):
             self.label = type(origin).__name__
         else:
