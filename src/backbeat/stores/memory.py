@@ -15,17 +15,21 @@ from dataclasses import replace
 
 from backbeat.logs import log_dead_letters
 from backbeat.status import TaskState
+from backbeat.stores import memory_search
 from backbeat.stores.base import (
     COUNTED_STATES,
     FINISHED_STATES,
     STILL_RUNNING,
     ClaimedTask,
+    FailureGroup,
     GatedShare,
     NewTask,
     ScheduleRecord,
     Settlement,
     StoredStatus,
     StoreError,
+    TaskFilter,
+    TaskPage,
     WorkerInfo,
     check_purgeable,
     split_receipt,
@@ -427,6 +431,47 @@ class MemoryStore:
                     if len(found) == limit:
                         break
             return found
+
+    async def search(
+        self, where: TaskFilter, *, limit: int = 50, before: str | None = None, scan: int = 10_000
+    ) -> TaskPage:
+        with self._lock:
+            return memory_search.search(
+                self._rows.values(), where, limit, before, scan, time.time()
+            )
+
+    async def failure_groups(self, *, scan: int = 10_000) -> list[FailureGroup]:
+        with self._lock:
+            return memory_search.failure_groups(self._rows.values(), scan)
+
+    async def oldest_due(self, queue: str | None = None) -> float | None:
+        with self._lock:
+            return memory_search.oldest_due(self._rows.values(), queue, time.time())
+
+    async def run_now(self, ids: list[str]) -> int:
+        with self._lock:
+            now = time.time()
+            waiting = [
+                row
+                for row in map(self._rows.get, dict.fromkeys(ids))
+                if row and row.state == "pending"
+            ]
+            for row in waiting:
+                row.task.due_at = min(row.task.due_at, now)
+        if waiting:
+            self._wakeups.notify()
+        return len(waiting)
+
+    async def delete(self, ids: list[str]) -> int:
+        with self._lock:
+            doomed = [
+                task_id
+                for task_id in dict.fromkeys(ids)
+                if task_id in self._rows and self._rows[task_id].state in FINISHED_STATES
+            ]
+            for task_id in doomed:
+                del self._rows[task_id]
+            return len(doomed)
 
     async def schedules(self) -> list[ScheduleRecord]:
         with self._lock:

@@ -227,6 +227,8 @@ ACTIVATE = (
 # Partial indexes: a row is in one only while it is in that state, so a task moving
 # held -> running -> succeeded touches two small indexes, not three whole ones (a
 # third less writer time per task). Each query names the state its index covers.
+# The failed and the cancelled tasks by id are the dashboard's (`sqlite_search`): newest
+# first, whatever the number of succeeded ones; the hot path never enters them.
 INDEXES = """
 DROP INDEX IF EXISTS backbeat_tasks_runnable;
 DROP INDEX IF EXISTS backbeat_tasks_leases;
@@ -237,6 +239,9 @@ CREATE INDEX IF NOT EXISTS backbeat_running ON backbeat_tasks (lease_until)
     WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS backbeat_finished ON backbeat_tasks (state, finished_at)
     WHERE finished_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS backbeat_failed_ids ON backbeat_tasks (id) WHERE state = 'failed';
+CREATE INDEX IF NOT EXISTS backbeat_cancelled_ids ON backbeat_tasks (id)
+    WHERE state = 'cancelled';
 """
 
 

@@ -1,0 +1,173 @@
+"""The SQLite store's dashboard reads and acts, in SQL: `search`, `failure_groups`,
+`oldest_due` (reads, each in one read transaction) and `run_now`, `delete` (writes, each
+in the caller's write transaction).
+
+A search walks ids newest first inside the range its filter and cursor allow
+(`backbeat.stores.searching`), over one of these sources, each read lazily and abandoned
+as soon as the page is full or `scan` tasks were looked at:
+
+* every task, by the primary key;
+* the failed or the cancelled tasks, by their partial indexes on the id (a task enters
+  one only when it fails or is cancelled: the hot path writes nothing more);
+* the live tasks of the state asked for (held and pending, or running), by their partial
+  indexes, when there are no more of them than `scan`: read, then sorted by id. A
+  larger backlog is walked by the primary key instead (each task looked at counts).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from backbeat.stores.base import FailureGroup, StoredStatus, TaskFilter, TaskPage
+from backbeat.stores.searching import IdRange, id_range, sort_groups, stored_states, walk
+from backbeat.stores.sqlite_sql import STATUS_COLUMNS
+
+# States with a partial index on the id (`INDEXES` in sqlite_sql).
+_ID_INDEXED = ("failed", "cancelled")
+# The live states' partial indexes, by stored state: counting one reads only the index.
+_LIVE_COUNT = "SELECT count(*) FROM (SELECT 1 FROM backbeat_tasks WHERE state = '{}' LIMIT ?)"
+
+
+def _matches(where: TaskFilter) -> str:
+    """The filter as one SQL condition on a row (named parameters from `_parameters`)."""
+    clauses = []
+    if where.state == "scheduled":
+        clauses.append("state IN ('held', 'pending') AND due_at > :now")
+    elif where.state == "pending":
+        clauses.append("state IN ('held', 'pending') AND due_at <= :now")
+    elif where.state is not None:
+        clauses.append("state = :state")
+    if where.queue is not None:
+        clauses.append("queue = :queue")
+    if where.name is not None:
+        clauses.append("name = :name")
+    if where.id is not None:
+        clauses.append("substr(id, 1, length(:id)) = :id")
+    if where.argument is not None:
+        clauses.append("instr(payload, :argument) > 0")
+    if where.error is not None:
+        clauses.append("coalesce(instr(error, :error), 0) > 0")
+    return " AND ".join(clauses) or "1"
+
+
+def _range(bounds: IdRange, column: str = "id") -> str:
+    clauses = []
+    if bounds.below is not None:
+        clauses.append(f"{column} < :below")
+    if bounds.lowest is not None:
+        clauses.append(f"{column} >= :lowest")
+    return " AND ".join(clauses) or "1"
+
+
+def _live_few(conn: sqlite3.Connection, states: tuple[str, ...], scan: int) -> bool:
+    """Whether these live states hold no more than `scan` tasks (reading at most scan + 1
+    entries of their indexes)."""
+    total = 0
+    for state in states:
+        total += conn.execute(_LIVE_COUNT.format(state), (scan + 1 - total,)).fetchone()[0]
+        if total > scan:
+            return False
+    return True
+
+
+def _candidates(conn: sqlite3.Connection, where: TaskFilter, bounds: IdRange, scan: int) -> str:
+    """The SELECT of (id, whether it matches), newest first, from the cheapest source."""
+    hit = _matches(where)
+    within = _range(bounds)
+    state = where.state
+    if state in _ID_INDEXED:
+        return (
+            f"SELECT id, {hit} FROM backbeat_tasks WHERE state = :state AND {within} "
+            "ORDER BY id DESC LIMIT :scan"
+        )
+    if state in ("pending", "scheduled", "running"):
+        states = stored_states(state)
+        if _live_few(conn, states, scan):
+            # One part per partial index; `+id` keeps the planner off the primary key
+            # (which would walk every task for a handful).
+            within = _range(bounds, "+id")
+            parts = " UNION ALL ".join(
+                f"SELECT id, {hit} FROM backbeat_tasks WHERE state = '{s}' AND {within}"
+                for s in states
+            )
+            return f"SELECT * FROM ({parts}) ORDER BY 1 DESC"
+    return f"SELECT id, {hit} FROM backbeat_tasks WHERE {within} ORDER BY id DESC LIMIT :scan"
+
+
+def _parameters(where: TaskFilter, bounds: IdRange, scan: int, now: float) -> dict[str, Any]:
+    return {
+        "now": now,
+        "state": where.state,
+        "queue": where.queue,
+        "name": where.name,
+        "id": where.id,
+        "argument": where.argument,
+        "error": where.error,
+        "below": bounds.below,
+        "lowest": bounds.lowest,
+        "scan": scan,
+    }
+
+
+def search(
+    conn: sqlite3.Connection,
+    where: TaskFilter,
+    limit: int,
+    before: str | None,
+    scan: int,
+    now: float,
+) -> TaskPage:
+    """One page of `Store.search` (checked by the caller), in one read transaction."""
+    bounds = id_range(where, before)
+    if bounds.empty:
+        return TaskPage([], None, 0)
+    conn.execute("BEGIN")
+    try:
+        sql = _candidates(conn, where, bounds, scan)
+        rows = conn.execute(sql, _parameters(where, bounds, scan, now))
+        try:
+            found, cursor, scanned = walk(rows, lambda row: row[0], lambda row: row[1], limit, scan)
+        finally:
+            rows.close()
+        ids = [row[0] for row in found]
+        marks = ", ".join("?" for _ in ids)
+        tasks = conn.execute(
+            f"SELECT {STATUS_COLUMNS} FROM backbeat_tasks WHERE id IN ({marks}) ORDER BY id DESC",
+            ids,
+        ).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    return TaskPage([StoredStatus(*row) for row in tasks], cursor, scanned)
+
+
+# The newest `scan` failed tasks by their id index, grouped; SQLite takes a bare column of
+# a max() query from the row holding the max: the latest failure's id and error.
+FAILURE_GROUPS = """
+SELECT name, exception, count(*), id, max(finished_at), error FROM (
+    SELECT name, error, id, finished_at,
+        CASE WHEN error IS NULL THEN ''
+             WHEN instr(error, ': ') > 0 THEN substr(error, 1, instr(error, ': ') - 1)
+             ELSE error END AS exception
+    FROM backbeat_tasks WHERE state = 'failed' ORDER BY id DESC LIMIT ?
+) GROUP BY name, exception
+"""
+
+
+def failure_groups(rows: list[Any]) -> list[FailureGroup]:
+    return sort_groups(
+        FailureGroup(name, exception, count, latest_id, latest_at or 0.0, error)
+        for name, exception, count, latest_id, latest_at, error in rows
+    )
+
+
+OLDEST_DUE = (
+    "SELECT due_at FROM backbeat_tasks WHERE state = 'pending' AND due_at <= :now "
+    "AND (:queue IS NULL OR queue = :queue) ORDER BY due_at LIMIT 1"
+)
+# Due now, as if the wait were over; a gated task's line is looked at again (`OPEN_LINE`).
+RUN_NOW = (
+    "UPDATE backbeat_tasks SET due_at = min(due_at, :now) WHERE id = :id AND state = 'pending' "
+    "RETURNING line, queue, due_at"
+)
+DELETE = "DELETE FROM backbeat_tasks WHERE id = ? AND state IN ('succeeded', 'failed', 'cancelled')"
