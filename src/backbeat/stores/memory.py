@@ -23,6 +23,7 @@ from backbeat.stores.base import (
     ClaimedTask,
     FailureGroup,
     GatedShare,
+    GateUsage,
     NewTask,
     ScheduleRecord,
     Settlement,
@@ -34,7 +35,7 @@ from backbeat.stores.base import (
     check_purgeable,
     split_receipt,
 )
-from backbeat.stores.memory_gates import MemoryGates, back_in_line
+from backbeat.stores.memory_gates import MemoryGates, back_in_line, memory_gate_usage
 from backbeat.stores.memory_rows import LIVE, Row
 from backbeat.stores.wakeups import Wakeups
 
@@ -50,6 +51,7 @@ class MemoryStore:
         self._wakeups = Wakeups()
         self._gates = MemoryGates()
         self._shares = GatedShare()
+        self._paused: set[str] = set()  # queues none of whose tasks start (`pause_queue`)
 
     def __repr__(self) -> str:
         return "MemoryStore()"
@@ -151,6 +153,7 @@ class MemoryStore:
                     and not row.task.after
                     and row.task.due_at <= now
                     and row.task.line is None
+                    and row.task.queue not in self._paused
                 ):
                     claimed.append(self._take(row, worker, now, lease))
                 else:
@@ -197,6 +200,7 @@ class MemoryStore:
                 if row.state == "running"
                 and row.lost >= 1
                 and (queues is None or row.task.queue in queues)
+                and row.task.queue not in self._paused
             ]
             if alone_first and suspects:
                 suspects.sort(key=lambda row: row.lease_until or 0)
@@ -222,6 +226,8 @@ class MemoryStore:
             ]
             if queues is not None:
                 candidates = [row for row in candidates if row.task.queue in queues]
+            if self._paused:
+                candidates = [row for row in candidates if row.task.queue not in self._paused]
             candidates.sort(key=lambda row: (-row.task.priority, row.task.due_at))
             room = limit - len(gated)
             claimed = gated + [self._take(row, worker, now, lease) for row in candidates[:room]]
@@ -234,7 +240,9 @@ class MemoryStore:
     ) -> list[ClaimedTask]:
         if not self._gates.any_gated:
             return []
-        heads = self._gates.open_heads(self._rows.values(), now, limit, queues, self._runnable)
+        heads = self._gates.open_heads(
+            self._rows.values(), now, limit, queues, self._runnable, self._paused
+        )
         return [self._take(row, worker, now, lease) for row in heads]
 
     def _current(self, receipt: str) -> Row | None:
@@ -523,3 +531,22 @@ class MemoryStore:
             record.paused = paused
             record.updated_at = time.time()
             return True
+
+    # --- queues and limits (the dashboard) ------------------------------------------------
+
+    async def pause_queue(self, queue: str, paused: bool) -> None:
+        with self._lock:
+            if paused:
+                self._paused.add(queue)
+            else:
+                self._paused.discard(queue)
+        if not paused:
+            self._wakeups.notify()
+
+    async def paused_queues(self) -> list[str]:
+        with self._lock:
+            return sorted(self._paused)
+
+    async def gate_usage(self) -> list[GateUsage]:
+        with self._lock:
+            return memory_gate_usage(self._gates, self._rows.values(), time.time())

@@ -18,12 +18,15 @@
 --   P:gr:<gate>, P:gh:<gate>  a rate gate's starts (zset by time), a concurrency gate's
 --                       running tasks (set); see `take_gated`
 --   P:made              string: a token `open` leaves; gone, the data was flushed
+--   P:paused            set: paused queues (their tasks are neither claimed nor started)
+--   P:gused             zset: gates by their latest start (`gate_usage` reads them)
 --   P:schedules, P:sch:<name>  set of schedule names, and a hash per schedule
 -- ARGV[1] may carry that token after the step ("claim <token>"): a call made for data that
 -- is gone (FLUSHDB, FLUSHALL, an eviction) is refused with "GONE <the token now>".
 local step, made = ARGV[1]:match('^(%S+) ?(.*)$')
 local P = ARGV[2]
 local GROUP = 'backbeat'
+local LONGEST = 86400  -- seconds: the longest rate window (`backbeat.gates.LONGEST_WINDOW`)
 local LIVE = {held = true, pending = true, running = true}
 -- A schedule's fields, as `schedules` and `fire` answer them (after its name).
 local SCHEDULE = {'rule', 'last_tick', 'last_task', 'note', 'paused', 'updated_at'}
@@ -306,6 +309,10 @@ local function take_gated(queues, now, lease, worker, limit, claimed)
         bury(members[1]:sub(33), tk(members[1]:sub(33)), q, why, now)
       else
         local room, look, rgate, rwindow, cgate = room_of(members[1]:sub(33), limit - #claimed, snow)
+        if room > 0 then  -- for `gate_usage`: which gates were used lately
+          if rgate ~= '' then redis.call('ZADD', P .. ':gused', snow, rgate) end
+          if cgate ~= '' then redis.call('ZADD', P .. ':gused', snow, cgate) end
+        end
         for i = 1, math.min(room, #members) do
           local id = members[i]:sub(33)
           redis.call('ZREM', key, members[i])
@@ -362,6 +369,15 @@ end
 local function queues_of(list)
   if #list > 0 then return list end
   return redis.call('SMEMBERS', P .. ':queues')
+end
+
+-- The paused queues as a set, or nil when none is (the claim's usual case: one SCARD-like read).
+local function paused_set()
+  local members = redis.call('SMEMBERS', P .. ':paused')
+  if #members == 0 then return nil end
+  local set = {}
+  for _, q in ipairs(members) do set[q] = true end
+  return set
 end
 
 local function stream_ids()
@@ -474,13 +490,14 @@ if step == 'enqueue' then
 elseif step == 'activate' or step == 'start' then
   local now, lease, worker, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
   local claimed = {}
+  local paused = step == 'start' and paused_set() or {}
   for _, id in ipairs(cjson.decode(ARGV[7])) do
     local t = tk(id)
-    local state, blocked, due, after, line = unpack(redis.call('HMGET', t, 'state', 'blocked',
-      'due_at', 'after', 'line'))
+    local state, blocked, due, after, line, q = unpack(redis.call('HMGET', t, 'state', 'blocked',
+      'due_at', 'after', 'line', 'queue'))
     if state == 'held' then
       if step == 'start' and #claimed < limit and tonumber(blocked) == 0 and after == ''
-          and tonumber(due) <= now and (line or '') == '' then
+          and tonumber(due) <= now and (line or '') == '' and not paused[q] then
         table.insert(claimed, take(id, 0, now, lease, worker, nil))
       else
         redis.call('ZREM', P .. ':held', id)
@@ -510,6 +527,14 @@ elseif step == 'claim' then
     if redis.call('HGET', tk(id), 'state') == 'pending' then push(id, now) end
   end
   local queues = queues_of(wanted)
+  local paused = paused_set()
+  local open_queues = queues  -- those not paused: only their tasks are claimed
+  if paused then
+    open_queues = {}
+    for _, q in ipairs(queues) do
+      if not paused[q] then table.insert(open_queues, q) end
+    end
+  end
   local dead, suspects, lost_once = {}, {}, {}
   for _, q in ipairs(queues) do
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', sk('running', q), '-inf', now)) do
@@ -537,6 +562,7 @@ elseif step == 'claim' then
         redis.call('HSET', t, 'lost', tonumber(lost or '0') + 1, 'lease_until', '', 'worker', '')
         move(id, t, q, 'running', 'pending', redis.call('HGET', t, 'due_at'))
         push(id, now)
+      elseif paused and paused[q] then  -- taken over once its queue is resumed
       elseif tonumber(lost or '0') >= 1 then
         table.insert(suspects, {id, q})
       else
@@ -555,10 +581,10 @@ elseif step == 'claim' then
     table.insert(claimed, take(lost[1], 1, now, lease, worker, lost[2]))
   end
   local before_gated = #claimed
-  take_gated(queues, now, lease, worker, math.min(#claimed + gated_share, limit), claimed)
+  take_gated(open_queues, now, lease, worker, math.min(#claimed + gated_share, limit), claimed)
   local more_gated = #claimed - before_gated >= gated_share  -- their share did not run dry
   local only = {}
-  for _, q in ipairs(queues) do only[q] = true end
+  for _, q in ipairs(open_queues) do only[q] = true end
   for _, member in ipairs(redis.call('ZREVRANGE', P .. ':streams', 0, -1)) do
     if #claimed >= limit then break end
     local q, prio = member:match('^(.*)\t(.*)$')
@@ -586,7 +612,7 @@ elseif step == 'claim' then
       end
     end
   end
-  if more_gated then take_gated(queues, now, lease, worker, limit, claimed) end  -- what is left
+  if more_gated then take_gated(open_queues, now, lease, worker, limit, claimed) end  -- what is left
   for _, each in ipairs(buried) do table.insert(dead, each) end
   return {claimed, dead, stream_ids()}
 
@@ -734,6 +760,7 @@ elseif step == 'purge' then
       end
     end
   end
+  if not dry then redis.call('ZREMRANGEBYSCORE', P .. ':gused', '-inf', server_now() - LONGEST) end
   for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
     for i = 5, #ARGV do
       local key = sk(ARGV[i], q)
@@ -913,5 +940,56 @@ elseif step == 'open' then  -- ARGV[4]: a new token, if none is there; ARGV[5]: 
     found = true
   end
   return {token or '', found and 1 or 0, unfinished(), redis.call('TIME')}
+
+elseif step == 'pause_queue' then  -- ARGV[3] the queue, ARGV[4] '1' pauses, '0' resumes
+  local q = ARGV[3]
+  if ARGV[4] == '1' then
+    redis.call('SADD', P .. ':paused', q)
+  elseif redis.call('SREM', P .. ':paused', q) == 1 then
+    -- Its lines were not looked at meanwhile, and idle workers block on the streams: ring.
+    for _, line in ipairs(redis.call('ZRANGE', gates_key(q), 0, -1)) do
+      redis.call('ZADD', gates_key(q), 'LT', 0, line)
+    end
+    redis.call('XADD', P .. ':bell', 'MAXLEN', '~', 100, '*', 'due', 0)
+  end
+  return 0
+
+elseif step == 'paused_queues' then
+  return redis.call('SORT', P .. ':paused', 'ALPHA')
+
+elseif step == 'gate_usage' then  -- {gate, used, waiting, ...}: recently used or waited for
+  local snow, used, waiting = server_now(), {}, {}
+  local recent = redis.call('ZREVRANGEBYSCORE', P .. ':gused', '+inf', snow - LONGEST,
+    'LIMIT', 0, 10000)
+  for _, gate in ipairs(recent) do
+    local ok, parts = pcall(cjson.decode, gate)
+    if ok and type(parts) == 'table' and parts[1] == 'concurrency' then
+      local count = 0
+      for _, holder in ipairs(redis.call('SMEMBERS', P .. ':gh:' .. gate)) do
+        if redis.call('HGET', tk(holder), 'state') == 'running' then count = count + 1 end
+      end
+      used[gate] = count
+    elseif ok and type(parts) == 'table' and type(parts[3]) == 'string' then
+      local window = tonumber(parts[3]:match('/(.+)s$') or '')
+      if window then
+        used[gate] = redis.call('ZCOUNT', P .. ':gr:' .. gate, '(' .. (snow - window), '+inf')
+      end
+    end
+  end
+  for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+    for _, line in ipairs(redis.call('ZRANGE', gates_key(q), 0, 9999)) do
+      local count = redis.call('ZCARD', P .. ':gl:' .. line)
+      local _, rgate, cgate = line:match('^(.*)\t([^\t]*)\t([^\t]*)$')
+      for _, gate in ipairs({rgate or '', cgate or ''}) do
+        if gate ~= '' then waiting[gate] = (waiting[gate] or 0) + count end
+      end
+    end
+  end
+  local out = {}
+  for gate, count in pairs(used) do table.insert(out, {gate, count, waiting[gate] or 0}) end
+  for gate, count in pairs(waiting) do
+    if not used[gate] then table.insert(out, {gate, 0, count}) end
+  end
+  return out
 end
 return redis.error_reply('unknown step ' .. tostring(step))

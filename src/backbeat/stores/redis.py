@@ -44,6 +44,7 @@ from backbeat.stores.base import (
     STILL_RUNNING,
     ClaimedTask,
     GatedShare,
+    GateUsage,
     NewTask,
     ScheduleRecord,
     Settlement,
@@ -55,6 +56,7 @@ from backbeat.stores.base import (
     check_purgeable,
     split_receipt,
 )
+from backbeat.stores.gate_usage import busiest
 from backbeat.stores.redis_rows import (
     STATUS_FIELDS,
     claimed,
@@ -508,6 +510,20 @@ class RedisStore:
         for key, last in zip(streams[::2], streams[1::2], strict=True):
             if not only_new or key not in self._seen:
                 self._seen[key] = last
+
+    # --- queues and limits (the dashboard) ------------------------------------------------
+
+    async def pause_queue(self, queue: str, paused: bool) -> None:
+        await self._call("pause_queue", queue, int(paused))
+
+    async def paused_queues(self) -> list[str]:
+        return [text(queue) for queue in await self._call("paused_queues")]
+
+    async def gate_usage(self) -> list[GateUsage]:
+        rows = await self._call("gate_usage")
+        used = {text(gate): int(count) for gate, count, _ in rows if int(count)}
+        waiting = {text(gate): int(count) for gate, _, count in rows if int(count)}
+        return busiest(used, waiting)
 
 
 def _translated(exc: Exception, store: RedisStore) -> StoreError:

@@ -35,6 +35,7 @@ from backbeat.stores.base import (
     ClaimedTask,
     FailureGroup,
     GatedShare,
+    GateUsage,
     NewTask,
     ScheduleRecord,
     Settlement,
@@ -56,6 +57,9 @@ from backbeat.stores.sqlite_gates import (
     settled,
     take_gated,
 )
+from backbeat.stores.sqlite_queues import PAUSED
+from backbeat.stores.sqlite_queues import gate_usage as usage_in_file
+from backbeat.stores.sqlite_queues import pause as pause_in_file
 from backbeat.stores.sqlite_schedules import DECLARE, PAUSE, SELECT_ALL, fire, record
 from backbeat.stores.sqlite_sql import (
     ACTIVATE,
@@ -585,3 +589,24 @@ class SQLiteStore:
             return conn.execute(PAUSE, (int(paused), time.time(), name)).rowcount > 0
 
         return await self._write(pause)
+
+    # --- queues and limits (the dashboard) ------------------------------------------------
+
+    async def pause_queue(self, queue: str, paused: bool) -> None:
+        await self._write(functools.partial(pause_in_file, queue=queue, paused=paused))
+        if not paused:
+            self._due_hint = (-1.0, None)  # what the last claim saw left the queue out
+            self._wakeups.notify()
+
+    async def paused_queues(self) -> list[str]:
+        rows = await anyio.to_thread.run_sync(self._read, PAUSED, ())
+        return [queue for (queue,) in rows]
+
+    async def gate_usage(self) -> list[GateUsage]:
+        def read() -> list[GateUsage]:
+            try:
+                return usage_in_file(self.file.connection(), LONGEST_WINDOW)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read the SQLite store {str(self.path)!r}: {exc}") from exc
+
+        return await anyio.to_thread.run_sync(read)

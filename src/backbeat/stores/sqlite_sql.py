@@ -13,6 +13,7 @@ from typing import Any
 from backbeat.status import TaskState
 from backbeat.stores.base import NewTask
 from backbeat.stores.sqlite_gates import GATES_SCHEMA, OPEN_LINE, lines_of
+from backbeat.stores.sqlite_queues import NOT_PAUSED, QUEUES_SCHEMA
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS backbeat_tasks (
@@ -144,9 +145,9 @@ CORRUPT_AFTER = (
 @functools.lru_cache(maxsize=64)
 def claim_sql(queues: int | None, alone: bool) -> str:
     """The claim for any queue (None) or for `queues` of them (parameters :q0, :q1, …)."""
-    only = ""
+    only = NOT_PAUSED
     if queues is not None:
-        only = " AND queue IN (" + ", ".join(f":q{n}" for n in range(queues)) + ")"
+        only += " AND queue IN (" + ", ".join(f":q{n}" for n in range(queues)) + ")"
     if alone:
         return CLAIM.format(
             candidates=(
@@ -215,7 +216,7 @@ START = (
     "started_at = :now, lease_until = :until, worker = :worker "
     "WHERE id IN (SELECT t.id FROM json_each(:ids) j JOIN backbeat_tasks t ON t.id = j.value "
     "WHERE t.state = 'held' AND t.after IS NULL AND t.due_at <= :now AND t.line IS NULL "
-    "LIMIT :limit) "
+    "AND t.queue NOT IN (SELECT queue FROM backbeat_paused_queues) LIMIT :limit) "
     f"RETURNING {CLAIMED_COLUMNS}"
 )
 ACTIVATE = (
@@ -254,6 +255,7 @@ def setup(conn: sqlite3.Connection) -> None:
         "WHERE key IS NOT NULL"
     )
     conn.executescript(GATES_SCHEMA)
+    conn.executescript(QUEUES_SCHEMA)
 
 
 ADDED_COLUMNS = {
