@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import time
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -27,6 +28,7 @@ from backbeat.dashboard.pages import esc, layout
 from backbeat.stores.base import FINISHED_STATES
 
 MAX_IDS = 10_000  # ids in one form post (a selection is a page's rows; this is generous)
+MAX_FORM_BYTES = 1 << 20
 
 
 class Done:
@@ -202,8 +204,29 @@ async def confirmation(context: Context, request: Request, action: str, form: Fo
     return layout(view, "-", "Confirm", body)
 
 
+async def read_form(request: Request) -> FormData:
+    """The posted form (urlencoded, as the pages send it; read here, so the dashboard needs
+    no multipart parser)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip()
+    if kind != "application/x-www-form-urlencoded":
+        raise BadInput(
+            "post the form as application/x-www-form-urlencoded (the JSON API is "
+            f"/api/actions/NAME); got {kind or 'no content type'}"
+        )
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise BadInput(f"the form is larger than {MAX_FORM_BYTES} bytes")
+    try:
+        fields = parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=MAX_IDS + 50)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise BadInput(f"the form cannot be read: {error}") from None
+    return FormData(fields)
+
+
 async def action_route(context: Context, request: Request) -> Response:
-    form = await request.form()
+    form = await read_form(request)
     action = request.path_params.get("action") or str(form.get("action") or "")
     check_action(context, request, action)
     needs_asking = action in TASK_ACTIONS or action == "purge"
