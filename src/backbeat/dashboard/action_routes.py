@@ -171,9 +171,8 @@ async def confirmation(context: Context, request: Request, action: str, form: Fo
             where = parse_filter({key: str(form.get(key) or "") for key in FIELDS})
             matches = await count_matches(context.source, action, where)
             counted = f"{matches.count}{' or more' if matches.capped else ''}"
-            what = (
-                f"{counted} task(s) matching {esc(filter_query(where) or 'no filter: every task')}"
-            )
+            terms = ", ".join(f"{key} = {value}" for key, value in filter_query(where).items())
+            what = f"{counted} task(s) matching {esc(terms or 'no filter: every task')}"
         else:
             ids = ids_of(form)
             if not ids:
@@ -208,7 +207,7 @@ async def read_form(request: Request) -> FormData:
     """The posted form (urlencoded, as the pages send it; read here, so the dashboard needs
     no multipart parser)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip()
-    if kind != "application/x-www-form-urlencoded":
+    if kind not in ("application/x-www-form-urlencoded", ""):
         raise BadInput(
             "post the form as application/x-www-form-urlencoded (the JSON API is "
             f"/api/actions/NAME); got {kind or 'no content type'}"
@@ -218,6 +217,8 @@ async def read_form(request: Request) -> FormData:
         body += chunk
         if len(body) > MAX_FORM_BYTES:
             raise BadInput(f"the form is larger than {MAX_FORM_BYTES} bytes")
+    if body and not kind:
+        raise BadInput("post the form as application/x-www-form-urlencoded")
     try:
         fields = parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=MAX_IDS + 50)
     except (UnicodeDecodeError, ValueError) as error:

@@ -10,7 +10,7 @@ from backbeat.dashboard.actions import LABELS, TASK_ACTIONS
 from backbeat.dashboard.filters import filter_query
 from backbeat.dashboard.pages import View, esc, layout, table, task_link, when
 from backbeat.dashboard.snapshot import Snapshot
-from backbeat.stores.base import COUNTED_STATES, TaskFilter, TaskPage
+from backbeat.stores.base import COUNTED_STATES, FINISHED_STATES, TaskFilter, TaskPage
 
 ERROR_SHOWN = 120  # characters of an error in the list
 PAGE_SIZE = 50
@@ -69,6 +69,23 @@ def bulk_buttons(view: View) -> str:
         f'<button type="submit" name="action" value="{action}">{LABELS[action]}</button>'
         for action in TASK_ACTIONS
         if view.can(action)
+    )
+
+
+def purge_form(view: View, back: str) -> str:
+    """Purge finished tasks older than N hours (asks first, with the count)."""
+    if not view.can("purge"):
+        return ""
+    boxes = "".join(
+        f'<label><input type="checkbox" name="states" value="{state}" checked> {state}</label>'
+        for state in FINISHED_STATES
+    )
+    return (
+        f'<h2>Purge</h2><form class="bulk" method="post" action="{esc(view.url("actions/purge"))}">'
+        f'<input type="hidden" name="back" value="{esc(back)}">'
+        '<label>Finished more than <input name="older_than_hours" value="168" size="5" '
+        f'inputmode="decimal"> hours ago</label> {boxes}'
+        '<button type="submit">Purge…</button></form>'
     )
 
 
@@ -136,5 +153,12 @@ def render(
             f'{hidden_back}<input type="hidden" name="scope" value="filter">{filter_fields}'
             f"<span>Everything matching the filter:</span> {bulk_buttons(view)}</form>"
         )
-    body = tabs(view, where, snapshot) + filter_form(view, where) + actions + listing + more
+    body = (
+        tabs(view, where, snapshot)
+        + filter_form(view, where)
+        + actions
+        + listing
+        + more
+        + purge_form(view, back)
+    )
     return layout(view, "tasks", "Tasks", body)
