@@ -50,7 +50,6 @@ async def test_a_read_only_viewer_sees_no_buttons_and_cannot_act(store):
     failed = await make(store, "failed")
     events = []
     app = dashboard(store, authorize=lambda request: "read", audit=events.append)
-    app = dashboard(store)
     async with client(app, REMOTE) as http:
         for path in ("/", "/tasks", f"/tasks/{failed}", "/failures", "/workers", "/schedules"):
             page = (await http.get(path)).text
