@@ -74,6 +74,7 @@ async def perform(
             raise BadInput(f"no schedule named {name!r}")
         count, target = 1, {"schedule": name}
         said = f"schedule {name} {'paused' if action == 'pause_schedule' else 'resumed'}"
+    context.hub.outdated()
     grant = grant_of(request)
     event = {
         "action": action,

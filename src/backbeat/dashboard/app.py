@@ -96,6 +96,7 @@ class Dashboard:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
+        scope = mounted(scope)
 
         async def secured(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -130,6 +131,22 @@ class Dashboard:
         """Stop the snapshot loop, and close the store if the dashboard opened it (a URL)."""
         await self.hub.close()
         await self.source.close()
+
+
+def mounted(scope: Scope) -> Scope:
+    """The scope with ``root_path`` set where the framework that mounted the dashboard
+    left it out: Litestar strips its mount's path from ``path`` (adding a slash) and says
+    nothing of it but in ``raw_path``. The links need the prefix."""
+    path = str(scope["path"])
+    raw = scope.get("raw_path")
+    if scope.get("root_path") or not isinstance(raw, bytes):
+        return scope
+    full = raw.decode("latin-1").rstrip("/")
+    local = path.rstrip("/")
+    if full == local or not full.endswith(local):
+        return scope
+    prefix = full[: len(full) - len(local)]
+    return {**scope, "root_path": prefix, "path": prefix + (local or "/")}
 
 
 def _is_api(request: Request) -> bool:

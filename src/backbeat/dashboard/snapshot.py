@@ -143,6 +143,7 @@ class Hub:
         self._subscribers: set[Subscriber] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._reading: asyncio.Future[Snapshot] | None = None
+        self._outdated = False
 
     @property
     def viewers(self) -> int:
@@ -152,7 +153,7 @@ class Hub:
         """The latest snapshot if it is fresh, else a new one (shared by concurrent asks)."""
         latest = self.latest
         fresh = latest is not None and time.time() - latest.taken_at < self.interval
-        if latest is not None and fresh and latest.error is None:
+        if latest is not None and fresh and latest.error is None and not self._outdated:
             return latest
         return await self.read()
 
@@ -168,6 +169,7 @@ class Hub:
                 self._reading = None
 
     async def _read(self) -> Snapshot:
+        self._outdated = False
         try:
             fresh = await read_snapshot(self.source)
         except Exception as error:  # a store down: said on the page, read again next tick
@@ -183,6 +185,10 @@ class Hub:
             self.history.add(self.latest, fresh)
         self.latest = fresh
         return fresh
+
+    def outdated(self) -> None:
+        """An action changed the store: the next page reads afresh (the live loop goes on)."""
+        self._outdated = True
 
     def subscribe(self) -> Subscriber:
         subscriber = Subscriber()
