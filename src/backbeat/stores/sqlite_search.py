@@ -17,14 +17,20 @@ as soon as the page is full or `scan` tasks were looked at:
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from backbeat.stores.base import FailureGroup, StoredStatus, TaskFilter, TaskPage
-from backbeat.stores.searching import IdRange, id_range, sort_groups, stored_states, walk
+from backbeat.stores.searching import IdRange, id_range, sort_groups, stored_states
 from backbeat.stores.sqlite_sql import STATUS_COLUMNS
 
 # States with a partial index on the id (`INDEXES` in sqlite_sql).
 _ID_INDEXED = ("failed", "cancelled")
+_LIVE_INDEXES = {
+    "held": "backbeat_held",
+    "pending": "backbeat_pending",
+    "running": "backbeat_running",
+}
 # The live states' partial indexes, by stored state: counting one reads only the index.
 _LIVE_COUNT = "SELECT count(*) FROM (SELECT 1 FROM backbeat_tasks WHERE state = '{}' LIMIT ?)"
 
@@ -51,12 +57,12 @@ def _matches(where: TaskFilter) -> str:
     return " AND ".join(clauses) or "1"
 
 
-def _range(bounds: IdRange, column: str = "id") -> str:
+def _range(bounds: IdRange) -> str:
     clauses = []
     if bounds.below is not None:
-        clauses.append(f"{column} < :below")
+        clauses.append("id < :below")
     if bounds.lowest is not None:
-        clauses.append(f"{column} >= :lowest")
+        clauses.append("id >= :lowest")
     return " AND ".join(clauses) or "1"
 
 
@@ -71,28 +77,35 @@ def _live_few(conn: sqlite3.Connection, states: tuple[str, ...], scan: int) -> b
     return True
 
 
-def _candidates(conn: sqlite3.Connection, where: TaskFilter, bounds: IdRange, scan: int) -> str:
-    """The SELECT of (id, whether it matches), newest first, from the cheapest source."""
-    hit = _matches(where)
+def _source(
+    conn: sqlite3.Connection, where: TaskFilter, bounds: IdRange, scan: int
+) -> Callable[[str, str], str]:
+    """The cheapest source of candidates: a function of the columns to select and a further
+    condition, giving a SELECT of at most `scan` of them, newest first."""
     within = _range(bounds)
     state = where.state
     if state in _ID_INDEXED:
-        return (
-            f"SELECT id, {hit} FROM backbeat_tasks WHERE state = :state AND {within} "
+        return lambda columns, more: (
+            f"SELECT {columns} FROM backbeat_tasks WHERE state = :state AND {within}{more} "
             "ORDER BY id DESC LIMIT :scan"
         )
     if state in ("pending", "scheduled", "running"):
         states = stored_states(state)
         if _live_few(conn, states, scan):
-            # One part per partial index; `+id` keeps the planner off the primary key
-            # (which would walk every task for a handful).
-            within = _range(bounds, "+id")
-            parts = " UNION ALL ".join(
-                f"SELECT id, {hit} FROM backbeat_tasks WHERE state = '{s}' AND {within}"
-                for s in states
+            # One part per partial index, named: left to itself, the planner pushes the
+            # ORDER BY into each part and walks every task by the primary key for a few.
+            return lambda columns, more: (
+                "SELECT * FROM ("
+                + " UNION ALL ".join(
+                    f"SELECT {columns} FROM backbeat_tasks INDEXED BY {_LIVE_INDEXES[s]} "
+                    f"WHERE state = '{s}' AND {within}{more}"
+                    for s in states
+                )
+                + ") ORDER BY id DESC LIMIT :scan"
             )
-            return f"SELECT * FROM ({parts}) ORDER BY 1 DESC"
-    return f"SELECT id, {hit} FROM backbeat_tasks WHERE {within} ORDER BY id DESC LIMIT :scan"
+    return lambda columns, more: (
+        f"SELECT {columns} FROM backbeat_tasks WHERE {within}{more} ORDER BY id DESC LIMIT :scan"
+    )
 
 
 def _parameters(where: TaskFilter, bounds: IdRange, scan: int, now: float) -> dict[str, Any]:
@@ -107,6 +120,8 @@ def _parameters(where: TaskFilter, bounds: IdRange, scan: int, now: float) -> di
         "below": bounds.below,
         "lowest": bounds.lowest,
         "scan": scan,
+        "limit": 0,
+        "last": None,
     }
 
 
@@ -118,24 +133,34 @@ def search(
     scan: int,
     now: float,
 ) -> TaskPage:
-    """One page of `Store.search` (checked by the caller), in one read transaction."""
+    """One page of `Store.search` (checked by the caller), in one read transaction.
+
+    The matches are picked in SQL (rows that do not match never reach Python); how many
+    were looked at, and where to go on, is then counted on the source's index alone."""
     bounds = id_range(where, before)
     if bounds.empty:
         return TaskPage([], None, 0)
+    parameters = _parameters(where, bounds, scan, now)
+    parameters["limit"] = limit
     conn.execute("BEGIN")
     try:
-        sql = _candidates(conn, where, bounds, scan)
-        rows = conn.execute(sql, _parameters(where, bounds, scan, now))
-        try:
-            found, cursor, scanned = walk(rows, lambda row: row[0], lambda row: row[1], limit, scan)
-        finally:
-            rows.close()
-        ids = [row[0] for row in found]
-        marks = ", ".join("?" for _ in ids)
+        source = _source(conn, where, bounds, scan)
+        hits = source(f"id, {_matches(where)} AS hit", "")
         tasks = conn.execute(
-            f"SELECT {STATUS_COLUMNS} FROM backbeat_tasks WHERE id IN ({marks}) ORDER BY id DESC",
-            ids,
+            f"SELECT {STATUS_COLUMNS} FROM backbeat_tasks WHERE id IN "
+            f"(SELECT id FROM ({hits}) WHERE hit LIMIT :limit) ORDER BY id DESC",
+            parameters,
         ).fetchall()
+        if len(tasks) == limit:
+            cursor: str | None = tasks[-1][0]
+            parameters["last"] = cursor
+            looked = f"SELECT count(*) FROM ({source('id', ' AND id >= :last')})"
+            scanned = conn.execute(looked, parameters).fetchone()[0]
+        else:
+            looked = f"SELECT count(*), min(id) FROM ({source('id', '')})"
+            scanned, cursor = conn.execute(looked, parameters).fetchone()
+            if scanned < scan:
+                cursor = None  # the source ran out first: nothing older can match
     finally:
         conn.execute("COMMIT")
     return TaskPage([StoredStatus(*row) for row in tasks], cursor, scanned)
