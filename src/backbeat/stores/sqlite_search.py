@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from backbeat.stores.base import FailureGroup, StoredStatus, TaskFilter, TaskPage
-from backbeat.stores.searching import IdRange, id_range, sort_groups, stored_states
+from backbeat.stores.searching import IdRange, id_range, sort_groups, stored_states, walk
 from backbeat.stores.sqlite_sql import STATUS_COLUMNS
 
 # States with a partial index on the id (`INDEXES` in sqlite_sql).
@@ -77,38 +78,53 @@ def _live_few(conn: sqlite3.Connection, states: tuple[str, ...], scan: int) -> b
     return True
 
 
-def _source(
-    conn: sqlite3.Connection, where: TaskFilter, bounds: IdRange, scan: int
-) -> Callable[[str, str], str]:
-    """The cheapest source of candidates: a function of the columns to select and a further
-    condition, giving a SELECT of at most `scan` of them, newest first."""
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """Where candidates come from, newest first: `select(columns, more)` is a SELECT of at
+    most `scan` of them (`more`: a further condition). `few`: the tasks of a live state,
+    fewer than `scan`, each read costing a row's look-up (read them once)."""
+
+    select: Callable[[str, str], str]
+    few: bool = False
+
+
+def _source(conn: sqlite3.Connection, where: TaskFilter, bounds: IdRange, scan: int) -> _Source:
+    """The cheapest source of candidates for this filter."""
     within = _range(bounds)
     state = where.state
     if state in _ID_INDEXED:
-        return lambda columns, more: (
-            f"SELECT {columns} FROM backbeat_tasks WHERE state = :state AND {within}{more} "
-            "ORDER BY id DESC LIMIT :scan"
+        return _Source(
+            lambda columns, more: (
+                f"SELECT {columns} FROM backbeat_tasks WHERE state = :state AND {within}{more} "
+                "ORDER BY id DESC LIMIT :scan"
+            )
         )
-    if state in ("pending", "scheduled", "running"):
-        states = stored_states(state)
-        if _live_few(conn, states, scan):
-            # One part per partial index, named: left to itself, the planner pushes the
-            # ORDER BY into each part and walks every task by the primary key for a few.
-            return lambda columns, more: (
+    if state in ("pending", "scheduled", "running") and _live_few(conn, stored_states(state), scan):
+        # One part per partial index, named: left to itself, the planner pushes the
+        # ORDER BY into each part and walks every task by the primary key for a few.
+        return _Source(
+            lambda columns, more: (
                 "SELECT * FROM ("
                 + " UNION ALL ".join(
                     f"SELECT {columns} FROM backbeat_tasks INDEXED BY {_LIVE_INDEXES[s]} "
                     f"WHERE state = '{s}' AND {within}{more}"
-                    for s in states
+                    for s in stored_states(state)
                 )
                 + ") ORDER BY id DESC LIMIT :scan"
-            )
-    return lambda columns, more: (
-        f"SELECT {columns} FROM backbeat_tasks WHERE {within}{more} ORDER BY id DESC LIMIT :scan"
+            ),
+            few=True,
+        )
+    return _Source(
+        lambda columns, more: (
+            f"SELECT {columns} FROM backbeat_tasks WHERE {within}{more} "
+            "ORDER BY id DESC LIMIT :scan"
+        )
     )
 
 
-def _parameters(where: TaskFilter, bounds: IdRange, scan: int, now: float) -> dict[str, Any]:
+def _parameters(
+    where: TaskFilter, bounds: IdRange, limit: int, scan: int, now: float
+) -> dict[str, Any]:
     return {
         "now": now,
         "state": where.state,
@@ -119,8 +135,8 @@ def _parameters(where: TaskFilter, bounds: IdRange, scan: int, now: float) -> di
         "error": where.error,
         "below": bounds.below,
         "lowest": bounds.lowest,
+        "limit": limit,
         "scan": scan,
-        "limit": 0,
         "last": None,
     }
 
@@ -133,37 +149,60 @@ def search(
     scan: int,
     now: float,
 ) -> TaskPage:
-    """One page of `Store.search` (checked by the caller), in one read transaction.
-
-    The matches are picked in SQL (rows that do not match never reach Python); how many
-    were looked at, and where to go on, is then counted on the source's index alone."""
+    """One page of `Store.search` (checked by the caller), in one read transaction."""
     bounds = id_range(where, before)
     if bounds.empty:
         return TaskPage([], None, 0)
-    parameters = _parameters(where, bounds, scan, now)
-    parameters["limit"] = limit
+    parameters = _parameters(where, bounds, limit, scan, now)
     conn.execute("BEGIN")
     try:
         source = _source(conn, where, bounds, scan)
-        hits = source(f"id, {_matches(where)} AS hit", "")
-        tasks = conn.execute(
-            f"SELECT {STATUS_COLUMNS} FROM backbeat_tasks WHERE id IN "
-            f"(SELECT id FROM ({hits}) WHERE hit LIMIT :limit) ORDER BY id DESC",
-            parameters,
-        ).fetchall()
-        if len(tasks) == limit:
-            cursor: str | None = tasks[-1][0]
-            parameters["last"] = cursor
-            looked = f"SELECT count(*) FROM ({source('id', ' AND id >= :last')})"
-            scanned = conn.execute(looked, parameters).fetchone()[0]
-        else:
-            looked = f"SELECT count(*), min(id) FROM ({source('id', '')})"
-            scanned, cursor = conn.execute(looked, parameters).fetchone()
-            if scanned < scan:
-                cursor = None  # the source ran out first: nothing older can match
+        pick = _walked if source.few else _picked
+        page = pick(conn, source, where, parameters)
     finally:
         conn.execute("COMMIT")
-    return TaskPage([StoredStatus(*row) for row in tasks], cursor, scanned)
+    return page
+
+
+def _rows(conn: sqlite3.Connection, ids: list[str]) -> list[StoredStatus]:
+    marks = ", ".join("?" for _ in ids)
+    sql = f"SELECT {STATUS_COLUMNS} FROM backbeat_tasks WHERE id IN ({marks}) ORDER BY id DESC"
+    return [StoredStatus(*row) for row in conn.execute(sql, ids).fetchall()]
+
+
+def _walked(
+    conn: sqlite3.Connection, source: _Source, where: TaskFilter, parameters: dict[str, Any]
+) -> TaskPage:
+    """A live state's few tasks: read once, with whether each matches, and walked here."""
+    candidates = conn.execute(source.select(f"id, {_matches(where)}", ""), parameters).fetchall()
+    found, cursor, scanned = walk(
+        candidates, lambda row: row[0], lambda row: row[1], parameters["limit"], parameters["scan"]
+    )
+    return TaskPage(_rows(conn, [row[0] for row in found]), cursor, scanned)
+
+
+def _picked(
+    conn: sqlite3.Connection, source: _Source, where: TaskFilter, parameters: dict[str, Any]
+) -> TaskPage:
+    """The matches picked in SQL (a row that does not match never reaches Python); how
+    many were looked at, and where to go on, then counted on the source's index alone."""
+    hits = source.select(f"id, {_matches(where)} AS hit", "")
+    rows = conn.execute(
+        f"SELECT {STATUS_COLUMNS} FROM backbeat_tasks WHERE id IN "
+        f"(SELECT id FROM ({hits}) WHERE hit LIMIT :limit) ORDER BY id DESC",
+        parameters,
+    ).fetchall()
+    cursor: str | None
+    if len(rows) == parameters["limit"]:
+        cursor = parameters["last"] = rows[-1][0]
+        looked = f"SELECT count(*) FROM ({source.select('id', ' AND id >= :last')})"
+        scanned = conn.execute(looked, parameters).fetchone()[0]
+    else:
+        looked = f"SELECT count(*), min(id) FROM ({source.select('id', '')})"
+        scanned, cursor = conn.execute(looked, parameters).fetchone()
+        if scanned < parameters["scan"]:
+            cursor = None  # the source ran out first: nothing older can match
+    return TaskPage([StoredStatus(*row) for row in rows], cursor, scanned)
 
 
 # The newest `scan` failed tasks by their id index, grouped; SQLite takes a bare column of
