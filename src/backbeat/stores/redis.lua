@@ -797,6 +797,171 @@ elseif step == 'list' then
   end
   return found
 
+elseif step == 'search' then
+  -- The dashboard's search (`Store.search`): ids newest first within [lowest, below), looked
+  -- at up to `scan`, until `limit` match. The source is the state's sets when they hold no
+  -- more than `scan` tasks, else every id. Returns {cursor, scanned, {id, STATUS...}...}.
+  local now, state, queue, name, idp, arg, err = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6],
+    ARGV[7], ARGV[8], ARGV[9]
+  local below, lowest, limit, scan = ARGV[10], ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13])
+  local status_fields = {}
+  for i = 14, #ARGV do table.insert(status_fields, ARGV[i]) end
+  local function matches(id)
+    local s, q, n, due, payload, e = unpack(redis.call('HMGET', tk(id), 'state', 'queue', 'name',
+      'due_at', arg ~= '' and 'payload' or 'name', err ~= '' and 'error' or 'name'))
+    if not s then return false end  -- deleted outside backbeat
+    if s == 'held' then s = 'pending' end
+    if s == 'pending' and (tonumber(due) or 0) > now then s = 'scheduled' end
+    return (state == '' or s == state) and (queue == '' or q == queue)
+      and (name == '' or n == name) and (idp == '' or id:sub(1, #idp) == idp)
+      and (arg == '' or string.find(payload or '', arg, 1, true) ~= nil)
+      and (err == '' or string.find(e or '', err, 1, true) ~= nil)
+  end
+  local found, scanned, cursor = {}, 0, ''
+  local function look(id)  -- true: the page is done
+    scanned = scanned + 1
+    if matches(id) then
+      local row = redis.call('HMGET', tk(id), unpack(status_fields))
+      table.insert(row, 1, id)
+      table.insert(found, row)
+      if #found == limit then cursor = id; return true end
+    end
+    if scanned == scan then cursor = id; return true end
+    return false
+  end
+  local candidates = nil
+  if state ~= '' then
+    local sets, total = {}, 0
+    local stored = (state == 'scheduled') and 'pending' or state
+    for _, q in ipairs(queue ~= '' and {queue} or redis.call('SMEMBERS', P .. ':queues')) do
+      table.insert(sets, sk(stored, q))
+      total = total + redis.call('ZCARD', sk(stored, q))
+    end
+    if total <= scan then
+      candidates = {}
+      for _, key in ipairs(sets) do
+        for _, id in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+          if (below == '' or id < below) and (lowest == '' or id >= lowest) then
+            table.insert(candidates, id)
+          end
+        end
+      end
+      table.sort(candidates, function(a, b) return a > b end)
+    end
+  end
+  if candidates then
+    for _, id in ipairs(candidates) do
+      if look(id) then break end
+    end
+  else
+    local top = below == '' and '+' or ('(' .. below)
+    local bottom = lowest == '' and '-' or ('[' .. lowest)
+    local done = false
+    while not done do
+      local page = redis.call('ZREVRANGEBYLEX', P .. ':ids', top, bottom, 'LIMIT', 0,
+        math.min(500, scan - scanned))
+      if #page == 0 then break end
+      for _, id in ipairs(page) do
+        done = look(id)
+        if done then break end
+      end
+      top = '(' .. page[#page]
+    end
+  end
+  return {cursor, scanned, found}
+
+elseif step == 'failure_groups' then
+  -- Failed tasks grouped by name and exception (the error up to its first ': '): of the
+  -- `scan` newest by id among each queue's `scan` latest failures. {name, exception, count,
+  -- latest id, latest finished_at, its error} each; the caller orders them.
+  local scan = tonumber(ARGV[3])
+  local ids = {}
+  for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+    for _, id in ipairs(redis.call('ZREVRANGE', sk('failed', q), 0, scan - 1)) do
+      table.insert(ids, id)
+    end
+  end
+  table.sort(ids, function(a, b) return a > b end)
+  local groups, order = {}, {}
+  for i = 1, math.min(scan, #ids) do
+    local id = ids[i]
+    local name, error, stamp = unpack(redis.call('HMGET', tk(id), 'name', 'error', 'finished_at'))
+    error = error or ''
+    local at = tonumber(stamp) or 0
+    local cut = string.find(error, ': ', 1, true)
+    local exception = cut and error:sub(1, cut - 1) or error
+    local key = (name or '?') .. '\t' .. exception
+    local g = groups[key]
+    if not g then
+      g = {name or '?', exception, 0, id, at, error, stamp or '0'}
+      groups[key] = g
+      table.insert(order, g)
+    end
+    g[3] = g[3] + 1
+    if at > g[5] or (at == g[5] and id > g[4]) then
+      g[4], g[5], g[6], g[7] = id, at, error, stamp or '0'
+    end
+  end
+  for _, g in ipairs(order) do g[5], g[7] = g[7], nil end  -- as stored: tostring rounds
+  return order
+
+elseif step == 'oldest_due' then  -- the earliest due time of the pending tasks due now
+  local now, only = tonumber(ARGV[3]), ARGV[4]
+  local oldest = nil
+  for _, q in ipairs(only ~= '' and {only} or redis.call('SMEMBERS', P .. ':queues')) do
+    local offset = 0
+    while true do  -- held tasks share the set: skipped
+      local page = redis.call('ZRANGEBYSCORE', sk('pending', q), '-inf', now, 'WITHSCORES',
+        'LIMIT', offset, 100)
+      if #page == 0 then break end
+      local first = nil
+      for i = 1, #page, 2 do
+        if redis.call('HGET', tk(page[i]), 'state') == 'pending' then
+          first = tonumber(page[i + 1]); break
+        end
+      end
+      if first then
+        if not oldest or first < oldest then oldest = first end
+        break
+      end
+      offset = offset + 100
+    end
+  end
+  return oldest and tostring(oldest) or ''
+
+elseif step == 'run_now' then  -- waiting tasks due now; pushed (a waiting worker wakes)
+  local now = tonumber(ARGV[3])
+  local count, seen = 0, {}
+  for i = 4, #ARGV do
+    local id = ARGV[i]
+    local t = tk(id)
+    local state, due, q = unpack(redis.call('HMGET', t, 'state', 'due_at', 'queue'))
+    if state == 'pending' and not seen[id] then
+      seen[id] = true
+      count = count + 1
+      if (tonumber(due) or 0) > now then
+        redis.call('HSET', t, 'due_at', now)
+        redis.call('ZADD', sk('pending', q), now, id)
+        push(id, now)
+      end
+    end
+  end
+  return count
+
+elseif step == 'delete' then  -- finished tasks, as `purge` deletes them
+  local count = 0
+  for i = 3, #ARGV do
+    local id = ARGV[i]
+    local state, q = unpack(redis.call('HMGET', tk(id), 'state', 'queue'))
+    if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
+      redis.call('DEL', tk(id), P .. ':d:' .. id)
+      redis.call('ZREM', sk(state, q), id)
+      redis.call('ZREM', P .. ':ids', id)
+      count = count + 1
+    end
+  end
+  return count
+
 elseif step == 'counts' then
   local now, only = tonumber(ARGV[3]), ARGV[4]
   local queues = only ~= '' and {only} or redis.call('SMEMBERS', P .. ':queues')

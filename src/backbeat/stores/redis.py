@@ -43,6 +43,7 @@ from backbeat.stores.base import (
     FINISHED_STATES,
     STILL_RUNNING,
     ClaimedTask,
+    FailureGroup,
     GatedShare,
     GateUsage,
     NewTask,
@@ -52,6 +53,8 @@ from backbeat.stores.base import (
     StoreError,
     StoreMissing,
     StoreUnavailable,
+    TaskFilter,
+    TaskPage,
     WorkerInfo,
     check_purgeable,
     split_receipt,
@@ -61,10 +64,13 @@ from backbeat.stores.redis_rows import (
     STATUS_FIELDS,
     claimed,
     new_row,
+    number,
+    optional,
     schedule_record,
     status,
     text,
 )
+from backbeat.stores.searching import check_scan, check_search, id_range, sort_groups
 
 logger = logging.getLogger("backbeat")
 
@@ -418,6 +424,50 @@ class RedisStore:
         )
         found = [await self.get(task_id) for task_id in ids]
         return [found_status for found_status in found if found_status is not None]
+
+    async def search(
+        self, where: TaskFilter, *, limit: int = 50, before: str | None = None, scan: int = 10_000
+    ) -> TaskPage:
+        check_search(where, limit, scan)
+        bounds = id_range(where, before)
+        if bounds.empty:
+            return TaskPage([], None, 0)
+        cursor, scanned, rows = await self._call(
+            "search",
+            time.time(),
+            where.state or "",
+            where.queue or "",
+            where.name or "",
+            where.id or "",
+            where.argument or "",
+            where.error or "",
+            bounds.below or "",
+            bounds.lowest or "",
+            limit,
+            scan,
+            *STATUS_FIELDS,
+        )
+        # A record changed outside backbeat may have lost its name or state: left out.
+        tasks = [status(row[0], row[1:]) for row in rows if row[1] and row[2]]
+        return TaskPage(tasks, cursor or None, int(scanned))
+
+    async def failure_groups(self, *, scan: int = 10_000) -> list[FailureGroup]:
+        check_scan(scan)
+        return sort_groups(
+            FailureGroup(name, exception, int(count), latest, float(at), optional(error))
+            for name, exception, count, latest, at, error in await self._call(
+                "failure_groups", scan
+            )
+        )
+
+    async def oldest_due(self, queue: str | None = None) -> float | None:
+        return number(await self._call("oldest_due", time.time(), queue or ""))
+
+    async def run_now(self, ids: list[str]) -> int:
+        return int(await self._call("run_now", time.time(), *ids)) if ids else 0
+
+    async def delete(self, ids: list[str]) -> int:
+        return int(await self._call("delete", *ids)) if ids else 0
 
     async def workers(self, *, include_expired: bool = False) -> list[WorkerInfo]:
         server_now, *listed = await self._call("workers", "all" if include_expired else "live")

@@ -17,6 +17,8 @@ as soon as the page is full or `scan` tasks were looked at:
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from backbeat.stores.base import FailureGroup, StoredStatus, TaskFilter, TaskPage
@@ -25,6 +27,11 @@ from backbeat.stores.sqlite_sql import STATUS_COLUMNS
 
 # States with a partial index on the id (`INDEXES` in sqlite_sql).
 _ID_INDEXED = ("failed", "cancelled")
+_LIVE_INDEXES = {
+    "held": "backbeat_held",
+    "pending": "backbeat_pending",
+    "running": "backbeat_running",
+}
 # The live states' partial indexes, by stored state: counting one reads only the index.
 _LIVE_COUNT = "SELECT count(*) FROM (SELECT 1 FROM backbeat_tasks WHERE state = '{}' LIMIT ?)"
 
@@ -51,12 +58,12 @@ def _matches(where: TaskFilter) -> str:
     return " AND ".join(clauses) or "1"
 
 
-def _range(bounds: IdRange, column: str = "id") -> str:
+def _range(bounds: IdRange) -> str:
     clauses = []
     if bounds.below is not None:
-        clauses.append(f"{column} < :below")
+        clauses.append("id < :below")
     if bounds.lowest is not None:
-        clauses.append(f"{column} >= :lowest")
+        clauses.append("id >= :lowest")
     return " AND ".join(clauses) or "1"
 
 
@@ -71,31 +78,53 @@ def _live_few(conn: sqlite3.Connection, states: tuple[str, ...], scan: int) -> b
     return True
 
 
-def _candidates(conn: sqlite3.Connection, where: TaskFilter, bounds: IdRange, scan: int) -> str:
-    """The SELECT of (id, whether it matches), newest first, from the cheapest source."""
-    hit = _matches(where)
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """Where candidates come from, newest first: `select(columns, more)` is a SELECT of at
+    most `scan` of them (`more`: a further condition). `few`: the tasks of a live state,
+    fewer than `scan`, each read costing a row's look-up (read them once)."""
+
+    select: Callable[[str, str], str]
+    few: bool = False
+
+
+def _source(conn: sqlite3.Connection, where: TaskFilter, bounds: IdRange, scan: int) -> _Source:
+    """The cheapest source of candidates for this filter."""
     within = _range(bounds)
     state = where.state
     if state in _ID_INDEXED:
-        return (
-            f"SELECT id, {hit} FROM backbeat_tasks WHERE state = :state AND {within} "
+        return _Source(
+            lambda columns, more: (
+                f"SELECT {columns} FROM backbeat_tasks WHERE state = :state AND {within}{more} "
+                "ORDER BY id DESC LIMIT :scan"
+            )
+        )
+    if state in ("pending", "scheduled", "running") and _live_few(conn, stored_states(state), scan):
+        # One part per partial index, named: left to itself, the planner pushes the
+        # ORDER BY into each part and walks every task by the primary key for a few.
+        return _Source(
+            lambda columns, more: (
+                "SELECT * FROM ("
+                + " UNION ALL ".join(
+                    f"SELECT {columns} FROM backbeat_tasks INDEXED BY {_LIVE_INDEXES[s]} "
+                    f"WHERE state = '{s}' AND {within}{more}"
+                    for s in stored_states(state)
+                )
+                + ") ORDER BY id DESC LIMIT :scan"
+            ),
+            few=True,
+        )
+    return _Source(
+        lambda columns, more: (
+            f"SELECT {columns} FROM backbeat_tasks WHERE {within}{more} "
             "ORDER BY id DESC LIMIT :scan"
         )
-    if state in ("pending", "scheduled", "running"):
-        states = stored_states(state)
-        if _live_few(conn, states, scan):
-            # One part per partial index; `+id` keeps the planner off the primary key
-            # (which would walk every task for a handful).
-            within = _range(bounds, "+id")
-            parts = " UNION ALL ".join(
-                f"SELECT id, {hit} FROM backbeat_tasks WHERE state = '{s}' AND {within}"
-                for s in states
-            )
-            return f"SELECT * FROM ({parts}) ORDER BY 1 DESC"
-    return f"SELECT id, {hit} FROM backbeat_tasks WHERE {within} ORDER BY id DESC LIMIT :scan"
+    )
 
 
-def _parameters(where: TaskFilter, bounds: IdRange, scan: int, now: float) -> dict[str, Any]:
+def _parameters(
+    where: TaskFilter, bounds: IdRange, limit: int, scan: int, now: float
+) -> dict[str, Any]:
     return {
         "now": now,
         "state": where.state,
@@ -106,7 +135,9 @@ def _parameters(where: TaskFilter, bounds: IdRange, scan: int, now: float) -> di
         "error": where.error,
         "below": bounds.below,
         "lowest": bounds.lowest,
+        "limit": limit,
         "scan": scan,
+        "last": None,
     }
 
 
@@ -122,23 +153,56 @@ def search(
     bounds = id_range(where, before)
     if bounds.empty:
         return TaskPage([], None, 0)
+    parameters = _parameters(where, bounds, limit, scan, now)
     conn.execute("BEGIN")
     try:
-        sql = _candidates(conn, where, bounds, scan)
-        rows = conn.execute(sql, _parameters(where, bounds, scan, now))
-        try:
-            found, cursor, scanned = walk(rows, lambda row: row[0], lambda row: row[1], limit, scan)
-        finally:
-            rows.close()
-        ids = [row[0] for row in found]
-        marks = ", ".join("?" for _ in ids)
-        tasks = conn.execute(
-            f"SELECT {STATUS_COLUMNS} FROM backbeat_tasks WHERE id IN ({marks}) ORDER BY id DESC",
-            ids,
-        ).fetchall()
+        source = _source(conn, where, bounds, scan)
+        pick = _walked if source.few else _picked
+        page = pick(conn, source, where, parameters)
     finally:
         conn.execute("COMMIT")
-    return TaskPage([StoredStatus(*row) for row in tasks], cursor, scanned)
+    return page
+
+
+def _rows(conn: sqlite3.Connection, ids: list[str]) -> list[StoredStatus]:
+    marks = ", ".join("?" for _ in ids)
+    sql = f"SELECT {STATUS_COLUMNS} FROM backbeat_tasks WHERE id IN ({marks}) ORDER BY id DESC"
+    return [StoredStatus(*row) for row in conn.execute(sql, ids).fetchall()]
+
+
+def _walked(
+    conn: sqlite3.Connection, source: _Source, where: TaskFilter, parameters: dict[str, Any]
+) -> TaskPage:
+    """A live state's few tasks: read once, with whether each matches, and walked here."""
+    candidates = conn.execute(source.select(f"id, {_matches(where)}", ""), parameters).fetchall()
+    found, cursor, scanned = walk(
+        candidates, lambda row: row[0], lambda row: row[1], parameters["limit"], parameters["scan"]
+    )
+    return TaskPage(_rows(conn, [row[0] for row in found]), cursor, scanned)
+
+
+def _picked(
+    conn: sqlite3.Connection, source: _Source, where: TaskFilter, parameters: dict[str, Any]
+) -> TaskPage:
+    """The matches picked in SQL (a row that does not match never reaches Python); how
+    many were looked at, and where to go on, then counted on the source's index alone."""
+    hits = source.select(f"id, {_matches(where)} AS hit", "")
+    rows = conn.execute(
+        f"SELECT {STATUS_COLUMNS} FROM backbeat_tasks WHERE id IN "
+        f"(SELECT id FROM ({hits}) WHERE hit LIMIT :limit) ORDER BY id DESC",
+        parameters,
+    ).fetchall()
+    cursor: str | None
+    if len(rows) == parameters["limit"]:
+        cursor = parameters["last"] = rows[-1][0]
+        looked = f"SELECT count(*) FROM ({source.select('id', ' AND id >= :last')})"
+        scanned = conn.execute(looked, parameters).fetchone()[0]
+    else:
+        looked = f"SELECT count(*), min(id) FROM ({source.select('id', '')})"
+        scanned, cursor = conn.execute(looked, parameters).fetchone()
+        if scanned < parameters["scan"]:
+            cursor = None  # the source ran out first: nothing older can match
+    return TaskPage([StoredStatus(*row) for row in rows], cursor, scanned)
 
 
 # The newest `scan` failed tasks by their id index, grouped; SQLite takes a bare column of

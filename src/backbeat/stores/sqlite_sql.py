@@ -229,7 +229,8 @@ ACTIVATE = (
 # held -> running -> succeeded touches two small indexes, not three whole ones (a
 # third less writer time per task). Each query names the state its index covers.
 # The failed and the cancelled tasks by id are the dashboard's (`sqlite_search`): newest
-# first, whatever the number of succeeded ones; the hot path never enters them.
+# first, whatever the number of succeeded ones (the failed with what their groups need,
+# read from the index alone); the hot path never enters them.
 INDEXES = """
 DROP INDEX IF EXISTS backbeat_tasks_runnable;
 DROP INDEX IF EXISTS backbeat_tasks_leases;
@@ -240,7 +241,8 @@ CREATE INDEX IF NOT EXISTS backbeat_running ON backbeat_tasks (lease_until)
     WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS backbeat_finished ON backbeat_tasks (state, finished_at)
     WHERE finished_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS backbeat_failed_ids ON backbeat_tasks (id) WHERE state = 'failed';
+CREATE INDEX IF NOT EXISTS backbeat_failed ON backbeat_tasks (id, name, finished_at, error)
+    WHERE state = 'failed';
 CREATE INDEX IF NOT EXISTS backbeat_cancelled_ids ON backbeat_tasks (id)
     WHERE state = 'cancelled';
 """
