@@ -371,7 +371,7 @@ local function queues_of(list)
   return redis.call('SMEMBERS', P .. ':queues')
 end
 
--- The paused queues as a set, or nil when none is (the claim's usual case: one SCARD-like read).
+-- The paused queues as a set, or nil when none is (the usual case: one read of an empty set).
 local function paused_set()
   local members = redis.call('SMEMBERS', P .. ':paused')
   if #members == 0 then return nil end
