@@ -31,6 +31,7 @@ from backbeat.logs import log_dead_letters
 from backbeat.stores.base import (
     COUNTED_STATES,
     FINISHED_STATES,
+    AttemptRecord,
     ClaimedTask,
     GatedShare,
     GateUsage,
@@ -44,6 +45,7 @@ from backbeat.stores.base import (
     receipt_for,
     split_receipt,
 )
+from backbeat.stores.sqlite_attempts import SELECT_ATTEMPTS, attempt_records
 from backbeat.stores.sqlite_file import SQLiteFile, path_from_url
 from backbeat.stores.sqlite_gates import (
     FORGET_OLD_STARTS,
@@ -543,3 +545,7 @@ class SQLiteStore:
                 raise StoreError(f"cannot read the SQLite store {str(self.path)!r}: {exc}") from exc
 
         return await anyio.to_thread.run_sync(read)
+
+    async def attempts(self, task_id: str) -> list[AttemptRecord]:
+        rows = await anyio.to_thread.run_sync(self._read, SELECT_ATTEMPTS, (task_id,))
+        return attempt_records(rows)
