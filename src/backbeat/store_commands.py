@@ -308,8 +308,8 @@ async def queues(store: Store, args: argparse.Namespace) -> int:
             )
         known = await store.queues()
         if args.action == "resume" and args.name not in await store.paused_queues():
-            paused = ", ".join(await store.paused_queues()) or "none"
-            raise CommandError(f"queue {args.name!r} is not paused (paused: {paused})")
+            listed = ", ".join(await store.paused_queues()) or "none"
+            raise CommandError(f"queue {args.name!r} is not paused (paused: {listed})")
         await store.pause_queue(args.name, args.action == "pause")
         if args.action == "resume":
             sys.stdout.write(f"queue {args.name} resumed: its tasks run again\n")
@@ -321,7 +321,7 @@ async def queues(store: Store, args: argparse.Namespace) -> int:
         )
         return 0
     paused = await store.paused_queues()
-    documents = []
+    documents: list[dict[str, Any]] = []
     for queue in sorted(set(await store.queues()) | set(paused)):
         counts = await store.counts(queue)
         documents.append({"queue": queue, "paused": queue in paused, "counts": counts})

@@ -20,6 +20,7 @@ from backbeat.stores.base import (
     COUNTED_STATES,
     FINISHED_STATES,
     STILL_RUNNING,
+    AttemptRecord,
     ClaimedTask,
     FailureGroup,
     GatedShare,
@@ -91,6 +92,7 @@ class MemoryStore:
 
     def _take(self, row: Row, worker: str, now: float, lease: float) -> ClaimedTask:
         if row.state == "running":
+            row.ended("lost", row.lease_until or now)
             row.lost += 1  # its lease expired: its worker died or hung
         row.state = "running"
         row.attempts += 1
@@ -181,18 +183,21 @@ class MemoryStore:
             ]
             for row in expired:
                 if row.cancel_requested:  # cancelled while running, and its worker is gone
+                    row.ended("cancelled", row.lease_until or now, row.error)
                     row.finish("cancelled", now)
                 elif row.lost + 1 >= max_lost:
                     row.lost += 1
-                    row.finish("failed", now)
                     row.error = (
                         "its worker died or hung each time it ran it: the lease was lost "
                         f"{row.lost} times (max_lost_leases={max_lost}); dead-lettered. Retry it "
                         "(backbeat retry) once the cause is fixed."
                     )
+                    row.ended("lost", row.lease_until or now, row.error)
+                    row.finish("failed", now)
                     log_dead_letters([(row.task.id, row.task.name, row.error)])
             for row in expired:
                 if row.state == "running" and row.task.line is not None:
+                    row.ended("lost", row.lease_until or now)
                     back_in_line(row)
             suspects = [
                 row
@@ -280,9 +285,12 @@ class MemoryStore:
                     continue
                 row.error = settlement.error or row.error
                 if state is TaskState.CANCELLED:
+                    row.ended("cancelled", now, row.error)
                     row.finish("cancelled", now)
                     continue
                 row.traceback = settlement.traceback
+                outcome = "failed" if state is TaskState.FAILED else "retried"
+                row.ended(outcome, now, row.error, row.traceback)
                 if state is TaskState.FAILED:
                     row.finish("failed", now)
                 else:
@@ -550,3 +558,8 @@ class MemoryStore:
     async def gate_usage(self) -> list[GateUsage]:
         with self._lock:
             return memory_gate_usage(self._gates, self._rows.values(), time.time())
+
+    async def attempts(self, task_id: str) -> list[AttemptRecord]:
+        with self._lock:
+            row = self._rows.get(task_id)
+            return [] if row is None else [replace(record) for record in row.history]

@@ -20,6 +20,8 @@
 --   P:made              string: a token `open` leaves; gone, the data was flushed
 --   P:paused            set: paused queues (their tasks are neither claimed nor started)
 --   P:gused             zset: gates by their latest start (`gate_usage` reads them)
+--   P:a:<id>            list: the task's attempts that did not succeed, the latest 20, each
+--                       JSON [number, worker, started_at, finished_at, outcome, error, traceback]
 --   P:schedules, P:sch:<name>  set of schedule names, and a hash per schedule
 -- ARGV[1] may carry that token after the step ("claim <token>"): a call made for data that
 -- is gone (FLUSHDB, FLUSHALL, an eviction) is refused with "GONE <the token now>".
@@ -127,6 +129,19 @@ end
 
 local ungate  -- (below) out of its line, and its concurrency slot freed
 
+-- The running attempt of a task did not succeed: kept, the latest ATTEMPTS of them, before the
+-- task's fields change (its worker and start are the attempt's). `at` nil: when its lease ran
+-- out (a lost attempt). Never called on the success path.
+local ATTEMPTS = 20
+local function log_attempt(id, t, outcome, at, error, traceback)
+  local number, worker, started, lease = unpack(redis.call('HMGET', t, 'attempts', 'worker',
+    'started_at', 'lease_until'))
+  local key = P .. ':a:' .. id
+  redis.call('RPUSH', key, cjson.encode({number or '0', worker or '', started or '',
+    tostring(at or lease or ''), outcome, error or '', traceback or ''}))
+  redis.call('LTRIM', key, -ATTEMPTS, -1)
+end
+
 local function finish_as(id, t, q, from, to, now)
   ungate(id, t)
   move(id, t, q, from, to, now)
@@ -192,6 +207,7 @@ local function take(id, lost, now, lease, worker, found_in)
   end
   local attempts = tonumber(v[3] or '0') + 1
   local lost_total = tonumber(v[9] or '0') + lost
+  if lost > 0 then log_attempt(id, t, 'lost') end
   local q, state, entry = v[11], v[12], v[13]
   local until_ = now + lease
   redis.call('HSET', t, 'state', 'running', 'attempts', attempts, 'lost', lost_total,
@@ -371,7 +387,7 @@ local function queues_of(list)
   return redis.call('SMEMBERS', P .. ':queues')
 end
 
--- The paused queues as a set, or nil when none is (the claim's usual case: one SCARD-like read).
+-- The paused queues as a set, or nil when none is (the usual case: one read of an empty set).
 local function paused_set()
   local members = redis.call('SMEMBERS', P .. ':paused')
   if #members == 0 then return nil end
@@ -548,16 +564,19 @@ elseif step == 'claim' then
       elseif not tonumber(lost or '0') then
         bury(id, t, q, 'lost', now)
       elseif cancel == '1' then
+        log_attempt(id, t, 'cancelled', nil, redis.call('HGET', t, 'error'))
         finish_as(id, t, q, 'running', 'cancelled', now)
       elseif tonumber(lost or '0') + 1 >= max_lost then
         lost = tonumber(lost or '0') + 1
         local error = 'its worker died or hung each time it ran it: the lease was lost '
           .. lost .. ' times (max_lost_leases=' .. max_lost
           .. '); dead-lettered. Retry it (backbeat retry) once the cause is fixed.'
+        log_attempt(id, t, 'lost', nil, error)
         redis.call('HSET', t, 'lost', lost, 'error', error)
         finish_as(id, t, q, 'running', 'failed', now)
         table.insert(dead, {id, name, error})
       elseif line and line ~= '' then  -- a gated task waits in its line again, first
+        log_attempt(id, t, 'lost')
         ungate(id, t)
         redis.call('HSET', t, 'lost', tonumber(lost or '0') + 1, 'lease_until', '', 'worker', '')
         move(id, t, q, 'running', 'pending', redis.call('HGET', t, 'due_at'))
@@ -656,6 +675,11 @@ elseif step == 'finish' then
         redis.call('XDEL', stream, entry)
       end
       redis.call('ZREM', sk('running', q), id)
+      if state == 'scheduled' or state == 'failed' then
+        log_attempt(id, t, state == 'failed' and 'failed' or 'retried', now, error, trace)
+      elseif state == 'cancelled' then
+        log_attempt(id, t, 'cancelled', now, error ~= '' and error or redis.call('HGET', t, 'error'))
+      end
       if state == 'scheduled' then  -- a retry at retry_at
         redis.call('HSET', t, 'state', 'pending', 'error', error, 'traceback', trace,
           'due_at', retry_at, 'lease_until', '', 'worker', '', 'entry', '', 'stream', '')
@@ -767,7 +791,7 @@ elseif step == 'purge' then
       for _, id in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. before)) do
         count = count + 1
         if not dry then
-          redis.call('DEL', tk(id), P .. ':d:' .. id)
+          redis.call('DEL', tk(id), P .. ':d:' .. id, P .. ':a:' .. id)
           redis.call('ZREM', key, id)
           redis.call('ZREM', P .. ':ids', id)
         end

@@ -42,6 +42,7 @@ from backbeat.stores.base import (
     COUNTED_STATES,
     FINISHED_STATES,
     STILL_RUNNING,
+    AttemptRecord,
     ClaimedTask,
     FailureGroup,
     GatedShare,
@@ -62,6 +63,7 @@ from backbeat.stores.base import (
 from backbeat.stores.gate_usage import busiest
 from backbeat.stores.redis_rows import (
     STATUS_FIELDS,
+    attempt_record,
     claimed,
     new_row,
     number,
@@ -574,6 +576,15 @@ class RedisStore:
         used = {text(gate): int(count) for gate, count, _ in rows if int(count)}
         waiting = {text(gate): int(count) for gate, _, count in rows if int(count)}
         return busiest(used, waiting)
+
+    async def attempts(self, task_id: str) -> list[AttemptRecord]:
+        self._connect()
+        try:
+            async with asyncio.timeout(self.timeout):
+                listed = await self._client.lrange(f"{self._tag}:a:{task_id}", 0, -1)
+        except Exception as exc:
+            raise _translated(exc, self) from exc
+        return [attempt_record(json.loads(entry)) for entry in listed]
 
 
 def _translated(exc: Exception, store: RedisStore) -> StoreError:

@@ -32,6 +32,7 @@ from backbeat.stores import sqlite_search
 from backbeat.stores.base import (
     COUNTED_STATES,
     FINISHED_STATES,
+    AttemptRecord,
     ClaimedTask,
     FailureGroup,
     GatedShare,
@@ -49,6 +50,7 @@ from backbeat.stores.base import (
     split_receipt,
 )
 from backbeat.stores.searching import check_scan, check_search
+from backbeat.stores.sqlite_attempts import SELECT_ATTEMPTS, attempt_records
 from backbeat.stores.sqlite_file import SQLiteFile, path_from_url
 from backbeat.stores.sqlite_gates import (
     FORGET_OLD_STARTS,
@@ -610,3 +612,7 @@ class SQLiteStore:
                 raise StoreError(f"cannot read the SQLite store {str(self.path)!r}: {exc}") from exc
 
         return await anyio.to_thread.run_sync(read)
+
+    async def attempts(self, task_id: str) -> list[AttemptRecord]:
+        rows = await anyio.to_thread.run_sync(self._read, SELECT_ATTEMPTS, (task_id,))
+        return attempt_records(rows)

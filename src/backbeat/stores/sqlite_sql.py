@@ -12,6 +12,7 @@ from typing import Any
 
 from backbeat.status import TaskState
 from backbeat.stores.base import NewTask
+from backbeat.stores.sqlite_attempts import ATTEMPTS_SCHEMA
 from backbeat.stores.sqlite_gates import GATES_SCHEMA, OPEN_LINE, lines_of
 from backbeat.stores.sqlite_queues import NOT_PAUSED, QUEUES_SCHEMA
 
@@ -258,6 +259,7 @@ def setup(conn: sqlite3.Connection) -> None:
     )
     conn.executescript(GATES_SCHEMA)
     conn.executescript(QUEUES_SCHEMA)
+    conn.executescript(ATTEMPTS_SCHEMA)
 
 
 ADDED_COLUMNS = {
