@@ -4,6 +4,7 @@ query budget, and escapes whatever a task wrote."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -149,3 +150,20 @@ async def test_an_unknown_task_is_a_404_page(store):
     async with client(dashboard(store)) as http:
         response = await http.get("/tasks/01NOPE")
     assert response.status_code == 404 and "No task with id 01NOPE" in response.text
+
+
+async def test_a_task_page_shows_each_attempt_with_its_error_and_traceback(store):
+    from tests.stores.rows import failed
+
+    task_id = await make(store, "pending", retries=2)
+    [first] = await store.claim("w1", 1, 30)
+    await store.finish([failed(first, "OSError: disk full", "Traceback: one", time.time())])
+    [second] = await store.claim("w2", 1, 30)
+    await store.finish([failed(second, "TimeoutError: slow", "Traceback: two")])
+    async with client(dashboard(store)) as http:
+        page = (await http.get(f"/tasks/{task_id}")).text
+        document = (await http.get(f"/api/tasks/{task_id}")).json()
+    assert page.index("OSError: disk full") < page.index("TimeoutError: slow")
+    assert "Traceback: one" in page and "Traceback: two" in page
+    assert ">retried<" in page and ">failed<" in page and "on w1" in page
+    assert [a["outcome"] for a in document["attempts_history"]] == ["retried", "failed"]

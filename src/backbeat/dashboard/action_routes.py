@@ -9,7 +9,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl
 
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -221,9 +221,10 @@ async def read_form(request: Request) -> FormData:
     if body and not kind:
         raise BadInput("post the form as application/x-www-form-urlencoded")
     try:
-        fields = parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=MAX_IDS + 50)
+        pairs = parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=MAX_IDS + 50)
     except (UnicodeDecodeError, ValueError) as error:
         raise BadInput(f"the form cannot be read: {error}") from None
+    fields: list[tuple[str, str | UploadFile]] = list(pairs)
     return FormData(fields)
 
 

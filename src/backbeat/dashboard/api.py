@@ -75,7 +75,7 @@ class Api:
         document = task_document(task, self.context.redact, full=True)
         attempts = await self.context.source.attempts(task_id)
         document["attempts_history"] = (
-            None if attempts is None else [_plain(entry) for entry in attempts]
+            None if attempts is None else [asdict(attempt) for attempt in attempts]
         )
         return JSONResponse(document)
 
@@ -158,11 +158,3 @@ class Api:
         alive = Gauge("backbeat_store_workers", "Workers alive", registry=registry)
         alive.set(len(snapshot.workers))
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
-
-
-def _plain(entry: Any) -> Any:
-    if isinstance(entry, dict):
-        return entry
-    if hasattr(entry, "__dataclass_fields__"):
-        return asdict(entry)
-    return str(entry)

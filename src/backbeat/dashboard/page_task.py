@@ -13,7 +13,7 @@ from pydantic_core import from_json
 from backbeat.dashboard.actions import LABELS, actions_for
 from backbeat.dashboard.pages import View, button_form, esc, layout, progress_bar, when
 from backbeat.dashboard.redact import Redact
-from backbeat.stores.base import StoredStatus
+from backbeat.stores.base import AttemptRecord, StoredStatus
 
 
 def arguments_of(task: StoredStatus, redact: Redact) -> Any:
@@ -40,27 +40,38 @@ def _decoded(document: str | None) -> Any:
         return document
 
 
-def attempt_rows(attempts: list[Any]) -> str:
-    """A store's attempt history: each entry's fields as it gives them (dicts or objects)."""
+def timeline(task: StoredStatus, state: str, attempts: list[AttemptRecord]) -> str:
+    """Each attempt that did not succeed (outcome, worker, times, error, traceback), then
+    the current one: running, or how the task ended if that is not in the history."""
     items = []
-    for entry in attempts:
-        fields = entry if isinstance(entry, dict) else getattr(entry, "__dict__", None)
-        if fields is None and hasattr(entry, "__slots__"):
-            fields = {name: getattr(entry, name) for name in entry.__slots__}
-        fields = fields or {"attempt": entry}
-        traceback = fields.get("traceback")
-        summary = ", ".join(
-            f"{name} {when(value) if name.endswith('_at') and isinstance(value, float) else value}"
-            for name, value in fields.items()
-            if name != "traceback" and value is not None
+    for attempt in attempts:
+        worker = f" on {esc(attempt.worker)}" if attempt.worker else ""
+        trace = ""
+        if attempt.traceback:
+            shown = esc(attempt.traceback)
+            trace = f"<details><summary>traceback</summary><pre>{shown}</pre></details>"
+        items.append(
+            f'<li><strong>#{attempt.number}</strong> <span class="state-{esc(attempt.outcome)}">'
+            f"{esc(attempt.outcome)}</span>{worker}, {when(attempt.started_at)} → "
+            f"{when(attempt.finished_at)}"
+            f'<div class="error-text">{esc(attempt.error or "")}</div>{trace}</li>'
         )
-        detail = f"<details><summary>traceback</summary><pre>{esc(traceback)}</pre></details>"
-        items.append(f"<li>{esc(summary)}{detail if traceback else ''}</li>")
+    recorded = attempts[-1].number if attempts else 0
+    if task.attempts > recorded and state in ("running", "succeeded"):
+        worker = f" on {esc(task.worker)}" if task.worker else ""
+        items.append(
+            f'<li><strong>#{task.attempts}</strong> <span class="state-{state}">{state}</span>'
+            f"{worker}, {when(task.started_at)} → {when(task.finished_at)}</li>"
+        )
     return f'<ol class="timeline">{"".join(items)}</ol>'
 
 
 def render(
-    view: View, task: StoredStatus, attempts: list[Any] | None, redact: Redact, back: str
+    view: View,
+    task: StoredStatus,
+    attempts: list[AttemptRecord] | None,
+    redact: Redact,
+    back: str,
 ) -> str:
     state = task.info(time.time()).state.value
     facts = [
@@ -94,7 +105,7 @@ def render(
         body += "<h2>Result</h2>" + _pretty(_decoded(task.result))
     body += "<h2>Attempts</h2>"
     if attempts:
-        body += attempt_rows(attempts)
+        body += timeline(task, state, attempts)
     elif task.error:
         body += f'<p class="error-text">Latest error: {esc(task.error)}</p>'
         if task.traceback:

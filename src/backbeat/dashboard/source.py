@@ -18,6 +18,7 @@ from backbeat.runner import Runner
 from backbeat.store_commands import alive_workers, schedule_documents
 from backbeat.stores import Store, open_store
 from backbeat.stores.base import (
+    AttemptRecord,
     FailureGroup,
     GateUsage,
     StoredStatus,
@@ -146,12 +147,12 @@ class Source:
     async def get(self, task_id: str) -> StoredStatus | None:
         return await self._store.get(task_id)
 
-    async def attempts(self, task_id: str) -> list[Any] | None:
-        """The attempt history, where the store keeps one (None: it does not)."""
-        if not self.supports("attempts"):
+    async def attempts(self, task_id: str) -> list[AttemptRecord] | None:
+        """The attempts that did not succeed, where the store keeps them (None: a memory
+        runner, or a store written before `Store.attempts`)."""
+        if self.local or not self.supports("attempts"):
             return None
-        history: list[Any] = await cast(Any, self._store).attempts(task_id)
-        return history
+        return await self._store.attempts(task_id)
 
     async def failure_groups(self, scan: int) -> list[FailureGroup]:
         return await self._store.failure_groups(scan=scan)
