@@ -4,6 +4,7 @@ holding only the latest) and the history behind the charts."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -85,3 +86,33 @@ async def test_a_store_that_cannot_be_read_is_said_on_the_page(tmp_path):
     async with client(app) as http:
         assert "ValueError" in (await http.get("/failures")).text
     await app.close()
+
+
+def test_latency_is_enqueue_to_start_of_the_tasks_seen_starting():
+    from backbeat.stores.base import StoredStatus
+
+    def running(task_id: str, due: float, started: float) -> StoredStatus:
+        return StoredStatus(task_id, "n", "running", 1, None, None, due, started, None, due)
+
+    history = History()
+    before = snapshot(1000.0)
+    after = snapshot(1001.0)
+    after.running = [
+        running("A", due=998.0, started=1000.5),  # waited 2.5 s
+        running("B", due=1000.2, started=1000.7),  # waited 0.5 s
+        running("C", due=900.0, started=999.0),  # started before: seen already
+    ]
+    history.add(before, after)
+    assert history.latency() == pytest.approx(1.5)
+
+
+async def test_the_overview_shows_the_oldest_wait_and_the_workers(store):
+    from backbeat.stores.base import WorkerInfo
+
+    await make(store, "pending")
+    worker = WorkerInfo("h:1:x", "h", 1, None, 8, 0, 0.0)
+    await store.heartbeat(worker, 30)
+    async with client(dashboard(store)) as http:
+        page = (await http.get("/")).text
+    assert 'data-fact="workers">1 (8 slots)<' in page
+    assert re.search(r'data-fact="oldest">\d+s<', page)

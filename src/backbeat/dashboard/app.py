@@ -100,7 +100,10 @@ class Dashboard:
 
         async def secured(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), *HEADERS]}
+                headers = [*message.get("headers", []), *HEADERS]
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))  # task data: not kept
+                message = {**message, "headers": headers}
             await send(message)
 
         request = Request(scope)

@@ -65,6 +65,7 @@ def view_of(request: Request, context: Context) -> View:
         grant=grant_of(request),
         local=context.source.local,
         flash=unquote(flash) if flash else None,
+        source=context.source.label,
     )
 
 

@@ -41,6 +41,7 @@ class View:
     grant: Grant
     local: bool  # a memory runner: read and cancel only
     flash: str | None = None
+    source: str = ""  # what is shown: a store URL (no password), a store's kind
 
     def url(self, path: str = "", query: dict[str, str] | None = None) -> str:
         link = f"{self.root}/{path}"
@@ -75,7 +76,8 @@ def layout(view: View, current: str, heading: str, body: str) -> str:
         f'<script src="{esc(view.url("static/dashboard.js"))}" defer></script>'
         f'</head><body data-events="{esc(view.url("events"))}">'
         f'<header><a class="brand" href="{esc(view.url())}">{esc(view.title)}</a>'
-        f"<nav>{links}</nav></header><main>{flash}{mode}<h1>{esc(heading)}</h1>{body}</main>"
+        f'<nav>{links}</nav><span class="source">{esc(view.source)}</span></header>'
+        f"<main>{flash}{mode}<h1>{esc(heading)}</h1>{body}</main>"
         "</body></html>"
     )
 
