@@ -42,12 +42,26 @@ def test_history_is_bounded():
     assert len(history.buckets) == 360
 
 
+async def tick_of(viewer) -> int:
+    snapshot = await viewer.next()
+    assert snapshot is not None
+    return snapshot.tick
+
+
+async def test_closing_the_dashboard_ends_every_stream(store):
+    app = dashboard(store, refresh=0.1)
+    viewers = [app.hub.subscribe() for _ in range(2)]
+    await tick_of(viewers[0])
+    await app.close()
+    assert [await viewer.next() for viewer in viewers] == [None, None]
+
+
 async def test_one_loop_for_every_viewer_started_and_stopped_by_them(store):
     await make(store, "pending")
     app = dashboard(store, refresh=0.1)
     hub = app.hub
     viewers = [hub.subscribe() for _ in range(5)]
-    seen = [[(await viewer.next()).tick for _ in range(3)] for viewer in viewers]
+    seen = [[await tick_of(viewer) for _ in range(3)] for viewer in viewers]
     assert all(ticks == sorted(set(ticks)) for ticks in seen)
     # Ticks of one loop, not five: the reads are one snapshot's per tick.
     latest = hub.latest
@@ -66,7 +80,7 @@ async def test_a_slow_viewer_holds_only_the_latest_snapshot(store):
     for _ in range(4):
         await fast.next()
     latest = await slow.next()  # what it gets is the newest, not the first of a queue
-    assert latest.tick >= 4
+    assert latest is not None and latest.tick >= 4
     app.hub.unsubscribe(fast)
     app.hub.unsubscribe(slow)
 

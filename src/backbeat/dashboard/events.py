@@ -3,7 +3,9 @@
 Each viewer subscribes to the dashboard's one snapshot loop (`Hub`) and is sent the latest
 snapshot when there is a new one; a viewer that reads slowly skips snapshots, nothing
 queues up. A stream ends after `STREAM_SECONDS` (the browser reconnects by itself, after
-the ``retry`` interval given): a server shutting down never waits on a viewer for longer.
+the ``retry`` interval given): a server shutting down (uvicorn waits for open responses
+before its lifespan ends) never waits on a viewer for longer; `Dashboard.close` ends them
+at once.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from backbeat.dashboard.page_overview import chart_values, facts
 from backbeat.dashboard.pages import progress_of
 from backbeat.dashboard.snapshot import BUCKETS, History, Snapshot
 
-STREAM_SECONDS = 60.0
+STREAM_SECONDS = 25.0
 RETRY_MS = 2000
 
 
@@ -61,6 +63,8 @@ async def events(context: Context, request: Request) -> Response:
                 try:
                     snapshot = await asyncio.wait_for(subscriber.next(), left)
                 except TimeoutError:
+                    return
+                if snapshot is None:  # the dashboard closed
                     return
                 document = live_document(snapshot, hub.history)
                 yield f"data: {json.dumps(document, separators=(',', ':'))}\n\n"

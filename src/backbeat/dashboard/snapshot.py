@@ -120,13 +120,22 @@ class Subscriber:
         self.latest: Snapshot | None = None
         self._new = asyncio.Event()
 
+        self.closed = False
+
     def offer(self, snapshot: Snapshot) -> None:
         self.latest = snapshot
         self._new.set()
 
-    async def next(self) -> Snapshot:
+    def close(self) -> None:
+        self.closed = True
+        self._new.set()
+
+    async def next(self) -> Snapshot | None:
+        """The next snapshot; None once the dashboard closes (the stream ends)."""
         await self._new.wait()
         self._new.clear()
+        if self.closed:
+            return None
         assert self.latest is not None
         return self.latest
 
@@ -213,6 +222,9 @@ class Hub:
             await asyncio.sleep(self.interval)
 
     async def close(self) -> None:
+        """Stop the loop and end every viewer's stream."""
+        for subscriber in list(self._subscribers):
+            subscriber.close()
         task, self._loop_task = self._loop_task, None
         if task is not None:
             task.cancel()
