@@ -153,6 +153,15 @@ def parser() -> argparse.ArgumentParser:
     store_option(schedules)
     schedules.add_argument("--json", action="store_true", help="one JSON object per line")
 
+    queues = commands.add_parser(
+        "queues",
+        help="queues: counts by state, paused or not; pause/resume one (kept in the store)",
+    )
+    queues.add_argument("action", nargs="?", choices=("list", "pause", "resume"), default="list")
+    queues.add_argument("name", nargs="?", metavar="NAME")
+    store_option(queues)
+    queues.add_argument("--json", action="store_true", help="one JSON object per line")
+
     purge = commands.add_parser("purge", help="delete finished tasks")
     store_option(purge)
     purge.add_argument("--older-than", type=duration, default=0.0, metavar="AGE", help="e.g. 7d")

@@ -84,3 +84,17 @@ def id_timestamp(task_id: str) -> float:
     for char in task_id[:10].upper():
         value = value * 32 + _ALPHABET.index(char)
     return value / 1000
+
+
+# The most milliseconds 10 characters of Crockford base32 hold (48 bits).
+_LAST_MS = (1 << 48) - 1
+
+
+def lowest_id(at: float) -> str:
+    """The lowest id of the millisecond that holds the time `at` (seconds since the
+    epoch): every id made at or after that millisecond sorts at or after it, every id made
+    before it sorts before, so a time becomes a bound on ids (keyset on the id alone)."""
+    # A nanosecond's nudge: a time read off a whole millisecond (1.001) is stored as
+    # 1.00099999..., which must not fall into the millisecond before.
+    ms = min(max(at * 1000 + 1e-6, 0.0), float(_LAST_MS)) if at == at else 0.0
+    return _encode_time(int(ms)) + "0" * 16

@@ -448,6 +448,12 @@ class Runner:
             return None
         return self._engine.calls.call(lambda store: store.get(task_id))
 
+    def local_tasks(self) -> list[TaskInfo]:
+        """The tasks of this process's in-memory table, oldest first (what the dashboard shows
+        of a runner without a store); empty with a store (it keeps them)."""
+        engine = self._engine
+        return engine.tasks() if isinstance(engine, LocalEngine) else []
+
     def stats(self) -> dict[str, int]:
         """Counts by state: live for pending/scheduled/running, totals for finished states.
 

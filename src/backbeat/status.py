@@ -157,6 +157,10 @@ class TaskTable:
     def get(self, task_id: str) -> TaskRecord | None:
         return self._records.get(task_id)
 
+    def records(self) -> list[TaskRecord]:
+        """Every record kept, unfinished and finished, in the order they were added."""
+        return list(self._records.values())
+
     def unfinished(self) -> list[TaskRecord]:
         return [r for r in self._records.values() if r.state not in FINISHED]
 

@@ -93,12 +93,16 @@ async def status(store: Store, args: argparse.Namespace) -> int:
     for state, count in counts.items():
         out.write(f"  {state:<{width}}  {count:>8}\n")
     queues = await store.queues()
+    paused = await store.paused_queues()
     if queues:
         rows = [["QUEUE", *(state.upper() for state in counts)]]
         for queue in queues:
             of_queue = await store.counts(queue)
-            rows.append([queue, *(str(of_queue[state]) for state in counts)])
+            shown = f"{queue} (paused)" if queue in paused else queue
+            rows.append([shown, *(str(of_queue[state]) for state in counts)])
         out.write("\nby queue:\n" + table(rows, indent="  "))
+    if paused:
+        out.write(f"\npaused queues: {', '.join(paused)} (backbeat queues resume NAME)\n")
     out.write(f"\nworkers: {len(alive)} alive, running {sum(w.running for w in alive)} task(s)\n")
     if recent:
         out.write(f"\nmost recent failures ({len(recent)}):\n")
@@ -294,7 +298,56 @@ async def schedule_documents(store: Store, now: float) -> list[dict[str, Any]]:
     return documents
 
 
+async def queues(store: Store, args: argparse.Namespace) -> int:
+    """`backbeat queues`: each queue's counts and whether it is paused; `pause NAME` /
+    `resume NAME`, kept in the store (every process obeys at its next claim)."""
+    if args.action in ("pause", "resume"):
+        if not args.name:
+            raise CommandError(
+                f"say which queue to {args.action}: backbeat queues {args.action} NAME"
+            )
+        known = await store.queues()
+        if args.action == "resume" and args.name not in await store.paused_queues():
+            listed = ", ".join(await store.paused_queues()) or "none"
+            raise CommandError(f"queue {args.name!r} is not paused (paused: {listed})")
+        await store.pause_queue(args.name, args.action == "pause")
+        if args.action == "resume":
+            sys.stdout.write(f"queue {args.name} resumed: its tasks run again\n")
+            return 0
+        ahead = "" if args.name in known else " (it has no task yet: paused ahead)"
+        sys.stdout.write(
+            f"queue {args.name} paused{ahead}: none of its tasks starts until "
+            f"`backbeat queues resume {args.name}`; running ones finish\n"
+        )
+        return 0
+    paused = await store.paused_queues()
+    documents: list[dict[str, Any]] = []
+    for queue in sorted(set(await store.queues()) | set(paused)):
+        counts = await store.counts(queue)
+        documents.append({"queue": queue, "paused": queue in paused, "counts": counts})
+    if args.json:
+        for document in documents:
+            sys.stdout.write(json.dumps(document) + "\n")
+        return 0
+    if not documents:
+        sys.stdout.write("no queues (the store has no task yet)\n")
+        return 0
+    rows = [["QUEUE", "PAUSED", *(state.upper() for state in STATES)]]
+    for document in documents:
+        counts = document["counts"]
+        rows.append(
+            [
+                document["queue"],
+                "paused" if document["paused"] else "-",
+                *(str(counts[state]) for state in STATES),
+            ]
+        )
+    sys.stdout.write(table(rows))
+    return 0
+
+
 COMMANDS = {
+    "queues": queues,
     "schedules": schedules,
     "workers": workers,
     "status": status,

@@ -1,5 +1,5 @@
 """The dashboard in Debian's Chromium, as an operator uses it: a real app under uvicorn
-(tests/apps/dashboard_app.py: the dashboard mounted at /ops/dash, a SQLite store, the app
+(tests/apps/ops_app.py: the dashboard mounted at /ops/dash, a SQLite store, the app
 running its tasks), driven by Playwright. Each page loads without a CSP violation or a
 script error; filter, open a task, retry a failed one until it succeeds, cancel a running
 one, watch a progress bar move without a reload; a read-only viewer sees no action and its
@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.apps.dashboard_app import FULL_TOKEN, READ_TOKEN
+from tests.apps.ops_app import FULL_TOKEN, READ_TOKEN
 from tests.browser import browser  # noqa: F401 - the session's Chromium (a fixture)
 from tests.serving import Server, uvicorn
 
@@ -93,7 +93,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     shots.mkdir(parents=True, exist_ok=True)
     env = {"BACKBEAT_TEST_STORE": f"sqlite:///{directory}/tasks.db"}
     env["BACKBEAT_TEST_DIR"] = str(directory)
-    with uvicorn("tests.apps.dashboard_app:app", directory, env=env, name="app") as server:
+    with uvicorn("tests.apps.ops_app:app", directory, env=env, name="app") as server:
         made = Site(server, directory, shots)
         yield made
         made.http.close()

@@ -416,6 +416,10 @@ class LocalEngine:
     async def aget(self, task_id: str) -> TaskInfo | None:
         return self.get(task_id)
 
+    def tasks(self) -> list[TaskInfo]:
+        """Every task the table keeps, oldest first."""
+        return [record.snapshot() for record in self._table.records()]
+
     def stats(self) -> dict[str, int]:
         return {state.value: count for state, count in self._table.counts.items()}
 

@@ -217,6 +217,25 @@ class GateUsage:
 
 
 @dataclass(slots=True)
+class AttemptRecord:
+    """An attempt of a task that did not succeed (`Store.attempts`): a dashboard's timeline."""
+
+    number: int  # the attempt's number (1 the first; `retry` of a dead letter starts again)
+    worker: str | None
+    started_at: float | None
+    finished_at: float  # when it ended (for "lost": when its lease ran out)
+    # "retried" (failed, retried later), "failed" (the dead letter), "lost" (its worker died
+    # or hung: the lease ran out, or `take_over`), "cancelled".
+    outcome: str
+    error: str | None
+    traceback: str | None
+
+
+# How many attempts `Store.attempts` keeps per task (the latest).
+ATTEMPTS_KEPT = 20
+
+
+@dataclass(slots=True)
 class StoredStatus:
     """A stored task as `Store.get` and `Store.list_tasks` give it; `info()` is its `TaskInfo`."""
 
@@ -576,4 +595,12 @@ class Store(Protocol):
     async def pause_schedule(self, name: str, paused: bool) -> bool:
         """Pause a schedule (its ticks are noted, nothing enqueued) or resume it (from its
         next tick on); False if there is no schedule of that name."""
+        ...
+
+    async def attempts(self, task_id: str) -> list[AttemptRecord]:
+        """The attempts of a task that did not succeed, oldest first: at most the latest
+        `ATTEMPTS_KEPT`; [] for an unknown task. Written in the write that ends the attempt
+        (`finish` of a retry, a dead letter or a cancel; the `claim` that takes a lost task
+        over, puts it back in its line or dead-letters it, `take_over`'s included), never
+        on the success path; deleted with the task (`purge`, `delete`)."""
         ...

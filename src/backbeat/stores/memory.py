@@ -15,22 +15,28 @@ from dataclasses import replace
 
 from backbeat.logs import log_dead_letters
 from backbeat.status import TaskState
+from backbeat.stores import memory_search
 from backbeat.stores.base import (
     COUNTED_STATES,
     FINISHED_STATES,
     STILL_RUNNING,
+    AttemptRecord,
     ClaimedTask,
+    FailureGroup,
     GatedShare,
+    GateUsage,
     NewTask,
     ScheduleRecord,
     Settlement,
     StoredStatus,
     StoreError,
+    TaskFilter,
+    TaskPage,
     WorkerInfo,
     check_purgeable,
     split_receipt,
 )
-from backbeat.stores.memory_gates import MemoryGates, back_in_line
+from backbeat.stores.memory_gates import MemoryGates, back_in_line, memory_gate_usage
 from backbeat.stores.memory_rows import LIVE, Row
 from backbeat.stores.wakeups import Wakeups
 
@@ -46,6 +52,7 @@ class MemoryStore:
         self._wakeups = Wakeups()
         self._gates = MemoryGates()
         self._shares = GatedShare()
+        self._paused: set[str] = set()  # queues none of whose tasks start (`pause_queue`)
 
     def __repr__(self) -> str:
         return "MemoryStore()"
@@ -85,6 +92,7 @@ class MemoryStore:
 
     def _take(self, row: Row, worker: str, now: float, lease: float) -> ClaimedTask:
         if row.state == "running":
+            row.ended("lost", row.lease_until or now)
             row.lost += 1  # its lease expired: its worker died or hung
         row.state = "running"
         row.attempts += 1
@@ -147,6 +155,7 @@ class MemoryStore:
                     and not row.task.after
                     and row.task.due_at <= now
                     and row.task.line is None
+                    and row.task.queue not in self._paused
                 ):
                     claimed.append(self._take(row, worker, now, lease))
                 else:
@@ -174,18 +183,21 @@ class MemoryStore:
             ]
             for row in expired:
                 if row.cancel_requested:  # cancelled while running, and its worker is gone
+                    row.ended("cancelled", row.lease_until or now, row.error)
                     row.finish("cancelled", now)
                 elif row.lost + 1 >= max_lost:
                     row.lost += 1
-                    row.finish("failed", now)
                     row.error = (
                         "its worker died or hung each time it ran it: the lease was lost "
                         f"{row.lost} times (max_lost_leases={max_lost}); dead-lettered. Retry it "
                         "(backbeat retry) once the cause is fixed."
                     )
+                    row.ended("lost", row.lease_until or now, row.error)
+                    row.finish("failed", now)
                     log_dead_letters([(row.task.id, row.task.name, row.error)])
             for row in expired:
                 if row.state == "running" and row.task.line is not None:
+                    row.ended("lost", row.lease_until or now)
                     back_in_line(row)
             suspects = [
                 row
@@ -193,6 +205,7 @@ class MemoryStore:
                 if row.state == "running"
                 and row.lost >= 1
                 and (queues is None or row.task.queue in queues)
+                and row.task.queue not in self._paused
             ]
             if alone_first and suspects:
                 suspects.sort(key=lambda row: row.lease_until or 0)
@@ -218,6 +231,8 @@ class MemoryStore:
             ]
             if queues is not None:
                 candidates = [row for row in candidates if row.task.queue in queues]
+            if self._paused:
+                candidates = [row for row in candidates if row.task.queue not in self._paused]
             candidates.sort(key=lambda row: (-row.task.priority, row.task.due_at))
             room = limit - len(gated)
             claimed = gated + [self._take(row, worker, now, lease) for row in candidates[:room]]
@@ -230,7 +245,9 @@ class MemoryStore:
     ) -> list[ClaimedTask]:
         if not self._gates.any_gated:
             return []
-        heads = self._gates.open_heads(self._rows.values(), now, limit, queues, self._runnable)
+        heads = self._gates.open_heads(
+            self._rows.values(), now, limit, queues, self._runnable, self._paused
+        )
         return [self._take(row, worker, now, lease) for row in heads]
 
     def _current(self, receipt: str) -> Row | None:
@@ -268,9 +285,12 @@ class MemoryStore:
                     continue
                 row.error = settlement.error or row.error
                 if state is TaskState.CANCELLED:
+                    row.ended("cancelled", now, row.error)
                     row.finish("cancelled", now)
                     continue
                 row.traceback = settlement.traceback
+                outcome = "failed" if state is TaskState.FAILED else "retried"
+                row.ended(outcome, now, row.error, row.traceback)
                 if state is TaskState.FAILED:
                     row.finish("failed", now)
                 else:
@@ -428,6 +448,47 @@ class MemoryStore:
                         break
             return found
 
+    async def search(
+        self, where: TaskFilter, *, limit: int = 50, before: str | None = None, scan: int = 10_000
+    ) -> TaskPage:
+        with self._lock:
+            return memory_search.search(
+                self._rows.values(), where, limit, before, scan, time.time()
+            )
+
+    async def failure_groups(self, *, scan: int = 10_000) -> list[FailureGroup]:
+        with self._lock:
+            return memory_search.failure_groups(self._rows.values(), scan)
+
+    async def oldest_due(self, queue: str | None = None) -> float | None:
+        with self._lock:
+            return memory_search.oldest_due(self._rows.values(), queue, time.time())
+
+    async def run_now(self, ids: list[str]) -> int:
+        with self._lock:
+            now = time.time()
+            waiting = [
+                row
+                for row in map(self._rows.get, dict.fromkeys(ids))
+                if row and row.state == "pending"
+            ]
+            for row in waiting:
+                row.task.due_at = min(row.task.due_at, now)
+        if waiting:
+            self._wakeups.notify()
+        return len(waiting)
+
+    async def delete(self, ids: list[str]) -> int:
+        with self._lock:
+            doomed = [
+                task_id
+                for task_id in dict.fromkeys(ids)
+                if task_id in self._rows and self._rows[task_id].state in FINISHED_STATES
+            ]
+            for task_id in doomed:
+                del self._rows[task_id]
+            return len(doomed)
+
     async def schedules(self) -> list[ScheduleRecord]:
         with self._lock:
             return [replace(self._schedules[name]) for name in sorted(self._schedules)]
@@ -478,3 +539,27 @@ class MemoryStore:
             record.paused = paused
             record.updated_at = time.time()
             return True
+
+    # --- queues and limits (the dashboard) ------------------------------------------------
+
+    async def pause_queue(self, queue: str, paused: bool) -> None:
+        with self._lock:
+            if paused:
+                self._paused.add(queue)
+            else:
+                self._paused.discard(queue)
+        if not paused:
+            self._wakeups.notify()
+
+    async def paused_queues(self) -> list[str]:
+        with self._lock:
+            return sorted(self._paused)
+
+    async def gate_usage(self) -> list[GateUsage]:
+        with self._lock:
+            return memory_gate_usage(self._gates, self._rows.values(), time.time())
+
+    async def attempts(self, task_id: str) -> list[AttemptRecord]:
+        with self._lock:
+            row = self._rows.get(task_id)
+            return [] if row is None else [replace(record) for record in row.history]

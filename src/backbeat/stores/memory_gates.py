@@ -12,6 +12,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from backbeat.gates import LONGEST_WINDOW
+from backbeat.stores.base import GateUsage
+from backbeat.stores.gate_usage import busiest, window_of
 from backbeat.stores.memory_rows import Row
 
 
@@ -29,6 +31,7 @@ class MemoryGates:
         limit: int,
         queues: tuple[str, ...] | None,
         runnable: Callable[[Row, float], bool],
+        paused: set[str],
     ) -> list[Row]:
         """The first tasks of each line whose gates are open, up to `limit`, in the order
         they start; their starts are counted."""
@@ -43,7 +46,12 @@ class MemoryGates:
             waiting = row.state == "pending" or (
                 row.state == "held" and (row.lease_until or 0) < now
             )
-            if waiting and (queues is None or task.queue in queues) and runnable(row, now):
+            if (
+                waiting
+                and (queues is None or task.queue in queues)
+                and task.queue not in paused
+                and runnable(row, now)
+            ):
                 lines.setdefault(line, []).append(row)
         self.reopens = None
         starting: list[Row] = []
@@ -85,3 +93,25 @@ def back_in_line(row: Row) -> None:
     """A gated task whose lease ran out waits in its line again (`Store.claim`)."""
     row.lost += 1
     row.make_pending()
+
+
+def memory_gate_usage(gates: MemoryGates, rows: Iterable[Row], now: float) -> list[GateUsage]:
+    """`Store.gate_usage`: starts in each rate gate's window, running tasks per concurrency
+    gate, and the tasks waiting in their lines."""
+    used: dict[str, int] = {}
+    waiting: dict[str, int] = {}
+    for gate, log in gates.starts.items():
+        window = window_of(gate)
+        if window is not None:
+            used[gate] = sum(1 for at in log if at > now - window)
+    for row in rows:
+        task = row.task
+        if task.line is None:
+            continue
+        if row.state == "running" and task.concurrency_gate is not None:
+            used[task.concurrency_gate] = used.get(task.concurrency_gate, 0) + 1
+        elif row.state in ("pending", "held"):
+            for waits_at in (task.rate_gate, task.concurrency_gate):
+                if waits_at is not None:
+                    waiting[waits_at] = waiting.get(waits_at, 0) + 1
+    return busiest(used, waiting)

@@ -3,9 +3,16 @@ in which it is live."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from backbeat.stores.base import ClaimedTask, NewTask, StoredStatus, receipt_for
+from backbeat.stores.base import (
+    ATTEMPTS_KEPT,
+    AttemptRecord,
+    ClaimedTask,
+    NewTask,
+    StoredStatus,
+    receipt_for,
+)
 
 LIVE = ("held", "pending", "running")
 
@@ -25,6 +32,7 @@ class Row:
     result: str | None = None
     cancel_requested: bool = False
     progress: str | None = None
+    history: list[AttemptRecord] = field(default_factory=list)  # attempts that did not succeed
 
     def status(self) -> StoredStatus:
         task = self.task
@@ -75,3 +83,17 @@ class Row:
         self.state = state
         self.finished_at = now
         self.lease_until = None
+
+    def ended(
+        self,
+        outcome: str,
+        at: float,
+        error: str | None = None,
+        traceback: str | None = None,
+    ) -> None:
+        """The running attempt did not succeed: kept for `Store.attempts` (the latest few)."""
+        record = AttemptRecord(
+            self.attempts, self.worker, self.started_at, at, outcome, error, traceback
+        )
+        self.history.append(record)
+        del self.history[:-ATTEMPTS_KEPT]

@@ -18,12 +18,17 @@
 --   P:gr:<gate>, P:gh:<gate>  a rate gate's starts (zset by time), a concurrency gate's
 --                       running tasks (set); see `take_gated`
 --   P:made              string: a token `open` leaves; gone, the data was flushed
+--   P:paused            set: paused queues (their tasks are neither claimed nor started)
+--   P:gused             zset: gates by their latest start (`gate_usage` reads them)
+--   P:a:<id>            list: the task's attempts that did not succeed, the latest 20, each
+--                       JSON [number, worker, started_at, finished_at, outcome, error, traceback]
 --   P:schedules, P:sch:<name>  set of schedule names, and a hash per schedule
 -- ARGV[1] may carry that token after the step ("claim <token>"): a call made for data that
 -- is gone (FLUSHDB, FLUSHALL, an eviction) is refused with "GONE <the token now>".
 local step, made = ARGV[1]:match('^(%S+) ?(.*)$')
 local P = ARGV[2]
 local GROUP = 'backbeat'
+local LONGEST = 86400  -- seconds: the longest rate window (`backbeat.gates.LONGEST_WINDOW`)
 local LIVE = {held = true, pending = true, running = true}
 -- A schedule's fields, as `schedules` and `fire` answer them (after its name).
 local SCHEDULE = {'rule', 'last_tick', 'last_task', 'note', 'paused', 'updated_at'}
@@ -124,6 +129,19 @@ end
 
 local ungate  -- (below) out of its line, and its concurrency slot freed
 
+-- The running attempt of a task did not succeed: kept, the latest ATTEMPTS of them, before the
+-- task's fields change (its worker and start are the attempt's). `at` nil: when its lease ran
+-- out (a lost attempt). Never called on the success path.
+local ATTEMPTS = 20
+local function log_attempt(id, t, outcome, at, error, traceback)
+  local number, worker, started, lease = unpack(redis.call('HMGET', t, 'attempts', 'worker',
+    'started_at', 'lease_until'))
+  local key = P .. ':a:' .. id
+  redis.call('RPUSH', key, cjson.encode({number or '0', worker or '', started or '',
+    tostring(at or lease or ''), outcome, error or '', traceback or ''}))
+  redis.call('LTRIM', key, -ATTEMPTS, -1)
+end
+
 local function finish_as(id, t, q, from, to, now)
   ungate(id, t)
   move(id, t, q, from, to, now)
@@ -189,6 +207,7 @@ local function take(id, lost, now, lease, worker, found_in)
   end
   local attempts = tonumber(v[3] or '0') + 1
   local lost_total = tonumber(v[9] or '0') + lost
+  if lost > 0 then log_attempt(id, t, 'lost') end
   local q, state, entry = v[11], v[12], v[13]
   local until_ = now + lease
   redis.call('HSET', t, 'state', 'running', 'attempts', attempts, 'lost', lost_total,
@@ -306,6 +325,10 @@ local function take_gated(queues, now, lease, worker, limit, claimed)
         bury(members[1]:sub(33), tk(members[1]:sub(33)), q, why, now)
       else
         local room, look, rgate, rwindow, cgate = room_of(members[1]:sub(33), limit - #claimed, snow)
+        if room > 0 then  -- for `gate_usage`: which gates were used lately
+          if rgate ~= '' then redis.call('ZADD', P .. ':gused', snow, rgate) end
+          if cgate ~= '' then redis.call('ZADD', P .. ':gused', snow, cgate) end
+        end
         for i = 1, math.min(room, #members) do
           local id = members[i]:sub(33)
           redis.call('ZREM', key, members[i])
@@ -362,6 +385,15 @@ end
 local function queues_of(list)
   if #list > 0 then return list end
   return redis.call('SMEMBERS', P .. ':queues')
+end
+
+-- The paused queues as a set, or nil when none is (the usual case: one read of an empty set).
+local function paused_set()
+  local members = redis.call('SMEMBERS', P .. ':paused')
+  if #members == 0 then return nil end
+  local set = {}
+  for _, q in ipairs(members) do set[q] = true end
+  return set
 end
 
 local function stream_ids()
@@ -474,13 +506,14 @@ if step == 'enqueue' then
 elseif step == 'activate' or step == 'start' then
   local now, lease, worker, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
   local claimed = {}
+  local paused = step == 'start' and paused_set() or {}
   for _, id in ipairs(cjson.decode(ARGV[7])) do
     local t = tk(id)
-    local state, blocked, due, after, line = unpack(redis.call('HMGET', t, 'state', 'blocked',
-      'due_at', 'after', 'line'))
+    local state, blocked, due, after, line, q = unpack(redis.call('HMGET', t, 'state', 'blocked',
+      'due_at', 'after', 'line', 'queue'))
     if state == 'held' then
       if step == 'start' and #claimed < limit and tonumber(blocked) == 0 and after == ''
-          and tonumber(due) <= now and (line or '') == '' then
+          and tonumber(due) <= now and (line or '') == '' and not paused[q] then
         table.insert(claimed, take(id, 0, now, lease, worker, nil))
       else
         redis.call('ZREM', P .. ':held', id)
@@ -510,6 +543,14 @@ elseif step == 'claim' then
     if redis.call('HGET', tk(id), 'state') == 'pending' then push(id, now) end
   end
   local queues = queues_of(wanted)
+  local paused = paused_set()
+  local open_queues = queues  -- those not paused: only their tasks are claimed
+  if paused then
+    open_queues = {}
+    for _, q in ipairs(queues) do
+      if not paused[q] then table.insert(open_queues, q) end
+    end
+  end
   local dead, suspects, lost_once = {}, {}, {}
   for _, q in ipairs(queues) do
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', sk('running', q), '-inf', now)) do
@@ -523,20 +564,24 @@ elseif step == 'claim' then
       elseif not tonumber(lost or '0') then
         bury(id, t, q, 'lost', now)
       elseif cancel == '1' then
+        log_attempt(id, t, 'cancelled', nil, redis.call('HGET', t, 'error'))
         finish_as(id, t, q, 'running', 'cancelled', now)
       elseif tonumber(lost or '0') + 1 >= max_lost then
         lost = tonumber(lost or '0') + 1
         local error = 'its worker died or hung each time it ran it: the lease was lost '
           .. lost .. ' times (max_lost_leases=' .. max_lost
           .. '); dead-lettered. Retry it (backbeat retry) once the cause is fixed.'
+        log_attempt(id, t, 'lost', nil, error)
         redis.call('HSET', t, 'lost', lost, 'error', error)
         finish_as(id, t, q, 'running', 'failed', now)
         table.insert(dead, {id, name, error})
       elseif line and line ~= '' then  -- a gated task waits in its line again, first
+        log_attempt(id, t, 'lost')
         ungate(id, t)
         redis.call('HSET', t, 'lost', tonumber(lost or '0') + 1, 'lease_until', '', 'worker', '')
         move(id, t, q, 'running', 'pending', redis.call('HGET', t, 'due_at'))
         push(id, now)
+      elseif paused and paused[q] then  -- taken over once its queue is resumed
       elseif tonumber(lost or '0') >= 1 then
         table.insert(suspects, {id, q})
       else
@@ -555,10 +600,10 @@ elseif step == 'claim' then
     table.insert(claimed, take(lost[1], 1, now, lease, worker, lost[2]))
   end
   local before_gated = #claimed
-  take_gated(queues, now, lease, worker, math.min(#claimed + gated_share, limit), claimed)
+  take_gated(open_queues, now, lease, worker, math.min(#claimed + gated_share, limit), claimed)
   local more_gated = #claimed - before_gated >= gated_share  -- their share did not run dry
   local only = {}
-  for _, q in ipairs(queues) do only[q] = true end
+  for _, q in ipairs(open_queues) do only[q] = true end
   for _, member in ipairs(redis.call('ZREVRANGE', P .. ':streams', 0, -1)) do
     if #claimed >= limit then break end
     local q, prio = member:match('^(.*)\t(.*)$')
@@ -586,7 +631,7 @@ elseif step == 'claim' then
       end
     end
   end
-  if more_gated then take_gated(queues, now, lease, worker, limit, claimed) end  -- what is left
+  if more_gated then take_gated(open_queues, now, lease, worker, limit, claimed) end  -- what is left
   for _, each in ipairs(buried) do table.insert(dead, each) end
   return {claimed, dead, stream_ids()}
 
@@ -630,6 +675,11 @@ elseif step == 'finish' then
         redis.call('XDEL', stream, entry)
       end
       redis.call('ZREM', sk('running', q), id)
+      if state == 'scheduled' or state == 'failed' then
+        log_attempt(id, t, state == 'failed' and 'failed' or 'retried', now, error, trace)
+      elseif state == 'cancelled' then
+        log_attempt(id, t, 'cancelled', now, error ~= '' and error or redis.call('HGET', t, 'error'))
+      end
       if state == 'scheduled' then  -- a retry at retry_at
         redis.call('HSET', t, 'state', 'pending', 'error', error, 'traceback', trace,
           'due_at', retry_at, 'lease_until', '', 'worker', '', 'entry', '', 'stream', '')
@@ -734,13 +784,14 @@ elseif step == 'purge' then
       end
     end
   end
+  if not dry then redis.call('ZREMRANGEBYSCORE', P .. ':gused', '-inf', server_now() - LONGEST) end
   for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
     for i = 5, #ARGV do
       local key = sk(ARGV[i], q)
       for _, id in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. before)) do
         count = count + 1
         if not dry then
-          redis.call('DEL', tk(id), P .. ':d:' .. id)
+          redis.call('DEL', tk(id), P .. ':d:' .. id, P .. ':a:' .. id)
           redis.call('ZREM', key, id)
           redis.call('ZREM', P .. ':ids', id)
         end
@@ -769,6 +820,171 @@ elseif step == 'list' then
     cursor = '(' .. page[#page]
   end
   return found
+
+elseif step == 'search' then
+  -- The dashboard's search (`Store.search`): ids newest first within [lowest, below), looked
+  -- at up to `scan`, until `limit` match. The source is the state's sets when they hold no
+  -- more than `scan` tasks, else every id. Returns {cursor, scanned, {id, STATUS...}...}.
+  local now, state, queue, name, idp, arg, err = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6],
+    ARGV[7], ARGV[8], ARGV[9]
+  local below, lowest, limit, scan = ARGV[10], ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13])
+  local status_fields = {}
+  for i = 14, #ARGV do table.insert(status_fields, ARGV[i]) end
+  local function matches(id)
+    local s, q, n, due, payload, e = unpack(redis.call('HMGET', tk(id), 'state', 'queue', 'name',
+      'due_at', arg ~= '' and 'payload' or 'name', err ~= '' and 'error' or 'name'))
+    if not s then return false end  -- deleted outside backbeat
+    if s == 'held' then s = 'pending' end
+    if s == 'pending' and (tonumber(due) or 0) > now then s = 'scheduled' end
+    return (state == '' or s == state) and (queue == '' or q == queue)
+      and (name == '' or n == name) and (idp == '' or id:sub(1, #idp) == idp)
+      and (arg == '' or string.find(payload or '', arg, 1, true) ~= nil)
+      and (err == '' or string.find(e or '', err, 1, true) ~= nil)
+  end
+  local found, scanned, cursor = {}, 0, ''
+  local function look(id)  -- true: the page is done
+    scanned = scanned + 1
+    if matches(id) then
+      local row = redis.call('HMGET', tk(id), unpack(status_fields))
+      table.insert(row, 1, id)
+      table.insert(found, row)
+      if #found == limit then cursor = id; return true end
+    end
+    if scanned == scan then cursor = id; return true end
+    return false
+  end
+  local candidates = nil
+  if state ~= '' then
+    local sets, total = {}, 0
+    local stored = (state == 'scheduled') and 'pending' or state
+    for _, q in ipairs(queue ~= '' and {queue} or redis.call('SMEMBERS', P .. ':queues')) do
+      table.insert(sets, sk(stored, q))
+      total = total + redis.call('ZCARD', sk(stored, q))
+    end
+    if total <= scan then
+      candidates = {}
+      for _, key in ipairs(sets) do
+        for _, id in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+          if (below == '' or id < below) and (lowest == '' or id >= lowest) then
+            table.insert(candidates, id)
+          end
+        end
+      end
+      table.sort(candidates, function(a, b) return a > b end)
+    end
+  end
+  if candidates then
+    for _, id in ipairs(candidates) do
+      if look(id) then break end
+    end
+  else
+    local top = below == '' and '+' or ('(' .. below)
+    local bottom = lowest == '' and '-' or ('[' .. lowest)
+    local done = false
+    while not done do
+      local page = redis.call('ZREVRANGEBYLEX', P .. ':ids', top, bottom, 'LIMIT', 0,
+        math.min(500, scan - scanned))
+      if #page == 0 then break end
+      for _, id in ipairs(page) do
+        done = look(id)
+        if done then break end
+      end
+      top = '(' .. page[#page]
+    end
+  end
+  return {cursor, scanned, found}
+
+elseif step == 'failure_groups' then
+  -- Failed tasks grouped by name and exception (the error up to its first ': '): of the
+  -- `scan` newest by id among each queue's `scan` latest failures. {name, exception, count,
+  -- latest id, latest finished_at, its error} each; the caller orders them.
+  local scan = tonumber(ARGV[3])
+  local ids = {}
+  for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+    for _, id in ipairs(redis.call('ZREVRANGE', sk('failed', q), 0, scan - 1)) do
+      table.insert(ids, id)
+    end
+  end
+  table.sort(ids, function(a, b) return a > b end)
+  local groups, order = {}, {}
+  for i = 1, math.min(scan, #ids) do
+    local id = ids[i]
+    local name, error, stamp = unpack(redis.call('HMGET', tk(id), 'name', 'error', 'finished_at'))
+    error = error or ''
+    local at = tonumber(stamp) or 0
+    local cut = string.find(error, ': ', 1, true)
+    local exception = cut and error:sub(1, cut - 1) or error
+    local key = (name or '?') .. '\t' .. exception
+    local g = groups[key]
+    if not g then
+      g = {name or '?', exception, 0, id, at, error, stamp or '0'}
+      groups[key] = g
+      table.insert(order, g)
+    end
+    g[3] = g[3] + 1
+    if at > g[5] or (at == g[5] and id > g[4]) then
+      g[4], g[5], g[6], g[7] = id, at, error, stamp or '0'
+    end
+  end
+  for _, g in ipairs(order) do g[5], g[7] = g[7], nil end  -- as stored: tostring rounds
+  return order
+
+elseif step == 'oldest_due' then  -- the earliest due time of the pending tasks due now
+  local now, only = tonumber(ARGV[3]), ARGV[4]
+  local oldest = nil
+  for _, q in ipairs(only ~= '' and {only} or redis.call('SMEMBERS', P .. ':queues')) do
+    local offset = 0
+    while true do  -- held tasks share the set: skipped
+      local page = redis.call('ZRANGEBYSCORE', sk('pending', q), '-inf', now, 'WITHSCORES',
+        'LIMIT', offset, 100)
+      if #page == 0 then break end
+      local first = nil
+      for i = 1, #page, 2 do
+        if redis.call('HGET', tk(page[i]), 'state') == 'pending' then
+          first = tonumber(page[i + 1]); break
+        end
+      end
+      if first then
+        if not oldest or first < oldest then oldest = first end
+        break
+      end
+      offset = offset + 100
+    end
+  end
+  return oldest and tostring(oldest) or ''
+
+elseif step == 'run_now' then  -- waiting tasks due now; pushed (a waiting worker wakes)
+  local now = tonumber(ARGV[3])
+  local count, seen = 0, {}
+  for i = 4, #ARGV do
+    local id = ARGV[i]
+    local t = tk(id)
+    local state, due, q = unpack(redis.call('HMGET', t, 'state', 'due_at', 'queue'))
+    if state == 'pending' and not seen[id] then
+      seen[id] = true
+      count = count + 1
+      if (tonumber(due) or 0) > now then
+        redis.call('HSET', t, 'due_at', now)
+        redis.call('ZADD', sk('pending', q), now, id)
+        push(id, now)
+      end
+    end
+  end
+  return count
+
+elseif step == 'delete' then  -- finished tasks, as `purge` deletes them
+  local count = 0
+  for i = 3, #ARGV do
+    local id = ARGV[i]
+    local state, q = unpack(redis.call('HMGET', tk(id), 'state', 'queue'))
+    if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
+      redis.call('DEL', tk(id), P .. ':d:' .. id)
+      redis.call('ZREM', sk(state, q), id)
+      redis.call('ZREM', P .. ':ids', id)
+      count = count + 1
+    end
+  end
+  return count
 
 elseif step == 'counts' then
   local now, only = tonumber(ARGV[3]), ARGV[4]
@@ -913,5 +1129,56 @@ elseif step == 'open' then  -- ARGV[4]: a new token, if none is there; ARGV[5]: 
     found = true
   end
   return {token or '', found and 1 or 0, unfinished(), redis.call('TIME')}
+
+elseif step == 'pause_queue' then  -- ARGV[3] the queue, ARGV[4] '1' pauses, '0' resumes
+  local q = ARGV[3]
+  if ARGV[4] == '1' then
+    redis.call('SADD', P .. ':paused', q)
+  elseif redis.call('SREM', P .. ':paused', q) == 1 then
+    -- Its lines were not looked at meanwhile, and idle workers block on the streams: ring.
+    for _, line in ipairs(redis.call('ZRANGE', gates_key(q), 0, -1)) do
+      redis.call('ZADD', gates_key(q), 'LT', 0, line)
+    end
+    redis.call('XADD', P .. ':bell', 'MAXLEN', '~', 100, '*', 'due', 0)
+  end
+  return 0
+
+elseif step == 'paused_queues' then
+  return redis.call('SORT', P .. ':paused', 'ALPHA')
+
+elseif step == 'gate_usage' then  -- {gate, used, waiting, ...}: recently used or waited for
+  local snow, used, waiting = server_now(), {}, {}
+  local recent = redis.call('ZREVRANGEBYSCORE', P .. ':gused', '+inf', snow - LONGEST,
+    'LIMIT', 0, 10000)
+  for _, gate in ipairs(recent) do
+    local ok, parts = pcall(cjson.decode, gate)
+    if ok and type(parts) == 'table' and parts[1] == 'concurrency' then
+      local count = 0
+      for _, holder in ipairs(redis.call('SMEMBERS', P .. ':gh:' .. gate)) do
+        if redis.call('HGET', tk(holder), 'state') == 'running' then count = count + 1 end
+      end
+      used[gate] = count
+    elseif ok and type(parts) == 'table' and type(parts[3]) == 'string' then
+      local window = tonumber(parts[3]:match('/(.+)s$') or '')
+      if window then
+        used[gate] = redis.call('ZCOUNT', P .. ':gr:' .. gate, '(' .. (snow - window), '+inf')
+      end
+    end
+  end
+  for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+    for _, line in ipairs(redis.call('ZRANGE', gates_key(q), 0, 9999)) do
+      local count = redis.call('ZCARD', P .. ':gl:' .. line)
+      local _, rgate, cgate = line:match('^(.*)\t([^\t]*)\t([^\t]*)$')
+      for _, gate in ipairs({rgate or '', cgate or ''}) do
+        if gate ~= '' then waiting[gate] = (waiting[gate] or 0) + count end
+      end
+    end
+  end
+  local out = {}
+  for gate, count in pairs(used) do table.insert(out, {gate, count, waiting[gate] or 0}) end
+  for gate, count in pairs(waiting) do
+    if not used[gate] then table.insert(out, {gate, 0, count}) end
+  end
+  return out
 end
 return redis.error_reply('unknown step ' .. tostring(step))

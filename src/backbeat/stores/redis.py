@@ -42,8 +42,11 @@ from backbeat.stores.base import (
     COUNTED_STATES,
     FINISHED_STATES,
     STILL_RUNNING,
+    AttemptRecord,
     ClaimedTask,
+    FailureGroup,
     GatedShare,
+    GateUsage,
     NewTask,
     ScheduleRecord,
     Settlement,
@@ -51,18 +54,25 @@ from backbeat.stores.base import (
     StoreError,
     StoreMissing,
     StoreUnavailable,
+    TaskFilter,
+    TaskPage,
     WorkerInfo,
     check_purgeable,
     split_receipt,
 )
+from backbeat.stores.gate_usage import busiest
 from backbeat.stores.redis_rows import (
     STATUS_FIELDS,
+    attempt_record,
     claimed,
     new_row,
+    number,
+    optional,
     schedule_record,
     status,
     text,
 )
+from backbeat.stores.searching import check_scan, check_search, id_range, sort_groups
 
 logger = logging.getLogger("backbeat")
 
@@ -417,6 +427,50 @@ class RedisStore:
         found = [await self.get(task_id) for task_id in ids]
         return [found_status for found_status in found if found_status is not None]
 
+    async def search(
+        self, where: TaskFilter, *, limit: int = 50, before: str | None = None, scan: int = 10_000
+    ) -> TaskPage:
+        check_search(where, limit, scan)
+        bounds = id_range(where, before)
+        if bounds.empty:
+            return TaskPage([], None, 0)
+        cursor, scanned, rows = await self._call(
+            "search",
+            time.time(),
+            where.state or "",
+            where.queue or "",
+            where.name or "",
+            where.id or "",
+            where.argument or "",
+            where.error or "",
+            bounds.below or "",
+            bounds.lowest or "",
+            limit,
+            scan,
+            *STATUS_FIELDS,
+        )
+        # A record changed outside backbeat may have lost its name or state: left out.
+        tasks = [status(row[0], row[1:]) for row in rows if row[1] and row[2]]
+        return TaskPage(tasks, cursor or None, int(scanned))
+
+    async def failure_groups(self, *, scan: int = 10_000) -> list[FailureGroup]:
+        check_scan(scan)
+        return sort_groups(
+            FailureGroup(name, exception, int(count), latest, float(at), optional(error))
+            for name, exception, count, latest, at, error in await self._call(
+                "failure_groups", scan
+            )
+        )
+
+    async def oldest_due(self, queue: str | None = None) -> float | None:
+        return number(await self._call("oldest_due", time.time(), queue or ""))
+
+    async def run_now(self, ids: list[str]) -> int:
+        return int(await self._call("run_now", time.time(), *ids)) if ids else 0
+
+    async def delete(self, ids: list[str]) -> int:
+        return int(await self._call("delete", *ids)) if ids else 0
+
     async def workers(self, *, include_expired: bool = False) -> list[WorkerInfo]:
         server_now, *listed = await self._call("workers", "all" if include_expired else "live")
         # Expiry is kept on Redis's clock (hosts' clocks may disagree): given on ours.
@@ -508,6 +562,29 @@ class RedisStore:
         for key, last in zip(streams[::2], streams[1::2], strict=True):
             if not only_new or key not in self._seen:
                 self._seen[key] = last
+
+    # --- queues and limits (the dashboard) ------------------------------------------------
+
+    async def pause_queue(self, queue: str, paused: bool) -> None:
+        await self._call("pause_queue", queue, int(paused))
+
+    async def paused_queues(self) -> list[str]:
+        return [text(queue) for queue in await self._call("paused_queues")]
+
+    async def gate_usage(self) -> list[GateUsage]:
+        rows = await self._call("gate_usage")
+        used = {text(gate): int(count) for gate, count, _ in rows if int(count)}
+        waiting = {text(gate): int(count) for gate, _, count in rows if int(count)}
+        return busiest(used, waiting)
+
+    async def attempts(self, task_id: str) -> list[AttemptRecord]:
+        self._connect()
+        try:
+            async with asyncio.timeout(self.timeout):
+                listed = await self._client.lrange(f"{self._tag}:a:{task_id}", 0, -1)
+        except Exception as exc:
+            raise _translated(exc, self) from exc
+        return [attempt_record(json.loads(entry)) for entry in listed]
 
 
 def _translated(exc: Exception, store: RedisStore) -> StoreError:

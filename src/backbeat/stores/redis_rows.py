@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from backbeat.stores.base import ClaimedTask, NewTask, ScheduleRecord, StoredStatus, receipt_for
+from backbeat.stores.base import (
+    AttemptRecord,
+    ClaimedTask,
+    NewTask,
+    ScheduleRecord,
+    StoredStatus,
+    receipt_for,
+)
 
 # What `get` reads of a task's hash, in order.
 STATUS_FIELDS = (
@@ -150,4 +157,18 @@ def status(task_id: str, values: list[str | None]) -> StoredStatus:
         payload=optional(field["payload"]),
         worker=optional(field["worker"]),
         priority=int(number(field["priority"]) or 0),
+    )
+
+
+def attempt_record(fields: list[str]) -> AttemptRecord:
+    """An attempt as the script keeps it (`log_attempt`: strings, '' for none)."""
+    number, worker, started, finished, outcome, error, traceback = fields
+    return AttemptRecord(
+        number=int(number or 0),
+        worker=worker or None,
+        started_at=float(started) if started else None,
+        finished_at=float(finished or 0),
+        outcome=outcome,
+        error=error or None,
+        traceback=traceback or None,
     )

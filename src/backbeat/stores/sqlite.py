@@ -28,20 +28,29 @@ import anyio.to_thread
 from backbeat.batching import TurnGroup
 from backbeat.gates import LONGEST_WINDOW
 from backbeat.logs import log_dead_letters
+from backbeat.stores import sqlite_search
 from backbeat.stores.base import (
     COUNTED_STATES,
     FINISHED_STATES,
+    AttemptRecord,
     ClaimedTask,
+    FailureGroup,
     GatedShare,
+    GateUsage,
     NewTask,
     ScheduleRecord,
     Settlement,
     StoredStatus,
+    StoreError,
+    TaskFilter,
+    TaskPage,
     WorkerInfo,
     check_purgeable,
     receipt_for,
     split_receipt,
 )
+from backbeat.stores.searching import check_scan, check_search
+from backbeat.stores.sqlite_attempts import SELECT_ATTEMPTS, attempt_records
 from backbeat.stores.sqlite_file import SQLiteFile, path_from_url
 from backbeat.stores.sqlite_gates import (
     FORGET_OLD_STARTS,
@@ -50,6 +59,9 @@ from backbeat.stores.sqlite_gates import (
     settled,
     take_gated,
 )
+from backbeat.stores.sqlite_queues import PAUSED
+from backbeat.stores.sqlite_queues import gate_usage as usage_in_file
+from backbeat.stores.sqlite_queues import pause as pause_in_file
 from backbeat.stores.sqlite_schedules import DECLARE, PAUSE, SELECT_ALL, fire, record
 from backbeat.stores.sqlite_sql import (
     ACTIVATE,
@@ -473,6 +485,68 @@ class SQLiteStore:
         rows = await anyio.to_thread.run_sync(self._read, sql, (*parameters, limit))
         return [StoredStatus(*row) for row in rows]
 
+    async def search(
+        self, where: TaskFilter, *, limit: int = 50, before: str | None = None, scan: int = 10_000
+    ) -> TaskPage:
+        check_search(where, limit, scan)
+        return await self._reading(
+            functools.partial(
+                sqlite_search.search,
+                where=where,
+                limit=limit,
+                before=before,
+                scan=scan,
+                now=time.time(),
+            )
+        )
+
+    async def failure_groups(self, *, scan: int = 10_000) -> list[FailureGroup]:
+        check_scan(scan)
+        rows = await anyio.to_thread.run_sync(self._read, sqlite_search.FAILURE_GROUPS, (scan,))
+        return sqlite_search.failure_groups(rows)
+
+    async def oldest_due(self, queue: str | None = None) -> float | None:
+        parameters = {"now": time.time(), "queue": queue}
+        rows = await anyio.to_thread.run_sync(self._read, sqlite_search.OLDEST_DUE, parameters)
+        return float(rows[0][0]) if rows else None
+
+    async def run_now(self, ids: list[str]) -> int:
+        def hurry(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            rows = [
+                row
+                for task_id in dict.fromkeys(ids)
+                for row in conn.execute(sqlite_search.RUN_NOW, {"now": now, "id": task_id})
+            ]
+            lines = [row for row in rows if row[0] is not None]
+            if lines:  # their lines are looked at from now
+                conn.executemany(OPEN_LINE, lines)
+            return len(rows)
+
+        count = await self._write(hurry)
+        if count:
+            self._sooner(time.time())
+            self._wakeups.notify()
+        return count
+
+    async def delete(self, ids: list[str]) -> int:
+        def delete(conn: sqlite3.Connection) -> int:
+            unique = [(task_id,) for task_id in dict.fromkeys(ids)]
+            return conn.executemany(sqlite_search.DELETE, unique).rowcount
+
+        return await self._write(delete)
+
+    async def _reading(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on a read connection in a thread (it may hold a read transaction)."""
+
+        def read() -> T:
+            try:
+                return fn(self.file.connection())
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read the SQLite store {str(self.path)!r}: {exc}") from exc
+
+        return await anyio.to_thread.run_sync(read)
+
     # --- schedules ------------------------------------------------------------------------
 
     async def schedules(self) -> list[ScheduleRecord]:
@@ -517,3 +591,28 @@ class SQLiteStore:
             return conn.execute(PAUSE, (int(paused), time.time(), name)).rowcount > 0
 
         return await self._write(pause)
+
+    # --- queues and limits (the dashboard) ------------------------------------------------
+
+    async def pause_queue(self, queue: str, paused: bool) -> None:
+        await self._write(functools.partial(pause_in_file, queue=queue, paused=paused))
+        if not paused:
+            self._due_hint = (-1.0, None)  # what the last claim saw left the queue out
+            self._wakeups.notify()
+
+    async def paused_queues(self) -> list[str]:
+        rows = await anyio.to_thread.run_sync(self._read, PAUSED, ())
+        return [queue for (queue,) in rows]
+
+    async def gate_usage(self) -> list[GateUsage]:
+        def read() -> list[GateUsage]:
+            try:
+                return usage_in_file(self.file.connection(), LONGEST_WINDOW)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read the SQLite store {str(self.path)!r}: {exc}") from exc
+
+        return await anyio.to_thread.run_sync(read)
+
+    async def attempts(self, task_id: str) -> list[AttemptRecord]:
+        rows = await anyio.to_thread.run_sync(self._read, SELECT_ATTEMPTS, (task_id,))
+        return attempt_records(rows)

@@ -43,7 +43,16 @@ CREATE INDEX IF NOT EXISTS backbeat_gate_holders ON backbeat_tasks (concurrency_
 # is left alone (a safety net: a settling task of the line sets it back to now at once).
 RECHECK = 1.0
 
-LINES = "SELECT line, queue, look_at FROM backbeat_lines ORDER BY look_at"
+# The lines of queues not paused (`backbeat.stores.sqlite_queues`): a paused queue's lines
+# are neither served nor waited for.
+LINES = (
+    "SELECT line, queue, look_at FROM backbeat_lines "
+    "WHERE queue NOT IN (SELECT queue FROM backbeat_paused_queues) ORDER BY look_at"
+)
+SOONEST_LINE = (
+    "SELECT min(look_at) FROM backbeat_lines "
+    "WHERE queue NOT IN (SELECT queue FROM backbeat_paused_queues)"
+)
 # When a pending task falls due or a line is to be looked at next, after now (`Store.wait`).
 SOONEST_OR_LINE = (
     "SELECT min(m) FROM (SELECT min(due_at) AS m FROM backbeat_tasks WHERE state = 'pending' "
@@ -143,7 +152,7 @@ def take_gated(
         # Served lines go to the back (the others come first next time), closed ones
         # wait for their gate.
         conn.execute("UPDATE backbeat_lines SET look_at = ? WHERE line = ?", (look_next, line))
-    soonest = conn.execute("SELECT min(look_at) FROM backbeat_lines").fetchone()[0]
+    soonest = conn.execute(SOONEST_LINE).fetchone()[0]
     return taken, soonest
 
 

@@ -12,7 +12,9 @@ from typing import Any
 
 from backbeat.status import TaskState
 from backbeat.stores.base import NewTask
+from backbeat.stores.sqlite_attempts import ATTEMPTS_SCHEMA
 from backbeat.stores.sqlite_gates import GATES_SCHEMA, OPEN_LINE, lines_of
+from backbeat.stores.sqlite_queues import NOT_PAUSED, QUEUES_SCHEMA
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS backbeat_tasks (
@@ -144,9 +146,9 @@ CORRUPT_AFTER = (
 @functools.lru_cache(maxsize=64)
 def claim_sql(queues: int | None, alone: bool) -> str:
     """The claim for any queue (None) or for `queues` of them (parameters :q0, :q1, …)."""
-    only = ""
+    only = NOT_PAUSED
     if queues is not None:
-        only = " AND queue IN (" + ", ".join(f":q{n}" for n in range(queues)) + ")"
+        only += " AND queue IN (" + ", ".join(f":q{n}" for n in range(queues)) + ")"
     if alone:
         return CLAIM.format(
             candidates=(
@@ -215,7 +217,7 @@ START = (
     "started_at = :now, lease_until = :until, worker = :worker "
     "WHERE id IN (SELECT t.id FROM json_each(:ids) j JOIN backbeat_tasks t ON t.id = j.value "
     "WHERE t.state = 'held' AND t.after IS NULL AND t.due_at <= :now AND t.line IS NULL "
-    "LIMIT :limit) "
+    "AND t.queue NOT IN (SELECT queue FROM backbeat_paused_queues) LIMIT :limit) "
     f"RETURNING {CLAIMED_COLUMNS}"
 )
 ACTIVATE = (
@@ -227,6 +229,9 @@ ACTIVATE = (
 # Partial indexes: a row is in one only while it is in that state, so a task moving
 # held -> running -> succeeded touches two small indexes, not three whole ones (a
 # third less writer time per task). Each query names the state its index covers.
+# The failed and the cancelled tasks by id are the dashboard's (`sqlite_search`): newest
+# first, whatever the number of succeeded ones (the failed with what their groups need,
+# read from the index alone); the hot path never enters them.
 INDEXES = """
 DROP INDEX IF EXISTS backbeat_tasks_runnable;
 DROP INDEX IF EXISTS backbeat_tasks_leases;
@@ -237,6 +242,10 @@ CREATE INDEX IF NOT EXISTS backbeat_running ON backbeat_tasks (lease_until)
     WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS backbeat_finished ON backbeat_tasks (state, finished_at)
     WHERE finished_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS backbeat_failed ON backbeat_tasks (id, name, finished_at, error)
+    WHERE state = 'failed';
+CREATE INDEX IF NOT EXISTS backbeat_cancelled_ids ON backbeat_tasks (id)
+    WHERE state = 'cancelled';
 """
 
 
@@ -249,6 +258,8 @@ def setup(conn: sqlite3.Connection) -> None:
         "WHERE key IS NOT NULL"
     )
     conn.executescript(GATES_SCHEMA)
+    conn.executescript(QUEUES_SCHEMA)
+    conn.executescript(ATTEMPTS_SCHEMA)
 
 
 ADDED_COLUMNS = {

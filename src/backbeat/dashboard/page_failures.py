@@ -1,0 +1,43 @@
+"""Failures grouped by task name and exception type, each with "retry group" and a link to
+its tasks."""
+
+from __future__ import annotations
+
+from backbeat.dashboard.pages import View, ago, esc, layout, table, task_link
+from backbeat.stores.base import FailureGroup
+
+FAILURES_SCANNED = 10_000
+
+
+def group_filter(group: FailureGroup) -> dict[str, str]:
+    """The task filter of a group: failed, this name, an error starting with its type."""
+    return {"state": "failed", "name": group.name, "error": f"{group.exception}"}
+
+
+def render(view: View, groups: list[FailureGroup]) -> str:
+    rows = []
+    for group in groups:
+        where = group_filter(group)
+        retry = ""
+        if view.can("retry"):
+            hidden = "".join(
+                f'<input type="hidden" name="{name}" value="{esc(value)}">'
+                for name, value in where.items()
+            )
+            retry = (
+                f'<form class="inline" method="post" action="{esc(view.url("actions/retry"))}">'
+                f'<input type="hidden" name="scope" value="filter">{hidden}'
+                f'<input type="hidden" name="back" value="{esc(view.url("failures"))}">'
+                '<button type="submit">Retry group</button></form>'
+            )
+        rows.append(
+            f"<tr><td>{esc(group.name)}</td><td><code>{esc(group.exception)}</code></td>"
+            f'<td><a href="{esc(view.url("tasks", where))}">{group.count}</a></td>'
+            f"<td>{task_link(view, group.latest_id)} {ago(group.latest_at)} ago</td>"
+            f'<td class="error-text">{esc(group.example)}</td><td>{retry}</td></tr>'
+        )
+    body = (
+        f'<p class="note">Of the {FAILURES_SCANNED} most recently created failed tasks.</p>'
+        + table(["task", "exception", "failed", "latest", "example", ""], rows, "No failed tasks.")
+    )
+    return layout(view, "failures", "Failures", body)
