@@ -177,10 +177,13 @@ def test_serves_the_store_under_its_root_path_and_stops_on_sigterm(tmp_path):
             assert page.status_code == 200 and "dash-cli failed" in page.text
             assert "default-src 'none'" in page.headers["content-security-policy"]
             # Loopback, no flag: full access, the retry is offered.
-            assert "retry" in page.text.lower()
+            assert 'action="/ops/actions/retry"' in page.text
     finally:
         code = stop(served)
-    assert code == 0, served.log()
+    # A clean stop: uvicorn finishes, then dies of the SIGTERM it caught (its way, so a
+    # supervisor sees the signal).
+    assert code in (0, -signal.SIGTERM), served.log()
+    assert "Finished server process" in served.log()
     assert "loopback clients only" in served.log()
 
 
@@ -193,9 +196,7 @@ def test_read_only_offers_no_action_and_refuses_one(tmp_path):
         with httpx.Client(base_url=served.url, timeout=10) as http:
             page = http.get(f"/tasks/{task_id}")
             assert page.status_code == 200 and "dash-cli failed" in page.text
-            assert "<form" not in page.text.split("<main", 1)[-1] or 'method="post"' not in (
-                page.text.lower()
-            )
+            assert 'method="post"' not in page.text  # no action offered
             refused = http.post("/api/actions/retry", json={"ids": [task_id]})
             assert refused.status_code == 403, refused.text
             state = http.get(f"/api/tasks/{task_id}").json()
