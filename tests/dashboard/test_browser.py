@@ -23,13 +23,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.apps.ops_app import FULL_TOKEN, READ_TOKEN
 from tests.browser import browser  # noqa: F401 - the session's Chromium (a fixture)
 from tests.serving import Server, uvicorn
 
 pytestmark = [pytest.mark.process, pytest.mark.browser]
 
 MOUNT = "/ops/dash"
+FULL_TOKEN, READ_TOKEN = "full-token", "read-token"  # what tests/apps/ops_app.py grants
 WAIT = 15.0  # seconds for anything to happen: generous on a loaded 2-core machine
 
 
@@ -100,16 +100,25 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 class Tab:
-    """A page in a browser context, recording what the console says went wrong."""
+    """A page in a browser context, recording what went wrong: script errors, console
+    errors (a CSP violation is one) and failed loads (the browser's own /favicon.ico aside;
+    a test that provokes a refusal clears `problems` after checking it)."""
 
     def __init__(self, context: Any) -> None:
         self.page = context.new_page()
         self.problems: list[str] = []
-        self.page.on(
-            "console",
-            lambda message: message.type == "error" and self.problems.append(message.text),
-        )
+        self.page.on("console", self._console)
         self.page.on("pageerror", lambda error: self.problems.append(str(error)))
+        self.page.on("response", self._response)
+
+    def _console(self, message: Any) -> None:
+        # A failed load is said on the console too, without its URL: `_response` has it.
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            self.problems.append(message.text)
+
+    def _response(self, response: Any) -> None:
+        if response.status >= 400 and not response.url.endswith("/favicon.ico"):
+            self.problems.append(f"{response.status} {response.request.method} {response.url}")
 
     def goto(self, url: str) -> Any:
         response = self.page.goto(url)
@@ -260,8 +269,8 @@ def test_a_read_only_viewer_sees_no_action_and_its_forged_post_is_refused(
         [site.dash + "/actions/retry", failed],
     )
     assert status == 403
+    assert tab.problems == [f"403 POST {site.dash}/actions/retry"]
     assert site.state(failed) == "failed"
-    assert tab.problems == []
 
 
 class Attacker:
