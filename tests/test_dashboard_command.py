@@ -74,6 +74,8 @@ def test_bad_root_path_and_port_are_named(tmp_path):
     assert bad_root.returncode == 1 and "--root-path must start with '/'" in bad_root.stderr
     bad_port = backbeat("dashboard", "--store", url, "--port", "70000")
     assert bad_port.returncode == 1 and "--port must be from 0 to 65535" in bad_port.stderr
+    bad_refresh = backbeat("dashboard", "--store", url, "--refresh", "0")
+    assert bad_refresh.returncode == 1 and "--refresh must be" in bad_refresh.stderr
 
 
 def test_loopback_addresses():

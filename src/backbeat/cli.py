@@ -12,6 +12,7 @@
     backbeat purge --store URL [--older-than 7d] [--state S]... [--dry-run]
     backbeat watch --store URL [--interval SECONDS] [--limit N] [--once]
     backbeat dashboard --store URL [--host H] [--port P] [--root-path P] [--read-only] [--open]
+                                   [--refresh SECONDS]
 
 Every ``--store URL`` may be given as ``BACKBEAT_STORE=URL`` instead.
 Built on `argparse` (the standard library's, so the command adds no dependency).

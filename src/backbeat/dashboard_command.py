@@ -52,6 +52,13 @@ def add_parser(commands: Any) -> None:
         "in front, or add --read-only)",
     )
     dashboard.add_argument("--title", default="backbeat", help="the pages' title")
+    dashboard.add_argument(
+        "--refresh",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often the shared snapshot is read again (live views, counts); default 1",
+    )
     dashboard.add_argument("--log-level", default="info", help="uvicorn's; default info")
 
 
@@ -122,6 +129,10 @@ def run_dashboard(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if not 0 <= args.port <= 65535:
         raise CommandError(f"--port must be from 0 to 65535, got {args.port}")
+    from backbeat.dashboard.app import MIN_REFRESH
+
+    if not args.refresh >= MIN_REFRESH:
+        raise CommandError(f"--refresh must be at least {MIN_REFRESH:g}s, got {args.refresh:g}")
     root_path = args.root_path.rstrip("/")
     if root_path and not root_path.startswith("/"):
         raise CommandError(f"--root-path must start with '/', got {args.root_path!r}")
@@ -139,6 +150,7 @@ def run_dashboard(args: argparse.Namespace) -> int:
         args.store,
         authorize=authorizer(open_to_all=args.open, read_only=args.read_only),
         title=args.title,
+        refresh=args.refresh,
     )
     logger.info(
         "backbeat dashboard of %s on http://%s:%d%s/ (%s, %s)",
