@@ -351,3 +351,35 @@ def test_without_javascript_filter_and_act_through_the_confirmation_page(
     for task_id in ids:
         gone = site.http.get(f"{MOUNT}/api/tasks/{task_id}", headers={"x-ops-token": FULL_TOKEN})
         assert gone.status_code == 404
+
+
+def test_retry_a_failure_group_after_its_confirmation(site: Site, operator: Any) -> None:
+    site.fail_from_now()
+    ids = [site.submit("/orders", ident=f"G-{n}") for n in range(3)]
+    for task_id in ids:
+        site.wait_state(task_id, "failed")
+    tab = Tab(operator)
+    tab.goto(site.dash + "/failures")
+    group = tab.page.locator("tbody tr").filter(has_text="ops.flaky")
+    assert "ConnectionError" in group.inner_text()
+    tab.page.screenshot(path=site.shots / "failures.png", full_page=True)
+    group.locator("button", has_text="Retry group").click()
+    tab.page.wait_for_load_state()
+    question = tab.page.locator("main p").first.inner_text()
+    assert question.startswith("Retry ") and "matching" in question, question
+    site.succeed_from_now()
+    try:
+        tab.page.locator("main form[method=post] button[type=submit]").click()
+        tab.page.wait_for_url("**/failures")
+        assert "retried" in tab.page.locator(".flash").inner_text()
+        for task_id in ids:
+            site.wait_state(task_id, "succeeded")
+    finally:
+        site.fail_from_now()
+    left = site.http.get(
+        f"{MOUNT}/api/tasks",
+        params={"name": "ops.flaky", "state": "failed"},
+        headers={"x-ops-token": FULL_TOKEN},
+    )
+    assert left.status_code == 200 and left.json()["tasks"] == [], left.text
+    assert tab.problems == []
