@@ -42,6 +42,13 @@ async def create_store(url: str) -> None:
         pass
 
 
+async def finished(url: str) -> dict[str, int]:
+    """The store's counts at the end: what the worker did meanwhile."""
+    async with Runner(store=url, execute=False) as runner:
+        assert runner.store is not None
+        return await runner.store.counts()
+
+
 async def feed(url: str, stop: asyncio.Event) -> int:
     fed = 0
     async with Runner(store=url, execute=False) as runner:
@@ -109,14 +116,17 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
             for viewer in viewers:
                 viewer.cancel()
             await asyncio.gather(*viewers, return_exceptions=True)
+    counts = await finished(url)
     warm = [value for n, value in enumerate(samples) if n * args.every >= WARM_UP] or samples
     first, last, peak = warm[0], samples[-1], max(samples)
     flat = last - first <= max(3.0, first * 0.05)
     starved = [n for n, got in enumerate(received) if not got or time.monotonic() - got[-1] > 30]
     print(
-        f"{args.viewers} viewers, {args.minutes:g} min, {fed} tasks fed; RSS MiB: first "
+        f"{args.viewers} viewers, {args.minutes:g} min, {fed} tasks fed (and 1 failing per 6); "
+        "RSS MiB: first "
         f"{samples[0]:.1f}, after warm-up {first:.1f}, last {last:.1f}, max {peak:.1f}; "
-        f"updates per viewer: {min(map(len, received))}-{max(map(len, received))}"
+        f"updates per viewer: {min(map(len, received))}-{max(map(len, received))}; "
+        f"the store at the end: {counts}"
     )
     print(
         f"verdict: {'flat' if flat else 'GROWING'}" + (f"; starved: {starved}" if starved else "")
