@@ -1,4 +1,4 @@
-"""Debian's Chromium driven by Playwright, one browser per test session.
+"""Debian's Chromium driven by Playwright, one browser per test module.
 
 Never `playwright install` (it downloads a browser): the tests launch the `chromium`
 package's binary, which `make test` and `.ci/run` install when missing. This machine's
@@ -36,9 +36,14 @@ def skipped() -> bool:
     return os.environ.get("BACKBEAT_SKIP_BROWSER") == "1"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """A Chromium for the whole session (a launch costs about a second)."""
+    """A Chromium for the module's tests (a launch costs about a second).
+
+    Not for the session: while Playwright's sync API is open, its event loop counts as
+    running in the main thread, and every later test calling `asyncio.run` (or run by
+    anyio) would fail with "cannot be called from a running event loop".
+    """
     if skipped():
         pytest.skip("BACKBEAT_SKIP_BROWSER=1")
     if not Path(CHROMIUM).exists():
