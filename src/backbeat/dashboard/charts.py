@@ -9,6 +9,7 @@ from __future__ import annotations
 from backbeat.dashboard.pages import esc
 
 WIDTH, HEIGHT = 360.0, 100.0
+MARGIN = 4.0  # a zero line stays visible above the bottom edge
 
 
 def scale_top(values: list[float]) -> float:
@@ -24,7 +25,7 @@ def points(values: list[float], slots: int) -> str:
     step = WIDTH / max(slots - 1, 1)
     first = slots - len(values)
     return " ".join(
-        f"{(first + n) * step:.1f},{HEIGHT - value / top * HEIGHT:.1f}"
+        f"{(first + n) * step:.1f},{HEIGHT - MARGIN - value / top * (HEIGHT - 2 * MARGIN):.1f}"
         for n, value in enumerate(values)
     )
 

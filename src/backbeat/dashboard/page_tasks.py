@@ -39,10 +39,9 @@ def filter_form(view: View, where: TaskFilter) -> str:
     given = filter_query(where)
 
     def field(name: str, label: str, hint: str = "") -> str:
-        return (
-            f'<label>{esc(label)} <input name="{name}" value="{esc(given.get(name, ""))}"'
-            f"{f' placeholder={chr(34)}{esc(hint)}{chr(34)}' if hint else ''}></label>"
-        )
+        placeholder = f' placeholder="{esc(hint)}"' if hint else ""
+        value = esc(given.get(name, ""))
+        return f'<label>{esc(label)} <input name="{name}" value="{value}"{placeholder}></label>'
 
     options = "".join(
         f'<option value="{state}"{" selected" if where.state == state else ""}>{state}</option>'
