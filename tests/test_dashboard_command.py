@@ -39,6 +39,20 @@ def backbeat(*args: str, prelude: str = "pass") -> subprocess.CompletedProcess[s
     )
 
 
+def outside_address() -> str:
+    """An address of this machine that is not loopback: a client connecting to it from
+    here is seen as coming from it (a remote client, as far as the dashboard can tell)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # UDP: picks the outgoing address, sends nothing
+        except OSError:
+            pytest.skip("this machine has no network address besides loopback")
+        address = str(probe.getsockname()[0])
+    if is_loopback(address):
+        pytest.skip("this machine has no network address besides loopback")
+    return address
+
+
 def client(host: str) -> SimpleNamespace:
     """What an authorizer reads of a request: its client's address."""
     return SimpleNamespace(client=SimpleNamespace(host=host, port=50000))
@@ -203,7 +217,28 @@ def test_read_only_offers_no_action_and_refuses_one(tmp_path):
             assert refused.status_code == 403, refused.text
             state = http.get(f"/api/tasks/{task_id}").json()
             assert state["state"] == "failed"
+        # From this machine's own network address: not loopback, so not served.
+        remote = httpx.get(f"http://{outside_address()}:{served.port}/tasks", timeout=10)
+        assert remote.status_code == 403
     finally:
         stop(served)
     # Bound to every address without --open: said at start, before any request.
     assert "only loopback clients are served" in served.log()
+
+
+@pytest.mark.process
+def test_open_and_read_only_serves_other_hosts_without_actions(tmp_path):
+    url = f"sqlite:///{tmp_path}/tasks.db"
+    task_id = asyncio.run(stored_failure(url))
+    served = serve(tmp_path, "--store", url, "--host", "0.0.0.0", "--open", "--read-only")
+    try:
+        base = f"http://{outside_address()}:{served.port}"
+        with httpx.Client(base_url=base, timeout=10) as http:
+            page = http.get(f"/tasks/{task_id}")
+            assert page.status_code == 200 and "dash-cli failed" in page.text
+            assert 'method="post"' not in page.text
+            refused = http.post("/api/actions/retry", json={"ids": [task_id]})
+            assert refused.status_code == 403, refused.text
+    finally:
+        stop(served)
+    assert "every client" in served.log() and "WARNING" not in served.log()
