@@ -252,6 +252,41 @@ def test_a_progress_bar_moves_live_without_a_reload(site: Site, operator: Any) -
     assert tab.problems == []
 
 
+def test_the_live_view_pauses_while_the_tab_is_hidden(site: Site, operator: Any) -> None:
+    task_id = site.submit("/imports", steps=100, pause=0.1)
+    site.wait_state(task_id, "running")
+    tab = Tab(operator)
+    tab.goto(site.dash + f"/tasks/{task_id}")
+    bar = tab.page.locator(f"progress[data-progress='{task_id}']")
+
+    def shown() -> float:
+        return float(bar.evaluate("bar => bar.value") or 0)
+
+    def stored() -> float:
+        return float((site.task(task_id)["progress"] or {}).get("fraction") or 0)
+
+    first = shown()
+    poll(lambda: shown() > first, "the bar never moved")
+    # The tab goes to the background: the script closes its stream.
+    tab.page.evaluate(
+        """() => {
+            Object.defineProperty(document, "hidden", {value: true, configurable: true});
+            document.dispatchEvent(new Event("visibilitychange"));
+        }"""
+    )
+    frozen = shown()  # a closed EventSource dispatches nothing more, not even a queued event
+    poll(lambda: stored() >= frozen + 0.15, "the task stopped reporting progress")
+    assert shown() == frozen  # the task went on, the hidden tab was not told
+    tab.page.evaluate(
+        """() => {
+            Object.defineProperty(document, "hidden", {value: false, configurable: true});
+            document.dispatchEvent(new Event("visibilitychange"));
+        }"""
+    )
+    poll(lambda: shown() >= frozen + 0.15, "the bar did not catch up once shown again")
+    assert tab.problems == []
+
+
 def test_a_read_only_viewer_sees_no_action_and_its_forged_post_is_refused(
     site: Site, viewer: Any
 ) -> None:
