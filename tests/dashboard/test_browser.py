@@ -2,9 +2,10 @@
 (tests/apps/ops_app.py: the dashboard mounted at /ops/dash, a SQLite store, the app
 running its tasks), driven by Playwright. Each page loads without a CSP violation or a
 script error; filter, open a task, retry a failed one until it succeeds, cancel a running
-one, watch a progress bar move without a reload; a read-only viewer sees no action and its
-forged POST is refused; a cross-site form POST is refused; with JavaScript off, filtering
-and a bulk action through its confirmation page still work.
+one, watch a progress bar move without a reload (and stop while the tab is hidden); a
+read-only viewer sees no action and its forged POST is refused; a cross-origin form POST is
+refused; with JavaScript off, filtering and a bulk action through its confirmation page
+still work; select all, and retry a failure group.
 
 Screenshots go to the test's tmp dir, or to $BACKBEAT_SCREENSHOTS (docs/images/refresh.sh).
 """
@@ -386,6 +387,26 @@ def test_without_javascript_filter_and_act_through_the_confirmation_page(
     for task_id in ids:
         gone = site.http.get(f"{MOUNT}/api/tasks/{task_id}", headers={"x-ops-token": FULL_TOKEN})
         assert gone.status_code == 404
+
+
+def test_select_all_then_back_out_of_the_confirmation(site: Site, operator: Any) -> None:
+    site.fail_from_now()
+    ids = [site.submit("/orders", ident=f"S-{n}") for n in range(2)]
+    for task_id in ids:
+        site.wait_state(task_id, "failed")
+    tab = Tab(operator)
+    tab.goto(site.dash + "/tasks?name=ops.flaky&state=failed&argument=S-")
+    boxes = tab.page.locator("tbody input[type=checkbox]")
+    assert boxes.count() == 2
+    tab.page.check("[data-select-all]")  # the script ticks every row
+    assert all(boxes.nth(n).is_checked() for n in range(2))
+    tab.page.locator("#selection button[value=retry]").click()
+    tab.page.wait_for_load_state()
+    assert "Retry 2 selected task(s)?" in tab.page.locator("main").inner_text()
+    tab.page.click("text=No, go back")
+    tab.page.wait_for_url("**/tasks?*")
+    assert all(site.state(task_id) == "failed" for task_id in ids)
+    assert tab.problems == []
 
 
 def test_retry_a_failure_group_after_its_confirmation(site: Site, operator: Any) -> None:
