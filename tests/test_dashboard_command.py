@@ -20,6 +20,7 @@ import pytest
 from backbeat import BackgroundTask
 from backbeat.dashboard_command import authorizer, is_loopback, warnings_for
 from tests.apps import durable_tasks
+from tests.redis_server import forget, fresh_prefix_url
 from tests.serving import ROOT, free_port
 
 BACKBEAT = [sys.executable, "-m", "backbeat"]
@@ -242,3 +243,26 @@ def test_open_and_read_only_serves_other_hosts_without_actions(tmp_path):
     finally:
         stop(served)
     assert "every client" in served.log() and "WARNING" not in served.log()
+
+
+@pytest.mark.process
+@pytest.mark.redis
+def test_serves_a_redis_store_and_refuses_an_empty_prefix(tmp_path, redis_server):
+    url = fresh_prefix_url(redis_server)
+    try:
+        empty = backbeat("dashboard", "--store", url)
+        assert empty.returncode == 2 and "no backbeat store under prefix" in empty.stderr
+        task_id = asyncio.run(stored_failure(url))
+        served = serve(tmp_path, "--store", url)
+        try:
+            with httpx.Client(base_url=served.url, timeout=10) as http:
+                failed = http.get("/tasks", params={"state": "failed"})
+                assert failed.status_code == 200 and task_id in failed.text
+                retried = http.post("/actions/retry", data={"id": task_id, "confirm": "yes"})
+                assert retried.status_code == 303, retried.text
+                assert http.get(f"/api/tasks/{task_id}").json()["state"] != "failed"
+        finally:
+            stop(served)
+        assert "backbeat dashboard of RedisStore(" in served.log()
+    finally:
+        forget(url)
