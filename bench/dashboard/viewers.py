@@ -49,11 +49,12 @@ async def finished(url: str) -> dict[str, int]:
         return await runner.store.counts()
 
 
-async def feed(url: str, stop: asyncio.Event) -> int:
+async def feed(url: str, stop: asyncio.Event, seconds: float) -> int:
     fed = 0
+    until = time.monotonic() + seconds
     async with Runner(store=url, execute=False) as runner:
         runner.register_module(work_app.__name__)
-        while not stop.is_set():
+        while not stop.is_set() and time.monotonic() < until:
             for _ in range(3):
                 await runner.asubmit(BackgroundTask(work_app.step, 10, 0.2))
                 fed += 1
@@ -106,7 +107,8 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
     ):
         stop = asyncio.Event()
         received: list[list[float]] = [[] for _ in range(args.viewers)]
-        feeder = asyncio.create_task(feed(url, stop))
+        feeding = args.minutes if args.feed_minutes is None else args.feed_minutes
+        feeder = asyncio.create_task(feed(url, stop, feeding * 60))
         viewers = [asyncio.create_task(view(base, got, stop)) for got in received]
         try:
             samples = await watch(pid, args.every, args.minutes * 60, received)
@@ -138,6 +140,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--viewers", type=int, default=10)
     parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument(
+        "--feed-minutes",
+        type=float,
+        help="enqueue for this long only (default: all along); then the store stops growing",
+    )
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
     args = parser.parse_args()
     print(f"Python {platform.python_version()}, {platform.machine()}")
