@@ -59,6 +59,7 @@ def client(host: str) -> SimpleNamespace:
     return SimpleNamespace(client=SimpleNamespace(host=host, port=50000))
 
 
+@pytest.mark.process
 def test_without_uvicorn_it_says_which_extra_to_install(tmp_path):
     result = backbeat(
         "dashboard",
@@ -70,6 +71,7 @@ def test_without_uvicorn_it_says_which_extra_to_install(tmp_path):
     assert 'pip install "backbeat[dashboard]"' in result.stderr
 
 
+@pytest.mark.process
 def test_a_store_that_does_not_exist_is_not_created(tmp_path):
     result = backbeat("dashboard", "--store", f"sqlite:///{tmp_path}/typo.db")
     assert result.returncode == 2
@@ -77,12 +79,14 @@ def test_a_store_that_does_not_exist_is_not_created(tmp_path):
     assert not (tmp_path / "typo.db").exists()
 
 
+@pytest.mark.process
 def test_a_memory_store_is_refused_with_what_to_do_instead():
     result = backbeat("dashboard", "--store", "memory://")
     assert result.returncode == 1
     assert "mount backbeat.dashboard.dashboard(runner)" in result.stderr
 
 
+@pytest.mark.process
 def test_bad_root_path_and_port_are_named(tmp_path):
     url = f"sqlite:///{tmp_path}/tasks.db"
     bad_root = backbeat("dashboard", "--store", url, "--root-path", "ops")
