@@ -3,6 +3,7 @@
 test_contract.py)."""
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -296,3 +297,13 @@ async def test_bad_input_is_refused_naming_the_problem(store):
         await store.failure_groups(scan=-1)
     with pytest.raises(ValueError, match=r"'done'.*pending, scheduled, running, succeeded"):
         await store.search(TaskFilter(state="done"))
+
+
+async def test_get_names_the_tasks_a_sequence_member_runs_after(store):
+    first, second = new_task(), new_task()
+    third = new_task(after=json.dumps([first.id, second.id]))
+    await store.enqueue([first, second, third])
+    assert (await store.get(third.id)).after == (first.id, second.id)
+    assert (await store.get(first.id)).after == ()
+    [found] = (await store.search(TaskFilter(id=third.id))).tasks
+    assert found.after == ()  # searches leave it out, to stay cheap

@@ -55,6 +55,7 @@ from backbeat.stores.base import (
     TaskFilter,
     TaskPage,
     WorkerInfo,
+    after_ids,
     check_purgeable,
     split_receipt,
 )
@@ -396,10 +397,17 @@ class RedisStore:
         self._connect()
         try:
             async with asyncio.timeout(self.timeout):
-                values = await self._client.hmget(f"{self._tag}:t:{task_id}", STATUS_FIELDS)
+                values = await self._client.hmget(
+                    f"{self._tag}:t:{task_id}", [*STATUS_FIELDS, "after"]
+                )
         except Exception as exc:
             raise _translated(exc, self) from exc
-        return None if values[1] is None else status(task_id, values)
+        if values[1] is None:
+            return None
+        *fields, after = values
+        found = status(task_id, fields)
+        found.after = after_ids(after)
+        return found
 
     async def queues(self) -> list[str]:
         return sorted(await self._call("queues"))

@@ -43,6 +43,7 @@ from backbeat.stores.base import (
     TaskFilter,
     TaskPage,
     WorkerInfo,
+    after_ids,
     check_purgeable,
     receipt_for,
     split_receipt,
@@ -402,9 +403,13 @@ class SQLiteStore:
     # --- reads ----------------------------------------------------------------------------
 
     async def get(self, task_id: str) -> StoredStatus | None:
-        sql = f"SELECT {STATUS_COLUMNS} FROM backbeat_tasks WHERE id = ?"
-        row = await anyio.to_thread.run_sync(self._read, sql, (task_id,))
-        return StoredStatus(*row[0]) if row else None
+        sql = f"SELECT {STATUS_COLUMNS}, after FROM backbeat_tasks WHERE id = ?"
+        rows = await anyio.to_thread.run_sync(self._read, sql, (task_id,))
+        if not rows:
+            return None
+        found = StoredStatus(*rows[0][:-1])
+        found.after = after_ids(rows[0][-1])
+        return found
 
     async def queues(self) -> list[str]:
         rows = await anyio.to_thread.run_sync(
