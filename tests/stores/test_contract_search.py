@@ -147,6 +147,16 @@ async def test_paging_with_the_cursor_gives_every_match_once_newest_first(store)
     assert [s.id for s in first.tasks + second.tasks] == newest_first(ids)[:10]
 
 
+async def test_a_small_scan_on_a_state_still_finds_every_match_once(store):
+    # Whether a store reads a state's own index or walks every task (a state holding more
+    # tasks than `scan`), paging goes through every match exactly once.
+    made = {state: [await make(store, state) for _ in range(4)] for state in STATES}
+    for state in STATES:
+        for scan in (1, 3, 50):
+            found = await everything(store, TaskFilter(state=state), limit=2, scan=scan)
+            assert found == newest_first(made[state]), (state, scan)
+
+
 async def test_the_scan_bound_ends_a_page_short_and_the_cursor_goes_on(store):
     base = time.time() - 100
     old = [await make(store, "pending", name="wanted", at=base + n) for n in range(3)]
@@ -254,6 +264,14 @@ async def test_run_now_makes_waiting_tasks_due_and_leaves_the_others(store):
     states = [(await store.get(task_id)).state for task_id in untouched]
     assert states == ["held", "running", "succeeded"]
     assert await store.run_now([later.id]) == 0  # running now
+
+
+async def test_run_now_puts_a_gated_task_in_its_line_at_once(store):
+    gated = new_task(due_in=60, rate_gate="r", rate_limit=5, rate_window=60)
+    await store.enqueue([gated])
+    assert await store.claim("w", 10, 30) == []
+    assert await store.run_now([gated.id]) == 1
+    assert [c.id for c in await store.claim("w", 10, 30)] == [gated.id]
 
 
 async def test_run_now_wakes_a_waiting_worker(store):
