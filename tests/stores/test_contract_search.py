@@ -174,6 +174,21 @@ async def test_the_scan_bound_ends_a_page_short_and_the_cursor_goes_on(store):
     assert (page.scanned, page.cursor) == (1, None)  # nothing older: the end
 
 
+async def test_a_long_scan_goes_through_every_task_it_may(store):
+    # Past a thousand: a store may look in stretches (Redis does, to serve others between).
+    needle = new_task(name="needle")
+    needle.id = made_at(time.time() - 100)
+    hay = [new_task() for _ in range(1100)]
+    await store.enqueue([needle, *hay])
+    page = await store.search(TaskFilter(name="needle"))
+    assert ([s.id for s in page.tasks], page.scanned, page.cursor) == ([needle.id], 1101, None)
+    page = await store.search(TaskFilter(name="needle"), scan=1050)
+    assert (page.tasks, page.scanned) == ([], 1050)
+    assert page.cursor == newest_first(t.id for t in hay)[1049]
+    page = await store.search(TaskFilter(), limit=1020, before=newest_first(t.id for t in hay)[9])
+    assert [s.id for s in page.tasks] == newest_first(t.id for t in hay)[10:1030]
+
+
 async def test_created_after_and_before_bound_the_ids(store):
     base = time.time() - 1000
     ids = {}

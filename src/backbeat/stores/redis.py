@@ -74,6 +74,8 @@ from backbeat.stores.searching import check_scan, check_search, id_range, sort_g
 logger = logging.getLogger("backbeat")
 
 _SCRIPT = resources.files("backbeat.stores").joinpath("redis.lua").read_text()
+# The most tasks one call of the script's search looks at (a few milliseconds of Redis).
+_SEARCH_STRETCH = 1_000
 
 
 def _redis() -> Any:
@@ -438,24 +440,33 @@ class RedisStore:
         bounds = id_range(where, before)
         if bounds.empty:
             return TaskPage([], None, 0)
-        cursor, scanned, rows = await self._call(
-            "search",
-            time.time(),
-            where.state or "",
-            where.queue or "",
-            where.name or "",
-            where.id or "",
-            where.argument or "",
-            where.error or "",
-            bounds.below or "",
-            bounds.lowest or "",
-            limit,
-            scan,
-            *STATUS_FIELDS,
-        )
+        rows: list[list[Any]] = []
+        scanned, below = 0, bounds.below
+        while True:  # in stretches of at most _SEARCH_STRETCH: Redis serves others between
+            cursor, looked, found = await self._call(
+                "search",
+                time.time(),
+                where.state or "",
+                where.queue or "",
+                where.name or "",
+                where.id or "",
+                where.argument or "",
+                where.error or "",
+                below or "",
+                bounds.lowest or "",
+                limit - len(rows),
+                scan,
+                min(scan - scanned, _SEARCH_STRETCH),
+                *STATUS_FIELDS,
+            )
+            rows += found
+            scanned += int(looked)
+            if not cursor or len(rows) == limit or scanned >= scan:
+                break
+            below = cursor
         # A record changed outside backbeat may have lost its name or state: left out.
         tasks = [status(row[0], row[1:]) for row in rows if row[1] and row[2]]
-        return TaskPage(tasks, cursor or None, int(scanned))
+        return TaskPage(tasks, cursor or None, scanned)
 
     async def failure_groups(self, *, scan: int = 10_000) -> list[FailureGroup]:
         check_scan(scan)
