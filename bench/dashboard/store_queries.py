@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/dashboard/store_queries.py [--tasks 1000000] [--runs 50]
         [--file /tmp/backbeat-bench-dashboard-1000000.db] [--rebuild]
+    .venv/bin/python bench/dashboard/store_queries.py --redis redis://127.0.0.1:6379 --tasks 50000
 
 The file is filled once and kept under /tmp (later runs reuse it): the store's own schema
 (made by `SQLiteStore.open`, indexes included), then rows written by direct INSERTs in
@@ -10,6 +11,10 @@ fixture): 99% succeeded, 0.5% failed (four kinds of error), 0.5% waiting (half d
 scheduled for later), a few running, over 30 days of ids, spread at random, 3 queues and
 20 task names. Each query then runs `--runs` times through the store's API (a thread hop,
 as the dashboard calls it) and prints its p50 and p95 in milliseconds.
+
+With ``--redis URL``, the same queries on a Redis store filled through its own writes
+(enqueue, claim, finish: all made now, so the time filters see every task), under a
+prefix of its own that is deleted after.
 """
 
 from __future__ import annotations
@@ -21,13 +26,18 @@ import random
 import sqlite3
 import statistics
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from backbeat.ids import lowest_id, new_id
+from backbeat.status import TaskState
 from backbeat.stores import SQLiteStore
-from backbeat.stores.base import TaskFilter
+from backbeat.stores.base import NewTask, Settlement, Store, TaskFilter
+from backbeat.stores.redis import RedisStore
 
 NAMES = [f"app.task_{n:02d}" for n in range(20)]
 QUEUES = ["default", "mail", "reports"]
@@ -123,9 +133,39 @@ def described(result: object) -> str:
     return str(result)
 
 
-async def measure(path: Path, runs: int) -> None:
-    store = SQLiteStore(path, create=False)
-    await store.open()
+async def fill_redis(store: Store, total: int) -> None:
+    """A Redis fixture through the store's own writes: enqueued, then claimed and settled a
+    thousand at a time (99% succeed, 0.5% fail), the rest left waiting (half scheduled)."""
+    rng = random.Random(16)
+    now = time.time()
+    for start in range(0, total, 1000):
+        await store.enqueue(
+            [
+                NewTask(
+                    id=new_id(),
+                    name=NAMES[rng.randrange(len(NAMES))],
+                    payload=json.dumps({"args": [n, f"user{rng.randrange(100_000)}@example.com"]}),
+                    created_at=now,
+                    due_at=now if n < total * 0.9975 else now + 86_400,
+                    queue=QUEUES[n % 3],
+                )
+                for n in range(start, min(start + 1000, total))
+            ]
+        )
+    settled = 0
+    while settled < total * 0.995:
+        claims = await store.claim("bench", 1000, 600)
+        settlements = [
+            Settlement(c.receipt, TaskState.FAILED, error=ERRORS[n % 4].format(n=n))
+            if rng.random() < 0.005
+            else Settlement(c.receipt, TaskState.SUCCEEDED, result="null")
+            for n, c in enumerate(claims)
+        ]
+        await store.finish(settlements)
+        settled += len(claims)
+
+
+async def measure(store: Store, runs: int) -> None:
     failed_one = (await store.search(TaskFilter(state="failed"), limit=1)).tasks[0]
     middle = lowest_id(time.time() - 15 * 86_400)
     searches: dict[str, TaskFilter] = {
@@ -162,7 +202,6 @@ async def measure(path: Path, runs: int) -> None:
     rows.append(("counts", p50, p95, described(got)))
     p50, p95, got = await timed(lambda: store.counts("mail"), runs)
     rows.append(("counts(queue)", p50, p95, described(got)))
-    await store.close()
     print(f"| query ({runs} runs) | p50 ms | p95 ms | result |")
     print("|---|---:|---:|---|")
     for label, p50, p95, what in rows:
@@ -186,7 +225,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--file", type=Path)
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument(
+        "--redis",
+        help="instead: a Redis URL; --tasks (say 50000) are written under a prefix of their "
+        "own, timed, then deleted",
+    )
     args = parser.parse_args()
+    if args.redis:
+        asyncio.run(on_redis(args.redis, args.tasks, args.runs))
+        return
     path = args.file or Path(f"/tmp/backbeat-bench-dashboard-{args.tasks}.db")
     if args.rebuild or count(path) != args.tasks:
         for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
@@ -194,7 +241,33 @@ def main() -> None:
         began = time.monotonic()
         fill(path, args.tasks)
         print(f"filled {path} with {args.tasks:,} tasks in {time.monotonic() - began:.0f}s")
-    asyncio.run(measure(path, args.runs))
+    asyncio.run(on_sqlite(path, args.runs))
+
+
+async def on_sqlite(path: Path, runs: int) -> None:
+    store = SQLiteStore(path, create=False)
+    await store.open()
+    try:
+        await measure(store, runs)
+    finally:
+        await store.close()
+
+
+async def on_redis(url: str, total: int, runs: int) -> None:
+    prefix = f"bench-dashboard-{uuid.uuid4().hex[:8]}"
+    store = RedisStore(url, prefix=prefix, timeout=30)
+    await store.open()
+    try:
+        began = time.monotonic()
+        await fill_redis(store, total)
+        print(f"wrote {total:,} tasks under prefix {prefix} in {time.monotonic() - began:.0f}s")
+        await measure(store, runs)
+    finally:
+        await store.close()
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(match="{" + prefix + "}*", count=10_000))
+        for at in range(0, len(keys), 1000):
+            client.delete(*keys[at : at + 1000])
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 test_contract.py)."""
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -146,6 +147,16 @@ async def test_paging_with_the_cursor_gives_every_match_once_newest_first(store)
     assert [s.id for s in first.tasks + second.tasks] == newest_first(ids)[:10]
 
 
+async def test_a_small_scan_on_a_state_still_finds_every_match_once(store):
+    # Whether a store reads a state's own index or walks every task (a state holding more
+    # tasks than `scan`), paging goes through every match exactly once.
+    made = {state: [await make(store, state) for _ in range(4)] for state in STATES}
+    for state in STATES:
+        for scan in (1, 3, 50):
+            found = await everything(store, TaskFilter(state=state), limit=2, scan=scan)
+            assert found == newest_first(made[state]), (state, scan)
+
+
 async def test_the_scan_bound_ends_a_page_short_and_the_cursor_goes_on(store):
     base = time.time() - 100
     old = [await make(store, "pending", name="wanted", at=base + n) for n in range(3)]
@@ -161,6 +172,21 @@ async def test_the_scan_bound_ends_a_page_short_and_the_cursor_goes_on(store):
     page = await store.search(TaskFilter(name="wanted"), limit=10, scan=4, before=page.cursor)
     assert [s.id for s in page.tasks] == [min(old)]
     assert (page.scanned, page.cursor) == (1, None)  # nothing older: the end
+
+
+async def test_a_long_scan_goes_through_every_task_it_may(store):
+    # Past a thousand: a store may look in stretches (Redis does, to serve others between).
+    needle = new_task(name="needle")
+    needle.id = made_at(time.time() - 100)
+    hay = [new_task() for _ in range(1100)]
+    await store.enqueue([needle, *hay])
+    page = await store.search(TaskFilter(name="needle"))
+    assert ([s.id for s in page.tasks], page.scanned, page.cursor) == ([needle.id], 1101, None)
+    page = await store.search(TaskFilter(name="needle"), scan=1050)
+    assert (page.tasks, page.scanned) == ([], 1050)
+    assert page.cursor == newest_first(t.id for t in hay)[1049]
+    page = await store.search(TaskFilter(), limit=1020, before=newest_first(t.id for t in hay)[9])
+    assert [s.id for s in page.tasks] == newest_first(t.id for t in hay)[10:1030]
 
 
 async def test_created_after_and_before_bound_the_ids(store):
@@ -255,6 +281,14 @@ async def test_run_now_makes_waiting_tasks_due_and_leaves_the_others(store):
     assert await store.run_now([later.id]) == 0  # running now
 
 
+async def test_run_now_puts_a_gated_task_in_its_line_at_once(store):
+    gated = new_task(due_in=60, rate_gate="r", rate_limit=5, rate_window=60)
+    await store.enqueue([gated])
+    assert await store.claim("w", 10, 30) == []
+    assert await store.run_now([gated.id]) == 1
+    assert [c.id for c in await store.claim("w", 10, 30)] == [gated.id]
+
+
 async def test_run_now_wakes_a_waiting_worker(store):
     later = new_task(due_in=60)
     await store.enqueue([later])
@@ -296,3 +330,13 @@ async def test_bad_input_is_refused_naming_the_problem(store):
         await store.failure_groups(scan=-1)
     with pytest.raises(ValueError, match=r"'done'.*pending, scheduled, running, succeeded"):
         await store.search(TaskFilter(state="done"))
+
+
+async def test_get_names_the_tasks_a_sequence_member_runs_after(store):
+    first, second = new_task(), new_task()
+    third = new_task(after=json.dumps([first.id, second.id]))
+    await store.enqueue([first, second, third])
+    assert (await store.get(third.id)).after == (first.id, second.id)
+    assert (await store.get(first.id)).after == ()
+    [found] = (await store.search(TaskFilter(id=third.id))).tasks
+    assert found.after == ()  # searches leave it out, to stay cheap

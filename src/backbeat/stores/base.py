@@ -255,6 +255,9 @@ class StoredStatus:
     payload: str | None = None  # the arguments, as JSON
     worker: str | None = None  # who runs it, or ran it last
     priority: int = 0
+    # The ids of the tasks it runs after (a sequence's earlier members); `get` fills it,
+    # lists and searches leave it empty.
+    after: tuple[str, ...] = ()
 
     def info(self, now: float) -> TaskInfo:
         state = TaskState.PENDING if self.state == "held" else TaskState(self.state)
@@ -273,6 +276,17 @@ class StoredStatus:
             started_at=None if self.started_at is None else _utc(self.started_at),
             finished_at=None if self.finished_at is None else _utc(self.finished_at),
         )
+
+
+def after_ids(stored: str | None) -> tuple[str, ...]:
+    """`NewTask.after` as stored, decoded; () when there is none or it cannot be read."""
+    try:
+        ids = from_json(stored) if stored else []
+    except ValueError:
+        return ()
+    if not isinstance(ids, list):
+        return ()
+    return tuple(i for i in ids if isinstance(i, str))
 
 
 def _utc(timestamp: float) -> datetime:

@@ -33,6 +33,7 @@ from backbeat.stores.base import (
     TaskFilter,
     TaskPage,
     WorkerInfo,
+    after_ids,
     check_purgeable,
     split_receipt,
 )
@@ -373,7 +374,9 @@ class MemoryStore:
     async def get(self, task_id: str) -> StoredStatus | None:
         with self._lock:
             row = self._rows.get(task_id)
-            return None if row is None else row.status()
+            if row is None:
+                return None
+            return replace(row.status(), after=after_ids(row.task.after))
 
     async def queues(self) -> list[str]:
         with self._lock:

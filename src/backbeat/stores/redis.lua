@@ -822,24 +822,38 @@ elseif step == 'list' then
   return found
 
 elseif step == 'search' then
-  -- The dashboard's search (`Store.search`): ids newest first within [lowest, below), looked
-  -- at up to `scan`, until `limit` match. The source is the state's sets when they hold no
-  -- more than `scan` tasks, else every id. Returns {cursor, scanned, {id, STATUS...}...}.
+  -- One stretch of the dashboard's search (`Store.search`): ids newest first within
+  -- [lowest, below), at most `chunk` looked at, until `limit` match. The source is the
+  -- state's sets when they hold no more than `scan` tasks, else every id. The caller goes on
+  -- from the cursor in further calls (a long scan never blocks Redis in one).
+  -- Returns {cursor ('' when the source ran out), looked at, {{id, STATUS...}...}}.
   local now, state, queue, name, idp, arg, err = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6],
     ARGV[7], ARGV[8], ARGV[9]
   local below, lowest, limit, scan = ARGV[10], ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13])
+  local chunk = tonumber(ARGV[14])
   local status_fields = {}
-  for i = 14, #ARGV do table.insert(status_fields, ARGV[i]) end
+  for i = 15, #ARGV do table.insert(status_fields, ARGV[i]) end
+  -- Only the fields the filter needs are read, each task once.
+  local wanted, at = {}, {}
+  local function want(field) table.insert(wanted, field); at[field] = #wanted end
+  if state ~= '' then want('state'); want('due_at') end
+  if queue ~= '' then want('queue') end
+  if name ~= '' then want('name') end
+  if arg ~= '' then want('payload') end
+  if err ~= '' then want('error') end
   local function matches(id)
-    local s, q, n, due, payload, e = unpack(redis.call('HMGET', tk(id), 'state', 'queue', 'name',
-      'due_at', arg ~= '' and 'payload' or 'name', err ~= '' and 'error' or 'name'))
-    if not s then return false end  -- deleted outside backbeat
-    if s == 'held' then s = 'pending' end
-    if s == 'pending' and (tonumber(due) or 0) > now then s = 'scheduled' end
-    return (state == '' or s == state) and (queue == '' or q == queue)
-      and (name == '' or n == name) and (idp == '' or id:sub(1, #idp) == idp)
-      and (arg == '' or string.find(payload or '', arg, 1, true) ~= nil)
-      and (err == '' or string.find(e or '', err, 1, true) ~= nil)
+    if idp ~= '' and id:sub(1, #idp) ~= idp then return false end
+    if #wanted == 0 then return true end
+    local v = redis.call('HMGET', tk(id), unpack(wanted))
+    if state ~= '' then
+      local s = v[at.state]
+      if s == 'held' then s = 'pending' end
+      if s == 'pending' and (tonumber(v[at.due_at]) or 0) > now then s = 'scheduled' end
+      if s ~= state then return false end
+    end
+    return (queue == '' or v[at.queue] == queue) and (name == '' or v[at.name] == name)
+      and (arg == '' or string.find(v[at.payload] or '', arg, 1, true) ~= nil)
+      and (err == '' or string.find(v[at.error] or '', err, 1, true) ~= nil)
   end
   local found, scanned, cursor = {}, 0, ''
   local function look(id)  -- true: the page is done
@@ -850,7 +864,7 @@ elseif step == 'search' then
       table.insert(found, row)
       if #found == limit then cursor = id; return true end
     end
-    if scanned == scan then cursor = id; return true end
+    if scanned == chunk then cursor = id; return true end
     return false
   end
   local candidates = nil
@@ -883,7 +897,7 @@ elseif step == 'search' then
     local done = false
     while not done do
       local page = redis.call('ZREVRANGEBYLEX', P .. ':ids', top, bottom, 'LIMIT', 0,
-        math.min(500, scan - scanned))
+        math.min(500, chunk - scanned))
       if #page == 0 then break end
       for _, id in ipairs(page) do
         done = look(id)

@@ -57,6 +57,7 @@ from backbeat.stores.base import (
     TaskFilter,
     TaskPage,
     WorkerInfo,
+    after_ids,
     check_purgeable,
     split_receipt,
 )
@@ -77,6 +78,8 @@ from backbeat.stores.searching import check_scan, check_search, id_range, sort_g
 logger = logging.getLogger("backbeat")
 
 _SCRIPT = resources.files("backbeat.stores").joinpath("redis.lua").read_text()
+# The most tasks one call of the script's search looks at (a few milliseconds of Redis).
+_SEARCH_STRETCH = 1_000
 
 
 def _redis() -> Any:
@@ -400,10 +403,17 @@ class RedisStore:
         self._connect()
         try:
             async with asyncio.timeout(self.timeout):
-                values = await self._client.hmget(f"{self._tag}:t:{task_id}", STATUS_FIELDS)
+                values = await self._client.hmget(
+                    f"{self._tag}:t:{task_id}", [*STATUS_FIELDS, "after"]
+                )
         except Exception as exc:
             raise _translated(exc, self) from exc
-        return None if values[1] is None else status(task_id, values)
+        if values[1] is None:
+            return None
+        *fields, after = values
+        found = status(task_id, fields)
+        found.after = after_ids(after)
+        return found
 
     async def queues(self) -> list[str]:
         return sorted(await self._call("queues"))
@@ -434,24 +444,33 @@ class RedisStore:
         bounds = id_range(where, before)
         if bounds.empty:
             return TaskPage([], None, 0)
-        cursor, scanned, rows = await self._call(
-            "search",
-            time.time(),
-            where.state or "",
-            where.queue or "",
-            where.name or "",
-            where.id or "",
-            where.argument or "",
-            where.error or "",
-            bounds.below or "",
-            bounds.lowest or "",
-            limit,
-            scan,
-            *STATUS_FIELDS,
-        )
+        rows: list[list[Any]] = []
+        scanned, below = 0, bounds.below
+        while True:  # in stretches of at most _SEARCH_STRETCH: Redis serves others between
+            cursor, looked, found = await self._call(
+                "search",
+                time.time(),
+                where.state or "",
+                where.queue or "",
+                where.name or "",
+                where.id or "",
+                where.argument or "",
+                where.error or "",
+                below or "",
+                bounds.lowest or "",
+                limit - len(rows),
+                scan,
+                min(scan - scanned, _SEARCH_STRETCH),
+                *STATUS_FIELDS,
+            )
+            rows += found
+            scanned += int(looked)
+            if not cursor or len(rows) == limit or scanned >= scan:
+                break
+            below = cursor
         # A record changed outside backbeat may have lost its name or state: left out.
         tasks = [status(row[0], row[1:]) for row in rows if row[1] and row[2]]
-        return TaskPage(tasks, cursor or None, int(scanned))
+        return TaskPage(tasks, cursor or None, scanned)
 
     async def failure_groups(self, *, scan: int = 10_000) -> list[FailureGroup]:
         check_scan(scan)

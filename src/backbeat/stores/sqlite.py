@@ -45,6 +45,7 @@ from backbeat.stores.base import (
     TaskFilter,
     TaskPage,
     WorkerInfo,
+    after_ids,
     check_purgeable,
     receipt_for,
     split_receipt,
@@ -408,9 +409,13 @@ class SQLiteStore:
     # --- reads ----------------------------------------------------------------------------
 
     async def get(self, task_id: str) -> StoredStatus | None:
-        sql = f"SELECT {STATUS_COLUMNS} FROM backbeat_tasks WHERE id = ?"
-        row = await anyio.to_thread.run_sync(self._read, sql, (task_id,))
-        return StoredStatus(*row[0]) if row else None
+        sql = f"SELECT {STATUS_COLUMNS}, after FROM backbeat_tasks WHERE id = ?"
+        rows = await anyio.to_thread.run_sync(self._read, sql, (task_id,))
+        if not rows:
+            return None
+        found = StoredStatus(*rows[0][:-1])
+        found.after = after_ids(rows[0][-1])
+        return found
 
     async def queues(self) -> list[str]:
         rows = await anyio.to_thread.run_sync(
@@ -511,30 +516,14 @@ class SQLiteStore:
         return float(rows[0][0]) if rows else None
 
     async def run_now(self, ids: list[str]) -> int:
-        def hurry(conn: sqlite3.Connection) -> int:
-            now = time.time()
-            rows = [
-                row
-                for task_id in dict.fromkeys(ids)
-                for row in conn.execute(sqlite_search.RUN_NOW, {"now": now, "id": task_id})
-            ]
-            lines = [row for row in rows if row[0] is not None]
-            if lines:  # their lines are looked at from now
-                conn.executemany(OPEN_LINE, lines)
-            return len(rows)
-
-        count = await self._write(hurry)
+        count = await self._write(functools.partial(sqlite_search.run_now, ids=ids))
         if count:
             self._sooner(time.time())
             self._wakeups.notify()
         return count
 
     async def delete(self, ids: list[str]) -> int:
-        def delete(conn: sqlite3.Connection) -> int:
-            unique = [(task_id,) for task_id in dict.fromkeys(ids)]
-            return conn.executemany(sqlite_search.DELETE, unique).rowcount
-
-        return await self._write(delete)
+        return await self._write(functools.partial(sqlite_search.delete, ids=ids))
 
     async def _reading(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` on a read connection in a thread (it may hold a read transaction)."""

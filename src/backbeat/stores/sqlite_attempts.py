@@ -11,6 +11,8 @@ only the latest `ATTEMPTS_KEPT` are kept per task.
 
 from __future__ import annotations
 
+from typing import Any
+
 from backbeat.stores.base import ATTEMPTS_KEPT, AttemptRecord
 
 _KEEP_LATEST = (
@@ -71,5 +73,5 @@ SELECT_ATTEMPTS = (
 )
 
 
-def attempt_records(rows: list[tuple[object, ...]]) -> list[AttemptRecord]:
-    return [AttemptRecord(*row) for row in rows]  # type: ignore[arg-type]
+def attempt_records(rows: list[Any]) -> list[AttemptRecord]:
+    return [AttemptRecord(*row) for row in rows]

@@ -17,12 +17,14 @@ as soon as the page is full or `scan` tasks were looked at:
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from backbeat.stores.base import FailureGroup, StoredStatus, TaskFilter, TaskPage
 from backbeat.stores.searching import IdRange, id_range, sort_groups, stored_states, walk
+from backbeat.stores.sqlite_gates import OPEN_LINE
 from backbeat.stores.sqlite_sql import STATUS_COLUMNS
 
 # States with a partial index on the id (`INDEXES` in sqlite_sql).
@@ -229,9 +231,28 @@ OLDEST_DUE = (
     "SELECT due_at FROM backbeat_tasks WHERE state = 'pending' AND due_at <= :now "
     "AND (:queue IS NULL OR queue = :queue) ORDER BY due_at LIMIT 1"
 )
-# Due now, as if the wait were over; a gated task's line is looked at again (`OPEN_LINE`).
+# Due now, as if the wait were over.
 RUN_NOW = (
     "UPDATE backbeat_tasks SET due_at = min(due_at, :now) WHERE id = :id AND state = 'pending' "
     "RETURNING line, queue, due_at"
 )
 DELETE = "DELETE FROM backbeat_tasks WHERE id = ? AND state IN ('succeeded', 'failed', 'cancelled')"
+
+
+def run_now(conn: sqlite3.Connection, ids: list[str]) -> int:
+    """`Store.run_now` in a write transaction; the caller wakes the waiting workers."""
+    now = time.time()
+    rows = [
+        row
+        for task_id in dict.fromkeys(ids)
+        for row in conn.execute(RUN_NOW, {"now": now, "id": task_id})
+    ]
+    lines = [row for row in rows if row[0] is not None]
+    if lines:  # a gated task's line is looked at from now
+        conn.executemany(OPEN_LINE, lines)
+    return len(rows)
+
+
+def delete(conn: sqlite3.Connection, ids: list[str]) -> int:
+    """`Store.delete` in a write transaction."""
+    return conn.executemany(DELETE, [(task_id,) for task_id in dict.fromkeys(ids)]).rowcount
