@@ -992,7 +992,7 @@ elseif step == 'delete' then  -- finished tasks, as `purge` deletes them
     local id = ARGV[i]
     local state, q = unpack(redis.call('HMGET', tk(id), 'state', 'queue'))
     if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
-      redis.call('DEL', tk(id), P .. ':d:' .. id)
+      redis.call('DEL', tk(id), P .. ':d:' .. id, P .. ':a:' .. id)
       redis.call('ZREM', sk(state, q), id)
       redis.call('ZREM', P .. ':ids', id)
       count = count + 1
