@@ -43,6 +43,7 @@ class LeaseKeeper:
         worker: str,
         lease: float,
         receipts: Callable[[], list[str]],
+        running: Callable[[], list[str]],
         stop: Callable[[list[str]], object],
         describe: Callable[[], str],
         worker_info: Callable[[], WorkerInfo],
@@ -51,7 +52,10 @@ class LeaseKeeper:
         self.store = store
         self.worker = worker
         self.lease = lease
-        self.receipts = receipts  # the claims this worker runs now (read from the thread)
+        # The claims to renew (read from the thread): those running, and those whose
+        # outcome is not written yet; only the running ones can be stopped.
+        self.receipts = receipts
+        self.running = running
         self.stop_tasks = stop  # tells the worker's loop which tasks to stop
         self.describe = describe  # what the worker's loop is running now
         self.worker_info = worker_info  # what the heartbeat says
@@ -189,15 +193,16 @@ class LeaseKeeper:
         except Exception as exc:
             logger.error("backbeat: worker %s cannot renew its task leases: %s", self.worker, exc)
             return
-        # An outcome recorded meanwhile ended its claim: that is no reason to stop anything,
-        # nor to stop a later attempt of the same task this worker claimed since (a retry).
+        # An outcome recorded meanwhile ended its claim: that is no reason to stop anything
+        # (its task is done, its receipt only waits to be marked recorded), nor to stop a
+        # later attempt of the same task this worker claimed since (a retry).
         # A task renewed under two receipts at once (an outcome not yet written, and its
         # retry's claim) is left to the next renewal, which tells them apart.
         sent: dict[str, str | None] = {}
         for receipt in receipts:
             task_id = split_receipt(receipt)[0]
             sent[task_id] = None if task_id in sent else receipt
-        current = set(self.receipts())
+        current = set(self.running())
         stop = [task_id for task_id in stop if sent.get(task_id) in current]
         if stop:
             # Cancelled by someone, or the lease is gone (another worker may run the

@@ -157,6 +157,7 @@ class StoredWorker:
             self.lease,
             # Also those of finished tasks whose outcome is not written yet.
             receipts=lambda: list({*self.receipts.values(), *self._settlements.unrecorded()}),
+            running=lambda: list(self.receipts.values()),
             stop=lambda ids: loop.call_soon_threadsafe(self._stop, ids),
             describe=self._running_on_loop,
             worker_info=self.info,

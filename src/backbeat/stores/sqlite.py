@@ -52,6 +52,7 @@ from backbeat.stores.base import (
 )
 from backbeat.stores.searching import check_scan, check_search
 from backbeat.stores.sqlite_attempts import SELECT_ATTEMPTS, attempt_records
+from backbeat.stores.sqlite_counts import COUNTS, QUEUES
 from backbeat.stores.sqlite_file import SQLiteFile, path_from_url
 from backbeat.stores.sqlite_gates import (
     FORGET_OLD_STARTS,
@@ -72,7 +73,6 @@ from backbeat.stores.sqlite_sql import (
     CANCEL_WAITING,
     CLAIMED_COLUMNS,
     CORRUPT_AFTER,
-    COUNTS,
     CURRENT,
     DEAD_LOST,
     PROGRESS,
@@ -418,9 +418,7 @@ class SQLiteStore:
         return found
 
     async def queues(self) -> list[str]:
-        rows = await anyio.to_thread.run_sync(
-            self._read, "SELECT DISTINCT queue FROM backbeat_tasks ORDER BY queue", ()
-        )
+        rows = await anyio.to_thread.run_sync(self._read, QUEUES, ())
         return [queue for (queue,) in rows]
 
     async def counts(self, queue: str | None = None) -> dict[str, int]:

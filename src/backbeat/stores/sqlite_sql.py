@@ -13,6 +13,7 @@ from typing import Any
 from backbeat.status import TaskState
 from backbeat.stores.base import NewTask
 from backbeat.stores.sqlite_attempts import ATTEMPTS_SCHEMA
+from backbeat.stores.sqlite_counts import setup_counts
 from backbeat.stores.sqlite_gates import GATES_SCHEMA, OPEN_LINE, lines_of
 from backbeat.stores.sqlite_queues import NOT_PAUSED, QUEUES_SCHEMA
 
@@ -177,22 +178,6 @@ DEAD_LOST = (
     "WHERE state = 'running' AND lease_until < :now AND lost + 1 >= :max_lost "
     "RETURNING id, name, error"
 )
-# One part per index, so that no part reads the whole table (a state can come twice).
-_LIVE = (
-    "SELECT CASE WHEN due_at > :now THEN 'scheduled' ELSE 'pending' END, count(*) "
-    "FROM backbeat_tasks WHERE state = '{state}' AND (:queue IS NULL OR queue = :queue) "
-    "GROUP BY 1"
-)
-COUNTS = " UNION ALL ".join(
-    [
-        _LIVE.format(state="pending"),
-        _LIVE.format(state="held"),
-        "SELECT 'running', count(*) FROM backbeat_tasks WHERE state = 'running' "
-        "AND (:queue IS NULL OR queue = :queue)",
-        "SELECT state, count(*) FROM backbeat_tasks WHERE finished_at IS NOT NULL "
-        "AND (:queue IS NULL OR queue = :queue) GROUP BY state",
-    ]
-)
 BEAT = (
     "INSERT INTO backbeat_workers (name, document, expires_at) VALUES (?, ?, ?) "
     "ON CONFLICT (name) DO UPDATE SET document = excluded.document, "
@@ -260,6 +245,7 @@ def setup(conn: sqlite3.Connection) -> None:
     conn.executescript(GATES_SCHEMA)
     conn.executescript(QUEUES_SCHEMA)
     conn.executescript(ATTEMPTS_SCHEMA)
+    setup_counts(conn)
 
 
 ADDED_COLUMNS = {
