@@ -42,11 +42,8 @@ from backbeat.stores.base import (
     COUNTED_STATES,
     FINISHED_STATES,
     STILL_RUNNING,
-    AttemptRecord,
     ClaimedTask,
-    FailureGroup,
     GatedShare,
-    GateUsage,
     NewTask,
     ScheduleRecord,
     Settlement,
@@ -54,14 +51,13 @@ from backbeat.stores.base import (
     StoreError,
     StoreMissing,
     StoreUnavailable,
-    TaskFilter,
-    TaskPage,
     WorkerInfo,
     after_ids,
     check_purgeable,
     split_receipt,
 )
 from backbeat.stores.gate_usage import busiest
+from backbeat.stores.inspection import AttemptRecord, FailureGroup, GateUsage, TaskFilter, TaskPage
 from backbeat.stores.redis_rows import (
     STATUS_FIELDS,
     attempt_record,

@@ -5,14 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from backbeat.stores.base import (
-    AttemptRecord,
-    ClaimedTask,
-    NewTask,
-    ScheduleRecord,
-    StoredStatus,
-    receipt_for,
-)
+from backbeat.stores.base import ClaimedTask, NewTask, ScheduleRecord, StoredStatus, receipt_for
+from backbeat.stores.inspection import AttemptRecord
 
 # What `get` reads of a task's hash, in order.
 STATUS_FIELDS = (

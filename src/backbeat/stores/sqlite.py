@@ -32,24 +32,20 @@ from backbeat.stores import sqlite_search
 from backbeat.stores.base import (
     COUNTED_STATES,
     FINISHED_STATES,
-    AttemptRecord,
     ClaimedTask,
-    FailureGroup,
     GatedShare,
-    GateUsage,
     NewTask,
     ScheduleRecord,
     Settlement,
     StoredStatus,
     StoreError,
-    TaskFilter,
-    TaskPage,
     WorkerInfo,
     after_ids,
     check_purgeable,
     receipt_for,
     split_receipt,
 )
+from backbeat.stores.inspection import AttemptRecord, FailureGroup, GateUsage, TaskFilter, TaskPage
 from backbeat.stores.searching import check_scan, check_search
 from backbeat.stores.sqlite_attempts import SELECT_ATTEMPTS, attempt_records
 from backbeat.stores.sqlite_file import SQLiteFile, path_from_url

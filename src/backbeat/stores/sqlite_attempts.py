@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backbeat.stores.base import ATTEMPTS_KEPT, AttemptRecord
+from backbeat.stores.inspection import ATTEMPTS_KEPT, AttemptRecord
 
 _KEEP_LATEST = (
     "DELETE FROM backbeat_attempts WHERE task_id = old.id AND seq <= (SELECT seq FROM "

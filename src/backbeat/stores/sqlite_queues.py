@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from backbeat.stores.base import GateUsage
 from backbeat.stores.gate_usage import busiest, window_of
+from backbeat.stores.inspection import GateUsage
 
 QUEUES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS backbeat_paused_queues (

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from backbeat.stores.base import FailureGroup, StoredStatus, TaskFilter, TaskPage
+from backbeat.stores.base import StoredStatus
+from backbeat.stores.inspection import FailureGroup, TaskFilter, TaskPage
 from backbeat.stores.searching import IdRange, id_range, sort_groups, stored_states, walk
 from backbeat.stores.sqlite_gates import OPEN_LINE
 from backbeat.stores.sqlite_sql import STATUS_COLUMNS
