@@ -210,7 +210,7 @@ def _picked(
 
 # The newest `scan` failed tasks by their id index, grouped; SQLite takes a bare column of
 # a max() query from the row holding the max: the latest failure's id and error.
-FAILURE_GROUPS = """
+_FAILURE_GROUPS = """
 SELECT name, exception, count(*), id, max(finished_at), error FROM (
     SELECT name, error, id, finished_at,
         CASE WHEN error IS NULL THEN ''
@@ -221,17 +221,27 @@ SELECT name, exception, count(*), id, max(finished_at), error FROM (
 """
 
 
-def failure_groups(rows: list[Any]) -> list[FailureGroup]:
+def failure_groups(conn: sqlite3.Connection, scan: int) -> list[FailureGroup]:
+    """`Store.failure_groups` (checked by the caller), in one statement."""
     return sort_groups(
         FailureGroup(name, exception, count, latest_id, latest_at or 0.0, error)
-        for name, exception, count, latest_id, latest_at, error in rows
+        for name, exception, count, latest_id, latest_at, error in conn.execute(
+            _FAILURE_GROUPS, (scan,)
+        ).fetchall()
     )
 
 
-OLDEST_DUE = (
+_OLDEST_DUE = (
     "SELECT due_at FROM backbeat_tasks WHERE state = 'pending' AND due_at <= :now "
     "AND (:queue IS NULL OR queue = :queue) ORDER BY due_at LIMIT 1"
 )
+
+
+def oldest_due(conn: sqlite3.Connection, queue: str | None, now: float) -> float | None:
+    row = conn.execute(_OLDEST_DUE, {"now": now, "queue": queue}).fetchone()
+    return None if row is None else float(row[0])
+
+
 # Due now, as if the wait were over.
 RUN_NOW = (
     "UPDATE backbeat_tasks SET due_at = min(due_at, :now) WHERE id = :id AND state = 'pending' "
