@@ -39,6 +39,16 @@ _LIVE_INDEXES = {
 _LIVE_COUNT = "SELECT count(*) FROM (SELECT 1 FROM backbeat_tasks WHERE state = '{}' LIMIT ?)"
 
 
+# A filter's fields other than its state, each with its condition when given.
+_CONDITIONS = (
+    ("queue", "queue = :queue"),
+    ("name", "name = :name"),
+    ("id", "substr(id, 1, length(:id)) = :id"),
+    ("argument", "instr(payload, :argument) > 0"),
+    ("error", "coalesce(instr(error, :error), 0) > 0"),
+)
+
+
 def _matches(where: TaskFilter) -> str:
     """The filter as one SQL condition on a row (named parameters from `_parameters`)."""
     clauses = []
@@ -48,16 +58,7 @@ def _matches(where: TaskFilter) -> str:
         clauses.append("state IN ('held', 'pending') AND due_at <= :now")
     elif where.state is not None:
         clauses.append("state = :state")
-    if where.queue is not None:
-        clauses.append("queue = :queue")
-    if where.name is not None:
-        clauses.append("name = :name")
-    if where.id is not None:
-        clauses.append("substr(id, 1, length(:id)) = :id")
-    if where.argument is not None:
-        clauses.append("instr(payload, :argument) > 0")
-    if where.error is not None:
-        clauses.append("coalesce(instr(error, :error), 0) > 0")
+    clauses += [sql for field, sql in _CONDITIONS if getattr(where, field) is not None]
     return " AND ".join(clauses) or "1"
 
 
