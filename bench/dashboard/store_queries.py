@@ -36,7 +36,8 @@ import redis
 from backbeat.ids import lowest_id, new_id
 from backbeat.status import TaskState
 from backbeat.stores import SQLiteStore
-from backbeat.stores.base import NewTask, Settlement, Store, TaskFilter
+from backbeat.stores.base import NewTask, Settlement, Store
+from backbeat.stores.inspection import TaskFilter
 from backbeat.stores.redis import RedisStore
 
 NAMES = [f"app.task_{n:02d}" for n in range(20)]

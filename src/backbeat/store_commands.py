@@ -234,6 +234,19 @@ async def workers(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+def _written_without_table(documents: list[dict[str, Any]], as_json: bool, empty: str) -> bool:
+    """Write the documents as JSON lines (``--json``), or `empty` when there are none; False
+    when neither was the case, and the table is still to be written."""
+    if as_json:
+        for document in documents:
+            sys.stdout.write(json.dumps(document) + "\n")
+        return True
+    if not documents:
+        sys.stdout.write(empty + "\n")
+        return True
+    return False
+
+
 async def schedules(store: Store, args: argparse.Namespace) -> int:
     """`backbeat schedules`: list them; `pause NAME` / `resume NAME`, kept in the store."""
     if args.action in ("pause", "resume"):
@@ -248,12 +261,8 @@ async def schedules(store: Store, args: argparse.Namespace) -> int:
         sys.stdout.write(f"schedule {args.name} {verb}: every process obeys at its next tick\n")
         return 0
     documents = await schedule_documents(store, time.time())
-    if args.json:
-        for document in documents:
-            sys.stdout.write(json.dumps(document) + "\n")
-        return 0
-    if not documents:
-        sys.stdout.write("no schedules (a runner with this store records its own when it starts)\n")
+    empty = "no schedules (a runner with this store records its own when it starts)"
+    if _written_without_table(documents, args.json, empty):
         return 0
     rows = [["NAME", "RULE", "ZONE", "NEXT", "LAST", "LAST STATE"]]
     for document in documents:
@@ -325,12 +334,7 @@ async def queues(store: Store, args: argparse.Namespace) -> int:
     for queue in sorted(set(await store.queues()) | set(paused)):
         counts = await store.counts(queue)
         documents.append({"queue": queue, "paused": queue in paused, "counts": counts})
-    if args.json:
-        for document in documents:
-            sys.stdout.write(json.dumps(document) + "\n")
-        return 0
-    if not documents:
-        sys.stdout.write("no queues (the store has no task yet)\n")
+    if _written_without_table(documents, args.json, "no queues (the store has no task yet)"):
         return 0
     rows = [["QUEUE", "PAUSED", *(state.upper() for state in STATES)]]
     for document in documents:

@@ -7,7 +7,8 @@ import time
 import pytest
 
 from backbeat.status import TaskState
-from backbeat.stores.base import ATTEMPTS_KEPT, Settlement
+from backbeat.stores.base import Settlement
+from backbeat.stores.inspection import ATTEMPTS_KEPT
 from tests.stores.rows import failed, new_task, succeeded
 
 pytestmark = pytest.mark.anyio

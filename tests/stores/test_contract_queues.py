@@ -8,8 +8,8 @@ import time
 import pytest
 
 from backbeat.stores import open_store
-from backbeat.stores.base import GateUsage
 from backbeat.stores.gate_usage import MOST
+from backbeat.stores.inspection import GateUsage
 from tests.stores.rows import new_task, succeeded
 
 pytestmark = pytest.mark.anyio

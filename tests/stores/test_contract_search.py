@@ -9,7 +9,7 @@ import time
 import pytest
 
 from backbeat.ids import lowest_id, new_id
-from backbeat.stores.base import TaskFilter
+from backbeat.stores.inspection import TaskFilter
 from tests.stores.rows import failed, new_task, succeeded
 
 pytestmark = pytest.mark.anyio

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backbeat.dashboard.source import Source
-from backbeat.stores.base import FINISHED_STATES, TaskFilter
+from backbeat.stores.base import FINISHED_STATES
+from backbeat.stores.inspection import TaskFilter
 
 logger = logging.getLogger("backbeat")
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from backbeat.stores.base import COUNTED_STATES, TaskFilter
+from backbeat.stores.base import COUNTED_STATES
+from backbeat.stores.inspection import TaskFilter
 
 FIELDS = ("name", "state", "queue", "id", "argument", "error", "created_from", "created_to")
 

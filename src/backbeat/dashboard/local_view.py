@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from pydantic_core import to_json
 
 from backbeat.status import FINISHED, TaskInfo, TaskState
-from backbeat.stores.base import COUNTED_STATES, FailureGroup, StoredStatus, TaskFilter, TaskPage
+from backbeat.stores.base import COUNTED_STATES, StoredStatus
+from backbeat.stores.inspection import FailureGroup, TaskFilter, TaskPage
 
 if TYPE_CHECKING:
     from backbeat.runner import Runner

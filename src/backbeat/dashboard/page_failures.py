@@ -4,7 +4,7 @@ its tasks."""
 from __future__ import annotations
 
 from backbeat.dashboard.pages import View, ago, esc, layout, table, task_link
-from backbeat.stores.base import FailureGroup
+from backbeat.stores.inspection import FailureGroup
 
 FAILURES_SCANNED = 10_000
 

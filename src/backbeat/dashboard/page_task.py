@@ -13,7 +13,8 @@ from pydantic_core import from_json
 from backbeat.dashboard.actions import LABELS, actions_for
 from backbeat.dashboard.pages import View, button_form, esc, layout, progress_bar, when
 from backbeat.dashboard.redact import Redact
-from backbeat.stores.base import AttemptRecord, StoredStatus
+from backbeat.stores.base import StoredStatus
+from backbeat.stores.inspection import AttemptRecord
 
 
 def arguments_of(task: StoredStatus, redact: Redact) -> Any:

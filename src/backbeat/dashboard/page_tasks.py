@@ -10,7 +10,8 @@ from backbeat.dashboard.actions import LABELS, TASK_ACTIONS
 from backbeat.dashboard.filters import filter_query
 from backbeat.dashboard.pages import View, esc, layout, table, task_link, when
 from backbeat.dashboard.snapshot import Snapshot
-from backbeat.stores.base import COUNTED_STATES, FINISHED_STATES, TaskFilter, TaskPage
+from backbeat.stores.base import COUNTED_STATES, FINISHED_STATES
+from backbeat.stores.inspection import TaskFilter, TaskPage
 
 ERROR_SHOWN = 120  # characters of an error in the list
 PAGE_SIZE = 50

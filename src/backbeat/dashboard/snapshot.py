@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backbeat.dashboard.source import Source
-from backbeat.stores.base import FINISHED_STATES, GateUsage, StoredStatus, WorkerInfo
+from backbeat.stores.base import FINISHED_STATES, StoredStatus, WorkerInfo
+from backbeat.stores.inspection import GateUsage
 
 logger = logging.getLogger("backbeat")
 

@@ -17,15 +17,8 @@ from backbeat.dashboard.local_view import LocalView
 from backbeat.runner import Runner
 from backbeat.store_commands import alive_workers, schedule_documents
 from backbeat.stores import Store, open_store
-from backbeat.stores.base import (
-    AttemptRecord,
-    FailureGroup,
-    GateUsage,
-    StoredStatus,
-    TaskFilter,
-    TaskPage,
-    WorkerInfo,
-)
+from backbeat.stores.base import StoredStatus, WorkerInfo
+from backbeat.stores.inspection import AttemptRecord, FailureGroup, GateUsage, TaskFilter, TaskPage
 
 # The actions a memory runner's dashboard offers: its failed tasks cannot be run again.
 LOCAL_ACTIONS = frozenset({"cancel"})

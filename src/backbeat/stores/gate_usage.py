@@ -13,7 +13,7 @@ import json
 import re
 from typing import NamedTuple
 
-from backbeat.stores.base import GateUsage
+from backbeat.stores.inspection import GateUsage
 
 MOST = 200
 _RATE = re.compile(r"^(\d+)/(.+)s$")

@@ -20,23 +20,19 @@ from backbeat.stores.base import (
     COUNTED_STATES,
     FINISHED_STATES,
     STILL_RUNNING,
-    AttemptRecord,
     ClaimedTask,
-    FailureGroup,
     GatedShare,
-    GateUsage,
     NewTask,
     ScheduleRecord,
     Settlement,
     StoredStatus,
     StoreError,
-    TaskFilter,
-    TaskPage,
     WorkerInfo,
     after_ids,
     check_purgeable,
     split_receipt,
 )
+from backbeat.stores.inspection import AttemptRecord, FailureGroup, GateUsage, TaskFilter, TaskPage
 from backbeat.stores.memory_gates import MemoryGates, back_in_line, memory_gate_usage
 from backbeat.stores.memory_rows import LIVE, Row
 from backbeat.stores.wakeups import Wakeups

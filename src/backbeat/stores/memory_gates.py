@@ -12,8 +12,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from backbeat.gates import LONGEST_WINDOW
-from backbeat.stores.base import GateUsage
 from backbeat.stores.gate_usage import busiest, window_of
+from backbeat.stores.inspection import GateUsage
 from backbeat.stores.memory_rows import Row
 
 

@@ -5,14 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from backbeat.stores.base import (
-    ATTEMPTS_KEPT,
-    AttemptRecord,
-    ClaimedTask,
-    NewTask,
-    StoredStatus,
-    receipt_for,
-)
+from backbeat.stores.base import ClaimedTask, NewTask, StoredStatus, receipt_for
+from backbeat.stores.inspection import ATTEMPTS_KEPT, AttemptRecord
 
 LIVE = ("held", "pending", "running")
 

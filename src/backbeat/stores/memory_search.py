@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from backbeat.stores.base import FailureGroup, TaskFilter, TaskPage
+from backbeat.stores.inspection import FailureGroup, TaskFilter, TaskPage
 from backbeat.stores.memory_rows import Row
 from backbeat.stores.searching import (
     check_scan,

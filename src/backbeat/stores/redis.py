@@ -32,21 +32,20 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from backbeat.batching import TurnGroup
 from backbeat.logs import log_dead_letters
+from backbeat.stores import redis_queues, redis_search
 from backbeat.stores.base import (
     COUNTED_STATES,
     FINISHED_STATES,
     STILL_RUNNING,
-    AttemptRecord,
     ClaimedTask,
-    FailureGroup,
     GatedShare,
-    GateUsage,
     NewTask,
     ScheduleRecord,
     Settlement,
@@ -54,32 +53,27 @@ from backbeat.stores.base import (
     StoreError,
     StoreMissing,
     StoreUnavailable,
-    TaskFilter,
-    TaskPage,
     WorkerInfo,
     after_ids,
     check_purgeable,
     split_receipt,
 )
-from backbeat.stores.gate_usage import busiest
+from backbeat.stores.inspection import AttemptRecord, FailureGroup, GateUsage, TaskFilter, TaskPage
 from backbeat.stores.redis_rows import (
     STATUS_FIELDS,
     attempt_record,
     claimed,
     new_row,
-    number,
-    optional,
     schedule_record,
     status,
     text,
 )
-from backbeat.stores.searching import check_scan, check_search, id_range, sort_groups
+
+T = TypeVar("T")
 
 logger = logging.getLogger("backbeat")
 
 _SCRIPT = resources.files("backbeat.stores").joinpath("redis.lua").read_text()
-# The most tasks one call of the script's search looks at (a few milliseconds of Redis).
-_SEARCH_STRETCH = 1_000
 
 
 def _redis() -> Any:
@@ -399,15 +393,18 @@ class RedisStore:
 
     # --- reads -----------------------------------------------------------------------------
 
-    async def get(self, task_id: str) -> StoredStatus | None:
-        self._connect()
+    async def _read_key(self, read: Callable[[Any], Awaitable[T]]) -> T:
+        """`read` (given the client) within `timeout`: a read of one key, outside the script."""
+        client = self._connect()
         try:
             async with asyncio.timeout(self.timeout):
-                values = await self._client.hmget(
-                    f"{self._tag}:t:{task_id}", [*STATUS_FIELDS, "after"]
-                )
+                return await read(client)
         except Exception as exc:
             raise _translated(exc, self) from exc
+
+    async def get(self, task_id: str) -> StoredStatus | None:
+        key = f"{self._tag}:t:{task_id}"
+        values = await self._read_key(lambda client: client.hmget(key, [*STATUS_FIELDS, "after"]))
         if values[1] is None:
             return None
         *fields, after = values
@@ -440,49 +437,13 @@ class RedisStore:
     async def search(
         self, where: TaskFilter, *, limit: int = 50, before: str | None = None, scan: int = 10_000
     ) -> TaskPage:
-        check_search(where, limit, scan)
-        bounds = id_range(where, before)
-        if bounds.empty:
-            return TaskPage([], None, 0)
-        rows: list[list[Any]] = []
-        scanned, below = 0, bounds.below
-        while True:  # in stretches of at most _SEARCH_STRETCH: Redis serves others between
-            cursor, looked, found = await self._call(
-                "search",
-                time.time(),
-                where.state or "",
-                where.queue or "",
-                where.name or "",
-                where.id or "",
-                where.argument or "",
-                where.error or "",
-                below or "",
-                bounds.lowest or "",
-                limit - len(rows),
-                scan,
-                min(scan - scanned, _SEARCH_STRETCH),
-                *STATUS_FIELDS,
-            )
-            rows += found
-            scanned += int(looked)
-            if not cursor or len(rows) == limit or scanned >= scan:
-                break
-            below = cursor
-        # A record changed outside backbeat may have lost its name or state: left out.
-        tasks = [status(row[0], row[1:]) for row in rows if row[1] and row[2]]
-        return TaskPage(tasks, cursor or None, scanned)
+        return await redis_search.search(self._call, where, limit, before, scan)
 
     async def failure_groups(self, *, scan: int = 10_000) -> list[FailureGroup]:
-        check_scan(scan)
-        return sort_groups(
-            FailureGroup(name, exception, int(count), latest, float(at), optional(error))
-            for name, exception, count, latest, at, error in await self._call(
-                "failure_groups", scan
-            )
-        )
+        return await redis_search.failure_groups(self._call, scan)
 
     async def oldest_due(self, queue: str | None = None) -> float | None:
-        return number(await self._call("oldest_due", time.time(), queue or ""))
+        return await redis_search.oldest_due(self._call, queue)
 
     async def run_now(self, ids: list[str]) -> int:
         return int(await self._call("run_now", time.time(), *ids)) if ids else 0
@@ -585,24 +546,17 @@ class RedisStore:
     # --- queues and limits (the dashboard) ------------------------------------------------
 
     async def pause_queue(self, queue: str, paused: bool) -> None:
-        await self._call("pause_queue", queue, int(paused))
+        await redis_queues.pause(self._call, queue, paused)
 
     async def paused_queues(self) -> list[str]:
-        return [text(queue) for queue in await self._call("paused_queues")]
+        return await redis_queues.paused_queues(self._call)
 
     async def gate_usage(self) -> list[GateUsage]:
-        rows = await self._call("gate_usage")
-        used = {text(gate): int(count) for gate, count, _ in rows if int(count)}
-        waiting = {text(gate): int(count) for gate, _, count in rows if int(count)}
-        return busiest(used, waiting)
+        return await redis_queues.gate_usage(self._call)
 
     async def attempts(self, task_id: str) -> list[AttemptRecord]:
-        self._connect()
-        try:
-            async with asyncio.timeout(self.timeout):
-                listed = await self._client.lrange(f"{self._tag}:a:{task_id}", 0, -1)
-        except Exception as exc:
-            raise _translated(exc, self) from exc
+        key = f"{self._tag}:a:{task_id}"
+        listed = await self._read_key(lambda client: client.lrange(key, 0, -1))
         return [attempt_record(json.loads(entry)) for entry in listed]
 
 

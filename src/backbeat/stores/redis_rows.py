@@ -3,16 +3,15 @@ gives them (lists of strings, in the orders the script's steps use)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from backbeat.stores.base import (
-    AttemptRecord,
-    ClaimedTask,
-    NewTask,
-    ScheduleRecord,
-    StoredStatus,
-    receipt_for,
-)
+from backbeat.stores.base import ClaimedTask, NewTask, ScheduleRecord, StoredStatus, receipt_for
+from backbeat.stores.inspection import AttemptRecord
+
+# A call of one step of the script (`RedisStore._call`): the step's name, then its
+# arguments; the script's reply.
+Step = Callable[..., Awaitable[Any]]
 
 # What `get` reads of a task's hash, in order.
 STATUS_FIELDS = (

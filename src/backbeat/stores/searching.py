@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from backbeat.ids import lowest_id
-from backbeat.stores.base import COUNTED_STATES, FailureGroup, TaskFilter
+from backbeat.stores.base import COUNTED_STATES
+from backbeat.stores.inspection import FailureGroup, TaskFilter
 
 T = TypeVar("T")
 

@@ -28,30 +28,25 @@ import anyio.to_thread
 from backbeat.batching import TurnGroup
 from backbeat.gates import LONGEST_WINDOW
 from backbeat.logs import log_dead_letters
-from backbeat.stores import sqlite_search
+from backbeat.stores import sqlite_attempts, sqlite_queues, sqlite_search
 from backbeat.stores.base import (
     COUNTED_STATES,
     FINISHED_STATES,
-    AttemptRecord,
     ClaimedTask,
-    FailureGroup,
     GatedShare,
-    GateUsage,
     NewTask,
     ScheduleRecord,
     Settlement,
     StoredStatus,
     StoreError,
-    TaskFilter,
-    TaskPage,
     WorkerInfo,
     after_ids,
     check_purgeable,
     receipt_for,
     split_receipt,
 )
+from backbeat.stores.inspection import AttemptRecord, FailureGroup, GateUsage, TaskFilter, TaskPage
 from backbeat.stores.searching import check_scan, check_search
-from backbeat.stores.sqlite_attempts import SELECT_ATTEMPTS, attempt_records
 from backbeat.stores.sqlite_counts import COUNTS, QUEUES
 from backbeat.stores.sqlite_file import SQLiteFile, path_from_url
 from backbeat.stores.sqlite_gates import (
@@ -61,9 +56,6 @@ from backbeat.stores.sqlite_gates import (
     settled,
     take_gated,
 )
-from backbeat.stores.sqlite_queues import PAUSED
-from backbeat.stores.sqlite_queues import gate_usage as usage_in_file
-from backbeat.stores.sqlite_queues import pause as pause_in_file
 from backbeat.stores.sqlite_schedules import DECLARE, PAUSE, SELECT_ALL, fire, record
 from backbeat.stores.sqlite_sql import (
     ACTIVATE,
@@ -505,13 +497,11 @@ class SQLiteStore:
 
     async def failure_groups(self, *, scan: int = 10_000) -> list[FailureGroup]:
         check_scan(scan)
-        rows = await anyio.to_thread.run_sync(self._read, sqlite_search.FAILURE_GROUPS, (scan,))
-        return sqlite_search.failure_groups(rows)
+        return await self._reading(functools.partial(sqlite_search.failure_groups, scan=scan))
 
     async def oldest_due(self, queue: str | None = None) -> float | None:
-        parameters = {"now": time.time(), "queue": queue}
-        rows = await anyio.to_thread.run_sync(self._read, sqlite_search.OLDEST_DUE, parameters)
-        return float(rows[0][0]) if rows else None
+        oldest = functools.partial(sqlite_search.oldest_due, queue=queue, now=time.time())
+        return await self._reading(oldest)
 
     async def run_now(self, ids: list[str]) -> int:
         count = await self._write(functools.partial(sqlite_search.run_now, ids=ids))
@@ -582,24 +572,17 @@ class SQLiteStore:
     # --- queues and limits (the dashboard) ------------------------------------------------
 
     async def pause_queue(self, queue: str, paused: bool) -> None:
-        await self._write(functools.partial(pause_in_file, queue=queue, paused=paused))
+        await self._write(functools.partial(sqlite_queues.pause, queue=queue, paused=paused))
         if not paused:
             self._due_hint = (-1.0, None)  # what the last claim saw left the queue out
             self._wakeups.notify()
 
     async def paused_queues(self) -> list[str]:
-        rows = await anyio.to_thread.run_sync(self._read, PAUSED, ())
-        return [queue for (queue,) in rows]
+        return await self._reading(sqlite_queues.paused_queues)
 
     async def gate_usage(self) -> list[GateUsage]:
-        def read() -> list[GateUsage]:
-            try:
-                return usage_in_file(self.file.connection(), LONGEST_WINDOW)
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot read the SQLite store {str(self.path)!r}: {exc}") from exc
-
-        return await anyio.to_thread.run_sync(read)
+        usage = functools.partial(sqlite_queues.gate_usage, longest_window=LONGEST_WINDOW)
+        return await self._reading(usage)
 
     async def attempts(self, task_id: str) -> list[AttemptRecord]:
-        rows = await anyio.to_thread.run_sync(self._read, SELECT_ATTEMPTS, (task_id,))
-        return attempt_records(rows)
+        return await self._reading(functools.partial(sqlite_attempts.attempts, task_id=task_id))

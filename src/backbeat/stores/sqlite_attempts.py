@@ -11,9 +11,9 @@ only the latest `ATTEMPTS_KEPT` are kept per task.
 
 from __future__ import annotations
 
-from typing import Any
+import sqlite3
 
-from backbeat.stores.base import ATTEMPTS_KEPT, AttemptRecord
+from backbeat.stores.inspection import ATTEMPTS_KEPT, AttemptRecord
 
 _KEEP_LATEST = (
     "DELETE FROM backbeat_attempts WHERE task_id = old.id AND seq <= (SELECT seq FROM "
@@ -67,11 +67,12 @@ BEGIN
 END;
 """
 
-SELECT_ATTEMPTS = (
+_SELECT = (
     "SELECT number, worker, started_at, finished_at, outcome, error, traceback "
     "FROM backbeat_attempts WHERE task_id = ? ORDER BY seq"
 )
 
 
-def attempt_records(rows: list[Any]) -> list[AttemptRecord]:
-    return [AttemptRecord(*row) for row in rows]
+def attempts(conn: sqlite3.Connection, task_id: str) -> list[AttemptRecord]:
+    """`Store.attempts`: a task's attempts, oldest first."""
+    return [AttemptRecord(*row) for row in conn.execute(_SELECT, (task_id,)).fetchall()]

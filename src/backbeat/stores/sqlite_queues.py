@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from backbeat.stores.base import GateUsage
 from backbeat.stores.gate_usage import busiest, window_of
+from backbeat.stores.inspection import GateUsage
 
 QUEUES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS backbeat_paused_queues (
@@ -30,7 +30,7 @@ PAUSE = "INSERT OR IGNORE INTO backbeat_paused_queues (queue, paused_at) VALUES 
 RESUME = "DELETE FROM backbeat_paused_queues WHERE queue = ?"
 # A resumed queue's lines are looked at now (their gates were not looked at meanwhile).
 LOOK_AT_QUEUE = "UPDATE backbeat_lines SET look_at = min(look_at, ?) WHERE queue = ?"
-PAUSED = "SELECT queue FROM backbeat_paused_queues ORDER BY queue"
+_PAUSED = "SELECT queue FROM backbeat_paused_queues ORDER BY queue"
 
 # Each rate gate that started a task in the longest window, and its latest start: only those
 # whose latest start is inside their own window are counted (`STARTS_SINCE`).
@@ -53,6 +53,10 @@ def pause(conn: sqlite3.Connection, queue: str, paused: bool) -> None:
     else:
         conn.execute(RESUME, (queue,))
         conn.execute(LOOK_AT_QUEUE, (now, queue))
+
+
+def paused_queues(conn: sqlite3.Connection) -> list[str]:
+    return [queue for (queue,) in conn.execute(_PAUSED).fetchall()]
 
 
 def gate_usage(conn: sqlite3.Connection, longest_window: float) -> list[GateUsage]:

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from backbeat.stores.base import FailureGroup, StoredStatus, TaskFilter, TaskPage
+from backbeat.stores.base import StoredStatus
+from backbeat.stores.inspection import FailureGroup, TaskFilter, TaskPage
 from backbeat.stores.searching import IdRange, id_range, sort_groups, stored_states, walk
 from backbeat.stores.sqlite_gates import OPEN_LINE
 from backbeat.stores.sqlite_sql import STATUS_COLUMNS
@@ -38,6 +39,16 @@ _LIVE_INDEXES = {
 _LIVE_COUNT = "SELECT count(*) FROM (SELECT 1 FROM backbeat_tasks WHERE state = '{}' LIMIT ?)"
 
 
+# A filter's fields other than its state, each with its condition when given.
+_CONDITIONS = (
+    ("queue", "queue = :queue"),
+    ("name", "name = :name"),
+    ("id", "substr(id, 1, length(:id)) = :id"),
+    ("argument", "instr(payload, :argument) > 0"),
+    ("error", "coalesce(instr(error, :error), 0) > 0"),
+)
+
+
 def _matches(where: TaskFilter) -> str:
     """The filter as one SQL condition on a row (named parameters from `_parameters`)."""
     clauses = []
@@ -47,16 +58,7 @@ def _matches(where: TaskFilter) -> str:
         clauses.append("state IN ('held', 'pending') AND due_at <= :now")
     elif where.state is not None:
         clauses.append("state = :state")
-    if where.queue is not None:
-        clauses.append("queue = :queue")
-    if where.name is not None:
-        clauses.append("name = :name")
-    if where.id is not None:
-        clauses.append("substr(id, 1, length(:id)) = :id")
-    if where.argument is not None:
-        clauses.append("instr(payload, :argument) > 0")
-    if where.error is not None:
-        clauses.append("coalesce(instr(error, :error), 0) > 0")
+    clauses += [sql for field, sql in _CONDITIONS if getattr(where, field) is not None]
     return " AND ".join(clauses) or "1"
 
 
@@ -209,7 +211,7 @@ def _picked(
 
 # The newest `scan` failed tasks by their id index, grouped; SQLite takes a bare column of
 # a max() query from the row holding the max: the latest failure's id and error.
-FAILURE_GROUPS = """
+_FAILURE_GROUPS = """
 SELECT name, exception, count(*), id, max(finished_at), error FROM (
     SELECT name, error, id, finished_at,
         CASE WHEN error IS NULL THEN ''
@@ -220,17 +222,27 @@ SELECT name, exception, count(*), id, max(finished_at), error FROM (
 """
 
 
-def failure_groups(rows: list[Any]) -> list[FailureGroup]:
+def failure_groups(conn: sqlite3.Connection, scan: int) -> list[FailureGroup]:
+    """`Store.failure_groups` (checked by the caller), in one statement."""
     return sort_groups(
         FailureGroup(name, exception, count, latest_id, latest_at or 0.0, error)
-        for name, exception, count, latest_id, latest_at, error in rows
+        for name, exception, count, latest_id, latest_at, error in conn.execute(
+            _FAILURE_GROUPS, (scan,)
+        ).fetchall()
     )
 
 
-OLDEST_DUE = (
+_OLDEST_DUE = (
     "SELECT due_at FROM backbeat_tasks WHERE state = 'pending' AND due_at <= :now "
     "AND (:queue IS NULL OR queue = :queue) ORDER BY due_at LIMIT 1"
 )
+
+
+def oldest_due(conn: sqlite3.Connection, queue: str | None, now: float) -> float | None:
+    row = conn.execute(_OLDEST_DUE, {"now": now, "queue": queue}).fetchone()
+    return None if row is None else float(row[0])
+
+
 # Due now, as if the wait were over.
 RUN_NOW = (
     "UPDATE backbeat_tasks SET due_at = min(due_at, :now) WHERE id = :id AND state = 'pending' "
