@@ -85,6 +85,27 @@ async def test_a_slow_viewer_holds_only_the_latest_snapshot(store):
     app.hub.unsubscribe(slow)
 
 
+async def test_a_recent_snapshot_is_shown_at_once_while_a_new_one_is_read(store):
+    now = [1000.0]
+    app = dashboard(store, refresh=1.0)
+    hub = app.hub
+    hub.clock = lambda: now[0]
+    first = await hub.current()
+    await make(store, "failed")
+    now[0] += 2.0  # two refreshes old: shown as it is, a new one read behind it
+    assert await hub.current() is first
+    newer = await hub.read()  # the read that page started, not one more
+    assert newer.tick == first.tick + 1 and newer.counts["failed"] == 1
+    assert await hub.current() is newer
+    now[0] += 60.0  # long stale: the page waits for a new one
+    assert (await hub.current()).tick == newer.tick + 1
+    await make(store, "failed")
+    hub.outdated()  # an action: the page waits for a new one too
+    latest = await hub.current()
+    assert latest.tick == newer.tick + 2 and latest.counts["failed"] == 2
+    await app.close()
+
+
 async def test_a_store_that_cannot_be_read_is_said_on_the_page(tmp_path):
     app = dashboard(f"sqlite:///{tmp_path}/missing.db")
     async with client(app) as http:

@@ -6,8 +6,11 @@ workers, the oldest runnable task's due time, paused queues, schedules, limits i
 the `RUNNING_SHOWN` newest running tasks. The loop runs only while someone watches: the
 first subscriber starts it, the last one leaving stops it, and each subscriber holds only
 the latest snapshot (a slow viewer skips ticks; nothing queues up). Pages read the latest
-snapshot when it is fresh and read one themselves otherwise, one read shared by the pages
-that ask at once — so page views never multiply the store's reads either.
+snapshot when it is fresh; when it is a little older (under `SERVED_STALE` refreshes) they
+show it at once and have a new one read in the background, so a page never waits for the
+snapshot's reads while the last one is recent; older than that, or after an action, they
+wait for a new one. One read is shared by the pages that ask at once — so page views
+never multiply the store's reads either.
 
 History (`History`, 1 h in 10 s buckets) gives the charts: throughput and failure rate
 from the finished counts' deltas between two snapshots — a count that went down was a
@@ -23,6 +26,7 @@ import dataclasses
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +37,7 @@ from backbeat.stores.inspection import GateUsage
 logger = logging.getLogger("backbeat")
 
 QUEUES_SHOWN = 20
+SERVED_STALE = 5  # refresh intervals: a page shows a snapshot this old while a new one is read
 RUNNING_SHOWN = 50
 BUCKET_SECONDS = 10.0
 BUCKETS = 360  # an hour
@@ -144,9 +149,12 @@ class Subscriber:
 class Hub:
     """The one snapshot loop of a dashboard (one per `dashboard(...)` app: no globals)."""
 
-    def __init__(self, source: Source, interval: float) -> None:
+    def __init__(
+        self, source: Source, interval: float, clock: Callable[[], float] = time.time
+    ) -> None:
         self.source = source
         self.interval = interval
+        self.clock = clock
         self.latest: Snapshot | None = None
         self.history = History()
         self.ticks = 0
@@ -160,12 +168,28 @@ class Hub:
         return len(self._subscribers)
 
     async def current(self) -> Snapshot:
-        """The latest snapshot if it is fresh, else a new one (shared by concurrent asks)."""
+        """The latest snapshot if it is fresh; if it is recent, that one too, with a new
+        one read in the background; else a new one (shared by concurrent asks)."""
         latest = self.latest
-        fresh = latest is not None and time.time() - latest.taken_at < self.interval
-        if latest is not None and fresh and latest.error is None and not self._outdated:
+        if latest is None or latest.error is not None or self._outdated:
+            return await self.read()
+        age = self.clock() - latest.taken_at
+        if age < self.interval:
+            return latest
+        if age < self.interval * SERVED_STALE:
+            self._refresh()
             return latest
         return await self.read()
+
+    def _refresh(self) -> None:
+        """Start reading a snapshot, unless one is being read: no one waits for it."""
+        if self._reading is None:
+            reading = self._reading = asyncio.ensure_future(self._read())
+            reading.add_done_callback(self._forget)
+
+    def _forget(self, reading: asyncio.Future[Snapshot]) -> None:
+        if self._reading is reading:
+            self._reading = None
 
     async def read(self) -> Snapshot:
         """Read a snapshot; callers arriving while one is being read get that one."""
@@ -181,11 +205,13 @@ class Hub:
     async def _read(self) -> Snapshot:
         self._outdated = False
         try:
-            fresh = await read_snapshot(self.source)
+            fresh = await read_snapshot(self.source, self.clock)
         except Exception as error:  # a store down: said on the page, read again next tick
             logger.warning("dashboard: reading the store failed: %s", error)
             why = f"{type(error).__name__}: {error}"
-            stale = dataclasses.replace(self.latest or _empty(), error=why, reads=self.source.reads)
+            stale = dataclasses.replace(
+                self.latest or _empty(self.clock()), error=why, reads=self.source.reads
+            )
             self.latest = stale
             return stale
         self.ticks += 1
@@ -226,6 +252,8 @@ class Hub:
         """Stop the loop and end every viewer's stream."""
         for subscriber in list(self._subscribers):
             subscriber.close()
+        if self._reading is not None:
+            self._reading.cancel()
         task, self._loop_task = self._loop_task, None
         if task is not None:
             task.cancel()
@@ -233,7 +261,7 @@ class Hub:
                 await task
 
 
-async def read_snapshot(source: Source) -> Snapshot:
+async def read_snapshot(source: Source, clock: Callable[[], float] = time.time) -> Snapshot:
     counts = await source.counts()
     names = await source.queues()
     queues = {}
@@ -243,7 +271,7 @@ async def read_snapshot(source: Source) -> Snapshot:
         for name in names[:QUEUES_SHOWN]:
             queues[name] = await source.counts(name)
     return Snapshot(
-        taken_at=time.time(),
+        taken_at=clock(),
         counts=counts,
         queues=queues,
         more_queues=max(len(names) - QUEUES_SHOWN, 0),
@@ -256,5 +284,5 @@ async def read_snapshot(source: Source) -> Snapshot:
     )
 
 
-def _empty() -> Snapshot:
-    return Snapshot(time.time(), {}, {}, 0, [], None, [], [], [], [])
+def _empty(now: float) -> Snapshot:
+    return Snapshot(now, {}, {}, 0, [], None, [], [], [], [])

@@ -60,12 +60,18 @@ def setup_counts(conn: sqlite3.Connection) -> None:
         if not _made(conn):  # another process may have made it while this one waited
             for statement in _SCHEMA:
                 conn.execute(statement)
-            conn.execute("DELETE FROM backbeat_finished_counts")
-            conn.execute(_FILL)
+            recount(conn)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def recount(conn: sqlite3.Connection) -> None:
+    """Count the finished tasks afresh, in the caller's transaction: for rows written
+    other than through the store (a fixture, an import), which no trigger counted."""
+    conn.execute("DELETE FROM backbeat_finished_counts")
+    conn.execute(_FILL)
 
 
 def _made(conn: sqlite3.Connection) -> bool:
