@@ -46,8 +46,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from pydantic_core import from_json
-
+from backbeat.progress import read_report
 from backbeat.store_commands import CommandError, alive_workers, schedule_documents, table
 from backbeat.stores import Store, StoreError, open_store
 from backbeat.stores.base import COUNTED_STATES, FINISHED_STATES, StoredStatus, WorkerInfo
@@ -187,31 +186,15 @@ def _running(snapshot: Snapshot, now: float) -> list[str]:
     rows = [["ID", "NAME", "FOR", "PROGRESS", "WORKER", "MESSAGE"]]
     # Longest running first: a stuck task is what one looks for.
     for task in sorted(snapshot.running, key=lambda task: task.started_at or now):
-        fraction, message = _progress(task.progress)
+        fraction, message = read_report(task.progress)
         worker = "-" if task.worker is None else _host_pid(task.worker)
         if task.worker is not None and task.worker not in alive:
             worker += " (no heartbeat)"
         since = "-" if task.started_at is None else age(now - task.started_at)
-        rows.append([task.id, _clean(task.name), since, bar(fraction), _clean(worker), message])
+        rows.append(
+            [task.id, _clean(task.name), since, bar(fraction), _clean(worker), _clean(message)]
+        )
     return ["", heading, *table(rows).splitlines()]
-
-
-def _progress(document: str | None) -> tuple[float | None, str]:
-    """The fraction and message of a progress report (stored as JSON; anything else in it
-    is left to `backbeat show`)."""
-    if document is None:
-        return None, ""
-    try:
-        report = from_json(document)
-    except ValueError:
-        return None, ""
-    if not isinstance(report, dict):
-        return None, ""
-    fraction = report.get("fraction")
-    if not isinstance(fraction, int | float) or isinstance(fraction, bool):
-        fraction = None
-    message = report.get("message")
-    return fraction, "" if message is None else _clean(str(message))
 
 
 def bar(fraction: float | None) -> str:

@@ -22,8 +22,8 @@ from starlette.responses import Response, StreamingResponse
 from backbeat.dashboard.charts import points
 from backbeat.dashboard.context import Context
 from backbeat.dashboard.page_overview import chart_values, facts
-from backbeat.dashboard.pages import progress_of
 from backbeat.dashboard.snapshot import BUCKETS, History, Snapshot
+from backbeat.progress import read_report
 
 STREAM_SECONDS = 25.0
 RETRY_MS = 2000
@@ -33,7 +33,7 @@ def live_document(snapshot: Snapshot, history: History) -> dict[str, Any]:
     """What the page's script updates: counts, figures, progress of running tasks, charts."""
     running = []
     for task in snapshot.running:
-        fraction, message = progress_of(task.progress)
+        fraction, message = read_report(task.progress)
         running.append({"id": task.id, "fraction": fraction, "message": message})
     return {
         "tick": snapshot.tick,

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-from pydantic_core import from_json
-
 from backbeat.dashboard.access import Grant
+from backbeat.progress import read_report
 
 NAV = (
     ("", "Overview"),
@@ -131,27 +130,8 @@ def table(head: list[str], rows: list[str], empty: str) -> str:
     return f"<table><thead><tr>{cells}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def progress_of(document: str | None) -> tuple[float | None, str]:
-    """The fraction (0..1) and message of a progress report stored as JSON."""
-    if document is None:
-        return None, ""
-    try:
-        report = from_json(document)
-    except ValueError:
-        return None, ""
-    if not isinstance(report, dict):
-        return None, ""
-    fraction = report.get("fraction")
-    if not isinstance(fraction, int | float) or isinstance(fraction, bool):
-        fraction = None
-    else:
-        fraction = min(max(float(fraction), 0.0), 1.0)
-    message = report.get("message")
-    return fraction, "" if message is None else str(message)
-
-
 def progress_bar(task_id: str, document: str | None) -> str:
-    fraction, message = progress_of(document)
+    fraction, message = read_report(document)
     value = "" if fraction is None else f' value="{fraction:.3f}"'
     shown = "" if fraction is None else f"{fraction:.0%}"
     return (
