@@ -10,6 +10,7 @@ import pytest
 
 from backbeat import BackgroundTask, Runner
 from backbeat.dashboard import dashboard
+from backbeat.dashboard.snapshot import RUNNING_SHOWN
 from tests.dashboard.conftest import client, make, one_of_each
 
 pytestmark = pytest.mark.anyio
@@ -167,3 +168,18 @@ async def test_a_task_page_shows_each_attempt_with_its_error_and_traceback(store
     assert "Traceback: one" in page and "Traceback: two" in page
     assert ">retried<" in page and ">failed<" in page and "on w1" in page
     assert [a["outcome"] for a in document["attempts_history"]] == ["retried", "failed"]
+
+
+async def test_the_workers_page_says_when_it_shows_the_leases_of_some_running_tasks_only(store):
+    # The leases come from the snapshot's newest running tasks: with more running, a
+    # worker would seem to hold fewer than it does.
+    for _ in range(RUNNING_SHOWN):
+        await make(store, "running")
+    app = dashboard(store)
+    async with client(app) as http:
+        assert "leases-note" not in (await http.get("/workers")).text
+        await make(store, "running")
+        app.hub.outdated()  # read the store again, not the snapshot of a moment ago
+        page = (await http.get("/workers")).text
+    expected = f"the leases of the {RUNNING_SHOWN} newest running tasks only"
+    assert f"{expected} ({RUNNING_SHOWN + 1} tasks are running)" in page

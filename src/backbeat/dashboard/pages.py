@@ -123,6 +123,17 @@ def button_form(view: View, action: str, label: str, fields: dict[str, str]) -> 
     )
 
 
+def pause_toggle(view: View, kind: str, paused: bool, fields: dict[str, str]) -> str:
+    """The button that resumes a paused queue or schedule (`kind`), or pauses it."""
+    action = f"{'resume' if paused else 'pause'}_{kind}"
+    return button_form(view, action, "Resume" if paused else "Pause", fields)
+
+
+def row(*cells: str) -> str:
+    """A table row of cells already escaped or built."""
+    return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+
+
 def table(head: list[str], rows: list[str], empty: str) -> str:
     if not rows:
         return f'<p class="empty">{esc(empty)}</p>'
