@@ -10,8 +10,9 @@ FAILURES_SCANNED = 10_000
 
 
 def group_filter(group: FailureGroup) -> dict[str, str]:
-    """The task filter of a group: failed, this name, an error starting with its type."""
-    return {"state": "failed", "name": group.name, "error": f"{group.exception}"}
+    """The task filter of a group: failed, this name, an error holding its type (a piece of
+    the message: it finds MyValueError's failures for ValueError too)."""
+    return {"state": "failed", "name": group.name, "error": group.exception}
 
 
 def render(view: View, groups: list[FailureGroup]) -> str:
@@ -20,9 +21,11 @@ def render(view: View, groups: list[FailureGroup]) -> str:
         where = group_filter(group)
         retry = ""
         if view.can("retry"):
+            # The retry is on the group's exact exception type (`actions.Selection`).
+            exact = {**where, "exception": group.exception}
             hidden = "".join(
                 f'<input type="hidden" name="{name}" value="{esc(value)}">'
-                for name, value in where.items()
+                for name, value in exact.items()
             )
             retry = (
                 f'<form class="inline" method="post" action="{esc(view.url("actions/retry"))}">'
