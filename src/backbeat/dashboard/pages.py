@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from backbeat.dashboard.access import Grant
-from backbeat.progress import read_report
 
 NAV = (
     ("", "Overview"),
@@ -141,13 +140,16 @@ def table(head: list[str], rows: list[str], empty: str) -> str:
     return f"<table><thead><tr>{cells}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def progress_bar(task_id: str, document: str | None) -> str:
-    fraction, message = read_report(document)
+def progress_bar(fraction: float | None, message: str, live: str | None = None) -> str:
+    """A bar and its message; `live`: the id of the running task whose bar the live stream
+    moves (the script follows the bars marked with it)."""
     value = "" if fraction is None else f' value="{fraction:.3f}"'
     shown = "" if fraction is None else f"{fraction:.0%}"
+    bar_mark = "" if live is None else f' data-progress="{esc(live)}"'
+    message_mark = "" if live is None else f' data-progress-message="{esc(live)}"'
     return (
-        f'<progress data-progress="{esc(task_id)}" max="1"{value}>{shown}</progress>'
-        f' <span data-progress-message="{esc(task_id)}">{esc(message)}</span>'
+        f'<progress{bar_mark} max="1"{value}>{shown}</progress>'
+        f" <span{message_mark}>{esc(message)}</span>"
     )
 
 
