@@ -47,7 +47,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from backbeat.progress import read_report
-from backbeat.store_commands import CommandError, alive_workers, schedule_documents, table
+from backbeat.store_commands import CommandError, age, alive_workers, schedule_documents, table
 from backbeat.stores import Store, StoreError, open_store
 from backbeat.stores.base import COUNTED_STATES, FINISHED_STATES, StoredStatus, WorkerInfo
 
@@ -204,18 +204,6 @@ def bar(fraction: float | None) -> str:
     fraction = min(max(float(fraction), 0.0), 1.0)
     filled = int(fraction * BAR)  # full only at 100%
     return f"[{'#' * filled}{'.' * (BAR - filled)}] {int(fraction * 100):>3d}%"
-
-
-def age(seconds: float) -> str:
-    """``45s``, ``3m05s``, ``2h07m``, ``3d04h``."""
-    whole = max(int(seconds), 0)
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    if whole < 86400:
-        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
 
 
 def _host_pid(worker: str) -> str:

@@ -7,7 +7,6 @@ import time
 from backbeat.dashboard.charts import chart
 from backbeat.dashboard.pages import (
     View,
-    age,
     ago,
     esc,
     layout,
@@ -17,6 +16,7 @@ from backbeat.dashboard.pages import (
 )
 from backbeat.dashboard.snapshot import BUCKETS, History, Snapshot
 from backbeat.progress import read_report
+from backbeat.store_commands import age
 from backbeat.stores.base import COUNTED_STATES
 
 

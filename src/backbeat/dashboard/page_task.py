@@ -16,9 +16,10 @@ from typing import Any
 from pydantic_core import from_json
 
 from backbeat.dashboard.actions import LABELS, actions_for
-from backbeat.dashboard.pages import View, button_form, esc, layout, progress_bar, when
+from backbeat.dashboard.pages import View, button_form, esc, layout, progress_bar
 from backbeat.dashboard.redact import Redact
 from backbeat.progress import read_report
+from backbeat.store_commands import when
 from backbeat.stores.base import AttemptRecord, StoredStatus
 
 

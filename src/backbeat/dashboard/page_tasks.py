@@ -8,8 +8,9 @@ import time
 
 from backbeat.dashboard.actions import LABELS, TASK_ACTIONS
 from backbeat.dashboard.filters import filter_query
-from backbeat.dashboard.pages import View, esc, layout, table, task_link, when
+from backbeat.dashboard.pages import View, esc, layout, table, task_link
 from backbeat.dashboard.snapshot import Snapshot
+from backbeat.store_commands import when
 from backbeat.stores.base import COUNTED_STATES, FINISHED_STATES, TaskFilter, TaskPage
 
 ERROR_SHOWN = 120  # characters of an error in the list

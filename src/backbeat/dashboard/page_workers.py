@@ -7,7 +7,6 @@ import time
 
 from backbeat.dashboard.pages import (
     View,
-    age,
     esc,
     layout,
     pause_toggle,
@@ -16,6 +15,7 @@ from backbeat.dashboard.pages import (
     task_link,
 )
 from backbeat.dashboard.snapshot import RUNNING_SHOWN, Snapshot
+from backbeat.store_commands import age
 from backbeat.stores.base import COUNTED_STATES
 
 

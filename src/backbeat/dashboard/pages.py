@@ -12,10 +12,10 @@ from __future__ import annotations
 import html
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from backbeat.dashboard.access import Grant
+from backbeat.store_commands import age
 
 NAV = (
     ("", "Overview"),
@@ -82,26 +82,6 @@ def layout(view: View, current: str, heading: str, body: str) -> str:
 
 def message_page(view: View, heading: str, text: str) -> str:
     return layout(view, "-", heading, f"<p>{esc(text)}</p>")
-
-
-def when(timestamp: float | None) -> str:
-    if timestamp is None:
-        return "-"
-    return f"{datetime.fromtimestamp(timestamp, UTC):%Y-%m-%d %H:%M:%S}Z"
-
-
-def age(seconds: float | None) -> str:
-    """``45s``, ``3m05s``, ``2h07m``, ``3d04h``; ``-`` for none."""
-    if seconds is None:
-        return "-"
-    whole = max(int(seconds), 0)
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    if whole < 86400:
-        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
 
 
 def ago(timestamp: float | None) -> str:
