@@ -25,7 +25,7 @@ from backbeat.dashboard.actions import (
 )
 from backbeat.dashboard.context import Context, grant_of, root_of, set_flash, view_of
 from backbeat.dashboard.filters import FIELDS, BadInput, filter_query, parse_filter
-from backbeat.dashboard.pages import esc, layout
+from backbeat.dashboard.pages import esc, hidden, layout
 from backbeat.stores.base import FINISHED_STATES
 
 MAX_IDS = 10_000  # ids in one form post (a selection is a page's rows; this is generous)
@@ -206,15 +206,15 @@ async def confirmation(context: Context, request: Request, action: str, form: Fo
         question = f"Purge {count} finished task(s) ({shown}) older than {seconds:g}s?"
     else:
         raise BadInput(f"{action} needs no confirmation")
-    hidden = "".join(
-        f'<input type="hidden" name="{esc(name)}" value="{esc(value)}">'
+    again = hidden(
+        (name, value)
         for name, value in form.multi_items()
         if name not in ("confirm", "action") and isinstance(value, str)
     )
     back = safe_back(request, form.get("back"))
     body = (
         f"<p>{question}</p>"
-        f'<form method="post" action="{esc(view.url("actions/" + action))}">{hidden}'
+        f'<form method="post" action="{esc(view.url("actions/" + action))}">{again}'
         '<input type="hidden" name="confirm" value="yes">'
         f'<button type="submit">Yes, {esc(LABELS[action].lower())}</button> '
         f'<a href="{esc(back)}">No, go back</a></form>'

@@ -3,7 +3,7 @@ its tasks."""
 
 from __future__ import annotations
 
-from backbeat.dashboard.pages import View, ago, esc, layout, table, task_link
+from backbeat.dashboard.pages import View, ago, button_form, esc, layout, table, task_link
 from backbeat.stores.base import FailureGroup
 
 FAILURES_SCANNED = 10_000
@@ -19,20 +19,9 @@ def render(view: View, groups: list[FailureGroup]) -> str:
     rows = []
     for group in groups:
         where = group_filter(group)
-        retry = ""
-        if view.can("retry"):
-            # The retry is on the group's exact exception type (`actions.Selection`).
-            exact = {**where, "exception": group.exception}
-            hidden = "".join(
-                f'<input type="hidden" name="{name}" value="{esc(value)}">'
-                for name, value in exact.items()
-            )
-            retry = (
-                f'<form class="inline" method="post" action="{esc(view.url("actions/retry"))}">'
-                f'<input type="hidden" name="scope" value="filter">{hidden}'
-                f'<input type="hidden" name="back" value="{esc(view.url("failures"))}">'
-                '<button type="submit">Retry group</button></form>'
-            )
+        # The retry is on the group's exact exception type (`actions.Selection`).
+        fields = {"scope": "filter", **where, "exception": group.exception}
+        retry = button_form(view, "retry", "Retry group", {**fields, "back": view.url("failures")})
         rows.append(
             f"<tr><td>{esc(group.name)}</td><td><code>{esc(group.exception)}</code></td>"
             f'<td><a href="{esc(view.url("tasks", where))}">{group.count}</a></td>'

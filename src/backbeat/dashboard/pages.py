@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -88,17 +89,20 @@ def ago(timestamp: float | None) -> str:
     return "-" if timestamp is None else age(time.time() - timestamp)
 
 
+def hidden(fields: Iterable[tuple[str, str]]) -> str:
+    """The hidden inputs a form posts: (name, value) pairs, a name may come more than once."""
+    return "".join(
+        f'<input type="hidden" name="{esc(name)}" value="{esc(value)}">' for name, value in fields
+    )
+
+
 def button_form(view: View, action: str, label: str, fields: dict[str, str]) -> str:
     """A one-button POST form for an action (shown only to those who may do it)."""
     if not view.can(action):
         return ""
-    hidden = "".join(
-        f'<input type="hidden" name="{esc(name)}" value="{esc(value)}">'
-        for name, value in fields.items()
-    )
     return (
         f'<form class="inline" method="post" action="{esc(view.url("actions/" + action))}">'
-        f'{hidden}<button type="submit">{esc(label)}</button></form>'
+        f'{hidden(fields.items())}<button type="submit">{esc(label)}</button></form>'
     )
 
 
