@@ -6,6 +6,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from backbeat.stores import open_store
 from tests.redis_server import forget, fresh_prefix_url, redis_server  # noqa: F401 - a fixture
 
 
@@ -49,6 +50,19 @@ def shared_db(request, tmp_path) -> Iterator[str]:
     """A store URL that other runners and processes open too, for each such store."""
     url = store_url(request.param, request, tmp_path)
     yield url
+    if request.param == "redis":
+        forget(url)
+
+
+@pytest.fixture(params=STORES)
+async def store(request, tmp_path):
+    """An opened store of each kind: the store contract's tests and the dashboard's run on
+    every store, like anyio's backends."""
+    url = store_url(request.param, request, tmp_path)
+    opened = open_store(url)
+    await opened.open()
+    yield opened
+    await opened.close()
     if request.param == "redis":
         forget(url)
 

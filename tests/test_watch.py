@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from backbeat.progress import read_report
 from backbeat.stores import SQLiteStore
 from backbeat.stores.base import StoredStatus, WorkerInfo
 from backbeat.watch import CLEAR_BELOW, HOME, SHOW_CURSOR, Snapshot, bar, cut, frame, read
@@ -152,6 +153,16 @@ def test_progress_bars():
     assert bar(0.999) == "[#########.]  99%"  # full only when done
     assert bar(1) == "[##########] 100%"
     assert bar(7) == bar(1)  # stored by something else than backbeat.progress: clamped
+
+
+def test_a_stored_report_is_read_back_whatever_was_stored():
+    # The watch and the dashboard read reports with this one function.
+    assert read_report('{"fraction": 0.25, "message": "a", "rows": 3}') == (0.25, "a")
+    assert read_report('{"fraction": 7}') == (1.0, "")  # written by something else: clamped
+    assert read_report('{"fraction": true, "message": 5}') == (None, "5")
+    assert read_report("not json") == (None, "")
+    assert read_report("[0.5]") == (None, "")
+    assert read_report(None) == (None, "")
 
 
 def test_a_frame_is_cut_to_the_width_and_height_of_the_terminal():

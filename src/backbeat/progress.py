@@ -10,6 +10,8 @@ with ``fraction``, ``message`` and whatever else was passed, as JSON for a
 stored task) and replaces the previous one. The runner that runs the attempt
 installs where reports go; called outside a task run by a runner (inline, in
 eager mode, in a plain function call) it does nothing and logs at DEBUG.
+
+`read_report` is how the views (`backbeat watch`, the dashboard) read a stored report back.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import contextvars
 import logging
 from collections.abc import Callable
 from typing import Any
+
+from pydantic_core import from_json
 
 logger = logging.getLogger("backbeat")
 
@@ -48,3 +52,24 @@ def progress(fraction: float | None = None, message: str | None = None, **data: 
         logger.debug("backbeat.progress() outside a task run by a runner: %r", report)
         return
     reporter(report)
+
+
+def read_report(document: str | None) -> tuple[float | None, str]:
+    """The fraction (0..1) and message of a report stored as JSON; anything else in it is
+    left to `backbeat show`. A report that cannot be read shows as none: it is the task's
+    own writing, and a view must not fail on it."""
+    if document is None:
+        return None, ""
+    try:
+        report = from_json(document)
+    except ValueError:
+        return None, ""
+    if not isinstance(report, dict):
+        return None, ""
+    fraction = report.get("fraction")
+    if not isinstance(fraction, int | float) or isinstance(fraction, bool):
+        fraction = None
+    else:
+        fraction = min(max(float(fraction), 0.0), 1.0)
+    message = report.get("message")
+    return fraction, "" if message is None else str(message)

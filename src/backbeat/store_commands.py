@@ -59,10 +59,25 @@ async def alive_workers(store: Store) -> list[WorkerInfo]:
     ]
 
 
-def _when(timestamp: float | None) -> str:
+def when(timestamp: float | None) -> str:
+    """A time as the commands, the watch and the dashboard show it: UTC, to the second."""
     if timestamp is None:
         return "-"
     return f"{datetime.fromtimestamp(timestamp, UTC):%Y-%m-%d %H:%M:%S}Z"
+
+
+def age(seconds: float | None) -> str:
+    """``45s``, ``3m05s``, ``2h07m``, ``3d04h``; ``-`` for none."""
+    if seconds is None:
+        return "-"
+    whole = max(int(seconds), 0)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
 
 
 def _document(task: StoredStatus) -> dict[str, Any]:
@@ -108,7 +123,7 @@ async def status(store: Store, args: argparse.Namespace) -> int:
         out.write(f"\nmost recent failures ({len(recent)}):\n")
         for task in recent:
             out.write(
-                f"  {_when(task.finished_at or task.created_at)}  {task.id}  {task.name}  "
+                f"  {when(task.finished_at or task.created_at)}  {task.id}  {task.name}  "
                 f"(attempts {task.attempts})\n      {task.error}\n"
             )
     return 0
@@ -128,7 +143,7 @@ async def listing(store: Store, args: argparse.Namespace) -> int:
     rows = [["ID", "STATE", "NAME", "QUEUE", "ATTEMPTS", "CREATED"]]
     for task in tasks:
         state = task.info(now).state.value
-        created = _when(task.created_at)
+        created = when(task.created_at)
         rows.append([task.id, state, task.name, task.queue, str(task.attempts), created])
     sys.stdout.write(table(rows))
     return 0
@@ -226,8 +241,8 @@ async def workers(store: Store, args: argparse.Namespace) -> int:
                 queues,
                 str(worker.running),
                 str(worker.concurrency),
-                _when(worker.started_at),
-                _when(worker.seen_at),
+                when(worker.started_at),
+                when(worker.seen_at),
             ]
         )
     sys.stdout.write(table(rows))

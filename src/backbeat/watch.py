@@ -46,9 +46,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from pydantic_core import from_json
-
-from backbeat.store_commands import CommandError, alive_workers, schedule_documents, table
+from backbeat.progress import read_report
+from backbeat.store_commands import CommandError, age, alive_workers, schedule_documents, table
 from backbeat.stores import Store, StoreError, open_store
 from backbeat.stores.base import COUNTED_STATES, FINISHED_STATES, StoredStatus, WorkerInfo
 
@@ -187,31 +186,15 @@ def _running(snapshot: Snapshot, now: float) -> list[str]:
     rows = [["ID", "NAME", "FOR", "PROGRESS", "WORKER", "MESSAGE"]]
     # Longest running first: a stuck task is what one looks for.
     for task in sorted(snapshot.running, key=lambda task: task.started_at or now):
-        fraction, message = _progress(task.progress)
+        fraction, message = read_report(task.progress)
         worker = "-" if task.worker is None else _host_pid(task.worker)
         if task.worker is not None and task.worker not in alive:
             worker += " (no heartbeat)"
         since = "-" if task.started_at is None else age(now - task.started_at)
-        rows.append([task.id, _clean(task.name), since, bar(fraction), _clean(worker), message])
+        rows.append(
+            [task.id, _clean(task.name), since, bar(fraction), _clean(worker), _clean(message)]
+        )
     return ["", heading, *table(rows).splitlines()]
-
-
-def _progress(document: str | None) -> tuple[float | None, str]:
-    """The fraction and message of a progress report (stored as JSON; anything else in it
-    is left to `backbeat show`)."""
-    if document is None:
-        return None, ""
-    try:
-        report = from_json(document)
-    except ValueError:
-        return None, ""
-    if not isinstance(report, dict):
-        return None, ""
-    fraction = report.get("fraction")
-    if not isinstance(fraction, int | float) or isinstance(fraction, bool):
-        fraction = None
-    message = report.get("message")
-    return fraction, "" if message is None else _clean(str(message))
 
 
 def bar(fraction: float | None) -> str:
@@ -221,18 +204,6 @@ def bar(fraction: float | None) -> str:
     fraction = min(max(float(fraction), 0.0), 1.0)
     filled = int(fraction * BAR)  # full only at 100%
     return f"[{'#' * filled}{'.' * (BAR - filled)}] {int(fraction * 100):>3d}%"
-
-
-def age(seconds: float) -> str:
-    """``45s``, ``3m05s``, ``2h07m``, ``3d04h``."""
-    whole = max(int(seconds), 0)
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    if whole < 86400:
-        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
 
 
 def _host_pid(worker: str) -> str:

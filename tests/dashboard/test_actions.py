@@ -4,6 +4,7 @@ confirmation with the count, in bounded batches, redirected back with a flash, a
 from __future__ import annotations
 
 import html
+import re
 import time
 from urllib.parse import unquote
 
@@ -123,6 +124,45 @@ async def test_bulk_on_a_filter_acts_on_every_match_in_bounded_batches(store, mo
     assert {await state_of(store, i) for i in mine} == {"pending"}
     assert {await state_of(store, i) for i in others} == {"failed"}
     assert await state_of(store, pending) == "pending"
+
+
+def retry_group_form(failures_page: str, exception: str) -> dict[str, str]:
+    """The fields the failures page's "Retry group" form of this exception type posts."""
+    [row] = [row for row in failures_page.split("<tr>") if f"<code>{exception}</code>" in row]
+    found = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', row)
+    return {name: html.unescape(value) for name, value in found}
+
+
+async def test_retry_group_retries_the_groups_exact_exception_type_only(store):
+    # The store's error filter matches a piece of the message: "ValueError" is in
+    # "MyValueError: ..." too. The group's retry must not take the other group's tasks.
+    plain = [await make(store, "failed", name="imports.run", error="ValueError: bad") for _ in "ab"]
+    mine = await make(store, "failed", name="imports.run", error="MyValueError: ValueError: bad")
+    audited = []
+    app = dashboard(store, audit=audited.append)
+    async with client(app) as http:
+        page = (await http.get("/failures")).text
+        fields = retry_group_form(page, "ValueError")
+        assert fields["exception"] == "ValueError"
+        asked = await http.post("/actions/retry", data=fields)
+        assert "Retry 2 task(s) matching" in text(asked)
+        done = await http.post("/actions/retry", data={**fields, "confirm": "yes"})
+        assert flash_of(done) == "2 task(s) retried"
+        assert [await state_of(store, i) for i in plain] == ["pending", "pending"]
+        assert await state_of(store, mine) == "failed"
+        assert audited[-1]["filter"]["exception"] == "ValueError"
+        # And the other way round: MyValueError's group leaves ValueError's retried tasks be.
+        await store.cancel(plain, "out of the way")
+        page = (await http.get("/failures")).text
+        others = retry_group_form(page, "MyValueError")
+        done = await http.post("/actions/retry", data={**others, "confirm": "yes"})
+        assert flash_of(done) == "1 task(s) retried"
+        assert await state_of(store, mine) == "pending"
+        # The JSON API takes the exact type too.
+        again = await make(store, "failed", name="imports.run", error="MyValueError: again")
+        wanted = {"state": "failed", "error": "ValueError", "exception": "ValueError"}
+        answer = await http.post("/api/actions/retry", json={"filter": wanted})
+        assert answer.json()["count"] == 0 and await state_of(store, again) == "failed"
 
 
 async def test_purge_older_than_asks_with_the_count_then_purges(store):

@@ -2,7 +2,8 @@
 (tests/apps/ops_app.py: the dashboard mounted at /ops/dash, a SQLite store, the app
 running its tasks), driven by Playwright. Each page loads without a CSP violation or a
 script error; filter, open a task, retry a failed one until it succeeds, cancel a running
-one, watch a progress bar move without a reload (and stop while the tab is hidden); a
+one, watch a progress bar move without a reload (and stop while the tab is hidden), see a
+task page show how its task ended without reloading it by hand; a
 read-only viewer sees no action and its forged POST is refused; a form POST from another
 origin (another port; another site, 127.0.0.2) is refused; with JavaScript off, filtering
 and a bulk action through its confirmation page still work; select all, and retry a
@@ -214,10 +215,13 @@ def test_filter_open_and_retry_a_failed_task_until_it_succeeds(site: Site, opera
         site.wait_state(target, "succeeded")
     finally:
         site.fail_from_now()
-    tab.goto(site.dash + f"/tasks/{target}")
-    assert "order R-0 charged" in tab.page.content()
-    assert tab.page.locator("form[action$='actions/retry']").count() == 0
-    assert tab.problems == []
+    # A fresh look in another tab: the page the retry came back to may be loading itself
+    # again (it follows the task while it runs), and a navigation would race with it.
+    done = Tab(operator)
+    done.goto(site.dash + f"/tasks/{target}")
+    assert "order R-0 charged" in done.page.content()
+    assert done.page.locator("form[action$='actions/retry']").count() == 0
+    assert tab.problems == [] and done.problems == []
 
 
 def test_cancel_a_running_task(site: Site, operator: Any) -> None:
@@ -228,8 +232,11 @@ def test_cancel_a_running_task(site: Site, operator: Any) -> None:
     tab.page.click("form[action$='actions/cancel'] button")
     tab.page.wait_for_load_state()
     site.wait_state(task_id, "cancelled")
-    tab.goto(site.dash + f"/tasks/{task_id}")
+    # The page it came back to says so: at once, or when its worker has stopped the task
+    # (it said running until then, and followed the task).
+    tab.page.locator("dl.facts .state-cancelled").wait_for()
     assert "cancelled" in tab.page.locator("dl").inner_text()
+    assert tab.page.locator("[data-follow]").count() == 0
     assert tab.problems == []
 
 
@@ -251,6 +258,41 @@ def test_a_progress_bar_moves_live_without_a_reload(site: Site, operator: Any) -
     tab.goto(site.dash + "/")
     tab.page.locator(f"progress[data-progress='{task_id}']").wait_for()
     tab.page.screenshot(path=site.shots / "overview.png", full_page=True)
+    assert tab.problems == []
+
+
+def test_a_task_page_shows_how_its_task_ended_and_stops(site: Site, operator: Any) -> None:
+    tab = Tab(operator)
+    # Counts the streams each load of the page opens (run before the page's own script).
+    tab.page.add_init_script(
+        """(() => {
+            const Real = window.EventSource;
+            window.streamsOpened = 0;
+            window.EventSource = function (url) {
+                window.streamsOpened += 1;
+                return new Real(url);
+            };
+        })()"""
+    )
+    task_id = site.submit("/imports", steps=50, pause=0.1)  # 5 s
+    site.wait_state(task_id, "running")
+    tab.goto(site.dash + f"/tasks/{task_id}")
+    assert tab.page.locator(f"dl[data-follow='{task_id}']").count() == 1
+    assert tab.page.evaluate("window.streamsOpened") == 1
+    tab.page.evaluate("window.stillTheSamePage = true")
+    # Nobody reloads: the page does, once, when the task has finished.
+    tab.page.locator("dl.facts .state-succeeded").wait_for()
+    tab.page.wait_for_load_state()
+    assert tab.page.evaluate("window.stillTheSamePage") is None  # a new page: how it ended
+    assert "50 steps" in tab.page.locator("main").inner_text()  # the result
+    bar = tab.page.locator("progress")
+    assert bar.evaluate("bar => bar.value") == 1
+    assert "step 50 of 50" in tab.page.locator("main").inner_text()
+    # And it stops: the finished task's page is not live.
+    assert bar.get_attribute("data-progress") is None
+    assert tab.page.locator("[data-follow]").count() == 0
+    assert tab.page.evaluate("window.streamsOpened") == 0
+    tab.page.screenshot(path=site.shots / "task-finished.png", full_page=True)
     assert tab.problems == []
 
 

@@ -10,7 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from backbeat.dashboard.events import STREAM_SECONDS
+from backbeat.dashboard.snapshot import RUNNING_SHOWN
+from backbeat.status import TaskState
 from backbeat.stores import SQLiteStore
+from backbeat.stores.base import Settlement
 from tests.dashboard.conftest import make
 from tests.serving import uvicorn
 
@@ -88,4 +92,57 @@ async def test_two_viewers_get_the_same_snapshots_from_one_loop(tmp_path: Path):
             assert seen == sorted(set(seen))
         common = set(ticks[0]) & set(ticks[1])
         assert len(common) >= 3
+    await store.close()
+
+
+@pytest.mark.process
+@pytest.mark.anyio
+async def test_a_task_pages_stream_follows_its_task_and_ends_when_it_leaves_running(
+    tmp_path: Path,
+):
+    store = SQLiteStore(tmp_path / "tasks.db")
+    await store.open()
+    # `outside` is older than the RUNNING_SHOWN newest running tasks: not in the snapshot's
+    # list, so the stream reads it; `newest` is in the list.
+    outside = await make(store, "running")
+    for _ in range(RUNNING_SHOWN):
+        await make(store, "running")
+    newest = await make(store, "running")
+    env = {"BACKBEAT_TEST_STORE": f"sqlite:///{tmp_path}/tasks.db", "BACKBEAT_TEST_REFRESH": "0.2"}
+    with uvicorn("tests.apps.dashboard_app:app", tmp_path, env=env) as server:
+        plain = Viewer(f"{server.url}/events")
+        followers = {
+            task_id: Viewer(f"{server.url}/events?task={task_id}") for task_id in (outside, newest)
+        }
+        for viewer in (plain, *followers.values()):
+            viewer.start()
+        assert await store.progress(f"{outside}:1", '{"fraction": 0.25, "message": "a quarter"}')
+        wait_for(
+            lambda: (
+                bool(followers[outside].events)
+                and followers[outside].events[-1]["task"]
+                == {"id": outside, "state": "running", "fraction": 0.25, "message": "a quarter"}
+            ),
+            what="the progress of the task outside the snapshot's list",
+        )
+        wait_for(lambda: bool(followers[newest].events), what="an event for the newest task")
+        assert await store.finish(
+            [
+                Settlement(f"{newest}:1", TaskState.SUCCEEDED, result='"done"'),
+                Settlement(f"{outside}:1", TaskState.FAILED, error="OSError: gone"),
+            ]
+        ) == [True, True]
+        # Each follower's stream ends with the event saying how its task ended (well before
+        # STREAM_SECONDS, when every stream ends), and says running until then.
+        for task_id, ended in ((newest, "succeeded"), (outside, "failed")):
+            viewer = followers[task_id]
+            viewer.join(timeout=STREAM_SECONDS / 2)
+            assert not viewer.is_alive() and viewer.error is None, viewer.error
+            states = [event["task"]["state"] for event in viewer.events]
+            assert states[-1] == ended and set(states[:-1]) == {"running"}, states
+        # A stream that follows no task goes on, and says nothing of one.
+        seen = len(plain.events)
+        wait_for(lambda: len(plain.events) > seen, what="the plain stream going on")
+        assert all("task" not in event for event in plain.events)
+        plain.stop.set()
     await store.close()

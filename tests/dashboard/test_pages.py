@@ -10,6 +10,9 @@ import pytest
 
 from backbeat import BackgroundTask, Runner
 from backbeat.dashboard import dashboard
+from backbeat.dashboard.snapshot import RUNNING_SHOWN
+from backbeat.status import TaskState
+from backbeat.stores.base import Settlement
 from tests.dashboard.conftest import client, make, one_of_each
 
 pytestmark = pytest.mark.anyio
@@ -167,3 +170,45 @@ async def test_a_task_page_shows_each_attempt_with_its_error_and_traceback(store
     assert "Traceback: one" in page and "Traceback: two" in page
     assert ">retried<" in page and ">failed<" in page and "on w1" in page
     assert [a["outcome"] for a in document["attempts_history"]] == ["retried", "failed"]
+
+
+async def test_the_workers_page_says_when_it_shows_the_leases_of_some_running_tasks_only(store):
+    # The leases come from the snapshot's newest running tasks: with more running, a
+    # worker would seem to hold fewer than it does.
+    for _ in range(RUNNING_SHOWN):
+        await make(store, "running")
+    app = dashboard(store)
+    async with client(app) as http:
+        assert "leases-note" not in (await http.get("/workers")).text
+        await make(store, "running")
+        app.hub.outdated()  # read the store again, not the snapshot of a moment ago
+        page = (await http.get("/workers")).text
+    expected = f"the leases of the {RUNNING_SHOWN} newest running tasks only"
+    assert f"{expected} ({RUNNING_SHOWN + 1} tasks are running)" in page
+
+
+async def test_a_running_tasks_page_follows_it_and_a_finished_ones_shows_where_it_ended(store):
+    report = '{"fraction": 0.4, "message": "row 40 of 100"}'
+    ids = {outcome: await make(store, "running") for outcome in ("running", "done", "broke")}
+    for task_id in ids.values():
+        assert await store.progress(f"{task_id}:1", report)
+    await store.finish(
+        [
+            Settlement(f"{ids['done']}:1", TaskState.SUCCEEDED, result='"imported"'),
+            Settlement(f"{ids['broke']}:1", TaskState.FAILED, error="OSError: disk full"),
+        ]
+    )
+    async with client(dashboard(store)) as http:
+        running = (await http.get(f"/tasks/{ids['running']}")).text
+        done = (await http.get(f"/tasks/{ids['done']}")).text
+        broke = (await http.get(f"/tasks/{ids['broke']}")).text
+    follow = f'data-follow="{ids["running"]}"'
+    assert follow in running and f'<progress data-progress="{ids["running"]}"' in running
+    assert 'value="0.400"' in running
+    # Finished: not live (no stream to open), the bar where the task left it; full when the
+    # task succeeded, whatever its last report said.
+    for page in (done, broke):
+        assert "data-follow" not in page and "data-progress" not in page
+        assert "row 40 of 100" in page
+    assert '<progress max="1" value="1.000">100%</progress>' in done
+    assert '<progress max="1" value="0.400">40%</progress>' in broke

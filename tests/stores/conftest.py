@@ -1,24 +1,12 @@
-"""The `store` fixture: every contract test runs on every store, like anyio's backends.
+"""The SQLite store on its own; the `store` fixture (every contract test on every store,
+like anyio's backends) is in tests/conftest.py.
 
 A new store joins `STORES` in tests/conftest.py and must pass `test_contract.py` unchanged.
 """
 
 import pytest
 
-from backbeat.stores import SQLiteStore, open_store
-from tests.conftest import STORES, store_url
-from tests.redis_server import forget
-
-
-@pytest.fixture(params=STORES)
-async def store(request, tmp_path):
-    url = store_url(request.param, request, tmp_path)
-    opened = open_store(url)
-    await opened.open()
-    yield opened
-    await opened.close()
-    if request.param == "redis":
-        forget(url)
+from backbeat.stores import SQLiteStore
 
 
 @pytest.fixture

@@ -8,45 +8,12 @@ import time
 
 import pytest
 
-from backbeat.ids import lowest_id, new_id
 from backbeat.stores.inspection import TaskFilter
-from tests.stores.rows import failed, new_task, succeeded
+from tests.stores.rows import made_at, make, new_task
 
 pytestmark = pytest.mark.anyio
 
 STATES = ("pending", "scheduled", "running", "succeeded", "failed", "cancelled")
-
-
-async def make(store, state: str, **fields) -> str:
-    """One task brought to `state` (as `TaskInfo` shows it, or "held"); returns its id.
-
-    Running and finished ones are written ahead and started by id, so that no other
-    task of the test is claimed instead."""
-    error = fields.pop("error", "ValueError: boom")
-    at = fields.pop("at", None)
-    if state == "pending":
-        task = new_task(**fields)
-    elif state == "scheduled":
-        task = new_task(due_in=60, **fields)
-    else:
-        task = new_task(held_until=time.time() + 60, **fields)
-    if at is not None:
-        task.id = made_at(at)
-    await store.enqueue([task])
-    if state in ("running", "succeeded", "failed"):
-        [claim] = await store.start("w", [task.id], 30, 1)
-        if state == "succeeded":
-            assert await store.finish([succeeded(claim, '"ok"')]) == [True]
-        elif state == "failed":
-            assert await store.finish([failed(claim, error, "Traceback ...")]) == [True]
-    elif state == "cancelled":
-        assert await store.cancel([task.id], "cancelled by a test") == 1
-    return task.id
-
-
-def made_at(at: float) -> str:
-    """An id as made at that time (ids of one millisecond are in no particular order)."""
-    return lowest_id(at)[:10] + new_id()[10:]
 
 
 async def ids_of(store, where: TaskFilter | None = None, **options) -> list[str]:

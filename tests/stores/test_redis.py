@@ -11,7 +11,7 @@ from backbeat.stores import StoreError, StoreUnavailable, open_store
 from backbeat.stores.redis import RedisStore
 from tests.redis_server import raw_client
 from tests.serving import free_port
-from tests.stores.rows import new_task
+from tests.stores.rows import failed, new_task
 
 pytestmark = pytest.mark.anyio
 
@@ -200,4 +200,26 @@ async def test_heartbeats_expire_on_redis_clock_not_the_senders(store_url_redis,
     [worker] = await store.workers()
     assert worker.name == "lagging"
     assert 8 < worker.expires_at - time.time() <= 10.5
+    await store.close()
+
+
+@pytest.mark.redis
+async def test_delete_removes_the_tasks_attempt_history_as_purge_does(store_url_redis):
+    store = open_store(store_url_redis)
+    await store.open()
+    task = new_task(retries=1)
+    await store.enqueue([task])
+    [first] = await store.claim("w", 1, 30)
+    await store.finish([failed(first, "OSError: one", "Traceback: one", time.time())])
+    [second] = await store.claim("w", 1, 30)
+    await store.finish([failed(second, "OSError: two", "Traceback: two")])
+    history = f"{{{store.prefix}}}:a:{task.id}"
+    client = raw_client(store_url_redis, asyncio=True)
+    try:
+        assert await client.llen(history) == 2  # the history is kept under this key
+        assert await store.delete([task.id]) == 1
+        assert await client.exists(history) == 0
+    finally:
+        await client.aclose()
+    assert await store.attempts(task.id) == []
     await store.close()

@@ -18,13 +18,14 @@ from backbeat.dashboard.actions import (
     LABELS,
     PAST,
     TASK_ACTIONS,
+    Selection,
     act_on_filter,
     act_on_ids,
     count_matches,
 )
 from backbeat.dashboard.context import Context, grant_of, root_of, set_flash, view_of
 from backbeat.dashboard.filters import FIELDS, BadInput, filter_query, parse_filter
-from backbeat.dashboard.pages import esc, layout
+from backbeat.dashboard.pages import esc, hidden, layout
 from backbeat.stores.base import FINISHED_STATES
 
 MAX_IDS = 10_000  # ids in one form post (a selection is a page's rows; this is generous)
@@ -49,9 +50,9 @@ async def perform(
     get = fields.get
     if action in TASK_ACTIONS:
         if get("scope") == "filter":
-            where = parse_filter({key: str(get(key) or "") for key in FIELDS})
-            count = await act_on_filter(source, action, where)
-            target: dict[str, Any] = {"filter": filter_query(where)}
+            selection = selection_of(fields)
+            count = await act_on_filter(source, action, selection)
+            target: dict[str, Any] = {"filter": selection_query(selection)}
         else:
             ids = ids_of(fields)
             count = await act_on_ids(source, action, ids) if ids else 0
@@ -99,6 +100,22 @@ def check_action(context: Context, request: Request, action: str) -> None:
             f"{LABELS[action].lower()} needs a store: a runner without one keeps live objects "
             "in this process only (cancel is what it offers)"
         )
+
+
+def selection_of(fields: FormData | dict[str, Any]) -> Selection:
+    """The filter of a bulk action, and the exact exception type it names, if it does
+    (a failure group's retry: ``exception`` present, even empty)."""
+    where = parse_filter({key: str(fields.get(key) or "") for key in FIELDS})
+    exception = fields.get("exception")
+    return Selection(where, None if exception is None else str(exception).strip())
+
+
+def selection_query(selection: Selection) -> dict[str, str]:
+    """The selection as the audit and the confirmation page say it."""
+    query = filter_query(selection.where)
+    if selection.exception is not None:
+        query["exception"] = selection.exception or "(no error)"
+    return query
 
 
 def ids_of(fields: FormData | dict[str, Any]) -> list[str]:
@@ -169,10 +186,11 @@ async def confirmation(context: Context, request: Request, action: str, form: Fo
     view = view_of(request, context)
     if action in TASK_ACTIONS:
         if form.get("scope") == "filter":
-            where = parse_filter({key: str(form.get(key) or "") for key in FIELDS})
-            matches = await count_matches(context.source, action, where)
+            selection = selection_of(form)
+            matches = await count_matches(context.source, action, selection)
             counted = f"{matches.count}{' or more' if matches.capped else ''}"
-            terms = ", ".join(f"{key} = {value}" for key, value in filter_query(where).items())
+            query = selection_query(selection)
+            terms = ", ".join(f"{key} = {value}" for key, value in query.items())
             what = f"{counted} task(s) matching {esc(terms or 'no filter: every task')}"
         else:
             ids = ids_of(form)
@@ -188,15 +206,15 @@ async def confirmation(context: Context, request: Request, action: str, form: Fo
         question = f"Purge {count} finished task(s) ({shown}) older than {seconds:g}s?"
     else:
         raise BadInput(f"{action} needs no confirmation")
-    hidden = "".join(
-        f'<input type="hidden" name="{esc(name)}" value="{esc(value)}">'
+    again = hidden(
+        (name, value)
         for name, value in form.multi_items()
         if name not in ("confirm", "action") and isinstance(value, str)
     )
     back = safe_back(request, form.get("back"))
     body = (
         f"<p>{question}</p>"
-        f'<form method="post" action="{esc(view.url("actions/" + action))}">{hidden}'
+        f'<form method="post" action="{esc(view.url("actions/" + action))}">{again}'
         '<input type="hidden" name="confirm" value="yes">'
         f'<button type="submit">Yes, {esc(LABELS[action].lower())}</button> '
         f'<a href="{esc(back)}">No, go back</a></form>'

@@ -3,6 +3,11 @@
 A bulk action on "everything matching the filter" pages through `Store.search` and acts on
 the matches in a valid state, at most `BATCH` ids per store call, so a filter that matches
 a million tasks is never one giant write nor one giant read.
+
+A filter's error is a piece of the message (``ValueError`` finds ``MyValueError: ...``
+too): a failure group's retry also names its exception type, and only the tasks that failed
+with exactly that type are acted on (`Selection.exception`), as `Store.failure_groups`
+grouped them.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backbeat.dashboard.source import Source
-from backbeat.stores.base import FINISHED_STATES
+from backbeat.stores.base import FINISHED_STATES, StoredStatus
 from backbeat.stores.inspection import TaskFilter
+from backbeat.stores.searching import exception_of
 
 logger = logging.getLogger("backbeat")
 
@@ -52,6 +58,21 @@ def actions_for(state: str) -> list[str]:
     return [action for action, states in TASK_ACTIONS.items() if state in states]
 
 
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The tasks a bulk action on a filter is on: those `where` finds, in a state the
+    action is valid for, and with `exception` given, only those whose error is of exactly
+    that exception type ("" for those that failed without an error)."""
+
+    where: TaskFilter
+    exception: str | None = None
+
+    def takes(self, action: str, task: StoredStatus) -> bool:
+        if _state(task.state) not in TASK_ACTIONS[action]:
+            return False
+        return self.exception is None or exception_of(task.error) == self.exception
+
+
 @dataclass(slots=True)
 class Matches:
     """What a bulk action would act on: how many tasks, and whether counting stopped."""
@@ -61,14 +82,13 @@ class Matches:
     ids: list[str] = field(default_factory=list)
 
 
-async def count_matches(source: Source, action: str, where: TaskFilter) -> Matches:
-    """How many tasks matching `where` the action applies to (up to `COUNT_LIMIT`)."""
-    states = TASK_ACTIONS[action]
+async def count_matches(source: Source, action: str, selection: Selection) -> Matches:
+    """How many tasks of the selection the action applies to (up to `COUNT_LIMIT`)."""
     matches = Matches()
     before: str | None = None
     while True:
-        page = await source.search(where, limit=BATCH, before=before, scan=SEARCH_SCAN)
-        matches.count += sum(1 for task in page.tasks if _state(task.state) in states)
+        page = await source.search(selection.where, limit=BATCH, before=before, scan=SEARCH_SCAN)
+        matches.count += sum(1 for task in page.tasks if selection.takes(action, task))
         if page.cursor is None:
             return matches
         if matches.count >= COUNT_LIMIT:
@@ -77,14 +97,13 @@ async def count_matches(source: Source, action: str, where: TaskFilter) -> Match
         before = page.cursor
 
 
-async def act_on_filter(source: Source, action: str, where: TaskFilter) -> int:
-    """Do `action` on every task matching `where` in a valid state, `BATCH` at a time."""
-    states = TASK_ACTIONS[action]
+async def act_on_filter(source: Source, action: str, selection: Selection) -> int:
+    """Do `action` on every task of the selection it applies to, `BATCH` at a time."""
     done = 0
     before: str | None = None
     while True:
-        page = await source.search(where, limit=BATCH, before=before, scan=SEARCH_SCAN)
-        ids = [task.id for task in page.tasks if _state(task.state) in states]
+        page = await source.search(selection.where, limit=BATCH, before=before, scan=SEARCH_SCAN)
+        ids = [task.id for task in page.tasks if selection.takes(action, task)]
         if ids:
             done += await act_on_ids(source, action, ids)
         if page.cursor is None:

@@ -6,11 +6,17 @@ queues up. A stream ends after `STREAM_SECONDS` (the browser reconnects by itsel
 the ``retry`` interval given): a server shutting down (uvicorn waits for open responses
 before its lifespan ends) never waits on a viewer for longer; `Dashboard.close` ends them
 at once.
+
+A running task's page asks for its task too (``/events?task=ID``): each event then says
+where that task is — from the snapshot while it is among the newest running tasks, else
+read with one `get` — and once it has left running (finished, cancelled, waiting for a
+retry, or gone), that event is the stream's last: the page shows the task's end and stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -22,8 +28,10 @@ from starlette.responses import Response, StreamingResponse
 from backbeat.dashboard.charts import points
 from backbeat.dashboard.context import Context
 from backbeat.dashboard.page_overview import chart_values, facts
-from backbeat.dashboard.pages import progress_of
 from backbeat.dashboard.snapshot import BUCKETS, History, Snapshot
+from backbeat.dashboard.source import Source
+from backbeat.progress import read_report
+from backbeat.stores import StoreError
 
 STREAM_SECONDS = 25.0
 RETRY_MS = 2000
@@ -33,7 +41,7 @@ def live_document(snapshot: Snapshot, history: History) -> dict[str, Any]:
     """What the page's script updates: counts, figures, progress of running tasks, charts."""
     running = []
     for task in snapshot.running:
-        fraction, message = progress_of(task.progress)
+        fraction, message = read_report(task.progress)
         running.append({"id": task.id, "fraction": fraction, "message": message})
     return {
         "tick": snapshot.tick,
@@ -51,8 +59,21 @@ def live_document(snapshot: Snapshot, history: History) -> dict[str, Any]:
     }
 
 
+async def watched_task(source: Source, snapshot: Snapshot, task_id: str) -> dict[str, Any]:
+    """Where a task page's task is: its state (None: no such task now) and progress."""
+    task = next((task for task in snapshot.running if task.id == task_id), None)
+    if task is None:
+        task = await source.get(task_id)
+    if task is None:
+        return {"id": task_id, "state": None, "fraction": None, "message": ""}
+    fraction, message = read_report(task.progress)
+    state = task.info(time.time()).state.value
+    return {"id": task_id, "state": state, "fraction": fraction, "message": message}
+
+
 async def events(context: Context, request: Request) -> Response:
     hub = context.hub
+    task_id = request.query_params.get("task") or None
 
     async def stream() -> AsyncIterator[str]:
         subscriber = hub.subscribe()
@@ -67,7 +88,15 @@ async def events(context: Context, request: Request) -> Response:
                 if snapshot is None:  # the dashboard closed
                     return
                 document = live_document(snapshot, hub.history)
+                task: dict[str, Any] | None = None
+                if task_id is not None and snapshot.error is None:
+                    # A store failing now: the next snapshot says so (stale); not this event.
+                    with contextlib.suppress(StoreError):
+                        task = await watched_task(context.source, snapshot, task_id)
+                        document["task"] = task
                 yield f"data: {json.dumps(document, separators=(',', ':'))}\n\n"
+                if task is not None and task["state"] != "running":
+                    return  # the page shows where the task ended: nothing more to follow
         finally:
             hub.unsubscribe(subscriber)
 

@@ -3,33 +3,25 @@ its tasks."""
 
 from __future__ import annotations
 
-from backbeat.dashboard.pages import View, ago, esc, layout, table, task_link
+from backbeat.dashboard.pages import View, ago, button_form, esc, layout, table, task_link
 from backbeat.stores.inspection import FailureGroup
 
 FAILURES_SCANNED = 10_000
 
 
 def group_filter(group: FailureGroup) -> dict[str, str]:
-    """The task filter of a group: failed, this name, an error starting with its type."""
-    return {"state": "failed", "name": group.name, "error": f"{group.exception}"}
+    """The task filter of a group: failed, this name, an error holding its type (a piece of
+    the message: it finds MyValueError's failures for ValueError too)."""
+    return {"state": "failed", "name": group.name, "error": group.exception}
 
 
 def render(view: View, groups: list[FailureGroup]) -> str:
     rows = []
     for group in groups:
         where = group_filter(group)
-        retry = ""
-        if view.can("retry"):
-            hidden = "".join(
-                f'<input type="hidden" name="{name}" value="{esc(value)}">'
-                for name, value in where.items()
-            )
-            retry = (
-                f'<form class="inline" method="post" action="{esc(view.url("actions/retry"))}">'
-                f'<input type="hidden" name="scope" value="filter">{hidden}'
-                f'<input type="hidden" name="back" value="{esc(view.url("failures"))}">'
-                '<button type="submit">Retry group</button></form>'
-            )
+        # The retry is on the group's exact exception type (`actions.Selection`).
+        fields = {"scope": "filter", **where, "exception": group.exception}
+        retry = button_form(view, "retry", "Retry group", {**fields, "back": view.url("failures")})
         rows.append(
             f"<tr><td>{esc(group.name)}</td><td><code>{esc(group.exception)}</code></td>"
             f'<td><a href="{esc(view.url("tasks", where))}">{group.count}</a></td>'

@@ -7,7 +7,6 @@ import time
 from backbeat.dashboard.charts import chart
 from backbeat.dashboard.pages import (
     View,
-    age,
     ago,
     esc,
     layout,
@@ -16,6 +15,8 @@ from backbeat.dashboard.pages import (
     task_link,
 )
 from backbeat.dashboard.snapshot import BUCKETS, History, Snapshot
+from backbeat.progress import read_report
+from backbeat.store_commands import age
 from backbeat.stores.base import COUNTED_STATES
 
 
@@ -52,7 +53,7 @@ def running_table(view: View, snapshot: Snapshot) -> str:
         f"<tr><td>{task_link(view, task.id)}</td><td>{esc(task.name)}</td>"
         f"<td>{esc(task.queue)}</td>"
         f"<td>{age(None if task.started_at is None else now - task.started_at)}</td>"
-        f"<td>{progress_bar(task.id, task.progress)}</td></tr>"
+        f"<td>{progress_bar(*read_report(task.progress), live=task.id)}</td></tr>"
         for task in snapshot.running
     ]
     return table(["id", "name", "queue", "for", "progress"], rows, "Nothing is running.")

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-from backbeat.dashboard.pages import View, button_form, esc, layout, table, task_link
+from backbeat.dashboard.pages import View, esc, layout, pause_toggle, row, table, task_link
 from backbeat.dashboard.snapshot import Snapshot
 
 
 def render(view: View, snapshot: Snapshot) -> str:
     rows = []
     for document in snapshot.schedules:
+        name = str(document["name"])
         paused = bool(document["paused"])
-        toggle = button_form(
-            view,
-            "resume_schedule" if paused else "pause_schedule",
-            "Resume" if paused else "Pause",
-            {"name": str(document["name"]), "back": view.url("schedules")},
-        )
+        back = view.url("schedules")
+        toggle = pause_toggle(view, "schedule", paused, {"name": name, "back": back})
         last = document.get("last_task")
+        last_state = esc(document["last_state"])
+        if last:
+            last_state += " " + task_link(view, str(last))
         rows.append(
-            f"<tr><td>{esc(document['name'])}</td><td><code>{esc(document['rule'])}</code></td>"
-            f"<td>{esc(document['zone'])}</td><td>{esc(document['next_run'])}</td>"
-            f"<td>{esc(document['last_run'])}</td><td>{esc(document['last_state'])}"
-            f"{' ' + task_link(view, str(last)) if last else ''}</td><td>{toggle}</td></tr>"
+            row(
+                esc(name),
+                f"<code>{esc(document['rule'])}</code>",
+                esc(document["zone"]),
+                esc(document["next_run"]),
+                esc(document["last_run"]),
+                last_state,
+                toggle,
+            )
         )
     schedules = table(
         ["name", "rule", "zone", "next run", "last run", "last state", ""],
@@ -29,10 +34,14 @@ def render(view: View, snapshot: Snapshot) -> str:
         "No schedules (a runner with this store records its own when it starts).",
     )
     gate_rows = [
-        f"<tr><td>{esc(gate.kind)}</td><td>{esc(gate.name)}</td><td>{esc(gate.key or '-')}</td>"
-        f"<td>{gate.used} / {gate.limit}"
-        f"{f' per {gate.window:g}s' if gate.kind == 'rate' else ' running'}</td>"
-        f"<td>{gate.waiting}</td></tr>"
+        row(
+            esc(gate.kind),
+            esc(gate.name),
+            esc(gate.key or "-"),
+            f"{gate.used} / {gate.limit}"
+            + (f" per {gate.window:g}s" if gate.kind == "rate" else " running"),
+            str(gate.waiting),
+        )
         for gate in snapshot.gates
     ]
     gates = table(["limit", "of", "key", "used", "waiting"], gate_rows, "No limit is in use now.")

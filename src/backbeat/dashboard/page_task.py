@@ -1,6 +1,11 @@
 """One task: its arguments (through the redaction hook), result, progress, attempts (the
 store's history where it keeps one, else the latest error and traceback), worker, queue,
-times, and the actions valid for its state."""
+times, and the actions valid for its state.
+
+A running task's page follows it (``data-follow``: the script asks the live stream for
+this task): its bar moves, and when the task leaves running the script loads the page
+again, once, to show how it ended. A page of a task that is not running is not live.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,10 @@ from typing import Any
 from pydantic_core import from_json
 
 from backbeat.dashboard.actions import LABELS, actions_for
-from backbeat.dashboard.pages import View, button_form, esc, layout, progress_bar, when
+from backbeat.dashboard.pages import View, button_form, esc, layout, progress_bar
 from backbeat.dashboard.redact import Redact
+from backbeat.progress import read_report
+from backbeat.store_commands import when
 from backbeat.stores.base import StoredStatus
 from backbeat.stores.inspection import AttemptRecord
 
@@ -67,6 +74,18 @@ def timeline(task: StoredStatus, state: str, attempts: list[AttemptRecord]) -> s
     return f'<ol class="timeline">{"".join(items)}</ol>'
 
 
+def progress_section(task: StoredStatus, state: str) -> str:
+    """The progress bar: live while running; else as the task left it, full for a task that
+    succeeded (its last report may have said less; the work is done)."""
+    if state != "running" and task.progress is None:
+        return ""
+    fraction, message = read_report(task.progress)
+    if state == "succeeded":
+        fraction = 1.0
+    live = task.id if state == "running" else None
+    return f"<h2>Progress</h2><p>{progress_bar(fraction, message, live)}</p>"
+
+
 def render(
     view: View,
     task: StoredStatus,
@@ -87,15 +106,19 @@ def render(
         ("Started", when(task.started_at)),
         ("Finished", when(task.finished_at)),
     ]
-    body = '<dl class="facts">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>"
+    follow = f' data-follow="{esc(task.id)}"' if state == "running" else ""
+    body = (
+        f'<dl class="facts"{follow}>'
+        + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
+        + "</dl>"
+    )
     buttons = "".join(
         button_form(view, action, LABELS[action], {"id": task.id, "back": back, "confirm": "yes"})
         for action in actions_for(state)
     )
     if buttons:
         body += f'<div class="actions">{buttons}</div>'
-    if state == "running" or task.progress is not None:
-        body += f"<h2>Progress</h2><p>{progress_bar(task.id, task.progress)}</p>"
+    body += progress_section(task, state)
     arguments = arguments_of(task, redact)
     body += "<h2>Arguments</h2>" + (
         _pretty(arguments)

@@ -8,8 +8,9 @@ import time
 
 from backbeat.dashboard.actions import LABELS, TASK_ACTIONS
 from backbeat.dashboard.filters import filter_query
-from backbeat.dashboard.pages import View, esc, layout, table, task_link, when
+from backbeat.dashboard.pages import View, esc, hidden, layout, table, task_link
 from backbeat.dashboard.snapshot import Snapshot
+from backbeat.store_commands import when
 from backbeat.stores.base import COUNTED_STATES, FINISHED_STATES
 from backbeat.stores.inspection import TaskFilter, TaskPage
 
@@ -141,10 +142,7 @@ def render(
     actions = ""
     if acts:
         hidden_back = f'<input type="hidden" name="back" value="{esc(back)}">'
-        filter_fields = "".join(
-            f'<input type="hidden" name="{name}" value="{esc(value)}">'
-            for name, value in query.items()
-        )
+        filter_fields = hidden(query.items())
         actions = (
             f'<form id="selection" class="bulk" method="post" action="{esc(view.url("actions"))}">'
             f'{hidden_back}<input type="hidden" name="scope" value="ids">'

@@ -5,8 +5,17 @@ from __future__ import annotations
 
 import time
 
-from backbeat.dashboard.pages import View, age, button_form, esc, layout, table, task_link
-from backbeat.dashboard.snapshot import Snapshot
+from backbeat.dashboard.pages import (
+    View,
+    esc,
+    layout,
+    pause_toggle,
+    row,
+    table,
+    task_link,
+)
+from backbeat.dashboard.snapshot import RUNNING_SHOWN, Snapshot
+from backbeat.store_commands import age
 from backbeat.stores.base import COUNTED_STATES
 
 
@@ -19,12 +28,16 @@ def render(view: View, snapshot: Snapshot) -> str:
     rows = []
     for worker in snapshot.workers:
         leases = " ".join(task_link(view, task_id) for task_id in held.get(worker.name, []))
-        queues = "all" if worker.queues is None else ", ".join(worker.queues)
         rows.append(
-            f"<tr><td>{esc(worker.name)}</td><td>{esc(worker.host)}</td><td>{worker.pid}</td>"
-            f"<td>{age(now - worker.seen_at)} ago</td>"
-            f"<td>{worker.running} / {worker.concurrency}</td><td>{esc(queues)}</td>"
-            f"<td>{leases or '-'}</td></tr>"
+            row(
+                esc(worker.name),
+                esc(worker.host),
+                str(worker.pid),
+                f"{age(now - worker.seen_at)} ago",
+                f"{worker.running} / {worker.concurrency}",
+                esc("all" if worker.queues is None else ", ".join(worker.queues)),
+                leases or "-",
+            )
         )
     workers = table(
         ["name", "host", "pid", "heartbeat", "running", "queues", "leases held"],
@@ -37,15 +50,21 @@ def render(view: View, snapshot: Snapshot) -> str:
     for queue, counts in snapshot.queues.items():
         paused = queue in snapshot.paused
         cells = "".join(f"<td>{counts.get(state, 0)}</td>" for state in COUNTED_STATES)
-        toggle = button_form(
-            view,
-            "resume_queue" if paused else "pause_queue",
-            "Resume" if paused else "Pause",
-            {"queue": queue, "back": view.url("workers")},
-        )
+        toggle = pause_toggle(view, "queue", paused, {"queue": queue, "back": view.url("workers")})
         status = '<span class="badge">paused</span>' if paused else "active"
         queue_rows.append(f"<tr><th>{esc(queue)}</th>{cells}<td>{status} {toggle}</td></tr>")
     queues = table(["queue", *COUNTED_STATES, ""], queue_rows, "No queues yet.")
-    note = f'<p class="note">Leases held: of the {len(snapshot.running)} newest running tasks.</p>'
-    body = "<h2>Workers</h2>" + workers + note + "<h2>Queues</h2>" + queues
+    body = "<h2>Workers</h2>" + workers + leases_note(snapshot) + "<h2>Queues</h2>" + queues
     return layout(view, "workers", "Workers & queues", body)
+
+
+def leases_note(snapshot: Snapshot) -> str:
+    """Leases are read from the snapshot's newest running tasks only: with more running,
+    say so rather than show a worker holding fewer than it does."""
+    running = snapshot.counts.get("running", 0)
+    if running <= len(snapshot.running):
+        return ""
+    return (
+        f'<p class="note" id="leases-note">Leases held: the leases of the {RUNNING_SHOWN} '
+        f"newest running tasks only ({running} tasks are running).</p>"
+    )

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-from pydantic_core import from_json
-
 from backbeat.dashboard.access import Grant
+from backbeat.store_commands import age
 
 NAV = (
     ("", "Overview"),
@@ -86,42 +85,36 @@ def message_page(view: View, heading: str, text: str) -> str:
     return layout(view, "-", heading, f"<p>{esc(text)}</p>")
 
 
-def when(timestamp: float | None) -> str:
-    if timestamp is None:
-        return "-"
-    return f"{datetime.fromtimestamp(timestamp, UTC):%Y-%m-%d %H:%M:%S}Z"
-
-
-def age(seconds: float | None) -> str:
-    """``45s``, ``3m05s``, ``2h07m``, ``3d04h``; ``-`` for none."""
-    if seconds is None:
-        return "-"
-    whole = max(int(seconds), 0)
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    if whole < 86400:
-        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
-
-
 def ago(timestamp: float | None) -> str:
     return "-" if timestamp is None else age(time.time() - timestamp)
+
+
+def hidden(fields: Iterable[tuple[str, str]]) -> str:
+    """The hidden inputs a form posts: (name, value) pairs, a name may come more than once."""
+    return "".join(
+        f'<input type="hidden" name="{esc(name)}" value="{esc(value)}">' for name, value in fields
+    )
 
 
 def button_form(view: View, action: str, label: str, fields: dict[str, str]) -> str:
     """A one-button POST form for an action (shown only to those who may do it)."""
     if not view.can(action):
         return ""
-    hidden = "".join(
-        f'<input type="hidden" name="{esc(name)}" value="{esc(value)}">'
-        for name, value in fields.items()
-    )
     return (
         f'<form class="inline" method="post" action="{esc(view.url("actions/" + action))}">'
-        f'{hidden}<button type="submit">{esc(label)}</button></form>'
+        f'{hidden(fields.items())}<button type="submit">{esc(label)}</button></form>'
     )
+
+
+def pause_toggle(view: View, kind: str, paused: bool, fields: dict[str, str]) -> str:
+    """The button that resumes a paused queue or schedule (`kind`), or pauses it."""
+    action = f"{'resume' if paused else 'pause'}_{kind}"
+    return button_form(view, action, "Resume" if paused else "Pause", fields)
+
+
+def row(*cells: str) -> str:
+    """A table row of cells already escaped or built."""
+    return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
 
 
 def table(head: list[str], rows: list[str], empty: str) -> str:
@@ -131,32 +124,16 @@ def table(head: list[str], rows: list[str], empty: str) -> str:
     return f"<table><thead><tr>{cells}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def progress_of(document: str | None) -> tuple[float | None, str]:
-    """The fraction (0..1) and message of a progress report stored as JSON."""
-    if document is None:
-        return None, ""
-    try:
-        report = from_json(document)
-    except ValueError:
-        return None, ""
-    if not isinstance(report, dict):
-        return None, ""
-    fraction = report.get("fraction")
-    if not isinstance(fraction, int | float) or isinstance(fraction, bool):
-        fraction = None
-    else:
-        fraction = min(max(float(fraction), 0.0), 1.0)
-    message = report.get("message")
-    return fraction, "" if message is None else str(message)
-
-
-def progress_bar(task_id: str, document: str | None) -> str:
-    fraction, message = progress_of(document)
+def progress_bar(fraction: float | None, message: str, live: str | None = None) -> str:
+    """A bar and its message; `live`: the id of the running task whose bar the live stream
+    moves (the script follows the bars marked with it)."""
     value = "" if fraction is None else f' value="{fraction:.3f}"'
     shown = "" if fraction is None else f"{fraction:.0%}"
+    bar_mark = "" if live is None else f' data-progress="{esc(live)}"'
+    message_mark = "" if live is None else f' data-progress-message="{esc(live)}"'
     return (
-        f'<progress data-progress="{esc(task_id)}" max="1"{value}>{shown}</progress>'
-        f' <span data-progress-message="{esc(task_id)}">{esc(message)}</span>'
+        f'<progress{bar_mark} max="1"{value}>{shown}</progress>'
+        f" <span{message_mark}>{esc(message)}</span>"
     )
 
 
