@@ -16,7 +16,7 @@ id, hooks, a drain with ``shutdown_timeout`` s of grace; one attempt code for bo
 from __future__ import annotations
 
 import asyncio
-import logging
+import functools
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -27,12 +27,11 @@ from backbeat.engine.execution import FailureListener, Hook, Hooks
 from backbeat.engine.health import WorkerHealth
 from backbeat.engine.limits import Limits, check_count, check_seconds, queue_names
 from backbeat.engine.local import LocalEngine, RunnerFull
-from backbeat.engine.stored import Prepared, StoredEngine, as_stored
+from backbeat.engine.protocol import Engine
+from backbeat.engine.stored import Prepared, StoredEngine
 from backbeat.gates import queue_gates
 from backbeat.observers import Observer
-from backbeat.registry import durable_name
 from backbeat.schedules import MissedTicks, Schedule, make_schedule
-from backbeat.serialization import ArgumentError
 from backbeat.signing import signing_key as signing_key_of
 from backbeat.status import FINISHED, TaskInfo, value_of
 from backbeat.stores import Store, open_store
@@ -42,13 +41,10 @@ from backbeat.tasks import (
     RequestTasks,
     declared_schedules,
     qualified_name,
-    request_tasks,
     task_policy,
 )
 
 __all__ = ["Runner", "RunnerFull"]
-
-logger = logging.getLogger("backbeat")
 
 
 class Runner:
@@ -120,22 +116,26 @@ class Runner:
         # Without a store, hand tasks their arguments through JSON and back as a store
         # would (tests: `backbeat.testing.TestClient`, the pytest plugin's runners).
         self.round_trip = round_trip
-        self._stored_options = {
-            "execute": execute,
-            "lease": float(lease),
-            "poll_interval": float(poll_interval),
-            "max_lost_leases": max_lost_leases,
-            "max_task_size": max_task_size,
-            "queues": queue_names(queues),
-            "signing_key": signing_key_of(signing_key),
-            "queue_rate_limits": queue_rate_limits,
-        }
+        self._stored_engine = functools.partial(
+            StoredEngine,
+            limits=self.limits,
+            hooks=self.hooks,
+            execute=execute,
+            lease=float(lease),
+            poll_interval=float(poll_interval),
+            max_lost_leases=max_lost_leases,
+            max_task_size=max_task_size,
+            queues=queue_names(queues),
+            signing_key=signing_key_of(signing_key),
+            queue_rate_limits=queue_rate_limits,
+        )
         queue_gates(queue_rate_limits)  # a bad one fails here, with or without a store
-        self._engine: LocalEngine | StoredEngine = LocalEngine(self.limits, self.hooks, eager=eager)
-        if round_trip:
-            self._engine.keeps_no_limits = False  # a test's runner: limits are a store's
         # Periodic tasks: `schedule(...)`'s, then at start those declared with @task(cron=...).
         self.schedules: list[Schedule] = []
+        self._engine: Engine = LocalEngine(
+            self.limits, self.hooks, eager=eager, round_trip=round_trip
+        )
+        self._engine.schedules = self.schedules
         if store is not None and not eager:
             self.use_store(store)
 
@@ -144,16 +144,13 @@ class Runner:
         before the runner starts. The names registered so far are kept."""
         if self.running:
             raise RuntimeError("a running runner cannot change its store")
-        old = self._engine
-        self._engine = StoredEngine(
+        engine = self._stored_engine(
             open_store(store) if isinstance(store, str) else store,
-            self.limits,
-            self.hooks,
             owns_store=isinstance(store, str),
-            registry=old.registry if isinstance(old, StoredEngine) else None,
-            **self._stored_options,  # type: ignore[arg-type]
+            registry=self._engine.registry,
         )
-        self._engine.schedules = self.schedules
+        engine.schedules = self.schedules
+        self._engine = engine
 
     # --- what the runner is ----------------------------------------------------------
 
@@ -169,13 +166,10 @@ class Runner:
     @property
     def executes(self) -> bool:
         """Whether this process runs the tasks (False: it only writes them, workers run them)."""
-        engine = self._engine
-        return engine.execute if isinstance(engine, StoredEngine) else True
+        return self._engine.execute
 
     @executes.setter
     def executes(self, value: bool) -> None:
-        if not isinstance(self._engine, StoredEngine):
-            raise ValueError("only a runner with a store can leave execution to workers")
         self._engine.execute = value
 
     @property
@@ -190,13 +184,11 @@ class Runner:
     @property
     def queues(self) -> tuple[str, ...] | None:
         """The queues this process runs tasks from (None: all); the CLI's ``--queues``."""
-        return self._engine.worker.queues if isinstance(self._engine, StoredEngine) else None
+        return self._engine.queues
 
     @queues.setter
     def queues(self, value: list[str] | tuple[str, ...] | None) -> None:
-        if not isinstance(self._engine, StoredEngine):
-            raise ValueError("only a runner with a store has queues")
-        self._engine.worker.queues = queue_names(value)
+        self._engine.queues = queue_names(value)
 
     @property
     def shutdown_timeout(self) -> float:
@@ -216,38 +208,30 @@ class Runner:
         ``background=``, nor defined next to the app's handlers; raises
         TypeError for what cannot be found by name.
         """
-        if isinstance(self._engine, StoredEngine):
-            return self._engine.register(func)
-        return durable_name(func)
+        return self._engine.register(func)
 
     def register_module(self, module: str) -> None:
         """Let this runner run the plain module-level functions of `module` by name.
 
         `App` and `BackbeatMiddleware` do it for the modules of their route handlers.
         """
-        if isinstance(self._engine, StoredEngine):
-            self._engine.registry.add_module(module)
+        self._engine.register_module(module)
 
     def register_tasks(self, task: BackgroundTask) -> None:
         """Register every function in a task tree (a route's ``background=``); TypeError or
         ValueError, as a request storing it would get, for one a store could not run."""
-        if isinstance(self._engine, StoredEngine):
-            self._engine.register_tree(task)
+        self._engine.register_tree(task)
 
     async def prepare(self, task: BackgroundTask) -> Prepared:
         """Write a request's tasks before its response starts; activate them once it is sent."""
-        if not isinstance(self._engine, StoredEngine):
-            raise RuntimeError("only a runner with a store writes tasks ahead of a response")
         return await self._engine.prepare(task)
 
     async def prepare_collected(self, collector: RequestTasks) -> None:
         """Store the tasks a request made before its response starts (`BackbeatMiddleware`)."""
-        if isinstance(self._engine, StoredEngine):
-            await self._engine.prepare_collected(collector)
+        await self._engine.prepare_collected(collector)
 
     async def abandon_collected(self, collector: RequestTasks, reason: str) -> None:
-        if isinstance(self._engine, StoredEngine):
-            await self._engine.abandon_collected(collector, reason)
+        await self._engine.abandon_collected(collector, reason)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -296,11 +280,9 @@ class Runner:
             raise ValueError(
                 f"a schedule named {made.name!r} exists already: give this one another name="
             )
-        if isinstance(self._engine, StoredEngine):
-            self._engine.check_schedule(made)
+        self._engine.check_schedule(made)
         self.schedules.append(made)
-        if isinstance(self._engine, StoredEngine):
-            self._engine.schedule_added()
+        self._engine.schedule_added()
         return made
 
     def _gather_schedules(self) -> None:
@@ -313,25 +295,7 @@ class Runner:
                     f"two schedules are named {found.name!r} (one from @task, one from "
                     "runner.schedule): give one another name="
                 )
-        engine = self._engine
-        if not isinstance(engine, StoredEngine):
-            if self.schedules:
-                raise RuntimeError(
-                    "runner.schedule needs a runner with a store, which decides which process "
-                    "enqueues each tick: Runner(store='sqlite:///tasks.db'), or "
-                    "store='memory://' for one process"
-                )
-            if declared:
-                logger.warning(
-                    "backbeat: %d periodic task(s) (%s) are declared but this runner has no "
-                    "store: they do not run here (Runner(store=...))",
-                    len(declared),
-                    ", ".join(found.name for found in declared),
-                )
-            return
-        for found in declared:
-            engine.check_schedule(found)
-            self.schedules.append(found)
+        self._engine.gather_schedules(declared)
 
     async def start(self) -> None:
         if not self.running:
@@ -341,14 +305,7 @@ class Runner:
     async def wait_connected(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """Wait until the started runner's store has answered (a store unreachable at
         start-up is tried again in the background); False after `timeout` seconds."""
-        if not isinstance(self._engine, StoredEngine):
-            return True
-        try:
-            async with asyncio.timeout(timeout):
-                await self._engine.connection.connected.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await self._engine.wait_connected(timeout)
 
     async def drain(self) -> None:
         """Stop taking tasks; give the others `shutdown_timeout` s; then cancel the rest
@@ -381,52 +338,26 @@ class Runner:
         """
         if not isinstance(task, BackgroundTask):
             raise TypeError(f"Runner.submit expects a BackgroundTask, got {task!r}")
-        if not self.durable:
-            return self._engine.submit(self._as_stored(task))  # type: ignore[union-attr]
-        if not in_event_loop():
-            return self._engine.submit_blocking(task)  # type: ignore[union-attr]
-        raise RuntimeError(
-            "a runner with a store writes to it, which takes an await here: use "
-            "`await runner.asubmit(task)` in async code"
-        )
+        return self._engine.submit(self._handed(task))
 
     async def asubmit(self, task: BackgroundTask) -> str:
         """`submit` for any runner; with a store, returns once the task is written."""
         if not isinstance(task, BackgroundTask):
             raise TypeError(f"Runner.asubmit expects a BackgroundTask, got {task!r}")
-        return await self._engine.asubmit(self._as_stored(task))
+        return await self._engine.asubmit(self._handed(task))
 
     def take(self, task: BackgroundTask) -> bool:
         """What `await task()` does first inside a request served under this runner:
         take the task if there is room (no await on this path). False: call `hand_off`."""
-        if self.round_trip:
-            task = self._as_stored(task)
-        return self._engine.take(task)
+        return self._engine.take(self._handed(task))
 
-    def _as_stored(self, task: BackgroundTask) -> BackgroundTask:
+    def _handed(self, task: BackgroundTask) -> BackgroundTask:
         """The task as a store would hand it to a worker, where this runner round-trips."""
-        if not self.round_trip or self.durable:
-            return task  # a store's own round trip is the real one
-        try:
-            return as_stored(task)
-        except ArgumentError as exc:
-            raise ArgumentError(
-                f"{exc}: a store could not keep it, and this runner hands tasks their "
-                "arguments as a store would (Runner(round_trip=...); TestClient(app, "
-                "round_trip=False) for an app that never uses a store)"
-            ) from None
+        return self._engine.as_stored(task) if self.round_trip else task
 
     async def hand_off(self, task: BackgroundTask) -> None:
         """Take the task, or wait for room, or run it inline; eager mode runs it here."""
-        collector = request_tasks.get()
-        if collector is not None and self.durable:
-            if collector.refused:
-                return  # they could not be stored and the client was told so
-            prepared = collector.prepared.pop(id(task), None)
-            if prepared is not None:
-                await prepared.activate()  # stored ahead of the response: now runnable
-                return
-        await self._engine.hand_off(self._as_stored(task))
+        await self._engine.hand_off(self._handed(task))
 
     # --- looking, results, cancelling ----------------------------------------------------
 
@@ -444,15 +375,12 @@ class Runner:
     def stored(self, task_id: str) -> StoredStatus | None:
         """A stored task as the store keeps it (arguments and result as JSON, the worker),
         for integrations; None without a store. Safe to call from any thread."""
-        if isinstance(self._engine, LocalEngine):
-            return None
-        return self._engine.calls.call(lambda store: store.get(task_id))
+        return self._engine.stored(task_id)
 
     def local_tasks(self) -> list[TaskInfo]:
         """The tasks of this process's in-memory table, oldest first (what the dashboard shows
         of a runner without a store); empty with a store (it keeps them)."""
-        engine = self._engine
-        return engine.tasks() if isinstance(engine, LocalEngine) else []
+        return self._engine.tasks()
 
     def stats(self) -> dict[str, int]:
         """Counts by state: live for pending/scheduled/running, totals for finished states.
@@ -469,10 +397,7 @@ class Runner:
     def health(self) -> WorkerHealth | None:
         """Whether this process's worker beats (its loop, lease keeper and claim loop); None
         when this process runs no stored tasks. Safe to call from any thread."""
-        engine = self._engine
-        if isinstance(engine, StoredEngine) and engine.execute:
-            return engine.health()
-        return None
+        return self._engine.health()
 
     async def join(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - the brief's API
         """Wait until no task is pending, scheduled or running (TimeoutError after `timeout`).
@@ -487,7 +412,7 @@ class Runner:
         Raises `TaskFailed` (with the last error) if it failed, `TaskCancelled` if it
         was cancelled, LookupError for an unknown id, TimeoutError after `timeout`.
         """
-        poll = 0.05 if self.durable else 0.005
+        poll = self._engine.status_poll
         async with asyncio.timeout(timeout):
             while True:
                 info = await self.aget(task_id)
@@ -518,15 +443,11 @@ class Runner:
         """Cancel a task: if it has not started it never will; if it runs, it is cancelled
         (an async task at its next await; with a store, at its worker's next lease
         renewal). True if there was something to cancel; its state becomes `cancelled`."""
-        if isinstance(self._engine, StoredEngine):
-            return await self._engine.acancel(task_id, reason)
-        return self._engine.cancel(task_id, reason)
+        return await self._engine.acancel(task_id, reason)
 
     def cancel(self, task_id: str, reason: str = "cancelled") -> bool:
         """`acancel` from sync code: on the runner's loop (no store), or without a loop."""
-        if isinstance(self._engine, LocalEngine):
-            return self._engine.cancel(task_id, reason)
-        return self._engine.cancel_blocking(task_id, reason)
+        return self._engine.cancel(task_id, reason)
 
     # --- hooks ---------------------------------------------------------------------------
 

@@ -10,6 +10,13 @@ Limits: at most ``concurrency`` attempts at once, ``max_pending`` waiting;
 a sequence's members start one after another, a group's independently; delays
 and retries wait on the loop's timers; the drain gives what is left
 ``shutdown_timeout`` seconds, then cancels it and logs each task as lost.
+
+The verbs of the `Engine` protocol that only mean something with a store do here
+what a caller would expect of a runner without one: registering names and storing a
+request's tasks ahead of its response do nothing (there is nothing to store), the
+worker's health and a stored row are None, the store is connected at once; writing
+ahead (`prepare`), leaving execution to workers, choosing queues and running
+schedules raise an error that names the missing store.
 """
 
 from __future__ import annotations
@@ -20,13 +27,19 @@ import contextvars
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from backbeat.engine.execution import Hooks, Outcome, run_attempt
+from backbeat.engine.health import WorkerHealth
 from backbeat.engine.jobs import Collection, Job, run_eagerly, start_collection
 from backbeat.engine.limits import Limits
+from backbeat.engine.round_trip import as_stored
 from backbeat.engine.slot_queue import SlotQueue
 from backbeat.ids import new_id
 from backbeat.logs import log_failure, log_lost
+from backbeat.registry import durable_name
+from backbeat.schedules import Schedule
+from backbeat.serialization import ArgumentError
 from backbeat.status import (
     CANCELLED,
     FAILED,
@@ -39,7 +52,11 @@ from backbeat.status import (
     TaskState,
     TaskTable,
 )
-from backbeat.tasks import BackgroundTask, BackgroundTasks, current_runner
+from backbeat.stores.base import StoredStatus
+from backbeat.tasks import BackgroundTask, BackgroundTasks, RequestTasks, current_runner
+
+if TYPE_CHECKING:
+    from backbeat.engine.stored import Prepared
 
 logger = logging.getLogger("backbeat")
 
@@ -73,14 +90,19 @@ class LocalEngine:
 
     durable = False
     store = None
+    registry = None
+    status_poll = 0.005  # a look at the table costs a dict lookup
 
-    def __init__(self, limits: Limits, hooks: Hooks, *, eager: bool = False) -> None:
+    def __init__(
+        self, limits: Limits, hooks: Hooks, *, eager: bool = False, round_trip: bool = False
+    ) -> None:
         self.limits = limits
         self.hooks = hooks
         self.eager = eager
         # A runner for tests (eager, or handing arguments through JSON as a store would) runs
         # tasks with limits as if under them; any other refuses them (`refuse_gates`).
-        self.keeps_no_limits = not eager
+        self.keeps_no_limits = not (eager or round_trip)
+        self.schedules: list[Schedule] = []
         self._table = TaskTable(limits.keep_finished, limits.finished_ttl)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.accepting = False
@@ -134,6 +156,32 @@ class LocalEngine:
         log_lost(self._cancel_unfinished(), shutdown_timeout)
         self._loop = None
 
+    async def wait_connected(self, timeout: float | None) -> bool:  # noqa: ASYNC109
+        return True  # no store to wait for
+
+    def gather_schedules(self, declared: list[Schedule]) -> None:
+        """RuntimeError for the runner's own schedules (a store decides which process
+        enqueues each tick); a warning that those declared with @task(cron=...) do not run."""
+        if self.schedules:
+            raise RuntimeError(
+                "runner.schedule needs a runner with a store, which decides which process "
+                "enqueues each tick: Runner(store='sqlite:///tasks.db'), or "
+                "store='memory://' for one process"
+            )
+        if declared:
+            logger.warning(
+                "backbeat: %d periodic task(s) (%s) are declared but this runner has no "
+                "store: they do not run here (Runner(store=...))",
+                len(declared),
+                ", ".join(found.name for found in declared),
+            )
+
+    def check_schedule(self, schedule: Schedule) -> None:
+        """Nothing now: `gather_schedules` refuses them all at start."""
+
+    def schedule_added(self) -> None:
+        """Nothing: no schedule runs here."""
+
     def _cancel_unfinished(self) -> list[tuple[TaskRecord, TaskState]]:
         """Cancel what the drain left unfinished; each task with the state it was in."""
         lost = [(record, record.state) for record in self._table.unfinished()]
@@ -142,7 +190,55 @@ class LocalEngine:
             self._table.move(record, CANCELLED)
         return lost
 
+    # --- names and writing ahead: nothing to store -------------------------------------
+
+    @property
+    def execute(self) -> bool:
+        return True
+
+    @execute.setter
+    def execute(self, value: bool) -> None:
+        raise ValueError("only a runner with a store can leave execution to workers")
+
+    @property
+    def queues(self) -> tuple[str, ...] | None:
+        return None  # all: every task runs here
+
+    @queues.setter
+    def queues(self, value: tuple[str, ...] | None) -> None:
+        raise ValueError("only a runner with a store has queues")
+
+    def register(self, func: Callable[..., Any]) -> str:
+        """The name a store would keep `func` under; TypeError where it has none."""
+        return durable_name(func)
+
+    def register_module(self, module: str) -> None:
+        """Nothing: live objects need no names."""
+
+    def register_tree(self, task: BackgroundTask) -> None:
+        """Nothing: a task tree runs as live objects."""
+
+    async def prepare(self, task: BackgroundTask) -> Prepared:
+        raise RuntimeError("only a runner with a store writes tasks ahead of a response")
+
+    async def prepare_collected(self, collector: RequestTasks) -> None:
+        """Nothing: the request's tasks are taken when its response hands them over."""
+
+    async def abandon_collected(self, collector: RequestTasks, reason: str) -> None:
+        """Nothing: nothing was stored ahead."""
+
     # --- taking tasks ------------------------------------------------------------------
+
+    def as_stored(self, task: BackgroundTask) -> BackgroundTask:
+        """The task as a store would hand it to a worker (a runner that round-trips)."""
+        try:
+            return as_stored(task)
+        except ArgumentError as exc:
+            raise ArgumentError(
+                f"{exc}: a store could not keep it, and this runner hands tasks their "
+                "arguments as a store would (Runner(round_trip=...); TestClient(app, "
+                "round_trip=False) for an app that never uses a store)"
+            ) from None
 
     def submit(self, task: BackgroundTask) -> str:
         if self.keeps_no_limits:
@@ -382,6 +478,9 @@ class LocalEngine:
             assert self._room is not None
             self._room.set()
 
+    async def acancel(self, task_id: str, reason: str) -> bool:
+        return self.cancel(task_id, reason)
+
     def cancel(self, task_id: str, reason: str) -> bool:
         """Cancel a task that has not finished: it never starts, or (running) is cancelled."""
         job = self._jobs.get(task_id)
@@ -416,9 +515,15 @@ class LocalEngine:
     async def aget(self, task_id: str) -> TaskInfo | None:
         return self.get(task_id)
 
+    def stored(self, task_id: str) -> StoredStatus | None:
+        return None  # no store keeps it
+
     def tasks(self) -> list[TaskInfo]:
         """Every task the table keeps, oldest first."""
         return [record.snapshot() for record in self._table.records()]
+
+    def health(self) -> WorkerHealth | None:
+        return None  # no worker: tasks run as the loop takes them
 
     def stats(self) -> dict[str, int]:
         return {state.value: count for state, count in self._table.counts.items()}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import copy
 import logging
 import time
 from collections import OrderedDict
@@ -23,13 +22,14 @@ from collections.abc import Callable
 from typing import Any
 
 from backbeat.batching import TurnBatch
-from backbeat.concurrency import synchronous
+from backbeat.concurrency import in_event_loop
 from backbeat.engine.blocking import BlockingCalls
 from backbeat.engine.claims import WrittenHere
 from backbeat.engine.connecting import StoreConnection
 from backbeat.engine.execution import Hooks
 from backbeat.engine.health import WorkerHealth
 from backbeat.engine.limits import Limits
+from backbeat.engine.round_trip import original_function
 from backbeat.engine.scheduler import Scheduler
 from backbeat.engine.worker import StoredWorker
 from backbeat.gates import Gates, gates_of, queue_gates
@@ -41,8 +41,14 @@ from backbeat.schedules import Schedule
 from backbeat.serialization import ArgumentError, decode_arguments, encode_arguments
 from backbeat.signing import sign
 from backbeat.status import LIVE_STATES, TaskInfo
-from backbeat.stores.base import NewTask, Store, StoreError
-from backbeat.tasks import BackgroundTask, BackgroundTasks, RequestTasks, declared_tasks
+from backbeat.stores.base import NewTask, Store, StoredStatus, StoreError
+from backbeat.tasks import (
+    BackgroundTask,
+    BackgroundTasks,
+    RequestTasks,
+    declared_tasks,
+    request_tasks,
+)
 
 logger = logging.getLogger("backbeat")
 
@@ -50,30 +56,6 @@ _REMEMBERED_IDS = 100_000
 # A task written here keeps its decoded call until claimed here when its arguments are
 # at most this many bytes of JSON (most are): memory stays bounded by the cap on ids.
 _KEPT_CALL_SIZE = 2048
-
-
-def original_function(task: BackgroundTask) -> Callable[..., Any]:
-    func = task.func
-    return synchronous(func) or func
-
-
-def as_stored(task: BackgroundTask) -> BackgroundTask:
-    """A copy of a task tree whose arguments went through JSON and back against their
-    functions, as a store hands them to a worker (an unannotated parameter gets the plain
-    JSON value); ArgumentError for arguments a store could not keep. Same ids."""
-    if not isinstance(task, BackgroundTasks):
-        payload = encode_arguments(task.name, task.args, task.kwargs)
-        copied = copy.copy(task)
-        copied.args, copied.kwargs = decode_arguments(original_function(task), payload)  # type: ignore[assignment]
-        return copied
-    collection = BackgroundTasks(as_group=task.as_group)
-    collection.tasks = [
-        as_stored(member) if isinstance(member, BackgroundTask) else member for member in task.tasks
-    ]
-    collection.id = task.id
-    collection.created = task.created
-    collection.policy = task.policy
-    return collection
 
 
 class Prepared:
@@ -100,6 +82,7 @@ class StoredEngine:
 
     durable = True
     eager = False
+    status_poll = 0.05  # a look at the status is a store read
 
     def __init__(
         self,
@@ -156,8 +139,19 @@ class StoredEngine:
 
     # --- names -------------------------------------------------------------------------
 
+    @property
+    def queues(self) -> tuple[str, ...] | None:
+        return self.worker.queues
+
+    @queues.setter
+    def queues(self, value: tuple[str, ...] | None) -> None:
+        self.worker.queues = value
+
     def register(self, func: Callable[..., Any]) -> str:
         return self.registry.register(func)
+
+    def register_module(self, module: str) -> None:
+        self.registry.add_module(module)
 
     def register_declared(self) -> None:
         """Every @task function imported so far that can be found by name."""
@@ -307,10 +301,21 @@ class StoredEngine:
             )
         return payload, args, kwargs
 
+    def as_stored(self, task: BackgroundTask) -> BackgroundTask:
+        return task  # the store's own round trip is the real one
+
     def take(self, task: BackgroundTask) -> bool:
         return False  # a stored task is handed over by writing it, which takes an await
 
     async def hand_off(self, task: BackgroundTask) -> None:
+        collector = request_tasks.get()
+        if collector is not None:
+            if collector.refused:
+                return  # they could not be stored and the client was told so
+            prepared = collector.prepared.pop(id(task), None)
+            if prepared is not None:
+                await prepared.activate()  # stored ahead of the response: now runnable
+                return
         # The write is the hand-off, whether or not this process executes.
         await self.write(task, contextvars.copy_context())
 
@@ -325,8 +330,13 @@ class StoredEngine:
         # The store wakes the workers waiting on it in this process (`Store.wait`).
         return await (store or self.store).enqueue(rows)
 
-    def submit_blocking(self, task: BackgroundTask) -> str:
+    def submit(self, task: BackgroundTask) -> str:
         """`asubmit` for code without a running event loop: returns once the task is written."""
+        if in_event_loop():
+            raise RuntimeError(
+                "a runner with a store writes to it, which takes an await here: use "
+                "`await runner.asubmit(task)` in async code"
+            )
         caller = contextvars.copy_context()
         ids = self.calls.call(lambda store: self.write(task, caller, store))
         return ids[0] if len(ids) == 1 else task.id
@@ -419,12 +429,23 @@ class StoredEngine:
             self.accepting = False
             raise
 
-    def health(self) -> WorkerHealth:
-        """The worker's health (`engine.health`). Waiting for a store that cannot be reached
-        is no problem of this process: restarting it would not help, it retries."""
+    def health(self) -> WorkerHealth | None:
+        """The worker's health (`engine.health`), None where this process runs no tasks.
+        Waiting for a store that cannot be reached is no problem of this process:
+        restarting it would not help, it retries."""
+        if not self.execute:
+            return None
         if self.accepting and not self.connection.connected.is_set():
             return WorkerHealth(self.worker.name, 0, 0.0, 0.0, (), waiting_for_store=True)
         return self.worker.health()
+
+    async def wait_connected(self, timeout: float | None) -> bool:  # noqa: ASYNC109
+        try:
+            async with asyncio.timeout(timeout):
+                await self.connection.connected.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def _opened(self) -> None:
         if self.execute:
@@ -437,6 +458,11 @@ class StoredEngine:
         limits' keys computed). Scheduling a function declares it: it is registered."""
         self.register(schedule.func)
         self.scheduled_task(schedule, 0)
+
+    def gather_schedules(self, declared: list[Schedule]) -> None:
+        for found in declared:
+            self.check_schedule(found)
+            self.schedules.append(found)
 
     def schedule_added(self) -> None:
         """A schedule was added to `schedules`: the scheduler sees it now (from any thread)."""
@@ -474,7 +500,7 @@ class StoredEngine:
     async def acancel(self, task_id: str, reason: str) -> bool:
         return await self.store.cancel([task_id], reason) > 0
 
-    def cancel_blocking(self, task_id: str, reason: str) -> bool:
+    def cancel(self, task_id: str, reason: str) -> bool:
         return self.calls.call(lambda store: store.cancel([task_id], reason)) > 0
 
     # --- looking -------------------------------------------------------------------------
@@ -486,6 +512,12 @@ class StoredEngine:
     async def aget(self, task_id: str) -> TaskInfo | None:
         status = await self.store.get(task_id)
         return None if status is None else status.info(time.time())
+
+    def stored(self, task_id: str) -> StoredStatus | None:
+        return self.calls.call(lambda store: store.get(task_id))
+
+    def tasks(self) -> list[TaskInfo]:
+        return []  # the store keeps them, not this process
 
     def stats(self) -> dict[str, int]:
         return self.calls.call(lambda store: store.counts())

@@ -1,0 +1,119 @@
+"""`Engine`: what a `Runner` asks of its feeder, whichever it holds.
+
+Two feeders implement it: `engine.local.LocalEngine` (live objects, no store) and
+`engine.stored.StoredEngine` (tasks kept in a store). The Runner holds one and delegates
+every verb to it without asking which: where a verb only means something with a store
+(writing ahead of a response, leaving execution to workers, the worker's health), the
+local engine's docstring says what it does instead — nothing where nothing is owed, an
+error naming the missing store where the caller expects an effect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from backbeat.engine.health import WorkerHealth
+from backbeat.registry import TaskRegistry
+from backbeat.schedules import Schedule
+from backbeat.status import TaskInfo
+from backbeat.stores.base import Store, StoredStatus
+from backbeat.tasks import BackgroundTask, RequestTasks
+
+if TYPE_CHECKING:
+    from backbeat.engine.stored import Prepared
+
+
+class Engine(Protocol):
+    """A feeder: takes tasks, runs them (or leaves them to workers), answers for their status."""
+
+    # The runner's periodic tasks (its own list, so that one added later is seen).
+    schedules: list[Schedule]
+    # Whether this process runs the tasks (False: it only writes them, workers run them).
+    execute: bool
+    # The queues this process runs tasks from (None: all).
+    queues: tuple[str, ...] | None
+
+    @property
+    def durable(self) -> bool:
+        """True when tasks are kept in a store."""
+
+    @property
+    def store(self) -> Store | None: ...
+
+    @property
+    def registry(self) -> TaskRegistry | None:
+        """The names stored tasks are run by (None: tasks are live objects, no names)."""
+
+    @property
+    def accepting(self) -> bool:
+        """True between `start()` and the end of `drain()`'s accepting phase."""
+
+    @property
+    def status_poll(self) -> float:
+        """Seconds between two looks at a task's status while waiting for its result."""
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None: ...
+
+    async def wait_connected(self, timeout: float | None) -> bool:  # noqa: ASYNC109
+        """Whether the store has answered, waiting `timeout` seconds for it."""
+
+    async def drain(self) -> None: ...
+
+    def gather_schedules(self, declared: list[Schedule]) -> None:
+        """At start: add the @task(cron=...) schedules to `schedules` (checked), or refuse."""
+
+    def check_schedule(self, schedule: Schedule) -> None: ...
+
+    def schedule_added(self) -> None: ...
+
+    # --- names and writing ahead of a response -----------------------------------------
+
+    def register(self, func: Callable[..., Any]) -> str: ...
+
+    def register_module(self, module: str) -> None: ...
+
+    def register_tree(self, task: BackgroundTask) -> None: ...
+
+    async def prepare(self, task: BackgroundTask) -> Prepared: ...
+
+    async def prepare_collected(self, collector: RequestTasks) -> None: ...
+
+    async def abandon_collected(self, collector: RequestTasks, reason: str) -> None: ...
+
+    # --- taking tasks ------------------------------------------------------------------
+
+    def as_stored(self, task: BackgroundTask) -> BackgroundTask:
+        """The task with its arguments as a worker would get them from a store."""
+
+    def submit(self, task: BackgroundTask) -> str: ...
+
+    async def asubmit(self, task: BackgroundTask) -> str: ...
+
+    def take(self, task: BackgroundTask) -> bool: ...
+
+    async def hand_off(self, task: BackgroundTask) -> None: ...
+
+    # --- looking and cancelling ----------------------------------------------------------
+
+    def get(self, task_id: str) -> TaskInfo | None: ...
+
+    async def aget(self, task_id: str) -> TaskInfo | None: ...
+
+    def stored(self, task_id: str) -> StoredStatus | None: ...
+
+    def tasks(self) -> list[TaskInfo]: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+    async def queue_stats(self) -> dict[str, dict[str, int]]: ...
+
+    def health(self) -> WorkerHealth | None: ...
+
+    async def join(self, timeout: float | None) -> None: ...  # noqa: ASYNC109
+
+    def cancel(self, task_id: str, reason: str) -> bool: ...
+
+    async def acancel(self, task_id: str, reason: str) -> bool: ...
