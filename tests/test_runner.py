@@ -551,3 +551,29 @@ async def test_submit_returns_the_id_each_run_is_kept_under():
     assert first == t.id
     assert second != first
     assert runner.get(second).state == "succeeded"
+
+
+async def test_what_only_a_store_does_is_nothing_or_an_error_naming_the_store():
+    runner = Runner()
+    with pytest.raises(ValueError, match="only a runner with a store can leave execution"):
+        runner.executes = False
+    with pytest.raises(ValueError, match="only a runner with a store has queues"):
+        runner.queues = ["emails"]
+    assert runner.executes and runner.queues is None and runner.store is None
+    t = BackgroundTask(noop)
+    async with runner:
+        with pytest.raises(RuntimeError, match="only a runner with a store writes tasks ahead"):
+            await runner.prepare(t)
+        assert runner.get(t.id) is None  # nothing was taken
+        # Names are a store's: nothing to keep, but a name that cannot be found still fails.
+        runner.register_module(__name__)
+        runner.register_tasks(t)
+        assert runner.register(noop) == f"{__name__}:noop"
+        with pytest.raises(TypeError):
+            runner.register(lambda: None)
+        assert await runner.wait_connected(0)  # no store to wait for
+        assert runner.health() is None  # no worker
+        assert runner.submit(t) == t.id
+        await runner.join(timeout=5)
+    assert runner.stored(t.id) is None  # kept in this process's table, not in a store
+    assert [info.id for info in runner.local_tasks()] == [t.id]

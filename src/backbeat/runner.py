@@ -1,7 +1,8 @@
 """`Runner`: where tasks go after the response, and what the app and the CLI talk to.
 
-A `Runner` lives in the ASGI lifespan (or in ``async with runner:``). It is a
-façade over one engine, chosen once from its options:
+A `Runner` lives in the ASGI lifespan (or in ``async with runner:``). It is its
+options, its lifecycle, and a façade over one engine (`backbeat.engine.protocol.Engine`),
+chosen from its options and asked for everything without asking which it is:
 
 * without a store, the in-process feeder (`backbeat.engine.local`): live task
   objects, run in this process, status in memory;
@@ -15,25 +16,23 @@ id, hooks, a drain with ``shutdown_timeout`` s of grace; one attempt code for bo
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from backbeat.concurrency import in_event_loop
 from backbeat.engine.execution import FailureListener, Hook, Hooks
 from backbeat.engine.health import WorkerHealth
 from backbeat.engine.limits import Limits, check_count, check_seconds, queue_names
 from backbeat.engine.local import LocalEngine, RunnerFull
 from backbeat.engine.protocol import Engine
+from backbeat.engine.results import wait_for_result, wait_for_result_blocking
 from backbeat.engine.stored import Prepared, StoredEngine
 from backbeat.gates import queue_gates
 from backbeat.observers import Observer
 from backbeat.schedules import MissedTicks, Schedule, make_schedule
 from backbeat.signing import signing_key as signing_key_of
-from backbeat.status import FINISHED, TaskInfo, value_of
+from backbeat.status import TaskInfo
 from backbeat.stores import Store, open_store
 from backbeat.stores.base import StoredStatus
 from backbeat.tasks import (
@@ -412,32 +411,11 @@ class Runner:
         Raises `TaskFailed` (with the last error) if it failed, `TaskCancelled` if it
         was cancelled, LookupError for an unknown id, TimeoutError after `timeout`.
         """
-        poll = self._engine.status_poll
-        async with asyncio.timeout(timeout):
-            while True:
-                info = await self.aget(task_id)
-                if info is None:
-                    raise LookupError(f"no task with id {task_id}")
-                if info.state in FINISHED:
-                    return value_of(info)
-                await asyncio.sleep(poll)
+        return await wait_for_result(self._engine, task_id, timeout)
 
     def result(self, task_id: str, timeout: float | None = None) -> Any:
         """`aresult` for code without an event loop (a script, another thread)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            info = self.get(task_id)
-            if info is None:
-                raise LookupError(f"no task with id {task_id}")
-            if info.state in FINISHED:
-                return value_of(info)
-            if in_event_loop():
-                raise RuntimeError(
-                    "waiting here would block the event loop: use `await runner.aresult(id)`"
-                )
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"task {task_id} did not finish within {timeout}s")
-            time.sleep(0.05)
+        return wait_for_result_blocking(self._engine, task_id, timeout)
 
     async def acancel(self, task_id: str, reason: str = "cancelled") -> bool:
         """Cancel a task: if it has not started it never will; if it runs, it is cancelled

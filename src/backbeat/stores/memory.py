@@ -51,6 +51,13 @@ class MemoryStore:
         self._shares = GatedShare()
         self._paused: set[str] = set()  # queues none of whose tasks start (`pause_queue`)
 
+    @classmethod
+    def from_url(cls, url: str, *, create: bool = True) -> MemoryStore:
+        """``memory://``: a new, empty store (`create` changes nothing: there is no other)."""
+        if url != "memory://":
+            raise StoreError(f"a memory store's URL is memory://, with nothing after it: {url!r}")
+        return cls()
+
     def __repr__(self) -> str:
         return "MemoryStore()"
 
