@@ -14,7 +14,7 @@ def test_an_unknown_scheme_is_refused_with_the_known_ones():
     message = str(raised.value)
     assert "unknown store 'mysql' in 'mysql://localhost/tasks'" in message
     assert "known schemes: sqlite, redis, rediss, unix, memory" in message
-    with pytest.raises(StoreError, match="unknown store 'tasks.db'"):
+    with pytest.raises(StoreError, match=r"unknown store 'tasks\.db'"):
         open_store("tasks.db")  # a path is not a URL
 
 
