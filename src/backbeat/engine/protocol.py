@@ -65,9 +65,11 @@ class Engine(Protocol):
     def gather_schedules(self, declared: list[Schedule]) -> None:
         """At start: add the @task(cron=...) schedules to `schedules` (checked), or refuse."""
 
-    def check_schedule(self, schedule: Schedule) -> None: ...
+    def check_schedule(self, schedule: Schedule) -> None:
+        """TypeError or ValueError now for a schedule whose ticks could not be enqueued."""
 
-    def schedule_added(self) -> None: ...
+    def schedule_added(self) -> None:
+        """A schedule joined `schedules`: let the one running them see it."""
 
     # --- names and writing ahead of a response -----------------------------------------
 
@@ -86,7 +88,8 @@ class Engine(Protocol):
     # --- taking tasks ------------------------------------------------------------------
 
     def as_stored(self, task: BackgroundTask) -> BackgroundTask:
-        """The task with its arguments as a worker would get them from a store."""
+        """The task with its arguments as a worker would get them from a store (a runner
+        that round-trips); with a store, the task itself: its write is the round trip."""
 
     def submit(self, task: BackgroundTask) -> str: ...
 
@@ -102,15 +105,18 @@ class Engine(Protocol):
 
     async def aget(self, task_id: str) -> TaskInfo | None: ...
 
-    def stored(self, task_id: str) -> StoredStatus | None: ...
+    def stored(self, task_id: str) -> StoredStatus | None:
+        """A task as its store keeps it."""
 
-    def tasks(self) -> list[TaskInfo]: ...
+    def tasks(self) -> list[TaskInfo]:
+        """The tasks this process keeps in memory, oldest first."""
 
     def stats(self) -> dict[str, int]: ...
 
     async def queue_stats(self) -> dict[str, dict[str, int]]: ...
 
-    def health(self) -> WorkerHealth | None: ...
+    def health(self) -> WorkerHealth | None:
+        """Whether this process's worker beats; None where it runs no stored tasks."""
 
     async def join(self, timeout: float | None) -> None: ...  # noqa: ASYNC109
 
