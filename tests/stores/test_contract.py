@@ -6,7 +6,7 @@ import time
 import pytest
 
 from backbeat.status import TaskState
-from backbeat.stores.base import Settlement
+from backbeat.stores.base import DuplicateTask, Settlement
 from tests.stores.rows import failed, new_task, succeeded
 
 pytestmark = pytest.mark.anyio
@@ -194,9 +194,23 @@ async def test_one_bad_write_fails_alone(store):
         store.enqueue([other]),
         return_exceptions=True,
     )
-    assert "UNIQUE constraint failed" in str(results[0])
+    assert isinstance(results[0], DuplicateTask)
+    assert results[0].task_id == task.id
     assert results[1] == [other.id]
     assert (await store.counts())["pending"] == 2
+
+
+async def test_a_duplicate_id_stores_nothing_of_its_write(store):
+    stored, fresh = new_task(), new_task()
+    await store.enqueue([stored])
+    with pytest.raises(DuplicateTask) as raised:
+        await store.enqueue([fresh, stored])
+    assert raised.value.task_id == stored.id
+    twice = new_task()
+    with pytest.raises(DuplicateTask):
+        await store.enqueue([twice, twice])  # repeated within one write
+    assert (await store.get(fresh.id), await store.get(twice.id)) == (None, None)
+    assert (await store.counts())["pending"] == 1
 
 
 async def test_a_key_held_by_a_live_task_is_not_added_again(store):

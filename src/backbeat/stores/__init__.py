@@ -2,6 +2,7 @@
 
 from backbeat.stores.base import (
     ClaimedTask,
+    DuplicateTask,
     NewTask,
     Store,
     StoredStatus,
@@ -40,6 +41,7 @@ def open_store(url: str, *, create: bool = True) -> Store:
 
 __all__ = [
     "ClaimedTask",
+    "DuplicateTask",
     "MemoryStore",
     "NewTask",
     "SQLiteStore",

@@ -286,6 +286,15 @@ class StoreMissing(StoreError):
     """A store was to be read, but there is none at that place (nothing was created)."""
 
 
+class DuplicateTask(StoreError):
+    """A write named a task id that is stored already, or twice: none of its tasks was
+    stored (`Store.enqueue`). Not a store that is down: the same write fails again."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"a task with id {task_id} is stored already")
+        self.task_id = task_id
+
+
 class Store(Protocol):
     """The operations the runner, the workers and the CLI use.
 
@@ -315,7 +324,10 @@ class Store(Protocol):
 
     async def enqueue(self, tasks: list[NewTask]) -> list[str]:
         """Store these tasks in one atomic write; returns their ids — for a task whose
-        `key` a live task already has, that task's id (and nothing is added)."""
+        `key` a live task already has, that task's id (and nothing is added).
+
+        Raises `DuplicateTask` (and stores none of them) when an id is stored already or
+        repeated in `tasks`. Writes grouped with others fail alone."""
         ...
 
     async def activate(self, ids: list[str]) -> None:

@@ -21,12 +21,12 @@ from backbeat.stores.base import (
     FINISHED_STATES,
     STILL_RUNNING,
     ClaimedTask,
+    DuplicateTask,
     GatedShare,
     NewTask,
     ScheduleRecord,
     Settlement,
     StoredStatus,
-    StoreError,
     WorkerInfo,
     after_ids,
     check_purgeable,
@@ -105,9 +105,11 @@ class MemoryStore:
         return ids
 
     def _add(self, tasks: list[NewTask]) -> list[str]:
+        written: set[str] = set()
         for task in tasks:
-            if task.id in self._rows:
-                raise StoreError(f"UNIQUE constraint failed: a task with id {task.id} exists")
+            if task.id in self._rows or task.id in written:
+                raise DuplicateTask(task.id)
+            written.add(task.id)
         live = {
             row.task.key: row.task.id
             for row in self._rows.values()

@@ -488,12 +488,13 @@ if step == 'enqueue' then
   for g = 1, groups do
     -- A group: one caller's tasks, as one JSON list of [id, F...] lists of strings.
     local rows = cjson.decode(ARGV[4 + g])
-    local ids, bad = {}, nil
+    local ids, seen, duplicate = {}, {}, nil
     for _, row in ipairs(rows) do
-      if redis.call('EXISTS', tk(row[1])) == 1 then bad = row[1] end
+      if seen[row[1]] or redis.call('EXISTS', tk(row[1])) == 1 then duplicate = row[1] end
+      seen[row[1]] = true
     end
-    if bad then
-      table.insert(out, 'UNIQUE constraint failed: a task with id ' .. bad .. ' exists')
+    if duplicate then  -- `DuplicateTask`: the group stores nothing
+      table.insert(out, duplicate)
     else
       for _, row in ipairs(rows) do table.insert(ids, add_task(row, now)) end
       table.insert(out, ids)

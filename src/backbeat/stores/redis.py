@@ -45,6 +45,7 @@ from backbeat.stores.base import (
     FINISHED_STATES,
     STILL_RUNNING,
     ClaimedTask,
+    DuplicateTask,
     GatedShare,
     NewTask,
     ScheduleRecord,
@@ -305,8 +306,9 @@ class RedisStore:
             )
         *answers, unfinished = reply
         self._counted(unfinished)
+        # A group's ids, or the one id that made it fail (a string).
         return [
-            StoreError(answer) if isinstance(answer, str) else list(answer) for answer in answers
+            DuplicateTask(answer) if isinstance(answer, str) else list(answer) for answer in answers
         ]
 
     async def activate(self, ids: list[str]) -> None:

@@ -11,7 +11,7 @@ import sqlite3
 from typing import Any
 
 from backbeat.status import TaskState
-from backbeat.stores.base import NewTask
+from backbeat.stores.base import DuplicateTask, NewTask
 from backbeat.stores.sqlite_attempts import ATTEMPTS_SCHEMA
 from backbeat.stores.sqlite_counts import setup_counts
 from backbeat.stores.sqlite_gates import GATES_SCHEMA, OPEN_LINE, lines_of
@@ -111,6 +111,7 @@ def insert_row(t: NewTask) -> tuple[Any, ...]:
     )
 
 
+EXISTS = "SELECT 1 FROM backbeat_tasks WHERE id = ?"
 LIVE_WITH_KEY = (
     "SELECT id FROM backbeat_tasks WHERE key = ? AND state IN ('held', 'pending', 'running') "
     "LIMIT 1"
@@ -352,11 +353,23 @@ def insert_groups(
             _open_lines(conn, rows)
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK TO one")
-            outcomes.append(exc)
+            outcomes.append(_duplicate(conn, rows) or exc)
         else:
             outcomes.append(group_ids)
         conn.execute("RELEASE one")
     return outcomes
+
+
+def _duplicate(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> DuplicateTask | None:
+    """Why a write failed if an id of it is stored already or repeated in it (looked up
+    only once it failed: the primary key is the check on the way in)."""
+    seen: set[str] = set()
+    for row in rows:
+        task_id = row[0]
+        if task_id in seen or conn.execute(EXISTS, (task_id,)).fetchone():
+            return DuplicateTask(task_id)
+        seen.add(task_id)
+    return None
 
 
 def _open_lines(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
