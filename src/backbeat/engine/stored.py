@@ -40,7 +40,7 @@ from backbeat.registry import TaskRegistry
 from backbeat.schedules import Schedule
 from backbeat.serialization import ArgumentError, decode_arguments, encode_arguments
 from backbeat.signing import sign
-from backbeat.status import LIVE_STATES, TaskInfo
+from backbeat.status import UNFINISHED, TaskInfo
 from backbeat.stores.base import NewTask, Store, StoreError
 from backbeat.tasks import BackgroundTask, BackgroundTasks, RequestTasks, declared_tasks
 
@@ -494,7 +494,7 @@ class StoredEngine:
         counts = {}
         for queue in await self.store.queues():
             of_queue = await self.store.counts(queue)
-            counts[queue] = {state: of_queue[state] for state in LIVE_STATES}
+            counts[queue] = {state: of_queue[state] for state in UNFINISHED}
         return counts
 
     async def join(self, timeout: float | None) -> None:  # noqa: ASYNC109 - the runner's API

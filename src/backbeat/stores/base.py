@@ -7,17 +7,15 @@ expires, renews the lease while the task runs, and reports the outcome. A
 task whose worker died is claimed again once its lease has expired, so
 execution is at-least-once.
 
-States as stored: ``held`` (written ahead of a response; shown as pending),
-``pending`` (runnable from ``due_at`` on; shown as ``scheduled`` while
-``due_at`` is in the future), ``running`` (leased),
-``succeeded``, ``failed`` (the dead letter: kept with its error and traceback
-until retried or purged) and ``cancelled``.
+A store keeps a task in one of the `StoredState`s; a reader is shown its `TaskState`,
+which `shown_state` alone maps from the stored state and the due time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic_core import from_json
@@ -32,6 +30,32 @@ if TYPE_CHECKING:  # for the signatures of `Store`: that module imports this one
         TaskFilter,
         TaskPage,
     )
+
+
+class StoredState(StrEnum):
+    """The state a store keeps a task in (what a reader is shown: `shown_state`)."""
+
+    HELD = "held"  # written ahead of a response: runnable once activated, or past its hold
+    PENDING = "pending"  # runnable from `due_at` on
+    RUNNING = "running"  # leased to a worker
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the dead letter: kept with its error and traceback until retried or purged
+    CANCELLED = "cancelled"
+
+
+# The stored states of an unfinished task (an idempotency key is taken while its task is in
+# one of them). The finished ones are `backbeat.status.FINISHED`, the same strings.
+LIVE = (StoredState.HELD.value, StoredState.PENDING.value, StoredState.RUNNING.value)
+
+
+def shown_state(state: str, due_at: float, now: float) -> TaskState:
+    """What a reader is shown of a task stored in `state`: a held task is pending, and a
+    pending one whose `due_at` is still ahead is scheduled. The one such mapping: stores
+    answer in the shown states (counts, lists, searches) through it; the Redis script, which
+    must count and filter atomically, mirrors it."""
+    if state == StoredState.PENDING or state == StoredState.HELD:
+        return TaskState.SCHEDULED if due_at > now else TaskState.PENDING
+    return TaskState(state)
 
 
 @dataclass(slots=True)
@@ -103,7 +127,9 @@ class Settlement:
     """How an attempt ended, for `Store.finish`: the state the task moves to."""
 
     receipt: str
-    state: TaskState  # SUCCEEDED, SCHEDULED (retry at `retry_at`) or FAILED (dead letter)
+    # SUCCEEDED, SCHEDULED (retry at `retry_at`), FAILED (dead letter) or CANCELLED (its
+    # worker stopped it: asked to by `Store.cancel`)
+    state: TaskState
     result: str | None = None  # the return value as JSON, for SUCCEEDED
     error: str | None = None
     traceback: str | None = None
@@ -180,6 +206,8 @@ class StoredStatus:
 
     id: str
     name: str
+    # A `StoredState`'s value, as stores read it back (the dashboard's view of a runner
+    # without a store makes these of its `TaskInfo`s: shown states, `scheduled` among them).
     state: str
     attempts: int
     error: str | None
@@ -199,16 +227,13 @@ class StoredStatus:
     after: tuple[str, ...] = ()
 
     def info(self, now: float) -> TaskInfo:
-        state = TaskState.PENDING if self.state == "held" else TaskState(self.state)
-        if state is TaskState.PENDING and self.due_at > now:
-            state = TaskState.SCHEDULED
         return TaskInfo(
             result=None if self.result is None else from_json(self.result),
             progress=None if self.progress is None else from_json(self.progress),
             queue=self.queue,
             id=self.id,
             name=self.name,
-            state=state,
+            state=shown_state(self.state, self.due_at, now),
             attempts=self.attempts,
             error=self.error,
             created_at=_utc(self.created_at),
@@ -232,18 +257,11 @@ def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
-FINISHED_STATES = tuple(state.value for state in TaskState if state in FINISHED)
-
-
 def check_purgeable(states: tuple[str, ...]) -> None:
     """`Store.purge` deletes finished tasks only: ValueError for any other state."""
-    unknown = set(states) - set(FINISHED_STATES)
+    unknown = set(states) - set(FINISHED)
     if unknown:
         raise ValueError(f"only finished tasks can be purged, not {sorted(unknown)}")
-
-
-# The keys of `Store.counts`, in TaskState's order (the Redis script's `counts` answers in it).
-COUNTED_STATES = tuple(state.value for state in TaskState)
 
 
 def receipt_for(task_id: str, attempt: int) -> str:

@@ -14,11 +14,10 @@ import time
 from dataclasses import replace
 
 from backbeat.logs import log_dead_letters
-from backbeat.status import TaskState
+from backbeat.status import FINISHED, STATES, TaskState
 from backbeat.stores import memory_search
 from backbeat.stores.base import (
-    COUNTED_STATES,
-    FINISHED_STATES,
+    LIVE,
     STILL_RUNNING,
     ClaimedTask,
     DuplicateTask,
@@ -30,11 +29,12 @@ from backbeat.stores.base import (
     WorkerInfo,
     after_ids,
     check_purgeable,
+    shown_state,
     split_receipt,
 )
 from backbeat.stores.inspection import AttemptRecord, FailureGroup, GateUsage, TaskFilter, TaskPage
 from backbeat.stores.memory_gates import MemoryGates, back_in_line, memory_gate_usage
-from backbeat.stores.memory_rows import LIVE, Row
+from backbeat.stores.memory_rows import Row
 from backbeat.stores.wakeups import Wakeups
 
 
@@ -352,7 +352,7 @@ class MemoryStore:
     async def purge(
         self,
         finished_before: float,
-        states: tuple[str, ...] = FINISHED_STATES,
+        states: tuple[str, ...] = FINISHED,
         *,
         dry_run: bool = False,
     ) -> int:
@@ -383,14 +383,11 @@ class MemoryStore:
     async def counts(self, queue: str | None = None) -> dict[str, int]:
         with self._lock:
             now = time.time()
-            counts = dict.fromkeys(COUNTED_STATES, 0)
+            counts = dict.fromkeys(STATES, 0)
             for row in self._rows.values():
                 if queue is not None and row.task.queue != queue:
                     continue
-                state = "pending" if row.state == "held" else row.state
-                if state == "pending" and row.task.due_at > now:
-                    state = "scheduled"
-                counts[state] += 1
+                counts[shown_state(row.state, row.task.due_at, now)] += 1
             return counts
 
     async def heartbeat(self, worker: WorkerInfo, expires_in: float) -> None:
@@ -437,14 +434,13 @@ class MemoryStore:
             now = time.time()
             found = []
             for row in sorted(self._rows.values(), key=lambda row: row.task.id, reverse=True):
-                status = row.status()
                 if (
-                    (state is None or status.info(now).state.value == state)
+                    (state is None or shown_state(row.state, row.task.due_at, now) == state)
                     and (queue is None or row.task.queue == queue)
                     and (name is None or row.task.name == name)
                     and (before is None or row.task.id < before)
                 ):
-                    found.append(status)
+                    found.append(row.status())
                     if len(found) == limit:
                         break
             return found
@@ -484,7 +480,7 @@ class MemoryStore:
             doomed = [
                 task_id
                 for task_id in dict.fromkeys(ids)
-                if task_id in self._rows and self._rows[task_id].state in FINISHED_STATES
+                if task_id in self._rows and self._rows[task_id].state in FINISHED
             ]
             for task_id in doomed:
                 del self._rows[task_id]

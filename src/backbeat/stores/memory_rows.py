@@ -1,5 +1,4 @@
-"""A task as the memory store keeps it (`backbeat.stores.memory`): its row, and the states
-in which it is live."""
+"""A task as the memory store keeps it (`backbeat.stores.memory`): its row."""
 
 from __future__ import annotations
 
@@ -7,8 +6,6 @@ from dataclasses import dataclass, field
 
 from backbeat.stores.base import ClaimedTask, NewTask, StoredStatus, receipt_for
 from backbeat.stores.inspection import ATTEMPTS_KEPT, AttemptRecord
-
-LIVE = ("held", "pending", "running")
 
 
 @dataclass(slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from backbeat.stores.base import shown_state
 from backbeat.stores.inspection import FailureGroup, TaskFilter, TaskPage
 from backbeat.stores.memory_rows import Row
 from backbeat.stores.searching import (
@@ -12,7 +13,6 @@ from backbeat.stores.searching import (
     check_search,
     group_failures,
     id_range,
-    shown_state,
     stored_states,
     walk,
 )

@@ -44,6 +44,16 @@ local function server_now()
   return tonumber(time[1]) + tonumber(time[2]) / 1000000
 end
 
+-- What a reader is shown of a task stored in `state`: mirrors `shown_state` in
+-- backbeat/stores/base.py (held is pending; pending not yet due is scheduled), here so that
+-- `list` and `search` filter in the script, and `counts` counts the same way.
+local function shown_state(state, due, now)
+  if state == 'held' or state == 'pending' then
+    return (tonumber(due) or 0) > now and 'scheduled' or 'pending'
+  end
+  return state
+end
+
 local function tk(id) return P .. ':t:' .. id end
 local function sk(state, q)
   if state == 'held' then state = 'pending' end
@@ -810,9 +820,7 @@ elseif step == 'list' then
     if #page == 0 then break end
     for _, id in ipairs(page) do
       local s, q, n, due = unpack(redis.call('HMGET', tk(id), 'state', 'queue', 'name', 'due_at'))
-      if s == 'held' then s = 'pending' end
-      if s == 'pending' and tonumber(due) > now then s = 'scheduled' end
-      if (state == '' or s == state) and (queue == '' or q == queue) and (name == '' or n == name) then
+      if (state == '' or shown_state(s, due, now) == state) and (queue == '' or q == queue) and (name == '' or n == name) then
         table.insert(found, id)
         if #found == limit then break end
       end
@@ -846,12 +854,7 @@ elseif step == 'search' then
     if idp ~= '' and id:sub(1, #idp) ~= idp then return false end
     if #wanted == 0 then return true end
     local v = redis.call('HMGET', tk(id), unpack(wanted))
-    if state ~= '' then
-      local s = v[at.state]
-      if s == 'held' then s = 'pending' end
-      if s == 'pending' and (tonumber(v[at.due_at]) or 0) > now then s = 'scheduled' end
-      if s ~= state then return false end
-    end
+    if state ~= '' and shown_state(v[at.state], v[at.due_at], now) ~= state then return false end
     return (queue == '' or v[at.queue] == queue) and (name == '' or v[at.name] == name)
       and (arg == '' or string.find(v[at.payload] or '', arg, 1, true) ~= nil)
       and (err == '' or string.find(v[at.error] or '', err, 1, true) ~= nil)
@@ -1004,8 +1007,9 @@ elseif step == 'delete' then  -- finished tasks, as `purge` deletes them
 elseif step == 'counts' then
   local now, only = tonumber(ARGV[3]), ARGV[4]
   local queues = only ~= '' and {only} or redis.call('SMEMBERS', P .. ':queues')
-  local c = {0, 0, 0, 0, 0, 0}
+  local c = {0, 0, 0, 0, 0, 0}  -- in `backbeat.status.STATES`' order
   for _, q in ipairs(queues) do
+    -- `shown_state` by the set: the held and pending tasks, by due time, either side of now.
     local waiting = redis.call('ZCARD', sk('pending', q))
     local later = redis.call('ZCOUNT', sk('pending', q), '(' .. now, '+inf')
     c[1] = c[1] + waiting - later

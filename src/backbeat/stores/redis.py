@@ -39,10 +39,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from backbeat.batching import TurnGroup
 from backbeat.logs import log_dead_letters
+from backbeat.status import FINISHED, STATES
 from backbeat.stores import redis_queues, redis_search
 from backbeat.stores.base import (
-    COUNTED_STATES,
-    FINISHED_STATES,
     STILL_RUNNING,
     ClaimedTask,
     DuplicateTask,
@@ -381,7 +380,7 @@ class RedisStore:
     async def purge(
         self,
         finished_before: float,
-        states: tuple[str, ...] = FINISHED_STATES,
+        states: tuple[str, ...] = FINISHED,
         *,
         dry_run: bool = False,
     ) -> int:
@@ -418,8 +417,8 @@ class RedisStore:
         return sorted(await self._call("queues"))
 
     async def counts(self, queue: str | None = None) -> dict[str, int]:
-        values = await self._call("counts", time.time(), queue or "")
-        return dict(zip(COUNTED_STATES, (int(v) for v in values), strict=True))
+        values = await self._call("counts", time.time(), queue or "")  # in STATES' order
+        return dict(zip(STATES, (int(v) for v in values), strict=True))
 
     async def list_tasks(
         self,

@@ -389,30 +389,23 @@ def keyed_id(row: tuple[Any, ...], conn: sqlite3.Connection, known: dict[str, st
     return known[key]
 
 
-def list_query(
-    state: str | None, queue: str | None, name: str | None, before: str | None, now: float
-) -> tuple[str, list[Any]]:
-    """The SELECT of `list_tasks` (newest first; its LIMIT is the last parameter)."""
-    clauses: list[str] = []
-    parameters: list[Any] = []
-    if state == "scheduled":
-        clauses.append("state IN ('held', 'pending') AND due_at > ?")
-        parameters.append(now)
-    elif state == "pending":
-        clauses.append("state IN ('held', 'pending') AND due_at <= ?")
-        parameters.append(now)
-    elif state is not None:
-        clauses.append("state = ?")
-        parameters.append(state)
-    for column, value in (("queue", queue), ("name", name)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            parameters.append(value)
+def shown_as(state: str) -> str:
+    """The rows a reader is shown in `state` (`backbeat.stores.base.shown_state` the other
+    way round, for a filter): a condition on the parameters :state and :now."""
+    if state == TaskState.SCHEDULED:
+        return "state IN ('held', 'pending') AND due_at > :now"
+    if state == TaskState.PENDING:
+        return "state IN ('held', 'pending') AND due_at <= :now"
+    return "state = :state"
+
+
+def list_query(state: str | None, queue: str | None, name: str | None, before: str | None) -> str:
+    """The SELECT of `list_tasks`, newest first: parameters named as its arguments, :now
+    and :limit."""
+    clauses = [] if state is None else [shown_as(state)]
+    given = (("queue", queue), ("name", name))
+    clauses += [f"{column} = :{column}" for column, value in given if value is not None]
     if before is not None:
-        clauses.append("id < ?")
-        parameters.append(before)
+        clauses.append("id < :before")
     where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
-    return (
-        f"SELECT {STATUS_COLUMNS} FROM backbeat_tasks {where}ORDER BY id DESC LIMIT ?",
-        parameters,
-    )
+    return f"SELECT {STATUS_COLUMNS} FROM backbeat_tasks {where}ORDER BY id DESC LIMIT :limit"
