@@ -6,7 +6,7 @@ import time
 import pytest
 
 from backbeat.status import TaskState
-from backbeat.stores.base import DuplicateTask, Settlement
+from backbeat.stores.base import DuplicateTask, Settlement, lost_leases_error
 from tests.stores.rows import failed, new_task, succeeded
 
 pytestmark = pytest.mark.anyio
@@ -263,6 +263,7 @@ async def test_a_task_whose_lease_is_lost_again_and_again_ends_in_the_dead_lette
     assert [(c.id, c.lost) for c in taken] == [(other.id, 1)]  # no suspect left: a normal claim
     status = await store.get(task.id)
     assert status.state == "failed"
+    assert status.error == lost_leases_error(3)  # the one text, whichever store wrote it
     assert "the lease was lost 3 times (max_lost_leases=3)" in status.error
     [logged] = [r for r in backbeat_log.records if getattr(r, "task_id", None) == task.id]
     assert logged.task_name == task.name and "lease was lost 3 times" in logged.getMessage()

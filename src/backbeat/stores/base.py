@@ -264,6 +264,16 @@ def check_purgeable(states: tuple[str, ...]) -> None:
         raise ValueError(f"only finished tasks can be purged, not {sorted(unknown)}")
 
 
+def lost_leases_error(max_lost: int) -> str:
+    """The error of a task `Store.claim` dead-letters because its lease was lost `max_lost`
+    times: the one text every store writes (SQL and Lua receive it as a parameter)."""
+    return (
+        f"its worker died or hung each time it ran it: the lease was lost {max_lost} times "
+        f"(max_lost_leases={max_lost}); dead-lettered. Retry it (backbeat retry) once the "
+        "cause is fixed."
+    )
+
+
 def receipt_for(task_id: str, attempt: int) -> str:
     """The receipt of SQL-like stores (SQLite, memory, PostgreSQL): id and attempt number."""
     return f"{task_id}:{attempt}"
@@ -375,7 +385,8 @@ class Store(Protocol):
         Runnable: pending and due with every task it comes after finished; held
         past its hold; or running with an expired lease and never lost before
         (the lease is lost: counted in `lost`). First, every running task with
-        an expired lease that would reach `max_lost` losses is dead-lettered.
+        an expired lease that would reach `max_lost` losses is dead-lettered, with
+        `lost_leases_error` as its error, in the same write.
         With ``alone_first`` (an idle worker), a task lost before, if one is
         waiting, is claimed instead, alone: it comes back with ``lost >= 2``.
 

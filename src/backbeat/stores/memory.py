@@ -29,6 +29,7 @@ from backbeat.stores.base import (
     WorkerInfo,
     after_ids,
     check_purgeable,
+    lost_leases_error,
     shown_state,
     split_receipt,
 )
@@ -186,11 +187,7 @@ class MemoryStore:
                     row.finish("cancelled", now)
                 elif row.lost + 1 >= max_lost:
                     row.lost += 1
-                    row.error = (
-                        "its worker died or hung each time it ran it: the lease was lost "
-                        f"{row.lost} times (max_lost_leases={max_lost}); dead-lettered. Retry it "
-                        "(backbeat retry) once the cause is fixed."
-                    )
+                    row.error = lost_leases_error(max_lost)
                     row.ended("lost", row.lease_until or now, row.error)
                     row.finish("failed", now)
                     log_dead_letters([(row.task.id, row.task.name, row.error)])

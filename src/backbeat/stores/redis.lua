@@ -539,8 +539,9 @@ elseif step == 'claim' then
   local now, lease, worker = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
   local limit, max_lost, alone_first = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8] == '1'
   local gated_share = tonumber(ARGV[9])  -- of `limit`: the rest is other tasks' first
+  local lost_error = ARGV[10]  -- written on a task dead-lettered at `max_lost` losses
   local wanted = {}
-  for i = 10, #ARGV do table.insert(wanted, ARGV[i]) end
+  for i = 11, #ARGV do table.insert(wanted, ARGV[i]) end
   -- Held past their hold (the process that wrote them died), and delays that are due.
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':held', '-inf', now, 'LIMIT', 0, 1000)) do
     redis.call('ZREM', P .. ':held', id)
@@ -578,14 +579,10 @@ elseif step == 'claim' then
         log_attempt(id, t, 'cancelled', nil, redis.call('HGET', t, 'error'))
         finish_as(id, t, q, 'running', 'cancelled', now)
       elseif tonumber(lost or '0') + 1 >= max_lost then
-        lost = tonumber(lost or '0') + 1
-        local error = 'its worker died or hung each time it ran it: the lease was lost '
-          .. lost .. ' times (max_lost_leases=' .. max_lost
-          .. '); dead-lettered. Retry it (backbeat retry) once the cause is fixed.'
-        log_attempt(id, t, 'lost', nil, error)
-        redis.call('HSET', t, 'lost', lost, 'error', error)
+        log_attempt(id, t, 'lost', nil, lost_error)
+        redis.call('HSET', t, 'lost', tonumber(lost or '0') + 1, 'error', lost_error)
         finish_as(id, t, q, 'running', 'failed', now)
-        table.insert(dead, {id, name, error})
+        table.insert(dead, {id, name, lost_error})
       elseif line and line ~= '' then  -- a gated task waits in its line again, first
         log_attempt(id, t, 'lost')
         ungate(id, t)

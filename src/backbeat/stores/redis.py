@@ -56,6 +56,7 @@ from backbeat.stores.base import (
     WorkerInfo,
     after_ids,
     check_purgeable,
+    lost_leases_error,
     split_receipt,
 )
 from backbeat.stores.inspection import AttemptRecord, FailureGroup, GateUsage, TaskFilter, TaskPage
@@ -332,7 +333,16 @@ class RedisStore:
         now = time.time()
         share = self._shares.next(limit)
         rows, dead, streams = await self._call(
-            "claim", now, lease, worker, limit, max_lost, int(alone_first), share, *(queues or ())
+            "claim",
+            now,
+            lease,
+            worker,
+            limit,
+            max_lost,
+            int(alone_first),
+            share,
+            lost_leases_error(max_lost),
+            *(queues or ()),
         )
         self._saw(streams)
         log_dead_letters(dead)

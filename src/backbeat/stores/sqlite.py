@@ -41,6 +41,7 @@ from backbeat.stores.base import (
     WorkerInfo,
     after_ids,
     check_purgeable,
+    lost_leases_error,
     receipt_for,
     shown_state,
     split_receipt,
@@ -232,7 +233,8 @@ class SQLiteStore:
         def take(conn: sqlite3.Connection) -> list[ClaimedTask]:
             now = time.time()
             conn.execute(CANCEL_ORPHANS, {"now": now})
-            dead = conn.execute(DEAD_LOST, {"now": now, "max_lost": max_lost}).fetchall()
+            dead_letter = {"now": now, "max_lost": max_lost, "error": lost_leases_error(max_lost)}
+            dead = conn.execute(DEAD_LOST, dead_letter).fetchall()
             log_dead_letters(dead)
             parameters: dict[str, Any] = {
                 "now": now,

@@ -173,9 +173,7 @@ def claim_sql(queues: int | None, alone: bool) -> str:
 
 DEAD_LOST = (
     "UPDATE backbeat_tasks SET state = 'failed', finished_at = :now, lease_until = NULL, "
-    "lost = lost + 1, error = 'its worker died or hung each time it ran it: the lease was lost ' "
-    "|| (lost + 1) || ' times (max_lost_leases=' || :max_lost || '); dead-lettered. Retry it "
-    "(backbeat retry) once the cause is fixed.' "
+    "lost = lost + 1, error = :error "
     "WHERE state = 'running' AND lease_until < :now AND lost + 1 >= :max_lost "
     "RETURNING id, name, error"
 )
