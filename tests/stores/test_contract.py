@@ -161,7 +161,7 @@ async def test_held_tasks_become_runnable_when_the_hold_runs_out(store):
 
 async def test_start_activates_and_claims_what_can_run_now(store):
     now_task, delayed, follower = new_task(), new_task(due_in=60), new_task()
-    follower.after = f'["{now_task.id}"]'
+    follower.after = (now_task.id,)
     for held in (now_task, delayed, follower):
         held.held_until = time.time() + 3600
     await store.enqueue([now_task, delayed, follower])
@@ -231,7 +231,7 @@ async def test_a_key_held_by_a_live_task_is_not_added_again(store):
 
 async def test_a_task_waits_for_the_ones_it_comes_after(store):
     first, second = new_task(), new_task()
-    second.after = f'["{first.id}"]'
+    second.after = (first.id,)
     await store.enqueue([first, second])
     [claimed] = await store.claim("w", 10, 30)
     assert claimed.id == first.id

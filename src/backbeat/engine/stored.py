@@ -258,7 +258,7 @@ class StoredEngine:
                 backoff=policy.backoff,
                 max_backoff=policy.max_backoff,
                 timeout=policy.timeout,
-                after=_json_ids(after),
+                after=tuple(after),
                 # Runnable once the response is out; if this process dies before
                 # that, after one lease anyway (at-least-once).
                 held_until=now + self.lease if hold else None,
@@ -527,9 +527,3 @@ def _gates(policy: TaskPolicy, name: str, func: Callable[..., Any], task: Backgr
         concurrency_key=policy.concurrency_key,
         max_concurrency=policy.max_concurrency,
     )
-
-
-def _json_ids(ids: list[str]) -> str | None:
-    if not ids:
-        return None
-    return "[" + ",".join(f'"{task_id}"' for task_id in ids) + "]"

@@ -13,6 +13,7 @@ which `shown_state` alone maps from the stored state and the due time.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -71,8 +72,8 @@ class NewTask:
     backoff: float = 1.0
     max_backoff: float = 60.0
     timeout: float | None = None
-    # Ids of tasks that must finish first (a sequence's earlier members), as JSON.
-    after: str | None = None
+    # Ids of tasks that must finish first (a sequence's earlier members).
+    after: tuple[str, ...] = ()
     # Written ahead of a response: not runnable until activated, or until this time
     # passes (the process that wrote it died before it could activate it).
     held_until: float | None = None
@@ -242,8 +243,13 @@ class StoredStatus:
         )
 
 
+def after_json(after: tuple[str, ...]) -> str | None:
+    """`NewTask.after` as the SQLite and Redis stores keep it: a JSON list, None for none."""
+    return json.dumps(after) if after else None
+
+
 def after_ids(stored: str | None) -> tuple[str, ...]:
-    """`NewTask.after` as stored, decoded; () when there is none or it cannot be read."""
+    """`after_json`'s text, decoded; () when there is none or it cannot be read."""
     try:
         ids = from_json(stored) if stored else []
     except ValueError:

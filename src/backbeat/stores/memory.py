@@ -8,7 +8,6 @@ honest, and a quick way to test an app's durable behaviour
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import replace
@@ -27,7 +26,6 @@ from backbeat.stores.base import (
     Settlement,
     StoredStatus,
     WorkerInfo,
-    after_ids,
     check_purgeable,
     lost_leases_error,
     shown_state,
@@ -81,8 +79,7 @@ class MemoryStore:
     def _runnable(self, row: Row, now: float) -> bool:
         if row.task.due_at > now:
             return False
-        after = json.loads(row.task.after) if row.task.after else []
-        for task_id in after:
+        for task_id in row.task.after:
             before = self._rows.get(task_id)
             if before is not None and before.state in LIVE:
                 return False
@@ -371,7 +368,7 @@ class MemoryStore:
             row = self._rows.get(task_id)
             if row is None:
                 return None
-            return replace(row.status(), after=after_ids(row.task.after))
+            return replace(row.status(), after=row.task.after)
 
     async def queues(self) -> list[str]:
         with self._lock:

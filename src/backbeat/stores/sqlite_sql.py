@@ -11,7 +11,7 @@ import sqlite3
 from typing import Any
 
 from backbeat.status import TaskState
-from backbeat.stores.base import DuplicateTask, NewTask
+from backbeat.stores.base import DuplicateTask, NewTask, after_json
 from backbeat.stores.sqlite_attempts import ATTEMPTS_SCHEMA
 from backbeat.stores.sqlite_counts import setup_counts
 from backbeat.stores.sqlite_gates import GATES_SCHEMA, OPEN_LINE, lines_of
@@ -96,7 +96,7 @@ def insert_row(t: NewTask) -> tuple[Any, ...]:
         t.timeout,
         t.created_at,
         t.due_at,
-        t.after,
+        after_json(t.after),
         t.held_until,
         t.queue,
         t.priority,
