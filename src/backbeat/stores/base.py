@@ -8,7 +8,8 @@ task whose worker died is claimed again once its lease has expired, so
 execution is at-least-once.
 
 A store keeps a task in one of the `StoredState`s; a reader is shown its `TaskState`,
-which `shown_state` alone maps from the stored state and the due time.
+which `shown_state` alone maps from the stored state and the due time
+(`backbeat.stores.states`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic_core import from_json
 
 from backbeat.status import FINISHED, TaskInfo, TaskState
+from backbeat.stores.states import shown_state
 
 if TYPE_CHECKING:  # for the signatures of `Store`: that module imports this one
     from backbeat.stores.inspection import (
@@ -31,32 +32,6 @@ if TYPE_CHECKING:  # for the signatures of `Store`: that module imports this one
         TaskFilter,
         TaskPage,
     )
-
-
-class StoredState(StrEnum):
-    """The state a store keeps a task in (what a reader is shown: `shown_state`)."""
-
-    HELD = "held"  # written ahead of a response: runnable once activated, or past its hold
-    PENDING = "pending"  # runnable from `due_at` on
-    RUNNING = "running"  # leased to a worker
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"  # the dead letter: kept with its error and traceback until retried or purged
-    CANCELLED = "cancelled"
-
-
-# The stored states of an unfinished task (an idempotency key is taken while its task is in
-# one of them). The finished ones are `backbeat.status.FINISHED`, the same strings.
-LIVE = (StoredState.HELD.value, StoredState.PENDING.value, StoredState.RUNNING.value)
-
-
-def shown_state(state: str, due_at: float, now: float) -> TaskState:
-    """What a reader is shown of a task stored in `state`: a held task is pending, and a
-    pending one whose `due_at` is still ahead is scheduled. The one such mapping: stores
-    answer in the shown states (counts, lists, searches) through it; the Redis script, which
-    must count and filter atomically, mirrors it."""
-    if state == StoredState.PENDING or state == StoredState.HELD:
-        return TaskState.SCHEDULED if due_at > now else TaskState.PENDING
-    return TaskState(state)
 
 
 @dataclass(slots=True)

@@ -16,7 +16,6 @@ from backbeat.logs import log_dead_letters
 from backbeat.status import FINISHED, STATES, TaskState
 from backbeat.stores import memory_search
 from backbeat.stores.base import (
-    LIVE,
     STILL_RUNNING,
     ClaimedTask,
     DuplicateTask,
@@ -28,12 +27,12 @@ from backbeat.stores.base import (
     WorkerInfo,
     check_purgeable,
     lost_leases_error,
-    shown_state,
     split_receipt,
 )
 from backbeat.stores.inspection import AttemptRecord, FailureGroup, GateUsage, TaskFilter, TaskPage
 from backbeat.stores.memory_gates import MemoryGates, back_in_line, memory_gate_usage
 from backbeat.stores.memory_rows import Row
+from backbeat.stores.states import LIVE, StoredState, shown_state
 from backbeat.stores.wakeups import Wakeups
 
 
@@ -68,7 +67,7 @@ class MemoryStore:
             later = [
                 row.task.due_at
                 for row in self._rows.values()
-                if row.state == "pending" and row.task.due_at > now
+                if row.state == StoredState.PENDING and row.task.due_at > now
             ]
         if self._gates.reopens is not None:
             later.append(self._gates.reopens)
@@ -86,10 +85,10 @@ class MemoryStore:
         return True
 
     def _take(self, row: Row, worker: str, now: float, lease: float) -> ClaimedTask:
-        if row.state == "running":
+        if row.state == StoredState.RUNNING:
             row.ended("lost", row.lease_until or now)
             row.lost += 1  # its lease expired: its worker died or hung
-        row.state = "running"
+        row.state = StoredState.RUNNING
         row.attempts += 1
         row.started_at = now
         row.lease_until = now + lease
@@ -124,7 +123,7 @@ class MemoryStore:
             if task.line is not None:
                 self._gates.any_gated = True
             self._rows[task.id] = Row(
-                task, "held" if held else "pending", lease_until=task.held_until
+                task, StoredState.HELD if held else StoredState.PENDING, lease_until=task.held_until
             )
             ids.append(task.id)
         return ids
@@ -133,7 +132,7 @@ class MemoryStore:
         with self._lock:
             for task_id in ids:
                 row = self._rows.get(task_id)
-                if row is not None and row.state == "held":
+                if row is not None and row.state == StoredState.HELD:
                     row.make_pending()
         self._wakeups.notify()
 
@@ -145,7 +144,7 @@ class MemoryStore:
             claimed: list[ClaimedTask] = []
             for task_id in ids:
                 row = self._rows.get(task_id)
-                if row is None or row.state != "held":
+                if row is None or row.state != StoredState.HELD:
                     continue
                 if (
                     len(claimed) < limit
@@ -176,26 +175,28 @@ class MemoryStore:
             expired = [
                 row
                 for row in self._rows.values()
-                if row.state == "running" and row.lease_until is not None and row.lease_until < now
+                if row.state == StoredState.RUNNING
+                and row.lease_until is not None
+                and row.lease_until < now
             ]
             for row in expired:
                 if row.cancel_requested:  # cancelled while running, and its worker is gone
                     row.ended("cancelled", row.lease_until or now, row.error)
-                    row.finish("cancelled", now)
+                    row.finish(StoredState.CANCELLED, now)
                 elif row.lost + 1 >= max_lost:
                     row.lost += 1
                     row.error = lost_leases_error(max_lost)
                     row.ended("lost", row.lease_until or now, row.error)
-                    row.finish("failed", now)
+                    row.finish(StoredState.FAILED, now)
                     log_dead_letters([(row.task.id, row.task.name, row.error)])
             for row in expired:
-                if row.state == "running" and row.task.line is not None:
+                if row.state == StoredState.RUNNING and row.task.line is not None:
                     row.ended("lost", row.lease_until or now)
                     back_in_line(row)
             suspects = [
                 row
                 for row in expired
-                if row.state == "running"
+                if row.state == StoredState.RUNNING
                 and row.lost >= 1
                 and (queues is None or row.task.queue in queues)
                 and row.task.queue not in self._paused
@@ -210,14 +211,14 @@ class MemoryStore:
                 for row in self._rows.values()
                 if row.task.line is None
                 and (
-                    (row.state == "pending" and self._runnable(row, now))
+                    (row.state == StoredState.PENDING and self._runnable(row, now))
                     or (
-                        row.state in ("held", "running")
+                        row.state in (StoredState.HELD, StoredState.RUNNING)
                         and row.lease_until is not None
                         and row.lease_until < now
                         and (
-                            (row.state == "running" and row.lost == 0)
-                            or (row.state == "held" and self._runnable(row, now))
+                            (row.state == StoredState.RUNNING and row.lost == 0)
+                            or (row.state == StoredState.HELD and self._runnable(row, now))
                         )
                     )
                 )
@@ -247,7 +248,7 @@ class MemoryStore:
         """The row a claim names, while the claim is current (same attempt, running)."""
         task_id, attempt = split_receipt(receipt)
         row = self._rows.get(task_id)
-        if row is None or row.state != "running" or row.attempts != attempt:
+        if row is None or row.state != StoredState.RUNNING or row.attempts != attempt:
             return None
         return row
 
@@ -273,19 +274,19 @@ class MemoryStore:
                     continue
                 state = settlement.state
                 if state is TaskState.SUCCEEDED:
-                    row.finish("succeeded", now)
+                    row.finish(StoredState.SUCCEEDED, now)
                     row.result = settlement.result
                     continue
                 row.error = settlement.error or row.error
                 if state is TaskState.CANCELLED:
                     row.ended("cancelled", now, row.error)
-                    row.finish("cancelled", now)
+                    row.finish(StoredState.CANCELLED, now)
                     continue
                 row.traceback = settlement.traceback
                 outcome = "failed" if state is TaskState.FAILED else "retried"
                 row.ended(outcome, now, row.error, row.traceback)
                 if state is TaskState.FAILED:
-                    row.finish("failed", now)
+                    row.finish(StoredState.FAILED, now)
                 else:
                     assert settlement.retry_at is not None
                     row.make_pending()
@@ -316,11 +317,11 @@ class MemoryStore:
             count = 0
             for task_id in ids:
                 row = self._rows.get(task_id)
-                if row is not None and row.state in ("held", "pending"):
-                    row.finish("cancelled", time.time())
+                if row is not None and row.state in (StoredState.HELD, StoredState.PENDING):
+                    row.finish(StoredState.CANCELLED, time.time())
                     row.error = reason
                     count += 1
-                elif row is not None and row.state == "running":
+                elif row is not None and row.state == StoredState.RUNNING:
                     # Cancelled by its worker, told at its next renewal.
                     row.cancel_requested = True
                     row.error = reason
@@ -332,7 +333,7 @@ class MemoryStore:
             rows = self._rows.values() if ids is None else [self._rows.get(i) for i in ids]
             count = 0
             for row in rows:
-                if row is not None and row.state == "failed":
+                if row is not None and row.state == StoredState.FAILED:
                     row.make_pending()
                     row.attempts = 0
                     row.lost = 0
@@ -408,7 +409,11 @@ class MemoryStore:
             now = time.time()
             ids = []
             for row in self._rows.values():
-                if row.state == "running" and row.worker == worker and (row.lease_until or 0) > now:
+                if (
+                    row.state == StoredState.RUNNING
+                    and row.worker == worker
+                    and (row.lease_until or 0) > now
+                ):
                     row.lease_until = now
                     ids.append(row.task.id)
         if ids:
@@ -461,7 +466,7 @@ class MemoryStore:
             waiting = [
                 row
                 for row in map(self._rows.get, dict.fromkeys(ids))
-                if row and row.state == "pending"
+                if row and row.state == StoredState.PENDING
             ]
             for row in waiting:
                 row.task.due_at = min(row.task.due_at, now)

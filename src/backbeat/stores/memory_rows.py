@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 
 from backbeat.stores.base import ClaimedTask, NewTask, StoredStatus, receipt_for
 from backbeat.stores.inspection import ATTEMPTS_KEPT, AttemptRecord
+from backbeat.stores.states import StoredState
 
 
 @dataclass(slots=True)
 class Row:
     task: NewTask
-    state: str
+    state: StoredState
     attempts: int = 0
     started_at: float | None = None
     finished_at: float | None = None
@@ -66,11 +67,11 @@ class Row:
 
     def make_pending(self) -> None:
         """Runnable again (activated, released, retried), held by no worker."""
-        self.state = "pending"
+        self.state = StoredState.PENDING
         self.lease_until = None
         self.worker = None
 
-    def finish(self, state: str, now: float) -> None:
+    def finish(self, state: StoredState, now: float) -> None:
         self.state = state
         self.finished_at = now
         self.lease_until = None

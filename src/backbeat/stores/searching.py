@@ -15,8 +15,8 @@ from typing import TypeVar
 
 from backbeat.ids import lowest_id
 from backbeat.status import STATES, TaskState
-from backbeat.stores.base import StoredState
 from backbeat.stores.inspection import FailureGroup, TaskFilter
+from backbeat.stores.states import StoredState
 
 T = TypeVar("T")
 

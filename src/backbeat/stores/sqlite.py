@@ -43,7 +43,6 @@ from backbeat.stores.base import (
     check_purgeable,
     lost_leases_error,
     receipt_for,
-    shown_state,
     split_receipt,
 )
 from backbeat.stores.inspection import AttemptRecord, FailureGroup, GateUsage, TaskFilter, TaskPage
@@ -85,6 +84,7 @@ from backbeat.stores.sqlite_sql import (
     list_query,
     setup,
 )
+from backbeat.stores.states import shown_state
 from backbeat.stores.wakeups import Wakeups
 
 T = TypeVar("T")
