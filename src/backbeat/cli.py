@@ -42,9 +42,9 @@ from backbeat.dashboard_command import add_parser as add_dashboard_parser
 from backbeat.dashboard_command import run_dashboard
 from backbeat.routing import declare_task_modules
 from backbeat.runner import Runner
-from backbeat.store_commands import STATES, CommandError, run_store_command
+from backbeat.status import FINISHED, STATES
+from backbeat.store_commands import CommandError, run_store_command
 from backbeat.stores import SQLiteStore, StoreError, StoreMissing
-from backbeat.stores.base import FINISHED_STATES
 from backbeat.watch import run_watch
 from backbeat.worker_endpoint import INSTALL_METRICS, WorkerEndpoint, parse_address, worker_metrics
 
@@ -167,7 +167,7 @@ def parser() -> argparse.ArgumentParser:
     store_option(purge)
     purge.add_argument("--older-than", type=duration, default=0.0, metavar="AGE", help="e.g. 7d")
     purge.add_argument(
-        "--state", action="append", choices=FINISHED_STATES, help="repeatable; default all finished"
+        "--state", action="append", choices=FINISHED, help="repeatable; default all finished"
     )
     purge.add_argument("--dry-run", action="store_true", help="only count them")
 

@@ -30,8 +30,11 @@ RUNNING = TaskState.RUNNING
 SUCCEEDED = TaskState.SUCCEEDED
 FAILED = TaskState.FAILED
 CANCELLED = TaskState.CANCELLED
-FINISHED = frozenset({SUCCEEDED, FAILED, CANCELLED})
-LIVE_STATES = tuple(state.value for state in TaskState if state not in FINISHED)  # `queue_stats`
+# Every state as a plain string, in the order counts and tables show them, and the two kinds
+# (`TaskState` members compare equal to these strings, and hash alike).
+STATES = tuple(state.value for state in TaskState)
+FINISHED = (SUCCEEDED.value, FAILED.value, CANCELLED.value)
+UNFINISHED = tuple(state for state in STATES if state not in FINISHED)
 
 
 def _utc(timestamp: float | None) -> datetime | None:
@@ -168,7 +171,7 @@ class TaskTable:
         """Pending, scheduled and running tasks per queue."""
         counts: dict[str, dict[str, int]] = {}
         for record in self.unfinished():
-            of_queue = counts.setdefault(record.queue, dict.fromkeys(LIVE_STATES, 0))
+            of_queue = counts.setdefault(record.queue, dict.fromkeys(UNFINISHED, 0))
             of_queue[record.state.value] += 1
         return counts
 

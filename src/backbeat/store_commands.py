@@ -20,12 +20,9 @@ from pydantic_core import from_json
 
 from backbeat.processes import is_gone
 from backbeat.schedules import Cron, rule_from_text, shown_time
-from backbeat.status import TaskState
+from backbeat.status import FINISHED, STATES, UNFINISHED
 from backbeat.stores import Store, open_store
-from backbeat.stores.base import FINISHED_STATES, StoredStatus, WorkerInfo
-
-STATES = tuple(state.value for state in TaskState)
-UNFINISHED_STATES = tuple(state for state in STATES if state not in FINISHED_STATES)
+from backbeat.stores.base import StoredStatus, WorkerInfo
 
 
 class CommandError(Exception):
@@ -174,7 +171,7 @@ async def show(store: Store, args: argparse.Namespace) -> int:
 
 async def cancel(store: Store, args: argparse.Namespace) -> int:
     ids = list(dict.fromkeys(args.ids))
-    refused = await _refused(store, ids, acts_on=UNFINISHED_STATES)
+    refused = await _refused(store, ids, acts_on=UNFINISHED)
     acted_on = [task_id for task_id in ids if task_id not in refused]
     count = await store.cancel(acted_on, "cancelled with `backbeat cancel`") if acted_on else 0
     sys.stdout.write(f"{count} task(s) cancelled\n")
@@ -219,7 +216,7 @@ def _say_the_rest(ids: list[str], count: int, refused: dict[str, str], verb: str
 
 
 async def purge(store: Store, args: argparse.Namespace) -> int:
-    states = tuple(args.state) if args.state else FINISHED_STATES
+    states = tuple(args.state) if args.state else FINISHED
     count = await store.purge(time.time() - args.older_than, states, dry_run=args.dry_run)
     verb = "would be purged" if args.dry_run else "purged"
     sys.stdout.write(f"{count} finished task(s) {verb}\n")

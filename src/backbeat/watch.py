@@ -47,9 +47,10 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from backbeat.progress import read_report
+from backbeat.status import FINISHED, STATES
 from backbeat.store_commands import CommandError, age, alive_workers, schedule_documents, table
 from backbeat.stores import Store, StoreError, open_store
-from backbeat.stores.base import COUNTED_STATES, FINISHED_STATES, StoredStatus, WorkerInfo
+from backbeat.stores.base import StoredStatus, WorkerInfo
 
 QUEUES_SHOWN = 20
 READ_TIMEOUT = 10.0
@@ -124,12 +125,12 @@ def frame(
         lines.append(f"! store error at {_clock(snapshot.failed_at or now)}: {snapshot.error}")
         lines.append(f"! retrying; below: as read at {_clock(snapshot.taken_at)}")
     lines.append("")
-    lines.append("  ".join(f"{state} {snapshot.counts.get(state, 0)}" for state in COUNTED_STATES))
+    lines.append("  ".join(f"{state} {snapshot.counts.get(state, 0)}" for state in STATES))
     lines.append(throughput(snapshot, previous))
     if snapshot.queues:
-        rows = [["QUEUE", *(state.upper() for state in COUNTED_STATES)]]
+        rows = [["QUEUE", *(state.upper() for state in STATES)]]
         for queue, counts in snapshot.queues.items():
-            rows.append([_clean(queue), *(str(counts.get(state, 0)) for state in COUNTED_STATES)])
+            rows.append([_clean(queue), *(str(counts.get(state, 0)) for state in STATES)])
         lines.append("")
         lines.extend(table(rows).splitlines())
         if snapshot.more_queues:
@@ -158,8 +159,7 @@ def throughput(snapshot: Snapshot, previous: Snapshot | None) -> str:
         return "throughput  - (measured between two frames)"
     seconds = snapshot.clock - previous.clock
     changes = {
-        state: snapshot.counts.get(state, 0) - previous.counts.get(state, 0)
-        for state in FINISHED_STATES
+        state: snapshot.counts.get(state, 0) - previous.counts.get(state, 0) for state in FINISHED
     }
     # A drop is a purge: what finished meanwhile is unknown, at least none of it.
     bound = ">= " if any(change < 0 for change in changes.values()) else ""

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from backbeat.status import TaskState
-from backbeat.stores.base import Settlement
+from backbeat.stores.base import DuplicateTask, Settlement, lost_leases_error
 from tests.stores.rows import failed, new_task, succeeded
 
 pytestmark = pytest.mark.anyio
@@ -161,7 +161,7 @@ async def test_held_tasks_become_runnable_when_the_hold_runs_out(store):
 
 async def test_start_activates_and_claims_what_can_run_now(store):
     now_task, delayed, follower = new_task(), new_task(due_in=60), new_task()
-    follower.after = f'["{now_task.id}"]'
+    follower.after = (now_task.id,)
     for held in (now_task, delayed, follower):
         held.held_until = time.time() + 3600
     await store.enqueue([now_task, delayed, follower])
@@ -194,9 +194,23 @@ async def test_one_bad_write_fails_alone(store):
         store.enqueue([other]),
         return_exceptions=True,
     )
-    assert "UNIQUE constraint failed" in str(results[0])
+    assert isinstance(results[0], DuplicateTask)
+    assert results[0].task_id == task.id
     assert results[1] == [other.id]
     assert (await store.counts())["pending"] == 2
+
+
+async def test_a_duplicate_id_stores_nothing_of_its_write(store):
+    stored, fresh = new_task(), new_task()
+    await store.enqueue([stored])
+    with pytest.raises(DuplicateTask) as raised:
+        await store.enqueue([fresh, stored])
+    assert raised.value.task_id == stored.id
+    twice = new_task()
+    with pytest.raises(DuplicateTask):
+        await store.enqueue([twice, twice])  # repeated within one write
+    assert (await store.get(fresh.id), await store.get(twice.id)) == (None, None)
+    assert (await store.counts())["pending"] == 1
 
 
 async def test_a_key_held_by_a_live_task_is_not_added_again(store):
@@ -217,7 +231,7 @@ async def test_a_key_held_by_a_live_task_is_not_added_again(store):
 
 async def test_a_task_waits_for_the_ones_it_comes_after(store):
     first, second = new_task(), new_task()
-    second.after = f'["{first.id}"]'
+    second.after = (first.id,)
     await store.enqueue([first, second])
     [claimed] = await store.claim("w", 10, 30)
     assert claimed.id == first.id
@@ -249,6 +263,7 @@ async def test_a_task_whose_lease_is_lost_again_and_again_ends_in_the_dead_lette
     assert [(c.id, c.lost) for c in taken] == [(other.id, 1)]  # no suspect left: a normal claim
     status = await store.get(task.id)
     assert status.state == "failed"
+    assert status.error == lost_leases_error(3)  # the one text, whichever store wrote it
     assert "the lease was lost 3 times (max_lost_leases=3)" in status.error
     [logged] = [r for r in backbeat_log.records if getattr(r, "task_id", None) == task.id]
     assert logged.task_name == task.name and "lease was lost 3 times" in logged.getMessage()

@@ -3,7 +3,6 @@
 test_contract.py)."""
 
 import asyncio
-import json
 import time
 
 import pytest
@@ -301,7 +300,7 @@ async def test_bad_input_is_refused_naming_the_problem(store):
 
 async def test_get_names_the_tasks_a_sequence_member_runs_after(store):
     first, second = new_task(), new_task()
-    third = new_task(after=json.dumps([first.id, second.id]))
+    third = new_task(after=(first.id, second.id))
     await store.enqueue([first, second, third])
     assert (await store.get(third.id)).after == (first.id, second.id)
     assert (await store.get(first.id)).after == ()

@@ -26,7 +26,7 @@ from backbeat.dashboard.actions import (
 from backbeat.dashboard.context import Context, grant_of, root_of, set_flash, view_of
 from backbeat.dashboard.filters import FIELDS, BadInput, filter_query, parse_filter
 from backbeat.dashboard.pages import esc, hidden, layout
-from backbeat.stores.base import FINISHED_STATES
+from backbeat.status import FINISHED
 
 MAX_IDS = 10_000  # ids in one form post (a selection is a page's rows; this is generous)
 MAX_FORM_BYTES = 1 << 20
@@ -159,12 +159,10 @@ def purge_terms(fields: FormData | dict[str, Any]) -> tuple[float, tuple[str, ..
         states = tuple(str(state) for state in fields.getlist("states"))
     else:
         states = tuple(fields.get("states") or ())
-    states = states or FINISHED_STATES
-    unknown = sorted(set(states) - set(FINISHED_STATES))
+    states = states or FINISHED
+    unknown = sorted(set(states) - set(FINISHED))
     if unknown:
-        raise BadInput(
-            f"only finished tasks can be purged ({', '.join(FINISHED_STATES)}), not {unknown}"
-        )
+        raise BadInput(f"only finished tasks can be purged ({', '.join(FINISHED)}), not {unknown}")
     return seconds, states
 
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backbeat.dashboard.source import Source
-from backbeat.stores.base import FINISHED_STATES, StoredStatus
+from backbeat.status import FINISHED
+from backbeat.stores.base import StoredStatus
 from backbeat.stores.inspection import TaskFilter
 from backbeat.stores.searching import exception_of
 
@@ -33,7 +34,7 @@ TASK_ACTIONS: dict[str, tuple[str, ...]] = {
     "retry": ("failed",),
     "run_now": ("pending", "scheduled"),
     "cancel": ("pending", "scheduled", "running"),
-    "delete": FINISHED_STATES,
+    "delete": FINISHED,
 }
 LABELS = {
     "retry": "Retry",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from backbeat.stores.base import COUNTED_STATES
+from backbeat.status import STATES
 from backbeat.stores.inspection import TaskFilter
 
 FIELDS = ("name", "state", "queue", "id", "argument", "error", "created_from", "created_to")
@@ -22,8 +22,8 @@ class BadInput(ValueError):
 def parse_filter(params: Mapping[str, str]) -> TaskFilter:
     given = {field: params.get(field, "").strip() for field in FIELDS}
     state = given["state"] or None
-    if state is not None and state not in COUNTED_STATES:
-        raise BadInput(f"state must be one of {', '.join(COUNTED_STATES)}; got {state!r}")
+    if state is not None and state not in STATES:
+        raise BadInput(f"state must be one of {', '.join(STATES)}; got {state!r}")
     return TaskFilter(
         state=state,
         queue=given["queue"] or None,

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from pydantic_core import to_json
 
-from backbeat.status import FINISHED, TaskInfo, TaskState
-from backbeat.stores.base import COUNTED_STATES, StoredStatus
+from backbeat.status import FINISHED, STATES, TaskInfo, TaskState
+from backbeat.stores.base import StoredStatus
 from backbeat.stores.inspection import FailureGroup, TaskFilter, TaskPage
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class LocalView:
     async def counts(self, queue: str | None = None) -> dict[str, int]:
         if queue is None:
             return self.runner.stats()
-        counts = dict.fromkeys(COUNTED_STATES, 0)
+        counts = dict.fromkeys(STATES, 0)
         for info in self.runner.local_tasks():
             if info.queue == queue:
                 counts[info.state.value] += 1

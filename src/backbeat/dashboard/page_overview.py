@@ -16,8 +16,8 @@ from backbeat.dashboard.pages import (
 )
 from backbeat.dashboard.snapshot import BUCKETS, History, Snapshot
 from backbeat.progress import read_report
+from backbeat.status import STATES
 from backbeat.store_commands import age
-from backbeat.stores.base import COUNTED_STATES
 
 
 def counts_table(view: View, snapshot: Snapshot) -> str:
@@ -26,7 +26,7 @@ def counts_table(view: View, snapshot: Snapshot) -> str:
         f'<span class="label">{state}</span>'
         f'<span class="number" data-count="{state}">{snapshot.counts.get(state, 0)}</span>'
         "</a></div>"
-        for state in COUNTED_STATES
+        for state in STATES
     )
     return f'<section class="counts">{cells}</section>'
 
@@ -36,7 +36,7 @@ def queues_table(view: View, snapshot: Snapshot) -> str:
     for queue, counts in snapshot.queues.items():
         cells = "".join(
             f'<td data-queue-count="{esc(queue)}/{state}">{counts.get(state, 0)}</td>'
-            for state in COUNTED_STATES
+            for state in STATES
         )
         link = esc(view.url("tasks", {"queue": queue}))
         paused = ' <span class="badge">paused</span>' if queue in snapshot.paused else ""
@@ -44,7 +44,7 @@ def queues_table(view: View, snapshot: Snapshot) -> str:
     more = ""
     if snapshot.more_queues:
         more = f'<p class="note">… and {snapshot.more_queues} more queue(s) not read.</p>'
-    return table(["queue", *COUNTED_STATES], rows, "No queues yet.") + more
+    return table(["queue", *STATES], rows, "No queues yet.") + more
 
 
 def running_table(view: View, snapshot: Snapshot) -> str:

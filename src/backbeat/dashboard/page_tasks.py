@@ -10,8 +10,8 @@ from backbeat.dashboard.actions import LABELS, TASK_ACTIONS
 from backbeat.dashboard.filters import filter_query
 from backbeat.dashboard.pages import View, esc, hidden, layout, table, task_link
 from backbeat.dashboard.snapshot import Snapshot
+from backbeat.status import FINISHED, STATES
 from backbeat.store_commands import when
-from backbeat.stores.base import COUNTED_STATES, FINISHED_STATES
 from backbeat.stores.inspection import TaskFilter, TaskPage
 
 ERROR_SHOWN = 120  # characters of an error in the list
@@ -27,7 +27,7 @@ def tabs(view: View, where: TaskFilter, snapshot: Snapshot) -> str:
         f'<a href="{esc(view.url("tasks", query))}"{"" if where.state else here}>all '
         f'<span data-count="total">{total}</span></a>'
     ]
-    for state in COUNTED_STATES:
+    for state in STATES:
         link = esc(view.url("tasks", {**query, "state": state}))
         current = here if where.state == state else ""
         links.append(
@@ -47,7 +47,7 @@ def filter_form(view: View, where: TaskFilter) -> str:
 
     options = "".join(
         f'<option value="{state}"{" selected" if where.state == state else ""}>{state}</option>'
-        for state in COUNTED_STATES
+        for state in STATES
     )
     return (
         f'<form class="filters" method="get" action="{esc(view.url("tasks"))}">'
@@ -79,7 +79,7 @@ def purge_form(view: View, back: str) -> str:
         return ""
     boxes = "".join(
         f'<label><input type="checkbox" name="states" value="{state}" checked> {state}</label>'
-        for state in FINISHED_STATES
+        for state in FINISHED
     )
     return (
         f'<h2>Purge</h2><form class="bulk" method="post" action="{esc(view.url("actions/purge"))}">'

@@ -15,8 +15,8 @@ from backbeat.dashboard.pages import (
     task_link,
 )
 from backbeat.dashboard.snapshot import RUNNING_SHOWN, Snapshot
+from backbeat.status import STATES
 from backbeat.store_commands import age
-from backbeat.stores.base import COUNTED_STATES
 
 
 def render(view: View, snapshot: Snapshot) -> str:
@@ -49,11 +49,11 @@ def render(view: View, snapshot: Snapshot) -> str:
     queue_rows = []
     for queue, counts in snapshot.queues.items():
         paused = queue in snapshot.paused
-        cells = "".join(f"<td>{counts.get(state, 0)}</td>" for state in COUNTED_STATES)
+        cells = "".join(f"<td>{counts.get(state, 0)}</td>" for state in STATES)
         toggle = pause_toggle(view, "queue", paused, {"queue": queue, "back": view.url("workers")})
         status = '<span class="badge">paused</span>' if paused else "active"
         queue_rows.append(f"<tr><th>{esc(queue)}</th>{cells}<td>{status} {toggle}</td></tr>")
-    queues = table(["queue", *COUNTED_STATES, ""], queue_rows, "No queues yet.")
+    queues = table(["queue", *STATES, ""], queue_rows, "No queues yet.")
     body = "<h2>Workers</h2>" + workers + leases_note(snapshot) + "<h2>Queues</h2>" + queues
     return layout(view, "workers", "Workers & queues", body)
 

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backbeat.dashboard.source import Source
-from backbeat.stores.base import FINISHED_STATES, StoredStatus, WorkerInfo
+from backbeat.status import FINISHED
+from backbeat.stores.base import StoredStatus, WorkerInfo
 from backbeat.stores.inspection import GateUsage
 
 logger = logging.getLogger("backbeat")
@@ -85,7 +86,7 @@ class History:
             return
         changes = {
             state: current.counts.get(state, 0) - previous.counts.get(state, 0)
-            for state in FINISHED_STATES
+            for state in FINISHED
         }
         start = current.taken_at - current.taken_at % BUCKET_SECONDS
         if not self.buckets or self.buckets[-1].start != start:

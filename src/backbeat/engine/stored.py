@@ -40,7 +40,7 @@ from backbeat.registry import TaskRegistry
 from backbeat.schedules import Schedule
 from backbeat.serialization import ArgumentError, decode_arguments, encode_arguments
 from backbeat.signing import sign
-from backbeat.status import LIVE_STATES, TaskInfo
+from backbeat.status import UNFINISHED, TaskInfo
 from backbeat.stores.base import NewTask, Store, StoredStatus, StoreError
 from backbeat.tasks import (
     BackgroundTask,
@@ -252,7 +252,7 @@ class StoredEngine:
                 backoff=policy.backoff,
                 max_backoff=policy.max_backoff,
                 timeout=policy.timeout,
-                after=_json_ids(after),
+                after=tuple(after),
                 # Runnable once the response is out; if this process dies before
                 # that, after one lease anyway (at-least-once).
                 held_until=now + self.lease if hold else None,
@@ -526,7 +526,7 @@ class StoredEngine:
         counts = {}
         for queue in await self.store.queues():
             of_queue = await self.store.counts(queue)
-            counts[queue] = {state: of_queue[state] for state in LIVE_STATES}
+            counts[queue] = {state: of_queue[state] for state in UNFINISHED}
         return counts
 
     async def join(self, timeout: float | None) -> None:  # noqa: ASYNC109 - the runner's API
@@ -559,9 +559,3 @@ def _gates(policy: TaskPolicy, name: str, func: Callable[..., Any], task: Backgr
         concurrency_key=policy.concurrency_key,
         max_concurrency=policy.max_concurrency,
     )
-
-
-def _json_ids(ids: list[str]) -> str | None:
-    if not ids:
-        return None
-    return "[" + ",".join(f'"{task_id}"' for task_id in ids) + "]"

@@ -4,6 +4,7 @@ import importlib
 
 from backbeat.stores.base import (
     ClaimedTask,
+    DuplicateTask,
     NewTask,
     Store,
     StoredStatus,
@@ -48,6 +49,7 @@ def open_store(url: str, *, create: bool = True) -> Store:
 
 __all__ = [
     "ClaimedTask",
+    "DuplicateTask",
     "MemoryStore",
     "NewTask",
     "SQLiteStore",

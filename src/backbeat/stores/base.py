@@ -7,15 +7,14 @@ expires, renews the lease while the task runs, and reports the outcome. A
 task whose worker died is claimed again once its lease has expired, so
 execution is at-least-once.
 
-States as stored: ``held`` (written ahead of a response; shown as pending),
-``pending`` (runnable from ``due_at`` on; shown as ``scheduled`` while
-``due_at`` is in the future), ``running`` (leased),
-``succeeded``, ``failed`` (the dead letter: kept with its error and traceback
-until retried or purged) and ``cancelled``.
+A store keeps a task in one of the `StoredState`s; a reader is shown its `TaskState`,
+which `shown_state` alone maps from the stored state and the due time
+(`backbeat.stores.states`).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic_core import from_json
 
 from backbeat.status import FINISHED, TaskInfo, TaskState
+from backbeat.stores.states import shown_state
 
 if TYPE_CHECKING:  # for the signatures of `Store`: that module imports this one
     from backbeat.stores.inspection import (
@@ -47,8 +47,8 @@ class NewTask:
     backoff: float = 1.0
     max_backoff: float = 60.0
     timeout: float | None = None
-    # Ids of tasks that must finish first (a sequence's earlier members), as JSON.
-    after: str | None = None
+    # Ids of tasks that must finish first (a sequence's earlier members).
+    after: tuple[str, ...] = ()
     # Written ahead of a response: not runnable until activated, or until this time
     # passes (the process that wrote it died before it could activate it).
     held_until: float | None = None
@@ -103,7 +103,9 @@ class Settlement:
     """How an attempt ended, for `Store.finish`: the state the task moves to."""
 
     receipt: str
-    state: TaskState  # SUCCEEDED, SCHEDULED (retry at `retry_at`) or FAILED (dead letter)
+    # SUCCEEDED, SCHEDULED (retry at `retry_at`), FAILED (dead letter) or CANCELLED (its
+    # worker stopped it: asked to by `Store.cancel`)
+    state: TaskState
     result: str | None = None  # the return value as JSON, for SUCCEEDED
     error: str | None = None
     traceback: str | None = None
@@ -180,6 +182,8 @@ class StoredStatus:
 
     id: str
     name: str
+    # A `StoredState`'s value, as stores read it back (the dashboard's view of a runner
+    # without a store makes these of its `TaskInfo`s: shown states, `scheduled` among them).
     state: str
     attempts: int
     error: str | None
@@ -199,16 +203,13 @@ class StoredStatus:
     after: tuple[str, ...] = ()
 
     def info(self, now: float) -> TaskInfo:
-        state = TaskState.PENDING if self.state == "held" else TaskState(self.state)
-        if state is TaskState.PENDING and self.due_at > now:
-            state = TaskState.SCHEDULED
         return TaskInfo(
             result=None if self.result is None else from_json(self.result),
             progress=None if self.progress is None else from_json(self.progress),
             queue=self.queue,
             id=self.id,
             name=self.name,
-            state=state,
+            state=shown_state(self.state, self.due_at, now),
             attempts=self.attempts,
             error=self.error,
             created_at=_utc(self.created_at),
@@ -217,8 +218,13 @@ class StoredStatus:
         )
 
 
+def after_json(after: tuple[str, ...]) -> str | None:
+    """`NewTask.after` as the SQLite and Redis stores keep it: a JSON list, None for none."""
+    return json.dumps(after) if after else None
+
+
 def after_ids(stored: str | None) -> tuple[str, ...]:
-    """`NewTask.after` as stored, decoded; () when there is none or it cannot be read."""
+    """`after_json`'s text, decoded; () when there is none or it cannot be read."""
     try:
         ids = from_json(stored) if stored else []
     except ValueError:
@@ -232,18 +238,21 @@ def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
-FINISHED_STATES = tuple(state.value for state in TaskState if state in FINISHED)
-
-
 def check_purgeable(states: tuple[str, ...]) -> None:
     """`Store.purge` deletes finished tasks only: ValueError for any other state."""
-    unknown = set(states) - set(FINISHED_STATES)
+    unknown = set(states) - set(FINISHED)
     if unknown:
         raise ValueError(f"only finished tasks can be purged, not {sorted(unknown)}")
 
 
-# The keys of `Store.counts`, in TaskState's order (the Redis script's `counts` answers in it).
-COUNTED_STATES = tuple(state.value for state in TaskState)
+def lost_leases_error(max_lost: int) -> str:
+    """The error of a task `Store.claim` dead-letters because its lease was lost `max_lost`
+    times: the one text every store writes (SQL and Lua receive it as a parameter)."""
+    return (
+        f"its worker died or hung each time it ran it: the lease was lost {max_lost} times "
+        f"(max_lost_leases={max_lost}); dead-lettered. Retry it (backbeat retry) once the "
+        "cause is fixed."
+    )
 
 
 def receipt_for(task_id: str, attempt: int) -> str:
@@ -286,6 +295,15 @@ class StoreMissing(StoreError):
     """A store was to be read, but there is none at that place (nothing was created)."""
 
 
+class DuplicateTask(StoreError):
+    """A write named a task id that is stored already, or twice: none of its tasks was
+    stored (`Store.enqueue`). Not a store that is down: the same write fails again."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"a task with id {task_id} is stored already")
+        self.task_id = task_id
+
+
 class Store(Protocol):
     """The operations the runner, the workers and the CLI use.
 
@@ -315,7 +333,10 @@ class Store(Protocol):
 
     async def enqueue(self, tasks: list[NewTask]) -> list[str]:
         """Store these tasks in one atomic write; returns their ids — for a task whose
-        `key` a live task already has, that task's id (and nothing is added)."""
+        `key` a live task already has, that task's id (and nothing is added).
+
+        Raises `DuplicateTask` (and stores none of them) when an id is stored already or
+        repeated in `tasks`. Writes grouped with others fail alone."""
         ...
 
     async def activate(self, ids: list[str]) -> None:
@@ -345,7 +366,8 @@ class Store(Protocol):
         Runnable: pending and due with every task it comes after finished; held
         past its hold; or running with an expired lease and never lost before
         (the lease is lost: counted in `lost`). First, every running task with
-        an expired lease that would reach `max_lost` losses is dead-lettered.
+        an expired lease that would reach `max_lost` losses is dead-lettered, with
+        `lost_leases_error` as its error, in the same write.
         With ``alone_first`` (an idle worker), a task lost before, if one is
         waiting, is claimed instead, alone: it comes back with ``lost >= 2``.
 

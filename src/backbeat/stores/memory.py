@@ -8,19 +8,17 @@ honest, and a quick way to test an app's durable behaviour
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import replace
 
 from backbeat.logs import log_dead_letters
-from backbeat.status import TaskState
+from backbeat.status import FINISHED, STATES, TaskState
 from backbeat.stores import memory_search
 from backbeat.stores.base import (
-    COUNTED_STATES,
-    FINISHED_STATES,
     STILL_RUNNING,
     ClaimedTask,
+    DuplicateTask,
     GatedShare,
     NewTask,
     ScheduleRecord,
@@ -28,13 +26,14 @@ from backbeat.stores.base import (
     StoredStatus,
     StoreError,
     WorkerInfo,
-    after_ids,
     check_purgeable,
+    lost_leases_error,
     split_receipt,
 )
 from backbeat.stores.inspection import AttemptRecord, FailureGroup, GateUsage, TaskFilter, TaskPage
 from backbeat.stores.memory_gates import MemoryGates, back_in_line, memory_gate_usage
-from backbeat.stores.memory_rows import LIVE, Row
+from backbeat.stores.memory_rows import Row
+from backbeat.stores.states import LIVE, StoredState, shown_state
 from backbeat.stores.wakeups import Wakeups
 
 
@@ -76,7 +75,7 @@ class MemoryStore:
             later = [
                 row.task.due_at
                 for row in self._rows.values()
-                if row.state == "pending" and row.task.due_at > now
+                if row.state == StoredState.PENDING and row.task.due_at > now
             ]
         if self._gates.reopens is not None:
             later.append(self._gates.reopens)
@@ -87,18 +86,17 @@ class MemoryStore:
     def _runnable(self, row: Row, now: float) -> bool:
         if row.task.due_at > now:
             return False
-        after = json.loads(row.task.after) if row.task.after else []
-        for task_id in after:
+        for task_id in row.task.after:
             before = self._rows.get(task_id)
             if before is not None and before.state in LIVE:
                 return False
         return True
 
     def _take(self, row: Row, worker: str, now: float, lease: float) -> ClaimedTask:
-        if row.state == "running":
+        if row.state == StoredState.RUNNING:
             row.ended("lost", row.lease_until or now)
             row.lost += 1  # its lease expired: its worker died or hung
-        row.state = "running"
+        row.state = StoredState.RUNNING
         row.attempts += 1
         row.started_at = now
         row.lease_until = now + lease
@@ -112,9 +110,11 @@ class MemoryStore:
         return ids
 
     def _add(self, tasks: list[NewTask]) -> list[str]:
+        written: set[str] = set()
         for task in tasks:
-            if task.id in self._rows:
-                raise StoreError(f"UNIQUE constraint failed: a task with id {task.id} exists")
+            if task.id in self._rows or task.id in written:
+                raise DuplicateTask(task.id)
+            written.add(task.id)
         live = {
             row.task.key: row.task.id
             for row in self._rows.values()
@@ -131,7 +131,7 @@ class MemoryStore:
             if task.line is not None:
                 self._gates.any_gated = True
             self._rows[task.id] = Row(
-                task, "held" if held else "pending", lease_until=task.held_until
+                task, StoredState.HELD if held else StoredState.PENDING, lease_until=task.held_until
             )
             ids.append(task.id)
         return ids
@@ -140,7 +140,7 @@ class MemoryStore:
         with self._lock:
             for task_id in ids:
                 row = self._rows.get(task_id)
-                if row is not None and row.state == "held":
+                if row is not None and row.state == StoredState.HELD:
                     row.make_pending()
         self._wakeups.notify()
 
@@ -152,7 +152,7 @@ class MemoryStore:
             claimed: list[ClaimedTask] = []
             for task_id in ids:
                 row = self._rows.get(task_id)
-                if row is None or row.state != "held":
+                if row is None or row.state != StoredState.HELD:
                     continue
                 if (
                     len(claimed) < limit
@@ -183,30 +183,28 @@ class MemoryStore:
             expired = [
                 row
                 for row in self._rows.values()
-                if row.state == "running" and row.lease_until is not None and row.lease_until < now
+                if row.state == StoredState.RUNNING
+                and row.lease_until is not None
+                and row.lease_until < now
             ]
             for row in expired:
                 if row.cancel_requested:  # cancelled while running, and its worker is gone
                     row.ended("cancelled", row.lease_until or now, row.error)
-                    row.finish("cancelled", now)
+                    row.finish(StoredState.CANCELLED, now)
                 elif row.lost + 1 >= max_lost:
                     row.lost += 1
-                    row.error = (
-                        "its worker died or hung each time it ran it: the lease was lost "
-                        f"{row.lost} times (max_lost_leases={max_lost}); dead-lettered. Retry it "
-                        "(backbeat retry) once the cause is fixed."
-                    )
+                    row.error = lost_leases_error(max_lost)
                     row.ended("lost", row.lease_until or now, row.error)
-                    row.finish("failed", now)
+                    row.finish(StoredState.FAILED, now)
                     log_dead_letters([(row.task.id, row.task.name, row.error)])
             for row in expired:
-                if row.state == "running" and row.task.line is not None:
+                if row.state == StoredState.RUNNING and row.task.line is not None:
                     row.ended("lost", row.lease_until or now)
                     back_in_line(row)
             suspects = [
                 row
                 for row in expired
-                if row.state == "running"
+                if row.state == StoredState.RUNNING
                 and row.lost >= 1
                 and (queues is None or row.task.queue in queues)
                 and row.task.queue not in self._paused
@@ -221,14 +219,14 @@ class MemoryStore:
                 for row in self._rows.values()
                 if row.task.line is None
                 and (
-                    (row.state == "pending" and self._runnable(row, now))
+                    (row.state == StoredState.PENDING and self._runnable(row, now))
                     or (
-                        row.state in ("held", "running")
+                        row.state in (StoredState.HELD, StoredState.RUNNING)
                         and row.lease_until is not None
                         and row.lease_until < now
                         and (
-                            (row.state == "running" and row.lost == 0)
-                            or (row.state == "held" and self._runnable(row, now))
+                            (row.state == StoredState.RUNNING and row.lost == 0)
+                            or (row.state == StoredState.HELD and self._runnable(row, now))
                         )
                     )
                 )
@@ -258,7 +256,7 @@ class MemoryStore:
         """The row a claim names, while the claim is current (same attempt, running)."""
         task_id, attempt = split_receipt(receipt)
         row = self._rows.get(task_id)
-        if row is None or row.state != "running" or row.attempts != attempt:
+        if row is None or row.state != StoredState.RUNNING or row.attempts != attempt:
             return None
         return row
 
@@ -284,19 +282,19 @@ class MemoryStore:
                     continue
                 state = settlement.state
                 if state is TaskState.SUCCEEDED:
-                    row.finish("succeeded", now)
+                    row.finish(StoredState.SUCCEEDED, now)
                     row.result = settlement.result
                     continue
                 row.error = settlement.error or row.error
                 if state is TaskState.CANCELLED:
                     row.ended("cancelled", now, row.error)
-                    row.finish("cancelled", now)
+                    row.finish(StoredState.CANCELLED, now)
                     continue
                 row.traceback = settlement.traceback
                 outcome = "failed" if state is TaskState.FAILED else "retried"
                 row.ended(outcome, now, row.error, row.traceback)
                 if state is TaskState.FAILED:
-                    row.finish("failed", now)
+                    row.finish(StoredState.FAILED, now)
                 else:
                     assert settlement.retry_at is not None
                     row.make_pending()
@@ -327,11 +325,11 @@ class MemoryStore:
             count = 0
             for task_id in ids:
                 row = self._rows.get(task_id)
-                if row is not None and row.state in ("held", "pending"):
-                    row.finish("cancelled", time.time())
+                if row is not None and row.state in (StoredState.HELD, StoredState.PENDING):
+                    row.finish(StoredState.CANCELLED, time.time())
                     row.error = reason
                     count += 1
-                elif row is not None and row.state == "running":
+                elif row is not None and row.state == StoredState.RUNNING:
                     # Cancelled by its worker, told at its next renewal.
                     row.cancel_requested = True
                     row.error = reason
@@ -343,7 +341,7 @@ class MemoryStore:
             rows = self._rows.values() if ids is None else [self._rows.get(i) for i in ids]
             count = 0
             for row in rows:
-                if row is not None and row.state == "failed":
+                if row is not None and row.state == StoredState.FAILED:
                     row.make_pending()
                     row.attempts = 0
                     row.lost = 0
@@ -357,7 +355,7 @@ class MemoryStore:
     async def purge(
         self,
         finished_before: float,
-        states: tuple[str, ...] = FINISHED_STATES,
+        states: tuple[str, ...] = FINISHED,
         *,
         dry_run: bool = False,
     ) -> int:
@@ -379,7 +377,7 @@ class MemoryStore:
             row = self._rows.get(task_id)
             if row is None:
                 return None
-            return replace(row.status(), after=after_ids(row.task.after))
+            return replace(row.status(), after=row.task.after)
 
     async def queues(self) -> list[str]:
         with self._lock:
@@ -388,14 +386,11 @@ class MemoryStore:
     async def counts(self, queue: str | None = None) -> dict[str, int]:
         with self._lock:
             now = time.time()
-            counts = dict.fromkeys(COUNTED_STATES, 0)
+            counts = dict.fromkeys(STATES, 0)
             for row in self._rows.values():
                 if queue is not None and row.task.queue != queue:
                     continue
-                state = "pending" if row.state == "held" else row.state
-                if state == "pending" and row.task.due_at > now:
-                    state = "scheduled"
-                counts[state] += 1
+                counts[shown_state(row.state, row.task.due_at, now)] += 1
             return counts
 
     async def heartbeat(self, worker: WorkerInfo, expires_in: float) -> None:
@@ -422,7 +417,11 @@ class MemoryStore:
             now = time.time()
             ids = []
             for row in self._rows.values():
-                if row.state == "running" and row.worker == worker and (row.lease_until or 0) > now:
+                if (
+                    row.state == StoredState.RUNNING
+                    and row.worker == worker
+                    and (row.lease_until or 0) > now
+                ):
                     row.lease_until = now
                     ids.append(row.task.id)
         if ids:
@@ -442,14 +441,13 @@ class MemoryStore:
             now = time.time()
             found = []
             for row in sorted(self._rows.values(), key=lambda row: row.task.id, reverse=True):
-                status = row.status()
                 if (
-                    (state is None or status.info(now).state.value == state)
+                    (state is None or shown_state(row.state, row.task.due_at, now) == state)
                     and (queue is None or row.task.queue == queue)
                     and (name is None or row.task.name == name)
                     and (before is None or row.task.id < before)
                 ):
-                    found.append(status)
+                    found.append(row.status())
                     if len(found) == limit:
                         break
             return found
@@ -476,7 +474,7 @@ class MemoryStore:
             waiting = [
                 row
                 for row in map(self._rows.get, dict.fromkeys(ids))
-                if row and row.state == "pending"
+                if row and row.state == StoredState.PENDING
             ]
             for row in waiting:
                 row.task.due_at = min(row.task.due_at, now)
@@ -489,7 +487,7 @@ class MemoryStore:
             doomed = [
                 task_id
                 for task_id in dict.fromkeys(ids)
-                if task_id in self._rows and self._rows[task_id].state in FINISHED_STATES
+                if task_id in self._rows and self._rows[task_id].state in FINISHED
             ]
             for task_id in doomed:
                 del self._rows[task_id]

@@ -15,6 +15,7 @@ from backbeat.gates import LONGEST_WINDOW
 from backbeat.stores.gate_usage import busiest, window_of
 from backbeat.stores.inspection import GateUsage
 from backbeat.stores.memory_rows import Row
+from backbeat.stores.states import StoredState
 
 
 class MemoryGates:
@@ -41,10 +42,10 @@ class MemoryGates:
             line, task = row.task.line, row.task
             if line is None:
                 continue
-            if row.state == "running" and task.concurrency_gate is not None:
+            if row.state == StoredState.RUNNING and task.concurrency_gate is not None:
                 running[task.concurrency_gate] = running.get(task.concurrency_gate, 0) + 1
-            waiting = row.state == "pending" or (
-                row.state == "held" and (row.lease_until or 0) < now
+            waiting = row.state == StoredState.PENDING or (
+                row.state == StoredState.HELD and (row.lease_until or 0) < now
             )
             if (
                 waiting
@@ -108,9 +109,9 @@ def memory_gate_usage(gates: MemoryGates, rows: Iterable[Row], now: float) -> li
         task = row.task
         if task.line is None:
             continue
-        if row.state == "running" and task.concurrency_gate is not None:
+        if row.state == StoredState.RUNNING and task.concurrency_gate is not None:
             used[task.concurrency_gate] = used.get(task.concurrency_gate, 0) + 1
-        elif row.state in ("pending", "held"):
+        elif row.state in (StoredState.PENDING, StoredState.HELD):
             for waits_at in (task.rate_gate, task.concurrency_gate):
                 if waits_at is not None:
                     waiting[waits_at] = waiting.get(waits_at, 0) + 1

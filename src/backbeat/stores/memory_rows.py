@@ -1,5 +1,4 @@
-"""A task as the memory store keeps it (`backbeat.stores.memory`): its row, and the states
-in which it is live."""
+"""A task as the memory store keeps it (`backbeat.stores.memory`): its row."""
 
 from __future__ import annotations
 
@@ -7,14 +6,13 @@ from dataclasses import dataclass, field
 
 from backbeat.stores.base import ClaimedTask, NewTask, StoredStatus, receipt_for
 from backbeat.stores.inspection import ATTEMPTS_KEPT, AttemptRecord
-
-LIVE = ("held", "pending", "running")
+from backbeat.stores.states import StoredState
 
 
 @dataclass(slots=True)
 class Row:
     task: NewTask
-    state: str
+    state: StoredState
     attempts: int = 0
     started_at: float | None = None
     finished_at: float | None = None
@@ -69,11 +67,11 @@ class Row:
 
     def make_pending(self) -> None:
         """Runnable again (activated, released, retried), held by no worker."""
-        self.state = "pending"
+        self.state = StoredState.PENDING
         self.lease_until = None
         self.worker = None
 
-    def finish(self, state: str, now: float) -> None:
+    def finish(self, state: StoredState, now: float) -> None:
         self.state = state
         self.finished_at = now
         self.lease_until = None

@@ -12,10 +12,10 @@ from backbeat.stores.searching import (
     check_search,
     group_failures,
     id_range,
-    shown_state,
     stored_states,
     walk,
 )
+from backbeat.stores.states import StoredState, shown_state
 
 
 def matches(row: Row, where: TaskFilter, now: float) -> bool:
@@ -55,7 +55,9 @@ def search(
 
 def failure_groups(rows: Iterable[Row], scan: int) -> list[FailureGroup]:
     check_scan(scan)
-    failed = sorted((row for row in rows if row.state == "failed"), key=lambda row: row.task.id)
+    failed = sorted(
+        (row for row in rows if row.state == StoredState.FAILED), key=lambda row: row.task.id
+    )
     return group_failures(
         (row.task.name, row.error, row.task.id, row.finished_at or 0.0) for row in failed[-scan:]
     )
@@ -65,6 +67,8 @@ def oldest_due(rows: Iterable[Row], queue: str | None, now: float) -> float | No
     due = [
         row.task.due_at
         for row in rows
-        if row.state == "pending" and row.task.due_at <= now and queue in (None, row.task.queue)
+        if row.state == StoredState.PENDING
+        and row.task.due_at <= now
+        and queue in (None, row.task.queue)
     ]
     return min(due, default=None)

@@ -44,6 +44,16 @@ local function server_now()
   return tonumber(time[1]) + tonumber(time[2]) / 1000000
 end
 
+-- What a reader is shown of a task stored in `state`: mirrors `shown_state` in
+-- backbeat/stores/base.py (held is pending; pending not yet due is scheduled), here so that
+-- `list` and `search` filter in the script, and `counts` counts the same way.
+local function shown_state(state, due, now)
+  if state == 'held' or state == 'pending' then
+    return (tonumber(due) or 0) > now and 'scheduled' or 'pending'
+  end
+  return state
+end
+
 local function tk(id) return P .. ':t:' .. id end
 local function sk(state, q)
   if state == 'held' then state = 'pending' end
@@ -488,12 +498,13 @@ if step == 'enqueue' then
   for g = 1, groups do
     -- A group: one caller's tasks, as one JSON list of [id, F...] lists of strings.
     local rows = cjson.decode(ARGV[4 + g])
-    local ids, bad = {}, nil
+    local ids, seen, duplicate = {}, {}, nil
     for _, row in ipairs(rows) do
-      if redis.call('EXISTS', tk(row[1])) == 1 then bad = row[1] end
+      if seen[row[1]] or redis.call('EXISTS', tk(row[1])) == 1 then duplicate = row[1] end
+      seen[row[1]] = true
     end
-    if bad then
-      table.insert(out, 'UNIQUE constraint failed: a task with id ' .. bad .. ' exists')
+    if duplicate then  -- `DuplicateTask`: the group stores nothing
+      table.insert(out, duplicate)
     else
       for _, row in ipairs(rows) do table.insert(ids, add_task(row, now)) end
       table.insert(out, ids)
@@ -528,8 +539,9 @@ elseif step == 'claim' then
   local now, lease, worker = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
   local limit, max_lost, alone_first = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8] == '1'
   local gated_share = tonumber(ARGV[9])  -- of `limit`: the rest is other tasks' first
+  local lost_error = ARGV[10]  -- written on a task dead-lettered at `max_lost` losses
   local wanted = {}
-  for i = 10, #ARGV do table.insert(wanted, ARGV[i]) end
+  for i = 11, #ARGV do table.insert(wanted, ARGV[i]) end
   -- Held past their hold (the process that wrote them died), and delays that are due.
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':held', '-inf', now, 'LIMIT', 0, 1000)) do
     redis.call('ZREM', P .. ':held', id)
@@ -567,14 +579,10 @@ elseif step == 'claim' then
         log_attempt(id, t, 'cancelled', nil, redis.call('HGET', t, 'error'))
         finish_as(id, t, q, 'running', 'cancelled', now)
       elseif tonumber(lost or '0') + 1 >= max_lost then
-        lost = tonumber(lost or '0') + 1
-        local error = 'its worker died or hung each time it ran it: the lease was lost '
-          .. lost .. ' times (max_lost_leases=' .. max_lost
-          .. '); dead-lettered. Retry it (backbeat retry) once the cause is fixed.'
-        log_attempt(id, t, 'lost', nil, error)
-        redis.call('HSET', t, 'lost', lost, 'error', error)
+        log_attempt(id, t, 'lost', nil, lost_error)
+        redis.call('HSET', t, 'lost', tonumber(lost or '0') + 1, 'error', lost_error)
         finish_as(id, t, q, 'running', 'failed', now)
-        table.insert(dead, {id, name, error})
+        table.insert(dead, {id, name, lost_error})
       elseif line and line ~= '' then  -- a gated task waits in its line again, first
         log_attempt(id, t, 'lost')
         ungate(id, t)
@@ -809,9 +817,7 @@ elseif step == 'list' then
     if #page == 0 then break end
     for _, id in ipairs(page) do
       local s, q, n, due = unpack(redis.call('HMGET', tk(id), 'state', 'queue', 'name', 'due_at'))
-      if s == 'held' then s = 'pending' end
-      if s == 'pending' and tonumber(due) > now then s = 'scheduled' end
-      if (state == '' or s == state) and (queue == '' or q == queue) and (name == '' or n == name) then
+      if (state == '' or shown_state(s, due, now) == state) and (queue == '' or q == queue) and (name == '' or n == name) then
         table.insert(found, id)
         if #found == limit then break end
       end
@@ -845,12 +851,7 @@ elseif step == 'search' then
     if idp ~= '' and id:sub(1, #idp) ~= idp then return false end
     if #wanted == 0 then return true end
     local v = redis.call('HMGET', tk(id), unpack(wanted))
-    if state ~= '' then
-      local s = v[at.state]
-      if s == 'held' then s = 'pending' end
-      if s == 'pending' and (tonumber(v[at.due_at]) or 0) > now then s = 'scheduled' end
-      if s ~= state then return false end
-    end
+    if state ~= '' and shown_state(v[at.state], v[at.due_at], now) ~= state then return false end
     return (queue == '' or v[at.queue] == queue) and (name == '' or v[at.name] == name)
       and (arg == '' or string.find(v[at.payload] or '', arg, 1, true) ~= nil)
       and (err == '' or string.find(v[at.error] or '', err, 1, true) ~= nil)
@@ -1003,8 +1004,9 @@ elseif step == 'delete' then  -- finished tasks, as `purge` deletes them
 elseif step == 'counts' then
   local now, only = tonumber(ARGV[3]), ARGV[4]
   local queues = only ~= '' and {only} or redis.call('SMEMBERS', P .. ':queues')
-  local c = {0, 0, 0, 0, 0, 0}
+  local c = {0, 0, 0, 0, 0, 0}  -- in `backbeat.status.STATES`' order
   for _, q in ipairs(queues) do
+    -- `shown_state` by the set: the held and pending tasks, by due time, either side of now.
     local waiting = redis.call('ZCARD', sk('pending', q))
     local later = redis.call('ZCOUNT', sk('pending', q), '(' .. now, '+inf')
     c[1] = c[1] + waiting - later

@@ -39,12 +39,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from backbeat.batching import TurnGroup
 from backbeat.logs import log_dead_letters
+from backbeat.status import FINISHED, STATES
 from backbeat.stores import redis_queues, redis_search
 from backbeat.stores.base import (
-    COUNTED_STATES,
-    FINISHED_STATES,
     STILL_RUNNING,
     ClaimedTask,
+    DuplicateTask,
     GatedShare,
     NewTask,
     ScheduleRecord,
@@ -56,6 +56,7 @@ from backbeat.stores.base import (
     WorkerInfo,
     after_ids,
     check_purgeable,
+    lost_leases_error,
     split_receipt,
 )
 from backbeat.stores.inspection import AttemptRecord, FailureGroup, GateUsage, TaskFilter, TaskPage
@@ -305,8 +306,9 @@ class RedisStore:
             )
         *answers, unfinished = reply
         self._counted(unfinished)
+        # A group's ids, or the one id that made it fail (a string).
         return [
-            StoreError(answer) if isinstance(answer, str) else list(answer) for answer in answers
+            DuplicateTask(answer) if isinstance(answer, str) else list(answer) for answer in answers
         ]
 
     async def activate(self, ids: list[str]) -> None:
@@ -331,7 +333,16 @@ class RedisStore:
         now = time.time()
         share = self._shares.next(limit)
         rows, dead, streams = await self._call(
-            "claim", now, lease, worker, limit, max_lost, int(alone_first), share, *(queues or ())
+            "claim",
+            now,
+            lease,
+            worker,
+            limit,
+            max_lost,
+            int(alone_first),
+            share,
+            lost_leases_error(max_lost),
+            *(queues or ()),
         )
         self._saw(streams)
         log_dead_letters(dead)
@@ -379,7 +390,7 @@ class RedisStore:
     async def purge(
         self,
         finished_before: float,
-        states: tuple[str, ...] = FINISHED_STATES,
+        states: tuple[str, ...] = FINISHED,
         *,
         dry_run: bool = False,
     ) -> int:
@@ -416,8 +427,8 @@ class RedisStore:
         return sorted(await self._call("queues"))
 
     async def counts(self, queue: str | None = None) -> dict[str, int]:
-        values = await self._call("counts", time.time(), queue or "")
-        return dict(zip(COUNTED_STATES, (int(v) for v in values), strict=True))
+        values = await self._call("counts", time.time(), queue or "")  # in STATES' order
+        return dict(zip(STATES, (int(v) for v in values), strict=True))
 
     async def list_tasks(
         self,

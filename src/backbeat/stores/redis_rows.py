@@ -6,7 +6,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from backbeat.stores.base import ClaimedTask, NewTask, ScheduleRecord, StoredStatus, receipt_for
+from backbeat.stores.base import (
+    ClaimedTask,
+    NewTask,
+    ScheduleRecord,
+    StoredStatus,
+    after_json,
+    receipt_for,
+)
 from backbeat.stores.inspection import AttemptRecord
 
 # A call of one step of the script (`RedisStore._call`): the step's name, then its
@@ -93,7 +100,7 @@ def new_row(t: NewTask) -> list[str]:
         text(t.timeout),
         repr(t.created_at),
         repr(t.due_at),
-        text(t.after),
+        after_json(t.after) or "",
         text(t.held_until),
         t.queue,
         str(t.priority),

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from backbeat.ids import lowest_id
-from backbeat.stores.base import COUNTED_STATES
+from backbeat.status import STATES, TaskState
 from backbeat.stores.inspection import FailureGroup, TaskFilter
+from backbeat.stores.states import StoredState
 
 T = TypeVar("T")
 
@@ -29,10 +30,8 @@ def check_search(where: TaskFilter, limit: int, scan: int) -> None:
         raise ValueError(f"limit must be at least 1, not {limit}")
     if scan <= 0:
         raise ValueError(f"scan must be at least 1, not {scan}")
-    if where.state is not None and where.state not in COUNTED_STATES:
-        raise ValueError(
-            f"unknown task state {where.state!r}: the states are {', '.join(COUNTED_STATES)}"
-        )
+    if where.state is not None and where.state not in STATES:
+        raise ValueError(f"unknown task state {where.state!r}: the states are {', '.join(STATES)}")
 
 
 def check_scan(scan: int) -> None:
@@ -124,12 +123,8 @@ def sort_groups(groups: Iterable[FailureGroup]) -> list[FailureGroup]:
 
 
 def stored_states(state: str) -> tuple[str, ...]:
-    """The states as stored of tasks shown in `state` (held tasks show as pending)."""
-    return ("held", "pending") if state in ("pending", "scheduled") else (state,)
-
-
-def shown_state(state: str, due_at: float, now: float) -> str:
-    """A stored state as `TaskInfo` shows it (`StoredStatus.info`, without building one)."""
-    if state in ("held", "pending"):
-        return "scheduled" if due_at > now else "pending"
-    return state
+    """The states as stored of tasks shown in `state`: `shown_state` the other way round,
+    for a search to read only those (due times then tell pending from scheduled)."""
+    if state in (TaskState.PENDING, TaskState.SCHEDULED):
+        return (StoredState.HELD.value, StoredState.PENDING.value)
+    return (state,)

@@ -28,10 +28,9 @@ import anyio.to_thread
 from backbeat.batching import TurnGroup
 from backbeat.gates import LONGEST_WINDOW
 from backbeat.logs import log_dead_letters
+from backbeat.status import FINISHED, STATES
 from backbeat.stores import sqlite_attempts, sqlite_queues, sqlite_search
 from backbeat.stores.base import (
-    COUNTED_STATES,
-    FINISHED_STATES,
     ClaimedTask,
     GatedShare,
     NewTask,
@@ -42,6 +41,7 @@ from backbeat.stores.base import (
     WorkerInfo,
     after_ids,
     check_purgeable,
+    lost_leases_error,
     receipt_for,
     split_receipt,
 )
@@ -84,6 +84,7 @@ from backbeat.stores.sqlite_sql import (
     list_query,
     setup,
 )
+from backbeat.stores.states import shown_state
 from backbeat.stores.wakeups import Wakeups
 
 T = TypeVar("T")
@@ -232,7 +233,8 @@ class SQLiteStore:
         def take(conn: sqlite3.Connection) -> list[ClaimedTask]:
             now = time.time()
             conn.execute(CANCEL_ORPHANS, {"now": now})
-            dead = conn.execute(DEAD_LOST, {"now": now, "max_lost": max_lost}).fetchall()
+            dead_letter = {"now": now, "max_lost": max_lost, "error": lost_leases_error(max_lost)}
+            dead = conn.execute(DEAD_LOST, dead_letter).fetchall()
             log_dead_letters(dead)
             parameters: dict[str, Any] = {
                 "now": now,
@@ -378,7 +380,7 @@ class SQLiteStore:
     async def purge(
         self,
         finished_before: float,
-        states: tuple[str, ...] = FINISHED_STATES,
+        states: tuple[str, ...] = FINISHED,
         *,
         dry_run: bool = False,
     ) -> int:
@@ -414,11 +416,11 @@ class SQLiteStore:
         return [queue for (queue,) in rows]
 
     async def counts(self, queue: str | None = None) -> dict[str, int]:
-        parameters = {"now": time.time(), "queue": queue}
-        rows = await anyio.to_thread.run_sync(self._read, COUNTS, parameters)
-        counts = dict.fromkeys(COUNTED_STATES, 0)
-        for state, count in rows:
-            counts[state] += count
+        now = time.time()
+        rows = await anyio.to_thread.run_sync(self._read, COUNTS, {"now": now, "queue": queue})
+        counts = dict.fromkeys(STATES, 0)
+        for state, due_at, count in rows:
+            counts[shown_state(state, due_at, now)] += count
         return counts
 
     async def heartbeat(self, worker: WorkerInfo, expires_in: float) -> None:
@@ -476,8 +478,16 @@ class SQLiteStore:
         limit: int = 50,
         before: str | None = None,
     ) -> list[StoredStatus]:
-        sql, parameters = list_query(state, queue, name, before, time.time())
-        rows = await anyio.to_thread.run_sync(self._read, sql, (*parameters, limit))
+        sql = list_query(state, queue, name, before)
+        parameters = {
+            "state": state,
+            "queue": queue,
+            "name": name,
+            "before": before,
+            "now": time.time(),
+            "limit": limit,
+        }
+        rows = await anyio.to_thread.run_sync(self._read, sql, parameters)
         return [StoredStatus(*row) for row in rows]
 
     async def search(

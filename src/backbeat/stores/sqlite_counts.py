@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from backbeat.stores.base import FINISHED_STATES
+from backbeat.status import FINISHED
 
-_FINISHED = "(" + ", ".join(f"'{state}'" for state in FINISHED_STATES) + ")"
+_FINISHED = "(" + ", ".join(f"'{state}'" for state in FINISHED) + ")"
 _REMOVE = (
     "UPDATE backbeat_finished_counts SET n = n - 1 WHERE queue = old.queue AND state = old.state;"
 )
@@ -81,20 +81,21 @@ def _made(conn: sqlite3.Connection) -> bool:
     return found is not None
 
 
-# The live tasks, one part per partial index so that no part reads the whole table (held
-# tasks show as pending or scheduled, as readers see them); then the finished, counted.
-_LIVE = (
-    "SELECT CASE WHEN due_at > :now THEN 'scheduled' ELSE 'pending' END, count(*) "
-    "FROM backbeat_tasks WHERE state = '{state}' AND (:queue IS NULL OR queue = :queue) "
-    "GROUP BY 1"
+# (stored state, a due time, count): the live tasks, one part per partial index so that no
+# part reads the whole table; then the finished, counted. The waiting ones come in two
+# groups, due and not yet, each with a due time of its own side of :now, from which
+# `shown_state` tells pending from scheduled; the others' due time does not matter (0).
+_WAITING = (
+    "SELECT '{state}', min(due_at), count(*) FROM backbeat_tasks WHERE state = '{state}' "
+    "AND (:queue IS NULL OR queue = :queue) GROUP BY due_at > :now"
 )
 COUNTS = " UNION ALL ".join(
     [
-        _LIVE.format(state="pending"),
-        _LIVE.format(state="held"),
-        "SELECT 'running', count(*) FROM backbeat_tasks WHERE state = 'running' "
+        _WAITING.format(state="pending"),
+        _WAITING.format(state="held"),
+        "SELECT 'running', 0, count(*) FROM backbeat_tasks WHERE state = 'running' "
         "AND (:queue IS NULL OR queue = :queue)",
-        "SELECT state, sum(n) FROM backbeat_finished_counts "
+        "SELECT state, 0, sum(n) FROM backbeat_finished_counts "
         "WHERE (:queue IS NULL OR queue = :queue) GROUP BY state",
     ]
 )

@@ -26,7 +26,7 @@ from backbeat.stores.base import StoredStatus
 from backbeat.stores.inspection import FailureGroup, TaskFilter, TaskPage
 from backbeat.stores.searching import IdRange, id_range, sort_groups, stored_states, walk
 from backbeat.stores.sqlite_gates import OPEN_LINE
-from backbeat.stores.sqlite_sql import STATUS_COLUMNS
+from backbeat.stores.sqlite_sql import STATUS_COLUMNS, shown_as
 
 # States with a partial index on the id (`INDEXES` in sqlite_sql).
 _ID_INDEXED = ("failed", "cancelled")
@@ -51,13 +51,7 @@ _CONDITIONS = (
 
 def _matches(where: TaskFilter) -> str:
     """The filter as one SQL condition on a row (named parameters from `_parameters`)."""
-    clauses = []
-    if where.state == "scheduled":
-        clauses.append("state IN ('held', 'pending') AND due_at > :now")
-    elif where.state == "pending":
-        clauses.append("state IN ('held', 'pending') AND due_at <= :now")
-    elif where.state is not None:
-        clauses.append("state = :state")
+    clauses = [] if where.state is None else [shown_as(where.state)]
     clauses += [sql for field, sql in _CONDITIONS if getattr(where, field) is not None]
     return " AND ".join(clauses) or "1"
 

@@ -11,7 +11,7 @@ import sqlite3
 from typing import Any
 
 from backbeat.status import TaskState
-from backbeat.stores.base import NewTask
+from backbeat.stores.base import DuplicateTask, NewTask, after_json
 from backbeat.stores.sqlite_attempts import ATTEMPTS_SCHEMA
 from backbeat.stores.sqlite_counts import setup_counts
 from backbeat.stores.sqlite_gates import GATES_SCHEMA, OPEN_LINE, lines_of
@@ -96,7 +96,7 @@ def insert_row(t: NewTask) -> tuple[Any, ...]:
         t.timeout,
         t.created_at,
         t.due_at,
-        t.after,
+        after_json(t.after),
         t.held_until,
         t.queue,
         t.priority,
@@ -111,6 +111,7 @@ def insert_row(t: NewTask) -> tuple[Any, ...]:
     )
 
 
+EXISTS = "SELECT 1 FROM backbeat_tasks WHERE id = ?"
 LIVE_WITH_KEY = (
     "SELECT id FROM backbeat_tasks WHERE key = ? AND state IN ('held', 'pending', 'running') "
     "LIMIT 1"
@@ -172,9 +173,7 @@ def claim_sql(queues: int | None, alone: bool) -> str:
 
 DEAD_LOST = (
     "UPDATE backbeat_tasks SET state = 'failed', finished_at = :now, lease_until = NULL, "
-    "lost = lost + 1, error = 'its worker died or hung each time it ran it: the lease was lost ' "
-    "|| (lost + 1) || ' times (max_lost_leases=' || :max_lost || '); dead-lettered. Retry it "
-    "(backbeat retry) once the cause is fixed.' "
+    "lost = lost + 1, error = :error "
     "WHERE state = 'running' AND lease_until < :now AND lost + 1 >= :max_lost "
     "RETURNING id, name, error"
 )
@@ -352,11 +351,23 @@ def insert_groups(
             _open_lines(conn, rows)
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK TO one")
-            outcomes.append(exc)
+            outcomes.append(_duplicate(conn, rows) or exc)
         else:
             outcomes.append(group_ids)
         conn.execute("RELEASE one")
     return outcomes
+
+
+def _duplicate(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> DuplicateTask | None:
+    """Why a write failed if an id of it is stored already or repeated in it (looked up
+    only once it failed: the primary key is the check on the way in)."""
+    seen: set[str] = set()
+    for row in rows:
+        task_id = row[0]
+        if task_id in seen or conn.execute(EXISTS, (task_id,)).fetchone():
+            return DuplicateTask(task_id)
+        seen.add(task_id)
+    return None
 
 
 def _open_lines(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
@@ -376,30 +387,23 @@ def keyed_id(row: tuple[Any, ...], conn: sqlite3.Connection, known: dict[str, st
     return known[key]
 
 
-def list_query(
-    state: str | None, queue: str | None, name: str | None, before: str | None, now: float
-) -> tuple[str, list[Any]]:
-    """The SELECT of `list_tasks` (newest first; its LIMIT is the last parameter)."""
-    clauses: list[str] = []
-    parameters: list[Any] = []
-    if state == "scheduled":
-        clauses.append("state IN ('held', 'pending') AND due_at > ?")
-        parameters.append(now)
-    elif state == "pending":
-        clauses.append("state IN ('held', 'pending') AND due_at <= ?")
-        parameters.append(now)
-    elif state is not None:
-        clauses.append("state = ?")
-        parameters.append(state)
-    for column, value in (("queue", queue), ("name", name)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            parameters.append(value)
+def shown_as(state: str) -> str:
+    """The rows a reader is shown in `state` (`backbeat.stores.base.shown_state` the other
+    way round, for a filter): a condition on the parameters :state and :now."""
+    if state == TaskState.SCHEDULED:
+        return "state IN ('held', 'pending') AND due_at > :now"
+    if state == TaskState.PENDING:
+        return "state IN ('held', 'pending') AND due_at <= :now"
+    return "state = :state"
+
+
+def list_query(state: str | None, queue: str | None, name: str | None, before: str | None) -> str:
+    """The SELECT of `list_tasks`, newest first: parameters named as its arguments, :now
+    and :limit."""
+    clauses = [] if state is None else [shown_as(state)]
+    given = (("queue", queue), ("name", name))
+    clauses += [f"{column} = :{column}" for column, value in given if value is not None]
     if before is not None:
-        clauses.append("id < ?")
-        parameters.append(before)
+        clauses.append("id < :before")
     where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
-    return (
-        f"SELECT {STATUS_COLUMNS} FROM backbeat_tasks {where}ORDER BY id DESC LIMIT ?",
-        parameters,
-    )
+    return f"SELECT {STATUS_COLUMNS} FROM backbeat_tasks {where}ORDER BY id DESC LIMIT :limit"
