@@ -12,10 +12,11 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from starlette.testclient import TestClient
 
-from backbeat import BackgroundTask, Runner
+from backbeat import App, BackgroundTask, Runner, post
 from backbeat.ids import new_id
-from backbeat.stores import NewTask, SQLiteStore, StoreError, StoreUnavailable
+from backbeat.stores import DuplicateTask, NewTask, SQLiteStore, StoreError, StoreUnavailable
 from tests.apps import durable_tasks
 from tests.serving import background_process, uvicorn
 from tests.test_workers import env_for, post_tasks, wait_until
@@ -199,3 +200,28 @@ async def test_a_full_disk_is_refused_then_recovered_without_a_restart(small_vol
     reopened = SQLiteStore(path)  # and a restart finds everything
     assert (await reopened.counts())["pending"] == written + 1
     await reopened.close()
+
+
+class WritingTwice(SQLiteStore):
+    """A real SQLite store whose enqueue writes its tasks a second time, as a bug would:
+    the second write raises the store's own `DuplicateTask`."""
+
+    async def enqueue(self, tasks):
+        ids = await super().enqueue(tasks)
+        await super().enqueue(tasks)
+        return ids
+
+
+def test_a_duplicate_task_id_is_a_500_not_a_503_to_try_again(tmp_path, backbeat_log):
+    """A 503 says "try later"; a duplicate id fails the same way every time."""
+
+    @post("/x", background=BackgroundTask(durable_tasks.record_sync, "x"))
+    async def handler() -> dict[str, bool]:
+        return {"ok": True}
+
+    store = WritingTwice(tmp_path / "tasks.db")
+    app = App(routes=[handler], runner=Runner(store=store))
+    with TestClient(app) as client:
+        response = client.post("/x")
+    assert response.status_code == 500 and "retry-after" not in response.headers
+    assert any(isinstance(r.exc_info[1], DuplicateTask) for r in backbeat_log.records if r.exc_info)

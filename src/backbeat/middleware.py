@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backbeat.checks import UnrunnableTasks, check_app, declare_route_tasks
 from backbeat.routing import declare_task_modules, reachable
 from backbeat.runner import Runner
-from backbeat.stores.base import StoreError
+from backbeat.stores.base import DuplicateTask, StoreError
 from backbeat.tasks import BackgroundTasks, RequestTasks, current_runner, request_tasks
 
 logger = logging.getLogger("backbeat")
@@ -224,7 +224,8 @@ async def _refuse(scope: Scope, send: Send, exc: Exception) -> None:
     """Answer 503 (store unavailable) or 500 (a task that cannot be stored) instead."""
     where = f"{scope.get('method')} {scope.get('path')}"
     headers = [(b"content-type", b"application/json")]
-    if isinstance(exc, StoreError):
+    # A duplicate id is the task's fault, not the store's state: trying again would not help.
+    if isinstance(exc, StoreError) and not isinstance(exc, DuplicateTask):
         logger.error("backbeat: the tasks of %s were not stored, answering 503: %s", where, exc)
         status = 503
         detail = "Service Unavailable: the task store cannot take tasks now; try again later"

@@ -35,7 +35,7 @@ from starlette.types import Receive, Scope, Send
 
 from backbeat.params import DEFAULT_MAX_BODY_SIZE, BadRequest, InvalidParameters, analyse
 from backbeat.responses import JSONResponse, Response
-from backbeat.stores.base import StoreError
+from backbeat.stores.base import DuplicateTask, StoreError
 from backbeat.tasks import BackgroundTask, BackgroundTasks, PreparedTasks, TaskSink, current_runner
 
 logger = logging.getLogger("backbeat")
@@ -119,6 +119,9 @@ class HandlerRoute(Route):
         assert isinstance(tasks, BackgroundTask)  # _tasks_for made it one
         try:
             response.background = ActivateWhenSent(await runner.prepare(tasks))
+        except DuplicateTask as exc:
+            # Not the store's state but a task's: trying again would not help.
+            return self._server_error(request, exc)
         except StoreError as exc:
             # Nothing was stored (the store is down, gone or full): no 2xx, try later.
             return store_unavailable(request, exc)
