@@ -15,8 +15,9 @@ from backbeat.stores.sqlite import SQLiteStore
 
 def open_store(url: str, *, create: bool = True) -> Store:
     """A store from its URL: ``sqlite:///relative.db``, ``sqlite:////absolute.db``,
-    ``redis://[user:password@]host:6379/0?prefix=NAME`` (`backbeat.stores.redis`), or
-    ``memory://`` (the interface in memory: for tests; nothing survives the process).
+    ``redis://[user:password@]host:6379/0?prefix=NAME`` (`backbeat.stores.redis`),
+    ``postgresql://user:password@host:5432/database?schema=NAME`` (`backbeat.stores.postgres`),
+    or ``memory://`` (the interface in memory: for tests; nothing survives the process).
 
     ``create=False`` (the CLI's read-only commands) raises `StoreMissing` where
     there is no store yet, instead of making an empty one.
@@ -32,9 +33,14 @@ def open_store(url: str, *, create: bool = True) -> Store:
         from backbeat.stores.redis import RedisStore
 
         return RedisStore.from_url(url, create=create)
+    if scheme in ("postgresql", "postgres"):
+        # Imported here, as Redis's: asyncpg is an optional extra.
+        from backbeat.stores.postgres import PostgresStore
+
+        return PostgresStore.from_url(url, create=create)
     raise StoreError(
         f"unknown store {scheme!r} in {url!r}; supported: sqlite:///path.db, "
-        "redis://host:6379/0 (also rediss://, unix://), memory://"
+        "redis://host:6379/0 (also rediss://, unix://), postgresql://host/database, memory://"
     )
 
 

@@ -1,0 +1,692 @@
+"""The PostgreSQL store, through asyncpg (``pip install "backbeat[postgres]"``).
+
+URL: ``postgresql://[user[:password]@]host[:port]/database[?schema=NAME]`` (also
+``postgres://``; other query options go to asyncpg: ``sslmode`` …). Every table lives in
+the schema NAME (default ``backbeat``), which `open` creates and upgrades, once whatever
+the number of processes opening it (`backbeat.stores.postgres_sql`).
+
+* A claim is one statement that locks its candidates with ``FOR UPDATE SKIP LOCKED`` (on
+  partial indexes: priority, then due time), sized to the caller's free slots, and starts
+  them; claims in many processes never wait for one another.
+* Each claim raises the task's fencing ``token`` (never lowered); the receipt names it, and
+  renew, finish, progress and release are refused for any other.
+* `wait` is woken by LISTEN/NOTIFY (`backbeat.stores.postgres_listen`), sent by the writes
+  that make work runnable, never by claims, renewals or outcomes.
+* Connections come from a pool, each for one transaction: none is held while a task runs.
+  PostgreSQL unreachable: `StoreUnavailable`, and the pool connects again on the next call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from backbeat.batching import TurnGroup
+from backbeat.gates import LONGEST_WINDOW
+from backbeat.logs import log_dead_letters
+from backbeat.stores import postgres_reads as reads
+from backbeat.stores.base import (
+    FINISHED_STATES,
+    ClaimedTask,
+    GatedShare,
+    NewTask,
+    ScheduleRecord,
+    Settlement,
+    StoredStatus,
+    StoreError,
+    StoreMissing,
+    StoreUnavailable,
+    WorkerInfo,
+    check_purgeable,
+    receipt_for,
+    split_receipt,
+)
+from backbeat.stores.inspection import AttemptRecord, FailureGroup, GateUsage, TaskFilter, TaskPage
+from backbeat.stores.postgres_gates import back_in_line, settled, take_gated
+from backbeat.stores.postgres_listen import Listener, listener_for
+from backbeat.stores.postgres_schedules import DECLARE, SELECT_ALL, fire, record
+from backbeat.stores.postgres_schedules import PAUSE as PAUSE_SCHEDULE
+from backbeat.stores.postgres_sql import (
+    ACTIVATE,
+    BEAT,
+    CANCEL_ORPHANS,
+    CANCEL_RUNNING,
+    CANCEL_WAITING,
+    CREATE_VERSION_TABLE,
+    DEAD_LOST,
+    DELETE,
+    FORGET_LONG_GONE,
+    FORGET_OLD_STARTS,
+    FORGET_WORKER,
+    LOCK_SCHEMA,
+    LOOK_AT_QUEUE,
+    NOTIFY,
+    OPEN_LINES,
+    PAUSE_QUEUE,
+    PAUSED,
+    PROGRESS,
+    PURGE_WHERE,
+    READ_VERSION,
+    RELEASE,
+    RENEW,
+    REQUEUE,
+    RESUME_QUEUE,
+    RUN_NOW,
+    SCHEMA_VERSION,
+    SETTLE,
+    SOONEST,
+    START,
+    TAKE_OVER,
+    UPGRADES,
+    WORKERS,
+    WRITE_VERSION,
+    Schema,
+    claim_sql,
+)
+from backbeat.stores.postgres_writes import duplicate, insert_tasks
+from backbeat.stores.searching import check_scan, check_search
+
+T = TypeVar("T")
+
+logger = logging.getLogger("backbeat")
+
+# The URL's query options that are backbeat's; the others are asyncpg's.
+_URL_OPTIONS = ("schema", "pool_size", "timeout")
+
+
+def _asyncpg() -> Any:
+    try:
+        return importlib.import_module("asyncpg")
+    except ImportError:
+        raise StoreError(
+            "the PostgreSQL store needs asyncpg: pip install 'backbeat[postgres]'"
+        ) from None
+
+
+def _claimed(row: Any) -> ClaimedTask:
+    """A claimed row (`CLAIMED_COLUMNS`); its receipt is its id and fencing token."""
+    *fields, token = row
+    claimed = ClaimedTask(*fields)
+    claimed.receipt = receipt_for(claimed.id, token)
+    return claimed
+
+
+def _receipts(receipts: list[str]) -> tuple[list[str], list[int]]:
+    """Receipts as the two arrays the statements take: ids and tokens."""
+    pairs = [split_receipt(receipt) for receipt in receipts]
+    return [task_id for task_id, _ in pairs], [token for _, token in pairs]
+
+
+def _count(status: str) -> int:
+    """The row count of a command's status ("UPDATE 3")."""
+    return int(status.rpartition(" ")[2] or 0)
+
+
+class PostgresStore:
+    """Tasks in a PostgreSQL schema; one pool per event loop (`twin` makes another)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = "backbeat",
+        pool_size: int = 10,
+        timeout: float = 5.0,
+        create: bool = True,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise StoreError(f"not a PostgreSQL URL: {url!r} (postgresql://host/database)")
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        try:
+            schema = query.pop("schema", schema)
+            pool_size = int(query.pop("pool_size", pool_size))
+            timeout = float(query.pop("timeout", timeout))
+        except ValueError as exc:
+            raise StoreError(f"bad PostgreSQL URL option in {url!r}: {exc}") from None
+        self.url = url
+        self.schema = Schema(schema)
+        self.pool_size = pool_size
+        self.timeout = timeout
+        self.create = create
+        self._dsn = urlunsplit(parts._replace(query=urlencode(query)))
+        self._where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+        self._pool: Any = None
+        self._pool_loop: asyncio.AbstractEventLoop | None = None
+        self._opening: asyncio.Lock | None = None
+        self._shares = GatedShare()
+        # When the claim that ran last saw the next due time, and what it was.
+        self._due_hint: tuple[float, float | None] = (-1.0, None)
+        self._enqueues: TurnGroup[list[NewTask], list[str]] = TurnGroup(
+            lambda groups: asyncio.ensure_future(self._enqueue_groups(groups)),
+            done=self._wake_here,
+        )
+
+    @classmethod
+    def from_url(cls, url: str, *, create: bool = True) -> PostgresStore:
+        return cls(url, create=create)
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._where}, schema={self.schema.name!r})"
+
+    def twin(self) -> PostgresStore:
+        return PostgresStore(
+            self.url,
+            schema=self.schema.name,
+            pool_size=self.pool_size,
+            timeout=self.timeout,
+            create=self.create,
+        )
+
+    # --- connections ----------------------------------------------------------------------
+
+    async def _connect(self) -> Any:
+        return await _asyncpg().connect(self._dsn, timeout=self.timeout)
+
+    def _listener(self) -> Listener:
+        return listener_for(self._dsn, self.schema.channel, self._connect)
+
+    async def open(self) -> None:
+        await self._ready_pool()
+        logger.info("backbeat: task store: %r", self)
+
+    async def _ready_pool(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._pool is not None and self._pool_loop is loop:
+            return self._pool
+        if self._opening is None or self._pool_loop is not loop:
+            self._opening = asyncio.Lock()
+            self._pool = None  # another loop's (closed): left behind
+        async with self._opening:
+            if self._pool is None:
+                asyncpg = _asyncpg()
+                try:
+                    pool = await asyncpg.create_pool(
+                        self._dsn,
+                        min_size=1,
+                        max_size=self.pool_size,
+                        timeout=self.timeout,
+                        command_timeout=max(self.timeout, 30.0),
+                    )
+                except (OSError, TimeoutError, asyncpg.PostgresConnectionError) as exc:
+                    raise StoreUnavailable(f"cannot connect to {self!r}: {exc}") from exc
+                except asyncpg.PostgresError as exc:  # refused: bad database, user, password
+                    raise StoreError(f"cannot open {self!r}: {exc}") from exc
+                try:
+                    async with pool.acquire() as conn, conn.transaction():
+                        await self._set_up(conn)
+                except BaseException:
+                    await pool.close()
+                    raise
+                self._pool, self._pool_loop = pool, loop
+        return self._pool
+
+    async def _set_up(self, conn: Any) -> None:
+        """Create the schema, or bring one an older backbeat made up to this one's version."""
+        sql = self.schema
+        await conn.execute(LOCK_SCHEMA, sql.name)
+        exists = await conn.fetchval("SELECT to_regclass($1)", f"{sql.quoted}.schema_version")
+        if exists is None:
+            if not self.create:
+                raise StoreMissing(f"no backbeat store in {self!r} (nothing was created)")
+            await conn.execute(sql(CREATE_VERSION_TABLE))
+        version = await conn.fetchval(sql(READ_VERSION)) or 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self!r} was made by a newer backbeat (schema version {version}; this one "
+                f"knows up to {SCHEMA_VERSION}): upgrade backbeat"
+            )
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            await conn.execute(sql(UPGRADES[step]))
+            await conn.execute(sql(WRITE_VERSION), step, time.time())
+
+    async def close(self) -> None:
+        await self._listener().close()
+        pool, self._pool = self._pool, None
+        if pool is not None and self._pool_loop is asyncio.get_running_loop():
+            await pool.close()
+
+    async def _transaction(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """Run `fn` in a transaction on a pooled connection, again if PostgreSQL broke a
+        deadlock by aborting it."""
+        asyncpg = _asyncpg()
+        for attempt in range(3):
+            try:
+                return await self._on_connection(fn, transaction=True)
+            except asyncpg.TransactionRollbackError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _read(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        return await self._on_connection(fn, transaction=False)
+
+    async def _on_connection(self, fn: Callable[[Any], Awaitable[T]], transaction: bool) -> T:
+        asyncpg = _asyncpg()
+        pool = await self._ready_pool()
+        try:
+            async with pool.acquire(timeout=self.timeout) as conn:
+                if not transaction:
+                    return await fn(conn)
+                async with conn.transaction():
+                    return await fn(conn)
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            asyncpg.CannotConnectNowError,
+        ) as exc:
+            raise StoreUnavailable(f"{self!r} cannot be reached: {exc}") from exc
+
+    def _wake_here(self) -> None:
+        """Wake this process's waiting workers (other processes hear the NOTIFY)."""
+        self._listener().wakeups.notify()
+
+    async def _notify(self, conn: Any, queues: list[str]) -> None:
+        await conn.execute(self.schema(NOTIFY), self.schema.channel, sorted(set(queues)))
+
+    async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 - the store contract
+        listener = self._listener()
+        await listener.listen()
+        due = await self._next_due()
+        if due is not None:
+            timeout = min(timeout, max(due - time.time(), 0.0) + 0.001)
+        await listener.wakeups.wait(timeout)
+
+    def _sooner(self, due: float) -> None:
+        """A task written now is due then: the next due time seen may come later."""
+        seen_at, soonest = self._due_hint
+        if soonest is None or due < soonest:
+            self._due_hint = (seen_at, due)
+
+    async def _next_due(self) -> float | None:
+        seen_at, due = self._due_hint
+        if time.monotonic() - seen_at < 0.05:
+            return due  # read by the claim that just ran, in its transaction
+
+        async def soonest(conn: Any) -> float | None:
+            found: float | None = await conn.fetchval(self.schema(SOONEST), time.time())
+            return found
+
+        return await self._read(soonest)
+
+    # --- writes ---------------------------------------------------------------------------
+
+    async def enqueue(self, tasks: list[NewTask]) -> list[str]:
+        """Insert tasks. Enqueues made in one turn of the event loop become one write."""
+        for task in tasks:
+            self._sooner(task.due_at)
+        return await self._enqueues.call(tasks)
+
+    async def _enqueue_groups(self, groups: list[list[NewTask]]) -> list[list[str] | BaseException]:
+        """Several callers' tasks: all in one statement, or each group alone if that fails."""
+        unique = _asyncpg().UniqueViolationError
+
+        async def write(conn: Any) -> list[list[str] | BaseException]:
+            try:
+                async with conn.transaction():
+                    ids = await insert_tasks(conn, self.schema, [t for g in groups for t in g])
+            except unique:
+                pass
+            else:
+                split = iter(ids)
+                return [[next(split) for _ in group] for group in groups]
+            outcomes: list[list[str] | BaseException] = []
+            for group in groups:
+                try:
+                    async with conn.transaction():
+                        outcomes.append(await insert_tasks(conn, self.schema, group))
+                except unique as exc:
+                    outcomes.append(duplicate(exc))
+            return outcomes
+
+        return await self._transaction(write)
+
+    async def activate(self, ids: list[str]) -> None:
+        async def update(conn: Any) -> None:
+            await self._activate(conn, ids, time.time())
+
+        await self._transaction(update)
+        self._wake_here()
+
+    async def _activate(self, conn: Any, ids: list[str], now: float) -> None:
+        rows = await conn.fetch(self.schema(ACTIVATE), ids)
+        await settled(conn, self.schema, {line for (line,) in rows if line}, now)
+        await self._notify(conn, [self.schema.name])
+
+    async def start(
+        self, worker: str, ids: list[str], lease: float, limit: int
+    ) -> list[ClaimedTask]:
+        async def activate_and_claim(conn: Any) -> list[ClaimedTask]:
+            now = time.time()
+            rows = await conn.fetch(self.schema(START), now, now + lease, worker, limit, ids)
+            if len(rows) < len(ids):
+                await self._activate(conn, ids, now)
+            return [_claimed(row) for row in rows]
+
+        claimed = await self._transaction(activate_and_claim)
+        if len(claimed) < len(ids):
+            self._wake_here()  # some were only activated
+        return claimed
+
+    async def claim(
+        self,
+        worker: str,
+        limit: int,
+        lease: float,
+        *,
+        max_lost: int = 3,
+        alone_first: bool = False,
+        queues: tuple[str, ...] | None = None,
+    ) -> list[ClaimedTask]:
+        sql = self.schema
+        only = () if queues is None else (list(queues),)
+
+        async def take(conn: Any) -> list[ClaimedTask]:
+            now = time.time()
+            taking = (now, now + lease, worker)
+            lines = {line for (line,) in await conn.fetch(sql(CANCEL_ORPHANS), now) if line}
+            dead = await conn.fetch(sql(DEAD_LOST), now, max_lost)
+            log_dead_letters([(task_id, name, error) for task_id, name, error, _ in dead])
+            await settled(conn, sql, lines | {row[3] for row in dead if row[3]}, now)
+            await back_in_line(conn, sql, now)
+            rows: list[Any] = []
+            if alone_first:
+                alone = sql(claim_sql(queues is not None, True))
+                rows = await conn.fetch(alone, *taking, limit, *only)
+            if not rows:
+                share = self._shares.next(limit)
+                rows = await take_gated(conn, sql, taking, share, queues)
+                gated = len(rows)
+                if limit > gated:
+                    ungated = sql(claim_sql(queues is not None, False))
+                    rows += await conn.fetch(ungated, *taking, limit - gated, *only)
+                if len(rows) < limit and gated == share:  # what the others left
+                    rows += await take_gated(conn, sql, taking, limit - len(rows), queues)
+            self._due_hint = (time.monotonic(), await conn.fetchval(sql(SOONEST), now))
+            return [_claimed(row) for row in rows]
+
+        return await self._transaction(take)
+
+    async def renew(self, receipts: list[str], lease: float) -> list[str]:
+        ids, tokens = _receipts(receipts)
+
+        async def extend(conn: Any) -> dict[str, bool]:
+            rows = await conn.fetch(self.schema(RENEW), time.time() + lease, ids, tokens)
+            return {task_id: cancelled for task_id, cancelled in rows}
+
+        kept = await self._transaction(extend)
+        return [task_id for task_id in ids if kept.get(task_id, True)]
+
+    async def finish(self, settlements: list[Settlement]) -> list[bool]:
+        for settlement in settlements:
+            if settlement.retry_at is not None:
+                self._sooner(settlement.retry_at)
+
+        async def settle(conn: Any) -> set[tuple[str, int]]:
+            now = time.time()
+            done: set[tuple[str, int]] = set()
+            lines: set[str] = set()
+            for state in {s.state for s in settlements}:
+                these = [s for s in settlements if s.state is state]
+                ids, tokens = _receipts([s.receipt for s in these])
+                rows = await conn.fetch(
+                    self.schema(SETTLE[state]),
+                    now,
+                    ids,
+                    tokens,
+                    [s.result for s in these],
+                    [s.error for s in these],
+                    [s.traceback for s in these],
+                    [s.retry_at for s in these],
+                )
+                done.update((task_id, token) for task_id, token, _ in rows)
+                lines.update(line for _, _, line in rows if line is not None)
+            await settled(conn, self.schema, lines, now)  # their gates may have a free slot
+            return done
+
+        done = await self._transaction(settle)
+        return [split_receipt(s.receipt) in done for s in settlements]
+
+    async def progress(self, receipt: str, document: str) -> bool:
+        async def keep(conn: Any) -> bool:
+            status = await conn.execute(self.schema(PROGRESS), document, *split_receipt(receipt))
+            return _count(status) == 1
+
+        return await self._transaction(keep)
+
+    async def release(self, receipts: list[str]) -> None:
+        ids, tokens = _receipts(receipts)
+
+        async def give_back(conn: Any) -> None:
+            rows = await conn.fetch(self.schema(RELEASE), ids, tokens)
+            await settled(conn, self.schema, {line for (line,) in rows if line}, time.time())
+            if rows:
+                await self._notify(conn, [self.schema.name])
+
+        await self._transaction(give_back)
+        self._wake_here()
+
+    async def cancel(self, ids: list[str], reason: str) -> int:
+        async def stop(conn: Any) -> int:
+            waiting = await conn.execute(self.schema(CANCEL_WAITING), time.time(), reason, ids)
+            running = await conn.execute(self.schema(CANCEL_RUNNING), reason, ids)
+            return _count(waiting) + _count(running)
+
+        return await self._transaction(stop)
+
+    async def retry(self, ids: list[str] | None) -> int:
+        async def again(conn: Any) -> int:
+            rows = await conn.fetch(self.schema(REQUEUE), time.time(), ids)
+            gated = [row for row in rows if row[0] is not None]
+            if gated:  # their lines may have been forgotten: written again
+                await conn.execute(self.schema(OPEN_LINES), *zip(*gated, strict=True))
+            if rows:
+                await self._notify(conn, [queue for _, queue, _ in rows])
+            return len(rows)
+
+        count = await self._transaction(again)
+        self._wake_here()
+        return count
+
+    async def purge(
+        self,
+        finished_before: float,
+        states: tuple[str, ...] = FINISHED_STATES,
+        *,
+        dry_run: bool = False,
+    ) -> int:
+        check_purgeable(states)
+        where = self.schema(PURGE_WHERE)
+
+        async def delete(conn: Any) -> int:
+            if dry_run:
+                found: int = await conn.fetchval(
+                    f"SELECT count(*) {where}", states, finished_before
+                )
+                return found
+            # Start times no rate window reaches any more (keyed gates leave them behind).
+            await conn.execute(self.schema(FORGET_OLD_STARTS), time.time() - LONGEST_WINDOW)
+            return _count(await conn.execute(f"DELETE {where}", states, finished_before))
+
+        return await self._transaction(delete)
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def get(self, task_id: str) -> StoredStatus | None:
+        row = await self._read(lambda conn: conn.fetchrow(self.schema(reads.GET), task_id))
+        if row is None:
+            return None
+        *fields, after = row
+        found = StoredStatus(*fields)
+        found.after = tuple(after or ())
+        return found
+
+    async def queues(self) -> list[str]:
+        rows = await self._read(lambda conn: conn.fetch(self.schema(reads.QUEUES)))
+        return [queue for (queue,) in rows]
+
+    async def counts(self, queue: str | None = None) -> dict[str, int]:
+        return await self._read(lambda conn: reads.counts(conn, self.schema, queue))
+
+    async def list_tasks(
+        self,
+        *,
+        state: str | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[StoredStatus]:
+        return await self._read(
+            lambda conn: reads.list_tasks(conn, self.schema, state, queue, name, limit, before)
+        )
+
+    async def search(
+        self, where: TaskFilter, *, limit: int = 50, before: str | None = None, scan: int = 10_000
+    ) -> TaskPage:
+        check_search(where, limit, scan)
+        # A cursor lives in a transaction (read only: it takes no lock).
+        return await self._transaction(
+            lambda conn: reads.search(conn, self.schema, where, limit, before, scan)
+        )
+
+    async def failure_groups(self, *, scan: int = 10_000) -> list[FailureGroup]:
+        check_scan(scan)
+        return await self._read(lambda conn: reads.failure_groups(conn, self.schema, scan))
+
+    async def oldest_due(self, queue: str | None = None) -> float | None:
+        return await self._read(
+            lambda conn: conn.fetchval(self.schema(reads.OLDEST_DUE), time.time(), queue)
+        )
+
+    async def run_now(self, ids: list[str]) -> int:
+        async def due_now(conn: Any) -> int:
+            rows = await conn.fetch(self.schema(RUN_NOW), time.time(), ids)
+            gated = [row for row in rows if row[0] is not None]
+            if gated:  # a gated task's line is looked at from now
+                await conn.execute(self.schema(OPEN_LINES), *zip(*gated, strict=True))
+            if rows:
+                await self._notify(conn, [queue for _, queue, _ in rows])
+            return len(rows)
+
+        count = await self._transaction(due_now)
+        if count:
+            self._sooner(time.time())
+            self._wake_here()
+        return count
+
+    async def delete(self, ids: list[str]) -> int:
+        async def remove(conn: Any) -> int:
+            return _count(await conn.execute(self.schema(DELETE), ids))
+
+        return await self._transaction(remove)
+
+    async def attempts(self, task_id: str) -> list[AttemptRecord]:
+        rows = await self._read(lambda conn: conn.fetch(self.schema(reads.ATTEMPTS), task_id))
+        return reads.attempt_records(rows)
+
+    # --- workers --------------------------------------------------------------------------
+
+    async def heartbeat(self, worker: WorkerInfo, expires_in: float) -> None:
+        async def beat(conn: Any) -> None:
+            now = time.time()
+            if expires_in <= 0:
+                await conn.execute(self.schema(FORGET_WORKER), worker.name)
+                return
+            worker.seen_at = now
+            document = json.dumps(worker.document())
+            await conn.execute(self.schema(BEAT), worker.name, document, now + expires_in)
+            await conn.execute(self.schema(FORGET_LONG_GONE), now - 3600)
+
+        await self._transaction(beat)
+
+    async def workers(self, *, include_expired: bool = False) -> list[WorkerInfo]:
+        since = float("-inf") if include_expired else time.time()
+        rows = await self._read(lambda conn: conn.fetch(self.schema(WORKERS), since))
+        return [WorkerInfo.from_document(json.loads(document), at) for document, at in rows]
+
+    async def take_over(self, worker: str) -> list[str]:
+        async def expire(conn: Any) -> list[str]:
+            await conn.execute(self.schema(FORGET_WORKER), worker)
+            rows = await conn.fetch(self.schema(TAKE_OVER), time.time(), worker)
+            if rows:
+                await self._notify(conn, [self.schema.name])
+            return [task_id for (task_id,) in rows]
+
+        ids = await self._transaction(expire)
+        if ids:
+            self._wake_here()
+        return ids
+
+    # --- schedules ------------------------------------------------------------------------
+
+    async def schedules(self) -> list[ScheduleRecord]:
+        rows = await self._read(lambda conn: conn.fetch(self.schema(SELECT_ALL)))
+        return [record(row) for row in rows]
+
+    async def declare_schedules(self, schedules: list[tuple[str, str]]) -> None:
+        names = [name for name, _ in schedules]
+        rules = [rule for _, rule in schedules]
+        await self._transaction(
+            lambda conn: conn.execute(self.schema(DECLARE), names, rules, time.time())
+        )
+
+    async def fire_schedule(
+        self,
+        name: str,
+        rule: str,
+        tick: int,
+        task: NewTask | None,
+        note: str = "",
+        *,
+        skip_if_running: bool = False,
+    ) -> ScheduleRecord | None:
+        fired = await self._transaction(
+            lambda conn: fire(conn, self.schema, name, rule, tick, task, note, skip_if_running)
+        )
+        if fired is not None and fired.note == "enqueued":
+            self._wake_here()
+        return fired
+
+    async def pause_schedule(self, name: str, paused: bool) -> bool:
+        async def pause(conn: Any) -> bool:
+            return (
+                _count(await conn.execute(self.schema(PAUSE_SCHEDULE), paused, time.time(), name))
+                > 0
+            )
+
+        return await self._transaction(pause)
+
+    # --- queues and limits (the dashboard) ------------------------------------------------
+
+    async def pause_queue(self, queue: str, paused: bool) -> None:
+        async def pause(conn: Any) -> None:
+            now = time.time()
+            if paused:
+                await conn.execute(self.schema(PAUSE_QUEUE), queue, now)
+                return
+            await conn.execute(self.schema(RESUME_QUEUE), queue)
+            await conn.execute(self.schema(LOOK_AT_QUEUE), now, queue)
+            await self._notify(conn, [queue])
+
+        await self._transaction(pause)
+        if not paused:
+            self._due_hint = (-1.0, None)  # what the last claim saw left the queue out
+            self._wake_here()
+
+    async def paused_queues(self) -> list[str]:
+        rows = await self._read(lambda conn: conn.fetch(self.schema(PAUSED)))
+        return [queue for (queue,) in rows]
+
+    async def gate_usage(self) -> list[GateUsage]:
+        return await self._transaction(
+            lambda conn: reads.gate_usage(conn, self.schema, LONGEST_WINDOW)
+        )

@@ -1,0 +1,70 @@
+"""Writing tasks into the PostgreSQL store, in a transaction someone else began: the
+store's enqueue and a schedule's tick (`backbeat.stores.postgres_schedules`).
+
+One INSERT per write whatever its size (a column per array); a task whose idempotency key
+a live task holds is skipped by ``ON CONFLICT DO NOTHING``, which never aborts the write
+(nor the transaction it is part of), and gets that task's id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backbeat.stores.base import NewTask, StoreError, after_ids
+from backbeat.stores.postgres_sql import INSERT, LIVE_WITH_KEYS, NOTIFY, OPEN_LINES, Schema
+
+
+def _columns(tasks: list[NewTask]) -> list[list[Any]]:
+    """`INSERT`'s parameters: one array per column."""
+    return [
+        [t.id for t in tasks],
+        [t.name for t in tasks],
+        [t.payload for t in tasks],
+        [t.retries for t in tasks],
+        [t.backoff for t in tasks],
+        [t.max_backoff for t in tasks],
+        [t.timeout for t in tasks],
+        [t.created_at for t in tasks],
+        [t.due_at for t in tasks],
+        # Ids hold no spaces (`backbeat.ids`): each list of them travels as one string.
+        [" ".join(after_ids(t.after)) or None for t in tasks],
+        [t.held_until for t in tasks],
+        [t.queue for t in tasks],
+        [t.priority for t in tasks],
+        [t.key for t in tasks],
+        [t.rate_gate for t in tasks],
+        [t.rate_limit for t in tasks],
+        [t.rate_window for t in tasks],
+        [t.concurrency_gate for t in tasks],
+        [t.max_concurrency for t in tasks],
+        [t.line for t in tasks],
+    ]
+
+
+async def insert_tasks(conn: Any, sql: Schema, tasks: list[NewTask]) -> list[str]:
+    """Insert tasks in the caller's transaction; their ids (for a task whose key a live task
+    holds: that task's). Raises asyncpg's UniqueViolationError for an id that exists."""
+    inserted = {row[0] for row in await conn.fetch(sql(INSERT), *_columns(tasks))}
+    skipped = [t.key for t in tasks if t.id not in inserted and t.key is not None]
+    holders: dict[str, str] = {}
+    if skipped:
+        holders = dict(await conn.fetch(sql(LIVE_WITH_KEYS), skipped))
+    fresh = [t for t in tasks if t.id in inserted]
+    gated = [t for t in fresh if t.line is not None]
+    if gated:  # their lines are looked at from their due time
+        await conn.execute(
+            sql(OPEN_LINES),
+            [t.line for t in gated],
+            [t.queue for t in gated],
+            [t.due_at for t in gated],
+        )
+    runnable = sorted({t.queue for t in fresh if t.held_until is None})
+    if runnable:
+        await conn.execute(sql(NOTIFY), sql.channel, runnable)
+    return [t.id if t.id in inserted or t.key is None else holders.get(t.key, t.id) for t in tasks]
+
+
+def duplicate(exc: Exception) -> StoreError:
+    """A task id that exists already, said as every store says it."""
+    detail = getattr(exc, "detail", None) or str(exc)
+    return StoreError(f"UNIQUE constraint failed: {detail}")
