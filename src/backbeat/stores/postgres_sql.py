@@ -326,12 +326,12 @@ def claim_sql(only_queues: bool, alone: bool) -> str:
 # Start tasks by id ($4), and only them (`take_gated`, and `start`'s writer).
 TAKE = _TAKE + f"WHERE t.id = ANY($4::text[]) RETURNING {CLAIMED_COLUMNS}"
 START = (
-    "WITH chosen AS (SELECT id FROM {s}.tasks t WHERE t.id = ANY($5::text[]) "
+    "WITH chosen (pick) AS (SELECT id FROM {s}.tasks t WHERE t.id = ANY($5::text[]) "
     "AND state = 'held' AND after IS NULL AND due_at <= $1 AND line IS NULL"
     + NOT_PAUSED
     + " LIMIT $4 FOR UPDATE SKIP LOCKED) "
     + _TAKE
-    + f"FROM chosen WHERE t.id = chosen.id RETURNING {CLAIMED_COLUMNS}"
+    + f"FROM chosen WHERE t.id = chosen.pick RETURNING {CLAIMED_COLUMNS}"
 )
 
 # What a claim settles first, each on rows no other claim holds.
@@ -388,7 +388,8 @@ SETTLE = {
         "result = r.result " + _OUTCOMES
     ),
     TaskState.SCHEDULED: (
-        "UPDATE {s}.tasks t SET state = 'pending', due_at = r.retry_at, lease_until = NULL, "
+        "UPDATE {s}.tasks t SET state = 'pending', due_at = coalesce(r.retry_at, $1), "
+        "lease_until = NULL, "
         "worker = NULL, error = r.error, traceback = r.traceback " + _OUTCOMES
     ),
     TaskState.FAILED: (
