@@ -19,12 +19,10 @@ the number of processes opening it (`backbeat.stores.postgres_sql`).
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from backbeat.batching import TurnGroup
@@ -40,8 +38,6 @@ from backbeat.stores.base import (
     Settlement,
     StoredStatus,
     StoreError,
-    StoreMissing,
-    StoreUnavailable,
     WorkerInfo,
     check_purgeable,
     receipt_for,
@@ -50,6 +46,7 @@ from backbeat.stores.base import (
 from backbeat.stores.inspection import AttemptRecord, FailureGroup, GateUsage, TaskFilter, TaskPage
 from backbeat.stores.postgres_gates import back_in_line, settled, take_gated
 from backbeat.stores.postgres_listen import Listener, listener_for
+from backbeat.stores.postgres_pool import Database
 from backbeat.stores.postgres_schedules import DECLARE, SELECT_ALL, fire, record
 from backbeat.stores.postgres_schedules import PAUSE as PAUSE_SCHEDULE
 from backbeat.stores.postgres_sql import (
@@ -58,13 +55,11 @@ from backbeat.stores.postgres_sql import (
     CANCEL_ORPHANS,
     CANCEL_RUNNING,
     CANCEL_WAITING,
-    CREATE_VERSION_TABLE,
     DEAD_LOST,
     DELETE,
     FORGET_LONG_GONE,
     FORGET_OLD_STARTS,
     FORGET_WORKER,
-    LOCK_SCHEMA,
     LOOK_AT_QUEUE,
     NOTIFY,
     OPEN_LINES,
@@ -72,42 +67,23 @@ from backbeat.stores.postgres_sql import (
     PAUSED,
     PROGRESS,
     PURGE_WHERE,
-    READ_VERSION,
     RELEASE,
     RENEW,
     REQUEUE,
     RESUME_QUEUE,
     RUN_NOW,
-    SCHEMA_VERSION,
     SETTLE,
     SOONEST,
     START,
     TAKE_OVER,
-    UPGRADES,
     WORKERS,
-    WRITE_VERSION,
     Schema,
     claim_sql,
 )
-from backbeat.stores.postgres_writes import duplicate, insert_tasks
+from backbeat.stores.postgres_writes import insert_groups
 from backbeat.stores.searching import check_scan, check_search
 
-T = TypeVar("T")
-
 logger = logging.getLogger("backbeat")
-
-# The URL's query options that are backbeat's; the others are asyncpg's.
-_URL_OPTIONS = ("schema", "pool_size", "timeout")
-
-
-def _asyncpg() -> Any:
-    try:
-        return importlib.import_module("asyncpg")
-    except ImportError:
-        raise StoreError(
-            "the PostgreSQL store needs asyncpg: pip install 'backbeat[postgres]'"
-        ) from None
-
 
 def _claimed(row: Any) -> ClaimedTask:
     """A claimed row (`CLAIMED_COLUMNS`); its receipt is its id and fencing token."""
@@ -155,11 +131,16 @@ class PostgresStore:
         self.pool_size = pool_size
         self.timeout = timeout
         self.create = create
-        self._dsn = urlunsplit(parts._replace(query=urlencode(query)))
-        self._where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
-        self._pool: Any = None
-        self._pool_loop: asyncio.AbstractEventLoop | None = None
-        self._opening: asyncio.Lock | None = None
+        where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+        self._described = f"PostgresStore({where}, schema={self.schema.name!r})"
+        self._db = Database(
+            urlunsplit(parts._replace(query=urlencode(query))),
+            self.schema,
+            pool_size=pool_size,
+            timeout=timeout,
+            create=create,
+            described=self._described,
+        )
         self._shares = GatedShare()
         # When the claim that ran last saw the next due time, and what it was.
         self._due_hint: tuple[float, float | None] = (-1.0, None)
@@ -173,7 +154,7 @@ class PostgresStore:
         return cls(url, create=create)
 
     def __repr__(self) -> str:
-        return f"PostgresStore({self._where}, schema={self.schema.name!r})"
+        return self._described
 
     def twin(self) -> PostgresStore:
         return PostgresStore(
@@ -186,104 +167,16 @@ class PostgresStore:
 
     # --- connections ----------------------------------------------------------------------
 
-    async def _connect(self) -> Any:
-        return await _asyncpg().connect(self._dsn, timeout=self.timeout)
-
     def _listener(self) -> Listener:
-        return listener_for(self._dsn, self.schema.channel, self._connect)
+        return listener_for(self._db.dsn, self.schema.channel, self._db.connect)
 
     async def open(self) -> None:
-        await self._ready_pool()
+        await self._db.pool()
         logger.info("backbeat: task store: %r", self)
-
-    async def _ready_pool(self) -> Any:
-        loop = asyncio.get_running_loop()
-        if self._pool is not None and self._pool_loop is loop:
-            return self._pool
-        if self._opening is None or self._pool_loop is not loop:
-            self._opening = asyncio.Lock()
-            self._pool = None  # another loop's (closed): left behind
-        async with self._opening:
-            if self._pool is None:
-                asyncpg = _asyncpg()
-                try:
-                    pool = await asyncpg.create_pool(
-                        self._dsn,
-                        min_size=1,
-                        max_size=self.pool_size,
-                        timeout=self.timeout,
-                        command_timeout=max(self.timeout, 30.0),
-                    )
-                except (OSError, TimeoutError, asyncpg.PostgresConnectionError) as exc:
-                    raise StoreUnavailable(f"cannot connect to {self!r}: {exc}") from exc
-                except asyncpg.PostgresError as exc:  # refused: bad database, user, password
-                    raise StoreError(f"cannot open {self!r}: {exc}") from exc
-                try:
-                    async with pool.acquire() as conn, conn.transaction():
-                        await self._set_up(conn)
-                except BaseException:
-                    await pool.close()
-                    raise
-                self._pool, self._pool_loop = pool, loop
-        return self._pool
-
-    async def _set_up(self, conn: Any) -> None:
-        """Create the schema, or bring one an older backbeat made up to this one's version."""
-        sql = self.schema
-        await conn.execute(LOCK_SCHEMA, sql.name)
-        exists = await conn.fetchval("SELECT to_regclass($1)", f"{sql.quoted}.schema_version")
-        if exists is None:
-            if not self.create:
-                raise StoreMissing(f"no backbeat store in {self!r} (nothing was created)")
-            await conn.execute(sql(CREATE_VERSION_TABLE))
-        version = await conn.fetchval(sql(READ_VERSION)) or 0
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self!r} was made by a newer backbeat (schema version {version}; this one "
-                f"knows up to {SCHEMA_VERSION}): upgrade backbeat"
-            )
-        for step in range(version + 1, SCHEMA_VERSION + 1):
-            await conn.execute(sql(UPGRADES[step]))
-            await conn.execute(sql(WRITE_VERSION), step, time.time())
 
     async def close(self) -> None:
         await self._listener().close()
-        pool, self._pool = self._pool, None
-        if pool is not None and self._pool_loop is asyncio.get_running_loop():
-            await pool.close()
-
-    async def _transaction(self, fn: Callable[[Any], Awaitable[T]]) -> T:
-        """Run `fn` in a transaction on a pooled connection, again if PostgreSQL broke a
-        deadlock by aborting it."""
-        asyncpg = _asyncpg()
-        for attempt in range(3):
-            try:
-                return await self._on_connection(fn, transaction=True)
-            except asyncpg.TransactionRollbackError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    async def _read(self, fn: Callable[[Any], Awaitable[T]]) -> T:
-        return await self._on_connection(fn, transaction=False)
-
-    async def _on_connection(self, fn: Callable[[Any], Awaitable[T]], transaction: bool) -> T:
-        asyncpg = _asyncpg()
-        pool = await self._ready_pool()
-        try:
-            async with pool.acquire(timeout=self.timeout) as conn:
-                if not transaction:
-                    return await fn(conn)
-                async with conn.transaction():
-                    return await fn(conn)
-        except (
-            OSError,
-            TimeoutError,
-            asyncpg.PostgresConnectionError,
-            asyncpg.InterfaceError,
-            asyncpg.CannotConnectNowError,
-        ) as exc:
-            raise StoreUnavailable(f"{self!r} cannot be reached: {exc}") from exc
+        await self._db.close()
 
     def _wake_here(self) -> None:
         """Wake this process's waiting workers (other processes hear the NOTIFY)."""
@@ -315,7 +208,7 @@ class PostgresStore:
             found: float | None = await conn.fetchval(self.schema(SOONEST), time.time())
             return found
 
-        return await self._read(soonest)
+        return await self._db.read(soonest)
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -326,34 +219,13 @@ class PostgresStore:
         return await self._enqueues.call(tasks)
 
     async def _enqueue_groups(self, groups: list[list[NewTask]]) -> list[list[str] | BaseException]:
-        """Several callers' tasks: all in one statement, or each group alone if that fails."""
-        unique = _asyncpg().UniqueViolationError
-
-        async def write(conn: Any) -> list[list[str] | BaseException]:
-            try:
-                async with conn.transaction():
-                    ids = await insert_tasks(conn, self.schema, [t for g in groups for t in g])
-            except unique:
-                pass
-            else:
-                split = iter(ids)
-                return [[next(split) for _ in group] for group in groups]
-            outcomes: list[list[str] | BaseException] = []
-            for group in groups:
-                try:
-                    async with conn.transaction():
-                        outcomes.append(await insert_tasks(conn, self.schema, group))
-                except unique as exc:
-                    outcomes.append(duplicate(exc))
-            return outcomes
-
-        return await self._transaction(write)
+        return await self._db.transaction(lambda conn: insert_groups(conn, self.schema, groups))
 
     async def activate(self, ids: list[str]) -> None:
         async def update(conn: Any) -> None:
             await self._activate(conn, ids, time.time())
 
-        await self._transaction(update)
+        await self._db.transaction(update)
         self._wake_here()
 
     async def _activate(self, conn: Any, ids: list[str], now: float) -> None:
@@ -371,7 +243,7 @@ class PostgresStore:
                 await self._activate(conn, ids, now)
             return [_claimed(row) for row in rows]
 
-        claimed = await self._transaction(activate_and_claim)
+        claimed = await self._db.transaction(activate_and_claim)
         if len(claimed) < len(ids):
             self._wake_here()  # some were only activated
         return claimed
@@ -413,7 +285,7 @@ class PostgresStore:
             self._due_hint = (time.monotonic(), await conn.fetchval(sql(SOONEST), now))
             return [_claimed(row) for row in rows]
 
-        return await self._transaction(take)
+        return await self._db.transaction(take)
 
     async def renew(self, receipts: list[str], lease: float) -> list[str]:
         ids, tokens = _receipts(receipts)
@@ -422,7 +294,7 @@ class PostgresStore:
             rows = await conn.fetch(self.schema(RENEW), time.time() + lease, ids, tokens)
             return {task_id: cancelled for task_id, cancelled in rows}
 
-        kept = await self._transaction(extend)
+        kept = await self._db.transaction(extend)
         return [task_id for task_id in ids if kept.get(task_id, True)]
 
     async def finish(self, settlements: list[Settlement]) -> list[bool]:
@@ -452,7 +324,7 @@ class PostgresStore:
             await settled(conn, self.schema, lines, now)  # their gates may have a free slot
             return done
 
-        done = await self._transaction(settle)
+        done = await self._db.transaction(settle)
         return [split_receipt(s.receipt) in done for s in settlements]
 
     async def progress(self, receipt: str, document: str) -> bool:
@@ -460,7 +332,7 @@ class PostgresStore:
             status = await conn.execute(self.schema(PROGRESS), document, *split_receipt(receipt))
             return _count(status) == 1
 
-        return await self._transaction(keep)
+        return await self._db.transaction(keep)
 
     async def release(self, receipts: list[str]) -> None:
         ids, tokens = _receipts(receipts)
@@ -471,7 +343,7 @@ class PostgresStore:
             if rows:
                 await self._notify(conn, [self.schema.name])
 
-        await self._transaction(give_back)
+        await self._db.transaction(give_back)
         self._wake_here()
 
     async def cancel(self, ids: list[str], reason: str) -> int:
@@ -480,7 +352,7 @@ class PostgresStore:
             running = await conn.execute(self.schema(CANCEL_RUNNING), reason, ids)
             return _count(waiting) + _count(running)
 
-        return await self._transaction(stop)
+        return await self._db.transaction(stop)
 
     async def retry(self, ids: list[str] | None) -> int:
         async def again(conn: Any) -> int:
@@ -492,7 +364,7 @@ class PostgresStore:
                 await self._notify(conn, [queue for _, queue, _ in rows])
             return len(rows)
 
-        count = await self._transaction(again)
+        count = await self._db.transaction(again)
         self._wake_here()
         return count
 
@@ -516,12 +388,12 @@ class PostgresStore:
             await conn.execute(self.schema(FORGET_OLD_STARTS), time.time() - LONGEST_WINDOW)
             return _count(await conn.execute(f"DELETE {where}", states, finished_before))
 
-        return await self._transaction(delete)
+        return await self._db.transaction(delete)
 
     # --- reads ----------------------------------------------------------------------------
 
     async def get(self, task_id: str) -> StoredStatus | None:
-        row = await self._read(lambda conn: conn.fetchrow(self.schema(reads.GET), task_id))
+        row = await self._db.read(lambda conn: conn.fetchrow(self.schema(reads.GET), task_id))
         if row is None:
             return None
         *fields, after = row
@@ -530,11 +402,11 @@ class PostgresStore:
         return found
 
     async def queues(self) -> list[str]:
-        rows = await self._read(lambda conn: conn.fetch(self.schema(reads.QUEUES)))
+        rows = await self._db.read(lambda conn: conn.fetch(self.schema(reads.QUEUES)))
         return [queue for (queue,) in rows]
 
     async def counts(self, queue: str | None = None) -> dict[str, int]:
-        return await self._read(lambda conn: reads.counts(conn, self.schema, queue))
+        return await self._db.read(lambda conn: reads.counts(conn, self.schema, queue))
 
     async def list_tasks(
         self,
@@ -545,7 +417,7 @@ class PostgresStore:
         limit: int = 50,
         before: str | None = None,
     ) -> list[StoredStatus]:
-        return await self._read(
+        return await self._db.read(
             lambda conn: reads.list_tasks(conn, self.schema, state, queue, name, limit, before)
         )
 
@@ -554,16 +426,16 @@ class PostgresStore:
     ) -> TaskPage:
         check_search(where, limit, scan)
         # A cursor lives in a transaction (read only: it takes no lock).
-        return await self._transaction(
+        return await self._db.transaction(
             lambda conn: reads.search(conn, self.schema, where, limit, before, scan)
         )
 
     async def failure_groups(self, *, scan: int = 10_000) -> list[FailureGroup]:
         check_scan(scan)
-        return await self._read(lambda conn: reads.failure_groups(conn, self.schema, scan))
+        return await self._db.read(lambda conn: reads.failure_groups(conn, self.schema, scan))
 
     async def oldest_due(self, queue: str | None = None) -> float | None:
-        return await self._read(
+        return await self._db.read(
             lambda conn: conn.fetchval(self.schema(reads.OLDEST_DUE), time.time(), queue)
         )
 
@@ -577,7 +449,7 @@ class PostgresStore:
                 await self._notify(conn, [queue for _, queue, _ in rows])
             return len(rows)
 
-        count = await self._transaction(due_now)
+        count = await self._db.transaction(due_now)
         if count:
             self._sooner(time.time())
             self._wake_here()
@@ -587,10 +459,10 @@ class PostgresStore:
         async def remove(conn: Any) -> int:
             return _count(await conn.execute(self.schema(DELETE), ids))
 
-        return await self._transaction(remove)
+        return await self._db.transaction(remove)
 
     async def attempts(self, task_id: str) -> list[AttemptRecord]:
-        rows = await self._read(lambda conn: conn.fetch(self.schema(reads.ATTEMPTS), task_id))
+        rows = await self._db.read(lambda conn: conn.fetch(self.schema(reads.ATTEMPTS), task_id))
         return reads.attempt_records(rows)
 
     # --- workers --------------------------------------------------------------------------
@@ -606,11 +478,11 @@ class PostgresStore:
             await conn.execute(self.schema(BEAT), worker.name, document, now + expires_in)
             await conn.execute(self.schema(FORGET_LONG_GONE), now - 3600)
 
-        await self._transaction(beat)
+        await self._db.transaction(beat)
 
     async def workers(self, *, include_expired: bool = False) -> list[WorkerInfo]:
         since = float("-inf") if include_expired else time.time()
-        rows = await self._read(lambda conn: conn.fetch(self.schema(WORKERS), since))
+        rows = await self._db.read(lambda conn: conn.fetch(self.schema(WORKERS), since))
         return [WorkerInfo.from_document(json.loads(document), at) for document, at in rows]
 
     async def take_over(self, worker: str) -> list[str]:
@@ -621,7 +493,7 @@ class PostgresStore:
                 await self._notify(conn, [self.schema.name])
             return [task_id for (task_id,) in rows]
 
-        ids = await self._transaction(expire)
+        ids = await self._db.transaction(expire)
         if ids:
             self._wake_here()
         return ids
@@ -629,13 +501,13 @@ class PostgresStore:
     # --- schedules ------------------------------------------------------------------------
 
     async def schedules(self) -> list[ScheduleRecord]:
-        rows = await self._read(lambda conn: conn.fetch(self.schema(SELECT_ALL)))
+        rows = await self._db.read(lambda conn: conn.fetch(self.schema(SELECT_ALL)))
         return [record(row) for row in rows]
 
     async def declare_schedules(self, schedules: list[tuple[str, str]]) -> None:
         names = [name for name, _ in schedules]
         rules = [rule for _, rule in schedules]
-        await self._transaction(
+        await self._db.transaction(
             lambda conn: conn.execute(self.schema(DECLARE), names, rules, time.time())
         )
 
@@ -649,7 +521,7 @@ class PostgresStore:
         *,
         skip_if_running: bool = False,
     ) -> ScheduleRecord | None:
-        fired = await self._transaction(
+        fired = await self._db.transaction(
             lambda conn: fire(conn, self.schema, name, rule, tick, task, note, skip_if_running)
         )
         if fired is not None and fired.note == "enqueued":
@@ -663,7 +535,7 @@ class PostgresStore:
                 > 0
             )
 
-        return await self._transaction(pause)
+        return await self._db.transaction(pause)
 
     # --- queues and limits (the dashboard) ------------------------------------------------
 
@@ -677,16 +549,16 @@ class PostgresStore:
             await conn.execute(self.schema(LOOK_AT_QUEUE), now, queue)
             await self._notify(conn, [queue])
 
-        await self._transaction(pause)
+        await self._db.transaction(pause)
         if not paused:
             self._due_hint = (-1.0, None)  # what the last claim saw left the queue out
             self._wake_here()
 
     async def paused_queues(self) -> list[str]:
-        rows = await self._read(lambda conn: conn.fetch(self.schema(PAUSED)))
+        rows = await self._db.read(lambda conn: conn.fetch(self.schema(PAUSED)))
         return [queue for (queue,) in rows]
 
     async def gate_usage(self) -> list[GateUsage]:
-        return await self._transaction(
+        return await self._db.transaction(
             lambda conn: reads.gate_usage(conn, self.schema, LONGEST_WINDOW)
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from backbeat.stores.base import NewTask, StoreError, after_ids
+from backbeat.stores.postgres_pool import asyncpg
 from backbeat.stores.postgres_sql import INSERT, LIVE_WITH_KEYS, NOTIFY, OPEN_LINES, Schema
 
 
@@ -64,7 +65,30 @@ async def insert_tasks(conn: Any, sql: Schema, tasks: list[NewTask]) -> list[str
     return [t.id if t.id in inserted or t.key is None else holders.get(t.key, t.id) for t in tasks]
 
 
-def duplicate(exc: Exception) -> StoreError:
+async def insert_groups(
+    conn: Any, sql: Schema, groups: list[list[NewTask]]
+) -> list[list[str] | BaseException]:
+    """Several callers' tasks (`TurnGroup`): all in one statement, or each group alone if
+    that fails (an id that exists fails its own group only). Each group's ids, or its error."""
+    unique = asyncpg().UniqueViolationError
+    try:
+        async with conn.transaction():
+            ids = iter(await insert_tasks(conn, sql, [task for group in groups for task in group]))
+    except unique:
+        pass
+    else:
+        return [[next(ids) for _ in group] for group in groups]
+    outcomes: list[list[str] | BaseException] = []
+    for group in groups:
+        try:
+            async with conn.transaction():
+                outcomes.append(await insert_tasks(conn, sql, group))
+        except unique as exc:
+            outcomes.append(_duplicate(exc))
+    return outcomes
+
+
+def _duplicate(exc: Exception) -> StoreError:
     """A task id that exists already, said as every store says it."""
     detail = getattr(exc, "detail", None) or str(exc)
     return StoreError(f"UNIQUE constraint failed: {detail}")
