@@ -1,0 +1,177 @@
+"""The PostgreSQL store on its own: its URL, its schema and versions, its fencing token,
+LISTEN/NOTIFY across processes' listeners, its connection budget, and a connection killed
+under it. The contract suite (tests/stores/test_contract*.py) runs on it as on every store."""
+
+import asyncio
+import time
+import uuid
+
+import asyncpg
+import pytest
+
+from backbeat import BackgroundTask
+from backbeat.stores import StoreError, StoreMissing, StoreUnavailable, open_store
+from backbeat.stores.postgres import PostgresStore
+from backbeat.stores.postgres_sql import SCHEMA_VERSION
+from tests.apps import durable_tasks
+from tests.apps.durable_tasks import mark_start_and_sleep
+from tests.postgres_server import forget, fresh_schema_url
+from tests.stores.rows import new_task, succeeded
+
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
+
+
+@pytest.fixture
+def url(postgres_server):
+    made = fresh_schema_url(postgres_server)
+    yield made
+    forget(made)
+
+
+async def raw(url: str) -> asyncpg.Connection:
+    return await asyncpg.connect(url.partition("?")[0])
+
+
+def schema_of(url: str) -> str:
+    return url.rpartition("schema=")[2]
+
+
+async def test_url_forms_and_the_default_schema(postgres_server):
+    assert isinstance(open_store(postgres_server.replace("postgresql:", "postgres:")), PostgresStore)
+    store = open_store(postgres_server)
+    assert store.schema.name == "backbeat"
+    assert "@" not in repr(store) and "backbeat" in repr(store)
+    with pytest.raises(StoreError, match="bad PostgreSQL schema name"):
+        open_store(postgres_server + "?schema=no;drop")
+    with pytest.raises(StoreError, match="bad PostgreSQL URL option"):
+        open_store(postgres_server + "?pool_size=many")
+
+
+async def test_open_creates_a_versioned_schema_once_whatever_the_number_of_openers(url):
+    stores = [open_store(url) for _ in range(4)]
+    await asyncio.gather(*(store.open() for store in stores))
+    for store in stores:
+        await store.open()
+        await store.close()
+    conn = await raw(url)
+    try:
+        versions = await conn.fetch(f'SELECT version FROM "{schema_of(url)}".schema_version')
+    finally:
+        await conn.close()
+    assert [row[0] for row in versions] == [SCHEMA_VERSION]
+
+
+async def test_a_missing_store_is_not_created_for_readers_and_a_newer_one_is_refused(url):
+    with pytest.raises(StoreMissing):
+        await open_store(url, create=False).open()
+    store = open_store(url)
+    await store.open()
+    await store.close()
+    conn = await raw(url)
+    try:
+        await conn.execute(
+            f'INSERT INTO "{schema_of(url)}".schema_version VALUES ($1, 0)', SCHEMA_VERSION + 1
+        )
+    finally:
+        await conn.close()
+    with pytest.raises(StoreError, match="made by a newer backbeat"):
+        await open_store(url).open()
+
+
+async def test_unreachable_is_unavailable_quickly():
+    store = PostgresStore("postgresql://postgres@127.0.0.1:1/test", timeout=1)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        await store.enqueue([new_task()])
+    assert time.monotonic() - started < 2
+
+
+async def test_the_token_fences_a_released_claim_whose_attempt_number_came_back(url):
+    store = open_store(url)
+    task = new_task()
+    await store.enqueue([task])
+    [first] = await store.claim("w1", 1, 30)
+    await store.release([first.receipt])  # the attempt is given back: attempts is 0 again
+    [second] = await store.claim("w2", 1, 30)
+    assert (first.attempts, second.attempts) == (1, 1)
+    assert first.receipt != second.receipt
+    assert await store.finish([succeeded(first)]) == [False]
+    assert await store.progress(first.receipt, "{}") is False
+    assert await store.finish([succeeded(second)]) == [True]
+    await store.close()
+
+
+async def test_a_taken_over_workers_outcome_is_refused_before_anyone_claims_again(url):
+    store = open_store(url)
+    await store.enqueue([new_task()])
+    [claim] = await store.claim("dead", 1, 30)
+    assert await store.take_over("dead") == [claim.id]
+    assert await store.renew([claim.receipt], 30) == [claim.id]
+    assert await store.finish([succeeded(claim)]) == [False]
+    await store.close()
+
+
+async def test_a_write_elsewhere_wakes_a_waiting_store_through_notify(url):
+    # Another application_name: another listener and another in-process signal, as another
+    # process would have; only PostgreSQL's NOTIFY reaches it.
+    waiting = open_store(url + "&application_name=waiting")
+    writer = open_store(url)
+    await writer.open()
+    await waiting.wait(0)  # listening from now on
+    started = time.monotonic()
+    await writer.enqueue([new_task()])
+    await waiting.wait(5)
+    assert time.monotonic() - started < 1.0
+    await waiting.close()
+    await writer.close()
+
+
+async def test_a_terminated_listener_listens_again_by_itself(url):
+    name = f"listener-{uuid.uuid4().hex[:8]}"
+    waiting = open_store(f"{url}&application_name={name}")
+    writer = open_store(url)
+    await waiting.wait(0)
+    conn = await raw(url)
+    try:
+        killed = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = $1 AND query LIKE 'LISTEN%'",
+            name,
+        )
+    finally:
+        await conn.close()
+    assert killed == 1
+    await waiting.wait(0.5)  # woken by the loss (it may have missed something), or the timeout
+    await waiting.wait(0)  # listening again
+    started = time.monotonic()
+    await writer.enqueue([new_task()])
+    await waiting.wait(5)
+    assert time.monotonic() - started < 1.0
+    await waiting.close()
+    await writer.close()
+
+
+async def test_no_connection_is_held_while_tasks_run(url, tmp_path, monkeypatch):
+    monkeypatch.setenv("BACKBEAT_TEST_OUT", str(tmp_path / "marks.txt"))
+    (tmp_path / "marks.txt").touch()
+    name = f"budget-{uuid.uuid4().hex[:8]}"
+    runner = durable_tasks.runner(f"{url}&pool_size=2&application_name={name}", concurrency=8)
+    async with runner:
+        for n in range(8):
+            await runner.asubmit(BackgroundTask(mark_start_and_sleep, 1.0, f"t{n}"))
+        while (tmp_path / "marks.txt").read_text().count("start:") < 8:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        conn = await raw(url)
+        try:
+            connections = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", name
+            )
+        finally:
+            await conn.close()
+        await runner.join(timeout=10)
+    lines = (tmp_path / "marks.txt").read_text().splitlines()
+    starts = [float(line.split()[2]) for line in lines if line.startswith("start:")]
+    ends = [float(line.split()[2]) for line in lines if not line.startswith("start:")]
+    assert len(ends) == 8 and max(starts) < min(ends)  # all eight ran at once
+    # The worker's pool and its lease keeper's (two each at most), and one listener.
+    assert connections <= 5
