@@ -37,7 +37,8 @@ def schema_of(url: str) -> str:
 
 
 async def test_url_forms_and_the_default_schema(postgres_server):
-    assert isinstance(open_store(postgres_server.replace("postgresql:", "postgres:")), PostgresStore)
+    short = postgres_server.replace("postgresql:", "postgres:")
+    assert isinstance(open_store(short), PostgresStore)
     store = open_store(postgres_server)
     assert store.schema.name == "backbeat"
     assert "@" not in repr(store) and "backbeat" in repr(store)
