@@ -14,6 +14,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,8 @@ import pytest
 from tests.serving import free_port
 
 LOCAL = "postgresql://postgres@127.0.0.1:5432/test"
-_BIN = Path("/usr/lib/postgresql/15/bin")
+# Where Debian's packages put the server's programs (not on PATH).
+_DEBIAN = Path("/usr/lib/postgresql")
 
 
 def run_async(coroutine: Any) -> Any:
@@ -49,8 +51,9 @@ def _answers(url: str) -> bool:
 
 def _binary(name: str) -> str | None:
     found = shutil.which(name)
-    if found is None and (_BIN / name).exists():
-        found = str(_BIN / name)
+    if found is None:
+        packaged = sorted(_DEBIAN.glob(f"*/bin/{name}"))
+        found = str(packaged[-1]) if packaged else None
     return found
 
 
@@ -84,8 +87,19 @@ class OwnPostgres:
         if not self.data.exists():
             self._run(self.initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust")
         options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=on"
-        self._run(self.pg_ctl, "-D", str(self.data), "-o", options, "-w", "-t", "30", "start",
-                  "-l", str(self.directory / "log"))  # fmt: skip
+        start = [self.pg_ctl, "-D", str(self.data), "-o", options, "-w", "-t", "30", "start",
+                 "-l", str(self.directory / "log")]  # fmt: skip
+        # After a kill -9, the old server's processes may still hold its shared memory for a
+        # moment (until they notice their postmaster is gone): it refuses to start till then.
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                self._run(*start)
+                break
+            except subprocess.CalledProcessError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         base = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
         async def create_database() -> None:

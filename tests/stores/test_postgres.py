@@ -3,6 +3,8 @@ LISTEN/NOTIFY across processes' listeners, its connection budget, and a connecti
 under it. The contract suite (tests/stores/test_contract*.py) runs on it as on every store."""
 
 import asyncio
+import shutil
+import tempfile
 import time
 import uuid
 
@@ -15,7 +17,7 @@ from backbeat.stores.postgres import PostgresStore
 from backbeat.stores.postgres_sql import SCHEMA_VERSION
 from tests.apps import durable_tasks
 from tests.apps.durable_tasks import mark_start_and_sleep
-from tests.postgres_server import forget, fresh_schema_url
+from tests.postgres_server import OwnPostgres, forget, fresh_schema_url
 from tests.stores.rows import new_task, succeeded
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
@@ -176,3 +178,34 @@ async def test_no_connection_is_held_while_tasks_run(url, tmp_path, monkeypatch)
     assert len(ends) == 8 and max(starts) < min(ends)  # all eight ran at once
     # The worker's pool and its lease keeper's (two each at most), and one listener.
     assert connections <= 5
+
+
+@pytest.mark.process
+async def test_a_kill_9_of_postgresql_loses_no_committed_task_and_the_store_comes_back():
+    # Not under pytest's tmp_path: the postgres user must reach its cluster's directory.
+    directory = tempfile.mkdtemp(prefix="backbeat-postgres-")
+    server = OwnPostgres(directory).start()
+    store = open_store(fresh_schema_url(server.url))
+    try:
+        tasks = [new_task() for _ in range(50)]
+        await store.enqueue(tasks)
+        server.kill()
+        with pytest.raises(StoreUnavailable):
+            await store.enqueue([new_task()])
+        server.start()
+        # The same store object, never reopened: its pool connects again.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                counts = await store.counts()
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+        assert counts["pending"] == 50
+        claimed = await store.claim("w", 100, 30)
+        assert sorted(c.id for c in claimed) == sorted(t.id for t in tasks)
+    finally:
+        await store.close()
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)

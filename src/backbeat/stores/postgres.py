@@ -85,6 +85,7 @@ from backbeat.stores.searching import check_scan, check_search
 
 logger = logging.getLogger("backbeat")
 
+
 def _claimed(row: Any) -> ClaimedTask:
     """A claimed row (`CLAIMED_COLUMNS`); its receipt is its id and fencing token."""
     *fields, token = row

@@ -146,14 +146,27 @@ class Database:
         pool = await self.pool()
         try:
             async with pool.acquire(timeout=self.timeout) as conn:
-                if not transaction:
-                    return await fn(conn)
-                async with conn.transaction():
-                    return await fn(conn)
+                try:
+                    if not transaction:
+                        return await fn(conn)
+                    async with conn.transaction():
+                        return await fn(conn)
+                except pg.InterfaceError as exc:
+                    if not conn.is_closed():  # a mistake in the call, not the connection
+                        raise
+                    raise self._unavailable(exc) from exc
+                except pg.InternalClientError as exc:
+                    # The connection's protocol lost its footing (its server died in the
+                    # middle of an exchange): never lent again.
+                    conn.terminate()
+                    raise self._unavailable(exc) from exc
         except (
             OSError,
             TimeoutError,
             pg.PostgresConnectionError,
             pg.OperatorInterventionError,  # shutting down, a connection terminated
         ) as exc:
-            raise StoreUnavailable(f"{self.described} cannot be reached: {exc}") from exc
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(f"{self.described} cannot be reached: {exc}")
