@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from backbeat.batching import TurnGroup
 from backbeat.gates import LONGEST_WINDOW
-from backbeat.logs import log_dead_letters
+from backbeat.stores import postgres_claims as claims
 from backbeat.stores import postgres_reads as reads
 from backbeat.stores.base import (
     FINISHED_STATES,
@@ -40,64 +40,39 @@ from backbeat.stores.base import (
     StoreError,
     WorkerInfo,
     check_purgeable,
-    receipt_for,
     split_receipt,
 )
 from backbeat.stores.inspection import AttemptRecord, FailureGroup, GateUsage, TaskFilter, TaskPage
-from backbeat.stores.postgres_gates import back_in_line, settled, take_gated
 from backbeat.stores.postgres_listen import Listener, listener_for
 from backbeat.stores.postgres_pool import Database
 from backbeat.stores.postgres_schedules import DECLARE, SELECT_ALL, fire, record
 from backbeat.stores.postgres_schedules import PAUSE as PAUSE_SCHEDULE
 from backbeat.stores.postgres_sql import (
-    ACTIVATE,
     BEAT,
-    CANCEL_ORPHANS,
     CANCEL_RUNNING,
     CANCEL_WAITING,
-    DEAD_LOST,
     DELETE,
     FORGET_LONG_GONE,
     FORGET_OLD_STARTS,
     FORGET_WORKER,
     LOOK_AT_QUEUE,
-    NOTIFY,
     OPEN_LINES,
     PAUSE_QUEUE,
     PAUSED,
     PROGRESS,
     PURGE_WHERE,
-    RELEASE,
-    RENEW,
     REQUEUE,
     RESUME_QUEUE,
     RUN_NOW,
-    SETTLE,
     SOONEST,
-    START,
     TAKE_OVER,
     WORKERS,
     Schema,
-    claim_sql,
 )
-from backbeat.stores.postgres_writes import insert_groups
+from backbeat.stores.postgres_writes import insert_groups, notify
 from backbeat.stores.searching import check_scan, check_search
 
 logger = logging.getLogger("backbeat")
-
-
-def _claimed(row: Any) -> ClaimedTask:
-    """A claimed row (`CLAIMED_COLUMNS`); its receipt is its id and fencing token."""
-    *fields, token = row
-    claimed = ClaimedTask(*fields)
-    claimed.receipt = receipt_for(claimed.id, token)
-    return claimed
-
-
-def _receipts(receipts: list[str]) -> tuple[list[str], list[int]]:
-    """Receipts as the two arrays the statements take: ids and tokens."""
-    pairs = [split_receipt(receipt) for receipt in receipts]
-    return [task_id for task_id, _ in pairs], [token for _, token in pairs]
 
 
 def _count(status: str) -> int:
@@ -183,9 +158,6 @@ class PostgresStore:
         """Wake this process's waiting workers (other processes hear the NOTIFY)."""
         self._listener().wakeups.notify()
 
-    async def _notify(self, conn: Any, queues: list[str]) -> None:
-        await conn.execute(self.schema(NOTIFY), self.schema.channel, sorted(set(queues)))
-
     async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 - the store contract
         listener = self._listener()
         await listener.listen()
@@ -223,26 +195,17 @@ class PostgresStore:
         return await self._db.transaction(lambda conn: insert_groups(conn, self.schema, groups))
 
     async def activate(self, ids: list[str]) -> None:
-        async def update(conn: Any) -> None:
-            await self._activate(conn, ids, time.time())
-
-        await self._db.transaction(update)
+        await self._db.transaction(
+            lambda conn: claims.activate(conn, self.schema, ids, time.time())
+        )
         self._wake_here()
-
-    async def _activate(self, conn: Any, ids: list[str], now: float) -> None:
-        rows = await conn.fetch(self.schema(ACTIVATE), ids)
-        await settled(conn, self.schema, {line for (line,) in rows if line}, now)
-        await self._notify(conn, [self.schema.name])
 
     async def start(
         self, worker: str, ids: list[str], lease: float, limit: int
     ) -> list[ClaimedTask]:
         async def activate_and_claim(conn: Any) -> list[ClaimedTask]:
             now = time.time()
-            rows = await conn.fetch(self.schema(START), now, now + lease, worker, limit, ids)
-            if len(rows) < len(ids):
-                await self._activate(conn, ids, now)
-            return [_claimed(row) for row in rows]
+            return await claims.start(conn, self.schema, (now, now + lease, worker), ids, limit)
 
         claimed = await self._db.transaction(activate_and_claim)
         if len(claimed) < len(ids):
@@ -259,74 +222,35 @@ class PostgresStore:
         alone_first: bool = False,
         queues: tuple[str, ...] | None = None,
     ) -> list[ClaimedTask]:
-        sql = self.schema
-        only = () if queues is None else (list(queues),)
-
         async def take(conn: Any) -> list[ClaimedTask]:
             now = time.time()
-            taking = (now, now + lease, worker)
-            lines = {line for (line,) in await conn.fetch(sql(CANCEL_ORPHANS), now) if line}
-            dead = await conn.fetch(sql(DEAD_LOST), now, max_lost)
-            log_dead_letters([(task_id, name, error) for task_id, name, error, _ in dead])
-            await settled(conn, sql, lines | {row[3] for row in dead if row[3]}, now)
-            await back_in_line(conn, sql, now)
-            rows: list[Any] = []
-            if alone_first:
-                alone = sql(claim_sql(queues is not None, True))
-                rows = await conn.fetch(alone, *taking, limit, *only)
-            if not rows:
-                share = self._shares.next(limit)
-                rows = await take_gated(conn, sql, taking, share, queues)
-                gated = len(rows)
-                if limit > gated:
-                    ungated = sql(claim_sql(queues is not None, False))
-                    rows += await conn.fetch(ungated, *taking, limit - gated, *only)
-                if len(rows) < limit and gated == share:  # what the others left
-                    rows += await take_gated(conn, sql, taking, limit - len(rows), queues)
-            self._due_hint = (time.monotonic(), await conn.fetchval(sql(SOONEST), now))
-            return [_claimed(row) for row in rows]
+            taken, soonest = await claims.claim(
+                conn,
+                self.schema,
+                self._shares,
+                (now, now + lease, worker),
+                limit,
+                max_lost,
+                alone_first,
+                queues,
+            )
+            self._due_hint = (time.monotonic(), soonest)
+            return taken
 
         return await self._db.transaction(take)
 
     async def renew(self, receipts: list[str], lease: float) -> list[str]:
-        ids, tokens = _receipts(receipts)
-
-        async def extend(conn: Any) -> dict[str, bool]:
-            rows = await conn.fetch(self.schema(RENEW), time.time() + lease, ids, tokens)
-            return {task_id: cancelled for task_id, cancelled in rows}
-
-        kept = await self._db.transaction(extend)
-        return [task_id for task_id in ids if kept.get(task_id, True)]
+        return await self._db.transaction(
+            lambda conn: claims.renew(conn, self.schema, receipts, lease)
+        )
 
     async def finish(self, settlements: list[Settlement]) -> list[bool]:
         for settlement in settlements:
             if settlement.retry_at is not None:
                 self._sooner(settlement.retry_at)
-
-        async def settle(conn: Any) -> set[tuple[str, int]]:
-            now = time.time()
-            done: set[tuple[str, int]] = set()
-            lines: set[str] = set()
-            for state in {s.state for s in settlements}:
-                these = [s for s in settlements if s.state is state]
-                ids, tokens = _receipts([s.receipt for s in these])
-                rows = await conn.fetch(
-                    self.schema(SETTLE[state]),
-                    now,
-                    ids,
-                    tokens,
-                    [s.result for s in these],
-                    [s.error for s in these],
-                    [s.traceback for s in these],
-                    [s.retry_at for s in these],
-                )
-                done.update((task_id, token) for task_id, token, _ in rows)
-                lines.update(line for _, _, line in rows if line is not None)
-            await settled(conn, self.schema, lines, now)  # their gates may have a free slot
-            return done
-
-        done = await self._db.transaction(settle)
-        return [split_receipt(s.receipt) in done for s in settlements]
+        return await self._db.transaction(
+            lambda conn: claims.settle(conn, self.schema, settlements)
+        )
 
     async def progress(self, receipt: str, document: str) -> bool:
         async def keep(conn: Any) -> bool:
@@ -336,15 +260,7 @@ class PostgresStore:
         return await self._db.transaction(keep)
 
     async def release(self, receipts: list[str]) -> None:
-        ids, tokens = _receipts(receipts)
-
-        async def give_back(conn: Any) -> None:
-            rows = await conn.fetch(self.schema(RELEASE), ids, tokens)
-            await settled(conn, self.schema, {line for (line,) in rows if line}, time.time())
-            if rows:
-                await self._notify(conn, [self.schema.name])
-
-        await self._db.transaction(give_back)
+        await self._db.transaction(lambda conn: claims.release(conn, self.schema, receipts))
         self._wake_here()
 
     async def cancel(self, ids: list[str], reason: str) -> int:
@@ -362,7 +278,7 @@ class PostgresStore:
             if gated:  # their lines may have been forgotten: written again
                 await conn.execute(self.schema(OPEN_LINES), *zip(*gated, strict=True))
             if rows:
-                await self._notify(conn, [queue for _, queue, _ in rows])
+                await notify(conn, self.schema, [queue for _, queue, _ in rows])
             return len(rows)
 
         count = await self._db.transaction(again)
@@ -447,7 +363,7 @@ class PostgresStore:
             if gated:  # a gated task's line is looked at from now
                 await conn.execute(self.schema(OPEN_LINES), *zip(*gated, strict=True))
             if rows:
-                await self._notify(conn, [queue for _, queue, _ in rows])
+                await notify(conn, self.schema, [queue for _, queue, _ in rows])
             return len(rows)
 
         count = await self._db.transaction(due_now)
@@ -491,7 +407,7 @@ class PostgresStore:
             await conn.execute(self.schema(FORGET_WORKER), worker)
             rows = await conn.fetch(self.schema(TAKE_OVER), time.time(), worker)
             if rows:
-                await self._notify(conn, [self.schema.name])
+                await notify(conn, self.schema, [self.schema.name])
             return [task_id for (task_id,) in rows]
 
         ids = await self._db.transaction(expire)
@@ -548,7 +464,7 @@ class PostgresStore:
                 return
             await conn.execute(self.schema(RESUME_QUEUE), queue)
             await conn.execute(self.schema(LOOK_AT_QUEUE), now, queue)
-            await self._notify(conn, [queue])
+            await notify(conn, self.schema, [queue])
 
         await self._db.transaction(pause)
         if not paused:

@@ -59,10 +59,16 @@ async def insert_tasks(conn: Any, sql: Schema, tasks: list[NewTask]) -> list[str
             [t.queue for t in gated],
             [t.due_at for t in gated],
         )
-    runnable = sorted({t.queue for t in fresh if t.held_until is None})
+    runnable = [t.queue for t in fresh if t.held_until is None]
     if runnable:
-        await conn.execute(sql(NOTIFY), sql.channel, runnable)
+        await notify(conn, sql, runnable)
     return [t.id if t.id in inserted or t.key is None else holders.get(t.key, t.id) for t in tasks]
+
+
+async def notify(conn: Any, sql: Schema, queues: list[str]) -> None:
+    """Wake the waiting workers of every process (`backbeat.stores.postgres_listen`) when
+    the caller's transaction commits: once per queue (the payload; listeners ignore it)."""
+    await conn.execute(sql(NOTIFY), sql.channel, sorted(set(queues)))
 
 
 async def insert_groups(
