@@ -154,6 +154,28 @@ async def test_a_terminated_listener_listens_again_by_itself(url):
     await woken_by_a_write(waiting, writer)
 
 
+async def test_behind_pgbouncer_a_store_polls_and_listens_on_no_connection(url):
+    name = f"pooled-{uuid.uuid4().hex[:8]}"
+    waiting = open_store(f"{url}&pgbouncer=yes&application_name={name}")
+    writer = open_store(url)
+    await waiting.wait(0)
+    started = time.monotonic()
+    await writer.enqueue([new_task()])
+    await waiting.wait(0.3)
+    assert time.monotonic() - started >= 0.25  # no notification reaches it: its poll does
+    assert (await waiting.counts())["pending"] == 1
+    conn = await raw(url)
+    try:
+        sessions = await conn.fetch(
+            "SELECT query FROM pg_stat_activity WHERE application_name = $1", name
+        )
+    finally:
+        await conn.close()
+    assert sessions and not [s for s in sessions if s[0].startswith("LISTEN")]
+    await waiting.close()
+    await writer.close()
+
+
 async def test_no_connection_is_held_while_tasks_run(url, tmp_path, monkeypatch):
     monkeypatch.setenv("BACKBEAT_TEST_OUT", str(tmp_path / "marks.txt"))
     (tmp_path / "marks.txt").touch()

@@ -75,6 +75,12 @@ from backbeat.stores.searching import check_scan, check_search
 logger = logging.getLogger("backbeat")
 
 
+def _yes(value: str) -> bool:
+    if value.lower() not in ("yes", "no", "true", "false", "1", "0"):
+        raise ValueError(f"{value!r} is neither yes nor no")
+    return value.lower() in ("yes", "true", "1")
+
+
 def _count(status: str) -> int:
     """The row count of a command's status ("UPDATE 3")."""
     return int(status.rpartition(" ")[2] or 0)
@@ -90,6 +96,7 @@ class PostgresStore:
         schema: str = "backbeat",
         pool_size: int = 10,
         timeout: float = 5.0,
+        pgbouncer: bool = False,
         create: bool = True,
     ) -> None:
         parts = urlsplit(url)
@@ -100,12 +107,16 @@ class PostgresStore:
             schema = query.pop("schema", schema)
             pool_size = int(query.pop("pool_size", pool_size))
             timeout = float(query.pop("timeout", timeout))
+            pgbouncer = _yes(query.pop("pgbouncer", "yes" if pgbouncer else "no"))
         except ValueError as exc:
             raise StoreError(f"bad PostgreSQL URL option in {url!r}: {exc}") from None
         self.url = url
         self.schema = Schema(schema)
         self.pool_size = pool_size
         self.timeout = timeout
+        # Behind PgBouncer in transaction pooling: no LISTEN (a session's state), so `wait`
+        # polls, and no prepared statements kept across transactions.
+        self.pgbouncer = pgbouncer
         self.create = create
         where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
         self._described = f"PostgresStore({where}, schema={self.schema.name!r})"
@@ -116,6 +127,7 @@ class PostgresStore:
             timeout=timeout,
             create=create,
             described=self._described,
+            statement_cache=not pgbouncer,
         )
         self._shares = GatedShare()
         # When the claim that ran last saw the next due time, and what it was.
@@ -138,6 +150,7 @@ class PostgresStore:
             schema=self.schema.name,
             pool_size=self.pool_size,
             timeout=self.timeout,
+            pgbouncer=self.pgbouncer,
             create=self.create,
         )
 
@@ -160,7 +173,8 @@ class PostgresStore:
 
     async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 - the store contract
         listener = self._listener()
-        await listener.listen()
+        if not self.pgbouncer:
+            await listener.listen()
         due = await self._next_due()
         if due is not None:
             timeout = min(timeout, max(due - time.time(), 0.0) + 0.001)

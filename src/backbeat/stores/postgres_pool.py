@@ -55,6 +55,7 @@ class Database:
         timeout: float,
         create: bool,
         described: str,
+        statement_cache: bool = True,
     ) -> None:
         self.dsn = dsn
         self.schema = schema
@@ -62,6 +63,7 @@ class Database:
         self.timeout = timeout
         self.create = create
         self.described = described  # the store, as messages name it (no password)
+        self.statement_cache = statement_cache
         self._pool: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opening: asyncio.Lock | None = None
@@ -89,6 +91,7 @@ class Database:
                 max_size=self.pool_size,
                 timeout=self.timeout,
                 command_timeout=max(self.timeout, 30.0),
+                statement_cache_size=100 if self.statement_cache else 0,
             )
         except (OSError, TimeoutError, pg.PostgresConnectionError) as exc:
             raise StoreUnavailable(f"cannot connect to {self.described}: {exc}") from exc
