@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -47,6 +49,16 @@ def _answers(url: str) -> bool:
         return True
 
     return bool(run_async(connect()))
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # The fields after the command's name (in parentheses): state, then parent pid.
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == parent:
+                found.append(int(stat.parent.name))
+    return found
 
 
 def _binary(name: str) -> str | None:
@@ -116,9 +128,13 @@ class OwnPostgres:
         return self
 
     def kill(self) -> None:
-        """kill -9 of the postmaster: what was committed survives it (the WAL)."""
-        pid = int((self.data / "postmaster.pid").read_text().split()[0])
-        os.kill(pid, 9)
+        """kill -9 of the server, its postmaster and every process it started (a machine
+        that lost power): what was committed survives it (the WAL)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGKILL)  # first: it starts no process any more
+        for child in _children(postmaster):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
 
     def stop(self) -> None:
         subprocess.run(

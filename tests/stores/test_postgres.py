@@ -30,8 +30,21 @@ def url(postgres_server):
     forget(made)
 
 
-async def raw(url: str) -> asyncpg.Connection:
-    return await asyncpg.connect(url.partition("?")[0])
+async def ask(url: str, sql: str, *arguments) -> list:
+    """The rows of one statement, on a connection of the test's own."""
+    conn = await asyncpg.connect(url.partition("?")[0])
+    try:
+        return await conn.fetch(sql, *arguments)
+    finally:
+        await conn.close()
+
+
+async def sessions(url: str, application: str) -> list[str]:
+    """What the server's sessions of this application_name ran last."""
+    rows = await ask(
+        url, "SELECT query FROM pg_stat_activity WHERE application_name = $1", application
+    )
+    return [query for (query,) in rows]
 
 
 def schema_of(url: str) -> str:
@@ -56,11 +69,7 @@ async def test_open_creates_a_versioned_schema_once_whatever_the_number_of_opene
     for store in stores:
         await store.open()
         await store.close()
-    conn = await raw(url)
-    try:
-        versions = await conn.fetch(f'SELECT version FROM "{schema_of(url)}".schema_version')
-    finally:
-        await conn.close()
+    versions = await ask(url, f'SELECT version FROM "{schema_of(url)}".schema_version')
     assert [row[0] for row in versions] == [SCHEMA_VERSION]
 
 
@@ -70,13 +79,8 @@ async def test_a_missing_store_is_not_created_for_readers_and_a_newer_one_is_ref
     store = open_store(url)
     await store.open()
     await store.close()
-    conn = await raw(url)
-    try:
-        await conn.execute(
-            f'INSERT INTO "{schema_of(url)}".schema_version VALUES ($1, 0)', SCHEMA_VERSION + 1
-        )
-    finally:
-        await conn.close()
+    newer = f'INSERT INTO "{schema_of(url)}".schema_version VALUES ($1, 0)'
+    await ask(url, newer, SCHEMA_VERSION + 1)
     with pytest.raises(StoreError, match="made by a newer backbeat"):
         await open_store(url).open()
 
@@ -139,15 +143,12 @@ async def test_a_terminated_listener_listens_again_by_itself(url):
     waiting = open_store(f"{url}&application_name={name}")
     writer = open_store(url)
     await waiting.wait(0)
-    conn = await raw(url)
-    try:
-        killed = await conn.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = $1 AND query LIKE 'LISTEN%'",
-            name,
-        )
-    finally:
-        await conn.close()
+    [(killed,)] = await ask(
+        url,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE application_name = $1 AND query LIKE 'LISTEN%'",
+        name,
+    )
     assert killed == 1
     await waiting.wait(0.5)  # woken by the loss (it may have missed something), or the timeout
     await waiting.wait(0)  # listening again
@@ -164,14 +165,8 @@ async def test_behind_pgbouncer_a_store_polls_and_listens_on_no_connection(url):
     await waiting.wait(0.3)
     assert time.monotonic() - started >= 0.25  # no notification reaches it: its poll does
     assert (await waiting.counts())["pending"] == 1
-    conn = await raw(url)
-    try:
-        sessions = await conn.fetch(
-            "SELECT query FROM pg_stat_activity WHERE application_name = $1", name
-        )
-    finally:
-        await conn.close()
-    assert sessions and not [s for s in sessions if s[0].startswith("LISTEN")]
+    queries = await sessions(url, name)
+    assert queries and not [query for query in queries if query.startswith("LISTEN")]
     await waiting.close()
     await writer.close()
 
@@ -186,13 +181,7 @@ async def test_no_connection_is_held_while_tasks_run(url, tmp_path, monkeypatch)
             await runner.asubmit(BackgroundTask(mark_start_and_sleep, 1.0, f"t{n}"))
         while (tmp_path / "marks.txt").read_text().count("start:") < 8:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
-        conn = await raw(url)
-        try:
-            connections = await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", name
-            )
-        finally:
-            await conn.close()
+        connections = len(await sessions(url, name))
         await runner.join(timeout=10)
     lines = (tmp_path / "marks.txt").read_text().splitlines()
     starts = [float(line.split()[2]) for line in lines if line.startswith("start:")]

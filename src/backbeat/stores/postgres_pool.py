@@ -155,21 +155,32 @@ class Database:
                     async with conn.transaction():
                         return await fn(conn)
                 except pg.InterfaceError as exc:
-                    if not conn.is_closed():  # a mistake in the call, not the connection
+                    if not _lost(conn, pg):  # a mistake in the call, not the connection
                         raise
                     raise self._unavailable(exc) from exc
                 except pg.InternalClientError as exc:
                     # The connection's protocol lost its footing (its server died in the
                     # middle of an exchange): never lent again.
-                    conn.terminate()
+                    if not _lost(conn, pg):
+                        conn.terminate()
                     raise self._unavailable(exc) from exc
         except (
             OSError,
             TimeoutError,
             pg.PostgresConnectionError,
             pg.OperatorInterventionError,  # shutting down, a connection terminated
+            pg.InternalClientError,  # the pool's reset of a connection that was dying
         ) as exc:
             raise self._unavailable(exc) from exc
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         return StoreUnavailable(f"{self.described} cannot be reached: {exc}")
+
+
+def _lost(conn: Any, pg: Any) -> bool:
+    """Whether a borrowed connection died (closed, or taken back by the pool, which saw it
+    die)."""
+    try:
+        return bool(conn.is_closed())
+    except pg.InterfaceError:
+        return True
