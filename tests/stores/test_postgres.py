@@ -220,3 +220,52 @@ async def test_a_kill_9_of_postgresql_loses_no_committed_task_and_the_store_come
         await store.close()
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_claimers_in_many_pools_at_once_take_each_task_once(url):
+    stores = [open_store(url) for _ in range(4)]
+    tasks = [new_task(priority=n % 3) for n in range(200)]
+    await stores[0].enqueue(tasks)
+
+    async def drain(store, worker):
+        taken = []
+        while batch := await store.claim(worker, 7, 30):
+            taken += [claim.id for claim in batch]
+        return taken
+
+    taken = await asyncio.gather(*(drain(store, f"w{n}") for n, store in enumerate(stores)))
+    every = [task_id for ids in taken for task_id in ids]
+    assert sorted(every) == sorted(task.id for task in tasks)  # each once, none left
+    for store in stores:
+        await store.close()
+
+
+async def test_one_key_from_many_writers_at_once_makes_one_task(url):
+    stores = [open_store(url) for _ in range(4)]
+    writes = [new_task(key="invoice:42") for _ in range(4)]
+    ids = await asyncio.gather(*(s.enqueue([w]) for s, w in zip(stores, writes, strict=True)))
+    assert len({task_id for [task_id] in ids}) == 1
+    assert (await stores[0].counts())["pending"] == 1
+    for store in stores:
+        await store.close()
+
+
+async def test_a_gate_another_claim_is_counting_is_left_to_it(url):
+    # Two queues share one concurrency key: two lines, one gate. Lines are locked one by one,
+    # so a claim also locks the gate itself while it counts and starts: a claim in another
+    # process (here: a transaction holding that lock) makes this one leave the gate alone.
+    store = open_store(url)
+    keyed = [new_task(queue=f"q{n % 2}", concurrency_gate="c", max_concurrency=3) for n in range(6)]
+    await store.enqueue(keyed)
+    other = await asyncpg.connect(url.partition("?")[0])
+    try:
+        async with other.transaction():
+            await other.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('backbeat gate ' || $1, 0))", "c"
+            )
+            assert await store.claim("w", 10, 30) == []
+        assert len(await store.claim("w", 10, 30)) == 3
+        assert await store.claim("w", 10, 30) == []
+    finally:
+        await other.close()
+        await store.close()
