@@ -53,7 +53,7 @@ test: lint
 # minute or so, for the edit-test loop. `make test` runs everything.
 test-fast: venv
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -m "not process and not redis and not netns"
+	$(BIN)/python -m pytest -q -m "not process and not redis and not postgres and not netns"
 
 # The Redis store's tests again on Redis 6.2 and on Valkey (part of `make test`).
 test-compat: venv

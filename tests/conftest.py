@@ -7,6 +7,8 @@ from contextlib import contextmanager
 import pytest
 
 from backbeat.stores import open_store
+from tests import postgres_server as postgres
+from tests.postgres_server import postgres_server  # noqa: F401 - a fixture
 from tests.redis_server import forget, fresh_prefix_url, redis_server  # noqa: F401 - a fixture
 
 
@@ -24,6 +26,7 @@ STORES = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("memory", id="memory"),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
 ]
 SHARED_STORES = [param for param in STORES if param.id != "memory"]
 
@@ -33,7 +36,17 @@ def store_url(kind: str, request, tmp_path) -> str:
         return "memory://"
     if kind == "redis":
         return fresh_prefix_url(request.getfixturevalue("redis_server"))
+    if kind == "postgres":
+        return postgres.fresh_schema_url(request.getfixturevalue("postgres_server"))
     return f"sqlite:///{tmp_path}/tasks.db"
+
+
+def forget_store(kind: str, url: str) -> None:
+    """What a store kept on a server that outlives the test: gone."""
+    if kind == "redis":
+        forget(url)
+    elif kind == "postgres":
+        postgres.forget(url)
 
 
 @pytest.fixture(params=STORES)
@@ -41,8 +54,7 @@ def db(request, tmp_path) -> Iterator[str]:
     """A store URL, for each kind of store."""
     url = store_url(request.param, request, tmp_path)
     yield url
-    if request.param == "redis":
-        forget(url)
+    forget_store(request.param, url)
 
 
 @pytest.fixture(params=SHARED_STORES)
@@ -50,8 +62,7 @@ def shared_db(request, tmp_path) -> Iterator[str]:
     """A store URL that other runners and processes open too, for each such store."""
     url = store_url(request.param, request, tmp_path)
     yield url
-    if request.param == "redis":
-        forget(url)
+    forget_store(request.param, url)
 
 
 @pytest.fixture(params=STORES)
@@ -63,8 +74,7 @@ async def store(request, tmp_path):
     await opened.open()
     yield opened
     await opened.close()
-    if request.param == "redis":
-        forget(url)
+    forget_store(request.param, url)
 
 
 class RecordList(logging.Handler):

@@ -107,6 +107,18 @@ async def tamper(store, url: str, task_id: str) -> None:
         payload = await client.hget(key, "payload")
         await client.hset(key, "payload", payload.replace('"mine"', '"evil"'))
         await client.aclose()
+    elif url.startswith("postgresql"):
+        import asyncpg
+
+        conn = await asyncpg.connect(url.partition("?")[0])
+        try:
+            await conn.execute(
+                f'UPDATE "{store.schema.name}".tasks '
+                "SET payload = replace(payload, '\"mine\"', '\"evil\"') WHERE id = $1",
+                task_id,
+            )
+        finally:
+            await conn.close()
     else:
         import sqlite3
 

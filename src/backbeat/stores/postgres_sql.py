@@ -1,0 +1,457 @@
+"""The SQL of the PostgreSQL store: its schema (versioned), and one statement per step of the
+contract that is not about gates (`backbeat.stores.postgres_gates`) or reading
+(`backbeat.stores.postgres_reads`).
+
+Every table lives in the store's own schema, written ``{s}`` here and filled in by
+`Schema` (so that a statement can also run on a connection whose ``search_path`` the app
+owns). Times are seconds since the epoch (``double precision``), as in the other stores.
+
+A claim's fence is ``token``: raised by every claim and start and by `take_over`, never
+lowered, and named by the receipt. ``attempts`` only counts attempts (a `release` gives
+one back); it fences nothing.
+"""
+
+from __future__ import annotations
+
+import re
+
+from backbeat.status import FINISHED, TaskState
+from backbeat.stores.base import StoreError
+from backbeat.stores.inspection import ATTEMPTS_KEPT
+
+# Raised by each release whose schema needs more than `CREATE ... IF NOT EXISTS`: `open`
+# runs the steps of `UPGRADES` from the version it finds up to this one.
+SCHEMA_VERSION = 1
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,50}$")
+_FINISHED = "(" + ", ".join(f"'{state}'" for state in FINISHED) + ")"
+LIVE = "('held', 'pending', 'running')"
+
+
+class Schema:
+    """The store's schema name, and its statements with ``{s}`` filled in (each made once)."""
+
+    def __init__(self, name: str) -> None:
+        if not _NAME.match(name):
+            raise StoreError(
+                f"bad PostgreSQL schema name {name!r}: letters, digits and _, at most 51, "
+                "not starting with a digit"
+            )
+        self.name = name
+        self.quoted = f'"{name}"'
+        self.channel = f"backbeat_{name}"  # LISTEN/NOTIFY (`backbeat.stores.postgres_listen`)
+        self._made: dict[str, str] = {}
+
+    def __call__(self, sql: str) -> str:
+        made = self._made.get(sql)
+        if made is None:
+            made = self._made[sql] = sql.replace("{s}", self.quoted)
+        return made
+
+
+CREATE_VERSION_TABLE = """
+CREATE SCHEMA IF NOT EXISTS {s};
+CREATE TABLE IF NOT EXISTS {s}.schema_version (
+    version integer NOT NULL,
+    upgraded_at double precision NOT NULL
+);
+"""
+# Taken before the schema is looked at, so that processes opening a new store at once
+# create it once (CREATE ... IF NOT EXISTS races in PostgreSQL's catalogs).
+LOCK_SCHEMA = "SELECT pg_advisory_xact_lock(hashtextextended('backbeat schema ' || $1, 0))"
+READ_VERSION = "SELECT max(version) FROM {s}.schema_version"
+WRITE_VERSION = "INSERT INTO {s}.schema_version (version, upgraded_at) VALUES ($1, $2)"
+
+VERSION_1 = f"""
+CREATE TABLE {{s}}.tasks (
+    id text PRIMARY KEY,
+    seq bigint GENERATED ALWAYS AS IDENTITY,
+    name text NOT NULL,
+    payload text NOT NULL,
+    state text NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    token bigint NOT NULL DEFAULT 0,
+    retries integer NOT NULL DEFAULT 0,
+    backoff double precision NOT NULL DEFAULT 1.0,
+    max_backoff double precision NOT NULL DEFAULT 60.0,
+    timeout double precision,
+    created_at double precision NOT NULL,
+    due_at double precision NOT NULL,
+    started_at double precision,
+    finished_at double precision,
+    lease_until double precision,
+    worker text,
+    error text,
+    traceback text,
+    after text[],
+    lost integer NOT NULL DEFAULT 0,
+    result text,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    progress text,
+    queue text NOT NULL DEFAULT 'default',
+    priority integer NOT NULL DEFAULT 0,
+    key text,
+    rate_gate text,
+    rate_limit integer NOT NULL DEFAULT 0,
+    rate_window double precision NOT NULL DEFAULT 0,
+    concurrency_gate text,
+    max_concurrency integer NOT NULL DEFAULT 0,
+    line text
+);
+-- Partial indexes: a task is in one only while it is in that state, so a task moving
+-- pending -> running -> succeeded touches small indexes, not whole ones.
+CREATE INDEX tasks_claim ON {{s}}.tasks (priority DESC, due_at)
+    WHERE state = 'pending' AND line IS NULL;
+CREATE INDEX tasks_pending ON {{s}}.tasks (due_at) WHERE state = 'pending';
+CREATE INDEX tasks_held ON {{s}}.tasks (lease_until) WHERE state = 'held';
+CREATE INDEX tasks_running ON {{s}}.tasks (lease_until) WHERE state = 'running';
+CREATE INDEX tasks_running_workers ON {{s}}.tasks (worker) WHERE state = 'running';
+CREATE INDEX tasks_finished ON {{s}}.tasks (state, finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX tasks_failed ON {{s}}.tasks (id) WHERE state = 'failed';
+CREATE INDEX tasks_cancelled ON {{s}}.tasks (id) WHERE state = 'cancelled';
+-- Idempotency keys: one live task per key, whatever the number of writers (ON CONFLICT).
+CREATE UNIQUE INDEX tasks_live_keys ON {{s}}.tasks (key)
+    WHERE key IS NOT NULL AND state IN {LIVE};
+CREATE INDEX tasks_line_order ON {{s}}.tasks (line, priority DESC, due_at, seq)
+    WHERE line IS NOT NULL AND state IN ('pending', 'held');
+CREATE INDEX tasks_gate_holders ON {{s}}.tasks (concurrency_gate)
+    WHERE state = 'running' AND concurrency_gate IS NOT NULL;
+
+CREATE TABLE {{s}}.lines (
+    line text PRIMARY KEY,
+    queue text NOT NULL,
+    look_at double precision NOT NULL
+);
+CREATE INDEX lines_look ON {{s}}.lines (look_at);
+CREATE TABLE {{s}}.gate_starts (gate text NOT NULL, at double precision NOT NULL);
+CREATE INDEX gate_starts_at ON {{s}}.gate_starts (gate, at);
+CREATE TABLE {{s}}.paused_queues (queue text PRIMARY KEY, paused_at double precision NOT NULL);
+CREATE TABLE {{s}}.schedules (
+    name text PRIMARY KEY,
+    rule text NOT NULL,
+    last_tick bigint,
+    last_task text,
+    note text,
+    paused boolean NOT NULL DEFAULT false,
+    updated_at double precision NOT NULL
+);
+CREATE TABLE {{s}}.workers (
+    name text PRIMARY KEY,
+    document text NOT NULL,
+    expires_at double precision NOT NULL
+);
+
+-- The finished tasks per queue and state, so that `counts` reads no history: kept by the
+-- triggers below in the statement that finishes, retries or deletes a task. Sixteen slots
+-- per queue and state (by the task id), so that workers finishing at once rarely wait
+-- for one another's row.
+CREATE TABLE {{s}}.finished_counts (
+    queue text NOT NULL,
+    state text NOT NULL,
+    slot integer NOT NULL,
+    n bigint NOT NULL,
+    PRIMARY KEY (queue, state, slot)
+);
+CREATE FUNCTION {{s}}.count_finished() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.state IN {_FINISHED} THEN
+        INSERT INTO {{s}}.finished_counts AS c (queue, state, slot, n)
+        VALUES (NEW.queue, NEW.state, hashtext(NEW.id) & 15, 1)
+        ON CONFLICT (queue, state, slot) DO UPDATE SET n = c.n + 1;
+    END IF;
+    IF OLD.state IN {_FINISHED} THEN
+        UPDATE {{s}}.finished_counts SET n = n - 1
+        WHERE queue = OLD.queue AND state = OLD.state AND slot = hashtext(OLD.id) & 15;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER count_finished AFTER UPDATE OF state ON {{s}}.tasks FOR EACH ROW
+    WHEN (OLD.state IS DISTINCT FROM NEW.state
+          AND (NEW.state IN {_FINISHED} OR OLD.state IN {_FINISHED}))
+    EXECUTE FUNCTION {{s}}.count_finished();
+
+-- The attempts that did not succeed (`Store.attempts`), written in the statement that ends
+-- one: settled by its worker (retried, failed, cancelled; not given back: `release` counts
+-- the attempt off), cancelled with its worker gone, or lost (`lost` raised by the claim
+-- that takes it over, dead-letters it or puts it back in its line).
+CREATE TABLE {{s}}.attempts (
+    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    task_id text NOT NULL,
+    number integer NOT NULL,
+    worker text,
+    started_at double precision,
+    finished_at double precision NOT NULL,
+    outcome text NOT NULL,
+    error text,
+    traceback text
+);
+CREATE INDEX attempts_task ON {{s}}.attempts (task_id, seq);
+CREATE FUNCTION {{s}}.attempt_ended() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    lost boolean := NEW.lost > OLD.lost;
+BEGIN
+    INSERT INTO {{s}}.attempts
+        (task_id, number, worker, started_at, finished_at, outcome, error, traceback)
+    VALUES (
+        OLD.id, OLD.attempts, OLD.worker, OLD.started_at,
+        CASE WHEN lost THEN coalesce(OLD.lease_until, extract(epoch FROM clock_timestamp()))
+             ELSE coalesce(NEW.finished_at, extract(epoch FROM clock_timestamp())) END,
+        CASE WHEN lost THEN 'lost' WHEN NEW.state = 'pending' THEN 'retried'
+             ELSE NEW.state END,
+        CASE WHEN NOT lost OR NEW.state = 'failed' THEN NEW.error END,
+        CASE WHEN NOT lost AND NEW.state <> 'cancelled' THEN NEW.traceback END);
+    DELETE FROM {{s}}.attempts WHERE task_id = OLD.id AND seq <= (
+        SELECT seq FROM {{s}}.attempts WHERE task_id = OLD.id
+        ORDER BY seq DESC LIMIT 1 OFFSET {ATTEMPTS_KEPT});
+    RETURN NULL;
+END $$;
+CREATE TRIGGER attempt_ended AFTER UPDATE ON {{s}}.tasks FOR EACH ROW
+    WHEN (NEW.lost > OLD.lost
+          OR (OLD.state = 'running' AND NEW.state IN ('pending', 'failed', 'cancelled')
+              AND NEW.attempts = OLD.attempts AND NEW.lost = OLD.lost))
+    EXECUTE FUNCTION {{s}}.attempt_ended();
+
+-- Deleted tasks (`purge`, `delete`): their counts and attempts go, once per statement.
+CREATE FUNCTION {{s}}.tasks_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {{s}}.finished_counts AS c (queue, state, slot, n)
+    SELECT queue, state, hashtext(id) & 15, -count(*) FROM gone
+    WHERE state IN {_FINISHED} GROUP BY 1, 2, 3
+    ON CONFLICT (queue, state, slot) DO UPDATE SET n = c.n + excluded.n;
+    DELETE FROM {{s}}.attempts WHERE task_id IN (SELECT id FROM gone);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER tasks_deleted AFTER DELETE ON {{s}}.tasks REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION {{s}}.tasks_deleted();
+"""
+
+# Each step brings a schema of the version before it up to its own.
+UPGRADES = {1: VERSION_1}
+
+
+# --- writing tasks ---------------------------------------------------------------------------
+
+# One statement per write, whatever the number of tasks: a column per array, unnested in
+# order (`seq` keeps that order for a line's tasks of equal priority and due time). A task
+# whose key a live task holds is skipped (ON CONFLICT): it never aborts the write.
+INSERT = f"""
+INSERT INTO {{s}}.tasks (id, name, payload, retries, backoff, max_backoff, timeout,
+    created_at, due_at, after, lease_until, queue, priority, key, state, rate_gate, rate_limit,
+    rate_window, concurrency_gate, max_concurrency, line)
+SELECT id, name, payload, retries, backoff, max_backoff, timeout, created_at, due_at,
+    string_to_array(after, ' '), held_until, queue,
+    priority, key, CASE WHEN held_until IS NULL THEN 'pending' ELSE 'held' END, rate_gate,
+    rate_limit, rate_window, concurrency_gate, max_concurrency, line
+FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::float8[], $6::float8[],
+    $7::float8[], $8::float8[], $9::float8[], $10::text[], $11::float8[], $12::text[],
+    $13::int[], $14::text[], $15::text[], $16::int[], $17::float8[], $18::text[], $19::int[],
+    $20::text[]) WITH ORDINALITY AS r(id, name, payload, retries, backoff, max_backoff,
+    timeout, created_at, due_at, after, held_until, queue, priority, key, rate_gate,
+    rate_limit, rate_window, concurrency_gate, max_concurrency, line, n)
+ORDER BY n
+ON CONFLICT (key) WHERE key IS NOT NULL AND state IN {LIVE} DO NOTHING
+RETURNING id
+"""
+LIVE_WITH_KEYS = f"SELECT key, id FROM {{s}}.tasks WHERE key = ANY($1::text[]) AND state IN {LIVE}"
+# Wakes the other processes' waiting workers (`postgres_listen`): once per queue, from the
+# write itself, at its commit.
+NOTIFY = "SELECT pg_notify($1, queue) FROM unnest($2::text[]) AS queue"
+
+# A task not yet due, written, retried or run now, in a gated line: the line is looked at
+# from its due time.
+OPEN_LINES = """
+INSERT INTO {s}.lines AS l (line, queue, look_at)
+SELECT line, min(queue), min(look_at)
+FROM unnest($1::text[], $2::text[], $3::float8[]) AS r(line, queue, look_at) GROUP BY line
+ON CONFLICT (line) DO UPDATE SET look_at = least(l.look_at, excluded.look_at)
+"""
+
+ACTIVATE = (
+    "UPDATE {s}.tasks SET state = 'pending', lease_until = NULL "
+    "WHERE id = ANY($1::text[]) AND state = 'held' RETURNING line"
+)
+
+# --- claims -------------------------------------------------------------------------------
+
+# Runnable now: due, and every task it comes after finished (or purged).
+RUNNABLE = (
+    "t.due_at <= $1 AND (t.after IS NULL OR NOT EXISTS ("
+    f"SELECT 1 FROM {{s}}.tasks p WHERE p.id = ANY(t.after) AND p.state IN {LIVE}))"
+)
+NOT_PAUSED = " AND t.queue NOT IN (SELECT queue FROM {s}.paused_queues)"
+CLAIMED_COLUMNS = (
+    "id, name, payload, attempts, created_at, retries, backoff, max_backoff, timeout, lost, "
+    "error, queue, token"
+)
+_TAKE = (
+    "UPDATE {s}.tasks t SET state = 'running', attempts = t.attempts + 1, "
+    "token = t.token + 1, started_at = $1, lease_until = $2, worker = $3, "
+    "lost = t.lost + (t.state = 'running')::int "
+)
+# Each kind of candidate is locked on its own index (SKIP LOCKED: claims never wait for one
+# another), the best `limit` of them taken: priority, then due time. A running task whose
+# lease expired was lost by its worker (it died or hung): a first loss is taken over like
+# any task (counted in `lost`); a task lost more often only by an idle worker, alone.
+_CANDIDATES = """
+pending AS (SELECT id, priority, due_at FROM {s}.tasks t
+    WHERE state = 'pending' AND line IS NULL AND {runnable}{only}
+    ORDER BY priority DESC, due_at LIMIT $4 FOR UPDATE SKIP LOCKED),
+held AS (SELECT id, priority, due_at FROM {s}.tasks t
+    WHERE state = 'held' AND lease_until < $1 AND line IS NULL AND {runnable}{only}
+    ORDER BY priority DESC, due_at LIMIT $4 FOR UPDATE SKIP LOCKED),
+expired AS (SELECT id, priority, due_at FROM {s}.tasks t
+    WHERE state = 'running' AND lease_until < $1 AND lost = 0 AND line IS NULL{only}
+    ORDER BY priority DESC, due_at LIMIT $4 FOR UPDATE SKIP LOCKED),
+chosen AS (SELECT id FROM (SELECT * FROM pending UNION ALL SELECT * FROM held
+    UNION ALL SELECT * FROM expired) c ORDER BY priority DESC, due_at LIMIT $4)
+"""
+_ALONE = """
+chosen AS (SELECT id FROM {s}.tasks t WHERE state = 'running' AND lease_until < $1
+    AND lost >= 1 AND line IS NULL{only} ORDER BY lease_until LIMIT least($4, 1)
+    FOR UPDATE SKIP LOCKED)
+"""
+_CLAIM = (
+    "WITH {candidates}, claimed AS (" + _TAKE + "FROM chosen WHERE t.id = chosen.id RETURNING t.*) "
+    f"SELECT {CLAIMED_COLUMNS} FROM claimed ORDER BY priority DESC, due_at, seq"
+)
+
+
+def claim_sql(only_queues: bool, alone: bool) -> str:
+    """The claim ($1 now, $2 lease end, $3 worker, $4 limit; $5 the queues, if given)."""
+    only = NOT_PAUSED + (" AND t.queue = ANY($5::text[])" if only_queues else "")
+    candidates = (_ALONE if alone else _CANDIDATES).replace("{runnable}", RUNNABLE)
+    return _CLAIM.replace("{candidates}", candidates.replace("{only}", only).strip())
+
+
+# Start tasks by id ($4), and only them (`take_gated`, and `start`'s writer).
+TAKE = _TAKE + f"WHERE t.id = ANY($4::text[]) RETURNING {CLAIMED_COLUMNS}"
+START = (
+    "WITH chosen (pick) AS (SELECT id FROM {s}.tasks t WHERE t.id = ANY($5::text[]) "
+    "AND state = 'held' AND after IS NULL AND due_at <= $1 AND line IS NULL"
+    + NOT_PAUSED
+    + " LIMIT $4 FOR UPDATE SKIP LOCKED) "
+    + _TAKE
+    + f"FROM chosen WHERE t.id = chosen.pick RETURNING {CLAIMED_COLUMNS}"
+)
+
+# What a claim settles first, each on rows no other claim holds.
+CANCEL_ORPHANS = (
+    "UPDATE {s}.tasks SET state = 'cancelled', finished_at = $1, lease_until = NULL "
+    "WHERE id IN (SELECT id FROM {s}.tasks WHERE state = 'running' AND lease_until < $1 "
+    "AND cancel_requested FOR UPDATE SKIP LOCKED) RETURNING line"
+)
+DEAD_LOST = (
+    "UPDATE {s}.tasks SET state = 'failed', finished_at = $1, lease_until = NULL, "
+    "lost = lost + 1, error = $3 "
+    "WHERE id IN (SELECT id FROM {s}.tasks WHERE state = 'running' AND lease_until < $1 "
+    "AND lost + 1 >= $2 FOR UPDATE SKIP LOCKED) RETURNING id, name, error, line"
+)
+# When the next delayed or retried task falls due (`Store.wait`), or a gated line is to be
+# looked at.
+SOONEST = (
+    "SELECT least((SELECT min(due_at) FROM {s}.tasks WHERE state = 'pending' AND due_at > $1), "
+    "(SELECT min(look_at) FROM {s}.lines WHERE look_at > $1 "
+    "AND queue NOT IN (SELECT queue FROM {s}.paused_queues)))"
+)
+
+# --- the claim's later steps --------------------------------------------------------------
+
+# Receipts as two arrays ($2 ids, $3 tokens): a claim is current while its task runs
+# under that very token.
+_RECEIPTS = (
+    "FROM unnest($2::text[], $3::bigint[]) AS r(id, token) "
+    "WHERE t.id = r.id AND t.token = r.token AND t.state = 'running'"
+)
+RENEW = (
+    "UPDATE {s}.tasks t SET lease_until = $1 " + _RECEIPTS + " RETURNING t.id, t.cancel_requested"
+)
+RELEASE = (
+    "UPDATE {s}.tasks t SET state = 'pending', attempts = greatest(t.attempts - 1, 0), "
+    "lease_until = NULL, worker = NULL FROM unnest($1::text[], $2::bigint[]) AS r(id, token) "
+    "WHERE t.id = r.id AND t.token = r.token AND t.state = 'running' "
+    "AND NOT t.cancel_requested RETURNING t.line"
+)
+# Any state: the last report of an attempt may land after its outcome.
+PROGRESS = "UPDATE {s}.tasks SET progress = $1 WHERE id = $2 AND token = $3"
+
+_OUTCOMES = (
+    "FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::float8[]) "
+    "AS r(id, token, result, error, traceback, retry_at) "
+    "WHERE t.id = r.id AND t.token = r.token AND t.state = 'running' "
+    "RETURNING t.id, t.token, t.line"
+)
+SETTLE = {
+    TaskState.SUCCEEDED: (
+        "UPDATE {s}.tasks t SET state = 'succeeded', finished_at = $1, lease_until = NULL, "
+        "result = r.result " + _OUTCOMES
+    ),
+    TaskState.SCHEDULED: (
+        "UPDATE {s}.tasks t SET state = 'pending', due_at = coalesce(r.retry_at, $1), "
+        "lease_until = NULL, "
+        "worker = NULL, error = r.error, traceback = r.traceback " + _OUTCOMES
+    ),
+    TaskState.FAILED: (
+        "UPDATE {s}.tasks t SET state = 'failed', finished_at = $1, lease_until = NULL, "
+        "error = r.error, traceback = r.traceback " + _OUTCOMES
+    ),
+    TaskState.CANCELLED: (
+        "UPDATE {s}.tasks t SET state = 'cancelled', finished_at = $1, lease_until = NULL, "
+        "error = coalesce(r.error, t.error) " + _OUTCOMES
+    ),
+}
+
+CANCEL_WAITING = (
+    "UPDATE {s}.tasks SET state = 'cancelled', finished_at = $1, error = $2, "
+    "lease_until = NULL WHERE id = ANY($3::text[]) AND state IN ('held', 'pending')"
+)
+# A running task is cancelled by its worker, told at its next renewal.
+CANCEL_RUNNING = (
+    "UPDATE {s}.tasks SET cancel_requested = true, error = $1 "
+    "WHERE id = ANY($2::text[]) AND state = 'running'"
+)
+# Back to pending; a key another live task took meanwhile is left to that task.
+REQUEUE = (
+    "UPDATE {s}.tasks t SET state = 'pending', attempts = 0, lost = 0, due_at = $1, "
+    "finished_at = NULL, started_at = NULL, worker = NULL, key = CASE WHEN EXISTS ("
+    f"SELECT 1 FROM {{s}}.tasks o WHERE o.key = t.key AND o.state IN {LIVE}) THEN NULL "
+    "ELSE t.key END WHERE t.state = 'failed' AND ($2::text[] IS NULL OR t.id = ANY($2::text[])) "
+    "RETURNING t.line, t.queue, t.due_at"
+)
+
+PURGE_WHERE = "FROM {s}.tasks WHERE state = ANY($1::text[]) AND finished_at < $2"
+FORGET_OLD_STARTS = "DELETE FROM {s}.gate_starts WHERE at < $1"
+
+# --- workers ------------------------------------------------------------------------------
+
+BEAT = (
+    "INSERT INTO {s}.workers (name, document, expires_at) VALUES ($1, $2, $3) "
+    "ON CONFLICT (name) DO UPDATE SET document = excluded.document, "
+    "expires_at = excluded.expires_at"
+)
+FORGET_WORKER = "DELETE FROM {s}.workers WHERE name = $1"
+FORGET_LONG_GONE = "DELETE FROM {s}.workers WHERE expires_at < $1"
+WORKERS = "SELECT document, expires_at FROM {s}.workers WHERE expires_at > $1 ORDER BY name"
+# A dead worker's tasks: their leases run out now (the next claim counts them as lost), and
+# their fence moves on, so an outcome the dead worker still sends is refused at once.
+TAKE_OVER = (
+    "UPDATE {s}.tasks SET lease_until = $1, token = token + 1 "
+    "WHERE state = 'running' AND worker = $2 AND lease_until > $1 RETURNING id"
+)
+
+# --- the dashboard's acts -------------------------------------------------------------------
+
+# Due now, as if the wait were over.
+RUN_NOW = (
+    "UPDATE {s}.tasks SET due_at = least(due_at, $1) "
+    "WHERE id = ANY($2::text[]) AND state = 'pending' RETURNING line, queue, due_at"
+)
+DELETE = f"DELETE FROM {{s}}.tasks WHERE id = ANY($1::text[]) AND state IN {_FINISHED}"
+# A paused queue is a row: the claims leave its tasks out (`NOT_PAUSED`), for every process
+# and across restarts, and a queue with no task yet can be paused ahead.
+PAUSE_QUEUE = (
+    "INSERT INTO {s}.paused_queues (queue, paused_at) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+)
+RESUME_QUEUE = "DELETE FROM {s}.paused_queues WHERE queue = $1"
+# A resumed queue's lines are looked at now (their gates were not looked at meanwhile).
+LOOK_AT_QUEUE = "UPDATE {s}.lines SET look_at = least(look_at, $1) WHERE queue = $2"
+PAUSED = "SELECT queue FROM {s}.paused_queues ORDER BY queue"
