@@ -13,7 +13,7 @@ def test_an_unknown_scheme_is_refused_with_the_known_ones():
         open_store("mysql://localhost/tasks")
     message = str(raised.value)
     assert "unknown store 'mysql' in 'mysql://localhost/tasks'" in message
-    assert "known schemes: sqlite, redis, rediss, unix, memory" in message
+    assert "known schemes: sqlite, redis, rediss, unix, postgresql, postgres, memory" in message
     with pytest.raises(StoreError, match=r"unknown store 'tasks\.db'"):
         open_store("tasks.db")  # a path is not a URL
 
