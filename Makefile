@@ -45,9 +45,7 @@ lint: venv
 # when missing (as root); BACKBEAT_SKIP_BROWSER=1 skips them instead.
 test: lint
 	bash .ci/chromium
-	$(BIN)/python -m pytest --durations=25
-	bash tests/compat/run.sh
-	bash tests/frameworks/run.sh
+	bash tests/run_all.sh
 
 # The tests that start no server and no process (pytest markers, pyproject.toml): a
 # minute or so, for the edit-test loop. `make test` runs everything.
