@@ -1,5 +1,5 @@
 """pgqueuer 1.6: `Queries.enqueue` (one job, or lists of jobs) over an asyncpg pool, a
-`pgq run` worker over one asyncpg connection (LISTEN/NOTIFY, batches of 10, as shipped)."""
+`pgqueuer.run` worker over one asyncpg connection (LISTEN/NOTIFY, batches of 10, as shipped)."""
 
 import json
 import os
@@ -14,8 +14,10 @@ from common import DATABASE, main, record
 from pgqueuer import AsyncpgDriver, AsyncpgPoolDriver, Job, PgQueuer, Queries
 
 CONCURRENCY = os.environ.get("BENCH_CONCURRENCY", "32")
-WORKER = [sys.executable, "-m", "pgqueuer", "run", "pgqueuer_side:worker", "--log-level",
-          "WARNING", "--max-concurrent-tasks", CONCURRENCY]  # fmt: skip
+# What `pgq run pgqueuer_side:worker --max-concurrent-tasks N` does, without its CLI: pgqueuer
+# 1.6's fails on its own default log level ("'str' object has no attribute 'name'").
+WORKER = [sys.executable, "-c", "import asyncio, pgqueuer; asyncio.run(pgqueuer.run("
+          f"'pgqueuer_side:worker', max_concurrent_tasks={CONCURRENCY}))"]  # fmt: skip
 _pool: asyncpg.Pool | None = None
 _queries: Queries | None = None
 

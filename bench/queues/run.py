@@ -78,10 +78,13 @@ class Bench:
             raise RuntimeError(f"{name} {args}: {done.stderr[-2000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
 
-    def worker_command(self, name: str) -> list[str]:
+    def worker_command(self, name: str, concurrency: int) -> list[str]:
+        # Made with the concurrency of the workers it starts: a command may carry it (taskiq's,
+        # procrastinate's and pgqueuer's do).
         code = f"import {name}_side as s, json; print(json.dumps(s.WORKER))"
-        done = subprocess.run([self.contenders[name], "-c", code], cwd=HERE, env=self.env(32),
-                              capture_output=True, text=True, check=True)  # fmt: skip
+        done = subprocess.run([self.contenders[name], "-c", code], cwd=HERE,
+                              env=self.env(concurrency), capture_output=True, text=True,
+                              check=True)  # fmt: skip
         return json.loads(done.stdout)
 
     def fresh(self, name: str) -> None:
@@ -91,7 +94,7 @@ class Bench:
             self.side(name, "install")
 
     def workers(self, name: str, count: int, concurrency: int) -> list[subprocess.Popen[bytes]]:
-        command = self.worker_command(name)
+        command = self.worker_command(name, concurrency)
         return [
             subprocess.Popen(command, cwd=HERE, env=self.env(concurrency),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
