@@ -227,7 +227,8 @@ def main() -> None:
           f"{os.cpu_count()} cores, Python {platform.python_version()}, N={args.n:,}, "
           "concurrency 32")  # fmt: skip
     print()
-    print("| workload | " + " | ".join(names) + " | backbeat ÷ best peer |")
+    columns = [f"{name}-pg" if server and name == "saq" else name for name in names]
+    print("| workload | " + " | ".join(columns) + " | backbeat ÷ best peer |")
     print("|---|" + "---:|" * (len(names) + 1))
     for key, label in labels.items():
         cells = [rows[name].get(key, "n/a") for name in names]
