@@ -1,16 +1,17 @@
-"""backbeat on Redis: `Runner(store=redis://…)`, a registered task, `backbeat worker`."""
+"""backbeat: `Runner(store=redis://…)` (or `postgresql://…` with `--backend postgres`), a
+registered task, `backbeat worker`."""
 
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from common import URL, main, record
+from common import DATABASE, URL, main, record
 
 from backbeat import BackgroundTask, BackgroundTasks, Runner, task
 
 runner = Runner(
-    store=f"{URL}?prefix=bench",
+    store=f"{DATABASE}?schema=backbeat" if DATABASE else f"{URL}?prefix=bench",
     execute=False,
     concurrency=int(os.environ.get("BENCH_CONCURRENCY", "32")),
     max_pending=100_000,

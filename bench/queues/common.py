@@ -1,10 +1,13 @@
 """What every contender of bench/queues shares: the task body's bookkeeping and the CLI.
 
 A contender module defines `setup()`, `enqueue(i, sent, sleep)`, optionally
-`enqueue_many(items)`, `teardown()`, and `WORKER` (the command that runs one worker
-process with concurrency from $BENCH_CONCURRENCY). Its task calls `record(i, sent, sleep)`.
-Runs are counted in Redis (database 15 of the bench's own server): a set of task numbers
-(duplicates show as runs beyond the set's size) and the start latency of each task.
+`enqueue_many(items)`, optionally `install()` (makes its tables in a fresh PostgreSQL
+database; without it, `setup()` then `teardown()` do), `teardown()`, and `WORKER` (the
+command that runs one worker process with concurrency from $BENCH_CONCURRENCY). Its task
+calls `record(i, sent, sleep)`. Runs are counted in Redis (database 15 of the bench's own
+server, on either backend: counting in the PostgreSQL under test would load it with writes
+that are not the contender's) as a set of task numbers (duplicates show as runs beyond the
+set's size) and the start latency of each task.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import redis.asyncio
 
 URL = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")
 COUNTS_URL = URL.rsplit("/", 1)[0] + "/15"
+# Set when the bench runs on PostgreSQL: the fresh database of this measurement.
+DATABASE = os.environ.get("BENCH_POSTGRES", "")
 _counts: redis.asyncio.Redis | None = None
 
 
@@ -59,6 +64,15 @@ async def _enqueue(module, n: int, producers: int, batch: bool, sleep: float) ->
     return {"seconds": elapsed, "rate": n / elapsed}
 
 
+async def _install(module) -> dict[str, float]:
+    if hasattr(module, "install"):
+        await module.install()
+    else:
+        await module.setup()
+        await module.teardown()
+    return {}
+
+
 async def _latency(module, samples: int) -> dict[str, float]:
     await module.setup()
     for i in range(samples):
@@ -70,13 +84,15 @@ async def _latency(module, samples: int) -> dict[str, float]:
 
 def main(module) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["enqueue", "enqueue-many", "latency"])
+    parser.add_argument("what", choices=["enqueue", "enqueue-many", "latency", "install"])
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--producers", type=int, default=32)
     parser.add_argument("--sleep", type=float, default=0.0)
     args = parser.parse_args()
     if args.what == "latency":
         result = asyncio.run(_latency(module, args.n))
+    elif args.what == "install":
+        result = asyncio.run(_install(module))
     else:
         many = args.what == "enqueue-many"
         result = asyncio.run(_enqueue(module, args.n, args.producers, many, args.sleep))

@@ -1,14 +1,15 @@
-"""saq 0.26: `Queue.from_url(...).enqueue`, a `saq` worker."""
+"""saq 0.26: `Queue.from_url(...).enqueue`, a `saq` worker; on Redis, or its PostgreSQL
+queue (`saq[postgres]`) with `--backend postgres`."""
 
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from common import URL, main, record
+from common import DATABASE, URL, main, record
 from saq import Queue
 
-queue = Queue.from_url(URL)
+queue = Queue.from_url(DATABASE or URL)
 WORKER = [sys.executable, "-m", "saq", "saq_side.settings", "--quiet"]
 
 
