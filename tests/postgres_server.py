@@ -72,25 +72,34 @@ def _binary(name: str) -> str | None:
 class OwnPostgres:
     """A PostgreSQL cluster of a test's own, on a free port, its files in `directory`.
 
-    As root, its processes run as the ``postgres`` user (PostgreSQL refuses root)."""
+    As root, its processes run as the ``postgres`` user (PostgreSQL refuses root). Another
+    `address` than loopback serves another host (`on_host`: the words that run a command
+    there, as `tests.hosts.Hosts.run_in` gives them), trusting the clients on its subnet."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(
+        self,
+        directory: str,
+        address: str = "127.0.0.1",
+        port: int | None = None,
+        on_host: list[str] | None = None,
+    ) -> None:
         initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
         if initdb is None or pg_ctl is None:
             pytest.skip("NO POSTGRES: there is no initdb/pg_ctl; this test did not run")
         self.initdb, self.pg_ctl = initdb, pg_ctl
         self.directory = Path(directory)
         self.data = self.directory / "data"
-        self.port = free_port()
-        self._as: list[str] = []
+        self.address = address
+        self.port = port or free_port()
+        self._as: list[str] = list(on_host or [])
         if os.geteuid() == 0:
             user = pwd.getpwnam("postgres")
             os.chown(self.directory, user.pw_uid, user.pw_gid)
-            self._as = ["runuser", "-u", "postgres", "--"]
+            self._as += ["runuser", "-u", "postgres", "--"]
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/test"
+        return f"postgresql://postgres@{self.address}:{self.port}/test"
 
     def _run(self, *command: str) -> None:
         subprocess.run([*self._as, *command], check=True, capture_output=True)
@@ -98,7 +107,12 @@ class OwnPostgres:
     def start(self) -> OwnPostgres:
         if not self.data.exists():
             self._run(self.initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust")
-        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=on"
+            if self.address != "127.0.0.1":
+                with (self.data / "pg_hba.conf").open("a") as rules:
+                    rules.write("host all all samenet trust\n")
+        options = (
+            f"-p {self.port} -k {self.directory} -c listen_addresses={self.address} -c fsync=on"
+        )
         start = [self.pg_ctl, "-D", str(self.data), "-o", options, "-w", "-t", "30", "start",
                  "-l", str(self.directory / "log")]  # fmt: skip
         # After a kill -9, the old server's processes may still hold its shared memory for a
@@ -112,12 +126,15 @@ class OwnPostgres:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        base = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
         async def create_database() -> None:
             import asyncpg
 
-            conn = await asyncpg.connect(base, timeout=5)
+            # By its socket file: the test's process may be on another host than the server.
+            conn = await asyncpg.connect(
+                host=str(self.directory), port=self.port, user="postgres", database="postgres",
+                timeout=5,
+            )  # fmt: skip
             try:
                 if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 'test'"):
                     await conn.execute("CREATE DATABASE test")

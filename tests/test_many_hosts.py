@@ -1,11 +1,14 @@
-"""Many machines, as many machines: Redis, the app and two workers each on a host of their
-own (network namespaces on a private subnet), then a host dies, a link is cut, Redis dies.
+"""Many machines, as many machines: the store's server (Redis, or PostgreSQL), the app and
+two workers each on a host of their own (network namespaces on a private subnet), then a
+host dies, a link is cut, the server dies and comes back. Both servers go through the same
+steps.
 
 Needs root (`ip netns`): skipped, with the reason, otherwise.
 """
 
 import collections
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,11 +18,12 @@ import time
 import pytest
 
 from tests.hosts import Hosts
+from tests.postgres_server import OwnPostgres
 from tests.redis_server import server_binary
 from tests.serving import ROOT
 from tests.test_workers import wait_until
 
-pytestmark = [pytest.mark.netns, pytest.mark.process, pytest.mark.redis]
+pytestmark = [pytest.mark.netns, pytest.mark.process]
 
 WORKER = [sys.executable, "-m", "backbeat", "worker", "tests.apps.durable_app:app"]
 CLIENT = """
@@ -42,13 +46,71 @@ print(json.dumps({"stats": runner.stats(), "task": (lambda i: i and {"state": i.
 """
 
 
-class Cluster:
+class RedisHost:
+    """Redis on the host `store`; AOF with fsync always: its kill -9 loses no task it took."""
+
+    name = "Redis"
+
     def __init__(self, hosts: Hosts, tmp_path) -> None:
         self.hosts, self.tmp_path = hosts, tmp_path
-        self.store = f"redis://{hosts.address['redis']}:6379/0?prefix=hosts"
+        self.address = hosts.address["store"]
+        self.url = f"redis://{self.address}:6379/0?prefix=hosts"
+        self.directory = tempfile.mkdtemp(dir=tmp_path)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.tmp_path / "redis.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(self.hosts.run_in("store", [
+            server_binary() or "redis-server", "--bind", self.address, "--port", "6379",
+            "--protected-mode", "no", "--save", "", "--appendonly", "yes",
+            "--appendfsync", "always", "--dir", self.directory,
+        ]), stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        wait_until(self.answers, 10, "redis")
+
+    def answers(self) -> bool:
+        ping = self.hosts.run_in("app", ["redis-cli", "-h", self.address, "ping"])
+        return subprocess.run(ping, capture_output=True, text=True).stdout.strip() == "PONG"
+
+    def crash(self) -> None:
+        """kill -9."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    stop = crash
+
+
+class PostgresHost:
+    """A PostgreSQL cluster of the test's own on the host `store`, trusting the subnet."""
+
+    name = "PostgreSQL"
+
+    def __init__(self, hosts: Hosts, tmp_path) -> None:
+        # Not under tmp_path: the server's user must reach its files (pytest's are root's).
+        self.directory = tempfile.mkdtemp(prefix="backbeat-hosts-")
+        address = hosts.address["store"]
+        self.server = OwnPostgres(self.directory, address, 5432, hosts.run_in("store", []))
+        self.url = f"postgresql://postgres@{address}:5432/test?schema=hosts"
+
+    def start(self) -> None:
+        self.server.start()  # back when it accepts connections (pg_ctl -w)
+
+    def crash(self) -> None:
+        """pg_ctl stop -m immediate: no checkpoint, no goodbye to clients; WAL recovery at
+        the next start."""
+        self.server.stop()
+
+    def stop(self) -> None:
+        self.server.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class Cluster:
+    def __init__(self, hosts: Hosts, server: RedisHost | PostgresHost, tmp_path) -> None:
+        self.hosts, self.server, self.tmp_path = hosts, server, tmp_path
+        self.store = server.url
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.starts = collections.Counter[str]()
-        self.redis_dir = tempfile.mkdtemp(dir=tmp_path)
         self.ids: dict[str, str] = {}
 
     def env(self, **more: str) -> dict[str, str]:
@@ -77,19 +139,6 @@ class Cluster:
             (self.tmp_path / f"{name}{n}.log").read_text(errors="replace")
             for n in range(1, self.starts[name] + 1)
         )
-
-    def start_redis(self) -> None:
-        address = self.hosts.address["redis"]
-        self.start("redis", "redis", [
-            server_binary() or "redis-server", "--bind", address, "--port", "6379",
-            "--protected-mode", "no", "--save", "", "--appendonly", "yes",
-            "--appendfsync", "always", "--dir", self.redis_dir,
-        ])  # fmt: skip
-        wait_until(lambda: self.redis_answers(), 10, "redis")
-
-    def redis_answers(self) -> bool:
-        ping = self.hosts.run_in("app", ["redis-cli", "-h", self.hosts.address["redis"], "ping"])
-        return subprocess.run(ping, capture_output=True, text=True).stdout.strip() == "PONG"
 
     def start_app(self) -> None:
         self.start("app", "app", [sys.executable, "-m", "uvicorn", "tests.apps.durable_app:app",
@@ -130,15 +179,25 @@ class Cluster:
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
                 process.wait()
+        self.server.stop()
 
 
-def test_a_host_dies_a_link_is_cut_redis_dies_and_no_accepted_task_is_lost(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "server",
+    [
+        pytest.param(RedisHost, marks=pytest.mark.redis, id="redis"),
+        pytest.param(PostgresHost, marks=pytest.mark.postgres, id="postgres"),
+    ],
+)
+def test_a_host_dies_a_link_is_cut_the_server_dies_and_no_accepted_task_is_lost(
+    server, tmp_path, capsys
+):
     def say(line: str) -> None:  # shown in the test run's output, not captured
         with capsys.disabled():
             print(line)
 
-    with Hosts(["redis", "app", "a", "b"]) as hosts:
-        cluster = Cluster(hosts, tmp_path)
+    with Hosts(["store", "app", "a", "b"]) as hosts:
+        cluster = Cluster(hosts, server(hosts, tmp_path), tmp_path)
         try:
             run_the_three_steps(cluster, say)
         finally:
@@ -146,7 +205,7 @@ def test_a_host_dies_a_link_is_cut_redis_dies_and_no_accepted_task_is_lost(tmp_p
 
 
 def run_the_three_steps(cluster: Cluster, say) -> None:
-    cluster.start_redis()
+    cluster.server.start()
     cluster.start_app()
     # 1. Host A dies (every process, kill -9) in the middle of its tasks.
     accepted = cluster.post(200, "s", 0.3)
@@ -187,23 +246,20 @@ def run_the_three_steps(cluster: Cluster, say) -> None:
           f"B's late finish refused; stats {stats}")  # fmt: skip
     assert stats["succeeded"] == 201 and stats["running"] == 0 and stats["failed"] == 0
 
-    # 3. Redis is killed and restarted (AOF, fsync always): everyone reconnects.
+    # 3. The server dies and starts again (what it acknowledged is on disk): everyone
+    # reconnects.
+    name = cluster.server.name
     before_kill = cluster.post(50, "r", 0.05)
     assert len(before_kill) == 50
-    cluster.processes["redis"].send_signal(signal.SIGKILL)
-    cluster.processes["redis"].wait()
+    cluster.server.crash()
     during = cluster.post(5, "down", 0.05)
-    cluster.start_redis()
+    cluster.server.start()
     after = cluster.post(50, "t", 0.05)
     everything = [*accepted, *before_kill, *during, *after]
-    wait_until(lambda: set(cluster.marks()) >= set(everything), 60, "every task after Redis died")
-    say(f"step 3 (Redis killed): accepted {len(before_kill)} before, {len(during)} while "
-          f"down, {len(after)} after; all ran")  # fmt: skip
+    wait_until(lambda: set(cluster.marks()) >= set(everything), 60, f"every task after {name} died")
+    say(f"step 3 ({name} crashed, started again): accepted {len(before_kill)} before, "
+          f"{len(during)} while down, {len(after)} after; all ran")  # fmt: skip
     assert cluster.look()["stats"]["succeeded"] == 201 + len(everything) - len(accepted)
-
-
-def cluster_log_b(cluster: Cluster):
-    return lambda: cluster.log("b")
 
 
 def running_state(cluster: Cluster) -> str:
