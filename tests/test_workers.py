@@ -134,6 +134,56 @@ def test_two_workers_share_the_work_and_a_sigterm_loses_nothing(tmp_path, path, 
     assert "released to the store" in first_log.read_text()
 
 
+def test_two_busy_workers_run_two_thousand_tasks_once_each(tmp_path, shared_db):
+    """Two workers writing outcomes by the dozen while renewing the leases of the very
+    tasks whose outcomes they write: the PostgreSQL store once deadlocked there (renewal
+    and outcome locking the same rows in two orders), wrote outcomes seconds late, past
+    their leases, and 835 of 1,000 tasks ran twice."""
+
+    async def write() -> None:
+        async with durable_tasks.runner(shared_db, execute=False) as writer:
+            for index in range(2000):
+                await writer.asubmit(BackgroundTask(durable_tasks.sleep_and_mark, 0, f"n{index}"))
+
+    asyncio.run(write())
+    deadlocks_before = deadlocks(shared_db)
+    worker = [sys.executable, "-m", "backbeat", "worker", "tests.apps.durable_app:app"]
+    env = env_for(shared_db, BACKBEAT_TEST_LEASE="1")  # renewals every 1/3 s
+    out = tmp_path / "marks.txt"
+    with (
+        background_process([*worker, "--concurrency", "32"], tmp_path, env=env, name="w1"),
+        background_process([*worker, "--concurrency", "32"], tmp_path, env=env, name="w2"),
+    ):
+        wait_until(
+            lambda: out.exists() and len(out.read_text().splitlines()) >= 2000,
+            60,
+            "every task to run",
+            lambda: (tmp_path / "w1.log").read_text()[-3000:],
+        )
+        time.sleep(1.5)  # a lease past: an outcome written too late would show a second run
+    runs = collections.Counter(line.split()[0] for line in out.read_text().splitlines())
+    assert len(runs) == 2000
+    assert [label for label, count in runs.items() if count > 1] == []
+    assert deadlocks(shared_db) == deadlocks_before
+
+
+def deadlocks(store_url: str) -> int | None:
+    """PostgreSQL's count of deadlocks it broke in the store's database (None elsewhere)."""
+    if not store_url.startswith("postgres"):
+        return None
+    import asyncpg
+
+    async def read() -> int:
+        conn = await asyncpg.connect(store_url.partition("?")[0])
+        try:
+            query = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+            return int(await conn.fetchval(query))
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
+
+
 @pytest.mark.anyio
 async def test_dead_letter_status_retry(tmp_path):
     url = f"sqlite:///{tmp_path}/tasks.db"

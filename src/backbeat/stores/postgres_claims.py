@@ -26,6 +26,7 @@ from backbeat.stores.postgres_sql import (
     ACTIVATE,
     CANCEL_ORPHANS,
     DEAD_LOST,
+    LOCK_IN_ORDER,
     RELEASE,
     RENEW,
     SETTLE,
@@ -115,6 +116,7 @@ async def settle(conn: Any, sql: Schema, settlements: list[Settlement]) -> list[
     now = time.time()
     done: set[tuple[str, int]] = set()
     lines: set[str] = set()
+    await conn.execute(sql(LOCK_IN_ORDER), [split_receipt(s.receipt)[0] for s in settlements])
     for state in {s.state for s in settlements}:
         these = [s for s in settlements if s.state is state]
         ids, tokens = _receipts([s.receipt for s in these])

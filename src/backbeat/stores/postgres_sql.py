@@ -143,8 +143,11 @@ CREATE TABLE {{s}}.workers (
 
 -- The finished tasks per queue and state, so that `counts` reads no history: kept by the
 -- triggers below in the statement that finishes, retries or deletes a task. Sixteen slots
--- per queue and state (by the task id), so that workers finishing at once rarely wait
--- for one another's row.
+-- per queue and state, each connection writing to its own (by its backend's pid), so that
+-- workers finishing at once rarely wait for one another's row, and a transaction holds at
+-- most one row per queue and state. (A slot by task id made two transactions finishing
+-- many tasks each lock the same rows in different orders: deadlocks by the hundred, and
+-- outcomes written seconds late, past their leases, with two workers.)
 CREATE TABLE {{s}}.finished_counts (
     queue text NOT NULL,
     state text NOT NULL,
@@ -156,12 +159,13 @@ CREATE FUNCTION {{s}}.count_finished() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.state IN {_FINISHED} THEN
         INSERT INTO {{s}}.finished_counts AS c (queue, state, slot, n)
-        VALUES (NEW.queue, NEW.state, hashtext(NEW.id) & 15, 1)
+        VALUES (NEW.queue, NEW.state, pg_backend_pid() & 15, 1)
         ON CONFLICT (queue, state, slot) DO UPDATE SET n = c.n + 1;
     END IF;
     IF OLD.state IN {_FINISHED} THEN
-        UPDATE {{s}}.finished_counts SET n = n - 1
-        WHERE queue = OLD.queue AND state = OLD.state AND slot = hashtext(OLD.id) & 15;
+        INSERT INTO {{s}}.finished_counts AS c (queue, state, slot, n)
+        VALUES (OLD.queue, OLD.state, pg_backend_pid() & 15, -1)
+        ON CONFLICT (queue, state, slot) DO UPDATE SET n = c.n - 1;
     END IF;
     RETURN NULL;
 END $$;
@@ -215,8 +219,8 @@ CREATE TRIGGER attempt_ended AFTER UPDATE ON {{s}}.tasks FOR EACH ROW
 CREATE FUNCTION {{s}}.tasks_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO {{s}}.finished_counts AS c (queue, state, slot, n)
-    SELECT queue, state, hashtext(id) & 15, -count(*) FROM gone
-    WHERE state IN {_FINISHED} GROUP BY 1, 2, 3
+    SELECT queue, state, pg_backend_pid() & 15, -count(*) FROM gone
+    WHERE state IN {_FINISHED} GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (queue, state, slot) DO UPDATE SET n = c.n + excluded.n;
     DELETE FROM {{s}}.attempts WHERE task_id IN (SELECT id FROM gone);
     RETURN NULL;
@@ -358,18 +362,32 @@ SOONEST = (
 
 # Receipts as two arrays ($2 ids, $3 tokens): a claim is current while its task runs
 # under that very token.
+# Renewals, outcomes and releases of many tasks lock their rows in id order first: a
+# worker renews the very tasks whose outcomes it is writing on another connection, and in
+# the join's order two such statements deadlocked (PostgreSQL then aborts one a second
+# later: outcomes written past their leases, tasks run twice).
+_IN_ORDER = (
+    "WITH locked AS (SELECT id FROM {{s}}.tasks WHERE id = ANY(${ids}::text[]) "
+    "ORDER BY id FOR UPDATE) "
+)
+# `finish` takes its rows so before its statements (one per outcome).
+LOCK_IN_ORDER = "SELECT 1 FROM {s}.tasks WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
 _RECEIPTS = (
-    "FROM unnest($2::text[], $3::bigint[]) AS r(id, token) "
-    "WHERE t.id = r.id AND t.token = r.token AND t.state = 'running'"
+    "FROM unnest($2::text[], $3::bigint[]) AS r(id, token), locked l "
+    "WHERE t.id = r.id AND l.id = r.id AND t.token = r.token AND t.state = 'running'"
 )
 RENEW = (
-    "UPDATE {s}.tasks t SET lease_until = $1 " + _RECEIPTS + " RETURNING t.id, t.cancel_requested"
+    _IN_ORDER.format(ids=2)
+    + "UPDATE {s}.tasks t SET lease_until = $1 "
+    + _RECEIPTS
+    + " RETURNING t.id, t.cancel_requested"
 )
 RELEASE = (
-    "UPDATE {s}.tasks t SET state = 'pending', attempts = greatest(t.attempts - 1, 0), "
-    "lease_until = NULL, worker = NULL FROM unnest($1::text[], $2::bigint[]) AS r(id, token) "
-    "WHERE t.id = r.id AND t.token = r.token AND t.state = 'running' "
-    "AND NOT t.cancel_requested RETURNING t.line"
+    _IN_ORDER.format(ids=1)
+    + "UPDATE {s}.tasks t SET state = 'pending', attempts = greatest(t.attempts - 1, 0), "
+    "lease_until = NULL, worker = NULL FROM unnest($1::text[], $2::bigint[]) AS r(id, token), "
+    "locked l WHERE t.id = r.id AND l.id = r.id AND t.token = r.token "
+    "AND t.state = 'running' AND NOT t.cancel_requested RETURNING t.line"
 )
 # Any state: the last report of an attempt may land after its outcome.
 PROGRESS = "UPDATE {s}.tasks SET progress = $1 WHERE id = $2 AND token = $3"
