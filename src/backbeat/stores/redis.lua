@@ -514,16 +514,16 @@ if step == 'enqueue' then
   table.insert(out, clock)
   return out
 
-elseif step == 'activate' or step == 'start' then
+elseif step == 'activate' or step == 'activate_and_claim' then
   local now, lease, worker, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
   local claimed = {}
-  local paused = step == 'start' and paused_set() or {}
+  local paused = step == 'activate_and_claim' and paused_set() or {}
   for _, id in ipairs(cjson.decode(ARGV[7])) do
     local t = tk(id)
     local state, blocked, due, after, line, q = unpack(redis.call('HMGET', t, 'state', 'blocked',
       'due_at', 'after', 'line', 'queue'))
     if state == 'held' then
-      if step == 'start' and #claimed < limit and tonumber(blocked) == 0 and after == ''
+      if step == 'activate_and_claim' and #claimed < limit and tonumber(blocked) == 0 and after == ''
           and tonumber(due) <= now and (line or '') == '' and not paused[q] then
         table.insert(claimed, take(id, 0, now, lease, worker, nil))
       else

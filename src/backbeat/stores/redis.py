@@ -314,10 +314,10 @@ class RedisStore:
     async def activate(self, ids: list[str]) -> None:
         await self._call("activate", time.time(), 0, "", 0, json.dumps(ids))
 
-    async def start(
+    async def activate_and_claim(
         self, worker: str, ids: list[str], lease: float, limit: int
     ) -> list[ClaimedTask]:
-        rows = await self._call("start", time.time(), lease, worker, limit, json.dumps(ids))
+        rows = await self._call("activate_and_claim", time.time(), lease, worker, limit, json.dumps(ids))
         return [claimed(row) for row in rows]
 
     async def claim(
