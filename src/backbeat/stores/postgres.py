@@ -219,7 +219,9 @@ class PostgresStore:
     ) -> list[ClaimedTask]:
         async def write(conn: Any) -> list[ClaimedTask]:
             now = time.time()
-            return await claims.activate_and_claim(conn, self.schema, (now, now + lease, worker), ids, limit)
+            return await claims.activate_and_claim(
+                conn, self.schema, (now, now + lease, worker), ids, limit
+            )
 
         claimed = await self._db.transaction(write)
         if len(claimed) < len(ids):

@@ -1,6 +1,6 @@
 """The PostgreSQL store's claims, from start to end: taking tasks (`Store.claim`,
-`Store.activate_and_claim`), renewing their leases, settling their outcomes and giving them back, each in
-the caller's transaction.
+`Store.activate_and_claim`), renewing their leases, settling their outcomes and giving them
+back, each in the caller's transaction.
 
 A claim's receipt is its task's id and fencing ``token`` (`backbeat.stores.postgres_sql`):
 every statement after the claim names both, so a worker whose claim was taken over, or
