@@ -91,6 +91,7 @@ for i, name in ipairs(ARGS[step]) do
     a[name] = ARGV[i + 2]
   end
 end
+
 local GROUP = 'backbeat'
 local LONGEST = 86400  -- seconds: the longest rate window (`backbeat.gates.LONGEST_WINDOW`)
 local LIVE = {held = true, pending = true, running = true}
