@@ -267,3 +267,19 @@ async def test_finished_then_purged_tasks_leave_no_keys_or_stream_entries(store_
         await client.aclose()
     assert await store.list_tasks() == []
     await store.close()
+
+
+@pytest.mark.redis
+async def test_a_list_goes_on_page_by_page_past_the_first_calls_ids(store_url_redis):
+    store = open_store(store_url_redis)
+    oldest = new_task(name="reports.rare")
+    await store.enqueue([oldest])
+    await store.enqueue([new_task() for _ in range(2_500)])  # more than two calls' pages
+    newest = new_task(name="reports.rare")
+    await store.enqueue([newest])
+    found = await store.list_tasks(name="reports.rare", limit=5)
+    assert [task.id for task in found] == [newest.id, oldest.id]
+    [again] = await store.list_tasks(name="reports.rare", before=newest.id)
+    assert again.id == oldest.id
+    assert len(await store.list_tasks(limit=1_200)) == 1_200
+    await store.close()

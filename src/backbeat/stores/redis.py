@@ -75,14 +75,11 @@ T = TypeVar("T")
 logger = logging.getLogger("backbeat")
 
 _SCRIPT = resources.files("backbeat.stores").joinpath("redis.lua").read_text()
-# `list_tasks` looks at this many ids per call of the script, and this many in all.
-_LIST_PAGE = 1_000
 # The store's own keys, the script's KEYS (`KEY_NAMES` in redis.lua: the same, in this order).
 _KEY_NAMES = (
     "ids", "queues", "held", "delayed", "streams", "bell", "made", "paused", "w", "we", "gused",
     "schedules", "gseq",
 )  # fmt: skip
-_LIST_SCAN = 100_000
 
 
 def _redis() -> Any:
@@ -447,20 +444,7 @@ class RedisStore:
         limit: int = 50,
         before: str | None = None,
     ) -> list[StoredStatus]:
-        ids: list[str] = []
-        below, looked = before or "", 0
-        # Page by page, each call looking at `_LIST_PAGE` ids at most: a list whose matches
-        # are rare never blocks Redis for long, and stops after `_LIST_SCAN` ids.
-        while len(ids) < limit and looked < _LIST_SCAN:
-            cursor, found_ids = await self._call(
-                "list", time.time(), state or "", queue or "", name or "", limit - len(ids),
-                below, _LIST_PAGE,
-            )  # fmt: skip
-            ids += [text(task_id) for task_id in found_ids]
-            looked += _LIST_PAGE
-            if not cursor:
-                break
-            below = text(cursor)
+        ids = await redis_search.list_ids(self._call, state, queue, name, limit, before)
         found = [await self.get(task_id) for task_id in ids]
         return [found_status for found_status in found if found_status is not None]
 
