@@ -51,7 +51,7 @@ async def make(
         task.id = made_at(at)
     await store.enqueue([task])
     if state in ("running", "succeeded", "failed"):
-        [claim] = await store.start("w", [task.id], 30, 1)
+        [claim] = await store.activate_and_claim("w", [task.id], 30, 1)
         if state == "succeeded":
             assert await store.finish([succeeded(claim, '"ok"')]) == [True]
         elif state == "failed":

@@ -165,7 +165,9 @@ async def test_start_activates_and_claims_what_can_run_now(store):
     for held in (now_task, delayed, follower):
         held.held_until = time.time() + 3600
     await store.enqueue([now_task, delayed, follower])
-    claimed = await store.start("w", [now_task.id, delayed.id, follower.id], lease=30, limit=10)
+    claimed = await store.activate_and_claim(
+        "w", [now_task.id, delayed.id, follower.id], lease=30, limit=10
+    )
     assert [c.id for c in claimed] == [now_task.id]  # the delay and the order still hold
     states = [(await store.get(t.id)).info(time.time()).state for t in (delayed, follower)]
     assert states == ["scheduled", "pending"]

@@ -135,7 +135,7 @@ async def test_a_claim_takes_no_more_than_its_limit_from_gates(store):
 async def test_start_only_activates_gated_tasks_and_a_claim_starts_them(store):
     held = keyed(held_until=time.time() + 30)
     await store.enqueue([held])
-    assert await store.start("w", [held.id], 30, 10) == []
+    assert await store.activate_and_claim("w", [held.id], 30, 10) == []
     assert await claim_ids(store) == [held.id]
 
 

@@ -53,7 +53,7 @@ async def test_a_paused_queue_is_not_started_by_the_writer_only_activated(store)
     free = new_task(queue="default", held_until=time.time() + 3600)
     await store.enqueue([held, free])
     await store.pause_queue("mail", True)
-    started = await store.start("w", [held.id, free.id], 30, 10)
+    started = await store.activate_and_claim("w", [held.id, free.id], 30, 10)
     assert [c.id for c in started] == [free.id]
     assert (await store.get(held.id)).state == "pending"  # activated: it waits for the resume
     assert await claim_ids(store) == []

@@ -14,7 +14,12 @@ import pytest
 from backbeat import BackgroundTask
 from backbeat.stores import StoreError, StoreMissing, StoreUnavailable, open_store
 from backbeat.stores.postgres import PostgresStore
-from backbeat.stores.postgres_sql import SCHEMA_VERSION
+from backbeat.stores.postgres_sql import (
+    CREATE_VERSION_TABLE,
+    SCHEMA_VERSION,
+    VERSION_1,
+    Schema,
+)
 from tests.apps import durable_tasks
 from tests.apps.durable_tasks import mark_start_and_sleep
 from tests.postgres_server import OwnPostgres, forget, fresh_schema_url
@@ -70,7 +75,42 @@ async def test_open_creates_a_versioned_schema_once_whatever_the_number_of_opene
         await store.open()
         await store.close()
     versions = await ask(url, f'SELECT version FROM "{schema_of(url)}".schema_version')
-    assert [row[0] for row in versions] == [SCHEMA_VERSION]
+    assert [row[0] for row in versions] == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_a_version_1_store_keeps_its_held_tasks_with_their_holds(url):
+    """Version 1 kept a held task's hold in `lease_until`; version 2 moves it to
+    `held_until`: a hold that ran out is claimable, one that did not is not."""
+    schema = schema_of(url)
+    conn = await asyncpg.connect(url.partition("?")[0])
+    try:
+        async with conn.transaction():
+            await conn.execute(Schema(schema)(CREATE_VERSION_TABLE))
+            await conn.execute(Schema(schema)(VERSION_1))
+            await conn.execute(f'INSERT INTO "{schema}".schema_version VALUES (1, 0)')
+        now = time.time()
+        for task_id, hold in (("ran-out", now - 60), ("still-held", now + 600)):
+            await conn.execute(
+                f'INSERT INTO "{schema}".tasks (id, name, payload, state, created_at, due_at, '
+                "lease_until) VALUES ($1, 'job', '{}', 'held', $2, $2, $3)",
+                task_id,
+                now - 120,
+                hold,
+            )
+    finally:
+        await conn.close()
+    store = open_store(url)
+    try:
+        claimed = await store.claim("w", 10, 30)
+        assert [task.id for task in claimed] == ["ran-out"]
+        columns = f'SELECT id, held_until, lease_until FROM "{schema}".tasks ORDER BY id'
+        rows = {row[0]: (row[1], row[2]) for row in await ask(url, columns)}
+        assert rows["still-held"] == (pytest.approx(now + 600), None)
+        assert rows["ran-out"][0] is None and rows["ran-out"][1] > now
+        await store.activate(["still-held"])
+        assert [task.id for task in await store.claim("w", 10, 30)] == ["still-held"]
+    finally:
+        await store.close()
 
 
 async def test_a_missing_store_is_not_created_for_readers_and_a_newer_one_is_refused(url):

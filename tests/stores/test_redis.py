@@ -11,7 +11,7 @@ from backbeat.stores import StoreError, StoreUnavailable, open_store
 from backbeat.stores.redis import RedisStore
 from tests.redis_server import raw_client
 from tests.serving import free_port
-from tests.stores.rows import failed, new_task
+from tests.stores.rows import failed, new_task, succeeded
 
 pytestmark = pytest.mark.anyio
 
@@ -222,4 +222,64 @@ async def test_delete_removes_the_tasks_attempt_history_as_purge_does(store_url_
     finally:
         await client.aclose()
     assert await store.attempts(task.id) == []
+    await store.close()
+
+
+@pytest.mark.redis
+async def test_finished_then_purged_tasks_leave_no_keys_or_stream_entries(store_url_redis):
+    store = open_store(store_url_redis)
+    await store.open()
+    first, keyed = new_task(), new_task(key="order-1", queue="mail", priority=2)
+    follower = new_task(after=(first.id,))
+    retried, cancelled = new_task(retries=1), new_task(due_in=60)
+    await store.enqueue([first, keyed, follower, retried, cancelled])
+    await store.cancel([cancelled.id], "not needed")
+    while claims := await store.claim("w", 10, 30):
+        for claim in claims:
+            if claim.id == retried.id and claim.attempts == 1:
+                await store.finish([failed(claim, "OSError: once", "Traceback", time.time())])
+            elif claim.id == retried.id:
+                await store.finish([failed(claim, "OSError: twice", "Traceback")])
+            else:
+                await store.finish([succeeded(claim)])
+    assert await store.counts() == {
+        **dict.fromkeys(await store.counts(), 0),
+        "succeeded": 3,
+        "failed": 1,
+        "cancelled": 1,
+    }
+    ids = [first.id, keyed.id, follower.id, retried.id, cancelled.id]
+    assert await store.purge(time.time() + 1, ("succeeded", "failed", "cancelled")) == 5
+    client = raw_client(store_url_redis, asyncio=True)
+    try:
+        keys = sorted([key async for key in client.scan_iter(match=f"*{store.prefix}*")])
+        left = [key for key in keys if any(task_id in key for task_id in ids)]
+        assert left == []  # no task hash, attempt list, dependants set
+        tag = "{" + store.prefix + "}"
+        streams = [key for key in keys if key.startswith(f"{tag}:x:")]
+        others = {key.removeprefix(tag) for key in keys if key not in streams}
+        assert others <= {":queues", ":streams", ":bell", ":made"}  # the store's own
+        assert f"{tag}:x:mail:2" in streams
+        for stream in streams:
+            assert await client.xlen(stream) == 0, stream
+            assert (await client.xpending(stream, "backbeat"))["pending"] == 0, stream
+    finally:
+        await client.aclose()
+    assert await store.list_tasks() == []
+    await store.close()
+
+
+@pytest.mark.redis
+async def test_a_list_goes_on_page_by_page_past_the_first_calls_ids(store_url_redis):
+    store = open_store(store_url_redis)
+    oldest = new_task(name="reports.rare")
+    await store.enqueue([oldest])
+    await store.enqueue([new_task() for _ in range(2_500)])  # more than two calls' pages
+    newest = new_task(name="reports.rare")
+    await store.enqueue([newest])
+    found = await store.list_tasks(name="reports.rare", limit=5)
+    assert [task.id for task in found] == [newest.id, oldest.id]
+    [again] = await store.list_tasks(name="reports.rare", before=newest.id)
+    assert again.id == oldest.id
+    assert len(await store.list_tasks(limit=1_200)) == 1_200
     await store.close()

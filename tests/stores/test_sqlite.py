@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import sqlite3
 import stat
 import time
 from pathlib import Path
@@ -139,3 +140,34 @@ async def test_a_task_whose_limits_cannot_be_read_is_dead_lettered_and_nothing_e
     status = await sqlite_store.get(bad.id)
     assert status.state == "failed"
     assert "field rate_limit/rate_window is missing or malformed" in status.error
+
+
+async def test_a_store_from_before_held_until_keeps_its_held_tasks_with_their_holds(tmp_path):
+    """A backbeat before `held_until` kept a held task's hold in `lease_until`: opening the
+    file moves it, so a hold that ran out is claimable and one that did not is not."""
+    path = tmp_path / "tasks.db"
+    store = SQLiteStore(path)
+    ran_out = new_task(held_until=time.time() - 60)
+    still_held = new_task(held_until=time.time() + 600)
+    await store.enqueue([ran_out, still_held])
+    await store.close()
+    conn = sqlite3.connect(path)
+    with conn:  # the file as that backbeat left it
+        conn.execute("DROP INDEX backbeat_held_until")
+        conn.execute("UPDATE backbeat_tasks SET lease_until = held_until")
+        conn.execute("ALTER TABLE backbeat_tasks DROP COLUMN held_until")
+        conn.execute(
+            "CREATE INDEX backbeat_held ON backbeat_tasks (lease_until) WHERE state = 'held'"
+        )
+    conn.close()
+    store = SQLiteStore(path)
+    try:
+        assert [task.id for task in await store.claim("w", 10, 30)] == [ran_out.id]
+        rows = store.file.connection().execute(
+            "SELECT id, held_until, lease_until FROM backbeat_tasks WHERE state = 'held'"
+        )
+        assert [(row[0], row[2]) for row in rows] == [(still_held.id, None)]
+        await store.activate([still_held.id])
+        assert [task.id for task in await store.claim("w", 10, 30)] == [still_held.id]
+    finally:
+        await store.close()

@@ -400,7 +400,7 @@ class StoredEngine:
         try:
             if self.execute and free > 0:
                 # Activate and claim in one write: this process runs what it accepted.
-                claimed = await self.store.start(worker.name, ids, self.lease, free)
+                claimed = await self.store.activate_and_claim(worker.name, ids, self.lease, free)
                 for item in claimed:
                     worker.spawn(item)
                 if len(claimed) == len(ids):

@@ -342,7 +342,7 @@ class Store(Protocol):
     async def activate(self, ids: list[str]) -> None:
         """Make tasks written ahead (`held_until`) runnable."""
 
-    async def start(
+    async def activate_and_claim(
         self, worker: str, ids: list[str], lease: float, limit: int
     ) -> list[ClaimedTask]:
         """`activate`, then claim at once those of these tasks that can run now (up to

@@ -97,6 +97,7 @@ class MemoryStore:
             row.ended("lost", row.lease_until or now)
             row.lost += 1  # its lease expired: its worker died or hung
         row.state = StoredState.RUNNING
+        row.held_until = None
         row.attempts += 1
         row.started_at = now
         row.lease_until = now + lease
@@ -131,7 +132,7 @@ class MemoryStore:
             if task.line is not None:
                 self._gates.any_gated = True
             self._rows[task.id] = Row(
-                task, StoredState.HELD if held else StoredState.PENDING, lease_until=task.held_until
+                task, StoredState.HELD if held else StoredState.PENDING, held_until=task.held_until
             )
             ids.append(task.id)
         return ids
@@ -144,7 +145,7 @@ class MemoryStore:
                     row.make_pending()
         self._wakeups.notify()
 
-    async def start(
+    async def activate_and_claim(
         self, worker: str, ids: list[str], lease: float, limit: int
     ) -> list[ClaimedTask]:
         with self._lock:
@@ -221,13 +222,14 @@ class MemoryStore:
                 and (
                     (row.state == StoredState.PENDING and self._runnable(row, now))
                     or (
-                        row.state in (StoredState.HELD, StoredState.RUNNING)
-                        and row.lease_until is not None
-                        and row.lease_until < now
-                        and (
-                            (row.state == StoredState.RUNNING and row.lost == 0)
-                            or (row.state == StoredState.HELD and self._runnable(row, now))
-                        )
+                        row.state == StoredState.HELD
+                        and (row.held_until or 0) < now
+                        and self._runnable(row, now)
+                    )
+                    or (
+                        row.state == StoredState.RUNNING
+                        and (row.lease_until or now) < now
+                        and row.lost == 0
                     )
                 )
             ]

@@ -45,7 +45,7 @@ class MemoryGates:
             if row.state == StoredState.RUNNING and task.concurrency_gate is not None:
                 running[task.concurrency_gate] = running.get(task.concurrency_gate, 0) + 1
             waiting = row.state == StoredState.PENDING or (
-                row.state == StoredState.HELD and (row.lease_until or 0) < now
+                row.state == StoredState.HELD and (row.held_until or 0) < now
             )
             if (
                 waiting

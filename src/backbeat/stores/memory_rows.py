@@ -16,7 +16,9 @@ class Row:
     attempts: int = 0
     started_at: float | None = None
     finished_at: float | None = None
-    lease_until: float | None = None
+    # Written ahead of a response: runnable once activated, or from this time on.
+    held_until: float | None = None
+    lease_until: float | None = None  # while running: the worker's lease
     worker: str | None = None
     error: str | None = None
     traceback: str | None = None
@@ -68,12 +70,14 @@ class Row:
     def make_pending(self) -> None:
         """Runnable again (activated, released, retried), held by no worker."""
         self.state = StoredState.PENDING
+        self.held_until = None
         self.lease_until = None
         self.worker = None
 
     def finish(self, state: StoredState, now: float) -> None:
         self.state = state
         self.finished_at = now
+        self.held_until = None
         self.lease_until = None
 
     def ended(

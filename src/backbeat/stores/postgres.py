@@ -214,14 +214,16 @@ class PostgresStore:
         )
         self._wake_here()
 
-    async def start(
+    async def activate_and_claim(
         self, worker: str, ids: list[str], lease: float, limit: int
     ) -> list[ClaimedTask]:
-        async def activate_and_claim(conn: Any) -> list[ClaimedTask]:
+        async def write(conn: Any) -> list[ClaimedTask]:
             now = time.time()
-            return await claims.start(conn, self.schema, (now, now + lease, worker), ids, limit)
+            return await claims.activate_and_claim(
+                conn, self.schema, (now, now + lease, worker), ids, limit
+            )
 
-        claimed = await self._db.transaction(activate_and_claim)
+        claimed = await self._db.transaction(write)
         if len(claimed) < len(ids):
             self._wake_here()  # some were only activated
         return claimed

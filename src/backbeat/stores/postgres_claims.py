@@ -1,6 +1,6 @@
 """The PostgreSQL store's claims, from start to end: taking tasks (`Store.claim`,
-`Store.start`), renewing their leases, settling their outcomes and giving them back, each in
-the caller's transaction.
+`Store.activate_and_claim`), renewing their leases, settling their outcomes and giving them
+back, each in the caller's transaction.
 
 A claim's receipt is its task's id and fencing ``token`` (`backbeat.stores.postgres_sql`):
 every statement after the claim names both, so a worker whose claim was taken over, or
@@ -93,10 +93,10 @@ async def activate(conn: Any, sql: Schema, ids: list[str], now: float) -> None:
     await notify(conn, sql, [sql.name])
 
 
-async def start(
+async def activate_and_claim(
     conn: Any, sql: Schema, taking: tuple[float, float, str], ids: list[str], limit: int
 ) -> list[ClaimedTask]:
-    """`Store.start`: activate these tasks, claiming at once those that can run now."""
+    """`Store.activate_and_claim`: activate these tasks, claiming at once those that can run now."""
     rows = await conn.fetch(sql(START), *taking, limit, ids)
     if len(rows) < len(ids):
         await activate(conn, sql, ids, taking[0])

@@ -40,7 +40,7 @@ _BACK_IN_LINE = (
 _HEADS = (
     "SELECT id, rate_gate, rate_limit, rate_window, concurrency_gate, max_concurrency "
     "FROM {s}.tasks t WHERE line = $2 AND state IN ('pending', 'held') "
-    "AND (state = 'pending' OR lease_until < $1) AND "
+    "AND (state = 'pending' OR held_until < $1) AND "
     + RUNNABLE
     + " ORDER BY priority DESC, due_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED"
 )

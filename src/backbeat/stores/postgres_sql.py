@@ -21,7 +21,7 @@ from backbeat.stores.inspection import ATTEMPTS_KEPT
 
 # Raised by each release whose schema needs more than `CREATE ... IF NOT EXISTS`: `open`
 # runs the steps of `UPGRADES` from the version it finds up to this one.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,50}$")
 _FINISHED = "(" + ", ".join(f"'{state}'" for state in FINISHED) + ")"
@@ -229,8 +229,16 @@ CREATE TRIGGER tasks_deleted AFTER DELETE ON {{s}}.tasks REFERENCING OLD TABLE A
     FOR EACH STATEMENT EXECUTE FUNCTION {{s}}.tasks_deleted();
 """
 
+# The hold of a task written ahead gets its own column: it was the task's `lease_until`.
+VERSION_2 = """
+ALTER TABLE {s}.tasks ADD COLUMN held_until double precision;
+UPDATE {s}.tasks SET held_until = lease_until, lease_until = NULL WHERE state = 'held';
+DROP INDEX {s}.tasks_held;
+CREATE INDEX tasks_held ON {s}.tasks (held_until) WHERE state = 'held';
+"""
+
 # Each step brings a schema of the version before it up to its own.
-UPGRADES = {1: VERSION_1}
+UPGRADES = {1: VERSION_1, 2: VERSION_2}
 
 
 # --- writing tasks ---------------------------------------------------------------------------
@@ -240,7 +248,7 @@ UPGRADES = {1: VERSION_1}
 # whose key a live task holds is skipped (ON CONFLICT): it never aborts the write.
 INSERT = f"""
 INSERT INTO {{s}}.tasks (id, name, payload, retries, backoff, max_backoff, timeout,
-    created_at, due_at, after, lease_until, queue, priority, key, state, rate_gate, rate_limit,
+    created_at, due_at, after, held_until, queue, priority, key, state, rate_gate, rate_limit,
     rate_window, concurrency_gate, max_concurrency, line)
 SELECT id, name, payload, retries, backoff, max_backoff, timeout, created_at, due_at,
     string_to_array(after, ' '), held_until, queue,
@@ -271,7 +279,7 @@ ON CONFLICT (line) DO UPDATE SET look_at = least(l.look_at, excluded.look_at)
 """
 
 ACTIVATE = (
-    "UPDATE {s}.tasks SET state = 'pending', lease_until = NULL "
+    "UPDATE {s}.tasks SET state = 'pending', held_until = NULL "
     "WHERE id = ANY($1::text[]) AND state = 'held' RETURNING line"
 )
 
@@ -289,7 +297,7 @@ CLAIMED_COLUMNS = (
 )
 _TAKE = (
     "UPDATE {s}.tasks t SET state = 'running', attempts = t.attempts + 1, "
-    "token = t.token + 1, started_at = $1, lease_until = $2, worker = $3, "
+    "token = t.token + 1, started_at = $1, lease_until = $2, held_until = NULL, worker = $3, "
     "lost = t.lost + (t.state = 'running')::int "
 )
 # Each kind of candidate is locked on its own index (SKIP LOCKED: claims never wait for one
@@ -301,7 +309,7 @@ pending AS (SELECT id, priority, due_at FROM {s}.tasks t
     WHERE state = 'pending' AND line IS NULL AND {runnable}{only}
     ORDER BY priority DESC, due_at LIMIT $4 FOR UPDATE SKIP LOCKED),
 held AS (SELECT id, priority, due_at FROM {s}.tasks t
-    WHERE state = 'held' AND lease_until < $1 AND line IS NULL AND {runnable}{only}
+    WHERE state = 'held' AND held_until < $1 AND line IS NULL AND {runnable}{only}
     ORDER BY priority DESC, due_at LIMIT $4 FOR UPDATE SKIP LOCKED),
 expired AS (SELECT id, priority, due_at FROM {s}.tasks t
     WHERE state = 'running' AND lease_until < $1 AND lost = 0 AND line IS NULL{only}
@@ -327,7 +335,7 @@ def claim_sql(only_queues: bool, alone: bool) -> str:
     return _CLAIM.replace("{candidates}", candidates.replace("{only}", only).strip())
 
 
-# Start tasks by id ($4), and only them (`take_gated`, and `start`'s writer).
+# Start tasks by id ($4), and only them (`take_gated`, and `activate_and_claim`'s writer).
 TAKE = _TAKE + f"WHERE t.id = ANY($4::text[]) RETURNING {CLAIMED_COLUMNS}"
 START = (
     "WITH chosen (pick) AS (SELECT id FROM {s}.tasks t WHERE t.id = ANY($5::text[]) "
@@ -420,7 +428,7 @@ SETTLE = {
 
 CANCEL_WAITING = (
     "UPDATE {s}.tasks SET state = 'cancelled', finished_at = $1, error = $2, "
-    "lease_until = NULL WHERE id = ANY($3::text[]) AND state IN ('held', 'pending')"
+    "held_until = NULL WHERE id = ANY($3::text[]) AND state IN ('held', 'pending')"
 )
 # A running task is cancelled by its worker, told at its next renewal.
 CANCEL_RUNNING = (

@@ -15,6 +15,7 @@
 --   P:bell              stream: rung when a task is delayed (idle workers wake, re-time)
 --   P:gates:<queue>     zset: lines of gated tasks by when to look at them (Redis's clock)
 --   P:gl:<line>         zset: a line's waiting tasks, score -priority, member due..seq..id
+--   P:gseq              counter: the order gated tasks were written in (their seq)
 --   P:gr:<gate>, P:gh:<gate>  a rate gate's starts (zset by time), a concurrency gate's
 --                       running tasks (set); see `take_gated`
 --   P:made              string: a token `open` leaves; gone, the data was flushed
@@ -27,6 +28,70 @@
 -- is gone (FLUSHDB, FLUSHALL, an eviction) is refused with "GONE <the token now>".
 local step, made = ARGV[1]:match('^(%S+) ?(.*)$')
 local P = ARGV[2]
+
+-- KEYS: the store's own keys, by these names, the same for every step (`RedisStore` sends
+-- them in this order); the keys of tasks, queues, lines and gates are made from P in the
+-- script, from what those hold. All share P's hash tag, so a cluster runs the script on the
+-- node that holds them all.
+local KEY_NAMES = {'ids', 'queues', 'held', 'delayed', 'streams', 'bell', 'made', 'paused',
+  'w', 'we', 'gused', 'schedules', 'gseq'}
+local K = {}
+for i, name in ipairs(KEY_NAMES) do
+  if KEYS[i] ~= P .. ':' .. name then
+    return redis.error_reply('KEYS[' .. i .. '] must be ' .. P .. ':' .. name)
+  end
+  K[name] = KEYS[i]
+end
+
+-- Each step's arguments after those two, by name, in the order `RedisStore` sends them; a
+-- last name '...x' takes the rest, as the list x. Steps read them from `a` (a.now, a.ids).
+local ARGS = {
+  open = {'now', 'token', 'create'},
+  enqueue = {'now', 'deadline', '...groups'},  -- a group: one JSON list of new rows
+  activate = {'now', 'ids'},  -- ids: a JSON list
+  activate_and_claim = {'now', 'lease', 'worker', 'limit', 'ids'},
+  claim = {'now', 'lease', 'worker', 'limit', 'max_lost', 'alone_first', 'gated_share',
+    'lost_error', '...queues'},
+  renew = {'now', 'lease', '...claims'},  -- claims: id, attempt, id, attempt, ...
+  finish = {'now', 'settlements'},
+  progress = {'id', 'attempt', 'document'},
+  release = {'now', '...claims'},
+  cancel = {'now', 'reason', '...ids'},
+  retry = {'now', '...ids'},  -- ids: {'*'} for every failed task
+  purge = {'before', 'dry_run', '...states'},
+  list = {'now', 'state', 'queue', 'name', 'limit', 'below', 'chunk'},
+  search = {'now', 'state', 'queue', 'name', 'id_prefix', 'argument', 'error', 'below',
+    'lowest', 'limit', 'scan', 'chunk', '...status_fields'},
+  failure_groups = {'scan'},
+  oldest_due = {'now', 'queue'},
+  run_now = {'now', '...ids'},
+  delete = {'...ids'},
+  counts = {'now', 'queue'},
+  queues = {},
+  beat = {'seen_at', 'name', 'document', 'expires_in'},
+  workers = {'which'},  -- 'all', or 'live'
+  take_over = {'now', 'worker'},
+  due = {},
+  schedules = {},
+  declare = {'now', '...pairs'},  -- pairs: name, rule, name, rule, ...
+  fire = {'now', 'name', 'rule', 'tick', 'note', 'skip_if_running', 'busy_note', 'task'},
+  pause = {'now', 'name', 'paused'},
+  pause_queue = {'queue', 'paused'},
+  paused_queues = {},
+  gate_usage = {},
+}
+if not ARGS[step] then return redis.error_reply('unknown step ' .. tostring(step)) end
+local a = {}
+for i, name in ipairs(ARGS[step]) do
+  if name:sub(1, 3) == '...' then  -- a loop, not unpack: a list may outgrow Lua's stack
+    local rest = {}
+    for j = i + 2, #ARGV do rest[#rest + 1] = ARGV[j] end
+    a[name:sub(4)] = rest
+  else
+    a[name] = ARGV[i + 2]
+  end
+end
+
 local GROUP = 'backbeat'
 local LONGEST = 86400  -- seconds: the longest rate window (`backbeat.gates.LONGEST_WINDOW`)
 local LIVE = {held = true, pending = true, running = true}
@@ -34,7 +99,7 @@ local LIVE = {held = true, pending = true, running = true}
 local SCHEDULE = {'rule', 'last_tick', 'last_task', 'note', 'paused', 'updated_at'}
 
 if made ~= '' and step ~= 'open' then
-  local now_made = redis.call('GET', P .. ':made')
+  local now_made = redis.call('GET', K.made)
   if now_made ~= made then return redis.error_reply('GONE ' .. (now_made or '-')) end
 end
 
@@ -60,14 +125,35 @@ local function sk(state, q)
   return P .. ':s:' .. state .. ':' .. q
 end
 
+-- Make a stream's consumer group (and the stream): one that is there already (BUSYGROUP)
+-- is what was wanted; any other error (the key is not a stream) is raised.
+local function make_group(key)
+  local made = redis.pcall('XGROUP', 'CREATE', key, GROUP, '0', 'MKSTREAM')
+  if type(made) == 'table' and made.err and not made.err:find('BUSYGROUP', 1, true) then
+    error(made)
+  end
+end
+
 local function stream_of(q, prio)
   local member = q .. '\t' .. prio
   local key = P .. ':x:' .. q .. ':' .. prio
-  if not redis.call('ZSCORE', P .. ':streams', member) then
-    redis.pcall('XGROUP', 'CREATE', key, GROUP, '0', 'MKSTREAM')
-    redis.call('ZADD', P .. ':streams', prio, member)
+  if not redis.call('ZSCORE', K.streams, member) then
+    make_group(key)
+    redis.call('ZADD', K.streams, prio, member)
   end
   return key
+end
+
+-- The worker now owns the task's stream entry (its consumer's pending entries, which
+-- housekeeping reads). The task's hash, not the entry, says who runs it: an entry whose
+-- stream or group was deleted outside backbeat (XCLAIM fails) is forgotten, and the next
+-- claim restores the stream (`restore_stream`).
+local function own_entry(t, key, entry, worker)
+  if not entry or entry == '' then return end
+  local owned = redis.pcall('XCLAIM', key, GROUP, worker, 0, entry, 'JUSTID')
+  if type(owned) == 'table' and owned.err then
+    redis.call('HSET', t, 'entry', '', 'stream', '')
+  end
 end
 
 local bury  -- (below) dead-letters a task whose record cannot be read
@@ -87,12 +173,12 @@ local function push(id, now)
   end
   if tonumber(blocked or '0') > 0 then return end
   if tonumber(due) > now then
-    redis.call('ZADD', P .. ':delayed', due, id)
+    redis.call('ZADD', K.delayed, due, id)
     -- Idle workers block on the streams: ring, so that they wait for this due time too.
-    redis.call('XADD', P .. ':bell', 'MAXLEN', '~', 100, '*', 'due', due)
+    redis.call('XADD', K.bell, 'MAXLEN', '~', 100, '*', 'due', due)
     return
   end
-  redis.call('ZREM', P .. ':delayed', id)
+  redis.call('ZREM', K.delayed, id)
   if line and line ~= '' then
     into_line(id, t, q, line, prio, due)
     return
@@ -157,8 +243,8 @@ local function finish_as(id, t, q, from, to, now)
   move(id, t, q, from, to, now)
   redis.call('HSET', t, 'finished_at', now, 'lease_until', '')
   drop_entry(t)
-  redis.call('ZREM', P .. ':held', id)
-  redis.call('ZREM', P .. ':delayed', id)
+  redis.call('ZREM', K.held, id)
+  redis.call('ZREM', K.delayed, id)
   finished(id, t, now)
 end
 
@@ -172,7 +258,7 @@ bury = function(id, t, q, why, now)
   local state, name, own = unpack(redis.call('HMGET', t, 'state', 'name', 'queue'))
   if not q then q = own end
   if (q or '') == '' then  -- which sets hold it is not known: take it out of every queue's
-    for _, each in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+    for _, each in ipairs(redis.call('SMEMBERS', K.queues)) do
       redis.call('ZREM', sk('pending', each), id)
       redis.call('ZREM', sk('running', each), id)
     end
@@ -186,22 +272,33 @@ bury = function(id, t, q, why, now)
   table.insert(buried, {id, name or '?', error})
 end
 
+local function append(list, ...)
+  for _, item in ipairs({...}) do list[#list + 1] = item end
+end
+
+-- A hash's fields by name (false for those it does not have).
+local function fields_of(key, names)
+  local values = redis.call('HMGET', key, unpack(names))
+  local named = {}
+  for i, name in ipairs(names) do named[name] = values[i] end
+  return named
+end
+
 -- The field of a task (as fetched by `take`) that cannot be read, or nil.
 local function unreadable(v)
-  if (v[1] or '') == '' then return 'name' end
-  if (v[2] or ''):sub(1, 1) ~= '{' then return 'payload (not a JSON document)' end
-  if not tonumber(v[3] or '0') then return 'attempts' end
-  for i, field in pairs({[4] = 'created_at', [5] = 'retries', [6] = 'backoff',
-      [7] = 'max_backoff'}) do
-    if not tonumber(v[i]) then return field end
+  if (v.name or '') == '' then return 'name' end
+  if (v.payload or ''):sub(1, 1) ~= '{' then return 'payload (not a JSON document)' end
+  if not tonumber(v.attempts or '0') then return 'attempts' end
+  for _, field in ipairs({'created_at', 'retries', 'backoff', 'max_backoff'}) do
+    if not tonumber(v[field]) then return field end
   end
-  if (v[8] or '') ~= '' and not tonumber(v[8]) then return 'timeout' end
-  if not tonumber(v[9] or '0') then return 'lost' end
-  if (v[11] or '') == '' then return 'queue' end
+  if (v.timeout or '') ~= '' and not tonumber(v.timeout) then return 'timeout' end
+  if not tonumber(v.lost or '0') then return 'lost' end
+  if (v.queue or '') == '' then return 'queue' end
   return nil
 end
 
--- What a claim returns (ClaimedTask's fields after the id), then what `take` needs.
+-- What `take` reads of a task: what a claim returns, then where the task is.
 local TAKE = {'name', 'payload', 'attempts', 'created_at', 'retries', 'backoff',
   'max_backoff', 'timeout', 'lost', 'error', 'queue', 'state', 'entry', 'stream'}
 
@@ -209,27 +306,28 @@ local TAKE = {'name', 'payload', 'attempts', 'created_at', 'retries', 'backoff',
 -- if its record cannot be read.
 local function take(id, lost, now, lease, worker, found_in)
   local t = tk(id)
-  local v = redis.call('HMGET', t, unpack(TAKE))
+  local v = fields_of(t, TAKE)
   local why = unreadable(v)
   if why then
     bury(id, t, found_in, why, now)
     return nil
   end
-  local attempts = tonumber(v[3] or '0') + 1
-  local lost_total = tonumber(v[9] or '0') + lost
+  local attempts = tonumber(v.attempts or '0') + 1
+  local lost_total = tonumber(v.lost or '0') + lost
   if lost > 0 then log_attempt(id, t, 'lost') end
-  local q, state, entry = v[11], v[12], v[13]
   local until_ = now + lease
   redis.call('HSET', t, 'state', 'running', 'attempts', attempts, 'lost', lost_total,
     'started_at', now, 'lease_until', until_, 'worker', worker)
-  redis.call('ZREM', sk(state, q), id)
-  redis.call('ZADD', sk('running', q), until_, id)
-  if state == 'held' then redis.call('ZREM', P .. ':held', id) end
-  if entry and entry ~= '' then
-    redis.pcall('XCLAIM', v[14], GROUP, worker, 0, entry, 'JUSTID')
+  redis.call('ZREM', sk(v.state, v.queue), id)
+  redis.call('ZADD', sk('running', v.queue), until_, id)
+  if v.state == 'held' then
+    redis.call('ZREM', K.held, id)
+    redis.call('HSET', t, 'held_until', '')
   end
-  return {id, v[1], v[2], tostring(attempts), v[4], v[5], v[6], v[7], v[8] or '',
-    tostring(lost_total), v[10] or '', q}
+  own_entry(t, v.stream, v.entry, worker)
+  -- ClaimedTask's fields, in `redis_rows.claimed`'s order.
+  return {id, v.name, v.payload, tostring(attempts), v.created_at, v.retries, v.backoff,
+    v.max_backoff, v.timeout or '', tostring(lost_total), v.error or '', v.queue}
 end
 
 -- Gates. A gated task (field `line`: its queue and gates) never enters a stream: once due
@@ -241,26 +339,30 @@ local RECHECK = 1.0  -- a full concurrency gate's line is looked at again after 
 
 local function gates_key(q) return P .. ':gates:' .. q end
 
+-- A line's member: the task's due time and its order of writing, fixed width, then its id.
+local MEMBER = '%017.6f%015d'
+local function member_id(member) return member:sub(33) end
+
 into_line = function(id, t, q, line, prio, due)
   -- Due time, then the order tasks were written (ids made in one millisecond are unordered).
   local seq = redis.call('HGET', t, 'seq')
   if not seq then
-    seq = redis.call('INCR', P .. ':gseq')
+    seq = redis.call('INCR', K.gseq)
     redis.call('HSET', t, 'seq', seq)
   end
-  local member = string.format('%017.6f%015d', tonumber(due), tonumber(seq)) .. id
+  local member = string.format(MEMBER, tonumber(due), tonumber(seq)) .. id
   redis.call('ZADD', P .. ':gl:' .. line, -tonumber(prio), member)
   redis.call('HSET', t, 'lm', member)
   redis.call('ZADD', gates_key(q), 'LT', 0, line)  -- look at it now
   -- Idle workers block on the streams, which gated tasks never enter: ring for them.
-  redis.call('XADD', P .. ':bell', 'MAXLEN', '~', 100, '*', 'due', due)
+  redis.call('XADD', K.bell, 'MAXLEN', '~', 100, '*', 'due', due)
 end
 
 -- A slot of the line's gate may be free: look at the line now, if tasks wait in it.
 local function look_now(q, line)
   if line and line ~= '' and redis.call('EXISTS', P .. ':gl:' .. line) == 1 then
     redis.call('ZADD', gates_key(q), 'LT', 0, line)
-    redis.call('XADD', P .. ':bell', 'MAXLEN', '~', 100, '*', 'due', 0)
+    redis.call('XADD', K.bell, 'MAXLEN', '~', 100, '*', 'due', 0)
   end
 end
 
@@ -280,7 +382,8 @@ end
 local function unreadable_gates(t)
   local rgate, rlimit, rwindow, cgate, cmax = unpack(redis.call('HMGET', t, 'rgate', 'rlimit',
     'rwindow', 'cgate', 'cmax'))
-  if rgate and rgate ~= '' and not ((tonumber(rlimit) or 0) >= 1 and (tonumber(rwindow) or 0) > 0) then
+  local rate_ok = (tonumber(rlimit) or 0) >= 1 and (tonumber(rwindow) or 0) > 0
+  if rgate and rgate ~= '' and not rate_ok then
     return 'rlimit/rwindow'
   end
   if cgate and cgate ~= '' and not ((tonumber(cmax) or 0) >= 1) then return 'cmax' end
@@ -327,20 +430,21 @@ local function take_gated(queues, now, lease, worker, limit, claimed)
       if #claimed >= limit then return end
       local key = P .. ':gl:' .. line
       local members = redis.call('ZRANGE', key, 0, limit - #claimed - 1)
-      local why = #members > 0 and unreadable_gates(tk(members[1]:sub(33)))
+      local why = #members > 0 and unreadable_gates(tk(member_id(members[1])))
       if #members == 0 then
         redis.call('ZREM', gates, line)  -- empty: `into_line` adds it again
       elseif why then  -- it alone is dead-lettered; the line goes on at the next claim
         redis.call('ZREM', key, members[1])
-        bury(members[1]:sub(33), tk(members[1]:sub(33)), q, why, now)
+        bury(member_id(members[1]), tk(member_id(members[1])), q, why, now)
       else
-        local room, look, rgate, rwindow, cgate = room_of(members[1]:sub(33), limit - #claimed, snow)
+        local room, look, rgate, rwindow, cgate = room_of(member_id(members[1]),
+          limit - #claimed, snow)
         if room > 0 then  -- for `gate_usage`: which gates were used lately
-          if rgate ~= '' then redis.call('ZADD', P .. ':gused', snow, rgate) end
-          if cgate ~= '' then redis.call('ZADD', P .. ':gused', snow, cgate) end
+          if rgate ~= '' then redis.call('ZADD', K.gused, snow, rgate) end
+          if cgate ~= '' then redis.call('ZADD', K.gused, snow, cgate) end
         end
         for i = 1, math.min(room, #members) do
-          local id = members[i]:sub(33)
+          local id = member_id(members[i])
           redis.call('ZREM', key, members[i])
           redis.call('HSET', tk(id), 'lm', '')
           local row = take(id, 0, now, lease, worker, q)
@@ -367,7 +471,7 @@ end
 -- When a line is to be looked at next, after now, in seconds from now (for `wait`); '' if none.
 local function next_look()
   local snow, soonest = server_now(), nil
-  for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+  for _, q in ipairs(redis.call('SMEMBERS', K.queues)) do
     local first = redis.call('ZRANGEBYSCORE', gates_key(q), '(' .. snow, '+inf', 'WITHSCORES',
       'LIMIT', 0, 1)
     if #first > 0 and (not soonest or tonumber(first[2]) < soonest) then
@@ -386,7 +490,7 @@ end
 -- How many tasks are held, pending or running (what a flush would lose).
 local function unfinished()
   local count = 0
-  for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+  for _, q in ipairs(redis.call('SMEMBERS', K.queues)) do
     count = count + redis.call('ZCARD', sk('pending', q)) + redis.call('ZCARD', sk('running', q))
   end
   return count
@@ -394,12 +498,12 @@ end
 
 local function queues_of(list)
   if #list > 0 then return list end
-  return redis.call('SMEMBERS', P .. ':queues')
+  return redis.call('SMEMBERS', K.queues)
 end
 
 -- The paused queues as a set, or nil when none is (the usual case: one read of an empty set).
 local function paused_set()
-  local members = redis.call('SMEMBERS', P .. ':paused')
+  local members = redis.call('SMEMBERS', K.paused)
   if #members == 0 then return nil end
   local set = {}
   for _, q in ipairs(members) do set[q] = true end
@@ -408,25 +512,66 @@ end
 
 local function stream_ids()
   local seen, keys = {}, {}
-  for _, member in ipairs(redis.call('ZRANGE', P .. ':streams', 0, -1)) do
+  for _, member in ipairs(redis.call('ZRANGE', K.streams, 0, -1)) do
     local q, prio = member:match('^(.*)\t(.*)$')
     table.insert(keys, P .. ':x:' .. q .. ':' .. prio)
   end
-  if redis.call('EXISTS', P .. ':bell') == 1 then table.insert(keys, P .. ':bell') end
+  if redis.call('EXISTS', K.bell) == 1 then table.insert(keys, K.bell) end
   for _, key in ipairs(keys) do
+    -- An error (the stream was deleted outside backbeat) leaves it out: the next claim
+    -- restores it.
     local info = redis.pcall('XINFO', 'STREAM', key)
-    if info.err then info = {} end  -- deleted (outside backbeat): the next claim restores it
+    if info.err then info = {} end
     for i = 1, #info, 2 do
-      if info[i] == 'last-generated-id' then table.insert(seen, key); table.insert(seen, info[i + 1]) end
+      if info[i] == 'last-generated-id' then
+        table.insert(seen, key)
+        table.insert(seen, info[i + 1])
+      end
     end
   end
   return seen
 end
 
+-- Housekeeping: forgetting what nobody will ask for again. No step's contract needs it; it
+-- rides along with the steps that come often enough, in the same call.
+local GONE_FOR = 3600  -- seconds: a worker, or a stream consumer, idle this long is forgotten
+local housekeeping = {}
+
+-- After a purge: the stream consumers of workers gone for an hour with no entry pending
+-- (XREADGROUP makes one per worker name, and Redis keeps it until deleted), and the gates
+-- not used within the longest rate window (`gate_usage` no longer shows them).
+function housekeeping.purge()
+  for _, member in ipairs(redis.call('ZRANGE', K.streams, 0, -1)) do
+    local q, prio = member:match('^(.*)\t(.*)$')
+    local key = P .. ':x:' .. q .. ':' .. prio
+    -- An error (the stream was deleted outside backbeat): no consumers to forget; the next
+    -- claim restores it.
+    local consumers = redis.pcall('XINFO', 'CONSUMERS', key, GROUP)
+    if consumers.err then consumers = {} end
+    for _, consumer in ipairs(consumers) do
+      local c = {}
+      for i = 1, #consumer, 2 do c[consumer[i]] = consumer[i + 1] end
+      if tonumber(c.pending) == 0 and tonumber(c.idle) > GONE_FOR * 1000 then
+        redis.call('XGROUP', 'DELCONSUMER', key, GROUP, c.name)
+      end
+    end
+  end
+  redis.call('ZREMRANGEBYSCORE', K.gused, '-inf', server_now() - LONGEST)
+end
+
+-- After a heartbeat: the workers whose heartbeats expired an hour ago (`workers` with
+-- `include_expired` no longer lists them).
+function housekeeping.beat(now)
+  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', K.we, '-inf', now - GONE_FOR)) do
+    redis.call('HDEL', K.w, gone)
+    redis.call('ZREM', K.we, gone)
+  end
+end
+
 -- A stream (or its consumer group) was deleted outside backbeat: make it again, and put
 -- back the pending tasks whose entries went with it.
 local function restore_stream(key, q, now)
-  redis.pcall('XGROUP', 'CREATE', key, GROUP, '0', 'MKSTREAM')
+  make_group(key)
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', sk('pending', q), '-inf', now)) do
     local t = tk(id)
     local state, stream, entry = unpack(redis.call('HMGET', t, 'state', 'stream', 'entry'))
@@ -458,15 +603,15 @@ local function add_task(row, now)
   redis.call('HSET', t, 'name', v.name, 'payload', v.payload, 'retries', v.retries,
     'backoff', v.backoff, 'max_backoff', v.max_backoff, 'timeout', v.timeout,
     'created_at', v.created_at, 'due_at', v.due_at, 'after', v.after,
-    'held_until', v.held_until, 'lease_until', v.held_until, 'queue', v.queue,
+    'held_until', v.held_until, 'queue', v.queue,
     'priority', v.priority, 'key', v.key, 'state', held and 'held' or 'pending',
     'attempts', 0, 'lost', 0, 'blocked', 0, 'cancel_requested', 0)
   if v.line ~= '' then
     redis.call('HSET', t, 'rgate', v.rgate, 'rlimit', v.rlimit, 'rwindow', v.rwindow,
       'cgate', v.cgate, 'cmax', v.cmax, 'line', v.line)
   end
-  redis.call('ZADD', P .. ':ids', 0, id)
-  redis.call('SADD', P .. ':queues', v.queue)
+  redis.call('ZADD', K.ids, 0, id)
+  redis.call('SADD', K.queues, v.queue)
   redis.call('ZADD', sk('pending', v.queue), v.due_at, id)
   if v.key ~= '' then redis.call('SET', P .. ':k:' .. v.key, id) end
   if v.after ~= '' then
@@ -480,24 +625,24 @@ local function add_task(row, now)
       end
     end
   end
-  if held then redis.call('ZADD', P .. ':held', v.held_until, id) else push(id, now) end
+  if held then redis.call('ZADD', K.held, v.held_until, id) else push(id, now) end
   return id
 end
 
 if step == 'enqueue' then
-  local now, groups = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local now = tonumber(a.now)
   -- On Redis's clock, when the writer stops waiting for this write (it answers 503, or
   -- raises): a write that arrives later, after a freeze or a stall, stores nothing.
   local clock = redis.call('TIME')  -- returned, for the writer to measure its offset
-  local deadline = tonumber(ARGV[5 + groups] or '')
+  local deadline = tonumber(a.deadline)
   if deadline then
     local late = tonumber(clock[1]) + tonumber(clock[2]) / 1000000 - deadline
     if late > 0 then return {'LATE', tostring(late), clock} end
   end
   local out = {}
-  for g = 1, groups do
+  for _, group in ipairs(a.groups) do
     -- A group: one caller's tasks, as one JSON list of [id, F...] lists of strings.
-    local rows = cjson.decode(ARGV[4 + g])
+    local rows = cjson.decode(group)
     local ids, seen, duplicate = {}, {}, nil
     for _, row in ipairs(rows) do
       if seen[row[1]] or redis.call('EXISTS', tk(row[1])) == 1 then duplicate = row[1] end
@@ -514,21 +659,22 @@ if step == 'enqueue' then
   table.insert(out, clock)
   return out
 
-elseif step == 'activate' or step == 'start' then
-  local now, lease, worker, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+elseif step == 'activate' or step == 'activate_and_claim' then
+  -- `activate` claims none: no lease, no worker, a limit of 0.
+  local now, lease, limit = tonumber(a.now), tonumber(a.lease or '0'), tonumber(a.limit or '0')
   local claimed = {}
-  local paused = step == 'start' and paused_set() or {}
-  for _, id in ipairs(cjson.decode(ARGV[7])) do
+  local paused = step == 'activate_and_claim' and paused_set() or {}
+  for _, id in ipairs(cjson.decode(a.ids)) do
     local t = tk(id)
-    local state, blocked, due, after, line, q = unpack(redis.call('HMGET', t, 'state', 'blocked',
-      'due_at', 'after', 'line', 'queue'))
-    if state == 'held' then
-      if step == 'start' and #claimed < limit and tonumber(blocked) == 0 and after == ''
-          and tonumber(due) <= now and (line or '') == '' and not paused[q] then
-        table.insert(claimed, take(id, 0, now, lease, worker, nil))
+    local v = fields_of(t, {'state', 'blocked', 'due_at', 'after', 'line', 'queue'})
+    if v.state == 'held' then
+      local runs_now = tonumber(v.blocked) == 0 and v.after == '' and tonumber(v.due_at) <= now
+        and (v.line or '') == '' and not paused[v.queue]
+      if #claimed < limit and runs_now then
+        table.insert(claimed, take(id, 0, now, lease, a.worker, nil))
       else
-        redis.call('ZREM', P .. ':held', id)
-        redis.call('HSET', t, 'state', 'pending', 'lease_until', '')
+        redis.call('ZREM', K.held, id)
+        redis.call('HSET', t, 'state', 'pending', 'held_until', '')
         push(id, now)
       end
     end
@@ -536,25 +682,25 @@ elseif step == 'activate' or step == 'start' then
   return claimed
 
 elseif step == 'claim' then
-  local now, lease, worker = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-  local limit, max_lost, alone_first = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8] == '1'
-  local gated_share = tonumber(ARGV[9])  -- of `limit`: the rest is other tasks' first
-  local lost_error = ARGV[10]  -- written on a task dead-lettered at `max_lost` losses
-  local wanted = {}
-  for i = 11, #ARGV do table.insert(wanted, ARGV[i]) end
+  local now, lease, worker = tonumber(a.now), tonumber(a.lease), a.worker
+  local limit, max_lost, alone_first = tonumber(a.limit), tonumber(a.max_lost), a.alone_first == '1'
+  local gated_share = tonumber(a.gated_share)  -- of `limit`: the rest is other tasks' first
+  local lost_error = a.lost_error  -- written on a task dead-lettered at `max_lost` losses
   -- Held past their hold (the process that wrote them died), and delays that are due.
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':held', '-inf', now, 'LIMIT', 0, 1000)) do
-    redis.call('ZREM', P .. ':held', id)
+  local held = redis.call('ZRANGEBYSCORE', K.held, '-inf', now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(held) do
+    redis.call('ZREM', K.held, id)
     if redis.call('EXISTS', tk(id)) == 1 then
-      redis.call('HSET', tk(id), 'state', 'pending', 'lease_until', '')
+      redis.call('HSET', tk(id), 'state', 'pending', 'held_until', '')
       push(id, now)
     end
   end
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':delayed', '-inf', now, 'LIMIT', 0, 1000)) do
-    redis.call('ZREM', P .. ':delayed', id)
+  local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', K.delayed, id)
     if redis.call('HGET', tk(id), 'state') == 'pending' then push(id, now) end
   end
-  local queues = queues_of(wanted)
+  local queues = queues_of(a.queues)
   local paused = paused_set()
   local open_queues = queues  -- those not paused: only their tasks are claimed
   if paused then
@@ -567,8 +713,8 @@ elseif step == 'claim' then
   for _, q in ipairs(queues) do
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', sk('running', q), '-inf', now)) do
       local t = tk(id)
-      local cancel, lost, name, line = unpack(redis.call('HMGET', t, 'cancel_requested', 'lost',
-        'name', 'line'))
+      local cancel, lost, name, line = unpack(redis.call('HMGET', t, 'cancel_requested',
+        'lost', 'name', 'line'))
       if not name and redis.call('EXISTS', t) == 0 then  -- deleted (outside backbeat)
         redis.call('ZREM', sk('running', q), id)
         table.insert(dead, {id, '?', 'its stored record was deleted (outside backbeat) while '
@@ -586,7 +732,8 @@ elseif step == 'claim' then
       elseif line and line ~= '' then  -- a gated task waits in its line again, first
         log_attempt(id, t, 'lost')
         ungate(id, t)
-        redis.call('HSET', t, 'lost', tonumber(lost or '0') + 1, 'lease_until', '', 'worker', '')
+        redis.call('HSET', t, 'lost', tonumber(lost or '0') + 1, 'lease_until', '',
+          'worker', '')
         move(id, t, q, 'running', 'pending', redis.call('HGET', t, 'due_at'))
         push(id, now)
       elseif paused and paused[q] then  -- taken over once its queue is resumed
@@ -612,13 +759,13 @@ elseif step == 'claim' then
   local more_gated = #claimed - before_gated >= gated_share  -- their share did not run dry
   local only = {}
   for _, q in ipairs(open_queues) do only[q] = true end
-  for _, member in ipairs(redis.call('ZREVRANGE', P .. ':streams', 0, -1)) do
+  for _, member in ipairs(redis.call('ZREVRANGE', K.streams, 0, -1)) do
     if #claimed >= limit then break end
     local q, prio = member:match('^(.*)\t(.*)$')
     if only[q] then
       local key = P .. ':x:' .. q .. ':' .. prio
-      local read = {'XREADGROUP', 'GROUP', GROUP, worker, 'COUNT', limit - #claimed, 'STREAMS',
-        key, '>'}
+      local read = {'XREADGROUP', 'GROUP', GROUP, worker, 'COUNT', limit - #claimed,
+        'STREAMS', key, '>'}
       local got = redis.pcall(unpack(read))
       if type(got) == 'table' and got.err then  -- the stream or its group was deleted
         restore_stream(key, q, now)
@@ -639,25 +786,25 @@ elseif step == 'claim' then
       end
     end
   end
-  if more_gated then take_gated(open_queues, now, lease, worker, limit, claimed) end  -- what is left
+  if more_gated then  -- what is left
+    take_gated(open_queues, now, lease, worker, limit, claimed)
+  end
   for _, each in ipairs(buried) do table.insert(dead, each) end
   return {claimed, dead, stream_ids()}
 
 elseif step == 'renew' then
-  local now, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local now, lease = tonumber(a.now), tonumber(a.lease)
   local stop = {}
-  for i = 5, #ARGV, 2 do
-    local id = ARGV[i]
-    local ok, t = current(id, ARGV[i + 1])
+  for i = 1, #a.claims, 2 do
+    local id = a.claims[i]
+    local ok, t = current(id, a.claims[i + 1])
     if ok then
       local until_ = now + lease
       local q, cancel, worker, entry, key = unpack(redis.call('HMGET', t, 'queue',
         'cancel_requested', 'worker', 'entry', 'stream'))
       redis.call('HSET', t, 'lease_until', until_)
       redis.call('ZADD', sk('running', q), until_, id)
-      if entry and entry ~= '' then
-        redis.pcall('XCLAIM', key, GROUP, worker, 0, entry, 'JUSTID')
-      end
+      own_entry(t, key, entry, worker)
       if cancel == '1' then table.insert(stop, id) end
     else
       table.insert(stop, id)
@@ -666,10 +813,10 @@ elseif step == 'renew' then
   return stop
 
 elseif step == 'finish' then
-  local now = tonumber(ARGV[3])
+  local now = tonumber(a.now)
   local kept = {}
   -- One JSON list of [id, attempt, state, result, error, traceback, retry_at] lists.
-  for _, s in ipairs(cjson.decode(ARGV[4])) do
+  for _, s in ipairs(cjson.decode(a.settlements)) do
     local id, attempt, state, result, error, trace, retry_at = unpack(s)
     local t = tk(id)
     local was, attempts, q, entry, stream, key, line = unpack(redis.call('HMGET', t, 'state',
@@ -686,7 +833,8 @@ elseif step == 'finish' then
       if state == 'scheduled' or state == 'failed' then
         log_attempt(id, t, state == 'failed' and 'failed' or 'retried', now, error, trace)
       elseif state == 'cancelled' then
-        log_attempt(id, t, 'cancelled', now, error ~= '' and error or redis.call('HGET', t, 'error'))
+        local why = error ~= '' and error or redis.call('HGET', t, 'error')
+        log_attempt(id, t, 'cancelled', now, why)
       end
       if state == 'scheduled' then  -- a retry at retry_at
         redis.call('HSET', t, 'state', 'pending', 'error', error, 'traceback', trace,
@@ -697,11 +845,11 @@ elseif step == 'finish' then
         local fields = {'state', state, 'finished_at', now, 'lease_until', '', 'entry', '',
           'stream', ''}
         if state == 'succeeded' then
-          table.insert(fields, 'result'); table.insert(fields, result)
+          append(fields, 'result', result)
         elseif state == 'failed' then
-          for _, f in ipairs({'error', error, 'traceback', trace}) do table.insert(fields, f) end
+          append(fields, 'error', error, 'traceback', trace)
         elseif error ~= '' then
-          table.insert(fields, 'error'); table.insert(fields, error)
+          append(fields, 'error', error)
         end
         redis.call('HSET', t, unpack(fields))
         redis.call('ZADD', sk(state, q), now, id)
@@ -712,16 +860,16 @@ elseif step == 'finish' then
   return kept
 
 elseif step == 'progress' then
-  local t = tk(ARGV[3])
-  if redis.call('HGET', t, 'attempts') ~= ARGV[4] then return 0 end
-  redis.call('HSET', t, 'progress', ARGV[5])
+  local t = tk(a.id)
+  if redis.call('HGET', t, 'attempts') ~= a.attempt then return 0 end
+  redis.call('HSET', t, 'progress', a.document)
   return 1
 
 elseif step == 'release' then
-  local now = tonumber(ARGV[3])
-  for i = 4, #ARGV, 2 do
-    local id = ARGV[i]
-    local ok, t = current(id, ARGV[i + 1])
+  local now = tonumber(a.now)
+  for i = 1, #a.claims, 2 do
+    local id = a.claims[i]
+    local ok, t = current(id, a.claims[i + 1])
     if ok and redis.call('HGET', t, 'cancel_requested') ~= '1' then
       local q, due = unpack(redis.call('HMGET', t, 'queue', 'due_at'))
       ungate(id, t)
@@ -735,10 +883,9 @@ elseif step == 'release' then
   return 0
 
 elseif step == 'cancel' then
-  local now, reason = tonumber(ARGV[3]), ARGV[4]
+  local now, reason = tonumber(a.now), a.reason
   local count = 0
-  for i = 5, #ARGV do
-    local id = ARGV[i]
+  for _, id in ipairs(a.ids) do
     local t = tk(id)
     local state, q = unpack(redis.call('HMGET', t, 'state', 'queue'))
     if state == 'held' or state == 'pending' then
@@ -753,14 +900,15 @@ elseif step == 'cancel' then
   return count
 
 elseif step == 'retry' then
-  local now = tonumber(ARGV[3])
-  local ids = {}
-  if ARGV[4] == '*' then
-    for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
-      for _, id in ipairs(redis.call('ZRANGE', sk('failed', q), 0, -1)) do table.insert(ids, id) end
+  local now = tonumber(a.now)
+  local ids = a.ids
+  if ids[1] == '*' then
+    ids = {}
+    for _, q in ipairs(redis.call('SMEMBERS', K.queues)) do
+      for _, id in ipairs(redis.call('ZRANGE', sk('failed', q), 0, -1)) do
+        table.insert(ids, id)
+      end
     end
-  else
-    for i = 4, #ARGV do table.insert(ids, ARGV[i]) end
   end
   local count = 0
   for _, id in ipairs(ids) do
@@ -777,55 +925,45 @@ elseif step == 'retry' then
   return count
 
 elseif step == 'purge' then
-  local before, dry = ARGV[3], ARGV[4] == '1'
   local count = 0
-  if not dry then  -- consumers of workers gone for an hour, with nothing pending
-    for _, member in ipairs(redis.call('ZRANGE', P .. ':streams', 0, -1)) do
-      local q, prio = member:match('^(.*)\t(.*)$')
-      local key = P .. ':x:' .. q .. ':' .. prio
-      for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', key, GROUP)) do
-        local c = {}
-        for i = 1, #consumer, 2 do c[consumer[i]] = consumer[i + 1] end
-        if tonumber(c.pending) == 0 and tonumber(c.idle) > 3600000 then
-          redis.call('XGROUP', 'DELCONSUMER', key, GROUP, c.name)
-        end
-      end
-    end
-  end
-  if not dry then redis.call('ZREMRANGEBYSCORE', P .. ':gused', '-inf', server_now() - LONGEST) end
-  for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
-    for i = 5, #ARGV do
-      local key = sk(ARGV[i], q)
-      for _, id in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. before)) do
+  for _, q in ipairs(redis.call('SMEMBERS', K.queues)) do
+    for _, state in ipairs(a.states) do
+      local key = sk(state, q)
+      for _, id in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. a.before)) do
         count = count + 1
-        if not dry then
+        if a.dry_run ~= '1' then
           redis.call('DEL', tk(id), P .. ':d:' .. id, P .. ':a:' .. id)
           redis.call('ZREM', key, id)
-          redis.call('ZREM', P .. ':ids', id)
+          redis.call('ZREM', K.ids, id)
         end
       end
     end
   end
+  if a.dry_run ~= '1' then housekeeping.purge() end
   return count
 
 elseif step == 'list' then
-  local now, state, queue, name, limit = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
-  local cursor = ARGV[8] == '' and '+' or ('(' .. ARGV[8])
-  local found, scanned = {}, 0
-  while #found < limit and scanned < 100000 do
-    local page = redis.call('ZREVRANGEBYLEX', P .. ':ids', cursor, '-', 'LIMIT', 0, 500)
-    if #page == 0 then break end
-    for _, id in ipairs(page) do
-      local s, q, n, due = unpack(redis.call('HMGET', tk(id), 'state', 'queue', 'name', 'due_at'))
-      if (state == '' or shown_state(s, due, now) == state) and (queue == '' or q == queue) and (name == '' or n == name) then
-        table.insert(found, id)
-        if #found == limit then break end
+  -- One page of `list_tasks`: ids newest first below `below` ('' from the newest), at most
+  -- `chunk` looked at, until `limit` match. The caller goes on from the cursor in further
+  -- calls. Returns {cursor ('' when no older id is left), {id...}}.
+  local now, limit, chunk = tonumber(a.now), tonumber(a.limit), tonumber(a.chunk)
+  local top = a.below == '' and '+' or ('(' .. a.below)
+  local page = redis.call('ZREVRANGEBYLEX', K.ids, top, '-', 'LIMIT', 0, chunk)
+  local found, cursor = {}, ''
+  for _, id in ipairs(page) do
+    local v = fields_of(tk(id), {'state', 'queue', 'name', 'due_at'})
+    if (a.state == '' or shown_state(v.state, v.due_at, now) == a.state)
+        and (a.queue == '' or v.queue == a.queue) and (a.name == '' or v.name == a.name) then
+      table.insert(found, id)
+      if #found == limit then
+        cursor = id
+        break
       end
     end
-    scanned = scanned + #page
-    cursor = '(' .. page[#page]
+    cursor = id
   end
-  return found
+  if #page < chunk and #found < limit then cursor = '' end
+  return {cursor, found}
 
 elseif step == 'search' then
   -- One stretch of the dashboard's search (`Store.search`): ids newest first within
@@ -833,28 +971,26 @@ elseif step == 'search' then
   -- state's sets when they hold no more than `scan` tasks, else every id. The caller goes on
   -- from the cursor in further calls (a long scan never blocks Redis in one).
   -- Returns {cursor ('' when the source ran out), looked at, {{id, STATUS...}...}}.
-  local now, state, queue, name, idp, arg, err = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6],
-    ARGV[7], ARGV[8], ARGV[9]
-  local below, lowest, limit, scan = ARGV[10], ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13])
-  local chunk = tonumber(ARGV[14])
-  local status_fields = {}
-  for i = 15, #ARGV do table.insert(status_fields, ARGV[i]) end
+  local now, state, queue, name = tonumber(a.now), a.state, a.queue, a.name
+  local idp, arg, err = a.id_prefix, a.argument, a.error
+  local below, lowest, limit, scan = a.below, a.lowest, tonumber(a.limit), tonumber(a.scan)
+  local chunk = tonumber(a.chunk)
+  local status_fields = a.status_fields
   -- Only the fields the filter needs are read, each task once.
-  local wanted, at = {}, {}
-  local function want(field) table.insert(wanted, field); at[field] = #wanted end
-  if state ~= '' then want('state'); want('due_at') end
-  if queue ~= '' then want('queue') end
-  if name ~= '' then want('name') end
-  if arg ~= '' then want('payload') end
-  if err ~= '' then want('error') end
+  local wanted = {}
+  if state ~= '' then append(wanted, 'state', 'due_at') end
+  if queue ~= '' then append(wanted, 'queue') end
+  if name ~= '' then append(wanted, 'name') end
+  if arg ~= '' then append(wanted, 'payload') end
+  if err ~= '' then append(wanted, 'error') end
   local function matches(id)
     if idp ~= '' and id:sub(1, #idp) ~= idp then return false end
     if #wanted == 0 then return true end
-    local v = redis.call('HMGET', tk(id), unpack(wanted))
-    if state ~= '' and shown_state(v[at.state], v[at.due_at], now) ~= state then return false end
-    return (queue == '' or v[at.queue] == queue) and (name == '' or v[at.name] == name)
-      and (arg == '' or string.find(v[at.payload] or '', arg, 1, true) ~= nil)
-      and (err == '' or string.find(v[at.error] or '', err, 1, true) ~= nil)
+    local v = fields_of(tk(id), wanted)
+    if state ~= '' and shown_state(v.state, v.due_at, now) ~= state then return false end
+    return (queue == '' or v.queue == queue) and (name == '' or v.name == name)
+      and (arg == '' or string.find(v.payload or '', arg, 1, true) ~= nil)
+      and (err == '' or string.find(v.error or '', err, 1, true) ~= nil)
   end
   local found, scanned, cursor = {}, 0, ''
   local function look(id)  -- true: the page is done
@@ -863,16 +999,22 @@ elseif step == 'search' then
       local row = redis.call('HMGET', tk(id), unpack(status_fields))
       table.insert(row, 1, id)
       table.insert(found, row)
-      if #found == limit then cursor = id; return true end
+      if #found == limit then
+        cursor = id
+        return true
+      end
     end
-    if scanned == chunk then cursor = id; return true end
+    if scanned == chunk then
+      cursor = id
+      return true
+    end
     return false
   end
   local candidates = nil
   if state ~= '' then
     local sets, total = {}, 0
     local stored = (state == 'scheduled') and 'pending' or state
-    for _, q in ipairs(queue ~= '' and {queue} or redis.call('SMEMBERS', P .. ':queues')) do
+    for _, q in ipairs(queue ~= '' and {queue} or redis.call('SMEMBERS', K.queues)) do
       table.insert(sets, sk(stored, q))
       total = total + redis.call('ZCARD', sk(stored, q))
     end
@@ -897,7 +1039,7 @@ elseif step == 'search' then
     local bottom = lowest == '' and '-' or ('[' .. lowest)
     local done = false
     while not done do
-      local page = redis.call('ZREVRANGEBYLEX', P .. ':ids', top, bottom, 'LIMIT', 0,
+      local page = redis.call('ZREVRANGEBYLEX', K.ids, top, bottom, 'LIMIT', 0,
         math.min(500, chunk - scanned))
       if #page == 0 then break end
       for _, id in ipairs(page) do
@@ -913,9 +1055,9 @@ elseif step == 'failure_groups' then
   -- Failed tasks grouped by name and exception (the error up to its first ': '): of the
   -- `scan` newest by id among each queue's `scan` latest failures. {name, exception, count,
   -- latest id, latest finished_at, its error} each; the caller orders them.
-  local scan = tonumber(ARGV[3])
+  local scan = tonumber(a.scan)
   local ids = {}
-  for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+  for _, q in ipairs(redis.call('SMEMBERS', K.queues)) do
     for _, id in ipairs(redis.call('ZREVRANGE', sk('failed', q), 0, scan - 1)) do
       table.insert(ids, id)
     end
@@ -945,9 +1087,9 @@ elseif step == 'failure_groups' then
   return order
 
 elseif step == 'oldest_due' then  -- the earliest due time of the pending tasks due now
-  local now, only = tonumber(ARGV[3]), ARGV[4]
+  local now, only = tonumber(a.now), a.queue
   local oldest = nil
-  for _, q in ipairs(only ~= '' and {only} or redis.call('SMEMBERS', P .. ':queues')) do
+  for _, q in ipairs(only ~= '' and {only} or redis.call('SMEMBERS', K.queues)) do
     local offset = 0
     while true do  -- held tasks share the set: skipped
       local page = redis.call('ZRANGEBYSCORE', sk('pending', q), '-inf', now, 'WITHSCORES',
@@ -956,7 +1098,8 @@ elseif step == 'oldest_due' then  -- the earliest due time of the pending tasks 
       local first = nil
       for i = 1, #page, 2 do
         if redis.call('HGET', tk(page[i]), 'state') == 'pending' then
-          first = tonumber(page[i + 1]); break
+          first = tonumber(page[i + 1])
+          break
         end
       end
       if first then
@@ -969,10 +1112,9 @@ elseif step == 'oldest_due' then  -- the earliest due time of the pending tasks 
   return oldest and tostring(oldest) or ''
 
 elseif step == 'run_now' then  -- waiting tasks due now; pushed (a waiting worker wakes)
-  local now = tonumber(ARGV[3])
+  local now = tonumber(a.now)
   local count, seen = 0, {}
-  for i = 4, #ARGV do
-    local id = ARGV[i]
+  for _, id in ipairs(a.ids) do
     local t = tk(id)
     local state, due, q = unpack(redis.call('HMGET', t, 'state', 'due_at', 'queue'))
     if state == 'pending' and not seen[id] then
@@ -989,21 +1131,20 @@ elseif step == 'run_now' then  -- waiting tasks due now; pushed (a waiting worke
 
 elseif step == 'delete' then  -- finished tasks, as `purge` deletes them
   local count = 0
-  for i = 3, #ARGV do
-    local id = ARGV[i]
+  for _, id in ipairs(a.ids) do
     local state, q = unpack(redis.call('HMGET', tk(id), 'state', 'queue'))
     if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
       redis.call('DEL', tk(id), P .. ':d:' .. id, P .. ':a:' .. id)
       redis.call('ZREM', sk(state, q), id)
-      redis.call('ZREM', P .. ':ids', id)
+      redis.call('ZREM', K.ids, id)
       count = count + 1
     end
   end
   return count
 
 elseif step == 'counts' then
-  local now, only = tonumber(ARGV[3]), ARGV[4]
-  local queues = only ~= '' and {only} or redis.call('SMEMBERS', P .. ':queues')
+  local now, only = tonumber(a.now), a.queue
+  local queues = only ~= '' and {only} or redis.call('SMEMBERS', K.queues)
   local c = {0, 0, 0, 0, 0, 0}  -- in `backbeat.status.STATES`' order
   for _, q in ipairs(queues) do
     -- `shown_state` by the set: the held and pending tasks, by due time, either side of now.
@@ -1019,32 +1160,29 @@ elseif step == 'counts' then
   return c
 
 elseif step == 'queues' then
-  return redis.call('SMEMBERS', P .. ':queues')
+  return redis.call('SMEMBERS', K.queues)
 
 elseif step == 'beat' then  -- expiry on Redis's clock: hosts' clocks may disagree
-  local name, document, expires = ARGV[4], ARGV[5], tonumber(ARGV[6])
+  local expires = tonumber(a.expires_in)
   local now = server_now()
   if expires <= 0 then
-    redis.call('HDEL', P .. ':w', name)
-    redis.call('ZREM', P .. ':we', name)
+    redis.call('HDEL', K.w, a.name)
+    redis.call('ZREM', K.we, a.name)
   else
-    redis.call('HSET', P .. ':w', name, document)
-    redis.call('ZADD', P .. ':we', now + expires, name)
+    redis.call('HSET', K.w, a.name, a.document)
+    redis.call('ZADD', K.we, now + expires, a.name)
   end
-  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', P .. ':we', '-inf', now - 3600)) do
-    redis.call('HDEL', P .. ':w', gone)
-    redis.call('ZREM', P .. ':we', gone)
-  end
+  housekeeping.beat(now)
   return 0
 
 elseif step == 'workers' then
-  -- {Redis's time now, document, expires_at, ...}: all of them (ARGV[3] 'all') or the live
+  -- {Redis's time now, document, expires_at, ...}: all of them, or the live ones
   local now = server_now()
-  local since = ARGV[3] == 'all' and '-inf' or '(' .. now
-  local listed = redis.call('ZRANGEBYSCORE', P .. ':we', since, '+inf', 'WITHSCORES')
+  local since = a.which == 'all' and '-inf' or '(' .. now
+  local listed = redis.call('ZRANGEBYSCORE', K.we, since, '+inf', 'WITHSCORES')
   local out = {tostring(now)}
   for i = 1, #listed, 2 do
-    local document = redis.call('HGET', P .. ':w', listed[i])
+    local document = redis.call('HGET', K.w, listed[i])
     if document then
       table.insert(out, document)
       table.insert(out, listed[i + 1])
@@ -1053,11 +1191,11 @@ elseif step == 'workers' then
   return out
 
 elseif step == 'take_over' then  -- a dead worker: its leases run out now
-  local now, name = tonumber(ARGV[3]), ARGV[4]
-  redis.call('HDEL', P .. ':w', name)
-  redis.call('ZREM', P .. ':we', name)
+  local now, name = tonumber(a.now), a.worker
+  redis.call('HDEL', K.w, name)
+  redis.call('ZREM', K.we, name)
   local ids = {}
-  for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+  for _, q in ipairs(redis.call('SMEMBERS', K.queues)) do
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', sk('running', q), '(' .. now, '+inf')) do
       if redis.call('HGET', tk(id), 'worker') == name then
         redis.call('ZADD', sk('running', q), now, id)
@@ -1067,13 +1205,13 @@ elseif step == 'take_over' then  -- a dead worker: its leases run out now
     end
   end
   if #ids > 0 then  -- idle workers block on the streams: wake them to claim these
-    redis.call('XADD', P .. ':bell', 'MAXLEN', '~', 100, '*', 'due', now)
+    redis.call('XADD', K.bell, 'MAXLEN', '~', 100, '*', 'due', now)
   end
   return ids
 
 elseif step == 'due' then  -- when the soonest held or delayed task is due, and the streams
   local soonest = ''
-  for _, key in ipairs({P .. ':held', P .. ':delayed'}) do
+  for _, key in ipairs({K.held, K.delayed}) do
     local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
     if #first > 0 and (soonest == '' or tonumber(first[2]) < tonumber(soonest)) then
       soonest = first[2]
@@ -1083,28 +1221,28 @@ elseif step == 'due' then  -- when the soonest held or delayed task is due, and 
 
 elseif step == 'schedules' then  -- every schedule: {name, rule, last_tick, ...} each
   local out = {}
-  for _, name in ipairs(redis.call('SORT', P .. ':schedules', 'ALPHA')) do
+  for _, name in ipairs(redis.call('SORT', K.schedules, 'ALPHA')) do
     local record = redis.call('HMGET', P .. ':sch:' .. name, unpack(SCHEDULE))
     table.insert(record, 1, name)
     table.insert(out, record)
   end
   return out
 
-elseif step == 'declare' then  -- ARGV[4..]: name, rule, ...: those not known yet
-  local now = tonumber(ARGV[3])
-  for i = 4, #ARGV, 2 do
-    if redis.call('SADD', P .. ':schedules', ARGV[i]) == 1 then
-      redis.call('HSET', P .. ':sch:' .. ARGV[i], 'rule', ARGV[i + 1], 'paused', 0,
+elseif step == 'declare' then  -- the schedules not known yet
+  local now, pairs_ = tonumber(a.now), a.pairs
+  for i = 1, #pairs_, 2 do
+    if redis.call('SADD', K.schedules, pairs_[i]) == 1 then
+      redis.call('HSET', P .. ':sch:' .. pairs_[i], 'rule', pairs_[i + 1], 'paused', 0,
         'updated_at', now)
     end
   end
   return 0
 
 elseif step == 'fire' then  -- one tick of a schedule, handled once (`Store.fire_schedule`)
-  local now, name, rule, tick, note = tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
-  local skip_if_running, busy_note, row = ARGV[8] == '1', ARGV[9], ARGV[10]
+  local now, name, rule, tick, note = tonumber(a.now), a.name, a.rule, tonumber(a.tick), a.note
+  local skip_if_running, busy_note, row = a.skip_if_running == '1', a.busy_note, a.task
   local s = P .. ':sch:' .. name
-  if redis.call('SADD', P .. ':schedules', name) == 1 then
+  if redis.call('SADD', K.schedules, name) == 1 then
     redis.call('HSET', s, 'paused', 0)
   end
   local last_tick, last_task, paused = unpack(redis.call('HMGET', s, 'last_tick', 'last_task',
@@ -1125,46 +1263,46 @@ elseif step == 'fire' then  -- one tick of a schedule, handled once (`Store.fire
   table.insert(record, 1, name)
   return record
 
-elseif step == 'pause' then  -- ARGV[5] '1' pauses, '0' resumes; 0 if there is no such one
-  if redis.call('SISMEMBER', P .. ':schedules', ARGV[4]) == 0 then return 0 end
-  redis.call('HSET', P .. ':sch:' .. ARGV[4], 'paused', ARGV[5], 'updated_at', ARGV[3])
+elseif step == 'pause' then  -- paused '1' pauses, '0' resumes; 0 if there is no such one
+  if redis.call('SISMEMBER', K.schedules, a.name) == 0 then return 0 end
+  redis.call('HSET', P .. ':sch:' .. a.name, 'paused', a.paused, 'updated_at', a.now)
   return 1
 
-elseif step == 'open' then  -- ARGV[4]: a new token, if none is there; ARGV[5]: '1' to create
-  local token = redis.call('GET', P .. ':made')
-  local found = token or redis.call('EXISTS', P .. ':streams', P .. ':bell') > 0
-  if ARGV[5] == '1' then
+elseif step == 'open' then  -- token: a new one, if none is there; create: '1' to create
+  local token = redis.call('GET', K.made)
+  local found = token or redis.call('EXISTS', K.streams, K.bell) > 0
+  if a.create == '1' then
     stream_of('default', '0')
-    if redis.call('EXISTS', P .. ':bell') == 0 then
-      redis.call('XADD', P .. ':bell', 'MAXLEN', '~', 100, '*', 'opened', ARGV[3])
+    if redis.call('EXISTS', K.bell) == 0 then
+      redis.call('XADD', K.bell, 'MAXLEN', '~', 100, '*', 'opened', a.now)
     end
     if not token then
-      token = ARGV[4]
-      redis.call('SET', P .. ':made', token)
+      token = a.token
+      redis.call('SET', K.made, token)
     end
     found = true
   end
   return {token or '', found and 1 or 0, unfinished(), redis.call('TIME')}
 
-elseif step == 'pause_queue' then  -- ARGV[3] the queue, ARGV[4] '1' pauses, '0' resumes
-  local q = ARGV[3]
-  if ARGV[4] == '1' then
-    redis.call('SADD', P .. ':paused', q)
-  elseif redis.call('SREM', P .. ':paused', q) == 1 then
+elseif step == 'pause_queue' then  -- paused '1' pauses, '0' resumes
+  local q = a.queue
+  if a.paused == '1' then
+    redis.call('SADD', K.paused, q)
+  elseif redis.call('SREM', K.paused, q) == 1 then
     -- Its lines were not looked at meanwhile, and idle workers block on the streams: ring.
     for _, line in ipairs(redis.call('ZRANGE', gates_key(q), 0, -1)) do
       redis.call('ZADD', gates_key(q), 'LT', 0, line)
     end
-    redis.call('XADD', P .. ':bell', 'MAXLEN', '~', 100, '*', 'due', 0)
+    redis.call('XADD', K.bell, 'MAXLEN', '~', 100, '*', 'due', 0)
   end
   return 0
 
 elseif step == 'paused_queues' then
-  return redis.call('SORT', P .. ':paused', 'ALPHA')
+  return redis.call('SORT', K.paused, 'ALPHA')
 
 elseif step == 'gate_usage' then  -- {gate, used, waiting, ...}: recently used or waited for
   local snow, used, waiting = server_now(), {}, {}
-  local recent = redis.call('ZREVRANGEBYSCORE', P .. ':gused', '+inf', snow - LONGEST,
+  local recent = redis.call('ZREVRANGEBYSCORE', K.gused, '+inf', snow - LONGEST,
     'LIMIT', 0, 10000)
   for _, gate in ipairs(recent) do
     local ok, parts = pcall(cjson.decode, gate)
@@ -1181,7 +1319,7 @@ elseif step == 'gate_usage' then  -- {gate, used, waiting, ...}: recently used o
       end
     end
   end
-  for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+  for _, q in ipairs(redis.call('SMEMBERS', K.queues)) do
     for _, line in ipairs(redis.call('ZRANGE', gates_key(q), 0, 9999)) do
       local count = redis.call('ZCARD', P .. ':gl:' .. line)
       local _, rgate, cgate = line:match('^(.*)\t([^\t]*)\t([^\t]*)$')
@@ -1197,4 +1335,3 @@ elseif step == 'gate_usage' then  -- {gate, used, waiting, ...}: recently used o
   end
   return out
 end
-return redis.error_reply('unknown step ' .. tostring(step))

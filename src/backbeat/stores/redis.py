@@ -75,6 +75,11 @@ T = TypeVar("T")
 logger = logging.getLogger("backbeat")
 
 _SCRIPT = resources.files("backbeat.stores").joinpath("redis.lua").read_text()
+# The store's own keys, the script's KEYS (`KEY_NAMES` in redis.lua: the same, in this order).
+_KEY_NAMES = (
+    "ids", "queues", "held", "delayed", "streams", "bell", "made", "paused", "w", "we", "gused",
+    "schedules", "gseq",
+)  # fmt: skip
 
 
 def _redis() -> Any:
@@ -142,6 +147,7 @@ class RedisStore:
         self.db = query.get("db") or parts.path.strip("/") or "0"
         self._connect_url = urlunsplit(parts._replace(query=urlencode(query)))
         self._tag = "{" + prefix + "}"
+        self._keys = [f"{self._tag}:{name}" for name in _KEY_NAMES]
         self._marker = _Marker()
         self._client: Any = None
         self._script: Any = None
@@ -243,7 +249,8 @@ class RedisStore:
             # The whole operation, a reconnection and its retry included, within `timeout`.
             async with asyncio.timeout(self.timeout):
                 return await self._script(
-                    keys=[self._tag], args=[f"{step} {token}" if token else step, self._tag, *args]
+                    keys=self._keys,
+                    args=[f"{step} {token}" if token else step, self._tag, *args],
                 )
         except Exception as exc:
             if str(exc).startswith("GONE "):
@@ -289,15 +296,12 @@ class RedisStore:
     async def _enqueue_groups(self, groups: list[list[NewTask]]) -> list[list[str] | BaseException]:
         # One JSON argument per group: redis-py encodes arguments one by one, in Python.
         sent = time.time()
-        args: list[object] = [sent, len(groups)]
-        for tasks in groups:
-            rows = [new_row(t) for t in tasks]
-            args.append(json.dumps(rows))
         # When, on Redis's clock, this write comes too late to store anything: half the
         # timeout from now. Its caller gives up at the timeout (a request answers 503), and
         # a write that lands after that, from a frozen or stalled Redis, must not run.
-        args.append(repr(sent + self._marker.clock_offset + self.timeout / 2))
-        reply = await self._call("enqueue", *args)
+        deadline = repr(sent + self._marker.clock_offset + self.timeout / 2)
+        rows = [json.dumps([new_row(t) for t in tasks]) for tasks in groups]
+        reply = await self._call("enqueue", sent, deadline, *rows)
         self._measured(sent, reply.pop(), late=reply[0] == "LATE")
         if reply[0] == "LATE":  # also when the clocks differ more than was measured: now they are
             raise StoreUnavailable(
@@ -312,12 +316,13 @@ class RedisStore:
         ]
 
     async def activate(self, ids: list[str]) -> None:
-        await self._call("activate", time.time(), 0, "", 0, json.dumps(ids))
+        await self._call("activate", time.time(), json.dumps(ids))
 
-    async def start(
+    async def activate_and_claim(
         self, worker: str, ids: list[str], lease: float, limit: int
     ) -> list[ClaimedTask]:
-        rows = await self._call("start", time.time(), lease, worker, limit, json.dumps(ids))
+        ids_json = json.dumps(ids)
+        rows = await self._call("activate_and_claim", time.time(), lease, worker, limit, ids_json)
         return [claimed(row) for row in rows]
 
     async def claim(
@@ -439,9 +444,7 @@ class RedisStore:
         limit: int = 50,
         before: str | None = None,
     ) -> list[StoredStatus]:
-        ids = await self._call(
-            "list", time.time(), state or "", queue or "", name or "", limit, before or ""
-        )
+        ids = await redis_search.list_ids(self._call, state, queue, name, limit, before)
         found = [await self.get(task_id) for task_id in ids]
         return [found_status for found_status in found if found_status is not None]
 

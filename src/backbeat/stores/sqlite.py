@@ -201,10 +201,10 @@ class SQLiteStore:
         await self._write(update)
         self._wakeups.notify()
 
-    async def start(
+    async def activate_and_claim(
         self, worker: str, ids: list[str], lease: float, limit: int
     ) -> list[ClaimedTask]:
-        def activate_and_claim(conn: sqlite3.Connection) -> list[ClaimedTask]:
+        def write(conn: sqlite3.Connection) -> list[ClaimedTask]:
             now = time.time()
             listed = json.dumps(ids)
             parameters = {"now": now, "until": now + lease, "worker": worker, "ids": listed}
@@ -213,7 +213,7 @@ class SQLiteStore:
                 _activate(conn, listed, now)
             return [_claimed(row) for row in rows]
 
-        claimed = await self._write(activate_and_claim)
+        claimed = await self._write(write)
         if len(claimed) < len(ids):
             self._wakeups.notify()  # some were only activated
         return claimed

@@ -74,7 +74,7 @@ OPEN_LINE = (
 HEADS = (
     "SELECT id, rate_gate, rate_limit, rate_window, concurrency_gate, max_concurrency "
     "FROM backbeat_tasks t WHERE line = :line AND state IN ('pending', 'held') "
-    "AND (state = 'pending' OR lease_until < :now) AND {runnable} "
+    "AND (state = 'pending' OR held_until < :now) AND {runnable} "
     "ORDER BY priority DESC, due_at, rowid LIMIT :limit"
 )
 SOONEST_IN_LINE = (
@@ -92,7 +92,7 @@ HOLDERS = "SELECT count(*) FROM backbeat_tasks WHERE concurrency_gate = ? AND st
 # Start the chosen tasks (`CLAIM` in sqlite_sql, for ids given as a JSON list).
 TAKE = (
     "UPDATE backbeat_tasks SET state = 'running', attempts = attempts + 1, "
-    "started_at = :now, lease_until = :until, worker = :worker "
+    "started_at = :now, lease_until = :until, held_until = NULL, worker = :worker "
     "WHERE id IN (SELECT value FROM json_each(:ids)) "
     "RETURNING {columns}, after IS NOT NULL AND NOT json_valid(after)"
 )
@@ -178,7 +178,7 @@ def _bury(conn: sqlite3.Connection, task_id: str, field: str, now: float) -> Non
     logger.error("backbeat: task %s: %s", task_id, error)
     conn.execute(
         "UPDATE backbeat_tasks SET state = 'failed', finished_at = ?, error = ?, "
-        "lease_until = NULL WHERE id = ?",
+        "held_until = NULL, lease_until = NULL WHERE id = ?",
         (now, error, task_id),
     )
 

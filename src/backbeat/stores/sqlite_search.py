@@ -31,7 +31,7 @@ from backbeat.stores.sqlite_sql import STATUS_COLUMNS, shown_as
 # States with a partial index on the id (`INDEXES` in sqlite_sql).
 _ID_INDEXED = ("failed", "cancelled")
 _LIVE_INDEXES = {
-    "held": "backbeat_held",
+    "held": "backbeat_held_until",
     "pending": "backbeat_pending",
     "running": "backbeat_running",
 }

@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS backbeat_tasks (
     rate_window REAL NOT NULL DEFAULT 0,
     concurrency_gate TEXT,
     max_concurrency INTEGER NOT NULL DEFAULT 0,
-    line TEXT
+    line TEXT,
+    held_until REAL
 );
 CREATE TABLE IF NOT EXISTS backbeat_schedules (
     name TEXT PRIMARY KEY,
@@ -75,7 +76,7 @@ STATUS_COLUMNS = (
 
 INSERT = (
     "INSERT INTO backbeat_tasks (id, name, payload, retries, backoff, max_backoff, timeout, "
-    "created_at, due_at, after, lease_until, queue, priority, key, state, rate_gate, "
+    "created_at, due_at, after, held_until, queue, priority, key, state, rate_gate, "
     "rate_limit, rate_window, concurrency_gate, max_concurrency, line) VALUES "
     "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
     "CASE WHEN ? IS NULL THEN 'pending' ELSE 'held' END, ?, ?, ?, ?, ?, ?)"
@@ -134,7 +135,7 @@ CLAIMED_COLUMNS = (
 # task lost more often (a suspect) only by an idle worker, to run alone.
 CLAIM = (
     "UPDATE backbeat_tasks SET state = 'running', attempts = attempts + 1, "
-    "started_at = :now, lease_until = :until, worker = :worker, "
+    "started_at = :now, lease_until = :until, held_until = NULL, worker = :worker, "
     "lost = lost + (state = 'running') "
     "WHERE id IN (SELECT id FROM ({candidates}) ORDER BY priority DESC, due_at LIMIT :limit) "
     f"RETURNING {CLAIMED_COLUMNS}, after IS NOT NULL AND NOT json_valid(after)"
@@ -164,7 +165,7 @@ def claim_sql(queues: int | None, alone: bool) -> str:
             "SELECT id, priority, due_at FROM backbeat_tasks t "
             f"WHERE state = 'pending' AND line IS NULL AND {RUNNABLE}{only}"
             " UNION ALL SELECT id, priority, due_at FROM backbeat_tasks t"
-            f" WHERE state = 'held' AND lease_until < :now AND line IS NULL AND {RUNNABLE}{only}"
+            f" WHERE state = 'held' AND held_until < :now AND line IS NULL AND {RUNNABLE}{only}"
             " UNION ALL SELECT id, priority, due_at FROM backbeat_tasks"
             f" WHERE state = 'running' AND lease_until < :now AND lost = 0 AND line IS NULL{only}"
         )
@@ -198,14 +199,14 @@ CANCEL_ORPHANS = (
 # (up to :limit) in one statement, then the others are made runnable in another.
 START = (
     "UPDATE backbeat_tasks SET state = 'running', attempts = attempts + 1, "
-    "started_at = :now, lease_until = :until, worker = :worker "
+    "started_at = :now, lease_until = :until, held_until = NULL, worker = :worker "
     "WHERE id IN (SELECT t.id FROM json_each(:ids) j JOIN backbeat_tasks t ON t.id = j.value "
     "WHERE t.state = 'held' AND t.after IS NULL AND t.due_at <= :now AND t.line IS NULL "
     "AND t.queue NOT IN (SELECT queue FROM backbeat_paused_queues) LIMIT :limit) "
     f"RETURNING {CLAIMED_COLUMNS}"
 )
 ACTIVATE = (
-    "UPDATE backbeat_tasks SET state = 'pending', lease_until = NULL "
+    "UPDATE backbeat_tasks SET state = 'pending', held_until = NULL "
     "WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'held' RETURNING line"
 )
 
@@ -220,8 +221,10 @@ INDEXES = """
 DROP INDEX IF EXISTS backbeat_tasks_runnable;
 DROP INDEX IF EXISTS backbeat_tasks_leases;
 DROP INDEX IF EXISTS backbeat_tasks_finished;
+DROP INDEX IF EXISTS backbeat_held;
 CREATE INDEX IF NOT EXISTS backbeat_pending ON backbeat_tasks (due_at) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS backbeat_held ON backbeat_tasks (lease_until) WHERE state = 'held';
+CREATE INDEX IF NOT EXISTS backbeat_held_until ON backbeat_tasks (held_until)
+    WHERE state = 'held';
 CREATE INDEX IF NOT EXISTS backbeat_running ON backbeat_tasks (lease_until)
     WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS backbeat_finished ON backbeat_tasks (state, finished_at)
@@ -237,6 +240,7 @@ def setup(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
     add_missing_columns(conn)
     conn.executescript(INDEXES)
+    conn.execute(MOVE_HOLDS)
     conn.execute(
         "CREATE INDEX IF NOT EXISTS backbeat_tasks_keys ON backbeat_tasks (key) "
         "WHERE key IS NOT NULL"
@@ -261,7 +265,17 @@ ADDED_COLUMNS = {
     "concurrency_gate": "TEXT",
     "max_concurrency": "INTEGER NOT NULL DEFAULT 0",
     "line": "TEXT",
+    # The hold of a task written ahead; before it, a held task's hold was its `lease_until`.
+    "held_until": "REAL",
 }
+
+
+# A held task written by a backbeat before `held_until` kept its hold in `lease_until`.
+# Each open moves such holds (a process of that version may still write them).
+MOVE_HOLDS = (
+    "UPDATE backbeat_tasks SET held_until = lease_until, lease_until = NULL "
+    "WHERE state = 'held' AND lease_until IS NOT NULL"
+)
 
 
 def add_missing_columns(conn: sqlite3.Connection) -> None:
@@ -288,7 +302,7 @@ RELEASE = (
 PROGRESS = "UPDATE backbeat_tasks SET progress = ? WHERE id = ? AND attempts = ?"
 CANCEL_WAITING = (
     "UPDATE backbeat_tasks SET state = 'cancelled', finished_at = ?, error = ?, "
-    "lease_until = NULL WHERE id = ? AND state IN ('held', 'pending')"
+    "held_until = NULL WHERE id = ? AND state IN ('held', 'pending')"
 )
 # A running task is cancelled by its worker, told at its next renewal.
 CANCEL_RUNNING = (
