@@ -58,7 +58,7 @@ def test_postgresql_stopped_answers_503_within_the_timeout_and_the_app_reconnect
                 return client.post("/work", params={"seconds": 0, "label": "b"}).status_code == 201
 
         wait_until(accepts, 15, "the app to accept again", server.log)
-        accepted += ["b"] + post_tasks(server.url, 10, seconds=0, prefix="c")
+        accepted += ["b", *post_tasks(server.url, 10, seconds=0, prefix="c")]
         with background_process([sys.executable, *WORKER], tmp_path, env=env, name="worker") as (
             _,
             log,
