@@ -44,6 +44,7 @@ from backbeat.stores.base import (
 )
 from backbeat.stores.inspection import AttemptRecord, FailureGroup, GateUsage, TaskFilter, TaskPage
 from backbeat.stores.postgres_listen import Listener, listener_for
+from backbeat.stores.postgres_maintenance import GIVE_UP_LEASE, Upkeep, bring_back
 from backbeat.stores.postgres_pool import Database
 from backbeat.stores.postgres_schedules import DECLARE, SELECT_ALL, fire, record
 from backbeat.stores.postgres_schedules import PAUSE as PAUSE_SCHEDULE
@@ -98,6 +99,7 @@ class PostgresStore:
         timeout: float = 5.0,
         pgbouncer: bool = False,
         create: bool = True,
+        key_window: float = 0.0,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("postgresql", "postgres"):
@@ -108,6 +110,7 @@ class PostgresStore:
             pool_size = int(query.pop("pool_size", pool_size))
             timeout = float(query.pop("timeout", timeout))
             pgbouncer = _yes(query.pop("pgbouncer", "yes" if pgbouncer else "no"))
+            key_window = float(query.pop("key_window", key_window))
         except ValueError as exc:
             raise StoreError(f"bad PostgreSQL URL option in {url!r}: {exc}") from None
         self.url = url
@@ -118,6 +121,10 @@ class PostgresStore:
         # polls, and no prepared statements kept across transactions.
         self.pgbouncer = pgbouncer
         self.create = create
+        # Seconds a finished task's idempotency key still answers its id (0: while it is
+        # live only, as on every store).
+        self.key_window = key_window
+        self._upkeep = Upkeep(key_window=key_window)
         where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
         self._described = f"PostgresStore({where}, schema={self.schema.name!r})"
         self._db = Database(
@@ -137,6 +144,9 @@ class PostgresStore:
             done=self._wake_here,
         )
 
+    # A finished task is in the hot table until the next upkeep step, then in `finished`.
+    _tables = ("{s}.tasks", "{s}.finished")
+
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> PostgresStore:
         return cls(url, create=create)
@@ -152,6 +162,7 @@ class PostgresStore:
             timeout=self.timeout,
             pgbouncer=self.pgbouncer,
             create=self.create,
+            key_window=self.key_window,
         )
 
     # --- connections ----------------------------------------------------------------------
@@ -206,7 +217,9 @@ class PostgresStore:
         return await self._enqueues.call(tasks)
 
     async def _enqueue_groups(self, groups: list[list[NewTask]]) -> list[list[str] | BaseException]:
-        return await self._db.transaction(lambda conn: insert_groups(conn, self.schema, groups))
+        return await self._db.transaction(
+            lambda conn: insert_groups(conn, self.schema, groups, self.key_window)
+        )
 
     async def activate(self, ids: list[str]) -> None:
         await self._db.transaction(
@@ -289,6 +302,7 @@ class PostgresStore:
 
     async def retry(self, ids: list[str] | None) -> int:
         async def again(conn: Any) -> int:
+            await bring_back(conn, self.schema, ids)
             rows = await conn.fetch(self.schema(REQUEUE), time.time(), ids)
             gated = [row for row in rows if row[0] is not None]
             if gated:  # their lines may have been forgotten: written again
@@ -309,17 +323,21 @@ class PostgresStore:
         dry_run: bool = False,
     ) -> int:
         check_purgeable(states)
-        where = self.schema(PURGE_WHERE)
+        tables = [self.schema(PURGE_WHERE.replace("{table}", t)) for t in self._tables]
 
         async def delete(conn: Any) -> int:
             if dry_run:
-                found: int = await conn.fetchval(
-                    f"SELECT count(*) {where}", states, finished_before
-                )
-                return found
+                counted = [
+                    await conn.fetchval(f"SELECT count(*) {where}", states, finished_before)
+                    for where in tables
+                ]
+                return sum(counted)
             # Start times no rate window reaches any more (keyed gates leave them behind).
             await conn.execute(self.schema(FORGET_OLD_STARTS), time.time() - LONGEST_WINDOW)
-            return _count(await conn.execute(f"DELETE {where}", states, finished_before))
+            deleted = [
+                await conn.execute(f"DELETE {where}", states, finished_before) for where in tables
+            ]
+            return sum(map(_count, deleted))
 
         return await self._db.transaction(delete)
 
@@ -390,7 +408,11 @@ class PostgresStore:
 
     async def delete(self, ids: list[str]) -> int:
         async def remove(conn: Any) -> int:
-            return _count(await conn.execute(self.schema(DELETE), ids))
+            deleted = [
+                await conn.execute(self.schema(DELETE.replace("{table}", t)), ids)
+                for t in self._tables
+            ]
+            return sum(map(_count, deleted))
 
         return await self._db.transaction(remove)
 
@@ -405,6 +427,7 @@ class PostgresStore:
             now = time.time()
             if expires_in <= 0:
                 await conn.execute(self.schema(FORGET_WORKER), worker.name)
+                await conn.execute(self.schema(GIVE_UP_LEASE), worker.name)
                 return
             worker.seen_at = now
             document = json.dumps(worker.document())
@@ -412,6 +435,18 @@ class PostgresStore:
             await conn.execute(self.schema(FORGET_LONG_GONE), now - 3600)
 
         await self._db.transaction(beat)
+        # Only workers beat: one of them at a time keeps the store in shape.
+        if expires_in > 0 and self._upkeep.due():
+            try:
+                await self.upkeep(worker.name)
+            except Exception as exc:  # the beat was taken: its caller must not think otherwise
+                logger.warning("backbeat: %r: upkeep step failed: %s", self, exc)
+
+    async def upkeep(self, holder: str) -> int | None:
+        """One upkeep step (`backbeat.stores.postgres_maintenance`) if `holder` holds its
+        lease or takes it: how many finished tasks left the hot table; None when another
+        holds it. Workers run it at their heartbeat, at most once a second."""
+        return await self._upkeep.step(self._db, self.schema, holder)
 
     async def workers(self, *, include_expired: bool = False) -> list[WorkerInfo]:
         since = float("-inf") if include_expired else time.time()

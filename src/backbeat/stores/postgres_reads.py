@@ -28,7 +28,8 @@ STATUS_COLUMNS = (
     "id, name, state, attempts, error, traceback, created_at, started_at, finished_at, due_at, "
     "result, progress, queue, payload, worker, priority"
 )
-GET = f"SELECT {STATUS_COLUMNS}, after FROM {{s}}.tasks WHERE id = $1"
+# Live or finished: a task is in `tasks` or in `finished` (`postgres_maintenance`).
+GET = f"SELECT {STATUS_COLUMNS}, after FROM {{s}}.every_task WHERE id = $1"
 
 # (stored state, a due time, count): the live tasks, one part per partial index; then the
 # finished, counted. The waiting ones come in two groups, due and not yet, each with a due
@@ -93,7 +94,7 @@ async def list_tasks(
     where = " AND ".join(clause for clause in clauses if clause) or "true"
     parameters.append(limit)
     query = (
-        f"SELECT {STATUS_COLUMNS} FROM {{s}}.tasks WHERE {where} "
+        f"SELECT {STATUS_COLUMNS} FROM {{s}}.every_task WHERE {where} "
         f"ORDER BY id DESC LIMIT ${len(parameters)}"
     )
     return [StoredStatus(*row) for row in await conn.fetch(sql(query), *parameters)]
@@ -130,7 +131,7 @@ async def search(
             matches.append(condition.format(f"${len(parameters)}"))
     parameters.append(scan)
     query = (
-        f"SELECT id, {' AND '.join(matches) or 'true'} FROM {{s}}.tasks "
+        f"SELECT id, {' AND '.join(matches) or 'true'} FROM {{s}}.every_task "
         f"WHERE {' AND '.join(clause for clause in source if clause) or 'true'} "
         f"ORDER BY id DESC LIMIT ${len(parameters)}"
     )
@@ -145,7 +146,7 @@ async def search(
             cursor = task_id
             break
     rows = await conn.fetch(
-        sql(f"SELECT {STATUS_COLUMNS} FROM {{s}}.tasks WHERE id = ANY($1) ORDER BY id DESC"),
+        sql(f"SELECT {STATUS_COLUMNS} FROM {{s}}.every_task WHERE id = ANY($1) ORDER BY id DESC"),
         found,
     )
     return TaskPage([StoredStatus(*row) for row in rows], cursor, scanned)
@@ -161,7 +162,7 @@ FROM (
         CASE WHEN error IS NULL THEN ''
              WHEN strpos(error, ': ') > 0 THEN left(error, strpos(error, ': ') - 1)
              ELSE error END AS exception
-    FROM {s}.tasks WHERE state = 'failed' ORDER BY id DESC LIMIT $1
+    FROM {s}.every_task WHERE state = 'failed' ORDER BY id DESC LIMIT $1
 ) f GROUP BY name, exception
 """
 

@@ -18,10 +18,11 @@ import re
 from backbeat.status import FINISHED, TaskState
 from backbeat.stores.base import StoreError
 from backbeat.stores.inspection import ATTEMPTS_KEPT
+from backbeat.stores.postgres_maintenance import VERSION_3
 
 # Raised by each release whose schema needs more than `CREATE ... IF NOT EXISTS`: `open`
 # runs the steps of `UPGRADES` from the version it finds up to this one.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,50}$")
 _FINISHED = "(" + ", ".join(f"'{state}'" for state in FINISHED) + ")"
@@ -238,7 +239,7 @@ CREATE INDEX tasks_held ON {s}.tasks (held_until) WHERE state = 'held';
 """
 
 # Each step brings a schema of the version before it up to its own.
-UPGRADES = {1: VERSION_1, 2: VERSION_2}
+UPGRADES = {1: VERSION_1, 2: VERSION_2, 3: VERSION_3}
 
 
 # --- writing tasks ---------------------------------------------------------------------------
@@ -444,7 +445,8 @@ REQUEUE = (
     "RETURNING t.line, t.queue, t.due_at"
 )
 
-PURGE_WHERE = "FROM {s}.tasks WHERE state = ANY($1::text[]) AND finished_at < $2"
+# Run on both tables: the hot one (finished since the last upkeep step) and `finished`.
+PURGE_WHERE = "FROM {table} WHERE state = ANY($1::text[]) AND finished_at < $2"
 FORGET_OLD_STARTS = "DELETE FROM {s}.gate_starts WHERE at < $1"
 
 # --- workers ------------------------------------------------------------------------------
@@ -471,7 +473,7 @@ RUN_NOW = (
     "UPDATE {s}.tasks SET due_at = least(due_at, $1) "
     "WHERE id = ANY($2::text[]) AND state = 'pending' RETURNING line, queue, due_at"
 )
-DELETE = f"DELETE FROM {{s}}.tasks WHERE id = ANY($1::text[]) AND state IN {_FINISHED}"
+DELETE = f"DELETE FROM {{table}} WHERE id = ANY($1::text[]) AND state IN {_FINISHED}"
 # A paused queue is a row: the claims leave its tasks out (`NOT_PAUSED`), for every process
 # and across restarts, and a queue with no task yet can be paused ahead.
 PAUSE_QUEUE = (

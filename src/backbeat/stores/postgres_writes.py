@@ -9,11 +9,15 @@ a live task holds is skipped by ``ON CONFLICT DO NOTHING``, which never aborts t
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from backbeat.stores.base import DuplicateTask, NewTask
 from backbeat.stores.postgres_pool import asyncpg
 from backbeat.stores.postgres_sql import INSERT, LIVE_WITH_KEYS, NOTIFY, OPEN_LINES, Schema
+
+# Keys of tasks that finished since $2 (`spent_keys`, kept for the store's `key_window`).
+SPENT = "SELECT key, task_id FROM {s}.spent_keys WHERE key = ANY($1::text[]) AND finished_at > $2"
 
 
 def _columns(tasks: list[NewTask]) -> list[list[Any]]:
@@ -43,9 +47,19 @@ def _columns(tasks: list[NewTask]) -> list[list[Any]]:
     ]
 
 
-async def insert_tasks(conn: Any, sql: Schema, tasks: list[NewTask]) -> list[str]:
+async def insert_tasks(
+    conn: Any, sql: Schema, tasks: list[NewTask], key_window: float = 0.0
+) -> list[str]:
     """Insert tasks in the caller's transaction; their ids (for a task whose key a live task
-    holds: that task's). Raises asyncpg's UniqueViolationError for an id that exists."""
+    holds, or one that finished less than `key_window` seconds ago: that task's). Raises
+    asyncpg's UniqueViolationError for an id that exists."""
+    spent: dict[str, str] = {}
+    keys = [t.key for t in tasks if t.key is not None]
+    if key_window > 0 and keys:
+        spent = dict(await conn.fetch(sql(SPENT), keys, time.time() - key_window))
+        tasks_left = [t for t in tasks if t.key not in spent]
+        ids = iter(await insert_tasks(conn, sql, tasks_left) if tasks_left else [])
+        return [spent[t.key] if t.key in spent else next(ids) for t in tasks]
     inserted = {row[0] for row in await conn.fetch(sql(INSERT), *_columns(tasks))}
     skipped = [t.key for t in tasks if t.id not in inserted and t.key is not None]
     holders: dict[str, str] = {}
@@ -73,14 +87,15 @@ async def notify(conn: Any, sql: Schema, queues: list[str]) -> None:
 
 
 async def insert_groups(
-    conn: Any, sql: Schema, groups: list[list[NewTask]]
+    conn: Any, sql: Schema, groups: list[list[NewTask]], key_window: float = 0.0
 ) -> list[list[str] | BaseException]:
     """Several callers' tasks (`TurnGroup`): all in one statement, or each group alone if
     that fails (an id that exists fails its own group only). Each group's ids, or its error."""
     unique = asyncpg().UniqueViolationError
     try:
         async with conn.transaction():
-            ids = iter(await insert_tasks(conn, sql, [task for group in groups for task in group]))
+            every = [task for group in groups for task in group]
+            ids = iter(await insert_tasks(conn, sql, every, key_window))
     except unique:
         pass
     else:
@@ -89,7 +104,7 @@ async def insert_groups(
     for group in groups:
         try:
             async with conn.transaction():
-                outcomes.append(await insert_tasks(conn, sql, group))
+                outcomes.append(await insert_tasks(conn, sql, group, key_window))
         except unique as exc:
             outcomes.append(_duplicate(exc, group))
     return outcomes
