@@ -1,15 +1,23 @@
 """Writing tasks into the PostgreSQL store, in a transaction someone else began: the
-store's enqueue and a schedule's tick (`backbeat.stores.postgres_schedules`).
+store's enqueue, a schedule's tick (`backbeat.stores.postgres_schedules`), and the app's
+own transaction (`PostgresStore.enqueue_on`, through `backbeat.stores.postgres_callers`).
 
 One INSERT per write whatever its size (a column per array); a task whose idempotency key
 a live task holds is skipped by ``ON CONFLICT DO NOTHING``, which never aborts the write
 (nor the transaction it is part of), and gets that task's id.
+
+A write is a series of steps (`insert_steps`): each a statement and its arguments, the
+next chosen from the rows the last returned. They hold no connection, so that the store's
+asyncpg pool and the app's connections (psycopg, SQLAlchemy, Django's, blocking or not)
+run the same statements in the same order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Any
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
+from typing import Any, TypeVar
 
 from backbeat.stores.base import DuplicateTask, NewTask
 from backbeat.stores.postgres_pool import asyncpg
@@ -43,27 +51,65 @@ def _columns(tasks: list[NewTask]) -> list[list[Any]]:
     ]
 
 
-async def insert_tasks(conn: Any, sql: Schema, tasks: list[NewTask]) -> list[str]:
+T = TypeVar("T")
+# A statement ($1, $2 … for its arguments, in order) and its arguments.
+Step = tuple[str, list[Any]]
+Rows = Sequence[Sequence[Any]]
+Steps = Generator[Step, Rows, T]
+
+
+def insert_steps(sql: Schema, tasks: list[NewTask]) -> Steps[list[str]]:
     """Insert tasks in the caller's transaction; their ids (for a task whose key a live task
-    holds: that task's). Raises asyncpg's UniqueViolationError for an id that exists."""
-    inserted = {row[0] for row in await conn.fetch(sql(INSERT), *_columns(tasks))}
+    holds: that task's). An id that exists fails the INSERT (a unique violation)."""
+    inserted = {row[0] for row in (yield sql(INSERT), _columns(tasks))}
     skipped = [t.key for t in tasks if t.id not in inserted and t.key is not None]
     holders: dict[str, str] = {}
     if skipped:
-        holders = dict(await conn.fetch(sql(LIVE_WITH_KEYS), skipped))
+        holders = {key: task_id for key, task_id in (yield sql(LIVE_WITH_KEYS), [skipped])}
     fresh = [t for t in tasks if t.id in inserted]
     gated = [t for t in fresh if t.line is not None]
     if gated:  # their lines are looked at from their due time
-        await conn.execute(
+        yield (
             sql(OPEN_LINES),
-            [t.line for t in gated],
-            [t.queue for t in gated],
-            [t.due_at for t in gated],
+            [
+                [t.line for t in gated],
+                [t.queue for t in gated],
+                [t.due_at for t in gated],
+            ],
         )
     runnable = [t.queue for t in fresh if t.held_until is None]
     if runnable:
-        await notify(conn, sql, runnable)
+        # At the caller's commit: once per queue (the payload; listeners ignore it).
+        yield sql(NOTIFY), [sql.channel, sorted(set(runnable))]
     return [t.id if t.id in inserted or t.key is None else holders.get(t.key, t.id) for t in tasks]
+
+
+async def run_steps(steps: Steps[T], fetch: Callable[[str, list[Any]], Awaitable[Rows]]) -> T:
+    """Run a write's steps on a connection (`fetch`: one statement's rows)."""
+    rows: Any = None  # a generator's first step is asked for with None
+    try:
+        while True:
+            rows = await fetch(*steps.send(rows))
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
+def run_steps_blocking(steps: Steps[T], fetch: Callable[[str, list[Any]], Rows]) -> T:
+    """`run_steps` on a blocking connection."""
+    rows: Any = None
+    try:
+        while True:
+            rows = fetch(*steps.send(rows))
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
+async def insert_tasks(conn: Any, sql: Schema, tasks: list[NewTask]) -> list[str]:
+    """`insert_steps` on a connection of the store's pool. Raises asyncpg's
+    UniqueViolationError for an id that exists."""
+    return await run_steps(insert_steps(sql, tasks), lambda query, args: conn.fetch(query, *args))
 
 
 async def notify(conn: Any, sql: Schema, queues: list[str]) -> None:
@@ -91,13 +137,40 @@ async def insert_groups(
             async with conn.transaction():
                 outcomes.append(await insert_tasks(conn, sql, group))
         except unique as exc:
-            outcomes.append(_duplicate(exc, group))
+            outcomes.append(duplicate(exc, group))
     return outcomes
 
 
-def _duplicate(exc: Exception, group: list[NewTask]) -> DuplicateTask:
+@contextlib.contextmanager
+def duplicates_named(tasks: list[NewTask]) -> Iterator[None]:
+    """A write on the app's connection whose task id exists: `DuplicateTask`, as from
+    `Store.enqueue`, whichever driver's error said so."""
+    try:
+        yield
+    except Exception as exc:
+        if _duplicate_id(exc):
+            raise duplicate(exc, tasks) from exc
+        raise
+
+
+def _duplicate_id(exc: BaseException) -> bool:
+    """Whether a driver's error (or the one it wraps: SQLAlchemy's, Django's) is a task id
+    that exists (a unique violation of the tasks' primary key)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "sqlstate", None) == "23505" and "(id)=" in _detail(seen):
+            return True
+        seen = seen.__cause__ or getattr(seen, "orig", None)
+    return False
+
+
+def _detail(exc: BaseException) -> str:
+    return str(getattr(exc, "detail", None) or exc)
+
+
+def duplicate(exc: BaseException, group: list[NewTask]) -> DuplicateTask:
     """The id that exists already (named in the server's detail), or that the write repeats."""
-    named = re.search(r"\(id\)=\(([^)]*)\)", getattr(exc, "detail", None) or str(exc))
+    named = re.search(r"\(id\)=\(([^)]*)\)", _detail(exc))
     if named is not None:
         return DuplicateTask(named.group(1))
     ids = [task.id for task in group]
