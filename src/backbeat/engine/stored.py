@@ -325,8 +325,8 @@ class StoredEngine:
         if connection is None:
             ids = await self.write(task, caller)
         else:
-            rows = self.rows(task, caller, hold=False)
-            ids = await self._transactional().enqueue_on(connection, rows)
+            store = self._transactional()
+            ids = await store.enqueue_on(connection, self.rows(task, caller, hold=False))
         return ids[0] if len(ids) == 1 else task.id
 
     async def write(
