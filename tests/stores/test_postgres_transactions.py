@@ -40,7 +40,6 @@ class RolledBack(Exception):
 # Each driver: a transaction opened on a connection of its own, as an app opens one, and
 # how the app runs a statement of its own in it. The transaction commits at the end of the
 # block, and rolls back if it raises.
-Run = Callable[[Any, str], Awaitable[object]]
 
 
 @contextlib.asynccontextmanager
@@ -148,8 +147,8 @@ async def listening(url: str, application: str) -> bool:
     return bool(rows)
 
 
-async def until(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
+async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + 5
     while not await condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
@@ -269,10 +268,12 @@ async def test_what_cannot_write_in_the_transaction_is_refused_before_writing(ur
     async with await psycopg.AsyncConnection.connect(dsn_of(url), autocommit=True) as auto:
         with pytest.raises(ValueError, match="autocommit"):
             await runner.asubmit(task, connection=auto)
-        with pytest.raises(TypeError, match="an async connection: await runner.asubmit"):
+        with pytest.raises(TypeError, match="an async connection: await runner"):
             runner.submit(task, connection=auto)
-    with psycopg.connect(dsn_of(url)) as blocking:
-        with pytest.raises(TypeError, match="a blocking connection: pass it to runner.submit"):
-            await runner.asubmit(task, connection=blocking)
+    with (
+        psycopg.connect(dsn_of(url)) as blocking,
+        pytest.raises(TypeError, match="a blocking connection: pass it to runner"),
+    ):
+        await runner.asubmit(task, connection=blocking)
     assert sum((await runner.store.counts()).values()) == 0
     await runner.store.close()
