@@ -79,8 +79,7 @@ def insert_steps(sql: Schema, tasks: list[NewTask]) -> Steps[list[str]]:
         )
     runnable = [t.queue for t in fresh if t.held_until is None]
     if runnable:
-        # At the caller's commit: once per queue (the payload; listeners ignore it).
-        yield sql(NOTIFY), [sql.channel, sorted(set(runnable))]
+        yield notify_step(sql, runnable)
     return [t.id if t.id in inserted or t.key is None else holders.get(t.key, t.id) for t in tasks]
 
 
@@ -112,10 +111,16 @@ async def insert_tasks(conn: Any, sql: Schema, tasks: list[NewTask]) -> list[str
     return await run_steps(insert_steps(sql, tasks), lambda query, args: conn.fetch(query, *args))
 
 
-async def notify(conn: Any, sql: Schema, queues: list[str]) -> None:
+def notify_step(sql: Schema, queues: list[str]) -> Step:
     """Wake the waiting workers of every process (`backbeat.stores.postgres_listen`) when
     the caller's transaction commits: once per queue (the payload; listeners ignore it)."""
-    await conn.execute(sql(NOTIFY), sql.channel, sorted(set(queues)))
+    return sql(NOTIFY), [sql.channel, sorted(set(queues))]
+
+
+async def notify(conn: Any, sql: Schema, queues: list[str]) -> None:
+    """`notify_step` on a connection of the store's pool."""
+    query, args = notify_step(sql, queues)
+    await conn.execute(query, *args)
 
 
 async def insert_groups(
@@ -137,7 +142,7 @@ async def insert_groups(
             async with conn.transaction():
                 outcomes.append(await insert_tasks(conn, sql, group))
         except unique as exc:
-            outcomes.append(duplicate(exc, group))
+            outcomes.append(_duplicate(exc, group))
     return outcomes
 
 
@@ -149,7 +154,7 @@ def duplicates_named(tasks: list[NewTask]) -> Iterator[None]:
         yield
     except Exception as exc:
         if _duplicate_id(exc):
-            raise duplicate(exc, tasks) from exc
+            raise _duplicate(exc, tasks) from exc
         raise
 
 
@@ -168,7 +173,7 @@ def _detail(exc: BaseException) -> str:
     return str(getattr(exc, "detail", None) or exc)
 
 
-def duplicate(exc: BaseException, group: list[NewTask]) -> DuplicateTask:
+def _duplicate(exc: BaseException, group: list[NewTask]) -> DuplicateTask:
     """The id that exists already (named in the server's detail), or that the write repeats."""
     named = re.search(r"\(id\)=\(([^)]*)\)", _detail(exc))
     if named is not None:
