@@ -63,13 +63,16 @@ def django_env(url: str) -> dict[str, str]:
     }
 
 
-def run(code: str, url: str, *args: str) -> dict:
+def run(code: str, url: str, *args: str, database: str | None = None) -> dict:
     import os
 
+    env = {**os.environ, **django_env(url)}
+    if database is not None:  # the project's own PostgreSQL database
+        env["BACKBEAT_DJANGO_DATABASE"] = database
     done = subprocess.run(
         [sys.executable, "-c", code, *args],
         cwd=ROOT,
-        env={**os.environ, **django_env(url)},
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
@@ -168,3 +171,70 @@ def test_the_example_project_served_by_uvicorn_and_killed(tmp_path):
     ):
         seen = [client.get(f"/tasks/{i}").json() for i in ids]
     assert seen == [{"status": "SUCCESSFUL", "return_value": f"welcome:{e}"} for e in emails]
+
+
+ATOMIC = """
+import json, sys
+import django
+django.setup()
+from django.db import connection, transaction
+from django_tasks import default_task_backend
+from tests.django_project.shop.tasks import send_welcome
+orders = sys.argv[1]
+with connection.cursor() as cursor:
+    cursor.execute(f"CREATE TABLE {orders} (id text PRIMARY KEY)")
+class RolledBack(Exception):
+    pass
+try:
+    with transaction.atomic():
+        gone = send_welcome.enqueue("gone@example.com")
+        raise RolledBack
+except RolledBack:
+    pass
+with transaction.atomic():
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {orders} VALUES ('order-1')")
+    kept = send_welcome.enqueue("kept@example.com", shout=True)
+    try:  # the store's own connections cannot see it before the commit
+        default_task_backend.get_result(kept.id)
+        seen_before_commit = True
+    except Exception:
+        seen_before_commit = False
+outside = send_welcome.enqueue("outside@example.com")  # no atomic block: stored at once
+with connection.cursor() as cursor:
+    cursor.execute(f"SELECT id FROM {orders}")
+    committed = [row[0] for row in cursor.fetchall()]
+print(json.dumps({"committed": committed, "gone": gone.id, "kept": kept.id, "outside": outside.id,
+                  "status": kept.status, "args": [kept.args, kept.kwargs],
+                  "seen_before_commit": seen_before_commit}))
+"""
+
+
+@pytest.mark.postgres
+def test_in_atomic_a_task_is_written_on_djangos_connection_with_the_store_in_its_database(
+    tmp_path, postgres_server
+):
+    """The store in the project's own PostgreSQL database: enqueued in `atomic()`, the task
+    is committed or rolled back with the block's rows; a worker runs what was committed."""
+    pytest.importorskip("psycopg")
+    from tests.postgres_server import forget, fresh_schema_url
+
+    url = fresh_schema_url(postgres_server)
+    schema = url.rpartition("schema=")[2]
+    env = {**django_env(url), "BACKBEAT_DJANGO_DATABASE": postgres_server}
+    store = Runner(store=url)
+    try:
+        assert sum(store.stats().values()) == 0  # the store's schema, where the app's table goes
+        seen = run(ATOMIC, url, f'"{schema}".orders', database=postgres_server)
+        assert seen["committed"] == ["order-1"]
+        assert seen["status"] == "READY" and not seen["seen_before_commit"]
+        assert seen["args"] == [["kept@example.com"], {"shout": True}]
+        assert store.stored(seen["gone"]) is None  # rolled back with the block
+        worker = [sys.executable, "-m", "backbeat", "worker", "backbeat.django:runner"]
+        with background_process(worker, tmp_path, env=env, name="worker") as (_, log):
+            wait_until(lambda: store.stats()["succeeded"] == 2, 20, "the two tasks", log.read_text)
+        assert store.stored(seen["kept"]).result == '"WELCOME KEPT@EXAMPLE.COM"'
+        assert store.stored(seen["outside"]).state == "succeeded"
+        assert store.stored(seen["gone"]) is None
+    finally:
+        forget(url)

@@ -435,3 +435,33 @@ def test_an_app_not_installed_keeps_fastapis_behaviour():
     with TestClient(app) as client:
         client.post("/")
     assert ran == ["inline"]
+
+
+@pytest.mark.process
+@pytest.mark.postgres
+def test_the_postgres_example_enqueues_in_the_orders_transaction(tmp_path, postgres_server):
+    """examples/fastapi_postgres.py under a real uvicorn: an order's receipt is enqueued in
+    the order's SQLAlchemy transaction; a refused order rolls back with its receipt."""
+    from tests.postgres_server import forget, fresh_schema_url
+
+    url = fresh_schema_url(postgres_server)
+    schema = url.rpartition("schema=")[2]
+    env = {"DATABASE_URL": postgres_server, "APP_SCHEMA": schema, "BACKBEAT_SCHEMA": schema}
+    try:
+        with (
+            uvicorn("examples.fastapi_postgres:app", tmp_path, env=env) as server,
+            httpx.Client(base_url=server.url, timeout=10) as client,
+        ):
+            made = client.post("/orders", params={"email": "ann@example.com"})
+            refused = client.post("/orders", params={"email": "bob@example.com", "refuse": 1})
+            wait_until(lambda: "receipt for" in server.log(), 10, "the receipt", server.log)
+            listed = client.get("/orders").json()
+        assert made.status_code == 201 and refused.status_code == 409
+        assert listed == [made.json()["order"]]
+        assert f"receipt for {made.json()['order']} sent to ann@example.com" in server.log()
+        assert server.log().count("receipt for") == 1
+        store = Runner(store=url)
+        assert store.get(made.json()["task"]).state.value == "succeeded"
+        assert sum(store.stats().values()) == 1  # the refused order's receipt never existed
+    finally:
+        forget(url)

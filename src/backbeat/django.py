@@ -25,6 +25,16 @@ Priorities map to backbeat priorities, ``queue_name`` to queues, ``run_after`` t
 delay. ``get_result`` reads the store: status, times, arguments,
 return value, errors (with the exception's class and traceback), the worker.
 
+With the store in the app's own PostgreSQL database (``"store": "postgresql://…"`` naming
+the host, port and database name of an entry of ``DATABASES``), a task enqueued inside
+``transaction.atomic()`` is written on Django's connection, in that transaction: stored if
+it commits, never if it rolls back (workers see it, and are woken, at the commit). Django's
+connection is blocking (psycopg), so the task is written through its cursor with the same
+statements the store runs itself (`backbeat.stores.postgres_callers`); the result returned
+is READY, made without reading the store (which cannot see the row before the commit).
+Outside ``atomic()``, and with a store elsewhere, the task is written to the store before
+``enqueue`` returns, whatever Django's transaction does afterwards.
+
 Works with ``django.tasks`` (Django >= 6.0) and with the ``django-tasks`` backport
 (Django 4.2-5.2), whichever is installed. Not supported: ``takes_context=True`` tasks
 (refused at enqueue time with a clear error).
@@ -38,6 +48,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic_core import from_json
 
@@ -98,6 +109,8 @@ class BackbeatBackend(BaseTaskBackend):  # type: ignore[misc]  # Django's class:
         self.signing_key = options.get("signing_key")
         # Writes only: `backbeat worker backbeat.django:runner` runs the tasks.
         self.runner = Runner(store=self.store_url, execute=False, signing_key=self.signing_key)
+        # The alias of Django's database the store lives in, if any (looked up once).
+        self._database: str | object | None = _UNKNOWN
 
     def validate_task(self, task: Task) -> None:
         super().validate_task(task)
@@ -112,14 +125,65 @@ class BackbeatBackend(BaseTaskBackend):  # type: ignore[misc]  # Django's class:
             queue=task.queue_name, priority=task.priority, delay=_delay(task.run_after)
         )
         self.runner.register(task.func)
-        task_id = self.runner.submit(job)  # stored when this returns
-        return self.get_result(task_id)
+        connection = self._in_atomic_block()
+        if connection is None:
+            return self.get_result(self.runner.submit(job))  # stored when this returns
+        task_id = self.runner.submit(job, connection=connection)
+        return _ready(task, task_id, args, kwargs, self.alias)
+
+    def _in_atomic_block(self) -> Any:
+        """Django's connection to the store's own database, while it is in an atomic block;
+        else None."""
+        if self._database is _UNKNOWN:
+            self._database = _database_of(self.store_url)
+        if self._database is None:
+            return None
+        connection = importlib.import_module("django.db").connections[self._database]
+        return connection if connection.in_atomic_block else None
 
     def get_result(self, result_id: str) -> TaskResult:
         row = self.runner.stored(result_id)
         if row is None:
             raise TaskResultDoesNotExist(result_id)
         return _result(row, self.alias)
+
+
+_UNKNOWN = object()
+
+
+def _database_of(store_url: str) -> str | None:
+    """The alias in ``DATABASES`` of the PostgreSQL database a store URL names (the same
+    host, port and database name as written there), or None."""
+    store = urlsplit(store_url)
+    if store.scheme not in ("postgresql", "postgres"):
+        return None
+    place = (store.hostname or "localhost", store.port or 5432, store.path.lstrip("/"))
+    databases = importlib.import_module("django.conf").settings.DATABASES
+    for alias, database in databases.items():
+        if "postgresql" not in database.get("ENGINE", ""):
+            continue
+        port = int(database.get("PORT") or 5432)
+        if (database.get("HOST") or "localhost", port, database.get("NAME")) == place:
+            return str(alias)
+    return None
+
+
+def _ready(task: Task, task_id: str, args: Any, kwargs: Any, alias: str) -> TaskResult:
+    """The result of a task just written in a transaction not yet committed."""
+    return TaskResult(
+        task=task,
+        id=task_id,
+        status=TaskResultStatus.READY,
+        enqueued_at=datetime.now(UTC),
+        started_at=None,
+        finished_at=None,
+        last_attempted_at=None,
+        args=list(args),
+        kwargs=dict(kwargs),
+        backend=alias,
+        errors=[],
+        worker_ids=[],
+    )
 
 
 def _delay(run_after: datetime | None) -> float | None:

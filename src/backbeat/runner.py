@@ -320,7 +320,7 @@ class Runner:
 
     # --- taking tasks ------------------------------------------------------------------
 
-    def submit(self, task: BackgroundTask) -> str:
+    def submit(self, task: BackgroundTask, *, connection: object = None) -> str:
         """Take a task (or a `BackgroundTasks`) now; returns the id its status is kept under.
 
         That is the task's own id, except for a task object already handed over
@@ -334,16 +334,28 @@ class Runner:
         job, a Django view): the task is written to the store before this returns,
         for the app's processes or ``backbeat worker`` to run; the runner need not
         be started. In async code, use ``await runner.asubmit(task)``.
+
+        ``connection``: a blocking connection of the app's (psycopg's, Django's) in an
+        open transaction, in the database of the runner's PostgreSQL store: the task is
+        written in that transaction, as `asubmit` does (docs/postgres.md).
         """
         if not isinstance(task, BackgroundTask):
             raise TypeError(f"Runner.submit expects a BackgroundTask, got {task!r}")
-        return self._engine.submit(self._handed(task))
+        return self._engine.submit(self._handed(task), connection)
 
-    async def asubmit(self, task: BackgroundTask) -> str:
-        """`submit` for any runner; with a store, returns once the task is written."""
+    async def asubmit(self, task: BackgroundTask, *, connection: object = None) -> str:
+        """`submit` for any runner; with a store, returns once the task is written.
+
+        ``connection``: the app's connection (asyncpg, psycopg, SQLAlchemy) in an open
+        transaction, in the database of the runner's PostgreSQL store. The task is written
+        in that transaction, which is never begun, committed or rolled back here: workers
+        see it (and are woken) when it commits; rolled back, it never existed. TypeError
+        for a runner whose store cannot, or a connection it does not know; ValueError for
+        one whose statements would commit on their own (docs/postgres.md).
+        """
         if not isinstance(task, BackgroundTask):
             raise TypeError(f"Runner.asubmit expects a BackgroundTask, got {task!r}")
-        return await self._engine.asubmit(self._handed(task))
+        return await self._engine.asubmit(self._handed(task), connection)
 
     def take(self, task: BackgroundTask) -> bool:
         """What `await task()` does first inside a request served under this runner:

@@ -240,7 +240,14 @@ class LocalEngine:
                 "round_trip=False) for an app that never uses a store)"
             ) from None
 
-    def submit(self, task: BackgroundTask) -> str:
+    def submit(self, task: BackgroundTask, connection: object = None) -> str:
+        """`connection`: refused (TypeError), as there is no store to write in it."""
+        if connection is not None:
+            raise TypeError(
+                "connection= writes the task in your database transaction, which needs a "
+                'runner whose store is in that database (Runner(store="postgresql://...")); '
+                "this runner has no store"
+            )
         if self.keeps_no_limits:
             refuse_gates(task)
         if not self.accepting:
@@ -251,8 +258,8 @@ class LocalEngine:
             raise RunnerFull(f"{self.limits.max_pending} tasks are already waiting (max_pending)")
         return self._accept(task, None)
 
-    async def asubmit(self, task: BackgroundTask) -> str:
-        return self.submit(task)
+    async def asubmit(self, task: BackgroundTask, connection: object = None) -> str:
+        return self.submit(task, connection)
 
     def take(self, task: BackgroundTask) -> bool:
         if self.keeps_no_limits and (task.policy.gated or isinstance(task, BackgroundTasks)):

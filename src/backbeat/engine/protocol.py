@@ -91,9 +91,12 @@ class Engine(Protocol):
         """The task with its arguments as a worker would get them from a store (a runner
         that round-trips); with a store, the task itself: its write is the round trip."""
 
-    def submit(self, task: BackgroundTask) -> str: ...
+    def submit(self, task: BackgroundTask, connection: object = None) -> str:
+        """Take a task; with `connection` (a blocking one of the app's), written in its
+        transaction (`backbeat.stores.base.TransactionalStore`)."""
 
-    async def asubmit(self, task: BackgroundTask) -> str: ...
+    async def asubmit(self, task: BackgroundTask, connection: object = None) -> str:
+        """`submit` for async code; `connection`: an async one of the app's."""
 
     def take(self, task: BackgroundTask) -> bool: ...
 

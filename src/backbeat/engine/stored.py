@@ -41,7 +41,7 @@ from backbeat.schedules import Schedule
 from backbeat.serialization import ArgumentError, decode_arguments, encode_arguments
 from backbeat.signing import sign
 from backbeat.status import UNFINISHED, TaskInfo
-from backbeat.stores.base import NewTask, Store, StoredStatus, StoreError
+from backbeat.stores.base import NewTask, Store, StoredStatus, StoreError, TransactionalStore
 from backbeat.tasks import (
     BackgroundTask,
     BackgroundTasks,
@@ -132,6 +132,7 @@ class StoredEngine:
         self.accepting = False
         self.connection = StoreConnection(store, self._opened)
         self._activations: TurnBatch[str] = TurnBatch(self._activate)
+        self._opened_for_blocking = False  # `submit(connection=...)` opened the store once
         # The app's periodic tasks (the runner's list: one added later is seen).
         self.schedules: list[Schedule] = []
         self.scheduler: Scheduler | None = None
@@ -319,8 +320,13 @@ class StoredEngine:
         # The write is the hand-off, whether or not this process executes.
         await self.write(task, contextvars.copy_context())
 
-    async def asubmit(self, task: BackgroundTask) -> str:
-        ids = await self.write(task, contextvars.copy_context())
+    async def asubmit(self, task: BackgroundTask, connection: object = None) -> str:
+        caller = contextvars.copy_context()
+        if connection is None:
+            ids = await self.write(task, caller)
+        else:
+            store = self._transactional()
+            ids = await store.enqueue_on(connection, self.rows(task, caller, hold=False))
         return ids[0] if len(ids) == 1 else task.id
 
     async def write(
@@ -330,16 +336,34 @@ class StoredEngine:
         # The store wakes the workers waiting on it in this process (`Store.wait`).
         return await (store or self.store).enqueue(rows)
 
-    def submit(self, task: BackgroundTask) -> str:
-        """`asubmit` for code without a running event loop: returns once the task is written."""
+    def submit(self, task: BackgroundTask, connection: object = None) -> str:
+        """`asubmit` for code without a running event loop: returns once the task is written.
+        With `connection` (a blocking one of the app's), written in its transaction, on
+        this thread, whatever runs here."""
+        caller = contextvars.copy_context()
+        if connection is not None:
+            store = self._transactional()
+            if not self._opened_for_blocking:  # the schema exists before the app's write
+                self.calls.call(lambda store: store.open())
+                self._opened_for_blocking = True
+            ids = store.enqueue_on_blocking(connection, self.rows(task, caller, hold=False))
+            return ids[0] if len(ids) == 1 else task.id
         if in_event_loop():
             raise RuntimeError(
                 "a runner with a store writes to it, which takes an await here: use "
                 "`await runner.asubmit(task)` in async code"
             )
-        caller = contextvars.copy_context()
         ids = self.calls.call(lambda store: self.write(task, caller, store))
         return ids[0] if len(ids) == 1 else task.id
+
+    def _transactional(self) -> TransactionalStore:
+        """The store, if it can write in the app's transaction; else TypeError naming it."""
+        if not isinstance(self.store, TransactionalStore):
+            raise TypeError(
+                f"connection= writes the task in your database transaction, which {self.store!r} "
+                "cannot: it is not in your database (a PostgreSQL store is)"
+            )
+        return self.store
 
     async def prepare(self, task: BackgroundTask) -> Prepared:
         rows = self.rows(task, contextvars.copy_context(), hold=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic_core import from_json
 
@@ -578,4 +578,21 @@ class Store(Protocol):
         (`finish` of a retry, a dead letter or a cancel; the `claim` that takes a lost task
         over, puts it back in its line or dead-letters it, `take_over`'s included), never
         on the success path; deleted with the task (`purge`, `delete`)."""
+        ...
+
+
+@runtime_checkable
+class TransactionalStore(Protocol):
+    """A store that lives in the app's own database, so that it can write tasks in the
+    app's transaction (PostgreSQL's): they are stored with what the transaction commits,
+    and never exist if it rolls back. The other stores are not one."""
+
+    async def enqueue_on(self, connection: object, tasks: list[NewTask]) -> list[str]:
+        """`Store.enqueue` on the app's async connection, in its open transaction, never
+        beginning, committing or rolling it back; TypeError for a connection it cannot use,
+        ValueError for one whose statements would not be part of a transaction."""
+        ...
+
+    def enqueue_on_blocking(self, connection: object, tasks: list[NewTask]) -> list[str]:
+        """`enqueue_on` for a blocking connection of the app's."""
         ...

@@ -12,6 +12,9 @@ the number of processes opening it (`backbeat.stores.postgres_sql`).
   renew, finish, progress and release are refused for any other.
 * `wait` is woken by LISTEN/NOTIFY (`backbeat.stores.postgres_listen`), sent by the writes
   that make work runnable, never by claims, renewals or outcomes.
+* `enqueue_on` writes tasks on the app's own connection, in its transaction
+  (`backbeat.stores.postgres_callers`): committed with it, woken at its commit, never
+  there if it rolls back.
 * Connections come from a pool, each for one transaction: none is held while a task runs.
   PostgreSQL unreachable: `StoreUnavailable`, and the pool connects again on the next call.
 """
@@ -43,6 +46,7 @@ from backbeat.stores.base import (
     split_receipt,
 )
 from backbeat.stores.inspection import AttemptRecord, FailureGroup, GateUsage, TaskFilter, TaskPage
+from backbeat.stores.postgres_callers import caller_fetch, caller_fetch_blocking
 from backbeat.stores.postgres_listen import Listener, listener_for
 from backbeat.stores.postgres_maintenance import GIVE_UP_LEASE, Upkeep, bring_back
 from backbeat.stores.postgres_pool import Database
@@ -70,7 +74,14 @@ from backbeat.stores.postgres_sql import (
     WORKERS,
     Schema,
 )
-from backbeat.stores.postgres_writes import insert_groups, notify
+from backbeat.stores.postgres_writes import (
+    duplicates_named,
+    insert_groups,
+    insert_steps,
+    notify,
+    run_steps,
+    run_steps_blocking,
+)
 from backbeat.stores.searching import check_scan, check_search
 
 logger = logging.getLogger("backbeat")
@@ -215,6 +226,29 @@ class PostgresStore:
         for task in tasks:
             self._sooner(task.due_at)
         return await self._enqueues.call(tasks)
+
+    async def enqueue_on(self, connection: object, tasks: list[NewTask]) -> list[str]:
+        """`enqueue` on the app's async connection, in its open transaction (never begun,
+        committed or rolled back here): the tasks are there, and workers woken (NOTIFY),
+        when it commits. A key a live task holds leaves the transaction as it was. An id
+        that exists: `DuplicateTask`, and the transaction is aborted, as by any error."""
+        fetch = await caller_fetch(connection)
+        await self._db.pool()  # the schema exists: made, if need be, on a connection of ours
+        with duplicates_named(tasks):
+            ids = await run_steps(insert_steps(self.schema, tasks, self.key_window), fetch)
+        for task in tasks:
+            self._sooner(task.due_at)
+        return ids
+
+    def enqueue_on_blocking(self, connection: object, tasks: list[NewTask]) -> list[str]:
+        """`enqueue_on` for a blocking connection (psycopg's, Django's): the same statements.
+        The store must have been opened (the schema made) before."""
+        fetch = caller_fetch_blocking(connection)
+        with duplicates_named(tasks):
+            ids = run_steps_blocking(insert_steps(self.schema, tasks, self.key_window), fetch)
+        for task in tasks:
+            self._sooner(task.due_at)
+        return ids
 
     async def _enqueue_groups(self, groups: list[list[NewTask]]) -> list[list[str] | BaseException]:
         return await self._db.transaction(

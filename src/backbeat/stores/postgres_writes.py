@@ -1,16 +1,24 @@
 """Writing tasks into the PostgreSQL store, in a transaction someone else began: the
-store's enqueue and a schedule's tick (`backbeat.stores.postgres_schedules`).
+store's enqueue, a schedule's tick (`backbeat.stores.postgres_schedules`), and the app's
+own transaction (`PostgresStore.enqueue_on`, through `backbeat.stores.postgres_callers`).
 
 One INSERT per write whatever its size (a column per array); a task whose idempotency key
 a live task holds is skipped by ``ON CONFLICT DO NOTHING``, which never aborts the write
 (nor the transaction it is part of), and gets that task's id.
+
+A write is a series of steps (`insert_steps`): each a statement and its arguments, the
+next chosen from the rows the last returned. They hold no connection, so that the store's
+asyncpg pool and the app's connections (psycopg, SQLAlchemy, Django's, blocking or not)
+run the same statements in the same order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
+from typing import Any, TypeVar
 
 from backbeat.stores.base import DuplicateTask, NewTask
 from backbeat.stores.postgres_pool import asyncpg
@@ -47,43 +55,88 @@ def _columns(tasks: list[NewTask]) -> list[list[Any]]:
     ]
 
 
-async def insert_tasks(
-    conn: Any, sql: Schema, tasks: list[NewTask], key_window: float = 0.0
-) -> list[str]:
+T = TypeVar("T")
+# A statement ($1, $2 … for its arguments, in order) and its arguments.
+Step = tuple[str, list[Any]]
+Rows = Sequence[Sequence[Any]]
+Steps = Generator[Step, Rows, T]
+
+
+def insert_steps(sql: Schema, tasks: list[NewTask], key_window: float = 0.0) -> Steps[list[str]]:
     """Insert tasks in the caller's transaction; their ids (for a task whose key a live task
-    holds, or one that finished less than `key_window` seconds ago: that task's). Raises
-    asyncpg's UniqueViolationError for an id that exists."""
-    spent: dict[str, str] = {}
+    holds, or one that finished less than `key_window` seconds ago: that task's). An id that
+    exists fails the INSERT (a unique violation)."""
     keys = [t.key for t in tasks if t.key is not None]
     if key_window > 0 and keys:
-        spent = dict(await conn.fetch(sql(SPENT), keys, time.time() - key_window))
+        spent = {
+            key: task_id for key, task_id in (yield sql(SPENT), [keys, time.time() - key_window])
+        }
         tasks_left = [t for t in tasks if t.key not in spent]
-        ids = iter(await insert_tasks(conn, sql, tasks_left) if tasks_left else [])
+        ids = iter((yield from insert_steps(sql, tasks_left)) if tasks_left else [])
         return [spent[t.key] if t.key in spent else next(ids) for t in tasks]
-    inserted = {row[0] for row in await conn.fetch(sql(INSERT), *_columns(tasks))}
+    inserted = {row[0] for row in (yield sql(INSERT), _columns(tasks))}
     skipped = [t.key for t in tasks if t.id not in inserted and t.key is not None]
     holders: dict[str, str] = {}
     if skipped:
-        holders = dict(await conn.fetch(sql(LIVE_WITH_KEYS), skipped))
+        holders = {key: task_id for key, task_id in (yield sql(LIVE_WITH_KEYS), [skipped])}
     fresh = [t for t in tasks if t.id in inserted]
     gated = [t for t in fresh if t.line is not None]
     if gated:  # their lines are looked at from their due time
-        await conn.execute(
+        yield (
             sql(OPEN_LINES),
-            [t.line for t in gated],
-            [t.queue for t in gated],
-            [t.due_at for t in gated],
+            [
+                [t.line for t in gated],
+                [t.queue for t in gated],
+                [t.due_at for t in gated],
+            ],
         )
     runnable = [t.queue for t in fresh if t.held_until is None]
     if runnable:
-        await notify(conn, sql, runnable)
+        yield notify_step(sql, runnable)
     return [t.id if t.id in inserted or t.key is None else holders.get(t.key, t.id) for t in tasks]
 
 
-async def notify(conn: Any, sql: Schema, queues: list[str]) -> None:
+async def run_steps(steps: Steps[T], fetch: Callable[[str, list[Any]], Awaitable[Rows]]) -> T:
+    """Run a write's steps on a connection (`fetch`: one statement's rows)."""
+    rows: Any = None  # a generator's first step is asked for with None
+    try:
+        while True:
+            rows = await fetch(*steps.send(rows))
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
+def run_steps_blocking(steps: Steps[T], fetch: Callable[[str, list[Any]], Rows]) -> T:
+    """`run_steps` on a blocking connection."""
+    rows: Any = None
+    try:
+        while True:
+            rows = fetch(*steps.send(rows))
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
+async def insert_tasks(
+    conn: Any, sql: Schema, tasks: list[NewTask], key_window: float = 0.0
+) -> list[str]:
+    """`insert_steps` on a connection of the store's pool. Raises asyncpg's
+    UniqueViolationError for an id that exists."""
+    steps = insert_steps(sql, tasks, key_window)
+    return await run_steps(steps, lambda query, args: conn.fetch(query, *args))
+
+
+def notify_step(sql: Schema, queues: list[str]) -> Step:
     """Wake the waiting workers of every process (`backbeat.stores.postgres_listen`) when
     the caller's transaction commits: once per queue (the payload; listeners ignore it)."""
-    await conn.execute(sql(NOTIFY), sql.channel, sorted(set(queues)))
+    return sql(NOTIFY), [sql.channel, sorted(set(queues))]
+
+
+async def notify(conn: Any, sql: Schema, queues: list[str]) -> None:
+    """`notify_step` on a connection of the store's pool."""
+    query, args = notify_step(sql, queues)
+    await conn.execute(query, *args)
 
 
 async def insert_groups(
@@ -110,9 +163,36 @@ async def insert_groups(
     return outcomes
 
 
-def _duplicate(exc: Exception, group: list[NewTask]) -> DuplicateTask:
+@contextlib.contextmanager
+def duplicates_named(tasks: list[NewTask]) -> Iterator[None]:
+    """A write on the app's connection whose task id exists: `DuplicateTask`, as from
+    `Store.enqueue`, whichever driver's error said so."""
+    try:
+        yield
+    except Exception as exc:
+        if _duplicate_id(exc):
+            raise _duplicate(exc, tasks) from exc
+        raise
+
+
+def _duplicate_id(exc: BaseException) -> bool:
+    """Whether a driver's error (or the one it wraps: SQLAlchemy's, Django's) is a task id
+    that exists (a unique violation of the tasks' primary key)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "sqlstate", None) == "23505" and "(id)=" in _detail(seen):
+            return True
+        seen = seen.__cause__ or getattr(seen, "orig", None)
+    return False
+
+
+def _detail(exc: BaseException) -> str:
+    return str(getattr(exc, "detail", None) or exc)
+
+
+def _duplicate(exc: BaseException, group: list[NewTask]) -> DuplicateTask:
     """The id that exists already (named in the server's detail), or that the write repeats."""
-    named = re.search(r"\(id\)=\(([^)]*)\)", getattr(exc, "detail", None) or str(exc))
+    named = re.search(r"\(id\)=\(([^)]*)\)", _detail(exc))
     if named is not None:
         return DuplicateTask(named.group(1))
     ids = [task.id for task in group]
