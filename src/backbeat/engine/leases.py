@@ -66,13 +66,17 @@ class LeaseKeeper:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._last_beat = time.monotonic()
+        # When this keeper asked the worker's loop to answer and it has not yet (None: it
+        # answered every ask). Blocked is measured from there, not from the last answer: a
+        # keeper stuck in a renewal (a store that hangs) asks nothing meanwhile, and the
+        # time it spent so is not the loop's.
+        self._unanswered_since: float | None = None
         self._beat_sent_at = float("-inf")  # the last heartbeat the store took (monotonic)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         started = time.monotonic()
-        self._last_beat = started
+        self._unanswered_since = None
         self.ticked_at = started
         self._thread = threading.Thread(
             target=self._run, name=f"backbeat-leases-{self.worker}", daemon=True
@@ -90,11 +94,13 @@ class LeaseKeeper:
         return self._thread is not None and self._thread.is_alive()
 
     def loop_blocked(self, now: float) -> float:
-        """Seconds since the worker's loop last answered this keeper (monotonic `now`)."""
-        return max(now - self._last_beat, 0.0)
+        """Seconds the worker's loop has left this keeper's oldest ask unanswered (monotonic
+        `now`)."""
+        asked = self._unanswered_since
+        return 0.0 if asked is None else max(now - asked, 0.0)
 
     def _beat(self) -> None:
-        self._last_beat = time.monotonic()
+        self._unanswered_since = None
 
     def _run(self) -> None:
         own_loop = asyncio.new_event_loop()
@@ -111,7 +117,9 @@ class LeaseKeeper:
             while not self._stop.wait(tick):
                 now = time.monotonic()
                 self.ticked_at = now
-                blocked = now - self._last_beat
+                blocked = self.loop_blocked(now)
+                if self._unanswered_since is None:
+                    self._unanswered_since = now
                 try:
                     assert self._loop is not None
                     self._loop.call_soon_threadsafe(self._beat)
