@@ -83,6 +83,7 @@ from backbeat.stores.postgres_writes import (
     run_steps_blocking,
 )
 from backbeat.stores.searching import check_scan, check_search
+from backbeat.stores.wakeups import DueHint
 
 logger = logging.getLogger("backbeat")
 
@@ -149,7 +150,7 @@ class PostgresStore:
         )
         self._shares = GatedShare()
         # When the claim that ran last saw the next due time, and what it was.
-        self._due_hint: tuple[float, float | None] = (-1.0, None)
+        self._due_hint = DueHint()
         self._enqueues: TurnGroup[list[NewTask], list[str]] = TurnGroup(
             lambda groups: asyncio.ensure_future(self._enqueue_groups(groups)),
             done=self._wake_here,
@@ -202,16 +203,9 @@ class PostgresStore:
             timeout = min(timeout, max(due - time.time(), 0.0) + 0.001)
         await listener.wakeups.wait(timeout)
 
-    def _sooner(self, due: float) -> None:
-        """A task written now is due then: the next due time seen may come later."""
-        seen_at, soonest = self._due_hint
-        if soonest is None or due < soonest:
-            self._due_hint = (seen_at, due)
-
     async def _next_due(self) -> float | None:
-        seen_at, due = self._due_hint
-        if time.monotonic() - seen_at < 0.05:
-            return due  # read by the claim that just ran, in its transaction
+        if self._due_hint.fresh():
+            return self._due_hint.soonest
 
         async def soonest(conn: Any) -> float | None:
             found: float | None = await conn.fetchval(self.schema(SOONEST), time.time())
@@ -224,7 +218,7 @@ class PostgresStore:
     async def enqueue(self, tasks: list[NewTask]) -> list[str]:
         """Insert tasks. Enqueues made in one turn of the event loop become one write."""
         for task in tasks:
-            self._sooner(task.due_at)
+            self._due_hint.sooner(task.due_at)
         return await self._enqueues.call(tasks)
 
     async def enqueue_on(self, connection: object, tasks: list[NewTask]) -> list[str]:
@@ -237,7 +231,7 @@ class PostgresStore:
         with duplicates_named(tasks):
             ids = await run_steps(insert_steps(self.schema, tasks, self.key_window), fetch)
         for task in tasks:
-            self._sooner(task.due_at)
+            self._due_hint.sooner(task.due_at)
         return ids
 
     def enqueue_on_blocking(self, connection: object, tasks: list[NewTask]) -> list[str]:
@@ -247,7 +241,7 @@ class PostgresStore:
         with duplicates_named(tasks):
             ids = run_steps_blocking(insert_steps(self.schema, tasks, self.key_window), fetch)
         for task in tasks:
-            self._sooner(task.due_at)
+            self._due_hint.sooner(task.due_at)
         return ids
 
     async def _enqueue_groups(self, groups: list[list[NewTask]]) -> list[list[str] | BaseException]:
@@ -297,7 +291,7 @@ class PostgresStore:
                 alone_first,
                 queues,
             )
-            self._due_hint = (time.monotonic(), soonest)
+            self._due_hint.seen(soonest)
             return taken
 
         return await self._db.transaction(take)
@@ -310,7 +304,7 @@ class PostgresStore:
     async def finish(self, settlements: list[Settlement]) -> list[bool]:
         for settlement in settlements:
             if settlement.retry_at is not None:
-                self._sooner(settlement.retry_at)
+                self._due_hint.sooner(settlement.retry_at)
         return await self._db.transaction(
             lambda conn: claims.settle(conn, self.schema, settlements)
         )
@@ -436,7 +430,7 @@ class PostgresStore:
 
         count = await self._db.transaction(due_now)
         if count:
-            self._sooner(time.time())
+            self._due_hint.sooner(time.time())
             self._wake_here()
         return count
 
@@ -553,7 +547,7 @@ class PostgresStore:
 
         await self._db.transaction(pause)
         if not paused:
-            self._due_hint = (-1.0, None)  # what the last claim saw left the queue out
+            self._due_hint.forget()  # what the last claim saw left the queue out
             self._wake_here()
 
     async def paused_queues(self) -> list[str]:

@@ -85,7 +85,7 @@ from backbeat.stores.sqlite_sql import (
     setup,
 )
 from backbeat.stores.states import shown_state
-from backbeat.stores.wakeups import Wakeups
+from backbeat.stores.wakeups import DueHint, Wakeups
 
 T = TypeVar("T")
 
@@ -139,7 +139,7 @@ class SQLiteStore:
             done=self._notify,
         )
         # When the claim that ran last saw the next due time, and what it was.
-        self._due_hint: tuple[float, float | None] = (-1.0, None)
+        self._due_hint = DueHint()
         self._shares = GatedShare()
         self._wakeups = _WAKEUPS.setdefault(self.path, Wakeups())
 
@@ -191,7 +191,7 @@ class SQLiteStore:
     async def enqueue(self, tasks: list[NewTask]) -> list[str]:
         """Insert tasks. Enqueues made in one turn of the event loop become one write."""
         for task in tasks:
-            self._sooner(task.due_at)
+            self._due_hint.sooner(task.due_at)
         return await self._enqueues.call([insert_row(task) for task in tasks])
 
     async def activate(self, ids: list[str]) -> None:
@@ -278,7 +278,7 @@ class SQLiteStore:
             due = soonest[0] if soonest else None
             if look_at is not None and look_at > now:  # a gate opens then
                 due = look_at if due is None else min(due, look_at)
-            self._due_hint = (time.monotonic(), due)
+            self._due_hint.seen(due)
             return [_claimed(row) for row in claimed]
 
         return await self._write(take)
@@ -303,7 +303,7 @@ class SQLiteStore:
     async def finish(self, settlements: list[Settlement]) -> list[bool]:
         for settlement in settlements:
             if settlement.retry_at is not None:
-                self._sooner(settlement.retry_at)
+                self._due_hint.sooner(settlement.retry_at)
 
         def settle(conn: sqlite3.Connection) -> list[bool]:
             now = time.time()
@@ -452,16 +452,9 @@ class SQLiteStore:
             self._wakeups.notify()
         return ids
 
-    def _sooner(self, due: float) -> None:
-        """A task written now is due then: the next due time seen may come later."""
-        seen_at, soonest = self._due_hint
-        if soonest is None or due < soonest:
-            self._due_hint = (seen_at, due)
-
     async def _next_due(self) -> float | None:
-        seen_at, due = self._due_hint
-        if time.monotonic() - seen_at < 0.05:
-            return due  # read by the claim that just ran, in its transaction
+        if self._due_hint.fresh():
+            return self._due_hint.soonest
 
         def soonest() -> float | None:
             rows = self._read(SOONEST_OR_LINE, {"now": time.time()})
@@ -516,7 +509,7 @@ class SQLiteStore:
     async def run_now(self, ids: list[str]) -> int:
         count = await self._write(functools.partial(sqlite_search.run_now, ids=ids))
         if count:
-            self._sooner(time.time())
+            self._due_hint.sooner(time.time())
             self._wakeups.notify()
         return count
 
@@ -584,7 +577,7 @@ class SQLiteStore:
     async def pause_queue(self, queue: str, paused: bool) -> None:
         await self._write(functools.partial(sqlite_queues.pause, queue=queue, paused=paused))
         if not paused:
-            self._due_hint = (-1.0, None)  # what the last claim saw left the queue out
+            self._due_hint.forget()  # what the last claim saw left the queue out
             self._wakeups.notify()
 
     async def paused_queues(self) -> list[str]:

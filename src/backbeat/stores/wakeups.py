@@ -1,4 +1,4 @@
-"""In-process wake-ups for stores that cannot push (SQLite, memory): `Store.wait`'s signal.
+"""In-process wake-ups (`Store.wait`'s signal), and the due-time hint that times its sleep.
 
 A write that makes work runnable calls `notify`; every event loop waiting in
 `wait` on the same data in this process wakes, whichever thread it runs in
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 
 
 class Wakeups:
@@ -53,3 +54,37 @@ class Wakeups:
         # Cleared after waking, never before waiting: a notify that came while the caller
         # was busy makes this return at once, and the caller looks again.
         event.clear()
+
+
+class DueHint:
+    """When the next waiting task falls due, as the latest claim saw it in its own
+    transaction, lowered by the writes made since: `Store.wait` sleeps until then without
+    asking the store again, if the claim ran less than `FRESH` seconds ago."""
+
+    FRESH = 0.05
+
+    def __init__(self) -> None:
+        self._seen_at = -1.0
+        self._soonest: float | None = None
+
+    def seen(self, soonest: float | None) -> None:
+        """What a claim found, just now."""
+        self._seen_at = time.monotonic()
+        self._soonest = soonest
+
+    def forget(self) -> None:
+        """What the last claim saw no longer holds (a queue it left out is resumed)."""
+        self._seen_at = -1.0
+        self._soonest = None
+
+    def sooner(self, due: float) -> None:
+        """A task written now is due then: the next due time may come earlier."""
+        if self._soonest is None or due < self._soonest:
+            self._soonest = due
+
+    def fresh(self) -> bool:
+        return time.monotonic() - self._seen_at < self.FRESH
+
+    @property
+    def soonest(self) -> float | None:
+        return self._soonest
