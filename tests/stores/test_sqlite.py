@@ -20,7 +20,7 @@ from backbeat.stores import (
     open_store,
 )
 from backbeat.stores.sqlite import path_from_url
-from tests.stores.rows import new_task
+from tests.stores.rows import failed, new_task
 
 pytestmark = pytest.mark.anyio
 
@@ -171,3 +171,21 @@ async def test_a_store_from_before_held_until_keeps_its_held_tasks_with_their_ho
         assert [task.id for task in await store.claim("w", 10, 30)] == [still_held.id]
     finally:
         await store.close()
+
+
+async def test_a_retried_attempt_never_ends_before_it_started(sqlite_store):
+    """A retry's end is SQLite's clock, coarser than Python's start: a start a hair ahead of
+    it (here pushed 1 s ahead, as a host whose clock steps back would) must not read as an
+    attempt that ended before it began."""
+    store = sqlite_store
+    task = new_task(retries=1)
+    await store.enqueue([task])
+    [claim] = await store.claim("w", 1, 30.0)
+    ahead = time.time() + 1
+    conn = store.file.connection()
+    conn.execute("UPDATE backbeat_tasks SET started_at = ? WHERE id = ?", (ahead, task.id))
+    conn.commit()
+    await store.finish([failed(claim, "ValueError: once", retry_at=time.time())])
+    [attempt] = await store.attempts(task.id)
+    assert attempt.started_at == ahead
+    assert attempt.finished_at >= attempt.started_at

@@ -24,6 +24,8 @@ _INSERT = (
     "error, traceback) VALUES "
 )
 # The host's clock in seconds since the epoch, in SQL (a retry has no finished_at of its own).
+# Through julianday it is only good to ~40 µs, so a retry's end is kept no earlier than its
+# start (Python's clock): an attempt never ends before it began.
 _NOW = "(julianday('now') - 2440587.5) * 86400.0"
 
 ATTEMPTS_SCHEMA = f"""
@@ -46,7 +48,7 @@ WHEN old.state = 'running' AND new.state IN ('pending', 'failed', 'cancelled')
     AND new.attempts = old.attempts AND new.lost = old.lost
 BEGIN
     {_INSERT}(old.id, old.attempts, old.worker, old.started_at,
-        coalesce(new.finished_at, {_NOW}),
+        max(coalesce(new.finished_at, {_NOW}), coalesce(old.started_at, 0)),
         CASE new.state WHEN 'pending' THEN 'retried' ELSE new.state END,
         new.error, CASE WHEN new.state = 'cancelled' THEN NULL ELSE new.traceback END);
     {_KEEP_LATEST}
