@@ -17,13 +17,14 @@ from backbeat.stores.postgres import PostgresStore
 from backbeat.stores.postgres_sql import (
     CREATE_VERSION_TABLE,
     SCHEMA_VERSION,
+    UPGRADES,
     VERSION_1,
     Schema,
 )
 from tests.apps import durable_tasks
 from tests.apps.durable_tasks import mark_start_and_sleep
 from tests.postgres_server import OwnPostgres, forget, fresh_schema_url
-from tests.stores.rows import new_task, succeeded
+from tests.stores.rows import failed, new_task, succeeded
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -109,6 +110,57 @@ async def test_a_version_1_store_keeps_its_held_tasks_with_their_holds(url):
         assert rows["ran-out"][0] is None and rows["ran-out"][1] > now
         await store.activate(["still-held"])
         assert [task.id for task in await store.claim("w", 10, 30)] == ["still-held"]
+    finally:
+        await store.close()
+
+
+async def test_a_version_3_store_keeps_its_counts_and_counts_on_once_a_statement(url):
+    """Version 3 counted finished tasks row by row; version 4 once a statement. The counts a
+    version 3 store holds are kept, and tasks finished, retried and deleted after the
+    upgrade are counted as before, their keys kept too."""
+    sql = Schema(schema_of(url))
+    conn = await asyncpg.connect(url.partition("?")[0])
+    try:
+        async with conn.transaction():
+            await conn.execute(sql(CREATE_VERSION_TABLE))
+            for version in (1, 2, 3):
+                await conn.execute(sql(UPGRADES[version]))
+                await conn.execute(sql("INSERT INTO {s}.schema_version VALUES ($1, 0)"), version)
+        now = time.time()
+        for n in range(3):
+            await conn.execute(
+                sql(
+                    "INSERT INTO {s}.tasks (id, name, payload, state, created_at, due_at) "
+                    "VALUES ($1, 'job', '{}', 'running', $2, $2)"
+                ),
+                f"old-{n}",
+                now,
+            )
+        await conn.execute(sql("UPDATE {s}.tasks SET state = 'succeeded', finished_at = $1"), now)
+    finally:
+        await conn.close()
+    store = open_store(url)
+    try:
+        assert (await store.counts())["succeeded"] == 3
+        keyed = new_task(key="once")
+        doomed = new_task(retries=0)
+        await store.enqueue([keyed, doomed, new_task()])
+        claims = {task.id: task for task in await store.claim("w", 10, 30)}
+        assert len(claims) == 3
+        await store.finish([succeeded(claims[keyed.id]), failed(claims[doomed.id])])
+        other = next(
+            task for task_id, task in claims.items() if task_id not in (keyed.id, doomed.id)
+        )
+        await store.finish([succeeded(other)])
+        counts = await store.counts()
+        assert (counts["succeeded"], counts["failed"]) == (5, 1)
+        spent = await ask(url, sql("SELECT key, task_id FROM {s}.spent_keys"))
+        assert [tuple(row) for row in spent] == [("once", keyed.id)]
+        assert await store.retry([doomed.id]) == 1
+        counts = await store.counts()
+        assert (counts["failed"], counts["pending"]) == (0, 1)
+        await store.purge(time.time() + 1, ("succeeded",))
+        assert (await store.counts())["succeeded"] == 0
     finally:
         await store.close()
 

@@ -149,6 +149,8 @@ class PostgresStore:
             statement_cache=not pgbouncer,
         )
         self._shares = GatedShare()
+        # Whether a gated line was seen: then claims take the path that serves lines.
+        self._lines = False
         # When the claim that ran last saw the next due time, and what it was.
         self._due_hint = DueHint()
         self._enqueues: TurnGroup[list[NewTask], list[str]] = TurnGroup(
@@ -279,22 +281,40 @@ class PostgresStore:
         alone_first: bool = False,
         queues: tuple[str, ...] | None = None,
     ) -> list[ClaimedTask]:
+        now = time.time()
+        taking = (now, now + lease, worker)
+        taken: list[ClaimedTask] = []
+        if not self._lines:
+            # The usual case: one statement; chores and gated lines only when it saw some.
+            taken, soonest, self._lines, chores = await self._db.statement(
+                lambda conn: claims.quick_claim(
+                    conn, self.schema, taking, limit, max_lost, alone_first, queues
+                )
+            )
+            self._due_hint.seen(soonest)
+            if chores:
+                any_line = await self._db.transaction(
+                    lambda conn: claims.chores(conn, self.schema, time.time(), max_lost)
+                )
+                self._lines = self._lines or any_line
+            if not self._lines or len(taken) >= limit or (taken and alone_first):
+                return taken
+
         async def take(conn: Any) -> list[ClaimedTask]:
-            now = time.time()
-            taken, soonest = await claims.claim(
+            rows, soonest, self._lines = await claims.claim(
                 conn,
                 self.schema,
                 self._shares,
-                (now, now + lease, worker),
-                limit,
+                taking,
+                limit - len(taken),
                 max_lost,
-                alone_first,
+                alone_first and not taken,
                 queues,
             )
             self._due_hint.seen(soonest)
-            return taken
+            return rows
 
-        return await self._db.transaction(take)
+        return taken + await self._db.transaction(take)
 
     async def renew(self, receipts: list[str], lease: float) -> list[str]:
         return await self._db.transaction(
@@ -305,6 +325,10 @@ class PostgresStore:
         for settlement in settlements:
             if settlement.retry_at is not None:
                 self._due_hint.sooner(settlement.retry_at)
+        if len({settlement.state for settlement in settlements}) == 1:
+            return await self._db.statement(
+                lambda conn: claims.settle_alike(conn, self.schema, settlements)
+            )
         return await self._db.transaction(
             lambda conn: claims.settle(conn, self.schema, settlements)
         )

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from backbeat.logs import log_dead_letters
+from backbeat.status import TaskState
 from backbeat.stores.base import (
     ClaimedTask,
     GatedShare,
@@ -30,10 +31,12 @@ from backbeat.stores.postgres_sql import (
     RELEASE,
     RENEW,
     SETTLE,
+    SETTLE_ALIKE,
     SOONEST,
     START,
     Schema,
     claim_sql,
+    quick_claim_sql,
 )
 from backbeat.stores.postgres_writes import notify
 
@@ -52,6 +55,35 @@ def _receipts(receipts: list[str]) -> tuple[list[str], list[int]]:
     return [task_id for task_id, _ in pairs], [token for _, token in pairs]
 
 
+async def quick_claim(
+    conn: Any,
+    sql: Schema,
+    taking: tuple[float, float, str],
+    limit: int,
+    max_lost: int,
+    alone_first: bool,
+    queues: tuple[str, ...] | None,
+) -> tuple[list[ClaimedTask], float | None, bool, bool]:
+    """`Store.claim` of a store without gated lines, in one statement (`quick_claim_sql`):
+    the tasks, when the next falls due, whether any line exists, whether chores wait."""
+    only = () if queues is None else (list(queues),)
+    query = sql(quick_claim_sql(queues is not None))
+    rows = await conn.fetch(query, *taking, limit, max_lost, alone_first, *only)
+    soonest, lines, chores = rows[0][-3:]
+    return [claimed(row[:-3]) for row in rows if row[0] is not None], soonest, lines, chores
+
+
+async def chores(conn: Any, sql: Schema, now: float, max_lost: int) -> bool:
+    """What a claim settles first, each on rows no other claim holds: lost tasks cancelled
+    (asked to be), dead-lettered (lost too often) or put back in their lines (gated).
+    Whether any line exists."""
+    lines = {line for (line,) in await conn.fetch(sql(CANCEL_ORPHANS), now) if line}
+    dead = await conn.fetch(sql(DEAD_LOST), now, max_lost, lost_leases_error(max_lost))
+    log_dead_letters([(task_id, name, error) for task_id, name, error, _ in dead])
+    await settled(conn, sql, lines | {row[3] for row in dead if row[3]}, now)
+    return await back_in_line(conn, sql, now)
+
+
 async def claim(
     conn: Any,
     sql: Schema,
@@ -61,29 +93,26 @@ async def claim(
     max_lost: int,
     alone_first: bool,
     queues: tuple[str, ...] | None,
-) -> tuple[list[ClaimedTask], float | None]:
-    """`Store.claim` (`taking`: now, lease end, worker); the tasks, and when the next
-    delayed task falls due or a gated line is to be looked at."""
+) -> tuple[list[ClaimedTask], float | None, bool]:
+    """`Store.claim` with its chores and gated lines (`taking`: now, lease end, worker); the
+    tasks, when the next delayed task falls due or a gated line is to be looked at, and
+    whether any line exists."""
     now = taking[0]
     only = () if queues is None else (list(queues),)
-    lines = {line for (line,) in await conn.fetch(sql(CANCEL_ORPHANS), now) if line}
-    dead = await conn.fetch(sql(DEAD_LOST), now, max_lost, lost_leases_error(max_lost))
-    log_dead_letters([(task_id, name, error) for task_id, name, error, _ in dead])
-    await settled(conn, sql, lines | {row[3] for row in dead if row[3]}, now)
-    await back_in_line(conn, sql, now)
+    any_line = await chores(conn, sql, now, max_lost)
     rows: list[Any] = []
     if alone_first:
         rows = await conn.fetch(sql(claim_sql(queues is not None, True)), *taking, limit, *only)
     if not rows:
         share = shares.next(limit)
-        rows = await take_gated(conn, sql, taking, share, queues)
+        rows = await take_gated(conn, sql, taking, share, queues) if any_line else []
         gated = len(rows)
         if limit > gated:
             ungated = sql(claim_sql(queues is not None, False))
             rows += await conn.fetch(ungated, *taking, limit - gated, *only)
-        if len(rows) < limit and gated == share:  # what the others left
+        if any_line and len(rows) < limit and gated == share:  # what the others left
             rows += await take_gated(conn, sql, taking, limit - len(rows), queues)
-    return [claimed(row) for row in rows], await conn.fetchval(sql(SOONEST), now)
+    return [claimed(row) for row in rows], await conn.fetchval(sql(SOONEST), now), any_line
 
 
 async def activate(conn: Any, sql: Schema, ids: list[str], now: float) -> None:
@@ -112,28 +141,40 @@ async def renew(conn: Any, sql: Schema, receipts: list[str], lease: float) -> li
 
 
 async def settle(conn: Any, sql: Schema, settlements: list[Settlement]) -> list[bool]:
-    """`Store.finish`: one statement per outcome; whether each claim was current."""
+    """`Store.finish`, in the caller's transaction: one statement per kind of outcome;
+    whether each claim was current."""
     now = time.time()
     done: set[tuple[str, int]] = set()
     lines: set[str] = set()
     await conn.execute(sql(LOCK_IN_ORDER), [split_receipt(s.receipt)[0] for s in settlements])
     for state in {s.state for s in settlements}:
-        these = [s for s in settlements if s.state is state]
-        ids, tokens = _receipts([s.receipt for s in these])
-        rows = await conn.fetch(
-            sql(SETTLE[state]),
-            now,
-            ids,
-            tokens,
-            [s.result for s in these],
-            [s.error for s in these],
-            [s.traceback for s in these],
-            [s.retry_at for s in these],
-        )
+        rows = await conn.fetch(sql(SETTLE[state]), now, *_outcomes(settlements, state))
         done.update((task_id, token) for task_id, token, _ in rows)
         lines.update(line for _, _, line in rows if line is not None)
     await settled(conn, sql, lines, now)  # their gates may have a free slot
     return [split_receipt(s.receipt) in done for s in settlements]
+
+
+async def settle_alike(conn: Any, sql: Schema, settlements: list[Settlement]) -> list[bool]:
+    """`settle` of outcomes all of one kind, in one statement (`SETTLE_ALIKE`)."""
+    state = settlements[0].state
+    rows = await conn.fetch(sql(SETTLE_ALIKE[state]), time.time(), *_outcomes(settlements, state))
+    done = {(task_id, token) for task_id, token, _ in rows}
+    return [split_receipt(s.receipt) in done for s in settlements]
+
+
+def _outcomes(settlements: list[Settlement], state: TaskState) -> list[list[Any]]:
+    """The settling statements' arrays ($2 on) for the outcomes of one kind."""
+    these = [s for s in settlements if s.state is state]
+    ids, tokens = _receipts([s.receipt for s in these])
+    return [
+        ids,
+        tokens,
+        [s.result for s in these],
+        [s.error for s in these],
+        [s.traceback for s in these],
+        [s.retry_at for s in these],
+    ]
 
 
 async def release(conn: Any, sql: Schema, receipts: list[str]) -> None:

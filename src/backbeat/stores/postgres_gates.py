@@ -62,12 +62,14 @@ _FORGET_LINE = "DELETE FROM {s}.lines WHERE line = $1"
 LOOK_NOW = "UPDATE {s}.lines SET look_at = least(look_at, $1) WHERE line = ANY($2::text[])"
 
 
-async def back_in_line(conn: Any, sql: Schema, now: float) -> None:
-    """Gated tasks whose leases ran out wait in their lines again; nothing when no line."""
+async def back_in_line(conn: Any, sql: Schema, now: float) -> bool:
+    """Gated tasks whose leases ran out wait in their lines again; whether any line exists
+    (nothing to do when none does)."""
     if not await conn.fetchval(sql(_ANY_LINE)):
-        return
+        return False
     back = {line for (line,) in await conn.fetch(sql(_BACK_IN_LINE), now)}
     await settled(conn, sql, back, now)
+    return True
 
 
 async def take_gated(

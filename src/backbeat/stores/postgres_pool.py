@@ -92,6 +92,10 @@ class Database:
                 timeout=self.timeout,
                 command_timeout=max(self.timeout, 30.0),
                 statement_cache_size=100 if self.statement_cache else 0,
+                # A connection given back keeps no state of ours (no session settings,
+                # listens or session locks): asyncpg's reset would cost a round trip for
+                # every borrowing. An open transaction is still rolled back.
+                reset=_keep_as_is,
             )
         except (OSError, TimeoutError, pg.PostgresConnectionError) as exc:
             raise StoreUnavailable(f"cannot connect to {self.described}: {exc}") from exc
@@ -140,6 +144,18 @@ class Database:
                     raise
         raise AssertionError("unreachable")
 
+    async def statement(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """Run `fn`, one statement (atomic by itself), on a pooled connection outside any
+        transaction (saving BEGIN's and COMMIT's round trips); again if PostgreSQL aborted
+        it to break a deadlock."""
+        for attempt in range(1, _TRIES + 1):
+            try:
+                return await self._borrowing(fn, transaction=False)
+            except asyncpg().TransactionRollbackError:
+                if attempt == _TRIES:
+                    raise
+        raise AssertionError("unreachable")
+
     async def read(self, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run `fn` on a pooled connection, outside any transaction (one statement)."""
         return await self._borrowing(fn, transaction=False)
@@ -175,6 +191,10 @@ class Database:
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         return StoreUnavailable(f"{self.described} cannot be reached: {exc}")
+
+
+async def _keep_as_is(conn: Any) -> None:
+    """A pooled connection's reset (`create_pool`'s ``reset``): nothing to undo."""
 
 
 def _lost(conn: Any, pg: Any) -> bool:
