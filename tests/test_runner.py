@@ -121,10 +121,22 @@ async def test_submit_needs_a_running_runner_and_a_task():
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("concurrency", 0), ("max_pending", -1), ("keep_finished", 1.5), ("shutdown_timeout", -1)],
+    [
+        ("concurrency", 0),
+        ("max_pending", -1),
+        ("keep_finished", 1.5),
+        ("max_lost_leases", True),
+        ("max_task_size", 0),
+        ("shutdown_timeout", -1),
+        ("overflow_timeout", "10"),
+        ("finished_ttl", -0.5),
+        ("lease", None),
+        ("poll_interval", -1),
+    ],
 )
 def test_bad_runner_options_are_value_errors(option, value):
-    with pytest.raises(ValueError, match=option):
+    # The stored feeder's numbers too, without a store: the mistake shows before one is used.
+    with pytest.raises(ValueError, match=rf"Runner\({option}=\.\.\.\) must be"):
         Runner(**{option: value})
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from backbeat.engine.execution import FailureListener, Hook, Hooks
 from backbeat.engine.health import WorkerHealth
-from backbeat.engine.limits import Limits, check_count, check_seconds, queue_names
+from backbeat.engine.limits import Limits, check_count, queue_names
 from backbeat.engine.local import LocalEngine, RunnerFull
 from backbeat.engine.protocol import Engine
 from backbeat.engine.results import wait_for_result, wait_for_result_blocking
@@ -84,31 +84,17 @@ class Runner:
         on_error: Hook | None = None,
         on_retry: Hook | None = None,
     ) -> None:
-        counts = {
-            "concurrency": concurrency,
-            "max_pending": max_pending,
-            "keep_finished": keep_finished,
-            "max_lost_leases": max_lost_leases,
-            "max_task_size": max_task_size,
-        }
-        seconds = {
-            "shutdown_timeout": shutdown_timeout,
-            "overflow_timeout": overflow_timeout,
-            "finished_ttl": finished_ttl,
-            "lease": lease,
-            "poll_interval": poll_interval,
-        }
-        for name, count in counts.items():
-            check_count(name, count)
-        for name, value in seconds.items():
-            check_seconds(name, value)
-        self.limits = Limits(
+        self.limits = Limits.checked(
             concurrency=concurrency,
             max_pending=max_pending,
-            shutdown_timeout=float(shutdown_timeout),
-            overflow_timeout=float(overflow_timeout),
+            shutdown_timeout=shutdown_timeout,
+            overflow_timeout=overflow_timeout,
             keep_finished=keep_finished,
-            finished_ttl=float(finished_ttl),
+            finished_ttl=finished_ttl,
+            max_lost_leases=max_lost_leases,
+            max_task_size=max_task_size,
+            lease=lease,
+            poll_interval=poll_interval,
         )
         self.hooks = Hooks(on_start, on_success, on_error, on_retry)
         self.eager = eager
