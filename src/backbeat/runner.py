@@ -27,21 +27,16 @@ from backbeat.engine.limits import Limits, check_count, queue_names
 from backbeat.engine.local import LocalEngine, RunnerFull
 from backbeat.engine.protocol import Engine
 from backbeat.engine.results import wait_for_result, wait_for_result_blocking
+from backbeat.engine.schedule_list import ScheduleList
 from backbeat.engine.stored import Prepared, StoredEngine
 from backbeat.gates import queue_gates
 from backbeat.observers import Observer
-from backbeat.schedules import MissedTicks, Schedule, make_schedule
+from backbeat.schedules import MissedTicks, Schedule
 from backbeat.signing import signing_key as signing_key_of
 from backbeat.status import TaskInfo
 from backbeat.stores import Store, open_store
 from backbeat.stores.base import StoredStatus
-from backbeat.tasks import (
-    BackgroundTask,
-    RequestTasks,
-    declared_schedules,
-    qualified_name,
-    task_policy,
-)
+from backbeat.tasks import BackgroundTask, RequestTasks
 
 __all__ = ["Runner", "RunnerFull"]
 
@@ -116,7 +111,8 @@ class Runner:
         )
         queue_gates(queue_rate_limits)  # a bad one fails here, with or without a store
         # Periodic tasks: `schedule(...)`'s, then at start those declared with @task(cron=...).
-        self.schedules: list[Schedule] = []
+        self._schedule_list = ScheduleList()
+        self.schedules = self._schedule_list.schedules
         self._engine: Engine = LocalEngine(
             self.limits, self.hooks, eager=eager, round_trip=round_trip
         )
@@ -247,10 +243,10 @@ class Runner:
         store and in ``backbeat schedules``. A store is needed; ValueError or TypeError
         now for a schedule whose ticks could not be stored. docs/scheduling.md.
         """
-        policy = task_policy(func)
-        made = make_schedule(
+        return self._schedule_list.add(
+            self._engine,
             func,
-            name=name or (policy.name if policy and policy.name else qualified_name(func)),
+            name,
             cron=cron,
             every=every,
             tz=tz,
@@ -261,30 +257,10 @@ class Runner:
             max_lateness=max_lateness,
             skip_if_running=skip_if_running,
         )
-        if any(known.name == made.name for known in self.schedules):
-            raise ValueError(
-                f"a schedule named {made.name!r} exists already: give this one another name="
-            )
-        self._engine.check_schedule(made)
-        self.schedules.append(made)
-        self._engine.schedule_added()
-        return made
-
-    def _gather_schedules(self) -> None:
-        """Add the @task(cron=...) schedules; check them all against the engine."""
-        names = {known.name: known for known in self.schedules}
-        declared = [found for found in declared_schedules() if found not in self.schedules]
-        for found in declared:
-            if found.name in names:
-                raise ValueError(
-                    f"two schedules are named {found.name!r} (one from @task, one from "
-                    "runner.schedule): give one another name="
-                )
-        self._engine.gather_schedules(declared)
 
     async def start(self) -> None:
         if not self.running:
-            self._gather_schedules()
+            self._schedule_list.gather_declared(self._engine)
         await self._engine.start()
 
     async def wait_connected(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
