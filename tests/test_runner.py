@@ -140,6 +140,26 @@ def test_bad_runner_options_are_value_errors(option, value):
         Runner(**{option: value})
 
 
+async def test_observers_are_checked_and_a_removed_failure_listener_hears_nothing():
+    runner = Runner()
+    with pytest.raises(TypeError, match=r"add_observer expects a backbeat\.observers\.Observer"):
+        runner.add_observer(object())  # type: ignore[arg-type]
+    removed: list[str] = []
+    kept: list[str] = []
+
+    def listen(info, exc):
+        removed.append(info.id)
+
+    runner.remove_failure_listener(listen)  # never added: nothing to remove
+    runner.add_failure_listener(listen)
+    runner.add_failure_listener(lambda info, exc: kept.append(info.id))
+    runner.remove_failure_listener(listen)
+    async with runner:
+        task_id = runner.submit(BackgroundTask(Flaky(failures=1)))
+        await runner.join(timeout=5)
+    assert (removed, kept) == ([], [task_id])
+
+
 # --- limits ---------------------------------------------------------------------------------
 
 

@@ -405,14 +405,11 @@ class Runner:
 
     def add_observer(self, observer: Observer) -> None:
         """Tell `observer` of every task handed over and every attempt (`backbeat.observers`)."""
-        if not isinstance(observer, Observer):
-            raise TypeError(f"add_observer expects a backbeat.observers.Observer, got {observer!r}")
-        self.hooks.observers.append(observer)
+        self.hooks.add_observer(observer)
 
     def add_failure_listener(self, listener: FailureListener) -> None:
         """Call `listener(info, exc)` for every task that failed for good (`TestClient` uses it)."""
         self.hooks.failure_listeners.append(listener)
 
     def remove_failure_listener(self, listener: FailureListener) -> None:
-        if listener in self.hooks.failure_listeners:
-            self.hooks.failure_listeners.remove(listener)
+        self.hooks.remove_failure_listener(listener)
