@@ -121,11 +121,43 @@ async def test_submit_needs_a_running_runner_and_a_task():
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("concurrency", 0), ("max_pending", -1), ("keep_finished", 1.5), ("shutdown_timeout", -1)],
+    [
+        ("concurrency", 0),
+        ("max_pending", -1),
+        ("keep_finished", 1.5),
+        ("max_lost_leases", True),
+        ("max_task_size", 0),
+        ("shutdown_timeout", -1),
+        ("overflow_timeout", "10"),
+        ("finished_ttl", -0.5),
+        ("lease", None),
+        ("poll_interval", -1),
+    ],
 )
 def test_bad_runner_options_are_value_errors(option, value):
-    with pytest.raises(ValueError, match=option):
+    # The stored feeder's numbers too, without a store: the mistake shows before one is used.
+    with pytest.raises(ValueError, match=rf"Runner\({option}=\.\.\.\) must be"):
         Runner(**{option: value})
+
+
+async def test_observers_are_checked_and_a_removed_failure_listener_hears_nothing():
+    runner = Runner()
+    with pytest.raises(TypeError, match=r"add_observer expects a backbeat\.observers\.Observer"):
+        runner.add_observer(object())  # type: ignore[arg-type]
+    removed: list[str] = []
+    kept: list[str] = []
+
+    def listen(info, exc):
+        removed.append(info.id)
+
+    runner.remove_failure_listener(listen)  # never added: nothing to remove
+    runner.add_failure_listener(listen)
+    runner.add_failure_listener(lambda info, exc: kept.append(info.id))
+    runner.remove_failure_listener(listen)
+    async with runner:
+        task_id = runner.submit(BackgroundTask(Flaky(failures=1)))
+        await runner.join(timeout=5)
+    assert (removed, kept) == ([], [task_id])
 
 
 # --- limits ---------------------------------------------------------------------------------

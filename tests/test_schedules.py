@@ -336,6 +336,23 @@ async def test_one_schedule_that_fails_at_its_tick_does_not_stop_the_others():
     assert "schedule 'broken': cannot handle its tick" in records.messages()[0]
 
 
+@pytest.mark.anyio
+async def test_a_declared_schedule_may_not_share_a_name_with_a_runner_schedule(monkeypatch):
+    from backbeat import tasks
+
+    monkeypatch.setattr(tasks, "_declared_schedules", [])  # no other test's runner runs it
+
+    @task(name="reports.hourly", every=3600)
+    def hourly() -> None: ...
+
+    runner = Runner(store="memory://")
+    runner.schedule(note_the_time, every=60, args=["a"], name="reports.hourly")
+    with pytest.raises(ValueError, match=r"two schedules are named 'reports\.hourly'"):
+        await runner.start()
+    assert not runner.running
+    assert [s.name for s in runner.schedules] == ["reports.hourly"]
+
+
 def test_task_declares_its_schedule_with_every_option(monkeypatch):
     from backbeat import tasks
     from backbeat.tasks import declared_schedules

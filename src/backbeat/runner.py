@@ -23,25 +23,20 @@ from typing import Any
 
 from backbeat.engine.execution import FailureListener, Hook, Hooks
 from backbeat.engine.health import WorkerHealth
-from backbeat.engine.limits import Limits, check_count, check_seconds, queue_names
+from backbeat.engine.limits import Limits, check_count, queue_names
 from backbeat.engine.local import LocalEngine, RunnerFull
 from backbeat.engine.protocol import Engine
 from backbeat.engine.results import wait_for_result, wait_for_result_blocking
+from backbeat.engine.schedule_list import ScheduleList
 from backbeat.engine.stored import Prepared, StoredEngine
 from backbeat.gates import queue_gates
 from backbeat.observers import Observer
-from backbeat.schedules import MissedTicks, Schedule, make_schedule
+from backbeat.schedules import MissedTicks, Schedule
 from backbeat.signing import signing_key as signing_key_of
 from backbeat.status import TaskInfo
 from backbeat.stores import Store, open_store
 from backbeat.stores.base import StoredStatus
-from backbeat.tasks import (
-    BackgroundTask,
-    RequestTasks,
-    declared_schedules,
-    qualified_name,
-    task_policy,
-)
+from backbeat.tasks import BackgroundTask, RequestTasks
 
 __all__ = ["Runner", "RunnerFull"]
 
@@ -84,31 +79,17 @@ class Runner:
         on_error: Hook | None = None,
         on_retry: Hook | None = None,
     ) -> None:
-        counts = {
-            "concurrency": concurrency,
-            "max_pending": max_pending,
-            "keep_finished": keep_finished,
-            "max_lost_leases": max_lost_leases,
-            "max_task_size": max_task_size,
-        }
-        seconds = {
-            "shutdown_timeout": shutdown_timeout,
-            "overflow_timeout": overflow_timeout,
-            "finished_ttl": finished_ttl,
-            "lease": lease,
-            "poll_interval": poll_interval,
-        }
-        for name, count in counts.items():
-            check_count(name, count)
-        for name, value in seconds.items():
-            check_seconds(name, value)
-        self.limits = Limits(
+        self.limits = Limits.checked(
             concurrency=concurrency,
             max_pending=max_pending,
-            shutdown_timeout=float(shutdown_timeout),
-            overflow_timeout=float(overflow_timeout),
+            shutdown_timeout=shutdown_timeout,
+            overflow_timeout=overflow_timeout,
             keep_finished=keep_finished,
-            finished_ttl=float(finished_ttl),
+            finished_ttl=finished_ttl,
+            max_lost_leases=max_lost_leases,
+            max_task_size=max_task_size,
+            lease=lease,
+            poll_interval=poll_interval,
         )
         self.hooks = Hooks(on_start, on_success, on_error, on_retry)
         self.eager = eager
@@ -130,7 +111,8 @@ class Runner:
         )
         queue_gates(queue_rate_limits)  # a bad one fails here, with or without a store
         # Periodic tasks: `schedule(...)`'s, then at start those declared with @task(cron=...).
-        self.schedules: list[Schedule] = []
+        self._schedule_list = ScheduleList()
+        self.schedules = self._schedule_list.schedules
         self._engine: Engine = LocalEngine(
             self.limits, self.hooks, eager=eager, round_trip=round_trip
         )
@@ -261,10 +243,10 @@ class Runner:
         store and in ``backbeat schedules``. A store is needed; ValueError or TypeError
         now for a schedule whose ticks could not be stored. docs/scheduling.md.
         """
-        policy = task_policy(func)
-        made = make_schedule(
+        return self._schedule_list.add(
+            self._engine,
             func,
-            name=name or (policy.name if policy and policy.name else qualified_name(func)),
+            name,
             cron=cron,
             every=every,
             tz=tz,
@@ -275,30 +257,10 @@ class Runner:
             max_lateness=max_lateness,
             skip_if_running=skip_if_running,
         )
-        if any(known.name == made.name for known in self.schedules):
-            raise ValueError(
-                f"a schedule named {made.name!r} exists already: give this one another name="
-            )
-        self._engine.check_schedule(made)
-        self.schedules.append(made)
-        self._engine.schedule_added()
-        return made
-
-    def _gather_schedules(self) -> None:
-        """Add the @task(cron=...) schedules; check them all against the engine."""
-        names = {known.name: known for known in self.schedules}
-        declared = [found for found in declared_schedules() if found not in self.schedules]
-        for found in declared:
-            if found.name in names:
-                raise ValueError(
-                    f"two schedules are named {found.name!r} (one from @task, one from "
-                    "runner.schedule): give one another name="
-                )
-        self._engine.gather_schedules(declared)
 
     async def start(self) -> None:
         if not self.running:
-            self._gather_schedules()
+            self._schedule_list.gather_declared(self._engine)
         await self._engine.start()
 
     async def wait_connected(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
@@ -443,14 +405,11 @@ class Runner:
 
     def add_observer(self, observer: Observer) -> None:
         """Tell `observer` of every task handed over and every attempt (`backbeat.observers`)."""
-        if not isinstance(observer, Observer):
-            raise TypeError(f"add_observer expects a backbeat.observers.Observer, got {observer!r}")
-        self.hooks.observers.append(observer)
+        self.hooks.add_observer(observer)
 
     def add_failure_listener(self, listener: FailureListener) -> None:
         """Call `listener(info, exc)` for every task that failed for good (`TestClient` uses it)."""
         self.hooks.failure_listeners.append(listener)
 
     def remove_failure_listener(self, listener: FailureListener) -> None:
-        if listener in self.hooks.failure_listeners:
-            self.hooks.failure_listeners.remove(listener)
+        self.hooks.remove_failure_listener(listener)

@@ -60,6 +60,15 @@ class Hooks:
     failure_listeners: list[FailureListener] = field(default_factory=list)
     observers: list[Observer] = field(default_factory=list)
 
+    def add_observer(self, observer: Observer) -> None:
+        if not isinstance(observer, Observer):
+            raise TypeError(f"add_observer expects a backbeat.observers.Observer, got {observer!r}")
+        self.observers.append(observer)
+
+    def remove_failure_listener(self, listener: FailureListener) -> None:
+        if listener in self.failure_listeners:
+            self.failure_listeners.remove(listener)
+
 
 class AttemptLike(Protocol):
     """What the executor reads of the attempt it runs (a feeder may pass its own object)."""

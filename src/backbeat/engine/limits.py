@@ -18,6 +18,51 @@ class Limits:
     keep_finished: int = 10_000
     finished_ttl: float = 3600.0
 
+    @classmethod
+    def checked(
+        cls,
+        *,
+        concurrency: int,
+        max_pending: int,
+        shutdown_timeout: float,
+        overflow_timeout: float,
+        keep_finished: int,
+        finished_ttl: float,
+        max_lost_leases: int,
+        max_task_size: int,
+        lease: float,
+        poll_interval: float,
+    ) -> Limits:
+        """A runner's limits from its options, once every number among them is checked
+        (the stored feeder's too, with or without a store): ValueError naming the first
+        bad one."""
+        counts = {
+            "concurrency": concurrency,
+            "max_pending": max_pending,
+            "keep_finished": keep_finished,
+            "max_lost_leases": max_lost_leases,
+            "max_task_size": max_task_size,
+        }
+        seconds = {
+            "shutdown_timeout": shutdown_timeout,
+            "overflow_timeout": overflow_timeout,
+            "finished_ttl": finished_ttl,
+            "lease": lease,
+            "poll_interval": poll_interval,
+        }
+        for name, count in counts.items():
+            check_count(name, count)
+        for name, value in seconds.items():
+            check_seconds(name, value)
+        return cls(
+            concurrency=concurrency,
+            max_pending=max_pending,
+            shutdown_timeout=float(shutdown_timeout),
+            overflow_timeout=float(overflow_timeout),
+            keep_finished=keep_finished,
+            finished_ttl=float(finished_ttl),
+        )
+
 
 def queue_names(queues: list[str] | tuple[str, ...] | None) -> tuple[str, ...] | None:
     if queues is None:
