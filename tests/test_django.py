@@ -120,6 +120,7 @@ import json
 import django
 django.setup()
 from django_tasks import task
+from backbeat.django import BackbeatBackend
 from tests.django_project.shop.tasks import send_welcome
 def with_context(context, note):
     pass
@@ -128,6 +129,8 @@ for key, call in {
     "context": lambda: task(takes_context=True)(with_context),
     "queue": lambda: send_welcome.using(queue_name="nope").enqueue("x"),
     "arguments": lambda: send_welcome.enqueue({1, 2}),
+    "flag": lambda: BackbeatBackend("bad", {"OPTIONS": {"store": "memory://",
+                                                        "enqueue_on_commit": "no"}}),
 }.items():
     try:
         call()
@@ -141,6 +144,10 @@ print(json.dumps(out))
     assert seen["context"].startswith("InvalidTaskError") and "takes_context" in seen["context"]
     assert seen["queue"].startswith("InvalidTaskError")
     assert "cannot be stored" in seen["arguments"] or "JSON" in seen["arguments"]
+    assert seen["flag"] == (
+        'InvalidTaskError: TASKS["bad"]["OPTIONS"]["enqueue_on_commit"] must be True '
+        "or False, not 'no'"
+    )
     assert sum(Runner(store=url).stats().values()) == 0  # nothing was stored
 
 
@@ -201,10 +208,17 @@ with transaction.atomic():
     except Exception:
         seen_before_commit = False
 outside = send_welcome.enqueue("outside@example.com")  # no atomic block: stored at once
+try:  # enqueue_on_commit False: written by the store's connections, not Django's
+    with transaction.atomic():
+        at_once = send_welcome.using(backend="at_once").enqueue("at-once@example.com")
+        raise RolledBack
+except RolledBack:
+    pass
 with connection.cursor() as cursor:
     cursor.execute(f"SELECT id FROM {orders}")
     committed = [row[0] for row in cursor.fetchall()]
 print(json.dumps({"committed": committed, "gone": gone.id, "kept": kept.id, "outside": outside.id,
+                  "at_once": at_once.id,
                   "status": kept.status, "args": [kept.args, kept.kwargs],
                   "seen_before_commit": seen_before_commit}))
 """
@@ -215,7 +229,8 @@ def test_in_atomic_a_task_is_written_on_djangos_connection_with_the_store_in_its
     tmp_path, postgres_server
 ):
     """The store in the project's own PostgreSQL database: enqueued in `atomic()`, the task
-    is committed or rolled back with the block's rows; a worker runs what was committed."""
+    is committed or rolled back with the block's rows; with enqueue_on_commit False, stored
+    at once whatever the block does; a worker runs what was stored."""
     pytest.importorskip("psycopg")
     from tests.postgres_server import forget, fresh_schema_url
 
@@ -232,9 +247,134 @@ def test_in_atomic_a_task_is_written_on_djangos_connection_with_the_store_in_its
         assert store.stored(seen["gone"]) is None  # rolled back with the block
         worker = [sys.executable, "-m", "backbeat", "worker", "backbeat.django:runner"]
         with background_process(worker, tmp_path, env=env, name="worker") as (_, log):
-            wait_until(lambda: store.stats()["succeeded"] == 2, 20, "the two tasks", log.read_text)
+            wait_until(lambda: store.stats()["succeeded"] == 3, 20, "3 tasks", log.read_text)
         assert store.stored(seen["kept"]).result == '"WELCOME KEPT@EXAMPLE.COM"'
         assert store.stored(seen["outside"]).state == "succeeded"
+        assert store.stored(seen["at_once"]).state == "succeeded"  # its block rolled back
         assert store.stored(seen["gone"]) is None
     finally:
         forget(url)
+
+
+ON_COMMIT = """
+import json
+import django
+django.setup()
+from django.db import connection, transaction
+from django_tasks import default_task_backend
+from django_tasks.exceptions import TaskResultDoesNotExist
+from tests.django_project.shop.tasks import send_welcome
+def stored(task_id):
+    try:
+        default_task_backend.get_result(task_id)
+    except TaskResultDoesNotExist:
+        return False
+    return True
+class RolledBack(Exception):
+    pass
+with connection.cursor() as cursor:
+    cursor.execute("CREATE TABLE orders (id text PRIMARY KEY)")
+out = {}
+try:
+    with transaction.atomic():
+        out["gone"] = send_welcome.enqueue("gone@example.com").id
+        raise RolledBack
+except RolledBack:
+    pass
+with transaction.atomic():
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO orders VALUES ('order-1')")
+    kept = send_welcome.enqueue("kept@example.com", shout=True)
+    try:
+        with transaction.atomic():  # a savepoint: rolled back with its task
+            out["savepoint"] = send_welcome.enqueue("savepoint@example.com").id
+            raise RolledBack
+    except RolledBack:
+        pass
+    try:  # refused now, as an immediate enqueue is, not at the commit
+        send_welcome.enqueue({1, 2})
+        out["refused"] = "accepted"
+    except Exception as exc:
+        out["refused"] = f"{type(exc).__name__}: {exc}"
+    out["kept_before_commit"] = stored(kept.id)
+out["kept"] = [kept.id, kept.status, kept.args, kept.kwargs, stored(kept.id)]
+try:  # enqueue_on_commit False: written at once, whatever the transaction does
+    with transaction.atomic():
+        at_once = send_welcome.using(backend="at_once").enqueue("at-once@example.com")
+        out["at_once_before_commit"] = stored(at_once.id)
+        raise RolledBack
+except RolledBack:
+    pass
+out["at_once"] = at_once.id
+print(json.dumps(out))
+"""
+
+
+def test_in_atomic_a_task_is_written_when_djangos_transaction_commits_to_a_store_elsewhere(
+    tmp_path, shared_db
+):
+    """The store elsewhere (SQLite, Redis) and Django's database SQLite: enqueued in
+    `atomic()`, the task is checked at once and stored at the commit, never if the block (or
+    its savepoint) rolls back; the "at_once" backend (enqueue_on_commit False) stores it at
+    once; a worker runs what was stored."""
+    url = shared_db
+    seen = run(ON_COMMIT, url, database=f"sqlite://{tmp_path}/django.db")
+    kept_id, status, args, kwargs, kept_after_commit = seen["kept"]
+    assert (status, args, kwargs) == ("READY", ["kept@example.com"], {"shout": True})
+    assert not seen["kept_before_commit"] and kept_after_commit
+    assert "cannot be stored" in seen["refused"] or "JSON" in seen["refused"]
+    assert seen["at_once_before_commit"]
+    store = Runner(store=url)
+    assert store.stored(seen["gone"]) is None
+    assert store.stored(seen["savepoint"]) is None
+    assert sum(store.stats().values()) == 2  # nothing else was written, not the refused one
+    env = {**django_env(url), "BACKBEAT_DJANGO_DATABASE": f"sqlite://{tmp_path}/django.db"}
+    worker = [sys.executable, "-m", "backbeat", "worker", "backbeat.django:runner"]
+    with background_process(worker, tmp_path, env=env, name="worker") as (_, log):
+        wait_until(lambda: store.stats()["succeeded"] == 2, 20, "the two tasks", log.read_text)
+    assert store.stored(kept_id).result == '"WELCOME KEPT@EXAMPLE.COM"'
+    assert store.stored(seen["at_once"]).result == '"welcome at-once@example.com"'
+    assert store.stored(seen["gone"]) is None and store.stored(seen["savepoint"]) is None
+
+
+FAILED_AT_COMMIT = """
+import json, logging
+import django
+django.setup()
+from django.db import connection, transaction
+from tests.django_project.shop.tasks import send_welcome
+logged = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        logged.append([record.getMessage(), getattr(record, "task_id", None)])
+logging.getLogger("backbeat").addHandler(Keep())
+with connection.cursor() as cursor:
+    cursor.execute("CREATE TABLE orders (id text PRIMARY KEY)")
+try:
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO orders VALUES ('order-1')")
+        result = send_welcome.enqueue("ann@example.com")
+    raised = None
+except Exception as exc:
+    raised = f"{type(exc).__name__}: {exc}"
+with connection.cursor() as cursor:
+    cursor.execute("SELECT id FROM orders")
+    committed = [row[0] for row in cursor.fetchall()]
+print(json.dumps({"id": result.id, "raised": raised, "committed": committed, "logged": logged}))
+"""
+
+
+def test_a_store_write_that_fails_at_the_commit_raises_to_the_committer_and_names_the_task(
+    tmp_path,
+):
+    """The store cannot be written at the commit (a SQLite store whose file is a
+    directory): Django's transaction stays committed, the error reaches the code that
+    committed, and the log says which task was not written."""
+    (tmp_path / "not-a-file").mkdir()
+    url = f"sqlite:///{tmp_path}/not-a-file"
+    seen = run(FAILED_AT_COMMIT, url, database=f"sqlite://{tmp_path}/django.db")
+    assert seen["committed"] == ["order-1"]
+    assert seen["raised"].startswith("StoreError") and "not-a-file" in seen["raised"]
+    [(message, task_id)] = seen["logged"]
+    assert task_id == seen["id"] and seen["id"] in message and "not-a-file" in message

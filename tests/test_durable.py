@@ -4,6 +4,7 @@ import asyncio
 import functools
 import time
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -391,6 +392,24 @@ def test_a_script_enqueues_with_a_plain_submit_and_the_app_runs_it(shared_db):
     asyncio.run(serve())
     assert script_runner.get(task_id).state == "succeeded"
     assert durable_tasks.calls == [("from cron", "sync")]
+
+
+def test_submit_on_commit_refuses_now_and_writes_only_when_called_back(shared_db):
+    """`Runner.submit_on_commit` (Django's backend, in `transaction.atomic()`): what cannot
+    be stored is refused at once; nothing is written until the hook calls back, then the
+    task under the id returned; one never called back (rolled back) is never written."""
+    runner = durable_tasks.runner(shared_db)
+    commits: list[Callable[[], None]] = []
+    task_id = runner.submit_on_commit(BackgroundTask(record_sync, "committed"), commits.append)
+    dropped = runner.submit_on_commit(BackgroundTask(record_sync, "rolled back"), lambda _: None)
+    with pytest.raises(TypeError, match="cannot be stored"):
+        runner.submit_on_commit(BackgroundTask(record_sync, {1, 2}), commits.append)
+    assert len(commits) == 1 and runner.stored(task_id) is None
+    commits[0]()
+    assert runner.stored(task_id).state == "pending"
+    assert runner.stored(dropped) is None
+    with pytest.raises(TypeError, match="this runner has no store"):
+        Runner().submit_on_commit(BackgroundTask(record_sync, "x"), commits.append)
 
 
 def test_sync_calls_work_from_a_thread_while_the_runner_runs_and_from_its_own_loop(db):

@@ -17,7 +17,7 @@
     result = send_welcome.enqueue("ann@example.com")   # also .aenqueue, .using(run_after=…)
     result.refresh(); result.status, result.return_value, result.errors
 
-Tasks are written to the store (the call returns once they are stored) and run by
+Tasks are written to the store and run by
 ``DJANGO_SETTINGS_MODULE=myproject.settings backbeat worker backbeat.django:runner``,
 which sets Django up, imports every installed app's ``tasks`` module and runs the
 tasks of the backend's store with backbeat's leases, retries and dead letters.
@@ -25,14 +25,26 @@ Priorities map to backbeat priorities, ``queue_name`` to queues, ``run_after`` t
 delay. ``get_result`` reads the store: status, times, arguments,
 return value, errors (with the exception's class and traceback), the worker.
 
-With the store in the app's own PostgreSQL database (``"store": "postgresql://…"`` naming
-the host, port and database name of an entry of ``DATABASES``), a task enqueued inside
-``transaction.atomic()`` is written on Django's connection, in that transaction: stored if
-it commits, never if it rolls back (workers see it, and are woken, at the commit). Django's
-connection is blocking (psycopg), so the task is written through its cursor with the same
-statements the store runs itself (`backbeat.stores.postgres_callers`); the result returned
-is READY, made without reading the store (which cannot see the row before the commit).
-Outside ``atomic()``, and with a store elsewhere, the task is written to the store before
+Inside ``transaction.atomic()`` a task goes with the transaction (``"enqueue_on_commit"``,
+an option, True by default, as django-tasks had it):
+
+- With the store in the app's own PostgreSQL database (``"store": "postgresql://…"``
+  naming the host, port and database name of an entry of ``DATABASES``), and that
+  database's connection in an atomic block, the task is written on Django's connection,
+  in that transaction: stored if it commits, never if it rolls back (workers see it, and
+  are woken, at the commit). Django's connection is blocking (psycopg), so the task is
+  written through its cursor with the same statements the store runs itself
+  (`backbeat.stores.postgres_callers`).
+- Otherwise, with the default database's connection in an atomic block (the store
+  elsewhere: SQLite, Redis, another database), the task is checked now (its name, its
+  arguments, their size: what an immediate enqueue refuses is refused here) and written
+  in ``transaction.on_commit``: never if the block rolls back, savepoints included.
+  A write that fails at the commit raises to whoever committed (the data stays
+  committed; Django runs none of the later callbacks), logged with the task's id.
+
+Either way the result returned is READY, with the id the task has, made without reading
+the store (which has not got the task yet). Outside an atomic block, or with
+``"enqueue_on_commit": False``, the task is written by the store's own connections before
 ``enqueue`` returns, whatever Django's transaction does afterwards.
 
 Works with ``django.tasks`` (Django >= 6.0) and with the ``django-tasks`` backport
@@ -107,6 +119,12 @@ class BackbeatBackend(BaseTaskBackend):  # type: ignore[misc]  # Django's class:
             )
         self.store_url = str(store)
         self.signing_key = options.get("signing_key")
+        self.enqueue_on_commit = options.get("enqueue_on_commit", True)
+        if not isinstance(self.enqueue_on_commit, bool):
+            raise InvalidTaskError(
+                f'TASKS["{alias}"]["OPTIONS"]["enqueue_on_commit"] must be True or False, '
+                f"not {self.enqueue_on_commit!r}"
+            )
         # Writes only: `backbeat worker backbeat.django:runner` runs the tasks.
         self.runner = Runner(store=self.store_url, execute=False, signing_key=self.signing_key)
         # The alias of Django's database the store lives in, if any (looked up once).
@@ -125,20 +143,27 @@ class BackbeatBackend(BaseTaskBackend):  # type: ignore[misc]  # Django's class:
             queue=task.queue_name, priority=task.priority, delay=_delay(task.run_after)
         )
         self.runner.register(task.func)
-        connection = self._in_atomic_block()
-        if connection is None:
+        if not self.enqueue_on_commit:
             return self.get_result(self.runner.submit(job))  # stored when this returns
-        task_id = self.runner.submit(job, connection=connection)
+        connection = self._store_database_in_atomic_block()
+        if connection is not None:
+            task_id = self.runner.submit(job, connection=connection)
+        else:
+            db = _django_db()
+            default = db.connections[db.DEFAULT_DB_ALIAS]  # whose commits on_commit follows
+            if not default.in_atomic_block:
+                return self.get_result(self.runner.submit(job))
+            task_id = self.runner.submit_on_commit(job, default.on_commit)
         return _ready(task, task_id, args, kwargs, self.alias)
 
-    def _in_atomic_block(self) -> Any:
+    def _store_database_in_atomic_block(self) -> Any:
         """Django's connection to the store's own database, while it is in an atomic block;
         else None."""
         if self._database is _UNKNOWN:
             self._database = _database_of(self.store_url)
         if self._database is None:
             return None
-        connection = importlib.import_module("django.db").connections[self._database]
+        connection = _django_db().connections[self._database]
         return connection if connection.in_atomic_block else None
 
     def get_result(self, result_id: str) -> TaskResult:
@@ -149,6 +174,10 @@ class BackbeatBackend(BaseTaskBackend):  # type: ignore[misc]  # Django's class:
 
 
 _UNKNOWN = object()
+
+
+def _django_db() -> Any:
+    return importlib.import_module("django.db")
 
 
 def _database_of(store_url: str) -> str | None:
@@ -169,7 +198,7 @@ def _database_of(store_url: str) -> str | None:
 
 
 def _ready(task: Task, task_id: str, args: Any, kwargs: Any, alias: str) -> TaskResult:
-    """The result of a task just written in a transaction not yet committed."""
+    """The result of a task whose transaction has not committed yet."""
     return TaskResult(
         task=task,
         id=task_id,

@@ -25,7 +25,7 @@ from backbeat.engine.execution import FailureListener, Hook, Hooks
 from backbeat.engine.health import WorkerHealth
 from backbeat.engine.limits import Limits, check_count, queue_names
 from backbeat.engine.local import LocalEngine, RunnerFull
-from backbeat.engine.protocol import Engine
+from backbeat.engine.protocol import Engine, OnCommit
 from backbeat.engine.results import wait_for_result, wait_for_result_blocking
 from backbeat.engine.schedule_list import ScheduleList
 from backbeat.engine.stored import Prepared, StoredEngine
@@ -318,6 +318,19 @@ class Runner:
         if not isinstance(task, BackgroundTask):
             raise TypeError(f"Runner.asubmit expects a BackgroundTask, got {task!r}")
         return await self._engine.asubmit(self._handed(task), connection)
+
+    def submit_on_commit(self, task: BackgroundTask, on_commit: OnCommit) -> str:
+        """`submit`, the write left to `on_commit`: a hook that calls a function back once
+        the app's transaction commits, never if it rolls back (Django's
+        ``transaction.on_commit``). Everything that can refuse the task does so now (its
+        name, arguments, size), and the id it will have is returned; the write happens
+        when `on_commit` calls back, on that thread. A write that fails then is logged with
+        the task's id and raised to whoever committed. With a key a live task holds, the
+        task is not written (that task runs). TypeError for a runner without a store.
+        """
+        if not isinstance(task, BackgroundTask):
+            raise TypeError(f"Runner.submit_on_commit expects a BackgroundTask, got {task!r}")
+        return self._engine.submit_on_commit(self._handed(task), on_commit)
 
     def take(self, task: BackgroundTask) -> bool:
         """What `await task()` does first inside a request served under this runner:

@@ -1,4 +1,5 @@
-"""Store calls for sync code: `runner.get()`, `runner.stats()`, `runner.submit()` in a script.
+"""Store calls for sync code: `runner.get()`, `runner.stats()`, `runner.submit()` in a script,
+a task written when the app's transaction commits.
 
 A store is async, and a network store's connections belong to the event loop
 that opened them, so sync code cannot simply ``asyncio.run`` a store call:
@@ -15,13 +16,17 @@ that opened them, so sync code cannot simply ``asyncio.run`` a store call:
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from backbeat.stores.base import Store
+from backbeat.logs import about_task
+from backbeat.stores.base import NewTask, Store
 
 T = TypeVar("T")
+
+logger = logging.getLogger("backbeat")
 
 
 class BlockingCalls:
@@ -41,6 +46,23 @@ class BlockingCalls:
             return asyncio.run_coroutine_threadsafe(operation(self.store), loop).result()
         portal, handle = self._open_portal()
         return asyncio.run_coroutine_threadsafe(operation(handle), portal).result()
+
+    def write_committed(self, tasks: list[NewTask]) -> None:
+        """Write tasks whose app transaction just committed (`Runner.submit_on_commit`). A
+        failure is raised to whoever committed, whose transaction stays committed, and
+        logged with the task's id: what ties it to the id the app was given."""
+        try:
+            self.call(lambda store: store.enqueue(tasks))
+        except Exception as exc:
+            first = tasks[0]
+            logger.error(
+                "backbeat: task %s (%s), written when its transaction committed, was not: %s",
+                first.id,
+                first.name,
+                exc,
+                extra=about_task(first.id, first.name, queue=first.queue),
+            )
+            raise
 
     def _open_portal(self) -> tuple[asyncio.AbstractEventLoop, Store]:
         with self._lock:

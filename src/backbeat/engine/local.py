@@ -56,6 +56,7 @@ from backbeat.stores.base import StoredStatus
 from backbeat.tasks import BackgroundTask, BackgroundTasks, RequestTasks, current_runner
 
 if TYPE_CHECKING:
+    from backbeat.engine.protocol import OnCommit
     from backbeat.engine.stored import Prepared
 
 logger = logging.getLogger("backbeat")
@@ -260,6 +261,13 @@ class LocalEngine:
 
     async def asubmit(self, task: BackgroundTask, connection: object = None) -> str:
         return self.submit(task, connection)
+
+    def submit_on_commit(self, task: BackgroundTask, on_commit: OnCommit) -> str:
+        """Refused (TypeError): the write it defers is a store's."""
+        raise TypeError(
+            "submit_on_commit writes the task to a store when your transaction commits; "
+            'this runner has no store (Runner(store="..."))'
+        )
 
     def take(self, task: BackgroundTask) -> bool:
         if self.keeps_no_limits and (task.policy.gated or isinstance(task, BackgroundTasks)):

@@ -23,6 +23,10 @@ from backbeat.tasks import BackgroundTask, RequestTasks
 if TYPE_CHECKING:
     from backbeat.engine.stored import Prepared
 
+# A hook that calls a function back once, when the app's transaction commits (Django's
+# ``transaction.on_commit``), and never if it rolls back.
+OnCommit = Callable[[Callable[[], None]], object]
+
 
 class Engine(Protocol):
     """A feeder: takes tasks, runs them (or leaves them to workers), answers for their status."""
@@ -97,6 +101,10 @@ class Engine(Protocol):
 
     async def asubmit(self, task: BackgroundTask, connection: object = None) -> str:
         """`submit` for async code; `connection`: an async one of the app's."""
+
+    def submit_on_commit(self, task: BackgroundTask, on_commit: OnCommit) -> str:
+        """Take a task when the app's transaction commits: checked and given its id now,
+        written when `on_commit` calls back (`Runner.submit_on_commit`)."""
 
     def take(self, task: BackgroundTask) -> bool: ...
 

@@ -19,7 +19,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backbeat.batching import TurnBatch
 from backbeat.concurrency import in_event_loop
@@ -49,6 +49,9 @@ from backbeat.tasks import (
     declared_tasks,
     request_tasks,
 )
+
+if TYPE_CHECKING:
+    from backbeat.engine.protocol import OnCommit
 
 logger = logging.getLogger("backbeat")
 
@@ -355,6 +358,13 @@ class StoredEngine:
             )
         ids = self.calls.call(lambda store: self.write(task, caller, store))
         return ids[0] if len(ids) == 1 else task.id
+
+    def submit_on_commit(self, task: BackgroundTask, on_commit: OnCommit) -> str:
+        """The rows made now (every refusal `submit` has), written when `on_commit` calls
+        back. The id is the new task's own (with a key a live task holds: never written)."""
+        rows = self.rows(task, contextvars.copy_context(), hold=False)
+        on_commit(lambda: self.calls.write_committed(rows))
+        return rows[0].id if len(rows) == 1 else task.id
 
     def _transactional(self) -> TransactionalStore:
         """The store, if it can write in the app's transaction; else TypeError naming it."""

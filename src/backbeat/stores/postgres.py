@@ -48,7 +48,7 @@ from backbeat.stores.base import (
 from backbeat.stores.inspection import AttemptRecord, FailureGroup, GateUsage, TaskFilter, TaskPage
 from backbeat.stores.postgres_callers import caller_fetch, caller_fetch_blocking
 from backbeat.stores.postgres_listen import Listener, listener_for
-from backbeat.stores.postgres_maintenance import GIVE_UP_LEASE, Upkeep, bring_back
+from backbeat.stores.postgres_maintenance import GIVE_UP_LEASE, Upkeep
 from backbeat.stores.postgres_pool import Database
 from backbeat.stores.postgres_schedules import DECLARE, SELECT_ALL, fire, record
 from backbeat.stores.postgres_schedules import PAUSE as PAUSE_SCHEDULE
@@ -64,9 +64,7 @@ from backbeat.stores.postgres_sql import (
     OPEN_LINES,
     PAUSE_QUEUE,
     PAUSED,
-    PROGRESS,
     PURGE_WHERE,
-    REQUEUE,
     RESUME_QUEUE,
     RUN_NOW,
     SOONEST,
@@ -78,7 +76,9 @@ from backbeat.stores.postgres_writes import (
     duplicates_named,
     insert_groups,
     insert_steps,
+    keep_progress,
     notify,
+    requeue_failed,
     run_steps,
     run_steps_blocking,
 )
@@ -335,8 +335,7 @@ class PostgresStore:
 
     async def progress(self, receipt: str, document: str) -> bool:
         async def keep(conn: Any) -> bool:
-            status = await conn.execute(self.schema(PROGRESS), document, *split_receipt(receipt))
-            return _count(status) == 1
+            return await keep_progress(conn, self.schema, document, *split_receipt(receipt))
 
         return await self._db.transaction(keep)
 
@@ -354,8 +353,7 @@ class PostgresStore:
 
     async def retry(self, ids: list[str] | None) -> int:
         async def again(conn: Any) -> int:
-            await bring_back(conn, self.schema, ids)
-            rows = await conn.fetch(self.schema(REQUEUE), time.time(), ids)
+            rows = await requeue_failed(conn, self.schema, ids)
             gated = [row for row in rows if row[0] is not None]
             if gated:  # their lines may have been forgotten: written again
                 await conn.execute(self.schema(OPEN_LINES), *zip(*gated, strict=True))

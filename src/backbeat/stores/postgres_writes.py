@@ -1,6 +1,8 @@
 """Writing tasks into the PostgreSQL store, in a transaction someone else began: the
 store's enqueue, a schedule's tick (`backbeat.stores.postgres_schedules`), and the app's
-own transaction (`PostgresStore.enqueue_on`, through `backbeat.stores.postgres_callers`).
+own transaction (`PostgresStore.enqueue_on`, through `backbeat.stores.postgres_callers`);
+and the writes to a task that may be in either table, the upkeep moving finished ones
+(`backbeat.stores.postgres_maintenance`): a retry, a late progress report.
 
 One INSERT per write whatever its size (a column per array); a task whose idempotency key
 a live task holds is skipped by ``ON CONFLICT DO NOTHING``, which never aborts the write
@@ -21,9 +23,27 @@ from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from typing import Any, TypeVar
 
 from backbeat.stores.base import DuplicateTask, NewTask
+from backbeat.stores.postgres_maintenance import bring_back
 from backbeat.stores.postgres_pool import asyncpg
-from backbeat.stores.postgres_sql import INSERT, LIVE_WITH_KEYS, NOTIFY, OPEN_LINES, Schema
+from backbeat.stores.postgres_sql import (
+    INSERT,
+    LIVE_WITH_KEYS,
+    NOTIFY,
+    OPEN_LINES,
+    PROGRESS,
+    REQUEUE,
+    Schema,
+)
 
+# A retry's first step: the failed tasks of the hot table it may requeue, locked. One the
+# upkeep is moving holds the move's lock till it commits: waited for here, it is in
+# `finished` for the next statement (`bring_back`), which would not have seen it before.
+LOCK_FAILED = (
+    "SELECT id FROM {s}.tasks WHERE state = 'failed' "
+    "AND ($1::text[] IS NULL OR id = ANY($1::text[])) ORDER BY id FOR UPDATE"
+)
+# `PROGRESS` on a task the upkeep moved (the report landed after its outcome).
+PROGRESS_MOVED = "UPDATE {s}.finished SET progress = $1 WHERE id = $2 AND token = $3"
 # Keys of tasks that finished since $2 (`spent_keys`, kept for the store's `key_window`).
 SPENT = "SELECT key, task_id FROM {s}.spent_keys WHERE key = ANY($1::text[]) AND finished_at > $2"
 
@@ -198,3 +218,22 @@ def _duplicate(exc: BaseException, group: list[NewTask]) -> DuplicateTask:
     ids = [task.id for task in group]
     repeated = [task_id for task_id in ids if ids.count(task_id) > 1]
     return DuplicateTask(repeated[0] if repeated else ids[0])
+
+
+async def requeue_failed(conn: Any, sql: Schema, ids: list[str] | None) -> list[Any]:
+    """Failed tasks (these, or all) back to pending, in the hot table or in `finished`,
+    whatever the upkeep is moving meanwhile; `REQUEUE`'s rows (line, queue, due)."""
+    await conn.execute(sql(LOCK_FAILED), ids)  # waits for a move of any of them to end
+    await bring_back(conn, sql, ids)
+    rows: list[Any] = await conn.fetch(sql(REQUEUE), time.time(), ids)
+    return rows
+
+
+async def keep_progress(conn: Any, sql: Schema, document: str, task_id: str, token: int) -> bool:
+    """A progress report on its task wherever it is: a statement per table, so that the
+    second sees a move that committed while the first waited on the row."""
+    for statement in (PROGRESS, PROGRESS_MOVED):
+        status = await conn.execute(sql(statement), document, task_id, token)
+        if status.rpartition(" ")[2] == "1":
+            return True
+    return False
