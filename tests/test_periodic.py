@@ -1,11 +1,13 @@
 """A periodic task runs exactly once per tick whatever the number of processes: 1-second
-ticks for a minute with 4 worker processes on one SQLite file, and with 3 hosts (network
-namespaces) on one Redis; meanwhile one process is killed with SIGKILL and restarted, the
-schedule is paused and resumed from another process, and at the end everything stops, so
-that nothing runs the ticks missed while nothing ran and the first process back goes on."""
+ticks for a minute with 4 worker processes on one SQLite file, with 3 hosts (network
+namespaces) on one Redis, and with 3 hosts on one PostgreSQL; meanwhile one process is
+killed with SIGKILL and restarted, the schedule is paused and resumed from another process,
+and at the end everything stops, so that nothing runs the ticks missed while nothing ran
+and the first process back goes on."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -20,8 +22,10 @@ from contextlib import ExitStack
 import pytest
 
 from tests.hosts import Hosts
+from tests.postgres_server import forget, fresh_schema_url
 from tests.redis_server import server_binary
 from tests.serving import ROOT
+from tests.test_many_hosts import PostgresHost
 from tests.test_workers import wait_until
 
 pytestmark = pytest.mark.process
@@ -55,7 +59,8 @@ asyncio.run(look())
 
 
 class Fleet:
-    """Worker processes on one store, each on a host of its own (Redis) or all here (SQLite)."""
+    """Worker processes on one store, each on a host of its own (Redis, PostgreSQL) or all
+    here (SQLite, or PostgreSQL's local server without netns)."""
 
     def __init__(self, tmp_path, store: str, hosts: Hosts | None, names: list[str]) -> None:
         self.tmp_path, self.store, self.hosts, self.names = tmp_path, store, hosts, names
@@ -91,9 +96,12 @@ class Fleet:
         process.wait(timeout=30)
 
     def stop_all(self) -> None:
-        for name in self.names:
-            if name in self.processes:
-                self.stop(name)
+        """All at once: stopping them one after the other would leave the last ones ticking."""
+        stopping = [self.processes.pop(name) for name in self.names if name in self.processes]
+        for process in stopping:
+            process.send_signal(signal.SIGTERM)
+        for process in stopping:
+            process.wait(timeout=30)
 
     def run(self, code: str, *args: str) -> str:
         command = self.command(self.names[0], [sys.executable, "-c", code, self.store, *args])
@@ -108,24 +116,49 @@ class Fleet:
         cli = "import sys; from backbeat.cli import main; sys.exit(main(sys.argv[2:]))"
         self.run(cli, "schedules", action, "every_second", "--store", self.store)
 
+    def run_times(self) -> list[float]:
+        lines = self.out.read_text().splitlines() if self.out.exists() else []
+        return [float(line.split()[1]) for line in lines]
+
     def runs(self) -> int:
-        return len(self.out.read_text().splitlines()) if self.out.exists() else 0
+        return len(self.run_times())
 
 
 @pytest.mark.netns
 @pytest.mark.redis
-def test_each_tick_runs_once_on_sqlite_and_on_redis(tmp_path):
-    """Both fleets side by side, a minute each at the same time (they mostly wait: running
-    them one after the other would cost CI a minute more)."""
-    with ExitStack() as cleanup:
-        fleets = [(sqlite_fleet(tmp_path / "sqlite", cleanup), "sqlite")]
-        if os.geteuid() == 0 and shutil.which("ip"):
-            fleets.append((redis_fleet(tmp_path / "redis", cleanup), "redis"))
+@pytest.mark.postgres
+def test_each_tick_runs_once_on_sqlite_redis_and_postgres(tmp_path, request):
+    """The three fleets side by side, a minute each at the same time (they mostly wait:
+    running them one after the other would cost CI two minutes more). Each is built in its
+    own thread too: a PostgreSQL cluster takes seconds to make and start."""
+    builders = [("sqlite", sqlite_fleet)]
+    if os.geteuid() == 0 and shutil.which("ip"):
+        builders += [("redis", redis_fleet), ("postgres", postgres_fleet)]
+    else:
+        print("\nNO NETNS: the Redis fleet needs root and `ip`; it did not run")
+        try:
+            url = fresh_schema_url(request.getfixturevalue("postgres_server"))
+        except pytest.skip.Exception as skipped:
+            print(f"\n{skipped}")
         else:
-            print("\nNO NETNS: the Redis fleet needs root and `ip`; SQLite's ran alone")
-        with ThreadPoolExecutor(len(fleets)) as pool:
-            for done in [pool.submit(exercise, fleet, kind) for fleet, kind in fleets]:
-                done.result()
+            builders.append(("postgres", functools.partial(local_postgres_fleet, url=url)))
+
+    def build_and_exercise(kind: str, build, cleanup: ExitStack) -> None:
+        try:
+            fleet = build(tmp_path / kind, cleanup)
+        except pytest.skip.Exception as skipped:  # no server: the others still run
+            print(f"\n{skipped}")
+            return
+        exercise(fleet, kind)
+
+    with ExitStack() as cleanup, ThreadPoolExecutor(len(builders)) as pool:
+        # A stack per fleet: each thread registers its own clean-up, in its own stack.
+        runs = [
+            pool.submit(build_and_exercise, kind, build, cleanup.enter_context(ExitStack()))
+            for kind, build in builders
+        ]
+        for done in runs:
+            done.result()
 
 
 def sqlite_fleet(tmp_path, cleanup: ExitStack) -> Fleet:
@@ -157,6 +190,29 @@ def redis_fleet(tmp_path, cleanup: ExitStack) -> Fleet:
     return fleet
 
 
+def postgres_fleet(tmp_path, cleanup: ExitStack) -> Fleet:
+    """3 hosts of their own, a worker on each, a PostgreSQL cluster of the test's own on a
+    fourth."""
+    tmp_path.mkdir()
+    names = ["a", "b", "c"]
+    hosts = cleanup.enter_context(Hosts(["store", *names]))
+    server = PostgresHost(hosts, tmp_path)
+    cleanup.callback(server.stop)
+    fleet = Fleet(tmp_path, server.url, hosts, names)
+    cleanup.callback(lambda: [p.kill() for p in fleet.processes.values()])
+    server.start()
+    return fleet
+
+
+def local_postgres_fleet(tmp_path, cleanup: ExitStack, url: str) -> Fleet:
+    """Without netns: 3 worker processes on this host, a fresh schema on the tests' server."""
+    tmp_path.mkdir()
+    cleanup.callback(forget, url)
+    fleet = Fleet(tmp_path, url, None, ["w1", "w2", "w3"])
+    cleanup.callback(lambda: [p.kill() for p in fleet.processes.values()])
+    return fleet
+
+
 def exercise(fleet: Fleet, kind: str) -> None:
     workers = list(fleet.names)
     fleet.run(CREATE)
@@ -185,15 +241,17 @@ def exercise(fleet: Fleet, kind: str) -> None:
     time.sleep(4)
     fleet.start(workers[1])  # ... and one process back
     back = time.time()
-    wait_until(
-        lambda: (
-            all(state == "succeeded" for _, state, _ in fleet.look()["tasks"])
-            and max(due for due, _, _ in fleet.look()["tasks"]) >= int(back)
-        ),
-        20,
-        "the tasks to finish after the restart",
-        fleet.logs,
-    )
+    # The runs' file first: a look at the store costs a Python process, and a stream of
+    # them would slow the worker's start that they wait for.
+    wait_until(lambda: max(fleet.run_times()) >= back, 20, "a run after the restart", fleet.logs)
+
+    def all_finished() -> bool:
+        tasks = fleet.look()["tasks"]
+        return all(state == "succeeded" for _, state, _ in tasks) and (
+            max(due for due, _, _ in tasks) >= int(back)
+        )
+
+    wait_until(all_finished, 20, "the tasks to finish after the restart", fleet.logs)
     fleet.stop_all()
 
     tasks = fleet.look()["tasks"]

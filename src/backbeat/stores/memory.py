@@ -16,7 +16,6 @@ from backbeat.logs import log_dead_letters
 from backbeat.status import FINISHED, STATES, TaskState
 from backbeat.stores import memory_search
 from backbeat.stores.base import (
-    STILL_RUNNING,
     ClaimedTask,
     DuplicateTask,
     GatedShare,
@@ -33,6 +32,7 @@ from backbeat.stores.base import (
 from backbeat.stores.inspection import AttemptRecord, FailureGroup, GateUsage, TaskFilter, TaskPage
 from backbeat.stores.memory_gates import MemoryGates, back_in_line, memory_gate_usage
 from backbeat.stores.memory_rows import Row
+from backbeat.stores.schedule_ticks import decide_tick
 from backbeat.stores.states import LIVE, StoredState, shown_state
 from backbeat.stores.wakeups import Wakeups
 
@@ -517,21 +517,16 @@ class MemoryStore:
     ) -> ScheduleRecord | None:
         with self._lock:
             record = self._schedules.setdefault(name, ScheduleRecord(name, rule))
-            if record.last_tick is not None and record.last_tick >= tick:
+            decision = decide_tick(record, tick, task, note, skip_if_running)
+            if decision is None:
                 return None
-            record.rule = rule
-            record.last_tick = tick
+            previous = self._rows.get(decision.unless_running or "")
+            if previous is not None and previous.state in LIVE:
+                decision = decision.still_running()
+            if decision.enqueue is not None:
+                record.last_task = self._add([decision.enqueue])[0]
+            record.rule, record.last_tick, record.note = rule, tick, decision.note
             record.updated_at = time.time()
-            previous = self._rows.get(record.last_task or "")
-            if record.paused:
-                record.note = "paused"
-            elif task is None:
-                record.note = note
-            elif skip_if_running and previous is not None and previous.state in LIVE:
-                record.note = STILL_RUNNING
-            else:
-                record.last_task = self._add([task])[0]
-                record.note = "enqueued"
             fired = replace(record)
         if fired.note == "enqueued":
             self._wakeups.notify()

@@ -7,9 +7,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from backbeat.stores.base import STILL_RUNNING, NewTask, ScheduleRecord
+from backbeat.stores.base import NewTask, ScheduleRecord
 from backbeat.stores.postgres_sql import LIVE, Schema
 from backbeat.stores.postgres_writes import insert_tasks
+from backbeat.stores.schedule_ticks import decide_tick
 
 COLUMNS = "name, rule, last_tick, last_task, note, paused, updated_at"
 SELECT_ALL = f"SELECT {COLUMNS} FROM {{s}}.schedules ORDER BY name"
@@ -45,20 +46,14 @@ async def fire(
     now = time.time()
     await conn.execute(sql(DECLARE), [name], [rule], now)
     found = record(await conn.fetchrow(sql(_HOLD), name))
-    if found.last_tick is not None and found.last_tick >= tick:
+    decision = decide_tick(found, tick, task, note, skip_if_running)
+    if decision is None:
         return None
+    previous = decision.unless_running
+    if previous is not None and await conn.fetchval(sql(_LIVE_TASK), previous):
+        decision = decision.still_running()
     last_task = found.last_task
-    if found.paused:
-        note = "paused"
-    elif (
-        task is not None
-        and skip_if_running
-        and last_task is not None
-        and (await conn.fetchval(sql(_LIVE_TASK), last_task))
-    ):
-        note = STILL_RUNNING
-    elif task is not None:
-        [last_task] = await insert_tasks(conn, sql, [task])
-        note = "enqueued"
-    await conn.execute(sql(_HANDLED), rule, tick, last_task, note, now, name)
-    return ScheduleRecord(name, rule, tick, last_task, note, found.paused, now)
+    if decision.enqueue is not None:
+        [last_task] = await insert_tasks(conn, sql, [decision.enqueue])
+    await conn.execute(sql(_HANDLED), rule, tick, last_task, decision.note, now, name)
+    return ScheduleRecord(name, rule, tick, last_task, decision.note, found.paused, now)

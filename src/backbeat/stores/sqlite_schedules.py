@@ -8,7 +8,8 @@ import sqlite3
 import time
 from typing import Any
 
-from backbeat.stores.base import STILL_RUNNING, NewTask, ScheduleRecord
+from backbeat.stores.base import NewTask, ScheduleRecord
+from backbeat.stores.schedule_ticks import decide_tick
 from backbeat.stores.sqlite_sql import insert_groups, insert_row
 
 COLUMNS = "name, rule, last_tick, last_task, note, paused, updated_at"
@@ -18,6 +19,12 @@ DECLARE = (
     "ON CONFLICT (name) DO NOTHING"
 )
 PAUSE = "UPDATE backbeat_schedules SET paused = ?, updated_at = ? WHERE name = ?"
+_FOUND = f"SELECT {COLUMNS} FROM backbeat_schedules WHERE name = ?"
+_LIVE_TASK = "SELECT 1 FROM backbeat_tasks WHERE id = ? AND state IN ('held', 'pending', 'running')"
+_HANDLED = (
+    "UPDATE backbeat_schedules SET rule = ?, last_tick = ?, last_task = ?, note = ?, "
+    "updated_at = ? WHERE name = ?"
+)
 
 
 def record(row: Any) -> ScheduleRecord:
@@ -37,35 +44,18 @@ def fire(
     """`Store.fire_schedule`, inside the writer's transaction."""
     now = time.time()
     conn.execute(DECLARE, (name, rule, now))
-    found = record(
-        conn.execute(f"SELECT {COLUMNS} FROM backbeat_schedules WHERE name = ?", (name,)).fetchone()
-    )
-    if found.last_tick is not None and found.last_tick >= tick:
+    found = record(conn.execute(_FOUND, (name,)).fetchone())
+    decision = decide_tick(found, tick, task, note, skip_if_running)
+    if decision is None:
         return None
+    previous = decision.unless_running
+    if previous is not None and conn.execute(_LIVE_TASK, (previous,)).fetchone() is not None:
+        decision = decision.still_running()
     last_task = found.last_task
-    if found.paused:
-        note = "paused"
-    elif task is not None and skip_if_running and _live(conn, last_task):
-        note = STILL_RUNNING
-    elif task is not None:
-        [written] = insert_groups([[insert_row(task)]], conn)
+    if decision.enqueue is not None:
+        [written] = insert_groups([[insert_row(decision.enqueue)]], conn)
         if isinstance(written, BaseException):
             raise written
         [last_task] = written
-        note = "enqueued"
-    conn.execute(
-        "UPDATE backbeat_schedules SET rule = ?, last_tick = ?, last_task = ?, note = ?, "
-        "updated_at = ? WHERE name = ?",
-        (rule, tick, last_task, note, now, name),
-    )
-    return ScheduleRecord(name, rule, tick, last_task, note, found.paused, now)
-
-
-def _live(conn: sqlite3.Connection, task_id: str | None) -> bool:
-    if task_id is None:
-        return False
-    found = conn.execute(
-        "SELECT 1 FROM backbeat_tasks WHERE id = ? AND state IN ('held', 'pending', 'running')",
-        (task_id,),
-    ).fetchone()
-    return found is not None
+    conn.execute(_HANDLED, (rule, tick, last_task, decision.note, now, name))
+    return ScheduleRecord(name, rule, tick, last_task, decision.note, found.paused, now)
