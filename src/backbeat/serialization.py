@@ -105,7 +105,7 @@ def decode_arguments(
             raise TypeError("args must be a list and kwargs an object")
     except (ValueError, TypeError, KeyError) as exc:
         raise ArgumentError(f"stored arguments are not a valid document: {exc}") from None
-    signature, adapters, positional, required = _analysed(func)
+    signature, adapters, positional, required, exact = _analysed(func)
     if (
         len(raw_args) <= len(positional)
         and required.issubset((*positional[: len(raw_args)], *raw_kwargs))
@@ -115,10 +115,13 @@ def decode_arguments(
         # problem takes the general path below, which names the argument.
         try:
             args = tuple(
-                _validated(adapters, name, value)
+                value if type(value) is exact.get(name) else _validated(adapters, name, value)
                 for name, value in zip(positional, raw_args, strict=False)
             )
-            kwargs = {key: _validated(adapters, key, value) for key, value in raw_kwargs.items()}
+            kwargs = {
+                key: value if type(value) is exact.get(key) else _validated(adapters, key, value)
+                for key, value in raw_kwargs.items()
+            }
         except ValidationError:
             pass
         else:
@@ -148,19 +151,31 @@ def _validated(adapters: dict[str, TypeAdapter[Any]], name: str, value: Any) -> 
 @functools.lru_cache(maxsize=1024)
 def _analysed(
     func: Callable[..., Any],
-) -> tuple[inspect.Signature, dict[str, TypeAdapter[Any]], tuple[str, ...], frozenset[str]]:
-    """A task function's signature and an adapter per annotated parameter (once per function)."""
+) -> tuple[
+    inspect.Signature,
+    dict[str, TypeAdapter[Any]],
+    tuple[str, ...],
+    frozenset[str],
+    dict[str, type],
+]:
+    """A task function's signature and an adapter per annotated parameter (once per function);
+    and for the parameters annotated `int`, `float`, `str` or `bool`, the one type of JSON
+    value that needs no validation (the usual task's arguments: pydantic's call cost more
+    than the rest of reading them back)."""
     try:
         hints = typing.get_type_hints(func)
     except Exception:
         hints = {}
     signature = inspect.signature(func)
     adapters: dict[str, TypeAdapter[Any]] = {}
+    exact: dict[str, type] = {}
     for name, parameter in signature.parameters.items():
         hint = hints.get(name)
         if hint is None or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
         adapters[name] = TypeAdapter(hint)
+        if hint in (int, float, str, bool):
+            exact[name] = hint
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     positional = tuple(n for n, p in signature.parameters.items() if p.kind in kinds)
     has_var = any(
@@ -172,7 +187,7 @@ def _analysed(
         if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     )
     # Functions with *args/**kwargs always take the general path (positional=()).
-    return signature, adapters, () if has_var else positional, required
+    return signature, adapters, () if has_var else positional, required, exact
 
 
 def _name(func: Callable[..., Any]) -> str:

@@ -26,13 +26,13 @@ from backbeat.stores.base import DuplicateTask, NewTask
 from backbeat.stores.postgres_maintenance import bring_back
 from backbeat.stores.postgres_pool import asyncpg
 from backbeat.stores.postgres_sql import (
-    INSERT,
     LIVE_WITH_KEYS,
     NOTIFY,
     OPEN_LINES,
     PROGRESS,
     REQUEUE,
     Schema,
+    insert_sql,
 )
 
 # A retry's first step: the failed tasks of the hot table it may requeue, locked. One the
@@ -48,31 +48,43 @@ PROGRESS_MOVED = "UPDATE {s}.finished SET progress = $1 WHERE id = $2 AND token 
 SPENT = "SELECT key, task_id FROM {s}.spent_keys WHERE key = ANY($1::text[]) AND finished_at > $2"
 
 
-def _columns(tasks: list[NewTask]) -> list[list[Any]]:
-    """`INSERT`'s parameters: one array per column."""
-    return [
-        [t.id for t in tasks],
-        [t.name for t in tasks],
-        [t.payload for t in tasks],
-        [t.retries for t in tasks],
-        [t.backoff for t in tasks],
-        [t.max_backoff for t in tasks],
-        [t.timeout for t in tasks],
-        [t.created_at for t in tasks],
-        [t.due_at for t in tasks],
-        # Ids hold no spaces (`backbeat.ids`): each list of them travels as one string.
-        [" ".join(t.after) or None for t in tasks],
-        [t.held_until for t in tasks],
-        [t.queue for t in tasks],
-        [t.priority for t in tasks],
-        [t.key for t in tasks],
-        [t.rate_gate for t in tasks],
-        [t.rate_limit for t in tasks],
-        [t.rate_window for t in tasks],
-        [t.concurrency_gate for t in tasks],
-        [t.max_concurrency for t in tasks],
-        [t.line for t in tasks],
+def _inserted(task: NewTask) -> tuple[Any, ...]:
+    """A task's values, in `INSERTED_COLUMNS`' order."""
+    return (
+        task.id,
+        task.name,
+        task.payload,
+        task.retries,
+        task.backoff,
+        task.max_backoff,
+        task.timeout,
+        task.created_at,
+        task.due_at,
+        " ".join(task.after) or None,  # ids hold no spaces (`backbeat.ids`)
+        task.held_until,
+        task.queue,
+        task.priority,
+        task.key,
+        task.rate_gate,
+        task.rate_limit,
+        task.rate_window,
+        task.concurrency_gate,
+        task.max_concurrency,
+        task.line,
+    )
+
+
+def insert_statement(tasks: list[NewTask]) -> tuple[str, list[Any]]:
+    """`insert_sql` for these tasks, and its parameters: an array for each column whose
+    value differs between them (and for ids), else the one value they share."""
+    columns = list(zip(*map(_inserted, tasks), strict=True))
+    arrays = tuple(
+        n == 0 or column.count(column[0]) != len(column) for n, column in enumerate(columns)
+    )
+    parameters = [
+        list(column) if array else column[0] for column, array in zip(columns, arrays, strict=True)
     ]
+    return insert_sql(arrays), parameters
 
 
 T = TypeVar("T")
@@ -94,7 +106,8 @@ def insert_steps(sql: Schema, tasks: list[NewTask], key_window: float = 0.0) -> 
         tasks_left = [t for t in tasks if t.key not in spent]
         ids = iter((yield from insert_steps(sql, tasks_left)) if tasks_left else [])
         return [spent[t.key] if t.key in spent else next(ids) for t in tasks]
-    inserted = {row[0] for row in (yield sql(INSERT), _columns(tasks))}
+    statement, parameters = insert_statement(tasks)
+    inserted = {row[0] for row in (yield sql(statement), parameters)}
     skipped = [t.key for t in tasks if t.id not in inserted and t.key is not None]
     holders: dict[str, str] = {}
     if skipped:
