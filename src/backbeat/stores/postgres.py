@@ -77,6 +77,7 @@ from backbeat.stores.postgres_writes import (
     insert_groups,
     insert_steps,
     keep_progress,
+    needs_transaction,
     notify,
     requeue_failed,
     run_steps,
@@ -247,8 +248,14 @@ class PostgresStore:
         return ids
 
     async def _enqueue_groups(self, groups: list[list[NewTask]]) -> list[list[str] | BaseException]:
-        return await self._db.transaction(
-            lambda conn: insert_groups(conn, self.schema, groups, self.key_window)
+        every = [task for group in groups for task in group]
+        if needs_transaction(every, self.key_window):
+            return await self._db.transaction(
+                lambda conn: insert_groups(conn, self.schema, groups, self.key_window)
+            )
+        # The usual write: its INSERT alone, with no BEGIN, SAVEPOINT or COMMIT to wait for.
+        return await self._db.statement(
+            lambda conn: insert_groups(conn, self.schema, groups, in_transaction=False)
         )
 
     async def activate(self, ids: list[str]) -> None:

@@ -310,7 +310,8 @@ INSERTED_COLUMNS = (
 @functools.lru_cache(maxsize=64)
 def insert_sql(arrays: tuple[bool, ...]) -> str:
     """The INSERT whose parameters ($1, $2 … in `INSERTED_COLUMNS`' order) are arrays where
-    `arrays` says so (the first, ids, always is), single values elsewhere."""
+    `arrays` says so (the first, ids, always is), single values elsewhere, and then the
+    channel to notify; the ids inserted."""
     unnested: list[str] = []
     arguments: list[str] = []
     value: dict[str, str] = {}
@@ -323,12 +324,18 @@ def insert_sql(arrays: tuple[bool, ...]) -> str:
         else:
             value[name] = f"${number}::{kind}"
     value["after"] = f"string_to_array({value['after']}, ' ')"
+    channel = f"${len(INSERTED_COLUMNS) + 1}"
     return (
-        f"INSERT INTO {{s}}.tasks ({', '.join(value)}, state) SELECT {', '.join(value.values())}, "
+        f"WITH inserted AS (INSERT INTO {{s}}.tasks ({', '.join(value)}, state) "
+        f"SELECT {', '.join(value.values())}, "
         f"CASE WHEN {value['held_until']} IS NULL THEN 'pending' ELSE 'held' END "
         f"FROM unnest({', '.join(arguments)}) WITH ORDINALITY AS r({', '.join(unnested)}, n) "
         f"ORDER BY n ON CONFLICT (key) WHERE key IS NOT NULL AND state IN {LIVE} DO NOTHING "
-        "RETURNING id"
+        "RETURNING id, queue, state) "
+        # Wakes the waiting workers of every process at commit (`postgres_listen`): once per
+        # queue of the tasks written runnable.
+        f"SELECT id FROM inserted WHERE (SELECT count(pg_notify({channel}::text, queue)) FROM "
+        "(SELECT DISTINCT queue FROM inserted WHERE state = 'pending') q) >= 0"
     )
 
 

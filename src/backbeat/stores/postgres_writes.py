@@ -4,9 +4,11 @@ own transaction (`PostgresStore.enqueue_on`, through `backbeat.stores.postgres_c
 and the writes to a task that may be in either table, the upkeep moving finished ones
 (`backbeat.stores.postgres_maintenance`): a retry, a late progress report.
 
-One INSERT per write whatever its size (a column per array); a task whose idempotency key
-a live task holds is skipped by ``ON CONFLICT DO NOTHING``, which never aborts the write
-(nor the transaction it is part of), and gets that task's id.
+One INSERT per write whatever its size (`insert_sql`: a column per array, or one value
+for a column the tasks share), which also notifies the workers; a task whose idempotency
+key a live task holds is skipped by ``ON CONFLICT DO NOTHING``, which never aborts the
+write (nor the transaction it is part of), and gets that task's id. The store's own
+writes need no transaction of their own unless spent keys or gated lines add steps.
 
 A write is a series of steps (`insert_steps`): each a statement and its arguments, the
 next chosen from the rows the last returned. They hold no connection, so that the store's
@@ -74,7 +76,7 @@ def _inserted(task: NewTask) -> tuple[Any, ...]:
     )
 
 
-def insert_statement(tasks: list[NewTask]) -> tuple[str, list[Any]]:
+def insert_statement(sql: Schema, tasks: list[NewTask]) -> Step:
     """`insert_sql` for these tasks, and its parameters: an array for each column whose
     value differs between them (and for ids), else the one value they share."""
     columns = list(zip(*map(_inserted, tasks), strict=True))
@@ -84,7 +86,7 @@ def insert_statement(tasks: list[NewTask]) -> tuple[str, list[Any]]:
     parameters = [
         list(column) if array else column[0] for column, array in zip(columns, arrays, strict=True)
     ]
-    return insert_sql(arrays), parameters
+    return sql(insert_sql(arrays)), [*parameters, sql.channel]
 
 
 T = TypeVar("T")
@@ -106,8 +108,7 @@ def insert_steps(sql: Schema, tasks: list[NewTask], key_window: float = 0.0) -> 
         tasks_left = [t for t in tasks if t.key not in spent]
         ids = iter((yield from insert_steps(sql, tasks_left)) if tasks_left else [])
         return [spent[t.key] if t.key in spent else next(ids) for t in tasks]
-    statement, parameters = insert_statement(tasks)
-    inserted = {row[0] for row in (yield sql(statement), parameters)}
+    inserted = {row[0] for row in (yield insert_statement(sql, tasks))}
     skipped = [t.key for t in tasks if t.id not in inserted and t.key is not None]
     holders: dict[str, str] = {}
     if skipped:
@@ -123,9 +124,6 @@ def insert_steps(sql: Schema, tasks: list[NewTask], key_window: float = 0.0) -> 
                 [t.due_at for t in gated],
             ],
         )
-    runnable = [t.queue for t in fresh if t.held_until is None]
-    if runnable:
-        yield notify_step(sql, runnable)
     return [t.id if t.id in inserted or t.key is None else holders.get(t.key, t.id) for t in tasks]
 
 
@@ -160,26 +158,35 @@ async def insert_tasks(
     return await run_steps(steps, lambda query, args: conn.fetch(query, *args))
 
 
-def notify_step(sql: Schema, queues: list[str]) -> Step:
-    """Wake the waiting workers of every process (`backbeat.stores.postgres_listen`) when
-    the caller's transaction commits: once per queue (the payload; listeners ignore it)."""
-    return sql(NOTIFY), [sql.channel, sorted(set(queues))]
-
-
 async def notify(conn: Any, sql: Schema, queues: list[str]) -> None:
-    """`notify_step` on a connection of the store's pool."""
-    query, args = notify_step(sql, queues)
-    await conn.execute(query, *args)
+    """Wake the waiting workers of every process (`backbeat.stores.postgres_listen`) when
+    the caller's transaction commits: once per queue (the payload; listeners ignore it).
+    (A write of tasks does it in its INSERT: `insert_sql`.)"""
+    await conn.execute(sql(NOTIFY), sql.channel, sorted(set(queues)))
+
+
+def needs_transaction(tasks: list[NewTask], key_window: float) -> bool:
+    """Whether writing these tasks takes more than the INSERT (and, for keys it skipped, a
+    read of their holders): a look at spent keys first, or gated lines opened after."""
+    return key_window > 0 or any(task.line is not None for task in tasks)
 
 
 async def insert_groups(
-    conn: Any, sql: Schema, groups: list[list[NewTask]], key_window: float = 0.0
+    conn: Any,
+    sql: Schema,
+    groups: list[list[NewTask]],
+    key_window: float = 0.0,
+    *,
+    in_transaction: bool = True,
 ) -> list[list[str] | BaseException]:
     """Several callers' tasks (`TurnGroup`): all in one statement, or each group alone if
-    that fails (an id that exists fails its own group only). Each group's ids, or its error."""
+    that fails (an id that exists fails its own group only). Each group's ids, or its error.
+
+    Each try in a transaction of its own (a savepoint, in the caller's); without
+    ``in_transaction``, each statement is its own (`needs_transaction` says when it may)."""
     unique = asyncpg().UniqueViolationError
     try:
-        async with conn.transaction():
+        async with _maybe_transaction(conn, in_transaction):
             every = [task for group in groups for task in group]
             ids = iter(await insert_tasks(conn, sql, every, key_window))
     except unique:
@@ -189,11 +196,15 @@ async def insert_groups(
     outcomes: list[list[str] | BaseException] = []
     for group in groups:
         try:
-            async with conn.transaction():
+            async with _maybe_transaction(conn, in_transaction):
                 outcomes.append(await insert_tasks(conn, sql, group, key_window))
         except unique as exc:
             outcomes.append(_duplicate(exc, group))
     return outcomes
+
+
+def _maybe_transaction(conn: Any, begin: bool) -> contextlib.AbstractAsyncContextManager[Any]:
+    return conn.transaction() if begin else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
