@@ -3,6 +3,7 @@ LISTEN/NOTIFY across processes' listeners, its connection budget, and a connecti
 under it. The contract suite (tests/stores/test_contract*.py) runs on it as on every store."""
 
 import asyncio
+import logging
 import shutil
 import tempfile
 import time
@@ -284,11 +285,12 @@ async def test_no_connection_is_held_while_tasks_run(url, tmp_path, monkeypatch)
 
 
 @pytest.mark.process
-async def test_a_kill_9_of_postgresql_loses_no_committed_task_and_the_store_comes_back():
+async def test_a_kill_9_of_postgresql_loses_no_committed_task_and_the_store_comes_back(caplog):
     # Not under pytest's tmp_path: the postgres user must reach its cluster's directory.
     directory = tempfile.mkdtemp(prefix="backbeat-postgres-")
     server = OwnPostgres(directory).start()
     store = open_store(fresh_schema_url(server.url))
+    caplog.set_level(logging.WARNING)
     try:
         tasks = [new_task() for _ in range(50)]
         await store.enqueue(tasks)
@@ -308,6 +310,13 @@ async def test_a_kill_9_of_postgresql_loses_no_committed_task_and_the_store_come
         assert counts["pending"] == 50
         claimed = await store.claim("w", 100, 30)
         assert sorted(c.id for c in claimed) == sorted(t.id for t in tasks)
+        # Said once when lost and once when back: no traceback (asyncpg's pool reconnecting
+        # in the background logged one per try), however many calls failed meanwhile.
+        lines = [(r.name, r.levelname, r.getMessage(), r.exc_info) for r in caplog.records]
+        assert [line[:2] for line in lines] == [("backbeat", "WARNING")] * 2, lines
+        lost, back = (message for _, _, message, _ in lines)
+        assert f"{store!r} cannot be reached" in lost and f"{store!r} answers again" in back
+        assert not [exc_info for *_, exc_info in lines if exc_info]
     finally:
         await store.close()
         server.stop()

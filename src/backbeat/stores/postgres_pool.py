@@ -6,12 +6,21 @@ Connection budget per store object: at most ``pool_size`` connections (default 1
 URL's ``pool_size``), one more per process for LISTEN (`backbeat.stores.postgres_listen`).
 A worker holds none while its tasks run: claims, renewals and outcomes each borrow one for
 their statement.
+
+The pool keeps no floor of idle connections (``min_size=0``): a connection lost is made
+again by the next operation that needs one. (With a floor, asyncpg reconnects in the
+background, and logs a traceback for every try while the server is down.) A server lost
+and found again is logged once per process, whatever the number of store objects and
+connections that see it (`Outages`): one WARNING line when an operation first finds it
+unreachable, one when an operation goes through again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -28,6 +37,8 @@ from backbeat.stores.postgres_sql import (
 )
 
 T = TypeVar("T")
+
+logger = logging.getLogger("backbeat")
 
 # A transaction PostgreSQL aborted to break a deadlock is run again, up to this many times.
 _TRIES = 3
@@ -69,8 +80,12 @@ class Database:
         self._opening: asyncio.Lock | None = None
 
     async def connect(self) -> Any:
-        """A connection of its own, outside the pool (the listener's)."""
-        return await asyncpg().connect(self.dsn, timeout=self.timeout)
+        """A connection of its own, outside the pool (the listener's, a compaction's)."""
+        return await asyncpg().connect(
+            self.dsn,
+            timeout=self.timeout,
+            statement_cache_size=100 if self.statement_cache else 0,
+        )
 
     async def pool(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -84,29 +99,36 @@ class Database:
 
     async def _make_pool(self) -> Any:
         pg = asyncpg()
+        pool = pg.create_pool(
+            self.dsn,
+            min_size=0,
+            max_size=self.pool_size,
+            timeout=self.timeout,
+            command_timeout=max(self.timeout, 30.0),
+            statement_cache_size=100 if self.statement_cache else 0,
+            # A connection given back keeps no state of ours (no session settings, listens
+            # or session locks): asyncpg's reset would cost a round trip for every
+            # borrowing. An open transaction is still rolled back.
+            reset=_keep_as_is,
+        )
         try:
-            pool = await pg.create_pool(
-                self.dsn,
-                min_size=1,
-                max_size=self.pool_size,
-                timeout=self.timeout,
-                command_timeout=max(self.timeout, 30.0),
-                statement_cache_size=100 if self.statement_cache else 0,
-                # A connection given back keeps no state of ours (no session settings,
-                # listens or session locks): asyncpg's reset would cost a round trip for
-                # every borrowing. An open transaction is still rolled back.
-                reset=_keep_as_is,
-            )
-        except (OSError, TimeoutError, pg.PostgresConnectionError) as exc:
-            raise StoreUnavailable(f"cannot connect to {self.described}: {exc}") from exc
-        except pg.PostgresError as exc:  # refused: no such database, user, password
-            raise StoreError(f"cannot open {self.described}: {exc}") from exc
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                await self._set_up(conn)
+            await pool  # connects nothing: the set-up's connection is its first
+            try:
+                conn = await pool.acquire()
+            except (OSError, TimeoutError, pg.PostgresConnectionError) as exc:
+                OUTAGES.lost(self.described, exc)
+                raise StoreUnavailable(f"cannot connect to {self.described}: {exc}") from exc
+            except pg.PostgresError as exc:  # refused: no such database, user, password
+                raise StoreError(f"cannot open {self.described}: {exc}") from exc
+            try:
+                async with conn.transaction():
+                    await self._set_up(conn)
+            finally:
+                await pool.release(conn)
         except BaseException:
             await pool.close()
             raise
+        OUTAGES.answered(self.described)
         return pool
 
     async def _set_up(self, conn: Any) -> None:
@@ -136,21 +158,18 @@ class Database:
     async def transaction(self, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run `fn` in a transaction on a pooled connection; again if PostgreSQL aborted it
         to break a deadlock (or a serialization failure)."""
-        for attempt in range(1, _TRIES + 1):
-            try:
-                return await self._borrowing(fn, transaction=True)
-            except asyncpg().TransactionRollbackError:
-                if attempt == _TRIES:
-                    raise
-        raise AssertionError("unreachable")
+        return await self._retrying(fn, transaction=True)
 
     async def statement(self, fn: Callable[[Any], Awaitable[T]]) -> T:
-        """Run `fn`, one statement (atomic by itself), on a pooled connection outside any
+        """Run `fn`, statements each atomic by itself, on a pooled connection outside any
         transaction (saving BEGIN's and COMMIT's round trips); again if PostgreSQL aborted
-        it to break a deadlock."""
+        one to break a deadlock (an aborted statement did nothing)."""
+        return await self._retrying(fn, transaction=False)
+
+    async def _retrying(self, fn: Callable[[Any], Awaitable[T]], transaction: bool) -> T:
         for attempt in range(1, _TRIES + 1):
             try:
-                return await self._borrowing(fn, transaction=False)
+                return await self._borrowing(fn, transaction=transaction)
             except asyncpg().TransactionRollbackError:
                 if attempt == _TRIES:
                     raise
@@ -167,9 +186,10 @@ class Database:
             async with pool.acquire(timeout=self.timeout) as conn:
                 try:
                     if not transaction:
-                        return await fn(conn)
-                    async with conn.transaction():
-                        return await fn(conn)
+                        done = await fn(conn)
+                    else:
+                        async with conn.transaction():
+                            done = await fn(conn)
                 except pg.InterfaceError as exc:
                     if not _lost(conn, pg):  # a mistake in the call, not the connection
                         raise
@@ -188,13 +208,55 @@ class Database:
             pg.InternalClientError,  # the pool's reset of a connection that was dying
         ) as exc:
             raise self._unavailable(exc) from exc
+        OUTAGES.answered(self.described)
+        return done
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        OUTAGES.lost(self.described, exc)
         return StoreUnavailable(f"{self.described} cannot be reached: {exc}")
 
 
 async def _keep_as_is(conn: Any) -> None:
     """A pooled connection's reset (`create_pool`'s ``reset``): nothing to undo."""
+
+
+class Outages:
+    """The stores this process last found unreachable, and since when: one WARNING line
+    when an operation first finds a store's server gone, one when an operation goes
+    through again, whatever the number of store objects (a worker has two, on two threads)
+    and of operations that fail meanwhile. A store never reached yet logs nothing here:
+    at start-up, `backbeat.engine.connecting` says it is waiting."""
+
+    def __init__(self) -> None:
+        self._reached: set[str] = set()
+        self._since: dict[str, float] = {}  # monotonic
+        self._lock = threading.Lock()
+
+    def lost(self, store: str, exc: BaseException) -> None:
+        with self._lock:
+            if store not in self._reached or store in self._since:
+                return
+            self._since[store] = time.monotonic()
+        logger.warning(
+            "backbeat: %s cannot be reached (%s: %s); its operations fail until it answers",
+            store,
+            type(exc).__name__,
+            exc,
+        )
+
+    def answered(self, store: str) -> None:
+        if store in self._reached and store not in self._since:  # the usual case: no lock
+            return
+        with self._lock:
+            self._reached.add(store)
+            since = self._since.pop(store, None)
+        if since is not None:
+            logger.warning(
+                "backbeat: %s answers again, after %.1fs", store, time.monotonic() - since
+            )
+
+
+OUTAGES = Outages()
 
 
 def _lost(conn: Any, pg: Any) -> bool:
