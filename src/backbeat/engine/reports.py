@@ -1,8 +1,10 @@
-"""What a worker reports to its store about the tasks it runs, batched per loop turn.
+"""What a worker reports to its store about the tasks it runs, batched: one write at a time,
+each with what came since the last (`TurnBatch`'s ``one_at_a_time``).
 
 `ProgressReports`: a task's `backbeat.progress(...)` reports come from the task, on the
 worker's loop or (a sync task) in its thread; the last report of each task in one turn
-of the loop is written, the others are dropped. `Settlements`: the outcomes of attempts.
+of the loop (or while the last write was in flight) is written, the others are dropped.
+`Settlements`: the outcomes of attempts.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ logger = logging.getLogger("backbeat")
 class ProgressReports:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._batch: TurnBatch[tuple[str, str]] = TurnBatch(self._keep)
+        self._batch: TurnBatch[tuple[str, str]] = TurnBatch(self._keep, one_at_a_time=True)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def reporter(self, receipt: str) -> Reporter:
@@ -63,7 +65,8 @@ class ProgressReports:
 
 
 class Settlements:
-    """The outcomes of attempts, recorded in one write per loop turn.
+    """The outcomes of attempts, recorded one write at a time, each with every outcome
+    since the last.
 
     While the store is unreachable (a restart, a cut link) the outcomes are kept and
     sent again, with backoff, for up to five leases: once it answers, each is
@@ -82,7 +85,7 @@ class Settlements:
         self.lease = lease
         # Told once outcomes are in the store: a task they finish may have let another run.
         self.recorded = recorded
-        self._batch: TurnBatch[Settlement] = TurnBatch(self._finish)
+        self._batch: TurnBatch[Settlement] = TurnBatch(self._finish, one_at_a_time=True)
         self._unrecorded: dict[str, None] = {}  # receipts, read from the lease keeper's thread
 
     def add(self, settlement: Settlement) -> None:
