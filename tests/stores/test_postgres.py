@@ -370,3 +370,29 @@ async def test_a_gate_another_claim_is_counting_is_left_to_it(url):
     finally:
         await other.close()
         await store.close()
+
+
+async def test_a_warm_up_opens_ready_connections_and_changes_nothing(url):
+    """`warm_up` runs the claim and the outcome statement on connections of their own, for
+    no task: a pending task stays pending, a running one keeps its lease and token."""
+    store = open_store(url)
+    try:
+        waiting, running = new_task(), new_task()
+        await store.enqueue([running])
+        [claim] = await store.claim("w", 1, 30)
+        await store.enqueue([waiting])
+        before = await ask(
+            url, f'SELECT id, state, token, lease_until FROM "{schema_of(url)}".tasks'
+        )
+        await store.warm_up(None)
+        await store.warm_up(("default",))
+        after = await ask(
+            url, f'SELECT id, state, token, lease_until FROM "{schema_of(url)}".tasks'
+        )
+        assert sorted(map(tuple, after)) == sorted(map(tuple, before))
+        assert (await store.counts())["pending"] == 1
+        pool = await store._db.pool()
+        assert pool.get_size() >= 2
+        assert await store.finish([succeeded(claim)]) == [True]
+    finally:
+        await store.close()

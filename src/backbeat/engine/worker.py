@@ -142,6 +142,15 @@ class StoredWorker:
         # (perhaps after the store was down for everyone) cannot tell it from a stall.
         if await take_over_dead(self.store, self.name, judge_silence=False):
             self.backlog = True
+        try:
+            await self.store.warm_up(self.queues)
+        except Exception as exc:  # only a head start: the claims work without it
+            logger.warning(
+                "backbeat: worker %s could not warm up its store: %s",
+                self.name,
+                exc,
+                exc_info=not isinstance(exc, StoreError),
+            )
         loop = self._loop = asyncio.get_running_loop()
         self._poke = loop.create_future()
         self.claiming = True

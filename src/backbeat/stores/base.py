@@ -518,6 +518,11 @@ class Store(Protocol):
         many (``dry_run``: only counts them)."""
         ...
 
+    async def warm_up(self, queues: tuple[str, ...] | None) -> None:
+        """Get ready for a worker's first claims and outcomes (of these queues, or all), so
+        that the first tasks start as soon as the next (connections opened, statements
+        prepared); nothing by default. Best effort: the worker goes on if it fails."""
+
     async def heartbeat(self, worker: WorkerInfo, expires_in: float) -> None:
         """Record that this worker is alive (its `seen_at` is now) until `expires_in`
         seconds from now; 0 removes it (a worker that stops says so)."""
