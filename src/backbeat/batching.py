@@ -31,14 +31,18 @@ class TurnBatch(Generic[T]):
         self.one_at_a_time = one_at_a_time
         self._items: list[T] = []
         self._flushing: set[asyncio.Task[None]] = set()
+        # A write in flight (`one_at_a_time`): over as soon as its flush returns, not when its
+        # task's done callbacks have run (an item added between the two would wait for ever).
+        self._writing = False
 
     def add(self, *items: T) -> None:
-        if not self._items and not (self.one_at_a_time and self._flushing):
+        if not self._items and not self._writing:
             asyncio.get_running_loop().call_soon(self._flush)
         self._items.extend(items)
 
     def _flush(self) -> None:
         items, self._items = self._items, []
+        self._writing = self.one_at_a_time
         # Outside any request's context: the flush belongs to no one request.
         task = asyncio.get_running_loop().create_task(
             self._flush_one(items), context=contextvars.Context()
@@ -50,8 +54,10 @@ class TurnBatch(Generic[T]):
         try:
             await self.flush(items)
         finally:
-            if self.one_at_a_time and self._items:  # added while this write was in flight
-                asyncio.get_running_loop().call_soon(self._flush)
+            if self.one_at_a_time:
+                self._writing = False
+                if self._items:  # added while this write was in flight: the next one
+                    asyncio.get_running_loop().call_soon(self._flush)
 
     async def settle(self) -> None:
         """Wait for what was added so far to be flushed (at shutdown)."""

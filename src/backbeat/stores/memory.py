@@ -395,6 +395,9 @@ class MemoryStore:
                 counts[shown_state(row.state, row.task.due_at, now)] += 1
             return counts
 
+    async def warm_up(self, queues: tuple[str, ...] | None) -> None:
+        """Nothing to get ready: the tasks are in this process."""
+
     async def heartbeat(self, worker: WorkerInfo, expires_in: float) -> None:
         with self._lock:
             if expires_in <= 0:

@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from backbeat.batching import TurnGroup
 from backbeat.gates import LONGEST_WINDOW
-from backbeat.status import FINISHED, TaskState
+from backbeat.status import FINISHED
 from backbeat.stores import postgres_claims as claims
 from backbeat.stores import postgres_reads as reads
 from backbeat.stores.base import (
@@ -67,12 +67,10 @@ from backbeat.stores.postgres_sql import (
     PURGE_WHERE,
     RESUME_QUEUE,
     RUN_NOW,
-    SETTLE_ALIKE,
     SOONEST,
     TAKE_OVER,
     WORKERS,
     Schema,
-    quick_claim_sql,
 )
 from backbeat.stores.postgres_writes import (
     duplicates_named,
@@ -89,10 +87,6 @@ from backbeat.stores.searching import check_scan, check_search
 from backbeat.stores.wakeups import DueHint
 
 logger = logging.getLogger("backbeat")
-
-# `warm_up`: connections made ready, and the claims that get each past its custom plans.
-WARM_CONNECTIONS = 2
-WARM_CLAIMS = 6
 
 
 def _yes(value: str) -> bool:
@@ -330,24 +324,7 @@ class PostgresStore:
         return taken + await self._db.transaction(take)
 
     async def warm_up(self, queues: tuple[str, ...] | None) -> None:
-        """A few pooled connections opened, each with the claim and the usual outcome
-        prepared and planned: a new connection's first claim took 14 ms here and its next
-        five 2-3 ms (custom plans), then 0.5 ms; its first outcome 17 ms (the counting
-        trigger compiled), then 1 ms. Claims of no task and outcomes of none: nothing
-        changes."""
-        pool = await self._db.pool()
-        claim = self.schema(quick_claim_sql(queues is not None))
-        only = () if queues is None else (list(queues),)
-        settle = self.schema(SETTLE_ALIKE[TaskState.SUCCEEDED])
-
-        async def ready() -> None:  # at once for each: distinct connections
-            async with pool.acquire(timeout=self._db.timeout) as conn:
-                for _ in range(WARM_CLAIMS):
-                    now = time.time()
-                    await conn.fetch(claim, now, now, "", 0, 1, False, *only)
-                await conn.fetch(settle, time.time(), [], [], [], [], [], [])
-
-        await asyncio.gather(*(ready() for _ in range(WARM_CONNECTIONS)))
+        await claims.warm_up(await self._db.pool(), self.schema, queues, self._db.timeout)
 
     async def renew(self, receipts: list[str], lease: float) -> list[str]:
         return await self._db.transaction(

@@ -9,6 +9,7 @@ given back and claimed again (the same attempt number, another token), changes n
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -183,3 +184,27 @@ async def release(conn: Any, sql: Schema, receipts: list[str]) -> None:
     await settled(conn, sql, {line for (line,) in rows if line}, time.time())
     if rows:
         await notify(conn, sql, [sql.name])
+
+
+# `warm_up`: connections made ready, and the claims that get each past its custom plans.
+WARM_CONNECTIONS = 2
+WARM_CLAIMS = 6
+
+
+async def warm_up(pool: Any, sql: Schema, queues: tuple[str, ...] | None, wait: float) -> None:
+    """`Store.warm_up`: a few pooled connections opened, each with the claim and the usual
+    outcome prepared and planned. A new connection's first claim took 14 ms here and its
+    next five 2-3 ms (custom plans), then 0.5 ms; its first outcome 17 ms (the counting
+    trigger compiled), then 1 ms. Claims of no task and outcomes of none: nothing changes."""
+    claim = sql(quick_claim_sql(queues is not None))
+    only = () if queues is None else (list(queues),)
+    settle = sql(SETTLE_ALIKE[TaskState.SUCCEEDED])
+
+    async def ready() -> None:  # at once for each: distinct connections
+        async with pool.acquire(timeout=wait) as conn:
+            for _ in range(WARM_CLAIMS):
+                now = time.time()
+                await conn.fetch(claim, now, now, "", 0, 1, False, *only)
+            await conn.fetch(settle, time.time(), [], [], [], [], [], [])
+
+    await asyncio.gather(*(ready() for _ in range(WARM_CONNECTIONS)))

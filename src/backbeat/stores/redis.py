@@ -402,6 +402,9 @@ class RedisStore:
         check_purgeable(states)
         return int(await self._call("purge", finished_before, int(dry_run), *states))
 
+    async def warm_up(self, queues: tuple[str, ...] | None) -> None:
+        """Nothing to get ready: the script is loaded and the pool connected by `open`."""
+
     async def heartbeat(self, worker: WorkerInfo, expires_in: float) -> None:
         worker.seen_at = time.time()
         document = json.dumps(worker.document())

@@ -423,6 +423,9 @@ class SQLiteStore:
             counts[shown_state(state, due_at, now)] += count
         return counts
 
+    async def warm_up(self, queues: tuple[str, ...] | None) -> None:
+        """Nothing to get ready: one file, one writer thread, opened at `open`."""
+
     async def heartbeat(self, worker: WorkerInfo, expires_in: float) -> None:
         def beat(conn: sqlite3.Connection) -> None:
             now = time.time()
