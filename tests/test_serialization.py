@@ -7,7 +7,12 @@ from decimal import Decimal
 import pytest
 from pydantic import BaseModel
 
-from backbeat.serialization import ArgumentError, decode_arguments, encode_arguments
+from backbeat.serialization import (
+    ArgumentError,
+    decode_arguments,
+    encode_arguments,
+    read_back_as_given,
+)
 
 
 class Colour(enum.Enum):
@@ -87,3 +92,27 @@ def test_a_document_that_does_not_fit_the_function_is_a_clear_error():
         decode_arguments(two, encode_arguments("t", (1,), {}))
     with pytest.raises(ArgumentError, match="stored argument 'b' does not fit"):
         decode_arguments(two, encode_arguments("t", (1, "two"), {}))
+
+
+def _plain(count: int, label: str, ratio: float, flag: bool, anything, note: str | None = None):
+    return count, label, ratio, flag, anything, note
+
+
+def test_arguments_read_back_as_given_only_when_json_gives_them_back_unchanged():
+    """The check a store skips for such arguments (`read_back_as_given`) must say False
+    wherever `decode_arguments` would change them or refuse them."""
+    assert read_back_as_given(_plain, (1, "a", float("inf"), True, "x"), {})
+    assert read_back_as_given(_plain, (1, "a"), {"ratio": 2.5, "flag": False, "anything": None})
+    refused = [
+        ((1, "a", 0.5, True, [1]), {}),  # a list: validated (its items may change)
+        ((True, "a", 0.5, True, 0), {}),  # a bool for an int: validated
+        ((1, "a", 1, True, 0), {}),  # an int for a float: becomes 1.0
+        ((1, "a", 0.5, True, (1, 2)), {}),  # a tuple comes back a list
+        ((1, "a", 0.5, True, 0, "n"), {}),  # `str | None`: validated
+        ((1, "a", 0.5), {}),  # missing arguments
+        ((1, "a", 0.5, True, 0, None, "extra"), {}),
+        ((1, "a", 0.5, True, 0), {"count": 2}),  # given twice
+        ((1, "a", 0.5, True, 0), {"nope": 1}),
+    ]
+    for args, kwargs in refused:
+        assert not read_back_as_given(_plain, args, kwargs), (args, kwargs)

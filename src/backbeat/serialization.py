@@ -28,6 +28,7 @@ __all__ = [
     "decode_arguments",
     "encode_arguments",
     "encode_result",
+    "read_back_as_given",
 ]
 
 
@@ -93,6 +94,34 @@ def _check(task_name: str, label: str, value: Any) -> None:
             f"{label} of task {task_name!r} cannot be stored as JSON: "
             f"{type(value).__module__}.{type(value).__qualname__} ({exc})"
         ) from None
+
+
+def read_back_as_given(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> bool:
+    """Whether these arguments fit `func` and come back from JSON exactly as given: ints,
+    floats, strings, booleans and None, each for a parameter that is unannotated or
+    annotated with its very type. Then `decode_arguments` would return them unchanged, and
+    the check a store makes before accepting a task can skip it (the usual task: pydantic's
+    validation cost more than the rest of storing it). False sends it the long way."""
+    signature, adapters, positional, required, exact = _analysed(func)
+    given = positional[: len(args)]
+    if len(args) > len(positional) or not required.issubset((*given, *kwargs)):
+        return False
+    for key in kwargs:
+        parameter = signature.parameters.get(key)
+        if parameter is None or parameter.kind is parameter.POSITIONAL_ONLY or key in given:
+            return False
+    for name, value in (*zip(given, args, strict=True), *kwargs.items()):
+        kind = type(value)
+        if kind not in _PLAIN or (name in adapters and exact.get(name) is not kind):
+            return False
+    return True
+
+
+# What JSON gives back as it was given (infinities and NaN too: `to_json` writes them as
+# ``Infinity`` and ``NaN``, which `from_json` reads).
+_PLAIN = (int, float, str, bool, type(None))
 
 
 def decode_arguments(

@@ -38,7 +38,12 @@ from backbeat.observers import carry_all
 from backbeat.policy import TaskPolicy
 from backbeat.registry import TaskRegistry
 from backbeat.schedules import Schedule
-from backbeat.serialization import ArgumentError, decode_arguments, encode_arguments
+from backbeat.serialization import (
+    ArgumentError,
+    decode_arguments,
+    encode_arguments,
+    read_back_as_given,
+)
 from backbeat.signing import sign
 from backbeat.status import UNFINISHED, TaskInfo
 from backbeat.stores.base import NewTask, Store, StoredStatus, StoreError, TransactionalStore
@@ -292,11 +297,15 @@ class StoredEngine:
         """A task's arguments as stored, and as a worker will read them back."""
         payload = encode_arguments(name, task.args, task.kwargs, carried)
         # What a worker will read back must fit the function (a set stored as a list for a
-        # `str` parameter would fail there, after the 2xx): read it back now.
-        try:
-            args, kwargs = decode_arguments(func, payload)
-        except ArgumentError as exc:
-            raise ArgumentError(f"task {name!r} cannot be stored: {exc}") from None
+        # `str` parameter would fail there, after the 2xx): read it back now, unless it is
+        # plainly what was given.
+        if read_back_as_given(func, task.args, task.kwargs):
+            args, kwargs = tuple(task.args), dict(task.kwargs)
+        else:
+            try:
+                args, kwargs = decode_arguments(func, payload)
+            except ArgumentError as exc:
+                raise ArgumentError(f"task {name!r} cannot be stored: {exc}") from None
         if len(payload) > self.max_task_size:
             raise ValueError(
                 f"task {name!r} cannot be stored: its arguments are {len(payload)} bytes as "
