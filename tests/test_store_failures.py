@@ -2,6 +2,7 @@
 cannot be read, the file deleted under a running server, corrupt pages, a full disk.
 Real files, real uvicorn and worker processes."""
 
+import logging
 import os
 import sqlite3
 import subprocess
@@ -225,3 +226,43 @@ def test_a_duplicate_task_id_is_a_500_not_a_503_to_try_again(tmp_path, backbeat_
         response = client.post("/x")
     assert response.status_code == 500 and "retry-after" not in response.headers
     assert any(isinstance(r.exc_info[1], DuplicateTask) for r in backbeat_log.records if r.exc_info)
+
+
+class OutcomesStuck(SQLiteStore):
+    """A real SQLite store that cannot take outcomes nor renew leases for a while (a write
+    path cut off), while claims still go through."""
+
+    stuck_until = 0.0
+
+    def _stuck(self) -> None:
+        if time.monotonic() < self.stuck_until:
+            raise StoreUnavailable("outcomes cannot be written now")
+
+    async def finish(self, settlements):
+        self._stuck()
+        return await super().finish(settlements)
+
+    async def renew(self, receipts, lease):
+        self._stuck()
+        return await super().renew(receipts, lease)
+
+
+async def test_a_finished_task_claimed_again_before_its_outcome_is_recorded_is_not_run_again(
+    tmp_path, backbeat_log
+):
+    """Its lease ran out while its outcome could not be written, and this worker's own
+    claim took it over: the outcome is recorded under the new claim, the task not run twice
+    (it was, once the store answered again)."""
+    store = OutcomesStuck(tmp_path / "tasks.db")
+    durable_tasks.calls.clear()
+    async with durable_tasks.runner(store, lease=0.5, poll_interval=0.05) as runner:
+        store.stuck_until = time.monotonic() + 2.0
+        task_id = await runner.asubmit(
+            BackgroundTask(durable_tasks.record, "once", Decimal(1), uuid.uuid4())
+        )
+        await runner.join(timeout=10)
+        info = runner.get(task_id)
+    assert info.state == "succeeded"
+    assert [label for label, _ in durable_tasks.calls] == ["once"]
+    warnings = backbeat_log.messages(logging.WARNING)
+    assert any("it is recorded, not run again" in m for m in warnings)

@@ -10,6 +10,7 @@ of the loop (or while the last write was in flight) is written, the others are d
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -86,15 +87,27 @@ class Settlements:
         # Told once outcomes are in the store: a task they finish may have let another run.
         self.recorded = recorded
         self._batch: TurnBatch[Settlement] = TurnBatch(self._finish, one_at_a_time=True)
-        self._unrecorded: dict[str, None] = {}  # receipts, read from the lease keeper's thread
+        # By task id; read (its receipts) from the lease keeper's thread.
+        self._unrecorded: dict[str, Settlement] = {}
 
     def add(self, settlement: Settlement) -> None:
-        self._unrecorded[settlement.receipt] = None
+        self._unrecorded[split_receipt(settlement.receipt)[0]] = settlement
         self._batch.add(settlement)
 
     def unrecorded(self) -> list[str]:
         """The receipts of outcomes not yet recorded (nor refused): their leases are kept."""
-        return list(self._unrecorded)
+        return [settlement.receipt for settlement in list(self._unrecorded.values())]
+
+    def again_under(self, task_id: str, receipt: str) -> bool:
+        """A claim of a task whose outcome is still to be recorded here: its lease ran out
+        while the store could not be reached, and a claim (this worker's too) took it over.
+        The outcome is recorded under the new claim instead of the task running twice (the
+        old claim's write is refused by its token). Whether there was one."""
+        held = self._unrecorded.get(task_id)
+        if held is None:
+            return False
+        self.add(dataclasses.replace(held, receipt=receipt))
+        return True
 
     async def settle(self) -> None:
         await self._batch.settle()
@@ -104,7 +117,9 @@ class Settlements:
             await self._record(settlements)
         finally:
             for settlement in settlements:
-                self._unrecorded.pop(settlement.receipt, None)
+                task_id = split_receipt(settlement.receipt)[0]
+                if self._unrecorded.get(task_id) is settlement:  # not one sent again since
+                    del self._unrecorded[task_id]
 
     async def _record(self, settlements: list[Settlement]) -> None:
         deadline = time.monotonic() + max(5 * self.lease, 10.0)

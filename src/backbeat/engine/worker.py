@@ -334,6 +334,15 @@ class StoredWorker:
     # --- running -------------------------------------------------------------------------
 
     def spawn(self, item: ClaimedTask) -> None:
+        if self._settlements.again_under(item.id, item.receipt):
+            logger.warning(
+                "backbeat: task %r (id %s) finished here but its outcome was not recorded "
+                "before its lease ran out; claimed again, it is recorded, not run again",
+                item.name,
+                item.id,
+                extra=about_task(item.id, item.name, item.attempts, item.queue),
+            )
+            return
         here = self.written_here.pop(item.id, None)
         context = contextvars.Context() if here is None else here.context
         context.run(current_runner.set, None)
