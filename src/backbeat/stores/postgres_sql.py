@@ -19,7 +19,7 @@ import re
 from backbeat.status import FINISHED, TaskState
 from backbeat.stores.base import StoreError
 from backbeat.stores.inspection import ATTEMPTS_KEPT
-from backbeat.stores.postgres_maintenance import VERSION_3
+from backbeat.stores.postgres_maintenance import VERSION_3, VERSION_4
 
 # Raised by each release whose schema needs more than `CREATE ... IF NOT EXISTS`: `open`
 # runs the steps of `UPGRADES` from the version it finds up to this one.
@@ -237,38 +237,6 @@ ALTER TABLE {s}.tasks ADD COLUMN held_until double precision;
 UPDATE {s}.tasks SET held_until = lease_until, lease_until = NULL WHERE state = 'held';
 DROP INDEX {s}.tasks_held;
 CREATE INDEX tasks_held ON {s}.tasks (held_until) WHERE state = 'held';
-"""
-
-# Finished tasks counted (and their keys kept) once per statement, not once per row: a
-# row's trigger upserted the same counts row for each task a statement finished, and cost
-# more than the statement's own work (70 µs a task of a 32-task outcome, measured).
-_CHANGED = "FROM new_rows n JOIN old_rows o USING (id) WHERE o.state IS DISTINCT FROM n.state"
-VERSION_4 = f"""
-CREATE OR REPLACE FUNCTION {{s}}.count_finished() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    -- Claims and renewals: nothing finished nor reopened.
-    IF NOT EXISTS (SELECT FROM new_rows WHERE state IN {_FINISHED})
-        AND NOT EXISTS (SELECT FROM old_rows WHERE state IN {_FINISHED}) THEN
-        RETURN NULL;
-    END IF;
-    INSERT INTO {{s}}.finished_counts AS c (queue, state, slot, n)
-    SELECT queue, state, pg_backend_pid() & 15, sum(n) FROM (
-        SELECT n.queue, n.state, 1 AS n {_CHANGED} AND n.state IN {_FINISHED}
-        UNION ALL
-        SELECT o.queue, o.state, -1 {_CHANGED} AND o.state IN {_FINISHED}) changed
-    GROUP BY 1, 2 ORDER BY 1, 2
-    ON CONFLICT (queue, state, slot) DO UPDATE SET n = c.n + excluded.n;
-    INSERT INTO {{s}}.spent_keys AS k (key, task_id, finished_at)
-    SELECT DISTINCT ON (n.key) n.key, n.id, coalesce(n.finished_at, 0)
-    {_CHANGED} AND n.state IN {_FINISHED} AND n.key IS NOT NULL ORDER BY n.key
-    ON CONFLICT (key) DO UPDATE SET task_id = excluded.task_id,
-        finished_at = excluded.finished_at;
-    RETURN NULL;
-END $$;
-DROP TRIGGER count_finished ON {{s}}.tasks;
-CREATE TRIGGER count_finished AFTER UPDATE ON {{s}}.tasks
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION {{s}}.count_finished();
 """
 
 # Each step brings a schema of the version before it up to its own.
